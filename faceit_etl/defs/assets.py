@@ -1,0 +1,220 @@
+"""The migration's assets, each a thin call into one domain function.
+
+source_backup → raw_json → validated_frame → mapped_users / mapped_subscriptions → postgres_tables
+"""
+
+
+import dagster as dg
+import orjson
+import pandas as pd
+
+from faceit_etl import backup, mapping
+from faceit_etl.database import connect, describe, redact
+from faceit_etl.defs.metadata import frame_metadata, preview
+from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.source import SourceData, read_source
+from faceit_etl.target import ddl, runlog
+from faceit_etl.target.load import load
+from faceit_etl.validation import ValidationOutcome, validate_entries
+
+GROUP = "faceit_migration"
+OWNERS = ["team:faceit-bot"]
+TAGS = {"domain": "faceit-bot"}
+REJECTS_FILE = "rejects.jsonl"
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    tags=TAGS,
+    kinds={"json", "file"},
+    description=(
+        "A private copy (0600) of the bot's data file with its sha256, taken before anything else. "
+        "Every later step reads this copy, never the live file."
+    ),
+)
+def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
+    settings = migration_settings.checked()
+    snapshot = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
+    return dg.Output(
+        snapshot,
+        metadata={
+            "source": dg.MetadataValue.path(snapshot.original),
+            "backup": dg.MetadataValue.path(snapshot.copy),
+            "sha256": snapshot.sha256,
+            "size_bytes": snapshot.size_bytes,
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    tags=TAGS,
+    kinds={"json"},
+    description=(
+        "The user entries of the backed-up file, in file order. Reads every layout the bot ever "
+        "wrote: {'users': [...]}, {'users': {'<id>': {...}}} and a bare list."
+    ),
+)
+def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
+    source = read_source(source_backup.copy)
+    return dg.Output(
+        source,
+        metadata={
+            "dagster/row_count": len(source.entries),
+            "layout": source.layout,
+            "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    tags=TAGS,
+    kinds={"pandas", "pandera"},
+    description=(
+        "Every entry judged by the pandera schemas for users and subscriptions, after the coercions "
+        "that keep meaning. Rejected entries are listed with field and reason (and written to "
+        "rejects.jsonl in the run's backup folder): accepted + rejected = input."
+    ),
+)
+def validated_frame(
+    context: dg.AssetExecutionContext, raw_json: SourceData, migration_settings: MigrationSettings
+) -> dg.Output:
+    settings = migration_settings.checked()
+    outcome = validate_entries(raw_json, settings.source_timezone)
+    if not outcome.rejects.empty:
+        folder = backup.private_folder(backup.run_folder(settings.backup_dir, context.run.run_id))
+        lines = (orjson.dumps(row) for row in outcome.rejects.astype(object).where(outcome.rejects.notna(), None).to_dict("records"))
+        backup.write_private(folder / REJECTS_FILE, b"\n".join(lines) + b"\n")
+    return dg.Output(
+        outcome,
+        metadata={
+            **frame_metadata(outcome.valid),
+            "input_entries": outcome.input_count,
+            "accepted_entries": len(outcome.valid),
+            "rejected_entries": outcome.rejected_count,
+            "rejects": preview(outcome.rejects.drop(columns="raw"), rows=50),
+            "ignored_fields": dg.MetadataValue.json(outcome.ignored_fields),
+        },
+    )
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "mapped_users": dg.AssetOut(
+            owners=OWNERS,
+            tags=TAGS,
+            kinds={"pandas"},
+            description="Accepted users in the layout of the bot's `users` table, with the bot's defaults.",
+        ),
+        "mapped_subscriptions": dg.AssetOut(
+            owners=OWNERS,
+            tags=TAGS,
+            kinds={"pandas"},
+            description=(
+                "One subscription per accepted user, in the layout of `user_subscriptions`; entries "
+                "without one get the bot's default FREE subscription."
+            ),
+        ),
+    },
+)
+def mapped_frames(validated_frame: ValidationOutcome):
+    mapped = mapping.map_frames(validated_frame.valid)
+    defaults = dg.MetadataValue.json(mapped.defaults_applied)
+    yield dg.Output(mapped.users, "mapped_users", metadata={**frame_metadata(mapped.users), "defaults_applied": defaults})
+    yield dg.Output(
+        mapped.subscriptions,
+        "mapped_subscriptions",
+        metadata={
+            **frame_metadata(mapped.subscriptions),
+            "tiers": dg.MetadataValue.json(mapped.subscriptions["tier"].value_counts().to_dict()),
+            "defaults_applied": defaults,
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    tags=TAGS,
+    kinds={"postgres"},
+    description=(
+        "The bot's `users` and `user_subscriptions` tables. One transaction: COPY into staging, "
+        "insert new rows, update changed ones, leave unchanged ones untouched. Any failure leaves "
+        "the target as it was. Rejects go to `migration_rejects`, the run to `migration_logs`."
+    ),
+)
+def postgres_tables(
+    context: dg.AssetExecutionContext,
+    migration_settings: MigrationSettings,
+    validated_frame: ValidationOutcome,
+    mapped_users: pd.DataFrame,
+    mapped_subscriptions: pd.DataFrame,
+) -> dg.MaterializeResult:
+    settings = migration_settings.checked()
+    url = settings.connection_url()
+    schema = settings.target_schema
+    run_id = context.run.run_id
+    mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
+    with connect(url, autocommit=True) as log_conn, connect(url) as conn:
+        ddl.ensure_bookkeeping_tables(log_conn, schema)
+        log = runlog.start(
+            log_conn,
+            schema,
+            run_id=run_id,
+            total_items=validated_frame.input_count,
+            metadata={"settings": settings.safe_summary()},
+        )
+        try:
+            stats = load(
+                conn,
+                schema,
+                mapped,
+                validated_frame.rejects,
+                run_id,
+                truncate=settings.truncate,
+                batch_size=settings.batch_size,
+                progress=lambda stage, done, total: context.log.debug(f"{stage}: {done}/{total} rows"),
+            )
+        except Exception as exc:
+            message = redact(str(exc), url)
+            runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
+            raise dg.Failure(
+                description=f"load into {describe(url)} failed, nothing was written: {message}",
+                allow_retries=False,
+            ) from None
+        schema_columns = [
+            dg.TableColumn(f"{name}.{column}", data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
+            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
+            for column, data_type, nullable in ddl.column_types(conn, schema, name)
+        ]
+        runlog.finish(
+            log,
+            "success",
+            processed_items=len(mapped_users),
+            failed_items=validated_frame.rejected_count,
+            metadata={"load": stats.as_dict()},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "database": describe(url),
+            "schema": schema,
+            "users_inserted": stats.users.inserted,
+            "users_updated": stats.users.updated,
+            "users_unchanged": stats.users.unchanged,
+            "subscriptions_inserted": stats.subscriptions.inserted,
+            "subscriptions_updated": stats.subscriptions.updated,
+            "subscriptions_unchanged": stats.subscriptions.unchanged,
+            "rejected_entries": validated_frame.rejected_count,
+            "created_tables": stats.created_tables,
+            "truncated": stats.truncated,
+            "dagster/row_count": len(mapped_users),
+            "dagster/column_schema": dg.TableSchema(columns=schema_columns),
+            "preview": preview(mapped_users),
+            "migration_log_id": log.log_id,
+        }
+    )

@@ -1,0 +1,194 @@
+"""The bot's tables (BRIEF §2), created when absent, and the checks an existing target must pass.
+
+Our DDL follows the bot's models with one deliberate difference: Telegram ids are bigint. Tables
+made by the bot's own Alembic revision (32-bit ids, no id defaults) are loaded as they are, unless
+an id would not fit: then we stop before writing and say which ALTER fixes it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+USERS = "users"
+SUBSCRIPTIONS = "user_subscriptions"
+MIGRATION_LOGS = "migration_logs"
+MIGRATION_REJECTS = "migration_rejects"
+TIER_TYPE = "subscriptiontier"
+INT32_MAX = 2**31 - 1
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class TargetError(RuntimeError):
+    """The target database cannot take this load as it is; nothing was written."""
+
+
+def checked_identifier(name: str) -> str:
+    """Configurable names (the schema) must be plain identifiers; anything else is refused."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"invalid schema name {name!r}: use letters, digits and underscores, "
+            "starting with a letter or underscore (at most 63 characters)"
+        )
+    return name
+
+
+def table(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS {logs} (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    migration_type varchar(100),
+    start_time timestamptz,
+    end_time timestamptz,
+    status varchar(20),
+    total_items integer,
+    processed_items integer,
+    failed_items integer,
+    error_message text,
+    metadata jsonb,
+    created_at timestamptz DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {rejects} (
+    run_id text NOT NULL,
+    source_index integer NOT NULL,
+    user_id bigint,
+    field text NOT NULL,
+    reason text NOT NULL,
+    raw jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS {rejects_run_index} ON {rejects} (run_id);
+"""
+
+_TARGET = """
+CREATE TABLE IF NOT EXISTS {users} (
+    id uuid PRIMARY KEY,
+    user_id bigint NOT NULL,
+    faceit_player_id varchar(255),
+    faceit_nickname varchar(255),
+    last_checked_match_id varchar(255),
+    waiting_for_nickname boolean,
+    language varchar(10),
+    notifications_enabled boolean,
+    total_requests integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    last_active_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_users_user_id ON {users} (user_id);
+CREATE INDEX IF NOT EXISTS ix_users_faceit_player_id ON {users} (faceit_player_id);
+CREATE INDEX IF NOT EXISTS ix_users_faceit_nickname ON {users} (faceit_nickname);
+CREATE TABLE IF NOT EXISTS {subscriptions} (
+    id uuid PRIMARY KEY,
+    user_id uuid NOT NULL UNIQUE REFERENCES {users} (id) ON DELETE CASCADE,
+    tier {tier},
+    expires_at timestamptz,
+    auto_renew boolean,
+    payment_method varchar(100),
+    daily_requests integer,
+    last_reset_date timestamptz,
+    referred_by_user_id bigint,
+    referral_code varchar(20) UNIQUE,
+    referrals_count integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
+    """Our own tables (run log, rejects): made in their own transaction, before any load."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute(
+        sql.SQL(_BOOKKEEPING).format(
+            logs=table(schema, MIGRATION_LOGS),
+            rejects=table(schema, MIGRATION_REJECTS),
+            rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+        )
+    )
+
+
+def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
+    """Create the enum and the bot's tables when absent; returns whether `users` was created.
+
+    Runs inside the load's transaction, so a failed load leaves no half-made tables behind.
+    """
+    existed = table_exists(conn, schema, USERS)
+    if not _type_exists(conn, schema, TIER_TYPE):
+        conn.execute(
+            sql.SQL("CREATE TYPE {} AS ENUM ('FREE', 'PREMIUM', 'PRO')").format(table(schema, TIER_TYPE))
+        )
+    conn.execute(
+        sql.SQL(_TARGET).format(
+            users=table(schema, USERS),
+            subscriptions=table(schema, SUBSCRIPTIONS),
+            tier=table(schema, TIER_TYPE),
+        )
+    )
+    return not existed
+
+
+def table_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    query = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+    return conn.execute(query, [schema, name]).fetchone()[0]
+
+
+def _type_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    query = """SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+               WHERE n.nspname = %s AND t.typname = %s)"""
+    return conn.execute(query, [schema, name]).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class IdColumn:
+    table: str
+    column: str
+    values: pd.Series
+
+
+def check_id_widths(conn: psycopg.Connection, schema: str, id_columns: list[IdColumn]) -> None:
+    """Stop before writing when a Telegram id would overflow a 32-bit column (the bot's Alembic bug)."""
+    problems, fixes = [], []
+    for spec in id_columns:
+        data_type = conn.execute(
+            """SELECT data_type FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = %s AND column_name = %s""",
+            [schema, spec.table, spec.column],
+        ).fetchone()
+        if data_type is None or data_type[0] != "integer":
+            continue
+        too_big = int((spec.values > INT32_MAX).sum())
+        if too_big:
+            problems.append(f"{too_big} value(s) of {spec.table}.{spec.column} exceed its 32-bit integer type")
+            fixes.append(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE bigint;")
+                .format(table(schema, spec.table), sql.Identifier(spec.column))
+                .as_string(conn)
+            )
+    if problems:
+        raise TargetError(
+            "; ".join(problems)
+            + ". Telegram ids need 64 bits. Nothing was written. Widen the columns, then run again:\n  "
+            + "\n  ".join(fixes)
+        )
+
+
+def column_types(conn: psycopg.Connection, schema: str, name: str) -> list[tuple[str, str, bool]]:
+    """(column, type, nullable) of a table as the database has it."""
+    return conn.execute(
+        """SELECT column_name, CASE WHEN data_type = 'USER-DEFINED' THEN udt_name
+                                    WHEN character_maximum_length IS NOT NULL
+                                    THEN data_type || '(' || character_maximum_length || ')'
+                                    ELSE data_type END,
+                  is_nullable = 'YES'
+           FROM information_schema.columns WHERE table_schema = %s AND table_name = %s
+           ORDER BY ordinal_position""",
+        [schema, name],
+    ).fetchall()

@@ -1,0 +1,68 @@
+"""The `migration_logs` row of each run: written on its own connection, so it survives a rollback.
+
+It records counts, the run id and the settings; callers pass settings through `safe_settings`, so
+no password ever reaches the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from faceit_etl.target.ddl import MIGRATION_LOGS, table
+
+MIGRATION_TYPE = "json_to_postgresql"
+
+
+@dataclass(frozen=True)
+class RunLog:
+    conn: psycopg.Connection  # autocommit
+    schema: str
+    log_id: str
+
+
+def start(conn: psycopg.Connection, schema: str, *, run_id: str, total_items: int, metadata: dict) -> RunLog:
+    log_id = conn.execute(
+        sql.SQL(
+            """INSERT INTO {} (migration_type, start_time, status, total_items, metadata)
+               VALUES (%s, now(), 'running', %s, %s) RETURNING id::text"""
+        ).format(table(schema, MIGRATION_LOGS)),
+        [MIGRATION_TYPE, total_items, Jsonb({"run_id": run_id, **metadata})],
+    ).fetchone()[0]
+    return RunLog(conn, schema, log_id)
+
+
+def finish(
+    log: RunLog,
+    status: str,
+    *,
+    processed_items: int = 0,
+    failed_items: int = 0,
+    error_message: str | None = None,
+    metadata: dict | None = None,
+) -> None:
+    log.conn.execute(
+        sql.SQL(
+            """UPDATE {} SET status = %s, end_time = now(), processed_items = %s, failed_items = %s,
+                   error_message = %s, metadata = metadata || %s
+               WHERE id = %s"""
+        ).format(table(log.schema, MIGRATION_LOGS)),
+        [status, processed_items, failed_items, error_message, Jsonb(metadata or {}), log.log_id],
+    )
+
+
+def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT id::text, status, start_time, end_time, total_items, processed_items, failed_items,
+                      metadata->>'run_id', error_message
+               FROM {} ORDER BY start_time DESC NULLS LAST LIMIT %s"""
+        ).format(table(schema, MIGRATION_LOGS)),
+        [limit],
+    ).fetchall()
+    keys = ["id", "status", "start_time", "end_time", "total_items", "processed_items", "failed_items",
+            "run_id", "error_message"]
+    return [dict(zip(keys, row)) for row in rows]

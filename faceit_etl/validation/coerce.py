@@ -1,0 +1,169 @@
+"""Turn one column of raw JSON values into a typed pandas column, keeping the meaning of each value.
+
+Coercions applied (and only these): numeric strings and integral floats to integers; tiers in any
+letter case to the enum name; timestamps in ISO 8601 with or without offset, with `Z`, with a space
+for `T`, date only, or epoch seconds as a JSON number. Naive timestamps are read in the source
+timezone. Everything else is left missing and reported as an error `{position: reason}`.
+Absent and null values stay missing without an error: the mapping applies the bot's defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from faceit_etl.validation.fields import TIERS, Kind
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$"
+TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+
+Errors = dict[int, str]
+
+
+def describe(value: Any) -> str:
+    """A short rendering of a raw value for a reject reason."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def coerce_column(kind: Kind, values: list[Any], source_timezone: str) -> tuple[pd.Series, Errors]:
+    if kind in (Kind.TELEGRAM_ID, Kind.COUNT):
+        return coerce_integers(values)
+    if kind is Kind.TEXT:
+        return coerce_text(values)
+    if kind is Kind.FLAG:
+        return coerce_flags(values)
+    if kind is Kind.TIER:
+        return coerce_tiers(values)
+    return coerce_timestamps(values, source_timezone)
+
+
+def coerce_integers(values: list[Any]) -> tuple[pd.Series, Errors]:
+    errors: Errors = {}
+    if all(v is None or (type(v) is int and INT64_MIN <= v <= INT64_MAX) for v in values):
+        return pd.Series(pd.array(values, dtype="Int64")), errors
+    out: list[int | None] = []
+    for position, value in enumerate(values):
+        number, reason = _integer(value)
+        if reason:
+            errors[position] = reason
+        out.append(number)
+    return pd.Series(pd.array(out, dtype="Int64")), errors
+
+
+def _integer(value: Any) -> tuple[int | None, str | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return None, f"expected a whole number, got {describe(value)}"
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            return None, f"expected a whole number, got {describe(value)}"
+        number = int(value)
+    elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        number = int(value)
+    else:
+        return None, f"expected a whole number, got {describe(value)}"
+    if not INT64_MIN <= number <= INT64_MAX:
+        return None, f"{describe(value)} does not fit a 64-bit integer"
+    return number, None
+
+
+def coerce_text(values: list[Any]) -> tuple[pd.Series, Errors]:
+    errors = {
+        position: f"expected text, got {describe(value)}"
+        for position, value in enumerate(values)
+        if value is not None and type(value) is not str
+    }
+    if errors:
+        values = [None if position in errors else v for position, v in enumerate(values)]
+    return pd.Series(values, dtype="str"), errors
+
+
+def coerce_flags(values: list[Any]) -> tuple[pd.Series, Errors]:
+    errors = {
+        position: f"expected true or false, got {describe(value)}"
+        for position, value in enumerate(values)
+        if value is not None and type(value) is not bool
+    }
+    if errors:
+        values = [None if position in errors else v for position, v in enumerate(values)]
+    return pd.Series(pd.array(values, dtype="boolean")), errors
+
+
+def coerce_tiers(values: list[Any]) -> tuple[pd.Series, Errors]:
+    errors: Errors = {}
+    out: list[str | None] = []
+    for position, value in enumerate(values):
+        name = value.strip().upper() if isinstance(value, str) else None
+        if value is not None and name not in TIERS:
+            errors[position] = f"unknown tier {describe(value)}, expected one of free, premium, pro"
+            name = None
+        out.append(name)
+    return pd.Series(out, dtype="str"), errors
+
+
+def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Series, Errors]:
+    """Parse timestamps to UTC; vectorised for strings, with a per-value pass only for failures."""
+    result = pd.Series(pd.NaT, index=range(len(values)), dtype=TIMESTAMP_DTYPE)
+    errors: Errors = {}
+    texts = pd.Series(
+        [v if type(v) is str else None for v in values], dtype="str"
+    ).str.strip()
+    has_text = texts.notna()
+    aware = has_text & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False)
+    naive = has_text & ~aware
+    if aware.any():
+        result[aware] = pd.to_datetime(texts[aware], format="ISO8601", utc=True, errors="coerce")
+    if naive.any():
+        local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce")
+        result[naive] = local.dt.tz_localize(
+            source_timezone, ambiguous="NaT", nonexistent="NaT"
+        ).dt.tz_convert("UTC")
+
+    for position, value in enumerate(values):
+        if value is None:
+            continue
+        if type(value) is str:
+            if pd.isna(result.iat[position]):
+                errors[position] = _timestamp_failure(value.strip(), source_timezone)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                result.iat[position] = pd.Timestamp(value, unit="s", tz="UTC")
+            except (OverflowError, ValueError):
+                errors[position] = f"epoch seconds {describe(value)} are out of range"
+        else:
+            errors[position] = f"expected a timestamp, got {describe(value)}"
+    return result, errors
+
+
+def _timestamp_failure(text: str, source_timezone: str) -> str:
+    """Say why a string the vectorised parser refused is not a timestamp."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        detail = str(exc)
+        if "out of range" in detail or "must be in" in detail:
+            return f"impossible date {describe(text)}: {detail}"
+        return f"unparseable timestamp {describe(text)}"
+    if parsed.tzinfo is None:
+        zone = ZoneInfo(source_timezone)
+        folds = {parsed.replace(fold=f, tzinfo=zone).utcoffset() for f in (0, 1)}
+        if len(folds) > 1:
+            return f"{describe(text)} is ambiguous or does not exist in {source_timezone} (DST change)"
+    return f"timestamp {describe(text)} is out of the supported range"

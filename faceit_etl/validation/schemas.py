@@ -1,0 +1,84 @@
+"""pandera schemas for users and subscriptions, built from the field catalog.
+
+Each check carries the reason a reject will show, so what pandera reports is what the user reads.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from faceit_etl.validation.coerce import TIMESTAMP_DTYPE
+from faceit_etl.validation.fields import (
+    SUBSCRIPTION_FIELDS,
+    TIERS,
+    USER_FIELDS,
+    Field,
+    Kind,
+)
+
+INT32_MAX = 2**31 - 1
+
+
+def _first_wins(error: str) -> pa.Check:
+    """Later repeats of a value fail; the first stays, as the bot's reader returns the first match."""
+    return pa.Check(lambda s: ~(s.duplicated(keep="first") & s.notna()), error=error)
+
+
+def _column(field: Field) -> pa.Column:
+    checks: list[pa.Check] = []
+    if field.kind is Kind.TELEGRAM_ID:
+        dtype = "Int64"
+        checks.append(pa.Check.ge(1, error="must be a positive Telegram id"))
+    elif field.kind is Kind.COUNT:
+        dtype = "Int64"
+        checks.append(pa.Check.ge(0, error="must not be negative"))
+        checks.append(pa.Check.le(INT32_MAX, error="too large for the target's integer column"))
+    elif field.kind is Kind.TEXT:
+        dtype = "str"
+        checks.append(
+            pa.Check.str_length(
+                max_value=field.max_length,
+                error=f"longer than {field.max_length} characters (the target column's size)",
+            )
+        )
+        checks.append(
+            pa.Check(
+                lambda s: ~s.str.contains("\x00", regex=False),
+                error="contains a NUL character, which PostgreSQL text cannot hold",
+            )
+        )
+    elif field.kind is Kind.FLAG:
+        dtype = "boolean"
+    elif field.kind is Kind.TIER:
+        dtype = "str"
+        checks.append(pa.Check.isin(TIERS, error="unknown tier"))
+    else:
+        dtype = TIMESTAMP_DTYPE
+    if field.name == "user_id":
+        checks.append(_first_wins("user_id seen before: the first entry wins, as in the bot"))
+    if field.name == "referral_code":
+        checks.append(_first_wins("referral_code already taken by an earlier user"))
+    return pa.Column(dtype, checks=checks, nullable=field.name != "user_id")
+
+
+USERS_SCHEMA = pa.DataFrameSchema(
+    {f.name: _column(f) for f in USER_FIELDS},
+    name="users",
+    description="One row per accepted user entry, indexed by its position in the file.",
+)
+
+SUBSCRIPTIONS_SCHEMA = pa.DataFrameSchema(
+    {f.name: _column(f) for f in SUBSCRIPTION_FIELDS} | {"has_subscription": pa.Column("boolean")},
+    name="subscriptions",
+    description="The subscription of each accepted user entry; missing values get the bot's defaults.",
+)
+
+
+def failure_reason(check: str) -> str:
+    """pandera names a few built-in failures itself; say them in the user's words."""
+    return "is missing" if check == "not_nullable" else check
+
+
+def empty_frame(schema: pa.DataFrameSchema) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=col.dtype.type) for name, col in schema.columns.items()})

@@ -1,0 +1,174 @@
+"""Judge every user entry: coerce, validate with pandera, and keep each failure as a reject.
+
+The promise kept here: accepted + rejected = input, always. A rejected entry carries every reason
+found (field and text) and its raw JSON, so nothing disappears without a word.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pandas as pd
+import pandera.pandas as pa
+
+from faceit_etl.source import SourceData
+from faceit_etl.validation.coerce import _integer, coerce_column, describe
+from faceit_etl.validation.fields import (
+    KNOWN_SUBSCRIPTION_KEYS,
+    KNOWN_USER_KEYS,
+    SUBSCRIPTION_FIELDS,
+    SUBSCRIPTION_KEY,
+    USER_FIELDS,
+)
+from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, USERS_SCHEMA, failure_reason
+
+ENTRY_FIELD = "(entry)"
+REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "raw"]
+
+
+@dataclass
+class ValidationOutcome:
+    """Accepted entries as one typed frame (user and subscription columns, indexed by source_index)
+    and the rejects, one row per (entry, field, reason)."""
+
+    valid: pd.DataFrame
+    rejects: pd.DataFrame
+    input_count: int
+    ignored_fields: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_count(self) -> int:
+        return int(self.rejects["source_index"].nunique())
+
+
+def validate_entries(source: SourceData, source_timezone: str = "UTC") -> ValidationOutcome:
+    entries = source.entries
+    reasons: dict[int, list[tuple[str, str]]] = {}
+
+    def reject(index: int, field_name: str, reason: str) -> None:
+        reasons.setdefault(index, []).append((field_name, reason))
+
+    positions = [i for i, entry in enumerate(entries) if type(entry) is dict]
+    for i, entry in enumerate(entries):
+        if type(entry) is not dict:
+            reject(i, ENTRY_FIELD, f"entry is not an object: got {describe(entry)}")
+    users = [entries[i] for i in positions]
+    subscriptions = [user.get(SUBSCRIPTION_KEY) for user in users]
+    for position, subscription in enumerate(subscriptions):
+        if subscription is not None and type(subscription) is not dict:
+            reject(
+                positions[position],
+                SUBSCRIPTION_KEY,
+                f"expected an object or null, got {describe(subscription)}",
+            )
+            subscriptions[position] = None
+
+    columns: dict[str, pd.Series] = {}
+    for spec in USER_FIELDS:
+        raw = [user.get(spec.source_key) for user in users]
+        if spec.name == "user_id" and source.id_keys is not None:
+            raw = _fill_ids_from_keys(raw, users, [source.id_keys[i] for i in positions], positions, reject)
+        columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
+        for position, reason in errors.items():
+            reject(positions[position], spec.name, reason)
+    for spec in SUBSCRIPTION_FIELDS:
+        raw = [s.get(spec.source_key) if s is not None else None for s in subscriptions]
+        columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
+        for position, reason in errors.items():
+            reject(positions[position], spec.name, reason)
+    columns["has_subscription"] = pd.Series(
+        pd.array([s is not None for s in subscriptions], dtype="boolean")
+    )
+    frame = pd.DataFrame(columns)
+    frame.index = pd.Index(positions, name="source_index", dtype="int64")
+
+    already = {(i, name) for i, items in reasons.items() for name, _ in items}
+    for schema in (USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA):
+        for index, column, reason in _schema_failures(schema, frame[list(schema.columns)]):
+            if (index, column) not in already:
+                reject(index, column, reason)
+
+    rejected = sorted(reasons)
+    valid = frame.drop(index=[i for i in rejected if i in frame.index])
+    return ValidationOutcome(
+        valid=valid,
+        rejects=_rejects_frame(reasons, entries, frame),
+        input_count=len(entries),
+        ignored_fields=_ignored_fields(users, subscriptions),
+    )
+
+
+def _fill_ids_from_keys(raw, users, keys, positions, reject) -> list[Any]:
+    """In the `{"users": {"<id>": {...}}}` layout the key is the id: it fills a missing user_id,
+    and an entry whose user_id says otherwise is rejected rather than guessed at."""
+    filled = []
+    for position, (value, key) in enumerate(zip(raw, keys)):
+        if "user_id" not in users[position]:
+            filled.append(key)
+            continue
+        key_id, _ = _integer(key)
+        value_id, _ = _integer(value)
+        if key_id is not None and value_id is not None and key_id != value_id:
+            reject(positions[position], "user_id", f"user_id {value_id} differs from its key {key!r}")
+        filled.append(value)
+    return filled
+
+
+def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        if cases["index"].isna().any():
+            raise  # a failure of the frame as a whole is a bug here, never a user's data
+        for row in cases.itertuples(index=False):
+            yield int(row.index), row.column, failure_reason(str(row.check))
+
+
+def _rejects_frame(reasons, entries, frame: pd.DataFrame) -> pd.DataFrame:
+    user_ids = frame["user_id"]
+    rows = [
+        (
+            index,
+            _known_user_id(user_ids, index),
+            field_name,
+            reason,
+            _raw_json(entries[index]),
+        )
+        for index in sorted(reasons)
+        for field_name, reason in reasons[index]
+    ]
+    rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
+    return rejects.astype(
+        {"source_index": "int64", "user_id": "Int64", "field": "str", "reason": "str", "raw": "str"}
+    )
+
+
+def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
+    if index not in user_ids.index:
+        return None
+    value = user_ids.at[index]
+    return None if pd.isna(value) or value < 1 else int(value)
+
+
+def _raw_json(entry: Any) -> str:
+    try:
+        return orjson.dumps(entry).decode()
+    except TypeError:  # integers beyond 64 bits, which only the standard encoder writes
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> dict[str, int]:
+    """Keys the target has no column for: counted and reported, never dropped in silence."""
+    counts: Counter[str] = Counter()
+    for user in users:
+        if not user.keys() <= KNOWN_USER_KEYS:
+            counts.update(k for k in user.keys() - KNOWN_USER_KEYS)
+    for subscription in subscriptions:
+        if subscription is not None and not subscription.keys() <= KNOWN_SUBSCRIPTION_KEYS:
+            counts.update(f"{SUBSCRIPTION_KEY}.{k}" for k in subscription.keys() - KNOWN_SUBSCRIPTION_KEYS)
+    return dict(sorted(counts.items()))
