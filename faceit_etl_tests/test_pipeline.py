@@ -1,0 +1,266 @@
+"""The Dagster layer end to end: real materializations on a real PostgreSQL, and the job's CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from faceit_etl.definitions import ASSETS, defs
+from faceit_etl.defs.checks import CHECKS, content_matches, row_counts_match
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(settings, instance=None):
+    with dg.instance_for_test() as temporary:
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            resources={"migration_settings": settings},
+            instance=instance or temporary,
+            raise_on_error=False,
+        )
+
+
+def checks_by_name(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def metadata_of(result, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset:
+            return {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def users_in(db) -> dict[int, tuple]:
+    rows = db.execute(
+        """SELECT u.user_id, u.id, u.faceit_nickname, u.language, u.total_requests, u.updated_at,
+                  s.tier::text, s.referred_by_user_id, s.referral_code, s.updated_at
+           FROM users u JOIN user_subscriptions s ON s.user_id = u.id"""
+    ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_full_run_loads_the_nested_sample_and_every_check_passes(database_url, db, tmp_path):
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
+
+    assert result.success
+    assert materialized(result) == {
+        "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables"
+    }
+    checks = checks_by_name(result)
+    assert set(checks) == {spec.name for c in CHECKS for spec in c.check_specs}
+    assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
+    load = metadata_of(result, "postgres_tables")
+    assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (25, 0, 0)
+    assert load["dagster/row_count"] == 25
+    assert "password" not in json.dumps({k: str(v) for k, v in load.items()})
+
+    source = {u["user_id"]: u for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
+    rows = users_in(db)
+    assert set(rows) == set(source)
+    for user_id, (_, nickname, language, total, _, tier, referred_by, code, _) in rows.items():
+        entry = source[user_id]
+        assert (nickname, language, total) == (entry["faceit_nickname"], entry["language"], entry["total_requests"])
+        sub = entry["subscription"]
+        assert (tier, referred_by, code) == (sub["tier"].upper(), sub["referred_by"], sub["referral_code"])
+    log = db.execute("SELECT status, total_items, processed_items, failed_items, metadata FROM migration_logs").fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in log] == [("success", 25, 25, 0)]
+    assert log[0][4]["run_id"] == result.run_id
+
+
+def test_a_second_run_on_the_same_file_changes_no_row(database_url, db, tmp_path):
+    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    assert run(settings).success
+    before = users_in(db)
+
+    again = run(settings)
+
+    assert again.success
+    load = metadata_of(again, "postgres_tables")
+    assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (0, 0, 25)
+    assert (load["subscriptions_inserted"], load["subscriptions_updated"]) == (0, 0)
+    assert users_in(db) == before  # same ids, same values, same updated_at
+
+
+def nasty_file(tmp_path: Path) -> Path:
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:5]
+    users.append({"user_id": "not-a-number", "faceit_nickname": "x"})
+    users.append({**users[0], "faceit_nickname": "duplicate of the first"})
+    users.append({"user_id": 42, "subscription": {"tier": "gold"}})
+    return write_json(tmp_path / "nasty.json", {"users": users})
+
+
+def test_rejects_fail_the_run_before_anything_is_loaded(database_url, db, tmp_path):
+    result = run(make_settings(database_url, nasty_file(tmp_path), tmp_path))
+
+    assert not result.success
+    assert "postgres_tables" not in materialized(result)
+    check = checks_by_name(result)["no_rejected_entries"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "3 of 8 entries rejected" in check.description
+    assert "unknown tier 'gold'" in check.description
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+
+    rejects_file = tmp_path / "backups" / result.run_id / "rejects.jsonl"
+    rejects = [json.loads(line) for line in rejects_file.read_text().splitlines()]
+    assert {(r["source_index"], r["field"]) for r in rejects} == {(5, "user_id"), (6, "user_id"), (7, "tier")}
+    assert stat.S_IMODE(rejects_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(rejects_file.parent.stat().st_mode) == 0o700
+
+
+def test_force_loads_the_valid_entries_and_keeps_the_rejects(database_url, db, tmp_path):
+    result = run(make_settings(database_url, nasty_file(tmp_path), tmp_path, force=True))
+
+    assert result.success
+    check = checks_by_name(result)["no_rejected_entries"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert all(e.passed for n, e in checks_by_name(result).items() if n != "no_rejected_entries")
+    loaded = db.execute("SELECT count(*) FROM users").fetchone()[0]
+    rejected = db.execute(
+        "SELECT source_index, user_id, field, reason, raw->>'faceit_nickname' FROM migration_rejects "
+        "WHERE run_id = %s ORDER BY source_index", [result.run_id]
+    ).fetchall()
+    assert loaded == 5
+    assert [(r[0], r[2]) for r in rejected] == [(5, "user_id"), (6, "user_id"), (7, "tier")]
+    assert rejected[1][1] == json.loads(FLAT_SAMPLE.read_text())["users"][0]["user_id"]
+    assert rejected[1][4] == "duplicate of the first"
+    assert loaded + len({r[0] for r in rejected}) == 8
+
+
+def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_path):
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True))
+
+    assert result.success, checks_by_name(result)
+    nested_ids = {u["user_id"] for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
+    assert set(users_in(db)) == nested_ids
+
+
+def test_rows_the_file_does_not_have_fail_the_blocking_count_check(database_url, db, tmp_path):
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
+
+    assert not result.success
+    checks = checks_by_name(result)
+    assert not checks["row_counts_match"].passed
+    assert checks["row_counts_match"].metadata["users_in_database"].value == 50
+    assert not checks["content_matches"].passed
+
+
+def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
+    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    result = run(settings)
+    users = result.output_for_node("mapped_frames", "mapped_users")
+    subscriptions = result.output_for_node("mapped_frames", "mapped_subscriptions")
+    victim = int(users["user_id"].iloc[3])
+
+    assert content_matches(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions).passed
+    db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
+
+    tampered = content_matches(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions)
+    assert not tampered.passed
+    summary = tampered.metadata["users"].value
+    assert summary["differing_cells"] == {"total_requests": 1}
+    assert summary["examples"]["total_requests"] == [users["id"].iloc[3]]
+    assert row_counts_match(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions).passed
+
+
+def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
+    broken = tmp_path / "data.json"
+    broken.write_text('{"users": [{"user_id": 1,}]}')
+    result = run(make_settings(database_url, broken, tmp_path))
+
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    assert failure.step_key == "raw_json"
+    message = failure.step_failure_data.error.cause.message
+    assert f"{broken}: not valid JSON at line 1, column 26" in message
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_big_ids_into_the_bots_alembic_tables_stop_before_writing(database_url, db, tmp_path):
+    db.execute(
+        """CREATE TYPE subscriptiontier AS ENUM ('FREE', 'PREMIUM', 'PRO');
+           CREATE TABLE users (id uuid PRIMARY KEY, user_id integer NOT NULL,
+               faceit_player_id varchar(255), faceit_nickname varchar(255), last_checked_match_id varchar(255),
+               waiting_for_nickname boolean, language varchar(10), notifications_enabled boolean,
+               total_requests integer, created_at timestamptz NOT NULL DEFAULT now(),
+               updated_at timestamptz NOT NULL DEFAULT now(), last_active_at timestamptz);
+           CREATE UNIQUE INDEX ix_users_user_id ON users (user_id);
+           CREATE TABLE user_subscriptions (id uuid PRIMARY KEY,
+               user_id uuid NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE, tier subscriptiontier,
+               expires_at timestamptz, auto_renew boolean, payment_method varchar(100), daily_requests integer,
+               last_reset_date timestamptz, referred_by_user_id integer, referral_code varchar(20) UNIQUE,
+               referrals_count integer, created_at timestamptz NOT NULL DEFAULT now(),
+               updated_at timestamptz NOT NULL DEFAULT now());"""
+    )
+    result = run(make_settings(database_url, FLAT_SAMPLE, tmp_path))
+
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    big = sum(u["user_id"] > 2**31 - 1 for u in json.loads(FLAT_SAMPLE.read_text())["users"])
+    assert f"{big} value(s) of users.user_id exceed its 32-bit integer type" in message
+    assert 'ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;' in message
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("failed",)]
+
+
+def dagster_job_execute(database_url: str, source: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DATA_FILE_PATH": str(source),
+        "MIGRATION_BACKUP_DIR": str(tmp_path / "backups"),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    command = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "faceit_etl.definitions", "-j", "migrate_job"]
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_dagster_job_execute_exits_zero_on_success(database_url, db, tmp_path):
+    done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RUN_SUCCESS" in done.stderr
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 25
+
+
+def test_dagster_job_execute_exits_non_zero_on_rejects(database_url, db, tmp_path):
+    done = dagster_job_execute(database_url, nasty_file(tmp_path), tmp_path)
+
+    assert done.returncode != 0
+    assert "RUN_FAILURE" in done.stderr
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+
+
+def test_dagster_job_execute_exits_non_zero_when_a_blocking_check_fails(database_url, db, tmp_path):
+    assert dagster_job_execute(database_url, FLAT_SAMPLE, tmp_path).returncode == 0
+    done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)  # 25 rows the file lacks
+
+    assert done.returncode != 0
+    assert "Asset check 'row_counts_match' on 'postgres_tables' did not pass" in done.stderr or "row_counts_match" in done.stderr
+    assert "RUN_FAILURE" in done.stderr
+
+
+def test_definitions_expose_the_job_over_every_asset_and_check():
+    job = defs.resolve_job_def("migrate_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables"
+    }
+    check_ops = {f"{spec.asset_key.to_user_string()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
+    assert check_ops <= {node.name for node in job.nodes}
+    assert len(check_ops) == len(CHECKS) == 7
