@@ -38,8 +38,15 @@ class MigrationSettings(dg.ConfigurableResource):
     target_schema: str = Field(default="public", description="PostgreSQL schema of the bot's tables.")
 
     def connection_url(self) -> str:
-        # Read at run time as well: Dagster drops an EnvVar-valued field when run config sets others.
-        return resolve_database_url(self.database_url or os.environ.get("DATABASE_URL", ""))
+        return resolve_database_url(self._configured_url())
+
+    def _configured_url(self) -> str:
+        # An EnvVar is resolved by Dagster at launch, but not when the resource is used directly
+        # (tests, the CLI); and Dagster drops it when run config sets other fields: read it here too.
+        url = self.database_url
+        if isinstance(url, dg.EnvVar):
+            url = url.get_value() or ""
+        return url or os.environ.get("DATABASE_URL", "")
 
     def checked(self) -> MigrationSettings:
         """Refuse unusable values before anything runs, naming the setting."""
@@ -52,8 +59,7 @@ class MigrationSettings(dg.ConfigurableResource):
 
     def safe_summary(self) -> dict:
         """The settings as they may be shown or stored: no database URL, which may hold a password."""
-        embedded = not (self.database_url or os.environ.get("DATABASE_URL"))
-        return self.model_dump(exclude={"database_url"}) | {"embedded_database": embedded}
+        return self.model_dump(exclude={"database_url"}) | {"embedded_database": not self._configured_url()}
 
     @classmethod
     def from_environment(cls) -> MigrationSettings:
