@@ -142,13 +142,11 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
             source_timezone, ambiguous="NaT", nonexistent="NaT"
         ).dt.tz_convert("UTC")
 
-    for position, value in enumerate(values):
-        if value is None:
-            continue
-        if type(value) is str:
-            if pd.isna(result.iat[position]):
-                errors[position] = _timestamp_failure(value.strip(), source_timezone)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    for position in (has_text & result.isna()).to_numpy().nonzero()[0].tolist():
+        errors[position] = _timestamp_failure(values[position].strip(), source_timezone)
+    for position in [p for p, v in enumerate(values) if v is not None and type(v) is not str]:
+        value = values[position]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 stamp = pd.Timestamp(value, unit="s", tz="UTC")
                 if pd.isna(stamp):  # NaN, which Python's JSON reader accepts, is no instant
