@@ -1,0 +1,808 @@
+"""The load (with ddl, verify, runlog) against a real PostgreSQL, fed by the real chain:
+read_source/parse_source → validate_entries → map_frames.
+
+Row contents are checked against an oracle built from the raw JSON entries themselves (the bot's
+defaults from BRIEF §1), not against the frames the code under test produced.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import psycopg
+import pytest
+
+from faceit_etl.generate import generate_users, write_data_file
+from faceit_etl.mapping import MappedFrames, map_frames
+from faceit_etl.source import parse_source, read_source
+from faceit_etl.target import ddl, runlog, verify
+from faceit_etl.target.ddl import TargetError
+from faceit_etl.target.load import load
+from faceit_etl.validation.validate import validate_entries
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
+
+SCHEMA = "public"
+INT32_MAX = 2**31 - 1
+
+USER_SQL = """SELECT user_id, faceit_player_id, faceit_nickname, last_checked_match_id, waiting_for_nickname,
+                     language, notifications_enabled, total_requests, last_active_at, created_at
+              FROM {schema}.users ORDER BY user_id"""
+SUBSCRIPTION_SQL = """SELECT u.user_id, s.tier::text, s.expires_at, s.auto_renew, s.payment_method, s.daily_requests,
+                             s.last_reset_date, s.referred_by_user_id, s.referral_code, s.referrals_count
+                      FROM {schema}.user_subscriptions s JOIN {schema}.users u ON u.id = s.user_id
+                      ORDER BY u.user_id"""
+
+# The bot's own Alembic revision (BRIEF §2), 32-bit Telegram ids and all.
+ALEMBIC_DDL = """
+CREATE TYPE subscriptiontier AS ENUM ('FREE', 'PREMIUM', 'PRO');
+CREATE TABLE users (
+    id uuid NOT NULL PRIMARY KEY,
+    user_id integer NOT NULL,
+    faceit_player_id varchar(255),
+    faceit_nickname varchar(255),
+    last_checked_match_id varchar(255),
+    waiting_for_nickname boolean,
+    language varchar(10),
+    notifications_enabled boolean,
+    total_requests integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    last_active_at timestamptz
+);
+CREATE UNIQUE INDEX ix_users_user_id ON users (user_id);
+CREATE INDEX ix_users_faceit_player_id ON users (faceit_player_id);
+CREATE INDEX ix_users_faceit_nickname ON users (faceit_nickname);
+CREATE TABLE user_subscriptions (
+    id uuid NOT NULL PRIMARY KEY,
+    user_id uuid NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,
+    tier subscriptiontier,
+    expires_at timestamptz,
+    auto_renew boolean,
+    payment_method varchar(100),
+    daily_requests integer,
+    last_reset_date timestamptz,
+    referred_by_user_id integer,
+    referral_code varchar(20) UNIQUE,
+    referrals_count integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def chain(source: Path | bytes) -> tuple[MappedFrames, pd.DataFrame]:
+    """The real pipeline up to the load: read, validate, map."""
+    data = read_source(source) if isinstance(source, Path) else parse_source(source, "<test>")
+    outcome = validate_entries(data)
+    return map_frames(outcome.valid), outcome.rejects
+
+
+def document(entries: list) -> bytes:
+    return orjson.dumps({"users": entries, "analytics": {"total_users": len(entries), "daily_stats": {}}})
+
+
+def no_rejects() -> pd.DataFrame:
+    return chain(document([]))[1]
+
+
+def ts(text: str | None) -> datetime | None:
+    """The bot's naive timestamps, read as UTC (the default source timezone)."""
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def expected_users(entries: list[dict]) -> list[tuple]:
+    """Rows of USER_SQL for the given raw entries, with the bot's defaults for absent fields."""
+    return sorted(
+        (
+            e["user_id"],
+            e.get("faceit_player_id"),
+            e.get("faceit_nickname"),
+            e.get("last_checked_match_id"),
+            _or(e.get("waiting_for_nickname"), False),
+            _or(e.get("language"), "ru"),
+            _or(e.get("notifications_enabled"), True),
+            _or(e.get("total_requests"), 0),
+            ts(e.get("last_active_at")),
+            ts(e.get("created_at")),
+        )
+        for e in entries
+    )
+
+
+def expected_subscriptions(entries: list[dict]) -> list[tuple]:
+    rows = []
+    for e in entries:
+        s = e.get("subscription") or {}
+        rows.append((
+            e["user_id"],
+            _or(s.get("tier"), "free").upper(),
+            ts(s.get("expires_at")),
+            _or(s.get("auto_renew"), False),
+            s.get("payment_method"),
+            _or(s.get("daily_requests"), 0),
+            ts(s.get("last_reset_date")),
+            s.get("referred_by"),
+            s.get("referral_code"),
+            _or(s.get("referrals_count"), 0),
+        ))
+    return sorted(rows)
+
+
+def user_rows(db, schema: str = SCHEMA) -> list[tuple]:
+    return db.execute(USER_SQL.format(schema=schema)).fetchall()
+
+
+def subscription_rows(db, schema: str = SCHEMA) -> list[tuple]:
+    return db.execute(SUBSCRIPTION_SQL.format(schema=schema)).fetchall()
+
+
+def assert_content(db, entries: list[dict], schema: str = SCHEMA) -> None:
+    assert user_rows(db, schema) == expected_users(entries)
+    assert subscription_rows(db, schema) == expected_subscriptions(entries)
+
+
+def snapshot(db, schema: str = SCHEMA) -> dict | None:
+    """Every column of both tables (ids, created_at, updated_at included), or None without tables."""
+    if not ddl.table_exists(db, schema, "users"):
+        return None
+    return {
+        "users": {r[0]: r for r in db.execute(f"SELECT user_id, * FROM {schema}.users").fetchall()},
+        "subscriptions": {
+            r[0]: r
+            for r in db.execute(
+                f"SELECT u.user_id, s.* FROM {schema}.user_subscriptions s JOIN {schema}.users u ON u.id = s.user_id"
+            ).fetchall()
+        },
+        "subscription_count": db.execute(f"SELECT count(*) FROM {schema}.user_subscriptions").fetchone()[0],
+    }
+
+
+def column_index(db, table: str, column: str) -> int:
+    """Position of a column in `snapshot` rows (which start with the Telegram id)."""
+    names = [c for c, _, _ in ddl.column_types(db, SCHEMA, table)]
+    return 1 + names.index(column)
+
+
+def entries_of(path: Path) -> list[dict]:
+    return orjson.loads(path.read_bytes())["users"]
+
+
+def stats_tuple(table_stats) -> tuple[int, int, int]:
+    return table_stats.inserted, table_stats.updated, table_stats.unchanged
+
+
+def boom(_conn) -> None:
+    raise RuntimeError("injected failure before commit")
+
+
+@pytest.fixture
+def conn(database_url):
+    """The load's own connection, not in autocommit, as the Dagster asset opens it."""
+    with psycopg.connect(database_url) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """2,000 users in the nested layout, ids up to 8e9, referrers in and out of the file."""
+    return write_data_file(tmp_path_factory.mktemp("gen") / "data.json", 2_000, seed=7)
+
+
+# ---------------------------------------------------------------------------------------------
+# first load
+
+
+@pytest.mark.parametrize("sample", [NESTED_SAMPLE, FLAT_SAMPLE], ids=["nested", "flat"])
+def test_first_load_creates_enum_tables_indexes_and_inserts_every_row(db, conn, sample):
+    mapped, rejects = chain(sample)
+    stats = load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    assert stats.created_tables and not stats.truncated
+    assert stats_tuple(stats.users) == (25, 0, 0)
+    assert stats_tuple(stats.subscriptions) == (25, 0, 0)
+    assert stats.rejects_written == 0
+
+    labels = db.execute(
+        "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+        "WHERE t.typname = 'subscriptiontier' ORDER BY e.enumsortorder"
+    ).fetchall()
+    assert [label for (label,) in labels] == ["FREE", "PREMIUM", "PRO"]
+    types = dict(
+        db.execute(
+            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND column_name IN ('user_id', 'referred_by_user_id', 'tier')"
+        ).fetchall()
+    )
+    assert types == {
+        "users.user_id": "bigint",
+        "user_subscriptions.user_id": "uuid",
+        "user_subscriptions.referred_by_user_id": "bigint",
+        "user_subscriptions.tier": "USER-DEFINED",
+    }
+    indexes = dict(db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'users'").fetchall())
+    assert indexes["ix_users_user_id"] == "CREATE UNIQUE INDEX ix_users_user_id ON public.users USING btree (user_id)"
+    assert indexes["ix_users_faceit_player_id"] == (
+        "CREATE INDEX ix_users_faceit_player_id ON public.users USING btree (faceit_player_id)"
+    )
+    assert indexes["ix_users_faceit_nickname"] == (
+        "CREATE INDEX ix_users_faceit_nickname ON public.users USING btree (faceit_nickname)"
+    )
+    fk = db.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass "
+        "AND contype = 'f'"
+    ).fetchone()[0]
+    assert fk == "FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE"
+
+    entries = entries_of(sample)
+    assert_content(db, entries)
+    if sample == FLAT_SAMPLE:  # every subscription is the bot's default one
+        assert {row[1:] for row in subscription_rows(db)} == {("FREE", None, False, None, 0, None, None, None, 0)}
+    # The row ids are the mapping's, and every subscription belongs to its user.
+    ids = db.execute("SELECT id::text FROM users ORDER BY user_id").fetchall()
+    assert [i for (i,) in ids] == mapped.users.sort_values("user_id")["id"].tolist()
+
+
+def test_generated_file_loads_with_every_value_as_in_the_file(db, conn, generated):
+    mapped, rejects = chain(generated)
+    stats = load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert stats_tuple(stats.users) == (2_000, 0, 0)
+    assert stats_tuple(stats.subscriptions) == (2_000, 0, 0)
+    entries = entries_of(generated)
+    assert_content(db, entries)
+    assert db.execute("SELECT count(*) FROM users WHERE user_id > %s", [INT32_MAX]).fetchone()[0] == sum(
+        e["user_id"] > INT32_MAX for e in entries
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# idempotency and updates
+
+
+def test_second_load_of_the_same_frames_changes_no_row(db, conn, generated):
+    mapped, rejects = chain(generated)
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    before = snapshot(db)
+
+    again = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert not again.created_tables
+    assert stats_tuple(again.users) == (0, 0, 2_000)
+    assert stats_tuple(again.subscriptions) == (0, 0, 2_000)
+    assert snapshot(db) == before  # ids, created_at, updated_at: all identical
+
+    # The file read afresh (new frames, same content) changes nothing either.
+    fresh, fresh_rejects = chain(generated)
+    third = load(conn, SCHEMA, fresh, fresh_rejects, "run-3")
+    assert stats_tuple(third.users) == (0, 0, 2_000)
+    assert stats_tuple(third.subscriptions) == (0, 0, 2_000)
+    assert snapshot(db) == before
+    assert_content(db, entries_of(generated))
+
+
+def test_changed_user_and_subscription_are_the_only_rows_updated(db, conn, generated, tmp_path):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    before = snapshot(db)
+
+    entries = entries_of(generated)
+    renamed, upgraded = entries[5], next(e for e in entries[100:] if e["subscription"]["tier"] != "pro")
+    renamed["faceit_nickname"] = "renamed-player"
+    upgraded["subscription"]["tier"] = "pro"
+    changed = tmp_path / "changed.json"
+    changed.write_bytes(document(entries))
+
+    stats = load(conn, SCHEMA, *chain(changed), "run-2")
+    assert stats_tuple(stats.users) == (0, 1, 1_999)
+    assert stats_tuple(stats.subscriptions) == (0, 1, 1_999)
+
+    after = snapshot(db)
+    user_id, sub_id = renamed["user_id"], upgraded["user_id"]
+    nickname = column_index(db, "users", "faceit_nickname")
+    user_updated = column_index(db, "users", "updated_at")
+    user_created = column_index(db, "users", "created_at")
+    tier = column_index(db, "user_subscriptions", "tier")
+    sub_updated = column_index(db, "user_subscriptions", "updated_at")
+
+    assert {k: v for k, v in after["users"].items() if k != user_id} == {
+        k: v for k, v in before["users"].items() if k != user_id
+    }
+    assert {k: v for k, v in after["subscriptions"].items() if k != sub_id} == {
+        k: v for k, v in before["subscriptions"].items() if k != sub_id
+    }
+    old_user, new_user = before["users"][user_id], after["users"][user_id]
+    assert new_user[nickname] == "renamed-player"
+    assert new_user[user_updated] > old_user[user_updated]
+    assert new_user[user_created] == old_user[user_created]
+    differing = [i for i, (a, b) in enumerate(zip(old_user, new_user)) if a != b]
+    assert differing == sorted([nickname, user_updated])
+
+    old_sub, new_sub = before["subscriptions"][sub_id], after["subscriptions"][sub_id]
+    assert new_sub[tier] == "PRO"
+    assert new_sub[sub_updated] > old_sub[sub_updated]
+    assert [i for i, (a, b) in enumerate(zip(old_sub, new_sub)) if a != b] == sorted([tier, sub_updated])
+    assert_content(db, entries)
+
+
+def test_created_at_absent_from_the_file_keeps_the_first_loads_value(db, conn, tmp_path):
+    """The first layout has no created_at: the first load sets it, later loads never move it."""
+    path = write_data_file(tmp_path / "first.json", 300, seed=3, layout="first")
+    first = load(conn, SCHEMA, *chain(path), "run-1")
+    assert stats_tuple(first.users) == (300, 0, 0)
+    created = dict(db.execute("SELECT user_id, created_at FROM users").fetchall())
+    load_time = db.execute("SELECT DISTINCT created_at FROM users").fetchall()
+    assert len(load_time) == 1  # one transaction, one now()
+    assert db.execute("SELECT bool_and(created_at = updated_at) FROM users").fetchone()[0]
+    entries = entries_of(path)
+    assert [r[:-1] for r in user_rows(db)] == [r[:-1] for r in expected_users(entries)]
+    before = snapshot(db)
+
+    again = load(conn, SCHEMA, *chain(path), "run-2")
+    assert stats_tuple(again.users) == (0, 0, 300)
+    assert snapshot(db) == before
+
+    entries[42]["faceit_nickname"] = "now-with-a-new-name"
+    changed = tmp_path / "changed.json"
+    changed.write_bytes(document(entries))
+    third = load(conn, SCHEMA, *chain(changed), "run-3")
+    assert stats_tuple(third.users) == (0, 1, 299)
+    assert dict(db.execute("SELECT user_id, created_at FROM users").fetchall()) == created
+    moved = db.execute("SELECT user_id FROM users WHERE updated_at > created_at").fetchall()
+    assert moved == [(entries[42]["user_id"],)]
+    assert [r[:-1] for r in user_rows(db)] == [r[:-1] for r in expected_users(entries)]
+
+
+# ---------------------------------------------------------------------------------------------
+# truncate
+
+
+def test_truncate_replaces_the_content(db, conn, generated, tmp_path):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    entries = entries_of(generated)
+    kept = entries[:1_500]
+    for entry in kept[:100]:
+        entry["total_requests"] += 1
+    newcomers = [e for e in generate_users(50, seed=99) if e["user_id"] not in {x["user_id"] for x in entries}]
+    replacement = tmp_path / "replacement.json"
+    replacement.write_bytes(document(kept + newcomers))
+
+    seen_inside: dict = {}
+
+    def look_inside(connection) -> None:
+        seen_inside["status"] = connection.info.transaction_status
+        seen_inside["users"] = connection.execute("SELECT count(*) FROM users").fetchone()[0]
+
+    stats = load(conn, SCHEMA, *chain(replacement), "run-2", truncate=True, before_commit=look_inside)
+    total = len(kept) + len(newcomers)
+    assert stats.truncated
+    assert stats_tuple(stats.users) == (total, 0, 0)
+    assert stats_tuple(stats.subscriptions) == (total, 0, 0)
+    # Truncate and inserts happened in the load's one transaction, before its commit.
+    assert seen_inside == {"status": psycopg.pq.TransactionStatus.INTRANS, "users": total}
+    assert_content(db, kept + newcomers)
+    gone = [e["user_id"] for e in entries[1_500:]]
+    assert db.execute("SELECT count(*) FROM users WHERE user_id = ANY(%s)", [gone]).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == total
+
+
+def test_failed_truncating_load_keeps_the_old_content(db, conn, generated):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    before = snapshot(db)
+    replacement = document(entries_of(generated)[:10])
+    with pytest.raises(RuntimeError, match="injected failure"):
+        load(conn, SCHEMA, *chain(replacement), "run-2", truncate=True, before_commit=boom)
+    assert snapshot(db) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# tables made by the bot's Alembic revision
+
+
+def small_id_entries(n: int) -> list[dict]:
+    """Generated users with every Telegram id (referrers too) moved below 2^31, consistently."""
+    entries = generate_users(n, seed=21)
+    ids = {e["user_id"] for e in entries} | {
+        e["subscription"]["referred_by"] for e in entries if e["subscription"]["referred_by"]
+    }
+    small = {old: new for new, old in enumerate(sorted(ids), start=1_000)}
+    for e in entries:
+        e["user_id"] = small[e["user_id"]]
+        if e["subscription"]["referred_by"]:
+            e["subscription"]["referred_by"] = small[e["subscription"]["referred_by"]]
+    return entries
+
+
+def test_alembic_tables_take_small_ids(db, conn):
+    db.execute(ALEMBIC_DDL)
+    entries = small_id_entries(400)
+    mapped, rejects = chain(document(entries))
+    stats = load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert not stats.created_tables
+    assert stats_tuple(stats.users) == (400, 0, 0)
+    assert_content(db, entries)
+    # Our DDL did not change theirs: the columns are still 32-bit.
+    assert db.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'user_id'"
+    ).fetchone()[0] == "integer"
+    before = snapshot(db)
+    again = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert stats_tuple(again.users) == (0, 0, 400)
+    assert snapshot(db) == before
+    assert verify.compare_users(db, SCHEMA, mapped.users).equal
+    assert verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions).equal
+
+
+def test_alembic_tables_refuse_big_ids_before_writing_and_say_how_to_fix(db, conn, generated):
+    db.execute(ALEMBIC_DDL)
+    small = small_id_entries(50)
+    load(conn, SCHEMA, *chain(document(small)), "run-0")
+    before = snapshot(db)
+    indexes_before = db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetchall()
+
+    entries = entries_of(generated)
+    big_users = sum(e["user_id"] > INT32_MAX for e in entries)
+    big_referrers = sum((e["subscription"]["referred_by"] or 0) > INT32_MAX for e in entries)
+    assert big_users and big_referrers
+    mapped, rejects = chain(generated)
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    message = str(raised.value)
+    assert f"{big_users} value(s) of users.user_id exceed its 32-bit integer type" in message
+    assert f"{big_referrers} value(s) of user_subscriptions.referred_by_user_id exceed" in message
+    assert "Nothing was written" in message
+    statements = re.findall(r"^\s*(ALTER TABLE .*)$", message, flags=re.M)
+    assert statements == [
+        'ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;',
+        'ALTER TABLE "public"."user_subscriptions" ALTER COLUMN "referred_by_user_id" TYPE bigint;',
+    ]
+    assert snapshot(db) == before
+    assert db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetchall() == (
+        indexes_before
+    )
+
+    # The advice works: after those statements the same frames load.
+    for statement in statements:
+        db.execute(statement)
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert stats_tuple(stats.users) == (2_000, 0, 0)
+    assert user_rows(db) == sorted(expected_users(entries) + expected_users(small))
+
+
+def test_alembic_tables_refuse_big_ids_on_an_empty_target(db, conn):
+    db.execute(ALEMBIC_DDL)
+    entries = small_id_entries(30)
+    entries[3]["user_id"] = 2**31  # one too many for integer
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    assert "1 value(s) of users.user_id exceed" in str(raised.value)
+    assert "referred_by_user_id" not in str(raised.value)
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# failures leave the target as it was
+
+
+def test_failure_on_an_empty_database_leaves_no_tables(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    mapped, rejects = chain(generated)
+    bad = chain(document([{"user_id": "not a number"}]))[1]
+    with pytest.raises(RuntimeError, match="injected failure"):
+        load(conn, SCHEMA, mapped, bad, "run-1", before_commit=boom)
+    assert snapshot(db) is None
+    assert not ddl.table_exists(db, SCHEMA, "user_subscriptions")
+    assert db.execute("SELECT count(*) FROM pg_type WHERE typname = 'subscriptiontier'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM migration_rejects").fetchone()[0] == 0
+    # The connection is usable afterwards and a clean load then works.
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert stats.created_tables and stats_tuple(stats.users) == (2_000, 0, 0)
+
+
+def test_failure_before_commit_leaves_a_loaded_target_as_it_was(db, conn, generated, tmp_path):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    before = snapshot(db)
+    entries = entries_of(generated)
+    for e in entries[:300]:
+        e["language"] = "en" if e["language"] != "en" else "ru"
+    entries += [e for e in generate_users(20, seed=5) if e["user_id"] not in before["users"]]
+    changed = tmp_path / "changed.json"
+    changed.write_bytes(document(entries + [{"user_id": -1}]))
+    mapped, rejects = chain(changed)
+    assert len(rejects) == 1
+    with pytest.raises(RuntimeError, match="injected failure"):
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=boom)
+    assert snapshot(db) == before
+    assert db.execute("SELECT count(*) FROM migration_rejects").fetchone()[0] == 0
+
+
+def test_too_long_referral_code_fails_the_whole_load(db, conn, generated):
+    """Validation rejects such an entry; a frame that slips one through must still write nothing."""
+    mapped, rejects = chain(generated)
+    mapped.subscriptions.loc[1_999, "referral_code"] = "X" * 21
+    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert snapshot(db) is None
+
+    mapped, rejects = chain(generated)
+    load(conn, SCHEMA, mapped, rejects, "run-2")
+    before = snapshot(db)
+    mapped.subscriptions.loc[0, "referral_code"] = "Y" * 21
+    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+        load(conn, SCHEMA, mapped, rejects, "run-3")
+    assert snapshot(db) == before
+
+
+def test_referral_code_held_by_another_user_in_the_table_fails_the_whole_load(db, conn, generated):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    before = snapshot(db)
+    entries = entries_of(generated)
+    holder = next(e for e in entries if e["subscription"]["referral_code"])
+    newcomer = next(e for e in generate_users(10, seed=77) if e["user_id"] not in before["users"])
+    newcomer["subscription"]["referral_code"] = holder["subscription"]["referral_code"]
+    # The holder is not in this file, so validation cannot see the clash; only the table can.
+    others = [e for e in entries if e is not holder]
+    for e in others[:50]:
+        e["total_requests"] += 7
+    mapped, rejects = chain(document(others + [newcomer]))
+    assert rejects.empty
+    with pytest.raises(psycopg.errors.UniqueViolation, match="referral_code"):
+        load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert snapshot(db) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# rejects
+
+
+def test_rejects_are_written_with_their_raw_entry(db, conn):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    good = generate_users(5, seed=2)
+    entries = [
+        good[0],
+        {"user_id": 1001, "faceit_nickname": "bad\x00nick"},  # jsonb cannot hold U+0000
+        good[1],
+        42,  # not an object
+        {"user_id": "abc", "weird\x00key": {"deep": ["x\x00y", 1]}},
+        {**good[2], "subscription": {**good[2]["subscription"], "tier": "gold"}},
+        {**good[3], "user_id": good[0]["user_id"]},  # duplicate id: the first entry wins
+        good[4],
+    ]
+    mapped, rejects = chain(document(entries))
+    assert sorted(set(rejects["source_index"])) == [1, 3, 4, 5, 6]
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-42")
+    assert stats.rejects_written == len(rejects)
+    rows = db.execute(
+        "SELECT run_id, source_index, user_id, field, reason, raw FROM migration_rejects "
+        "ORDER BY source_index, field, reason"
+    ).fetchall()
+    expected = sorted(
+        (
+            "run-42",
+            int(r.source_index),
+            None if pd.isna(r.user_id) else int(r.user_id),
+            r.field,
+            r.reason,
+        )
+        for r in rejects.itertuples()
+    )
+    assert [row[:5] for row in rows] == expected
+
+    raw = {row[1]: row[5] for row in rows}
+    assert raw[1] == {"user_id": 1001, "faceit_nickname": "bad\\u0000nick"}  # NUL spelled out as text
+    assert raw[3] == 42
+    assert raw[4] == {"user_id": "abc", "weird\\u0000key": {"deep": ["x\\u0000y", 1]}}
+    assert raw[5] == entries[5]
+    assert raw[6] == entries[6]
+    by_index = {row[1]: row for row in rows}
+    assert by_index[1][2:4] == (1001, "faceit_nickname")
+    assert "NUL" in by_index[1][4]
+    assert by_index[3][2:4] == (None, "(entry)")
+    assert by_index[4][2] is None
+    assert by_index[5][2:4] == (good[2]["user_id"], "tier")
+    assert by_index[6][2:4] == (good[0]["user_id"], "user_id")
+    # The accepted entries are loaded, the rejected ones not.
+    assert_content(db, [good[0], good[1], good[4]])
+
+    # A second run appends its own rejects under its own run id.
+    load(conn, SCHEMA, mapped, rejects, "run-43")
+    counts = dict(db.execute("SELECT run_id, count(*) FROM migration_rejects GROUP BY 1").fetchall())
+    assert counts == {"run-42": len(rejects), "run-43": len(rejects)}
+
+
+# ---------------------------------------------------------------------------------------------
+# batch size
+
+
+def test_small_batches_give_the_same_result_as_large_ones(db, generated, database_url):
+    entries = entries_of(generated)[:500]
+    raw = document(entries)
+    seen: dict[str, list] = {"small": [], "large": []}
+    for schema, batch_size in (("small", 7), ("large", 100_000)):
+        ddl.ensure_bookkeeping_tables(db, schema)
+        mapped, rejects = chain(raw)
+        with psycopg.connect(database_url) as conn:
+            stats = load(conn, schema, mapped, rejects, "run", batch_size=batch_size,
+                         progress=lambda stage, done, total, s=schema: seen[s].append((stage, done, total)))
+        assert stats_tuple(stats.users) == (500, 0, 0)
+        assert_content(db, entries, schema)
+
+    small_users = [done for stage, done, _ in seen["small"] if stage == "copy users"]
+    assert small_users == [*range(7, 500, 7), 500]
+    assert [done for stage, done, _ in seen["large"] if stage == "copy users"] == [500]
+    assert [done for stage, done, _ in seen["small"] if stage == "copy user_subscriptions"] == small_users
+    columns = "user_id, id, faceit_player_id, faceit_nickname, last_checked_match_id, waiting_for_nickname, " \
+              "language, notifications_enabled, total_requests, created_at, last_active_at"
+    assert db.execute(f"SELECT {columns} FROM small.users ORDER BY 1").fetchall() == db.execute(
+        f"SELECT {columns} FROM large.users ORDER BY 1"
+    ).fetchall()
+    sub_columns = "s.id, s.user_id, s.tier, s.expires_at, s.auto_renew, s.payment_method, s.daily_requests, " \
+                  "s.last_reset_date, s.referred_by_user_id, s.referral_code, s.referrals_count"
+    assert db.execute(f"SELECT {sub_columns} FROM small.user_subscriptions s ORDER BY 1").fetchall() == db.execute(
+        f"SELECT {sub_columns} FROM large.user_subscriptions s ORDER BY 1"
+    ).fetchall()
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+def test_verify_reports_equal_then_each_kind_of_difference(db, conn, tmp_path):
+    path = write_data_file(tmp_path / "data.json", 300, seed=8)
+    mapped, rejects = chain(path)
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    users = verify.compare_users(db, SCHEMA, mapped.users)
+    subscriptions = verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions)
+    assert users.equal and subscriptions.equal
+    assert users.rows_compared == subscriptions.rows_compared == 300
+
+    def diff(kind: str) -> verify.ContentDiff:
+        if kind == "users":
+            return verify.compare_users(db, SCHEMA, mapped.users)
+        return verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions)
+
+    sub_id = mapped.subscriptions["id"][17]
+    db.execute("UPDATE user_subscriptions SET daily_requests = daily_requests + 1 WHERE id = %s", [sub_id])
+    changed = diff("subscriptions")
+    assert (changed.differing, changed.missing, changed.unexpected) == ({"daily_requests": [sub_id]}, [], [])
+    assert not changed.equal
+    assert changed.summary()["differing_cells"] == {"daily_requests": 1}
+    db.execute("UPDATE user_subscriptions SET daily_requests = daily_requests - 1 WHERE id = %s", [sub_id])
+    assert diff("subscriptions").equal
+
+    with_activity = mapped.users[mapped.users["last_active_at"].notna()]["id"].iloc[3]
+    db.execute(
+        "UPDATE users SET last_active_at = last_active_at + interval '1 microsecond' WHERE id = %s", [with_activity]
+    )
+    assert diff("users").differing == {"last_active_at": [with_activity]}
+    db.execute(
+        "UPDATE users SET last_active_at = last_active_at - interval '1 microsecond' WHERE id = %s", [with_activity]
+    )
+
+    named = mapped.users[mapped.users["faceit_nickname"].notna()]["id"].iloc[0]
+    db.execute("UPDATE users SET faceit_nickname = NULL WHERE id = %s", [named])
+    assert diff("users").differing == {"faceit_nickname": [named]}
+    db.execute("UPDATE users SET faceit_nickname = 'someone else' WHERE id = %s", [named])
+    assert diff("users").differing == {"faceit_nickname": [named]}
+
+    gone_user, gone_sub = mapped.users["id"][40], mapped.subscriptions["id"][40]
+    db.execute("DELETE FROM users WHERE id = %s", [gone_user])  # its subscription goes with it
+    users = diff("users")
+    assert users.missing == [gone_user] and users.unexpected == []
+    assert diff("subscriptions").missing == [gone_sub]
+
+    extra = str(uuid.uuid4())
+    db.execute("INSERT INTO users (id, user_id) VALUES (%s, 123)", [extra])
+    users = diff("users")
+    assert users.unexpected == [extra]
+    assert users.missing == [gone_user]
+    assert users.differing == {"faceit_nickname": [named]}
+
+
+def test_verify_accepts_any_created_at_the_file_does_not_have(db, conn, tmp_path):
+    path = write_data_file(tmp_path / "first.json", 50, seed=4, layout="first")
+    mapped, rejects = chain(path)
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    db.execute("UPDATE users SET created_at = '2020-01-01T00:00:00Z'")
+    assert verify.compare_users(db, SCHEMA, mapped.users).equal
+
+    nested = write_data_file(tmp_path / "nested.json", 50, seed=4)
+    mapped, rejects = chain(nested)
+    load(conn, SCHEMA, mapped, rejects, "run-2")
+    moved = mapped.users["id"][9]
+    db.execute("UPDATE users SET created_at = created_at - interval '1 second' WHERE id = %s", [moved])
+    assert verify.compare_users(db, SCHEMA, mapped.users).differing == {"created_at": [moved]}
+
+
+def test_verify_counts_on_crafted_data(db, conn):
+    def user(user_id: int, tier: str, referred_by: int | None = None) -> dict:
+        return {"user_id": user_id, "subscription": {"tier": tier, "referred_by": referred_by}}
+
+    entries = [
+        user(10, "free"),
+        user(11, "FREE", referred_by=10),  # referrer present
+        user(12, "premium", referred_by=999),  # referrer absent
+        user(13, "Premium", referred_by=999),
+        user(14, "pro", referred_by=777),
+        user(15, "free", referred_by=15),  # refers themself
+        user(3_000_000_000, "free", referred_by=3_000_000_000),
+        {"user_id": 16},  # first layout: the default FREE subscription
+    ]
+    load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    assert verify.tier_counts(db, SCHEMA) == {"FREE": 5, "PREMIUM": 2, "PRO": 1}
+    assert verify.missing_referrers(db, SCHEMA) == [777, 999]
+    assert verify.self_referrals(db, SCHEMA) == [15, 3_000_000_000]
+    assert verify.orphan_subscriptions(db, SCHEMA) == 0
+    assert verify.row_count(db, SCHEMA, "users") == 8
+
+    db.execute("UPDATE user_subscriptions SET tier = NULL WHERE referred_by_user_id = 777")
+    assert verify.tier_counts(db, SCHEMA) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
+    # An orphan needs the foreign key gone, as in a hand-made or damaged target.
+    fk = db.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass AND contype = 'f'"
+    ).fetchone()[0]
+    db.execute(f'ALTER TABLE user_subscriptions DROP CONSTRAINT "{fk}"')
+    db.execute("DELETE FROM users WHERE user_id IN (10, 11)")
+    assert verify.orphan_subscriptions(db, SCHEMA) == 2
+    assert verify.missing_referrers(db, SCHEMA) == [10, 777, 999]
+
+
+# ---------------------------------------------------------------------------------------------
+# run log
+
+
+def test_runlog_records_a_run_from_running_to_success(db):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    log = runlog.start(db, SCHEMA, run_id="run-7", total_items=10, metadata={"settings": {"truncate": False}})
+    row = db.execute(
+        "SELECT migration_type, status, start_time IS NOT NULL, end_time, total_items, processed_items, "
+        "failed_items, error_message, metadata FROM migration_logs WHERE id = %s",
+        [log.log_id],
+    ).fetchone()
+    assert row == (
+        "json_to_postgresql", "running", True, None, 10, None, None, None,
+        {"run_id": "run-7", "settings": {"truncate": False}},
+    )
+
+    runlog.finish(log, "success", processed_items=9, failed_items=1, metadata={"load": {"users": 9}})
+    row = db.execute(
+        "SELECT status, end_time >= start_time, total_items, processed_items, failed_items, error_message, metadata "
+        "FROM migration_logs WHERE id = %s",
+        [log.log_id],
+    ).fetchone()
+    assert row == (
+        "success", True, 10, 9, 1, None,
+        {"run_id": "run-7", "settings": {"truncate": False}, "load": {"users": 9}},
+    )
+    assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 1
+
+
+def test_runlog_survives_a_failed_load(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    earlier = runlog.start(db, SCHEMA, run_id="run-1", total_items=1, metadata={})
+    runlog.finish(earlier, "success", processed_items=1)
+    log = runlog.start(db, SCHEMA, run_id="run-2", total_items=2_000, metadata={})
+    with pytest.raises(RuntimeError, match="injected failure"):
+        load(conn, SCHEMA, *chain(generated), "run-2", before_commit=boom)
+    runlog.finish(log, "failed", failed_items=0, error_message="injected failure before commit")
+
+    latest = runlog.latest(db, SCHEMA)
+    assert [(r["run_id"], r["status"], r["error_message"]) for r in latest] == [
+        ("run-2", "failed", "injected failure before commit"),
+        ("run-1", "success", None),
+    ]
+    assert latest[0]["total_items"] == 2_000 and latest[0]["end_time"] >= latest[0]["start_time"]
+    assert snapshot(db) is None
