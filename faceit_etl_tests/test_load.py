@@ -806,3 +806,33 @@ def test_runlog_survives_a_failed_load(db, conn, generated):
     ]
     assert latest[0]["total_items"] == 2_000 and latest[0]["end_time"] >= latest[0]["start_time"]
     assert snapshot(db) is None
+
+
+def test_referral_codes_swapped_between_users_load_as_two_updates(db, conn, generated):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    entries = entries_of(generated)
+    first, second = [e for e in entries if e["subscription"]["referral_code"]][:2]
+    codes = first["subscription"]["referral_code"], second["subscription"]["referral_code"]
+    first["subscription"]["referral_code"], second["subscription"]["referral_code"] = codes[1], codes[0]
+
+    stats = load(conn, SCHEMA, *chain(document(entries)), "run-2")
+
+    assert (stats.subscriptions.inserted, stats.subscriptions.updated) == (0, 2)
+    held = dict(
+        db.execute(
+            "SELECT u.user_id, s.referral_code FROM user_subscriptions s JOIN users u ON u.id = s.user_id "
+            "WHERE u.user_id = ANY(%s)",
+            [[first["user_id"], second["user_id"]]],
+        ).fetchall()
+    )
+    assert held == {first["user_id"]: codes[1], second["user_id"]: codes[0]}
+
+
+def test_truncate_with_an_empty_file_is_refused_and_keeps_the_content(db, conn, generated):
+    load(conn, SCHEMA, *chain(generated), "run-1")
+    before = snapshot(db)
+
+    with pytest.raises(TargetError, match="refusing to truncate"):
+        load(conn, SCHEMA, *chain(document([])), "run-2", truncate=True)
+
+    assert snapshot(db) == before

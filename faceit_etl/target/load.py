@@ -26,6 +26,7 @@ from faceit_etl.target.ddl import (
     SUBSCRIPTIONS,
     USERS,
     IdColumn,
+    TargetError,
     check_id_widths,
     ensure_target_tables,
     table,
@@ -91,6 +92,8 @@ def load(
         stage_subscriptions = _stage(
             conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
         )
+        if truncate and mapped.users.empty:
+            raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
         if truncate:
             conn.execute(
                 sql.SQL("TRUNCATE {}, {}").format(table(schema, SUBSCRIPTIONS), table(schema, USERS))
@@ -182,7 +185,21 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
     return _upsert(conn, statement, total)
 
 
+def _release_moving_referral_codes(conn, schema, stage) -> None:
+    """Codes that move between users in this file (a swap, a code passed on) would collide with
+    the row that still holds them, since the unique key is checked row by row: clear them first.
+    The upsert then writes the new codes and counts those rows as updated."""
+    conn.execute(
+        sql.SQL(
+            """UPDATE {target} AS t SET referral_code = NULL FROM {stage} AS s
+               WHERE s.user_id = t.user_id AND t.referral_code IS NOT NULL
+                 AND t.referral_code IS DISTINCT FROM s.referral_code"""
+        ).format(target=table(schema, SUBSCRIPTIONS), stage=stage)
+    )
+
+
 def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
+    _release_moving_referral_codes(conn, schema, stage)
     columns = sql.SQL(", ").join(map(sql.Identifier, SUBSCRIPTION_COLUMNS))
     statement = sql.SQL(
         """INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {stage}
