@@ -105,9 +105,12 @@ def print_summary(summary, quiet: bool = False) -> None:
             f"{summary.rejected_entries} rejected",
             file=out,
         )
+    if summary.dry_run:
+        print("  dry run: the load was verified, then rolled back; the database is unchanged", file=out)
+    would = "would be " if summary.dry_run else ""
     for table, counts in summary.load.items():
         print(
-            f"  {table}: {counts['inserted']} inserted, {counts['updated']} updated, "
+            f"  {table}: {counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
             f"{counts['unchanged']} unchanged",
             file=out,
         )

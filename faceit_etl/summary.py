@@ -25,6 +25,7 @@ class RunSummary:
     input_entries: int | None = None
     accepted_entries: int | None = None
     rejected_entries: int | None = None
+    dry_run: bool = False
     load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/unchanged
     checks: list[CheckOutcome] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -54,6 +55,7 @@ def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
             summary.accepted_entries = _value(metadata, "accepted_entries")
             summary.rejected_entries = _value(metadata, "rejected_entries")
         elif key == "postgres_tables":
+            summary.dry_run = bool(_value(metadata, "dry_run"))
             for table, prefix in (("users", "users"), ("user_subscriptions", "subscriptions")):
                 summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
     for evaluation in result.get_asset_check_evaluations():

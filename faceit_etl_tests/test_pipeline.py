@@ -167,15 +167,19 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     subscriptions = result.output_for_node("mapped_frames", "mapped_subscriptions")
     victim = int(users["user_id"].iloc[3])
 
-    assert content_matches(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions).passed
+    def check(definition):
+        context = dg.build_asset_check_context(resources={"migration_settings": settings})
+        return definition(context, mapped_users=users, mapped_subscriptions=subscriptions)
+
+    assert check(content_matches).passed
     db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
 
-    tampered = content_matches(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions)
+    tampered = check(content_matches)
     assert not tampered.passed
     summary = tampered.metadata["users"].value
     assert summary["differing_cells"] == {"total_requests": 1}
     assert summary["examples"]["total_requests"] == [users["id"].iloc[3]]
-    assert row_counts_match(migration_settings=settings, mapped_users=users, mapped_subscriptions=subscriptions).passed
+    assert check(row_counts_match).passed
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
@@ -264,3 +268,46 @@ def test_definitions_expose_the_job_over_every_asset_and_check():
     check_ops = {f"{spec.asset_key.to_user_string()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
     assert check_ops <= {node.name for node in job.nodes}
     assert len(check_ops) == len(CHECKS) == 7
+
+
+def database_state(db) -> dict:
+    """Every table of the schema with its full content, for byte-identical comparisons."""
+    tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+    return {t: sorted(map(str, db.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
+
+
+def test_a_dry_run_verifies_inside_the_transaction_and_leaves_the_database_identical(database_url, db, tmp_path):
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    before = database_state(db)
+
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True, dry_run=True))
+
+    assert result.success
+    load = metadata_of(result, "postgres_tables")
+    assert load["dry_run"] is True
+    assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (25, 0, 0)
+    checks = checks_by_name(result)
+    assert all(e.passed for e in checks.values())
+    assert checks["row_counts_match"].metadata["users_in_database"].value == 25  # seen inside the transaction
+    assert checks["content_matches"].metadata["dry_run"].value is True
+    assert database_state(db) == before
+
+
+def test_a_dry_run_on_an_empty_database_creates_nothing(database_url, db, tmp_path):
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
+
+    assert result.success
+    assert metadata_of(result, "postgres_tables")["created_tables"] is True
+    assert database_state(db) == {}
+    assert db.execute("SELECT count(*) FROM pg_type WHERE typname = 'subscriptiontier'").fetchone()[0] == 0
+
+
+def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(database_url, db, tmp_path):
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))  # no truncate: 50 rows
+
+    assert not result.success
+    check = checks_by_name(result)["row_counts_match"]
+    assert not check.passed
+    assert check.metadata["users_in_database"].value == 50

@@ -4,6 +4,8 @@ source_backup → raw_json → validated_frame → mapped_users / mapped_subscri
 """
 
 
+import contextlib
+
 import dagster as dg
 import orjson
 import pandas as pd
@@ -15,12 +17,14 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.target import ddl, runlog
 from faceit_etl.target.load import load
+from faceit_etl.target.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, validate_entries
 
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
 REJECTS_FILE = "rejects.jsonl"
+DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
 
 
 @dg.asset(
@@ -160,15 +164,32 @@ def postgres_tables(
     schema = settings.target_schema
     run_id = context.run.run_id
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
-    with connect(url, autocommit=True) as log_conn, connect(url) as conn:
-        ddl.ensure_bookkeeping_tables(log_conn, schema)
-        log = runlog.start(
-            log_conn,
-            schema,
-            run_id=run_id,
-            total_items=validated_frame.input_count,
-            metadata={"settings": settings.safe_summary()},
-        )
+    seen_in_transaction: dict = {}
+
+    def before_commit(conn) -> None:
+        """Read what only the open transaction can show: the schema, and in a dry run the verdicts."""
+        seen_in_transaction["columns"] = [
+            dg.TableColumn(f"{name}.{column}", data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
+            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
+            for column, data_type, nullable in ddl.column_types(conn, schema, name)
+        ]
+        if settings.dry_run:
+            verdicts = all_verdicts(conn, schema, mapped_users, mapped_subscriptions)
+            seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
+
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connect(url))
+        log = None
+        if not settings.dry_run:  # a dry run leaves the database byte-identical: no log row either
+            log_conn = stack.enter_context(connect(url, autocommit=True))
+            ddl.ensure_bookkeeping_tables(log_conn, schema)
+            log = runlog.start(
+                log_conn,
+                schema,
+                run_id=run_id,
+                total_items=validated_frame.input_count,
+                metadata={"settings": settings.safe_summary()},
+            )
         try:
             stats = load(
                 conn,
@@ -179,30 +200,30 @@ def postgres_tables(
                 truncate=settings.truncate,
                 batch_size=settings.batch_size,
                 progress=lambda stage, done, total: context.log.debug(f"{stage}: {done}/{total} rows"),
+                before_commit=before_commit,
+                dry_run=settings.dry_run,
             )
         except Exception as exc:
             message = redact(str(exc), url)
-            runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
+            if log is not None:
+                runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
             raise dg.Failure(
                 description=f"load into {describe(url)} failed, nothing was written: {message}",
                 allow_retries=False,
             ) from None
-        schema_columns = [
-            dg.TableColumn(f"{name}.{column}", data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
-            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
-            for column, data_type, nullable in ddl.column_types(conn, schema, name)
-        ]
-        runlog.finish(
-            log,
-            "success",
-            processed_items=len(mapped_users),
-            failed_items=validated_frame.rejected_count,
-            metadata={"load": stats.as_dict()},
-        )
+        if log is not None:
+            runlog.finish(
+                log,
+                "success",
+                processed_items=len(mapped_users),
+                failed_items=validated_frame.rejected_count,
+                metadata={"load": stats.as_dict()},
+            )
     return dg.MaterializeResult(
         metadata={
             "database": describe(url),
             "schema": schema,
+            "dry_run": settings.dry_run,  # then the counts say what would have been written
             "users_inserted": stats.users.inserted,
             "users_updated": stats.users.updated,
             "users_unchanged": stats.users.unchanged,
@@ -213,8 +234,13 @@ def postgres_tables(
             "created_tables": stats.created_tables,
             "truncated": stats.truncated,
             "dagster/row_count": len(mapped_users),
-            "dagster/column_schema": dg.TableSchema(columns=schema_columns),
+            "dagster/column_schema": dg.TableSchema(columns=seen_in_transaction["columns"]),
             "preview": preview(mapped_users),
-            "migration_log_id": log.log_id,
+            **({"migration_log_id": log.log_id} if log else {}),
+            **(
+                {DRY_RUN_VERIFICATION: dg.MetadataValue.json(seen_in_transaction["verification"])}
+                if settings.dry_run
+                else {}
+            ),
         }
     )

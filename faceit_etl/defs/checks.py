@@ -1,21 +1,21 @@
 """Asset checks: is what the database holds exactly what the file said?
 
 ERROR-severity checks are blocking: a wrong migration fails the run (and `dagster job execute`).
-Referrers missing from the file and self-referrals are the bot's data as it is: WARN.
+Referrers missing from the file and self-referrals are the bot's data as it is: WARN. The verdicts
+themselves live in `target/verdicts.py`; in a dry run they were taken inside the load's transaction
+before its rollback, and the checks report those.
 """
-
 
 import dagster as dg
 import pandas as pd
 
 from faceit_etl.database import connect
-from faceit_etl.defs.assets import postgres_tables, validated_frame
+from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.target import ddl, verify
+from faceit_etl.target.verdicts import VERDICTS, Verdict
 from faceit_etl.validation import ValidationOutcome
 
-MAPPED_INS = {"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")}
 EXAMPLES = 20
 
 
@@ -56,105 +56,68 @@ def _reject_summary(outcome: ValidationOutcome, force: bool) -> str:
     return "\n".join(lines)
 
 
-@dg.asset_check(
-    asset=postgres_tables,
-    blocking=True,
-    additional_ins=MAPPED_INS,
-    description="Row counts of users and user_subscriptions equal the mapped frames'.",
-)
-def row_counts_match(
-    migration_settings: MigrationSettings, mapped_users: pd.DataFrame, mapped_subscriptions: pd.DataFrame
-) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        schema = migration_settings.target_schema
-        counts = {
-            ddl.USERS: (verify.row_count(conn, schema, ddl.USERS), len(mapped_users)),
-            ddl.SUBSCRIPTIONS: (verify.row_count(conn, schema, ddl.SUBSCRIPTIONS), len(mapped_subscriptions)),
-        }
-    return dg.AssetCheckResult(
-        passed=all(actual == expected for actual, expected in counts.values()),
-        metadata={f"{name}_{side}": value for name, pair in counts.items() for side, value in zip(("in_database", "expected"), pair)},
+def _dry_run_verdict(context: dg.AssetCheckExecutionContext, name: str) -> Verdict:
+    event = context.instance.get_latest_materialization_event(postgres_tables.key)
+    if event is None or event.run_id != context.run.run_id:
+        return Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
+    recorded = event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value[name]
+    return Verdict(recorded["passed"], recorded["metadata"])
+
+
+def _postgres_check(name: str, description: str, severity: dg.AssetCheckSeverity) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=postgres_tables,
+        name=name,
+        blocking=severity == dg.AssetCheckSeverity.ERROR,
+        description=description,
+        additional_ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
     )
+    def _check(
+        context: dg.AssetCheckExecutionContext,
+        migration_settings: MigrationSettings,
+        mapped_users: pd.DataFrame,
+        mapped_subscriptions: pd.DataFrame,
+    ) -> dg.AssetCheckResult:
+        if migration_settings.dry_run:
+            verdict = _dry_run_verdict(context, name)
+        else:
+            with connect(migration_settings.connection_url()) as conn:
+                verdict = VERDICTS[name](conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
+        return dg.AssetCheckResult(
+            passed=verdict.passed,
+            severity=severity,
+            metadata={
+                "dry_run": migration_settings.dry_run,
+                **{
+                    key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+                    for key, value in verdict.metadata.items()
+                },
+            },
+        )
+
+    return _check
 
 
-@dg.asset_check(
-    asset=postgres_tables,
-    blocking=True,
-    additional_ins={"mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
-    description="The number of subscriptions per tier equals the mapped frame's.",
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+row_counts_match = _postgres_check(
+    "row_counts_match", "Row counts of users and user_subscriptions equal the mapped frames'.", ERROR
 )
-def tier_counts_match(migration_settings: MigrationSettings, mapped_subscriptions: pd.DataFrame) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        actual = verify.tier_counts(conn, migration_settings.target_schema)
-    expected = {str(k): int(v) for k, v in mapped_subscriptions["tier"].value_counts().sort_index().items()}
-    return dg.AssetCheckResult(
-        passed=actual == expected,
-        metadata={"in_database": dg.MetadataValue.json(actual), "expected": dg.MetadataValue.json(expected)},
-    )
-
-
-@dg.asset_check(
-    asset=postgres_tables,
-    blocking=True,
-    description="Every subscription belongs to an existing user.",
+tier_counts_match = _postgres_check(
+    "tier_counts_match", "The number of subscriptions per tier equals the mapped frame's.", ERROR
 )
-def subscriptions_have_users(migration_settings: MigrationSettings) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        orphans = verify.orphan_subscriptions(conn, migration_settings.target_schema)
-    return dg.AssetCheckResult(passed=orphans == 0, metadata={"orphan_subscriptions": orphans})
-
-
-@dg.asset_check(
-    asset=postgres_tables,
-    blocking=True,
-    additional_ins=MAPPED_INS,
-    description=(
-        "Full content equality: every row and every column of both tables equals the mapped frames "
-        "(read back with COPY and compared cell by cell; not a sample)."
-    ),
+subscriptions_have_users = _postgres_check(
+    "subscriptions_have_users", "Every subscription belongs to an existing user.", ERROR
 )
-def content_matches(
-    migration_settings: MigrationSettings, mapped_users: pd.DataFrame, mapped_subscriptions: pd.DataFrame
-) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        schema = migration_settings.target_schema
-        diffs = [
-            verify.compare_users(conn, schema, mapped_users),
-            verify.compare_subscriptions(conn, schema, mapped_subscriptions),
-        ]
-    return dg.AssetCheckResult(
-        passed=all(d.equal for d in diffs),
-        metadata={d.table: dg.MetadataValue.json(d.summary()) for d in diffs},
-    )
-
-
-@dg.asset_check(
-    asset=postgres_tables,
-    description="Referrers named by users are users too (WARN: the bot's file may lack them).",
+content_matches = _postgres_check(
+    "content_matches",
+    "Full content equality: every row and every column of both tables equals the mapped frames "
+    "(read back with COPY and compared cell by cell; not a sample).",
+    ERROR,
 )
-def referrers_present(migration_settings: MigrationSettings) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        missing = verify.missing_referrers(conn, migration_settings.target_schema)
-    return dg.AssetCheckResult(
-        passed=not missing,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"missing_referrers": len(missing), "examples": dg.MetadataValue.json(missing[:EXAMPLES])},
-    )
-
-
-@dg.asset_check(
-    asset=postgres_tables,
-    description="No user is their own referrer (WARN).",
+referrers_present = _postgres_check(
+    "referrers_present", "Referrers named by users are users too (WARN: the bot's file may lack them).", WARN
 )
-def no_self_referrals(migration_settings: MigrationSettings) -> dg.AssetCheckResult:
-    with connect(migration_settings.connection_url()) as conn:
-        found = verify.self_referrals(conn, migration_settings.target_schema)
-    return dg.AssetCheckResult(
-        passed=not found,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"self_referrals": len(found), "examples": dg.MetadataValue.json(found[:EXAMPLES])},
-    )
-
+no_self_referrals = _postgres_check("no_self_referrals", "No user is their own referrer (WARN).", WARN)
 
 CHECKS = [
     no_rejected_entries,

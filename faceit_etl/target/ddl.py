@@ -121,7 +121,7 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
     Runs inside the load's transaction, so a failed load leaves no half-made tables behind.
     """
     existed = table_exists(conn, schema, USERS)
-    if not _type_exists(conn, schema, TIER_TYPE):
+    if not type_exists(conn, schema, TIER_TYPE):
         conn.execute(
             sql.SQL("CREATE TYPE {} AS ENUM ('FREE', 'PREMIUM', 'PRO')").format(table(schema, TIER_TYPE))
         )
@@ -140,7 +140,7 @@ def table_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return conn.execute(query, [schema, name]).fetchone()[0]
 
 
-def _type_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+def type_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     query = """SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                WHERE n.nspname = %s AND t.typname = %s)"""
     return conn.execute(query, [schema, name]).fetchone()[0]

@@ -75,8 +75,10 @@ def load(
     batch_size: int = 10_000,
     progress: Progress | None = None,
     before_commit: Callable[[psycopg.Connection], None] | None = None,
+    dry_run: bool = False,
 ) -> LoadStats:
-    """Load in one transaction. `before_commit` runs inside it, last (dry runs and tests use it)."""
+    """Load in one transaction. `before_commit` runs inside it, last; with `dry_run` the
+    transaction is then rolled back, so the stats say what would have been written."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         created = ensure_target_tables(conn, schema)
@@ -103,6 +105,8 @@ def load(
         written = _write_rejects(conn, schema, rejects, run_id)
         if before_commit is not None:
             before_commit(conn)
+        if dry_run:
+            raise psycopg.Rollback()
     return LoadStats(users, subscriptions, written, created, truncate)
 
 
