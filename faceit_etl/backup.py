@@ -94,6 +94,20 @@ def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) 
     return snapshot
 
 
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BackupError(f"{folder}: no {MANIFEST} here; not a faceit-etl backup folder") from None
+
+
+def update_manifest(folder: str | Path, **sections) -> dict:
+    manifest = read_manifest(folder) | sections
+    write_private(Path(folder) / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as reader:

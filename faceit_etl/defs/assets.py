@@ -5,6 +5,7 @@ source_backup → raw_json → validated_frame → mapped_users / mapped_subscri
 
 
 import contextlib
+from pathlib import Path
 
 import dagster as dg
 import orjson
@@ -17,6 +18,7 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.target import ddl, runlog
 from faceit_etl.target.load import load
+from faceit_etl.target.snapshot import take_snapshot
 from faceit_etl.target.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, validate_entries
 
@@ -33,20 +35,29 @@ DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry
     tags=TAGS,
     kinds={"json", "file"},
     description=(
-        "A private copy (0600) of the bot's data file with its sha256, taken before anything else. "
-        "Every later step reads this copy, never the live file."
+        "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
+        "file with its sha256 (every later step reads this copy, never the live file) and a "
+        "snapshot of the target tables as they are, which `rollback_job` restores."
     ),
 )
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
     settings = migration_settings.checked()
-    snapshot = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
+    copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
+    tables: dict = {}
+    if settings.backup_tables:
+        url = settings.connection_url()
+        with connect(url) as conn:
+            target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
+        backup.update_manifest(copied.folder, target=target)
+        tables = {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
     return dg.Output(
-        snapshot,
+        copied,
         metadata={
-            "source": dg.MetadataValue.path(snapshot.original),
-            "backup": dg.MetadataValue.path(snapshot.copy),
-            "sha256": snapshot.sha256,
-            "size_bytes": snapshot.size_bytes,
+            "source": dg.MetadataValue.path(copied.original),
+            "backup_folder": dg.MetadataValue.path(copied.folder),
+            "sha256": copied.sha256,
+            "size_bytes": copied.size_bytes,
+            "tables_snapshot": dg.MetadataValue.json(tables) if settings.backup_tables else "skipped (backup_tables off)",
         },
     )
 

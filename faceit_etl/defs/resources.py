@@ -31,6 +31,10 @@ class MigrationSettings(dg.ConfigurableResource):
     batch_size: int = Field(default=10_000, gt=0, description="Rows per COPY chunk (and per progress step).")
     max_concurrent: int = Field(default=1, gt=0, description="Steps run at once by the job's executor.")
     backup_dir: str = Field(default="backups", description="Where each run's backup folder is written.")
+    backup_tables: bool = Field(
+        default=True,
+        description="Snapshot the target tables before the load, so the run can be rolled back.",
+    )
     force: bool = Field(default=False, description="Load the valid entries even when some are rejected.")
     truncate: bool = Field(default=False, description="Replace the tables' content instead of upserting.")
     dry_run: bool = Field(default=False, description="Do everything, then roll the load back.")
@@ -70,6 +74,7 @@ class MigrationSettings(dg.ConfigurableResource):
             batch_size=int(env.get("MIGRATION_BATCH_SIZE", "10000")),
             max_concurrent=int(env.get("MIGRATION_MAX_CONCURRENT", "1")),
             backup_dir=env.get("MIGRATION_BACKUP_DIR", "backups"),
+            backup_tables=env.get("MIGRATION_BACKUP_TABLES", "true").lower() in _TRUE,
             force=env.get("MIGRATION_FORCE", "").lower() in _TRUE,
             truncate=env.get("MIGRATION_TRUNCATE", "").lower() in _TRUE,
             dry_run=env.get("MIGRATION_DRY_RUN", "").lower() in _TRUE,

@@ -1,0 +1,57 @@
+"""`rollback_job`: restore the migration's tables to a run's pre-load snapshot."""
+
+import dagster as dg
+from pydantic import Field
+
+from faceit_etl.database import connect, describe
+from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.rollback import find_backup, rollback
+
+
+class RollbackConfig(dg.Config):
+    backup_path: str | None = Field(
+        default=None, description="A run's backup folder (or its manifest.json). Default: see migration_id."
+    )
+    migration_id: str | None = Field(
+        default=None,
+        description="A migration_logs id or Dagster run id whose pre-load snapshot to restore. "
+        "Default: the latest successful migration.",
+    )
+
+
+@dg.op(
+    description=(
+        "Restore users and user_subscriptions exactly as the chosen snapshot holds them, in one "
+        "transaction verified against the manifest's row counts and hashes; no other table is touched."
+    ),
+)
+def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings):
+    settings = migration_settings.checked()
+    url = settings.connection_url()
+    with connect(url) as conn:
+        folder = find_backup(
+            conn,
+            settings.target_schema,
+            settings.backup_dir,
+            backup_path=config.backup_path,
+            migration_id=config.migration_id,
+        )
+        result = rollback(conn, settings.target_schema, folder)
+    restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
+    context.log.info(f"restored {describe(url)} to the snapshot in {folder}")
+    yield dg.AssetMaterialization(
+        asset_key="postgres_tables",
+        description=f"rolled back to the snapshot taken before run {result.run_id}",
+        metadata={
+            "rolled_back_run": result.run_id,
+            "snapshot": dg.MetadataValue.path(str(folder)),
+            "restored": dg.MetadataValue.json(restored),
+            "dropped_tables": dg.MetadataValue.json(result.dropped),
+        },
+    )
+    yield dg.Output(None)
+
+
+@dg.job(description="Undo a migration: restore the tables from the snapshot taken before it.")
+def rollback_job():
+    restore_tables()

@@ -1,0 +1,90 @@
+"""Rollback: put the migration's tables back as a run's pre-load snapshot holds them.
+
+The default snapshot is the one taken before the latest successful migration; a backup folder or a
+migration (its migration_logs id or its Dagster run id) can be named instead. Only `users` and
+`user_subscriptions` are touched, in one transaction verified against the manifest's hashes; the
+migration's log row then says `rolled_back`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from faceit_etl.backup import read_manifest, run_folder
+from faceit_etl.target.ddl import MIGRATION_LOGS, table, table_exists
+from faceit_etl.target.load import advisory_lock_key
+from faceit_etl.target.snapshot import TableDigest, restore_snapshot
+
+
+class RollbackError(RuntimeError):
+    """No usable snapshot, or the restore failed; the database is as it was."""
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    folder: Path
+    run_id: str
+    restored: dict[str, TableDigest]
+    dropped: list[str]
+
+
+def find_backup(
+    conn: psycopg.Connection,
+    schema: str,
+    backup_dir: str | Path,
+    *,
+    backup_path: str | Path | None = None,
+    migration_id: str | None = None,
+) -> Path:
+    """The backup folder to restore: named, or found through migration_logs."""
+    if backup_path:
+        folder = Path(backup_path)
+        return folder.parent if folder.name == "manifest.json" else folder
+    if not table_exists(conn, schema, MIGRATION_LOGS):
+        raise RollbackError(f"no migration has been recorded in {schema}.{MIGRATION_LOGS}: nothing to roll back")
+    logs = table(schema, MIGRATION_LOGS)
+    if migration_id:
+        row = conn.execute(
+            sql.SQL("SELECT metadata->>'run_id' FROM {} WHERE id::text = %s OR metadata->>'run_id' = %s").format(logs),
+            [migration_id, migration_id],
+        ).fetchone()
+        if row is None:
+            raise RollbackError(f"no migration {migration_id!r} in {schema}.{MIGRATION_LOGS}")
+    else:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT metadata->>'run_id' FROM {} WHERE status = 'success' ORDER BY start_time DESC LIMIT 1"
+            ).format(logs)
+        ).fetchone()
+        if row is None:
+            raise RollbackError("no successful migration to roll back (migration_logs has none)")
+    return run_folder(backup_dir, row[0])
+
+
+def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackResult:
+    manifest = read_manifest(folder)
+    target = manifest.get("target")
+    if target is None:
+        raise RollbackError(
+            f"{folder}: this backup holds no snapshot of the tables (taken with --no-backup?): cannot roll back"
+        )
+    if target["schema"] != schema:
+        raise RollbackError(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        restored = restore_snapshot(conn, folder, target)
+        if table_exists(conn, schema, MIGRATION_LOGS):
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET status = 'rolled_back', metadata = metadata || %s "
+                    "WHERE metadata->>'run_id' = %s"
+                ).format(table(schema, MIGRATION_LOGS)),
+                [Jsonb({"rolled_back_to_snapshot": str(folder)}), manifest["run_id"]],
+            )
+    dropped = [name for name, snap in target["tables"].items() if snap is None]
+    return RollbackResult(folder, manifest["run_id"], restored, dropped)
