@@ -1,41 +1,75 @@
-"""`faceit-etl`: the seed's command line, running the Dagster job on the persistent instance.
+"""`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
-1 the migration or a blocking check failed, 2 usage error or failed validation.
+1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation.
+Everything said here also goes to `migration.log`, passwords removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
+import uuid
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from faceit_etl.database import project_home, redact
+from faceit_etl.database import DatabaseUnavailable, connect, describe, project_home, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOG_FILE = "migration.log"
+INVOCATION_TAG = "faceit_etl/invocation"
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
+log = logging.getLogger("faceit_etl.cli")
+
+
+class UsageError(Exception):
+    """Wrong arguments or an unusable file: exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceit-etl", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own log lines")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show Dagster's own log lines")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the outcome")
-    parser.add_argument("--config", type=Path, help="YAML file of migration settings (as in run_config)")
-    parser.add_argument("--database-url", help="target PostgreSQL URL (default: DATABASE_URL, else embedded)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--config", type=Path, help="YAML file of migration settings (keys as in run_config.example.yaml)")
+    parser.add_argument("--database-url", help="target PostgreSQL URL (default: DATABASE_URL, else the embedded one)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
     migrate.add_argument("json_file", type=Path)
-    migrate.add_argument("--batch-size", type=int, help="rows per COPY chunk")
-    migrate.add_argument("--max-concurrent", type=int, help="steps run at once")
-    migrate.add_argument("--dry-run", action="store_true", default=None, help="load, verify, roll back")
+    migrate.add_argument("--batch-size", type=int, help="rows per COPY chunk (default 10000)")
+    migrate.add_argument("--max-concurrent", type=int, help="steps run at once (default 1: one process)")
+    migrate.add_argument("--dry-run", action="store_true", default=None, help="load and verify, then roll back")
+    migrate.add_argument("--no-backup", dest="backup_tables", action="store_false", default=None,
+                         help="skip the snapshot of the tables (the run cannot be rolled back)")
+    migrate.add_argument("--backup", dest="backup_tables", action="store_true",
+                         help="snapshot the tables before loading (the default)")
     migrate.add_argument("--truncate", action="store_true", default=None, help="replace the tables' content")
-    migrate.add_argument("--force", action="store_true", default=None, help="load valid entries despite rejects")
-    migrate.add_argument("--source-timezone", help="time zone of naive timestamps in the file (default UTC)")
-    migrate.add_argument("--target-schema", help="PostgreSQL schema of the bot's tables (default public)")
+    migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
+    migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
+    migrate.add_argument("--target-schema", help="schema of the bot's tables (default public)")
+
+    validate = commands.add_parser("validate", help="check a data file without loading it")
+    validate.add_argument("json_file", type=Path)
+    validate.add_argument("--database", action="store_true", help="add the target database's state")
+    validate.add_argument("--report", type=Path, help="write the Markdown report here (0600)")
+    validate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
+
+    status = commands.add_parser("status", help="database, tables and the last runs")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    rollback = commands.add_parser("rollback", help="restore the tables from the snapshot taken before a migration")
+    rollback.add_argument("--backup-path", type=Path, help="a run's backup folder (default: see --migration-id)")
+    rollback.add_argument("--migration-id", help="migration_logs id or run id (default: the latest successful one)")
+    rollback.add_argument("--confirm", action="store_true", help="do not ask")
+
+    backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
+    backup.add_argument("json_file", type=Path)
+    backup.add_argument("--output-dir", type=Path, help="where to put the backup folder (default: backup_dir)")
     return parser
 
 
@@ -51,87 +85,307 @@ def use_project_instance() -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
-def settings_config(args: argparse.Namespace) -> dict:
-    """Resource config from --config and flags. The database URL never goes into run config
-    (the UI shows run config): it travels in the DATABASE_URL environment variable instead."""
+def settings_overrides(args: argparse.Namespace) -> dict:
+    """Resource config from --config and flags. The database URL never goes into run config (the UI
+    shows run config): it travels in the DATABASE_URL environment variable instead."""
     config: dict = {}
     if args.config:
-        loaded = yaml.safe_load(args.config.read_text()) or {}
-        config.update(loaded.get("resources", {}).get("migration_settings", {}).get("config", loaded))
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from None
+        nested = loaded.get("resources", {}).get("migration_settings", {}).get("config")
+        config.update(nested if nested is not None else loaded)
     url = args.database_url or config.pop("database_url", None)
     if url:
         os.environ["DATABASE_URL"] = url
     if getattr(args, "json_file", None):
+        if not args.json_file.is_file():
+            raise UsageError(f"{args.json_file}: no such file")
         config["source_path"] = str(args.json_file.resolve())
-    for name in SETTING_FLAGS:
+    for name in (*SETTING_FLAGS, "backup_tables"):
         value = getattr(args, name, None)
         if value is not None:
             config[name] = value
     return config
 
 
+def settings_for(args: argparse.Namespace):
+    from faceit_etl.defs.resources import MigrationSettings
+
+    overrides = settings_overrides(args)
+    base = MigrationSettings.from_environment().model_dump(exclude={"database_url"})
+    try:
+        return MigrationSettings(**(base | overrides)).checked(), overrides
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def say(text: str, *, quiet_too: bool = False, args=None) -> None:
+    log.info(text)
+    if quiet_too or not (args and args.quiet):
+        print(text)
+
+
+# ---------------------------------------------------------------- migrate
+
+
 def migrate(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from faceit_etl.definitions import defs
+    from faceit_etl.definitions import execution_config, get_migrate_job
+    from faceit_etl.progress import RunWatcher
     from faceit_etl.summary import summarize
 
-    if not args.json_file.is_file():
-        print(f"faceit-etl: {args.json_file}: no such file", file=sys.stderr)
-        return EXIT_USAGE
+    settings, overrides = settings_for(args)
     use_project_instance()
     run_config = {
-        "resources": {"migration_settings": {"config": settings_config(args)}},
+        "resources": {"migration_settings": {"config": overrides}},
+        "execution": execution_config(settings.max_concurrent),
         "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
     }
+    invocation = uuid.uuid4().hex  # execute_job picks the run id: the watcher finds the run by this tag
+    console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
+    log.info("migrate %s settings %s", settings.source_path, settings.safe_summary())
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("migrate_job").execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
-        )
-    summary = summarize(result)
-    print_summary(summary, quiet=args.quiet)
+        with RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
+            result = dg.execute_job(
+                dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
+                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation},
+            )
+        summary = summarize(result)
+    print_summary(summary, args)
     if summary.success:
         return EXIT_OK
     return EXIT_USAGE if summary.validation_failed else EXIT_FAILED
 
 
-def print_summary(summary, quiet: bool = False) -> None:
-    out = sys.stdout
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def print_summary(summary, args) -> None:
     status = "succeeded" if summary.success else "FAILED"
-    print(f"Migration run {summary.run_id} {status}", file=out)
+    say(f"Migration run {summary.run_id} {status}", quiet_too=True)
     if summary.input_entries is not None:
-        print(
+        say(
             f"  entries: {summary.input_entries} read, {summary.accepted_entries} accepted, "
             f"{summary.rejected_entries} rejected",
-            file=out,
+            quiet_too=True,
         )
     if summary.dry_run:
-        print("  dry run: the load was verified, then rolled back; the database is unchanged", file=out)
+        say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
     would = "would be " if summary.dry_run else ""
     for table, counts in summary.load.items():
-        print(
+        say(
             f"  {table}: {counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
             f"{counts['unchanged']} unchanged",
-            file=out,
+            quiet_too=True,
         )
-    if not quiet:
-        for check in summary.checks:
-            mark = "passed" if check.passed else f"FAILED ({check.severity})"
-            print(f"  check {check.asset}.{check.name}: {mark}", file=out)
-            if not check.passed and check.description:
-                for line in check.description.splitlines():
-                    print(f"      {line}", file=out)
+    for check in summary.checks:
+        failed = not check.passed
+        mark = f"FAILED ({check.severity})" if failed else "passed"
+        say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
+        if failed and check.description:
+            for line in check.description.splitlines():
+                say(f"      {line}", quiet_too=True)
     for error in summary.errors:
-        print(f"  error: {redact(error, os.environ.get('DATABASE_URL'))}", file=out)
+        say(f"  error: {error}", quiet_too=True)
+
+
+# ---------------------------------------------------------------- validate
+
+
+def validate(args: argparse.Namespace) -> int:
+    from faceit_etl.backup import private_writer
+    from faceit_etl.mapping import map_frames
+    from faceit_etl.report import validation_report
+    from faceit_etl.source import SourceError, read_source
+    from faceit_etl.target import state
+    from faceit_etl.validation import validate_entries
+
+    settings, _ = settings_for(args)
+    try:
+        source = read_source(args.json_file)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    outcome = validate_entries(source, settings.source_timezone)
+    mapped = map_frames(outcome.valid)
+    target = None
+    if args.database:
+        url = settings.connection_url()
+        try:
+            with connect(url) as conn:
+                schema = settings.target_schema
+                target = {
+                    "database": describe(url),
+                    "tables (rows)": state.table_rows(conn, schema),
+                    "users of this file already in the table": state.users_already_present(
+                        conn, schema, [int(i) for i in mapped.users["user_id"]]
+                    ),
+                    "last migration": (state.latest_migrations(conn, schema, 1) or [None])[0],
+                }
+        except DatabaseUnavailable as exc:
+            target = {"database": str(exc)}
+    report = validation_report(str(args.json_file), source.layout, outcome, mapped, target)
+    if args.report:
+        with private_writer(args.report) as handle:
+            handle.write(report.encode())
+        say(f"report written to {args.report}", args=args)
+    else:
+        print(report) if not args.quiet else None
+    say(
+        f"{args.json_file}: {outcome.input_count} entries, {len(outcome.valid)} valid, "
+        f"{outcome.rejected_count} rejected",
+        quiet_too=True,
+    )
+    return EXIT_OK if outcome.rejects.empty else EXIT_USAGE
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from faceit_etl.target import state
+
+    settings, _ = settings_for(args)
+    url = settings.connection_url()
+    report: dict = {"database": describe(url), "schema": settings.target_schema}
+    try:
+        with connect(url) as conn:
+            report["reachable"] = True
+            report["tables"] = state.table_rows(conn, settings.target_schema)
+            report["migrations"] = state.latest_migrations(conn, settings.target_schema)
+    except DatabaseUnavailable as exc:
+        report |= {"reachable": False, "error": str(exc)}
+    use_project_instance()
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"), limit=5)
+        report["dagster_runs"] = [
+            {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get("faceit_etl/started_by", "dagster")}
+            for r in runs
+        ]
+    if args.json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        reach = "reachable" if report["reachable"] else f"NOT reachable: {report.get('error')}"
+        print(f"database {report['database']} (schema {report['schema']}): {reach}")
+        for name, rows in report.get("tables", {}).items():
+            print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
+        for m in report.get("migrations", []):
+            print(f"  migration {m['id']} {m['status']} at {m['start_time']}: "
+                  f"{m['processed_items']} loaded, {m['failed_items']} rejected (run {m['run_id']})")
+        for r in report["dagster_runs"]:
+            print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
+    return EXIT_OK if report["reachable"] else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def rollback(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from faceit_etl.definitions import defs
+
+    settings, overrides = settings_for(args)
+    target = args.backup_path or args.migration_id or "the latest successful migration"
+    if not args.confirm:
+        if not sys.stdin.isatty():
+            say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
+            return EXIT_USAGE
+        answer = input(f"Restore users and user_subscriptions to the snapshot before {target}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say("rollback cancelled; nothing changed", quiet_too=True)
+            return EXIT_USAGE
+    use_project_instance()
+    op_config = {k: str(v) for k, v in (("backup_path", args.backup_path), ("migration_id", args.migration_id)) if v}
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("rollback_job").execute_in_process(
+            run_config={
+                "ops": {"restore_tables": {"config": op_config}},
+                "resources": {"migration_settings": {"config": overrides}},
+                "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
+            },
+            instance=instance,
+            raise_on_error=False,
+            tags={"faceit_etl/started_by": "cli"},
+        )
+    from faceit_etl.summary import step_errors
+
+    if result.success:
+        event = result.get_asset_materialization_events()[0].event_specific_data.materialization
+        restored = event.metadata["restored"].value
+        dropped = event.metadata["dropped_tables"].value
+        say(f"Rolled back to the snapshot taken before run {event.metadata['rolled_back_run'].value}", quiet_too=True)
+        for name, digest in restored.items():
+            say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
+        for name in dropped:
+            say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
+        return EXIT_OK
+    for error in step_errors(result):
+        say(f"rollback failed, nothing changed: {error}", quiet_too=True)
+    return EXIT_FAILED
+
+
+# ---------------------------------------------------------------- backup
+
+
+def backup(args: argparse.Namespace) -> int:
+    from faceit_etl.backup import backup_source, update_manifest
+    from faceit_etl.target.snapshot import take_snapshot
+
+    settings, _ = settings_for(args)
+    name = "manual-" + datetime.now().strftime("%Y%m%dT%H%M%S")
+    copied = backup_source(args.json_file, args.output_dir or settings.backup_dir, name)
+    say(f"source {copied.original} (sha256 {copied.sha256}) copied to {copied.folder}", quiet_too=True)
+    try:
+        with connect(settings.connection_url()) as conn:
+            target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
+    except DatabaseUnavailable as exc:
+        say(f"tables not backed up: {exc}", quiet_too=True)
+        return EXIT_FAILED
+    update_manifest(copied.folder, target=target)
+    for table_name, snap in target["tables"].items():
+        say(f"  {table_name}: {'absent' if snap is None else str(snap['rows']) + ' rows'}", quiet_too=True)
+    return EXIT_OK
+
+
+COMMANDS = {"migrate": migrate, "validate": validate, "status": status, "rollback": rollback, "backup": backup}
+
+
+def _log_to_file() -> None:
+    class Redacted(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg = redact(record.getMessage(), os.environ.get("DATABASE_URL"))
+            record.args = None
+            return True
+
+    handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(Redacted())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _log_to_file()
+    log.info("faceit-etl %s", args.command)
     try:
-        return {"migrate": migrate}[args.command](args)
-    except (ValueError, OSError, yaml.YAMLError) as exc:
-        print(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
+    except Exception as exc:  # a clear line, never a bare traceback; the log has the details
+        log.exception("failed")
+        say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _value(metadata: dict, key: str):
     return getattr(entry, "value", entry)
 
 
-def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
+def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSummary:
     summary = RunSummary(run_id=result.run_id, success=result.success)
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -68,10 +68,15 @@ def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
                 description=evaluation.description,
             )
         )
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        summary.errors.append(f"{event.step_key}: {_root_message(error)}")
+    summary.errors = step_errors(result)
     return summary
+
+
+def step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        f"{event.step_key}: {_root_message(event.step_failure_data.error)}"
+        for event in result.get_step_failure_events()
+    ]
 
 
 def _root_message(error) -> str:
