@@ -72,10 +72,12 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
     return summary
 
 
-def step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
+def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[str]:
+    """Why steps failed; a failed blocking check is already said by its own check line."""
     return [
         f"{event.step_key}: {_root_message(event.step_failure_data.error)}"
         for event in result.get_step_failure_events()
+        if event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"
     ]
 
 

@@ -60,8 +60,7 @@ def _dry_run_verdict(context: dg.AssetCheckExecutionContext, name: str) -> Verdi
     event = context.instance.get_latest_materialization_event(postgres_tables.key)
     if event is None or event.run_id != context.run.run_id:
         return Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-    recorded = event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value[name]
-    return Verdict(recorded["passed"], recorded["metadata"])
+    return Verdict(**event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value[name])
 
 
 def _postgres_check(name: str, description: str, severity: dg.AssetCheckSeverity) -> dg.AssetChecksDefinition:
@@ -86,6 +85,7 @@ def _postgres_check(name: str, description: str, severity: dg.AssetCheckSeverity
         return dg.AssetCheckResult(
             passed=verdict.passed,
             severity=severity,
+            description=verdict.description,
             metadata={
                 "dry_run": migration_settings.dry_run,
                 **{

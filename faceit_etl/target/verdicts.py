@@ -16,12 +16,16 @@ from faceit_etl.target import verify
 from faceit_etl.target.ddl import SUBSCRIPTIONS, USERS
 
 EXAMPLES = 20
+_EXTRA_ROWS_HINT = (
+    ". Rows the file no longer has stay in the table: migrate with truncate to replace the content."
+)
 
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
     metadata: dict  # plain JSON values
+    description: str | None = None  # what a failure means, in words
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,13 +36,16 @@ def row_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFr
         USERS: (verify.row_count(conn, schema, USERS), len(users)),
         SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions)),
     }
+    differing = [f"{name}: {actual} rows in the database, {expected} from the file"
+                 for name, (actual, expected) in counts.items() if actual != expected]
     return Verdict(
-        passed=all(actual == expected for actual, expected in counts.values()),
+        passed=not differing,
         metadata={
             f"{name}_{side}": value
             for name, pair in counts.items()
             for side, value in zip(("in_database", "expected"), pair)
         },
+        description="; ".join(differing) + _EXTRA_ROWS_HINT if differing else None,
     )
 
 
@@ -55,7 +62,18 @@ def subscriptions_have_users(conn, schema, users: pd.DataFrame, subscriptions: p
 
 def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     diffs = [verify.compare_users(conn, schema, users), verify.compare_subscriptions(conn, schema, subscriptions)]
-    return Verdict(all(d.equal for d in diffs), {d.table: d.summary() for d in diffs})
+    problems = [
+        f"{d.table}: {len(d.missing)} rows missing, {len(d.unexpected)} not in the file, "
+        f"{sum(map(len, d.differing.values()))} cells differ"
+        + (f" (in {', '.join(d.differing)})" if d.differing else "")
+        for d in diffs
+        if not d.equal
+    ]
+    return Verdict(
+        not problems,
+        {d.table: d.summary() for d in diffs},
+        "; ".join(problems) + (_EXTRA_ROWS_HINT if any(d.unexpected for d in diffs) else "") if problems else None,
+    )
 
 
 def referrers_present(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:

@@ -1,0 +1,237 @@
+"""The faceit-etl command line, run as a user runs it: a subprocess on real files and a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from faceit_etl.generate import generate_users
+from faceit_etl.target.snapshot import digest_table
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, write_json
+
+CLI = str(Path(sys.executable).parent / "faceit-etl")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder like a user's project: its own Dagster instance and migration.log."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return tmp_path
+
+
+def faceit_etl(workdir: Path, database_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def instance_at(folder: Path) -> dg.DagsterInstance:
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(folder)))
+
+
+def tables_digest(db) -> dict:
+    return {name: digest_table(db, "public", name) for name in ("users", "user_subscriptions")}
+
+
+def test_migrate_prints_the_outcome_logs_it_and_the_run_is_in_the_instance(workdir, database_url, db):
+    done = faceit_etl(workdir, database_url, "migrate", str(NESTED_SAMPLE))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "entries: 25 read, 25 accepted, 0 rejected" in done.stdout
+    assert "users: 25 inserted, 0 updated, 0 unchanged" in done.stdout
+    assert "check postgres_tables.content_matches: passed" in done.stdout
+    assert "load into PostgreSQL done" in done.stdout  # plain progress lines off a terminal
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+    log = (workdir / "migration.log").read_text()
+    assert "users: 25 inserted" in log
+    with instance_at(workdir) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))
+    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
+    assert runs[0].tags["faceit_etl/started_by"] == "cli"
+
+
+def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db):
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:4] + [{"user_id": -5}]
+    source = write_json(workdir / "data.json", {"users": users})
+
+    refused = faceit_etl(workdir, database_url, "migrate", str(source))
+    assert refused.returncode == 2
+    assert "1 of 5 entries rejected" in refused.stdout
+    assert "entry #4 (no valid user_id): user_id: must be a positive Telegram id" in refused.stdout
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+
+    forced = faceit_etl(workdir, database_url, "migrate", str(source), "--force")
+    assert forced.returncode == 0
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 4
+    assert db.execute("SELECT source_index, field FROM migration_rejects").fetchall() == [(4, "user_id")]
+
+
+def test_migrate_change_migrate_rollback_restores_the_first_state_exactly(workdir, database_url, db):
+    entries = generate_users(300, seed=3)
+    source = write_json(workdir / "data.json", {"users": entries})
+    assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
+    first = tables_digest(db)
+    entries[0]["faceit_nickname"] = "renamed"
+    entries[5]["subscription"]["tier"] = "pro"
+    entries.extend(generate_users(310, seed=4)[300:])
+    write_json(source, {"users": entries})
+    assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
+    assert tables_digest(db) != first
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "users: 300 rows restored, content hash verified" in done.stdout
+    assert tables_digest(db) == first
+    statuses = [r[0] for r in db.execute("SELECT status FROM migration_logs ORDER BY start_time")]
+    assert statuses == ["success", "rolled_back"]
+
+
+def test_rollback_of_the_run_that_created_the_tables_drops_them(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm")
+
+    assert done.returncode == 0
+    assert "users: dropped" in done.stdout
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+
+
+def test_rollback_without_a_terminal_or_confirm_changes_nothing(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    before = tables_digest(db)
+
+    done = faceit_etl(workdir, database_url, "rollback")
+
+    assert done.returncode == 2
+    assert "refusing to roll back without --confirm" in done.stdout
+    assert tables_digest(db) == before
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
+
+
+def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE), "--no-backup").returncode == 0
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm")
+
+    assert done.returncode == 1
+    assert "holds no snapshot of the tables" in done.stdout
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
+def test_dry_run_says_what_would_happen_and_leaves_the_target_identical(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    before = tables_digest(db), db.execute("SELECT count(*) FROM migration_logs").fetchone()
+
+    done = faceit_etl(workdir, database_url, "migrate", str(NESTED_SAMPLE), "--truncate", "--dry-run")
+
+    assert done.returncode == 0, done.stdout
+    assert "users: 25 would be inserted, 0 would be updated, 0 unchanged" in done.stdout
+    assert "the database is unchanged" in done.stdout
+    assert (tables_digest(db), db.execute("SELECT count(*) FROM migration_logs").fetchone()) == before
+
+
+def test_validate_writes_a_private_report_with_every_reject(workdir, database_url, db):
+    users = json.loads(NESTED_SAMPLE.read_text())["users"]
+    users[2]["subscription"]["tier"] = "gold"
+    users.append({"user_id": "abc"})
+    source = write_json(workdir / "data.json", {"users": users})
+    report = workdir / "report.md"
+
+    done = faceit_etl(workdir, database_url, "validate", str(source), "--database", "--report", str(report))
+
+    assert done.returncode == 2
+    assert "26 entries, 24 valid, 2 rejected" in done.stdout
+    text = report.read_text()
+    assert "- entries read: 26" in text and "- rejected: 2" in text
+    assert f"| 2 | {users[2]['user_id']} | tier | unknown tier 'gold', expected one of free, premium, pro |" in text
+    assert "| 25 |  | user_id | expected a whole number, got 'abc' |" in text
+    assert "| FREE |" in text and "## Target database" in text and "'users': None" in text
+    assert oct(report.stat().st_mode & 0o777) == "0o600"
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None  # validate writes nothing
+
+
+def test_status_json_parses_and_names_a_dead_database_without_its_password(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    alive = faceit_etl(workdir, database_url, "status", "--json")
+    report = json.loads(alive.stdout)
+    assert report["reachable"] is True
+    assert report["tables"] == {"users": 25, "user_subscriptions": 25, "migration_logs": 1, "migration_rejects": 0}
+    assert report["migrations"][0]["status"] == "success"
+    assert report["dagster_runs"][0]["status"] == "SUCCESS"
+
+    dead_url = "postgresql://bot:S3cretPassw0rd@127.0.0.1:1/faceit"
+    dead = faceit_etl(workdir, dead_url, "status", "--json")
+    assert dead.returncode == 1
+    down = json.loads(dead.stdout)
+    assert down["reachable"] is False and "127.0.0.1:1/faceit" in down["error"]
+    assert "S3cretPassw0rd" not in dead.stdout + dead.stderr + (workdir / "migration.log").read_text()
+
+
+def test_backup_writes_a_private_folder_with_the_file_and_the_tables(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+
+    done = faceit_etl(workdir, database_url, "backup", str(FLAT_SAMPLE), "--output-dir", str(workdir / "mine"))
+
+    assert done.returncode == 0
+    folder = next((workdir / "mine").iterdir())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["target"]["tables"]["users"]["rows"] == 25
+    assert (folder / "source.json").read_bytes() == FLAT_SAMPLE.read_bytes()
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o600"}
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+
+
+def test_config_file_and_flags_reach_the_run(workdir, database_url, db):
+    config = workdir / "settings.yaml"
+    config.write_text("batch_size: 7\nsource_timezone: Europe/Moscow\n")
+
+    done = faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(NESTED_SAMPLE), "--max-concurrent", "2")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    settings = db.execute("SELECT metadata->'settings' FROM migration_logs").fetchone()[0]
+    assert (settings["batch_size"], settings["source_timezone"], settings["max_concurrent"]) == (7, "Europe/Moscow", 2)
+    created = db.execute("SELECT created_at FROM users WHERE user_id = 1650423192").fetchone()[0]
+    assert created.isoformat() == "2025-08-21T19:43:37+00:00"  # 22:43:37 Moscow time
+    with instance_at(workdir) as instance:
+        run = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))[0]
+    assert run.run_config["execution"] == {"config": {"multiprocess": {"max_concurrent": 2}}}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["migrate", "absent.json"], "absent.json: no such file"),
+        (["migrate", "{sample}", "--target-schema", "public; DROP TABLE users"], "invalid schema name"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, message):
+    args = [a.format(sample=FLAT_SAMPLE) for a in args]
+    done = faceit_etl(workdir, database_url, *args)
+
+    assert done.returncode == 2
+    assert message in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_quiet_prints_only_the_outcome(workdir, database_url, db):
+    done = faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE))
+
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[1:] == [
+        "  entries: 25 read, 25 accepted, 0 rejected",
+        "  users: 25 inserted, 0 updated, 0 unchanged",
+        "  user_subscriptions: 25 inserted, 0 updated, 0 unchanged",
+    ]
