@@ -22,6 +22,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The Dagster UI and daemon on http://localhost:3000, on the embedded PostgreSQL unless DATABASE_URL
+# is set; "Materialize all" migrates DATA_FILE_PATH (default: the sample file).
+ui: setup
+	DATA_FILE_PATH=$${DATA_FILE_PATH:-samples/bot_nested_subscription_format.json} \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
 constraints: setup
 	{ echo "# Every package of a working install, pinned (pip freeze of the verified set; see BRIEF §4)."; \
 	  echo "# Regenerate with: make constraints"; \
