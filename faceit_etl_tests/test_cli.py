@@ -235,3 +235,20 @@ def test_quiet_prints_only_the_outcome(workdir, database_url, db):
         "  users: 25 inserted, 0 updated, 0 unchanged",
         "  user_subscriptions: 25 inserted, 0 updated, 0 unchanged",
     ]
+
+
+def test_database_url_flag_backup_flag_verbose_and_module_entry(workdir, database_url, db):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DAGSTER_HOME")}
+    env["MIGRATION_BACKUP_DIR"] = str(workdir / "backups")
+    done = subprocess.run(
+        [sys.executable, "-m", "faceit_etl.cli", "-v", "--database-url", database_url,
+         "migrate", str(FLAT_SAMPLE), "--backup", "--batch-size", "10"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "STEP_SUCCESS" in done.stderr  # -v shows Dagster's own log lines
+    assert "copy users: 10/25 rows" in done.stderr
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+    run_folder = next((workdir / "backups").iterdir())
+    assert json.loads((run_folder / "manifest.json").read_text())["target"]["tables"]["users"] is None
