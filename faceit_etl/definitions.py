@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from faceit_etl.defs.assets import mapped_frames, postgres_tables, raw_json, source_backup, validated_frame
+from faceit_etl.defs.automation import build_schedule, build_sensor
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.rollback import rollback_job
@@ -38,5 +39,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=[migrate_job, rollback_job],
+    schedules=[build_schedule(migrate_job)],
+    sensors=[build_sensor(migrate_job)],
     resources={"migration_settings": MigrationSettings.from_environment()},
 )
