@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
+CHROMIUM := /usr/bin/chromium
 .PHONY: setup demo test ui constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -19,7 +20,11 @@ setup: $(INSTALLED)
 demo: setup
 	$(BIN)/faceit-etl migrate samples/bot_nested_subscription_format.json
 
-test: setup
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # The Dagster UI and daemon on http://localhost:3000, on the embedded PostgreSQL unless DATABASE_URL

@@ -42,4 +42,5 @@ defs = dg.Definitions(
     schedules=[build_schedule(migrate_job)],
     sensors=[build_sensor(migrate_job)],
     resources={"migration_settings": MigrationSettings.from_environment()},
+    executor=dg.in_process_executor,  # "Materialize all" in the UI: one process, as migrate_job by default
 )
