@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-CHROMIUM := /usr/bin/chromium
+TEST_TOOLS := /usr/bin/chromium /usr/bin/docker-compose
 .PHONY: setup demo test ui constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -20,11 +20,12 @@ setup: $(INSTALLED)
 demo: setup
 	$(BIN)/faceit-etl migrate samples/bot_nested_subscription_format.json
 
-# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
-$(CHROMIUM):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# From Debian, for the tests: Chromium for the browser test (Playwright's own browser download is
+# not used) and docker-compose to validate docker-compose.yml (no Docker engine is needed for that).
+$(TEST_TOOLS) &:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null
 
-test: setup $(CHROMIUM)
+test: setup $(TEST_TOOLS)
 	$(BIN)/python -m pytest
 
 # The Dagster UI and daemon on http://localhost:3000, on the embedded PostgreSQL unless DATABASE_URL

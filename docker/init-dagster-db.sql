@@ -1,0 +1,2 @@
+-- Dagster's own storage lives in its own database beside the bot's.
+CREATE DATABASE dagster;
