@@ -1,0 +1,506 @@
+"""Snapshots before the load and rollback_job: real runs on a real PostgreSQL, no mocks.
+
+The promise: source_backup snapshots `users` and `user_subscriptions` (when they exist) into the
+run's private backup folder; rollback_job puts exactly that content back, in one verified
+transaction, marks the run `rolled_back`, drops tables the run created, and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from faceit_etl.backup import BackupError
+from faceit_etl.definitions import ASSETS, defs
+from faceit_etl.defs.checks import CHECKS
+from faceit_etl.generate import generate_users, write_data_file
+from faceit_etl.rollback import RollbackError, find_backup, rollback
+from faceit_etl.target.snapshot import SnapshotError, digest_table
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+
+TABLES = ("users", "user_subscriptions")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="module")
+def instance():
+    """One Dagster test instance for the module's runs (a new one per run costs ~0.4 s)."""
+    with dg.instance_for_test() as shared:
+        yield shared
+
+
+def run(settings, instance):
+    """One migration (every asset and check), as test_pipeline.py runs it."""
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        resources={"migration_settings": settings},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def migrate(settings, instance):
+    result = run(settings, instance)
+    assert result.success, [e.step_failure_data.error for e in result.get_step_failure_events()]
+    return result
+
+
+def roll_back(settings, instance, **config):
+    """rollback_job through Dagster, with RollbackConfig fields as op config."""
+    return defs.resolve_job_def("rollback_job").execute_in_process(
+        run_config={"ops": {"restore_tables": {"config": config}}},
+        resources={"migration_settings": settings},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def rolled_back(settings, instance, **config):
+    result = roll_back(settings, instance, **config)
+    assert result.success, failure_of(result)
+    return result
+
+
+def failure_of(result) -> tuple[str, str]:
+    """(exception class, message) of the user code error that failed the run."""
+    events = result.get_step_failure_events()
+    assert events, "the run did not fail"
+    error = events[0].step_failure_data.error
+    cause = error.cause or error
+    head, _, message = cause.message.partition(": ")  # "package.module.Class: message\n"
+    assert head.endswith(cause.cls_name), cause.message
+    return cause.cls_name, message.strip()
+
+
+def target_state(db) -> dict:
+    """users and user_subscriptions in full (ids, created_at, updated_at included), or None if absent."""
+    db.execute("SET TIME ZONE 'UTC'")
+    state = {}
+    for name in TABLES:
+        if db.execute("SELECT to_regclass(%s)", [name]).fetchone()[0] is None:
+            state[name] = None
+            continue
+        state[name] = {
+            "digest": digest_table(db, "public", name),
+            "rows": db.execute(f'SELECT * FROM "{name}" ORDER BY id').fetchall(),
+        }
+    state["tier_type"] = db.execute(
+        "SELECT array_agg(enumlabel ORDER BY enumsortorder) FROM pg_enum e "
+        "JOIN pg_type t ON t.oid = e.enumtypid WHERE t.typname = 'subscriptiontier'"
+    ).fetchone()[0]
+    return state
+
+
+def database_state(db) -> dict:
+    """Every table of the schema with its full content, for byte-identical comparisons."""
+    db.execute("SET TIME ZONE 'UTC'")  # as digest_table leaves the session: same tzinfo in every repr
+    tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+    return {t: sorted(map(str, db.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
+
+
+def statuses(db) -> dict[str, str]:
+    return dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
+
+
+def backup_folder(tmp_path: Path, run_id: str) -> Path:
+    return (tmp_path / "backups" / run_id).resolve()
+
+
+def manifest_of(tmp_path: Path, run_id: str) -> dict:
+    return json.loads((backup_folder(tmp_path, run_id) / "manifest.json").read_text())
+
+
+def rollback_materialization(result) -> dict:
+    events = [e for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    assert len(events) == 1
+    materialization = events[0].event_specific_data.materialization
+    assert materialization.asset_key == dg.AssetKey("postgres_tables")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def generated_files(tmp_path: Path) -> tuple[Path, Path]:
+    """File A: 1,000 generated users. File B: 50 of them deleted, 30 edited, 50 new ones added."""
+    users = generate_users(1050, seed=11, layout="nested")
+    first = users[:1000]
+    second = json.loads(json.dumps(users[50:1050]))
+    for offset, user in enumerate(second[50:80]):
+        user["faceit_nickname"] = f"renamed-{offset}-Ünï"
+        user["total_requests"] += 1000
+        user["language"] = "en" if user["language"] != "en" else "de"
+        user["subscription"]["tier"] = "pro" if user["subscription"]["tier"] != "pro" else "free"
+        user["subscription"]["daily_requests"] = 0
+    file_a = write_json(tmp_path / "data_a.json", {"users": first, "analytics": {"total_users": 1000}})
+    file_b = write_json(tmp_path / "data_b.json", {"users": second, "analytics": {"total_users": 1000}})
+    return file_a, file_b
+
+
+# ------------------------------------------------------------------------ 1. the backup folder
+
+
+def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, db, tmp_path, instance):
+    first_settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    first = migrate(first_settings, instance)
+
+    manifest = manifest_of(tmp_path, first.run_id)
+    assert manifest["run_id"] == first.run_id
+    assert manifest["source"]["path"] == str(NESTED_SAMPLE.resolve())
+    assert manifest["source"]["sha256"] == hashlib.sha256(NESTED_SAMPLE.read_bytes()).hexdigest()
+    assert manifest["source"]["size_bytes"] == NESTED_SAMPLE.stat().st_size
+    assert manifest["target"]["schema"] == "public"
+    assert manifest["target"]["tables"] == {"users": None, "user_subscriptions": None}  # first run: nothing there
+    assert manifest["target"]["tier_type_existed"] is False
+    assert not list(backup_folder(tmp_path, first.run_id).glob("*.copy"))
+
+    after_first = target_state(db)
+    second_file = write_json(
+        tmp_path / "second.json",
+        {"users": json.loads(NESTED_SAMPLE.read_text())["users"][:20] + json.loads(FLAT_SAMPLE.read_text())["users"][:5]},
+    )
+    second = migrate(make_settings(database_url, second_file, tmp_path, truncate=True), instance)
+
+    folder = backup_folder(tmp_path, second.run_id)
+    manifest = manifest_of(tmp_path, second.run_id)
+    assert manifest["run_id"] == second.run_id
+    assert manifest["source"]["path"] == str(second_file.resolve())
+    assert manifest["source"]["sha256"] == hashlib.sha256(second_file.read_bytes()).hexdigest()
+    assert manifest["target"]["tier_type_existed"] is True
+    for name in TABLES:
+        snap = manifest["target"]["tables"][name]
+        expected = after_first[name]["digest"]
+        assert (snap["rows"], snap["sha256"]) == (expected.rows, expected.sha256) == (25, expected.sha256)
+        copy = folder / snap["file"]
+        assert copy == folder / f"{name}.copy"
+        data = copy.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == snap["sha256"]  # the file's hash is the table's content hash
+        assert data.count(b"\n") == 25
+    users_copy = (folder / "users.copy").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in users_copy) == sorted(str(r[0]) for r in after_first["users"]["rows"])
+
+    # taken before the load: the run's log row started after the manifest's time
+    taken_at = datetime.fromisoformat(manifest["taken_at"])
+    assert taken_at.tzinfo is not None
+    started = db.execute(
+        "SELECT start_time FROM migration_logs WHERE metadata->>'run_id' = %s", [second.run_id]
+    ).fetchone()[0]
+    assert taken_at <= started
+
+    # personal data: the run folder 0700, every file in it 0600, no temp file left behind
+    for run_id in (first.run_id, second.run_id):
+        run_folder = backup_folder(tmp_path, run_id)
+        assert stat.S_IMODE(run_folder.stat().st_mode) == 0o700
+        files = sorted(p.name for p in run_folder.iterdir())
+        expected_files = ["manifest.json", "source.json"] + (
+            ["user_subscriptions.copy", "users.copy"] if run_id == second.run_id else []
+        )
+        assert files == sorted(expected_files)
+        for path in run_folder.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# ------------------------------------------------------------- 2. rollback restores exactly
+
+
+def test_rollback_after_a_changed_file_restores_the_previous_state_exactly(database_url, db, tmp_path, instance):
+    file_a, file_b = generated_files(tmp_path)
+    first = migrate(make_settings(database_url, file_a, tmp_path), instance)
+    after_a = target_state(db)
+    assert after_a["users"]["digest"].rows == after_a["user_subscriptions"]["digest"].rows == 1000
+
+    second = migrate(make_settings(database_url, file_b, tmp_path, truncate=True), instance)
+    after_b = target_state(db)
+    user_ids_b = {r[1] for r in after_b["users"]["rows"]}
+    user_ids_a = {r[1] for r in after_a["users"]["rows"]}
+    assert len(user_ids_a - user_ids_b) == 50 and len(user_ids_b - user_ids_a) == 50
+    renamed = "SELECT count(*) FROM users WHERE faceit_nickname LIKE 'renamed-%'"
+    assert db.execute(renamed).fetchone()[0] == 30
+    assert after_b["users"]["digest"] != after_a["users"]["digest"]
+    assert after_b["user_subscriptions"]["digest"] != after_a["user_subscriptions"]["digest"]
+
+    result = rolled_back(make_settings(database_url, file_b, tmp_path), instance)
+
+    assert target_state(db) == after_a  # every column of every row: ids, created_at, updated_at
+    assert db.execute(renamed).fetchone()[0] == 0
+    assert statuses(db) == {first.run_id: "success", second.run_id: "rolled_back"}
+    assert rollback_materialization(result)["rolled_back_run"] == second.run_id
+    metadata = db.execute(
+        "SELECT metadata FROM migration_logs WHERE metadata->>'run_id' = %s", [second.run_id]
+    ).fetchone()[0]
+    assert metadata["rolled_back_to_snapshot"] == str(backup_folder(tmp_path, second.run_id))
+    # the restored tables still have their keys: a new migration of B works on top of them
+    again = migrate(make_settings(database_url, file_b, tmp_path, truncate=True), instance)
+    assert {r[1] for r in target_state(db)["users"]["rows"]} == user_ids_b
+    assert statuses(db)[again.run_id] == "success"
+
+
+# ------------------------------------------------------- 3. the run that created the tables
+
+
+def test_rolling_back_the_run_that_created_the_tables_drops_them(database_url, db, tmp_path, instance):
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:10] + [{"user_id": "not-a-number"}]
+    source = write_json(tmp_path / "with_reject.json", {"users": users})
+    settings = make_settings(database_url, source, tmp_path, force=True)
+    first = migrate(settings, instance)
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 10
+    rejects_before = db.execute("SELECT * FROM migration_rejects ORDER BY source_index").fetchall()
+    assert len(rejects_before) == 1
+    log_before = db.execute("SELECT id, total_items, processed_items, start_time FROM migration_logs").fetchall()
+
+    result = rolled_back(settings, instance)
+
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+    assert db.execute("SELECT count(*) FROM pg_type WHERE typname = 'subscriptiontier'").fetchone()[0] == 0
+    assert db.execute("SELECT * FROM migration_rejects ORDER BY source_index").fetchall() == rejects_before
+    assert db.execute("SELECT id, total_items, processed_items, start_time FROM migration_logs").fetchall() == log_before
+    assert statuses(db) == {first.run_id: "rolled_back"}
+    assert {r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")} == {
+        "migration_logs", "migration_rejects"
+    }
+    metadata = rollback_materialization(result)
+    assert sorted(metadata["dropped_tables"]) == ["user_subscriptions", "users"]
+    assert metadata["restored"] == {}
+
+    # "exactly what was there before": and the next migration starts from scratch again
+    again = migrate(settings, instance)
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 10
+    assert manifest_of(tmp_path, again.run_id)["target"]["tables"] == {"users": None, "user_subscriptions": None}
+
+
+# -------------------------------------------------------------- 4. choosing the snapshot
+
+
+def three_migrations(database_url, db, tmp_path, instance) -> tuple[list, list]:
+    """A (flat sample) on an empty database, B (nested sample), C (120 generated users); states after each."""
+    generated = write_data_file(tmp_path / "generated.json", 120, seed=5)
+    results, states = [], []
+    for source in (FLAT_SAMPLE, NESTED_SAMPLE, generated):
+        results.append(migrate(make_settings(database_url, source, tmp_path, truncate=bool(results)), instance))
+        states.append(target_state(db))
+    assert states[0] != states[1] != states[2] != states[0]
+    return results, states
+
+
+def test_rollback_picks_the_snapshot_named_by_run_id_log_id_or_folder(database_url, db, tmp_path, instance):
+    (a, b, c), (after_a, _, after_c) = three_migrations(database_url, db, tmp_path, instance)
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    folder = {r.run_id: backup_folder(tmp_path, r.run_id) for r in (a, b, c)}
+    log_id = dict(db.execute("SELECT metadata->>'run_id', id::text FROM migration_logs").fetchall())
+
+    with psycopg.connect(database_url) as conn:  # the choice alone, for every way of naming a snapshot
+        def choose(**named) -> Path:
+            return Path(find_backup(conn, "public", settings.backup_dir, **named)).resolve()
+
+        assert choose() == folder[c.run_id]  # default: the latest successful migration
+        assert choose(migration_id=a.run_id) == folder[a.run_id]
+        assert choose(migration_id=log_id[b.run_id]) == folder[b.run_id]
+        assert choose(backup_path=str(folder[a.run_id])) == folder[a.run_id]
+        assert choose(backup_path=str(folder[b.run_id] / "manifest.json")) == folder[b.run_id]
+
+    by_run_id = rolled_back(settings, instance, migration_id=b.run_id)  # the snapshot taken before B, not C's
+    assert target_state(db) == after_a
+    assert rollback_materialization(by_run_id)["rolled_back_run"] == b.run_id
+    # restoring the state before B undoes B and every later migration
+    assert statuses(db) == {a.run_id: "success", b.run_id: "rolled_back", c.run_id: "rolled_back"}
+
+    by_folder = rolled_back(settings, instance, backup_path=str(folder[a.run_id] / "manifest.json"))
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}  # before A: nothing
+    assert rollback_materialization(by_folder)["rolled_back_run"] == a.run_id
+    assert statuses(db) == {a.run_id: "rolled_back", b.run_id: "rolled_back", c.run_id: "rolled_back"}
+    assert target_state(db) != after_c
+
+    missing = roll_back(settings, instance, migration_id="no-such-run")
+    assert not missing.success
+    assert failure_of(missing) == ("RollbackError", "no migration 'no-such-run' in public.migration_logs")
+
+
+def test_rolling_back_twice_walks_back_one_successful_migration_each_time(database_url, db, tmp_path, instance):
+    (a, b, c), (after_a, after_b, _) = three_migrations(database_url, db, tmp_path, instance)
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+
+    assert rollback_materialization(rolled_back(settings, instance))["rolled_back_run"] == c.run_id
+    assert target_state(db) == after_b
+    assert statuses(db) == {a.run_id: "success", b.run_id: "success", c.run_id: "rolled_back"}
+
+    assert rollback_materialization(rolled_back(settings, instance))["rolled_back_run"] == b.run_id
+    assert target_state(db) == after_a
+    assert statuses(db) == {a.run_id: "success", b.run_id: "rolled_back", c.run_id: "rolled_back"}
+
+    assert rollback_materialization(rolled_back(settings, instance))["rolled_back_run"] == a.run_id
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}
+
+    nothing_left = roll_back(settings, instance)
+    assert not nothing_left.success
+    assert failure_of(nothing_left) == (
+        "RollbackError", "no successful migration to roll back (migration_logs has none)"
+    )
+    assert set(statuses(db).values()) == {"rolled_back"}
+
+
+# ------------------------------------------------------------- 5. no other table is touched
+
+
+def test_rollback_leaves_an_unrelated_table_byte_identical(database_url, db, tmp_path, instance):
+    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
+    after_a = target_state(db)
+    db.execute(
+        """CREATE TABLE bot_settings (id integer PRIMARY KEY, key text NOT NULL, value jsonb, changed_at timestamptz);
+           INSERT INTO bot_settings VALUES (1, 'maintenance', 'false', '2025-01-02 03:04:05.123456+00'),
+                                           (2, 'greeting', '"Привет"', NULL), (3, 'limits', '{"free": 10}', now())"""
+    )
+    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    untouched = "SELECT xmin::text, ctid::text, * FROM bot_settings ORDER BY id"  # a rewritten row changes xmin/ctid
+    before = db.execute(untouched).fetchall()
+    before_digest = digest_table(db, "public", "bot_settings")
+    relfilenode = db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'bot_settings'").fetchone()[0]
+
+    rolled_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+
+    assert target_state(db) == after_a
+    assert statuses(db)[second.run_id] == "rolled_back"
+    assert db.execute(untouched).fetchall() == before
+    assert digest_table(db, "public", "bot_settings") == before_digest
+    assert db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'bot_settings'").fetchone()[0] == relfilenode
+
+
+def test_a_foreign_key_from_another_table_fails_the_rollback_and_changes_nothing(database_url, db, tmp_path, instance):
+    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    db.execute(
+        """CREATE TABLE user_notes (id serial PRIMARY KEY, user_id uuid NOT NULL REFERENCES users (id), note text);
+           INSERT INTO user_notes (user_id, note) SELECT id, 'vip' FROM users ORDER BY user_id LIMIT 3"""
+    )
+    before = database_state(db)
+    before_target = target_state(db)
+
+    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+
+    assert not result.success
+    kind, message = failure_of(result)
+    assert "cannot truncate a table referenced in a foreign key constraint" in message, (kind, message)
+    assert "user_notes" in message
+    assert database_state(db) == before
+    assert target_state(db) == before_target
+    assert statuses(db)[second.run_id] == "success"
+
+
+# ----------------------------------------------------------------------- 6. no usable snapshot
+
+
+def test_no_migration_logs_means_a_clear_rollback_error(database_url, db, tmp_path, instance):
+    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    with psycopg.connect(database_url) as conn, pytest.raises(RollbackError) as raised:
+        find_backup(conn, "public", settings.backup_dir)
+    assert str(raised.value) == "no migration has been recorded in public.migration_logs: nothing to roll back"
+
+    result = roll_back(settings, instance)
+
+    assert not result.success
+    assert failure_of(result) == ("RollbackError", str(raised.value))
+    assert database_state(db) == {}
+
+
+def test_a_run_without_table_backup_cannot_be_rolled_back(database_url, db, tmp_path, instance):
+    first = migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True, backup_tables=False), instance)
+    folder = backup_folder(tmp_path, second.run_id)
+    assert "target" not in json.loads((folder / "manifest.json").read_text())
+    assert not list(folder.glob("*.copy"))
+    before = database_state(db)
+
+    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+
+    assert not result.success
+    kind, message = failure_of(result)
+    assert kind == "RollbackError"
+    assert str(folder) in message and "cannot roll back" in message
+    with psycopg.connect(database_url) as conn, pytest.raises(RollbackError, match="holds no snapshot of the tables"):
+        rollback(conn, "public", folder)
+    assert database_state(db) == before
+    assert statuses(db) == {first.run_id: "success", second.run_id: "success"}
+
+
+def tamper(path: Path) -> None:
+    """Change one byte of a nickname: still valid COPY data, one row different."""
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines):
+        fields = line.split(b"\t")
+        if len(fields) > 3 and fields[3] not in (b"\\N", b""):
+            nickname = bytearray(fields[3])
+            nickname[0] = ord("Q") if nickname[0] != ord("Q") else ord("Z")
+            fields[3] = bytes(nickname)
+            lines[number] = b"\t".join(fields)
+            path.write_bytes(b"\n".join(lines))
+            return
+    raise AssertionError(f"{path}: no nickname to tamper with")
+
+
+def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_was(database_url, db, tmp_path, instance):
+    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    folder = backup_folder(tmp_path, second.run_id)
+    tamper(folder / "users.copy")
+    before = database_state(db)
+    before_target = target_state(db)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(SnapshotError, match="does not match the snapshot"):
+        rollback(conn, "public", folder)
+    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+
+    assert not result.success
+    kind, message = failure_of(result)
+    assert (kind, "restored public.users does not match the snapshot") == ("SnapshotError", message[:49])
+    assert database_state(db) == before
+    assert target_state(db) == before_target
+    assert statuses(db)[second.run_id] == "success"
+
+    shutil.rmtree(folder)  # a pruned backup: the error names the folder it looked for
+    gone = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    assert not gone.success
+    kind, message = failure_of(gone)
+    assert kind in {"BackupError", "RollbackError"}
+    assert str(folder) in message and "manifest.json" in message
+    with pytest.raises((BackupError, RollbackError)):
+        rollback(db, "public", folder)
+    assert database_state(db) == before
+
+
+# --------------------------------------------------------------- 7. rollback_job in Dagster
+
+
+def test_rollback_job_records_a_materialization_of_postgres_tables(database_url, db, tmp_path):
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    job = defs.resolve_job_def("rollback_job")
+    with dg.instance_for_test() as instance:
+        migrate(settings, instance)
+        after_a = target_state(db)
+        second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+        manifest = manifest_of(tmp_path, second.run_id)
+
+        result = job.execute_in_process(
+            resources={"migration_settings": settings},
+            run_config={"ops": {"restore_tables": {"config": {"migration_id": second.run_id}}}},
+            instance=instance,
+        )
+
+        assert result.success
+        metadata = rollback_materialization(result)
+        assert metadata["rolled_back_run"] == second.run_id
+        assert metadata["snapshot"] == str(backup_folder(tmp_path, second.run_id))
+        assert metadata["restored"] == {
+            name: {"rows": snap["rows"], "sha256": snap["sha256"]} for name, snap in manifest["target"]["tables"].items()
+        }
+        assert metadata["dropped_tables"] == []
+        latest = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables"))
+        assert latest.run_id == result.run_id
+        assert latest.asset_materialization.metadata["rolled_back_run"].value == second.run_id
+    assert target_state(db) == after_a
+    assert statuses(db)[second.run_id] == "rolled_back"
