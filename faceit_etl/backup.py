@@ -40,7 +40,10 @@ def run_folder(backup_dir: str | Path, run_id: str) -> Path:
 
 
 def private_folder(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """`path` as a 0700 folder; a backup root made here is 0700 too (an existing one is left as is)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
     return path
 

@@ -79,11 +79,13 @@ def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackRes
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         restored = restore_snapshot(conn, folder, target)
         if table_exists(conn, schema, MIGRATION_LOGS):
+            # The snapshot predates this migration and every later one: all of them are undone.
             conn.execute(
                 sql.SQL(
-                    "UPDATE {} SET status = 'rolled_back', metadata = metadata || %s "
-                    "WHERE metadata->>'run_id' = %s"
-                ).format(table(schema, MIGRATION_LOGS)),
+                    """UPDATE {logs} SET status = 'rolled_back', metadata = metadata || %s
+                       WHERE status = 'success' AND start_time >= (
+                           SELECT min(start_time) FROM {logs} WHERE metadata->>'run_id' = %s)"""
+                ).format(logs=table(schema, MIGRATION_LOGS)),
                 [Jsonb({"rolled_back_to_snapshot": str(folder)}), manifest["run_id"]],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]

@@ -36,16 +36,23 @@ def _ordered_copy(schema: str, name: str) -> sql.Composed:
 
 
 def digest_table(conn: psycopg.Connection, schema: str, name: str, sink=None) -> TableDigest:
-    """Row count and sha256 of a table's content (optionally writing the COPY data to `sink`)."""
+    """Row count and sha256 of a table's content (optionally writing the COPY data to `sink`).
+
+    Times are written in UTC whatever the session's zone, which is put back afterwards."""
+    zone = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0]
     conn.execute("SET TIME ZONE 'UTC'")
     digest, rows = hashlib.sha256(), 0
-    with conn.cursor().copy(_ordered_copy(schema, name)) as copy:
-        for block in copy:
-            data = bytes(block)
-            digest.update(data)
-            rows += data.count(b"\n")
-            if sink is not None:
-                sink.write(data)
+    try:
+        with conn.cursor().copy(_ordered_copy(schema, name)) as copy:
+            for block in copy:
+                data = bytes(block)
+                digest.update(data)
+                rows += data.count(b"\n")
+                if sink is not None:
+                    sink.write(data)
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('TimeZone', %s, false)", [zone])
     return TableDigest(rows, digest.hexdigest())
 
 
