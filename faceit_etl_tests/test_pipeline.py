@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl.definitions import ASSETS, defs
-from faceit_etl.defs.checks import CHECKS, content_matches, row_counts_match
+from faceit_etl.defs.checks import CHECKS, POSTGRES_CHECKS
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,15 +171,15 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
         context = dg.build_asset_check_context(resources={"migration_settings": settings})
         return definition(context, mapped_users=users, mapped_subscriptions=subscriptions)
 
-    assert check(content_matches).passed
+    assert check(POSTGRES_CHECKS["content_matches"]).passed
     db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
 
-    tampered = check(content_matches)
+    tampered = check(POSTGRES_CHECKS["content_matches"])
     assert not tampered.passed
     summary = tampered.metadata["users"].value
     assert summary["differing_cells"] == {"total_requests": 1}
     assert summary["examples"]["total_requests"] == [users["id"].iloc[3]]
-    assert check(row_counts_match).passed
+    assert check(POSTGRES_CHECKS["row_counts_match"]).passed
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):

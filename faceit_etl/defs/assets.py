@@ -25,14 +25,13 @@ from faceit_etl.validation import ValidationOutcome, validate_entries
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
+ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS}  # shown on every asset in the UI
 REJECTS_FILE = "rejects.jsonl"
 DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    tags=TAGS,
+    **ABOUT_THE_BOT,
     kinds={"json", "file"},
     description=(
         "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
@@ -63,9 +62,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    tags=TAGS,
+    **ABOUT_THE_BOT,
     kinds={"json"},
     description=(
         "The user entries of the backed-up file, in file order. Reads every layout the bot ever "
@@ -85,9 +82,7 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    tags=TAGS,
+    **ABOUT_THE_BOT,
     kinds={"pandas", "pandera"},
     description=(
         "Every entry judged by the pandera schemas for users and subscriptions, after the coercions "
@@ -153,9 +148,7 @@ def mapped_frames(validated_frame: ValidationOutcome):
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    tags=TAGS,
+    **ABOUT_THE_BOT,
     kinds={"postgres"},
     description=(
         "The bot's `users` and `user_subscriptions` tables. One transaction: COPY into staging, "

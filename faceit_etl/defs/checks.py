@@ -99,32 +99,17 @@ def _postgres_check(name: str, description: str, severity: dg.AssetCheckSeverity
 
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
-row_counts_match = _postgres_check(
-    "row_counts_match", "Row counts of users and user_subscriptions equal the mapped frames'.", ERROR
-)
-tier_counts_match = _postgres_check(
-    "tier_counts_match", "The number of subscriptions per tier equals the mapped frame's.", ERROR
-)
-subscriptions_have_users = _postgres_check(
-    "subscriptions_have_users", "Every subscription belongs to an existing user.", ERROR
-)
-content_matches = _postgres_check(
-    "content_matches",
-    "Full content equality: every row and every column of both tables equals the mapped frames "
-    "(read back with COPY and compared cell by cell; not a sample).",
-    ERROR,
-)
-referrers_present = _postgres_check(
-    "referrers_present", "Referrers named by users are users too (WARN: the bot's file may lack them).", WARN
-)
-no_self_referrals = _postgres_check("no_self_referrals", "No user is their own referrer (WARN).", WARN)
-
-CHECKS = [
-    no_rejected_entries,
-    row_counts_match,
-    tier_counts_match,
-    subscriptions_have_users,
-    content_matches,
-    referrers_present,
-    no_self_referrals,
-]
+_ABOUT = {
+    "row_counts_match": ("Row counts of users and user_subscriptions equal the mapped frames'.", ERROR),
+    "tier_counts_match": ("The number of subscriptions per tier equals the mapped frame's.", ERROR),
+    "subscriptions_have_users": ("Every subscription belongs to an existing user.", ERROR),
+    "content_matches": (
+        "Full content equality: every row and every column of both tables equals the mapped frames "
+        "(read back with COPY and compared cell by cell; not a sample).",
+        ERROR,
+    ),
+    "referrers_present": ("Referrers named by users are users too (WARN: the bot's file may lack them).", WARN),
+    "no_self_referrals": ("No user is their own referrer (WARN).", WARN),
+}
+POSTGRES_CHECKS = {name: _postgres_check(name, *_ABOUT[name]) for name in VERDICTS}
+CHECKS = [no_rejected_entries, *POSTGRES_CHECKS.values()]

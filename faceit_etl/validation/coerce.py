@@ -85,25 +85,25 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
     return number, None
 
 
-def coerce_text(values: list[Any]) -> tuple[pd.Series, Errors]:
+def _only(values: list[Any], kind: type, expected: str) -> tuple[list[Any], Errors]:
+    """Values of exactly `kind` (or null) pass; any other is missing and gets an error."""
     errors = {
-        position: f"expected text, got {describe(value)}"
+        position: f"expected {expected}, got {describe(value)}"
         for position, value in enumerate(values)
-        if value is not None and type(value) is not str
+        if value is not None and type(value) is not kind
     }
     if errors:
         values = [None if position in errors else v for position, v in enumerate(values)]
+    return values, errors
+
+
+def coerce_text(values: list[Any]) -> tuple[pd.Series, Errors]:
+    values, errors = _only(values, str, "text")
     return pd.Series(values, dtype="str"), errors
 
 
 def coerce_flags(values: list[Any]) -> tuple[pd.Series, Errors]:
-    errors = {
-        position: f"expected true or false, got {describe(value)}"
-        for position, value in enumerate(values)
-        if value is not None and type(value) is not bool
-    }
-    if errors:
-        values = [None if position in errors else v for position, v in enumerate(values)]
+    values, errors = _only(values, bool, "true or false")
     return pd.Series(pd.array(values, dtype="boolean")), errors
 
 
