@@ -6,7 +6,8 @@ INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
 TEST_TOOLS := /usr/bin/chromium /usr/bin/docker-compose
-.PHONY: setup demo test ui constraints clean
+N ?= 1000000
+.PHONY: setup demo test ui bench constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ test: setup $(TEST_TOOLS)
 ui: setup
 	DATA_FILE_PATH=$${DATA_FILE_PATH:-samples/bot_nested_subscription_format.json} \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
+# Not part of `make test`: N users against the database's floor and the seed's way (bench-results/).
+bench: setup
+	$(BIN)/python -m faceit_etl.benchmark --users $(N) --out bench-results
 
 constraints: setup
 	{ echo "# Every package of a working install, pinned (pip freeze of the verified set; see BRIEF §4)."; \
