@@ -705,3 +705,17 @@ def test_any_json_value_in_a_known_field(path, value, source_timezone):
         assert set(outcome.rejects["field"]) <= {
             f.name for f in USER_FIELDS + SUBSCRIPTION_FIELDS
         } | {"subscription"}
+
+
+def test_an_unpaired_surrogate_rejects_its_entry_and_keeps_the_others():
+    raw = b'{"users": [{"user_id": 1, "faceit_nickname": "ok"}, {"user_id": 2, "faceit_nickname": "bad\\ud800"}]}'
+    source = parse_source(raw, "surrogate.json")
+
+    outcome = validate_entries(source)
+
+    assert source.lenient_parse
+    assert list(outcome.valid["user_id"]) == [1]
+    reject = outcome.rejects.iloc[0]
+    assert (reject["source_index"], reject["field"]) == (1, "(entry)")
+    assert reject["reason"] == "holds the unpaired UTF-16 surrogate \\ud800, which is not text"
+    assert json.loads(reject["raw"]) == {"user_id": 2, "faceit_nickname": "bad\\ud800"}

@@ -7,7 +7,7 @@ read as a whole (not JSON, wrong top level) fails here, naming the file and the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class SourceData:
     layout: str
     id_keys: list[str] | None = None
     ignored_top_level_keys: list[str] = field(default_factory=list)
+    # Read by the standard parser after orjson refused the file (integers beyond its range,
+    # unpaired UTF-16 surrogates): its strings may then not be valid Unicode.
+    lenient_parse: bool = False
 
 
 def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
@@ -55,13 +58,14 @@ def parse_source(raw: bytes, path: str | Path) -> SourceData:
         raw = raw[len(UTF8_BOM) :]
     if not raw.strip():
         raise SourceError(f"{path}: file is empty, expected the bot's JSON data")
-    document = _loads(raw, path)
-    return _user_entries(document, path)
+    document, lenient = _loads(raw, path)
+    return replace(_user_entries(document, path), lenient_parse=lenient)
 
 
-def _loads(raw: bytes, path: str | Path) -> Any:
+def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool]:
+    """The document, and whether the lenient standard parser had to read it."""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), False
     except orjson.JSONDecodeError as fast_error:
         # orjson refuses integers beyond 64 bits, which the standard parser reads exactly; such a
         # value is then judged per entry by validation instead of failing the whole file.
@@ -72,7 +76,7 @@ def _loads(raw: bytes, path: str | Path) -> Any:
                 f"{path}: not valid UTF-8 at byte {exc.start}: {exc.reason}"
             ) from None
         try:
-            return json.loads(text)
+            return json.loads(text), True
         except json.JSONDecodeError as exc:
             raise SourceError(
                 f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "

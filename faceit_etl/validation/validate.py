@@ -7,6 +7,7 @@ found (field and text) and its raw JSON, so nothing disappears without a word.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from faceit_etl.validation.fields import (
 from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, USERS_SCHEMA, failure_reason
 
 ENTRY_FIELD = "(entry)"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "raw"]
 
 
@@ -52,10 +54,12 @@ def validate_entries(source: SourceData, source_timezone: str = "UTC") -> Valida
     def reject(index: int, field_name: str, reason: str) -> None:
         reasons.setdefault(index, []).append((field_name, reason))
 
-    positions = [i for i, entry in enumerate(entries) if type(entry) is dict]
     for i, entry in enumerate(entries):
         if type(entry) is not dict:
             reject(i, ENTRY_FIELD, f"entry is not an object: got {describe(entry)}")
+        elif source.lenient_parse and (bad := _unpaired_surrogate(entry)):
+            reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
+    positions = [i for i, entry in enumerate(entries) if type(entry) is dict and i not in reasons]
     users = [entries[i] for i in positions]
     subscriptions = [user.get(SUBSCRIPTION_KEY) for user in users]
     for position, subscription in enumerate(subscriptions):
@@ -155,12 +159,35 @@ def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
     return None if pd.isna(value) or value < 1 else int(value)
 
 
+def _unpaired_surrogate(value: Any) -> str | None:
+    """The first unpaired surrogate in a value's strings (keys included), spelled as an escape."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return f"\\u{ord(found.group()):04x}" if found else None
+    if isinstance(value, dict):
+        return next(filter(None, map(_unpaired_surrogate, [*value.keys(), *value.values()])), None)
+    if isinstance(value, list):
+        return next(filter(None, map(_unpaired_surrogate, value)), None)
+    return None
+
+
+def _spelled(value: Any) -> Any:
+    """Unpaired surrogates written out as escape text, so the raw entry can be stored as JSON."""
+    if isinstance(value, str):
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_spelled(k): _spelled(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_spelled(v) for v in value]
+    return value
+
+
 def _raw_json(entry: Any) -> str:
     try:
         return orjson.dumps(entry).decode()
-    except TypeError:  # integers beyond 64 bits, or nesting beyond orjson's 254 levels
+    except TypeError:  # big integers, unpaired surrogates, or nesting beyond orjson's 254 levels
         try:
-            return json.dumps(entry, ensure_ascii=False)
+            return json.dumps(_spelled(entry), ensure_ascii=False)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
             return json.dumps(f"<entry nested too deeply to write back: {describe(entry)}>")
 
