@@ -5,7 +5,6 @@ Each check carries the reason a reject will show, so what pandera reports is wha
 
 from __future__ import annotations
 
-import pandas as pd
 import pandera.pandas as pa
 
 from faceit_etl.validation.coerce import TIMESTAMP_DTYPE
@@ -79,6 +78,3 @@ def failure_reason(check: str) -> str:
     """pandera names a few built-in failures itself; say them in the user's words."""
     return "is missing" if check == "not_nullable" else check
 
-
-def empty_frame(schema: pa.DataFrameSchema) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=col.dtype.type) for name, col in schema.columns.items()})
