@@ -311,3 +311,19 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
     check = checks_by_name(result)["row_counts_match"]
     assert not check.passed
     assert check.metadata["users_in_database"].value == 50
+
+
+def test_a_log_row_left_running_by_a_dead_run_is_marked_failed_by_the_next_run(database_url, db, tmp_path):
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    db.execute(
+        "INSERT INTO migration_logs (migration_type, start_time, status, metadata) "
+        "VALUES ('json_to_postgresql', now() - interval '1 hour', 'running', '{\"run_id\": \"killed-run\"}')"
+    )
+
+    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+
+    rows = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
+    assert rows["killed-run"] == "failed"
+    assert sorted(rows.values()) == ["failed", "success", "success"]
+    reason = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    assert "ended without finishing" in reason

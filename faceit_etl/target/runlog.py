@@ -6,6 +6,7 @@ no password ever reaches the table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -52,6 +53,26 @@ def finish(
         ).format(table(log.schema, MIGRATION_LOGS)),
         [status, processed_items, failed_items, error_message, Jsonb(metadata or {}), log.log_id],
     )
+
+
+def fail_abandoned(conn: psycopg.Connection, schema: str, is_alive: Callable[[str], bool]) -> list[str]:
+    """Rows left `running` by a run that died (killed, machine lost) become `failed`; returns their
+    run ids. `is_alive` asks the orchestrator whether a run is still going."""
+    logs = table(schema, MIGRATION_LOGS)
+    running = conn.execute(
+        sql.SQL("SELECT id, metadata->>'run_id' FROM {} WHERE status = 'running'").format(logs)
+    ).fetchall()
+    abandoned = [(log_id, run_id) for log_id, run_id in running if not run_id or not is_alive(run_id)]
+    for log_id, _ in abandoned:
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'failed', end_time = now(), "
+                "error_message = 'the run ended without finishing (killed or lost); nothing of it was committed' "
+                "WHERE id = %s AND status = 'running'"
+            ).format(logs),
+            [log_id],
+        )
+    return [run_id for _, run_id in abandoned]
 
 
 def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
