@@ -8,6 +8,7 @@ defaults from BRIEF §1), not against the frames the code under test produced.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -772,9 +773,12 @@ def test_runlog_records_a_run_from_running_to_success(db):
         "failed_items, error_message, metadata FROM migration_logs WHERE id = %s",
         [log.log_id],
     ).fetchone()
+    session = db.execute("SELECT pg_backend_pid(), backend_start::text FROM pg_stat_activity "
+                         "WHERE pid = pg_backend_pid()").fetchone()
+    written_by = {"session_pid": session[0], "session_start": session[1]}  # how a dead run is told apart
     assert row == (
         "json_to_postgresql", "running", True, None, 10, None, None, None,
-        {"run_id": "run-7", "settings": {"truncate": False}},
+        {"run_id": "run-7", "settings": {"truncate": False}, **written_by},
     )
 
     runlog.finish(log, "success", processed_items=9, failed_items=1, metadata={"load": {"users": 9}})
@@ -785,7 +789,7 @@ def test_runlog_records_a_run_from_running_to_success(db):
     ).fetchone()
     assert row == (
         "success", True, 10, 9, 1, None,
-        {"run_id": "run-7", "settings": {"truncate": False}, "load": {"users": 9}},
+        {"run_id": "run-7", "settings": {"truncate": False}, **written_by, "load": {"users": 9}},
     )
     assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 1
 
@@ -836,3 +840,18 @@ def test_truncate_with_an_empty_file_is_refused_and_keeps_the_content(db, conn, 
         load(conn, SCHEMA, *chain(document([])), "run-2", truncate=True)
 
     assert snapshot(db) == before
+
+
+def test_only_rows_whose_session_is_gone_are_marked_abandoned(db, database_url):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    with psycopg.connect(database_url, autocommit=True) as alive:
+        runlog.start(alive, SCHEMA, run_id="alive", total_items=1, metadata={})
+        with psycopg.connect(database_url, autocommit=True) as dying:
+            runlog.start(dying, SCHEMA, run_id="dying", total_items=1, metadata={})
+            pid = dying.info.backend_pid
+        while db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]:
+            time.sleep(0.01)  # the server ends a closed session's backend asynchronously
+        assert runlog.fail_abandoned(db, SCHEMA) == ["dying"]
+        assert runlog.fail_abandoned(db, SCHEMA) == []
+        statuses = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
+        assert statuses == {"alive": "running", "dying": "failed"}

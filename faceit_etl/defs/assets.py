@@ -147,11 +147,6 @@ def mapped_frames(validated_frame: ValidationOutcome):
     )
 
 
-def _in_progress(context: dg.AssetExecutionContext, run_id: str) -> bool:
-    run = context.instance.get_run_by_id(run_id)
-    return run is not None and not run.is_finished
-
-
 @dg.asset(
     **ABOUT_THE_BOT,
     kinds={"postgres"},
@@ -192,7 +187,7 @@ def postgres_tables(
         if not settings.dry_run:  # a dry run leaves the database byte-identical: no log row either
             log_conn = stack.enter_context(connect(url, autocommit=True))
             ddl.ensure_bookkeeping_tables(log_conn, schema)
-            for dead in runlog.fail_abandoned(log_conn, schema, lambda other: _in_progress(context, other)):
+            for dead in runlog.fail_abandoned(log_conn, schema):
                 context.log.warning(f"migration_logs: run {dead} had ended without finishing; marked failed")
             log = runlog.start(
                 log_conn,

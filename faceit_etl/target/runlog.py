@@ -1,4 +1,5 @@
-"""The `migration_logs` row of each run: written on its own connection, so it survives a rollback.
+"""The `migration_logs` row of each run: written on its own connection, so it survives a rollback,
+and that connection stays open for the whole load, so a row whose session is gone is abandoned.
 
 It records counts, the run id and the settings; callers pass settings through `safe_settings`, so
 no password ever reaches the table.
@@ -6,7 +7,6 @@ no password ever reaches the table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -29,7 +29,10 @@ def start(conn: psycopg.Connection, schema: str, *, run_id: str, total_items: in
     log_id = conn.execute(
         sql.SQL(
             """INSERT INTO {} (migration_type, start_time, status, total_items, metadata)
-               VALUES (%s, now(), 'running', %s, %s) RETURNING id::text"""
+               SELECT %s, now(), 'running', %s, %s || jsonb_build_object(
+                   'session_pid', pg_backend_pid(),
+                   'session_start', (SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()))
+               RETURNING id::text"""
         ).format(table(schema, MIGRATION_LOGS)),
         [MIGRATION_TYPE, total_items, Jsonb({"run_id": run_id, **metadata})],
     ).fetchone()[0]
@@ -55,24 +58,23 @@ def finish(
     )
 
 
-def fail_abandoned(conn: psycopg.Connection, schema: str, is_alive: Callable[[str], bool]) -> list[str]:
+def fail_abandoned(conn: psycopg.Connection, schema: str) -> list[str]:
     """Rows left `running` by a run that died (killed, machine lost) become `failed`; returns their
-    run ids. `is_alive` asks the orchestrator whether a run is still going."""
+    run ids. A run is alive while the server still has the session that wrote its row: `start`
+    records that session (pid and start time, so a reused pid is not mistaken for it)."""
     logs = table(schema, MIGRATION_LOGS)
-    running = conn.execute(
-        sql.SQL("SELECT id, metadata->>'run_id' FROM {} WHERE status = 'running'").format(logs)
+    abandoned = conn.execute(
+        sql.SQL(
+            """UPDATE {} AS l SET status = 'failed', end_time = now(),
+                   error_message = 'the run ended without finishing (killed or lost); nothing of its load was committed'
+               WHERE l.status = 'running' AND NOT EXISTS (
+                   SELECT 1 FROM pg_stat_activity a
+                   WHERE a.pid = (l.metadata->>'session_pid')::int
+                     AND a.backend_start::text = l.metadata->>'session_start')
+               RETURNING l.metadata->>'run_id'"""
+        ).format(logs)
     ).fetchall()
-    abandoned = [(log_id, run_id) for log_id, run_id in running if not run_id or not is_alive(run_id)]
-    for log_id, _ in abandoned:
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} SET status = 'failed', end_time = now(), "
-                "error_message = 'the run ended without finishing (killed or lost); nothing of it was committed' "
-                "WHERE id = %s AND status = 'running'"
-            ).format(logs),
-            [log_id],
-        )
-    return [run_id for _, run_id in abandoned]
+    return [row[0] for row in abandoned]
 
 
 def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:

@@ -1,0 +1,67 @@
+"""What happens when things go wrong: a migration killed with SIGKILL in the middle of its load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from faceit_etl.generate import write_data_file
+from faceit_etl.target.snapshot import digest_table
+
+CLI = str(Path(sys.executable).parent / "faceit-etl")
+
+
+def tables(db) -> dict:
+    return {name: digest_table(db, "public", name) for name in ("users", "user_subscriptions")}
+
+
+@pytest.mark.parametrize(
+    ("moment", "statement"),
+    [
+        ("while staging is filled", "COPY \"_faceit_etl_stage_users\""),
+        ("in the middle of the upsert", "INSERT INTO \"public\".\"user_subscriptions\""),
+    ],
+)
+def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_url, db, moment, statement):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    small = write_data_file(tmp_path / "first.json", 2_000, seed=1)
+    assert subprocess.run([CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    before = tables(db)
+    big = write_data_file(tmp_path / "big.json", 150_000, seed=2)
+
+    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), "--truncate"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        seen = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s", [f"%{statement}%"]
+        ).fetchone()[0]
+        if seen:
+            break
+        assert victim.poll() is None, f"the run ended before it was seen {moment}"
+        assert time.monotonic() < deadline, f"never saw the run {moment}"
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+
+    deadline = time.monotonic() + 30  # the server notices the dead client and rolls its transaction back
+    while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid()").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert tables(db) == before
+    assert db.execute("SELECT count(*) FROM migration_logs WHERE status = 'running'").fetchone()[0] == 1
+
+    again = subprocess.run([CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
+    assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
+    statuses = sorted(r[0] for r in db.execute("SELECT status FROM migration_logs"))
+    assert statuses == ["failed", "success", "success"]
