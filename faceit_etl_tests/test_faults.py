@@ -65,3 +65,50 @@ def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_ur
     assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
     statuses = sorted(r[0] for r in db.execute("SELECT status FROM migration_logs"))
     assert statuses == ["failed", "success", "success"]
+
+
+SECRET = "Sup3r-S3cret-Passw0rd"
+
+
+def with_password(conninfo: str) -> str:
+    """The test server trusts local connections, so a password in the URL is accepted and unused:
+    the run sees a real secret-bearing URL without needing a password-protected server."""
+    parts = dict(item.split("=", 1) for item in conninfo.split())
+    return f"postgresql://{parts['user']}:{SECRET}@/{parts['dbname']}?host={parts['host']}"
+
+
+def every_text_below(folder: Path) -> str:
+    return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, database_url, db):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": with_password(database_url), "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    source = write_data_file(tmp_path / "data.json", 300, seed=5)
+    outputs = []
+    for args in (["-v", "migrate", str(source)], ["status", "--json"], ["validate", str(source), "--database"],
+                 ["rollback", "--confirm"], ["migrate", str(tmp_path / "absent.json")]):
+        done = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        outputs.append(done.stdout + done.stderr)
+    assert "users: 300 inserted" in outputs[0] and "STEP_SUCCESS" in outputs[0]  # the runs really ran
+
+    tables = db.execute("SELECT string_agg(t::text, ' ') FROM migration_logs t").fetchone()[0]
+    assert SECRET not in "\n".join(outputs)
+    assert SECRET not in every_text_below(tmp_path)  # migration.log, Dagster's storage and logs, backups
+    assert SECRET not in tables
+
+
+def test_a_dead_database_is_named_without_its_password_and_nothing_is_written(tmp_path):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": f"postgresql://bot:{SECRET}@127.0.0.1:9/faceit_bot",
+           "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    source = write_data_file(tmp_path / "data.json", 50, seed=6)
+
+    done = subprocess.run([CLI, "migrate", str(source)], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert done.returncode == 1
+    assert "cannot connect to PostgreSQL at 127.0.0.1:9/faceit_bot after 3 attempts" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr + every_text_below(tmp_path)
