@@ -112,3 +112,26 @@ def test_a_dead_database_is_named_without_its_password_and_nothing_is_written(tm
     assert "cannot connect to PostgreSQL at 127.0.0.1:9/faceit_bot after 3 attempts" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert SECRET not in done.stdout + done.stderr + every_text_below(tmp_path)
+
+
+def test_two_migrations_at_once_take_turns_and_end_as_one_run(tmp_path, database_url, db):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    source = write_data_file(tmp_path / "data.json", 100_000, seed=7)
+    runs = [subprocess.Popen([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+
+    waited = False  # one load must be seen waiting for the other's advisory lock
+    while any(run.poll() is None for run in runs):
+        waited |= db.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0] > 0
+        time.sleep(0.02)
+    outputs = [run.stdout.read() for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert waited
+    loads = sorted(line.strip() for out in outputs for line in out.splitlines() if line.strip().startswith("users:"))
+    assert loads == ["users: 0 inserted, 0 updated, 100000 unchanged", "users: 100000 inserted, 0 updated, 0 unchanged"]
+    assert db.execute("SELECT count(*), count(DISTINCT user_id) FROM users").fetchone() == (100_000, 100_000)
