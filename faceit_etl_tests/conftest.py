@@ -55,9 +55,5 @@ def write_json(path: Path, document) -> Path:
 
 
 def make_settings(database_url: str, source: Path, tmp_path: Path, **overrides) -> MigrationSettings:
-    return MigrationSettings(
-        database_url=database_url,
-        source_path=str(source),
-        backup_dir=str(tmp_path / "backups"),
-        **overrides,
-    )
+    settings = {"database_url": database_url, "source_path": str(source), "backup_dir": str(tmp_path / "backups")}
+    return MigrationSettings(**(settings | overrides))

@@ -13,6 +13,8 @@ import pytest
 
 from faceit_etl.generate import write_data_file
 from faceit_etl.target.snapshot import digest_table
+from faceit_etl_tests.conftest import FLAT_SAMPLE, make_settings
+from faceit_etl_tests.test_pipeline import run
 
 CLI = str(Path(sys.executable).parent / "faceit-etl")
 
@@ -135,3 +137,43 @@ def test_two_migrations_at_once_take_turns_and_end_as_one_run(tmp_path, database
     loads = sorted(line.strip() for out in outputs for line in out.splitlines() if line.strip().startswith("users:"))
     assert loads == ["users: 0 inserted, 0 updated, 100000 unchanged", "users: 100000 inserted, 0 updated, 0 unchanged"]
     assert db.execute("SELECT count(*), count(DISTINCT user_id) FROM users").fetchone() == (100_000, 100_000)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB file system: a real 'no space left on device' (mounting needs root, as CI has)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def failed_step_message(result) -> tuple[str, str]:
+    failure = result.get_step_failure_events()[0]
+    error = failure.step_failure_data.error
+    return failure.step_key, (error.cause or error).message
+
+
+def test_a_full_disk_stops_the_run_before_the_load(full_disk, tmp_path, database_url, db):
+    source = write_data_file(tmp_path / "data.json", 2_000, seed=8)  # ~1.4 MB: does not fit
+    result = run(make_settings(database_url, source, tmp_path, backup_dir=str(full_disk / "backups")))
+
+    assert not result.success
+    step, message = failed_step_message(result)
+    assert step == "source_backup"
+    assert "cannot write the backup to" in message and "No space left on device" in message
+    assert "Nothing was loaded" in message
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_an_unusable_backup_folder_stops_the_run_before_the_load(tmp_path, database_url, db):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the backup folder should be")
+    result = run(make_settings(database_url, FLAT_SAMPLE, tmp_path, backup_dir=str(blocker / "backups")))
+
+    assert not result.success
+    step, message = failed_step_message(result)
+    assert step == "source_backup"
+    assert f"cannot write the backup to {blocker}/backups/" in message and "Not a directory" in message
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
