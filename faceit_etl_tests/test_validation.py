@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from faceit_etl.mapping import map_frames
 from faceit_etl.source import SourceData, parse_source
 from faceit_etl.validation import REJECT_COLUMNS, validate_entries
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS
@@ -664,6 +665,9 @@ def _finite(value):
 def _check_outcome(outcome, entries):
     assert_invariant(outcome)
     assert outcome.input_count == len(entries)
+    mapped = map_frames(outcome.valid)  # whatever validation accepts, the mapper maps
+    assert len(mapped.users) == len(mapped.subscriptions) == len(outcome.valid)
+    assert mapped.users["id"].is_unique and mapped.subscriptions["tier"].isin(["FREE", "PREMIUM", "PRO"]).all()
     assert (outcome.rejects["reason"].str.len() > 0).all()
     assert (outcome.rejects["field"].str.len() > 0).all()
     for index, raw in zip(outcome.rejects["source_index"], outcome.rejects["raw"]):
