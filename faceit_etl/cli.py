@@ -370,6 +370,8 @@ def _log_to_file() -> None:
     handler.addFilter(Redacted())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # psycopg reports its own clean-up after a lost connection; the run's error already says it.
+    logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

