@@ -228,3 +228,21 @@ def test_postgres_stopping_mid_load_fails_clearly_and_leaves_nothing_partial(tmp
     assert again.returncode == 0, again.stdout
     with psycopg.connect(server.get_uri(), autocommit=True) as db:
         assert sorted(r[0] for r in db.execute("SELECT status FROM migration_logs")) == ["failed", "success"]
+
+
+def test_a_100_mb_string_is_refused_or_rejected_with_a_clear_reason():
+    from faceit_etl.source import SourceError, parse_source
+    from faceit_etl.validation import validate_entries
+
+    huge = "x" * (100 * 2**20)
+    with pytest.raises(SourceError, match="huge.json: top level is a string"):
+        parse_source(f'"{huge}"'.encode(), "huge.json")
+
+    outcome = validate_entries(parse_source(
+        f'{{"users": [{{"user_id": 1, "faceit_nickname": "{huge}"}}, {{"user_id": 2}}]}}'.encode(), "huge.json"
+    ))
+    assert list(outcome.valid["user_id"]) == [2]
+    reject = outcome.rejects.iloc[0]
+    assert (reject["source_index"], reject["field"]) == (0, "faceit_nickname")
+    assert reject["reason"] == "longer than 255 characters (the target column's size)"
+
