@@ -6,6 +6,7 @@ from pydantic import Field
 from faceit_etl.database import connect, describe
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.rollback import find_backup, rollback
+from faceit_etl.target.load import advisory_lock_key
 
 
 class RollbackConfig(dg.Config):
@@ -28,7 +29,9 @@ class RollbackConfig(dg.Config):
 def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings):
     settings = migration_settings.checked()
     url = settings.connection_url()
-    with connect(url) as conn:
+    with connect(url) as conn, conn.transaction():
+        # Choose under the lock: a migration finishing meanwhile cannot slip in between.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(settings.target_schema)])
         folder = find_backup(
             conn,
             settings.target_schema,
