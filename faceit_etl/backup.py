@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
 CHUNK = 1 << 20
 SOURCE_COPY = "source.json"
 MANIFEST = "manifest.json"
@@ -95,6 +97,12 @@ def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) 
     }
     write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     return snapshot
+
+
+def write_json_lines(path: Path, records: list[dict]) -> Path:
+    """One JSON document per line, readable by the owner only (rejects hold personal data)."""
+    write_private(path, b"".join(orjson.dumps(record) + b"\n" for record in records))
+    return path
 
 
 def read_manifest(folder: str | Path) -> dict:

@@ -8,7 +8,6 @@ import contextlib
 from pathlib import Path
 
 import dagster as dg
-import orjson
 import pandas as pd
 import psycopg
 
@@ -98,8 +97,7 @@ def validated_frame(
     outcome = validate_entries(raw_json, settings.source_timezone)
     if not outcome.rejects.empty:
         folder = backup.private_folder(backup.run_folder(settings.backup_dir, context.run.run_id))
-        lines = (orjson.dumps(row) for row in outcome.rejects.astype(object).where(outcome.rejects.notna(), None).to_dict("records"))
-        backup.write_private(folder / REJECTS_FILE, b"\n".join(lines) + b"\n")
+        backup.write_json_lines(folder / REJECTS_FILE, outcome.reject_records())
     return dg.Output(
         outcome,
         metadata={

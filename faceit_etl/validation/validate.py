@@ -46,6 +46,10 @@ class ValidationOutcome:
     def rejected_count(self) -> int:
         return int(self.rejects["source_index"].nunique())
 
+    def reject_records(self) -> list[dict]:
+        """The rejects as plain dicts (missing values as None), for files and reports."""
+        return self.rejects.astype(object).where(self.rejects.notna(), None).to_dict("records")
+
 
 def validate_entries(source: SourceData, source_timezone: str = "UTC") -> ValidationOutcome:
     entries = source.entries
