@@ -8,6 +8,7 @@ Everything said here also goes to `migration.log`, passwords removed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -85,6 +86,21 @@ def use_project_instance() -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
+def open_instance():
+    """The project's Dagster instance. Two commands started at once on a fresh project would both
+    create its SQLite storage and one would fail: the first opening is serialised by a file lock."""
+    import dagster as dg
+
+    use_project_instance()
+    lock = project_home() / "instance.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # storage is created here on first use
+    return instance
+
+
 def settings_overrides(args: argparse.Namespace) -> dict:
     """Resource config from --config and flags. The database URL never goes into run config (the UI
     shows run config): it travels in the DATABASE_URL environment variable instead."""
@@ -138,7 +154,6 @@ def migrate(args: argparse.Namespace) -> int:
     from faceit_etl.summary import summarize
 
     settings, overrides = settings_for(args)
-    use_project_instance()
     run_config = {
         "resources": {"migration_settings": {"config": overrides}},
         "execution": execution_config(settings.max_concurrent),
@@ -147,7 +162,7 @@ def migrate(args: argparse.Namespace) -> int:
     invocation = uuid.uuid4().hex  # execute_job picks the run id: the watcher finds the run by this tag
     console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
     log.info("migrate %s settings %s", settings.source_path, settings.safe_summary())
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         with RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
             result = dg.execute_job(
                 dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
@@ -262,8 +277,7 @@ def status(args: argparse.Namespace) -> int:
             report["migrations"] = state.latest_migrations(conn, settings.target_schema)
     except DatabaseUnavailable as exc:
         report |= {"reachable": False, "error": str(exc)}
-    use_project_instance()
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"), limit=5)
         report["dagster_runs"] = [
             {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get("faceit_etl/started_by", "dagster")}
@@ -288,8 +302,6 @@ def status(args: argparse.Namespace) -> int:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from faceit_etl.definitions import defs
 
     settings, overrides = settings_for(args)
@@ -302,9 +314,8 @@ def rollback(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             say("rollback cancelled; nothing changed", quiet_too=True)
             return EXIT_USAGE
-    use_project_instance()
     op_config = {k: str(v) for k, v in (("backup_path", args.backup_path), ("migration_id", args.migration_id)) if v}
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         result = defs.resolve_job_def("rollback_job").execute_in_process(
             run_config={
                 "ops": {"restore_tables": {"config": op_config}},

@@ -7,6 +7,7 @@ import dagster as dg
 from faceit_etl.defs.assets import mapped_frames, postgres_tables, raw_json, source_backup, validated_frame
 from faceit_etl.defs.automation import build_schedule, build_sensor
 from faceit_etl.defs.checks import CHECKS
+from faceit_etl.defs.io import RunScopedPickleIOManager
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.rollback import rollback_job
 
@@ -41,6 +42,6 @@ defs = dg.Definitions(
     jobs=[migrate_job, rollback_job],
     schedules=[build_schedule(migrate_job)],
     sensors=[build_sensor(migrate_job)],
-    resources={"migration_settings": MigrationSettings.from_environment()},
+    resources={"migration_settings": MigrationSettings.from_environment(), "io_manager": RunScopedPickleIOManager()},
     executor=dg.in_process_executor,  # "Materialize all" in the UI: one process, as migrate_job by default
 )
