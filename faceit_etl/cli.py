@@ -249,8 +249,8 @@ def validate(args: argparse.Namespace) -> int:
         with private_writer(args.report) as handle:
             handle.write(report.encode())
         say(f"report written to {args.report}", args=args)
-    else:
-        print(report) if not args.quiet else None
+    elif not args.quiet:
+        print(report)
     say(
         f"{args.json_file}: {outcome.input_count} entries, {len(outcome.valid)} valid, "
         f"{outcome.rejected_count} rejected",

@@ -81,7 +81,8 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.OperationalError as exc:
             last_error = exc
-            time.sleep(0.5 * (attempt + 1))
+            if attempt + 1 < CONNECT_ATTEMPTS:  # no point waiting after the last attempt
+                time.sleep(0.5 * (attempt + 1))
     detail = redact(str(last_error).strip().splitlines()[0] if last_error else "", url)
     raise DatabaseUnavailable(
         f"cannot connect to PostgreSQL at {describe(url)} after {CONNECT_ATTEMPTS} attempts: {detail}"
