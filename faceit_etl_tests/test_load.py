@@ -177,6 +177,31 @@ def column_index(db, table: str, column: str) -> int:
     return 1 + names.index(column)
 
 
+def row_versions(db) -> dict:
+    """Each row's xmin and xmax: they change when a row is written or locked, even to equal values."""
+    return {
+        name: db.execute(f"SELECT id, xmin::text, xmax::text FROM {SCHEMA}.{name} ORDER BY id").fetchall()
+        for name in ("users", "user_subscriptions")
+    }
+
+
+def key_definitions(db) -> dict[str, tuple[int, str]]:
+    """Every index of both tables: name -> (oid, definition). A rebuilt index keeps its definition
+    and gets a new oid."""
+    rows = db.execute(
+        "SELECT indexrelid::regclass::text, indexrelid::int, pg_get_indexdef(indexrelid) FROM pg_index "
+        "WHERE indrelid IN ('users'::regclass, 'user_subscriptions'::regclass)"
+    ).fetchall()
+    return {name: (oid, definition) for name, oid, definition in rows}
+
+
+def foreign_keys(db) -> list[tuple[str, str]]:
+    return db.execute(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'user_subscriptions'::regclass AND contype = 'f' ORDER BY 1"
+    ).fetchall()
+
+
 def entries_of(path: Path) -> list[dict]:
     return orjson.loads(path.read_bytes())["users"]
 
@@ -277,11 +302,15 @@ def test_second_load_of_the_same_frames_changes_no_row(db, conn, generated):
     load(conn, SCHEMA, mapped, rejects, "run-1")
     before = snapshot(db)
 
+    versions = row_versions(db)
+
     again = load(conn, SCHEMA, mapped, rejects, "run-2")
     assert not again.created_tables
     assert stats_tuple(again.users) == (0, 0, 2_000)
     assert stats_tuple(again.subscriptions) == (0, 0, 2_000)
     assert snapshot(db) == before  # ids, created_at, updated_at: all identical
+    # Not even locked: no row version was written (ON CONFLICT alone would have locked all 4,000).
+    assert row_versions(db) == versions
 
     # The file read afresh (new frames, same content) changes nothing either.
     fresh, fresh_rejects = chain(generated)
@@ -855,3 +884,60 @@ def test_only_rows_whose_session_is_gone_are_marked_abandoned(db, database_url):
         assert runlog.fail_abandoned(db, SCHEMA) == []
         statuses = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
         assert statuses == {"alive": "running", "dying": "failed"}
+
+
+# ---------------------------------------------------------------------------------------------
+# an empty target: keys set aside, rows copied straight in, keys rebuilt
+
+
+def test_empty_target_gets_its_own_keys_back_rebuilt_after_the_copy(db, conn, generated):
+    db.execute(ALEMBIC_DDL.replace("user_id integer", "user_id bigint").replace("referred_by_user_id integer", "referred_by_user_id bigint"))
+    db.execute("CREATE INDEX ix_operator_language ON users (language) WHERE language <> 'ru'")
+    keys_before, fks_before = key_definitions(db), foreign_keys(db)
+    assert len(keys_before) == 8 and len(fks_before) == 1
+
+    stats = load(conn, SCHEMA, *chain(generated), "run-1")
+
+    assert stats_tuple(stats.users) == (2_000, 0, 0) and not stats.created_tables
+    assert_content(db, entries_of(generated))
+    keys_after = key_definitions(db)
+    assert {name: d for name, (_, d) in keys_after.items()} == {name: d for name, (_, d) in keys_before.items()}
+    assert all(keys_after[name][0] != oid for name, (oid, _) in keys_before.items())  # rebuilt, not kept
+    assert foreign_keys(db) == fks_before
+    # The rebuilt keys hold: a second user with a taken Telegram id or a dangling subscription is refused.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("INSERT INTO users (id, user_id) SELECT gen_random_uuid(), user_id FROM users LIMIT 1")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute("INSERT INTO user_subscriptions (id, user_id) VALUES (gen_random_uuid(), gen_random_uuid())")
+
+
+def test_duplicate_in_the_frames_fails_the_key_rebuild_and_leaves_the_empty_target_as_it_was(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    load(conn, SCHEMA, *chain(document([])), "run-0")  # tables made, empty
+    keys_before = key_definitions(db)
+    mapped, rejects = chain(generated)
+    holder = mapped.subscriptions["referral_code"].first_valid_index()
+    mapped.subscriptions.loc[mapped.subscriptions.index[-1], "referral_code"] = mapped.subscriptions.loc[holder, "referral_code"]
+
+    with pytest.raises(psycopg.errors.UniqueViolation, match="referral_code"):
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    assert key_definitions(db) == keys_before  # same indexes, same oids: the drop was rolled back
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    load(conn, SCHEMA, *chain(document([])), "run-0")
+    db.execute("CREATE TABLE bot_payments (id serial PRIMARY KEY, user_id uuid REFERENCES users (id))")
+    keys_before = key_definitions(db)
+
+    stats = load(conn, SCHEMA, *chain(generated), "run-1")  # empty, but keys cannot be set aside
+
+    assert stats_tuple(stats.users) == (2_000, 0, 0)
+    assert_content(db, entries_of(generated))
+    assert key_definitions(db) == keys_before  # the upsert path: nothing dropped or rebuilt
+    before = snapshot(db)
+    with pytest.raises(TargetError, match=r"other tables reference the bot's tables \(bot_payments"):
+        load(conn, SCHEMA, *chain(document(entries_of(generated)[:10])), "run-2", truncate=True)
+    assert snapshot(db) == before

@@ -4,6 +4,10 @@ New rows are inserted, changed rows updated (`updated_at` moves only then), unch
 untouched, so re-running on the same file writes nothing. `truncate` replaces the tables' content
 instead. Everything, table creation included, happens in one transaction: any failure leaves the
 target exactly as it was.
+
+An empty target (a first migration, or `truncate`) is filled the fast way: its keys are set aside,
+the frames are copied straight into the tables and the keys are rebuilt (`keys.py`). There is
+nothing to compare against, so staging and the upsert would only cost time.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from faceit_etl.target.ddl import (
     ensure_target_tables,
     table,
 )
+from faceit_etl.target.keys import drop_keys, outside_references, restore_keys, table_keys
 
 REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
 # Columns whose change counts as a change of the row (ids and bookkeeping times excluded).
@@ -90,24 +95,66 @@ def load(
                 IdColumn(SUBSCRIPTIONS, "referred_by_user_id", mapped.subscriptions["referred_by_user_id"]),
             ],
         )
-        stage_users = _stage(conn, schema, USERS, mapped.users, USER_COLUMNS, batch_size, progress)
-        stage_subscriptions = _stage(
-            conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
-        )
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
-        if truncate:
-            conn.execute(
-                sql.SQL("TRUNCATE {}, {}").format(table(schema, SUBSCRIPTIONS), table(schema, USERS))
+        if _empty_after_lock(conn, schema, truncate):
+            users, subscriptions = _fill_empty(conn, schema, mapped, batch_size, progress)
+        else:
+            stage_users = _stage(conn, schema, USERS, mapped.users, USER_COLUMNS, batch_size, progress)
+            stage_subscriptions = _stage(
+                conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
             )
-        users = _upsert_users(conn, schema, stage_users, len(mapped.users))
-        subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
+            users = _upsert_users(conn, schema, stage_users, len(mapped.users))
+            subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         written = _write_rejects(conn, schema, rejects, run_id)
         if before_commit is not None:
             before_commit(conn)
         if dry_run:
             raise psycopg.Rollback()
     return LoadStats(users, subscriptions, written, created, truncate)
+
+
+def _empty_after_lock(conn, schema, truncate: bool) -> bool:
+    """Whether the tables are (or, with truncate, are made) empty, locked against every other session
+    until commit. Tables that other tables reference keep their keys and take the upsert path."""
+    targets = [table(schema, USERS), table(schema, SUBSCRIPTIONS)]
+    if not truncate and not _looks_empty(conn, targets):
+        return False
+    if holders := outside_references(conn, schema, [USERS, SUBSCRIPTIONS]):
+        if truncate:  # TRUNCATE would refuse anyway; say who holds the reference
+            raise TargetError(
+                f"refusing to truncate: other tables reference the bot's tables ({', '.join(holders)}); "
+                "nothing was written"
+            )
+        return False
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(targets)))
+    if truncate:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(targets)))
+        return True
+    return _looks_empty(conn, targets)  # again, now that nobody else can write
+
+
+def _looks_empty(conn, targets: list[sql.Identifier]) -> bool:
+    query = sql.SQL(" AND ").join(sql.SQL("NOT EXISTS (SELECT FROM {})").format(t) for t in targets)
+    return conn.execute(sql.SQL("SELECT ") + query).fetchone()[0]
+
+
+def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tuple[TableStats, TableStats]:
+    """COPY straight into the empty tables with their keys set aside, then rebuild the keys (which
+    also proves the rows unique and every subscription's user present, as the upsert would)."""
+    keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
+    drop_keys(conn, schema, keys)
+    # As in the upsert: a user without created_at in the file is created now (the load's time).
+    now = conn.execute("SELECT now()").fetchone()[0]
+    users = mapped.users.assign(created_at=mapped.users["created_at"].fillna(pd.Timestamp(now)))
+    copy_frame(conn, table(schema, USERS), users, USER_COLUMNS, batch_size, progress, f"copy {USERS}")
+    copy_frame(
+        conn, table(schema, SUBSCRIPTIONS), mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress,
+        f"copy {SUBSCRIPTIONS}",
+    )
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
+    restore_keys(conn, keys)
+    return TableStats(inserted=len(users)), TableStats(inserted=len(mapped.subscriptions))
 
 
 def to_csv_chunks(frame: pd.DataFrame, batch_size: int):
@@ -144,6 +191,7 @@ def _stage(conn, schema, name, frame, columns, batch_size, progress) -> sql.Iden
         )
     )
     copy_frame(conn, stage, frame, columns, batch_size, progress, f"copy {name}")
+    conn.execute(sql.SQL("ANALYZE {}").format(stage))  # temp tables have no statistics otherwise
     return stage
 
 
@@ -155,11 +203,17 @@ def _upsert(conn, statement: sql.Composed, total: int) -> TableStats:
     return TableStats(inserted, updated, total - inserted - updated)
 
 
-def _changed(target: sql.Identifier, columns: list[str]) -> sql.Composed:
-    """`(t.a, t.b) IS DISTINCT FROM (excluded.a, excluded.b)`: only real changes are written."""
+def _differs(existing: str, staged: str, columns: list[str], staged_as: dict[str, str] | None = None) -> sql.Composed:
+    """`(existing.a, …) IS DISTINCT FROM (staged.a, …)`: only real changes are written. Used twice:
+    as a read-only filter before ON CONFLICT (which would lock, and so write, every row it meets),
+    and in ON CONFLICT's own WHERE against `excluded`."""
+    staged_as = staged_as or {}
     return sql.SQL("({}) IS DISTINCT FROM ({})").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(target, sql.Identifier(c)) for c in columns),
-        sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in columns),
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(existing), sql.Identifier(c)) for c in columns),
+        sql.SQL(", ").join(
+            sql.SQL(staged_as[c]) if c in staged_as else sql.SQL("{}.{}").format(sql.Identifier(staged), sql.Identifier(c))
+            for c in columns
+        ),
     )
 
 
@@ -175,6 +229,7 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
         """INSERT INTO {users} AS t (id, user_id, {data}, created_at)
            SELECT s.id, s.user_id, {s_data}, COALESCE(s.created_at, existing.created_at, now())
            FROM {stage} s LEFT JOIN {users} existing ON existing.user_id = s.user_id
+           WHERE existing.user_id IS NULL OR {changed_existing}
            ON CONFLICT (user_id) DO UPDATE SET {assign}, created_at = excluded.created_at, updated_at = now()
            WHERE {changed}
            RETURNING (xmax = 0) AS inserted"""
@@ -184,7 +239,8 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
         s_data=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in data),
         stage=stage,
         assign=_assignments(data),
-        changed=_changed(sql.Identifier("t"), _USER_DATA),
+        changed=_differs("t", "excluded", _USER_DATA),
+        changed_existing=_differs("existing", "s", _USER_DATA, {"created_at": "COALESCE(s.created_at, existing.created_at)"}),
     )
     return _upsert(conn, statement, total)
 
@@ -206,7 +262,9 @@ def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
     _release_moving_referral_codes(conn, schema, stage)
     columns = sql.SQL(", ").join(map(sql.Identifier, SUBSCRIPTION_COLUMNS))
     statement = sql.SQL(
-        """INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {stage}
+        """INSERT INTO {target} AS t ({columns}) SELECT {s_columns} FROM {stage} s
+           LEFT JOIN {target} existing ON existing.user_id = s.user_id
+           WHERE existing.user_id IS NULL OR {changed_existing}
            ON CONFLICT (user_id) DO UPDATE SET {assign}, updated_at = now()
            WHERE {changed}
            RETURNING (xmax = 0) AS inserted"""
@@ -215,7 +273,9 @@ def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
         columns=columns,
         stage=stage,
         assign=_assignments(_SUBSCRIPTION_DATA),
-        changed=_changed(sql.Identifier("t"), _SUBSCRIPTION_DATA),
+        changed=_differs("t", "excluded", _SUBSCRIPTION_DATA),
+        s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in SUBSCRIPTION_COLUMNS),
+        changed_existing=_differs("existing", "s", _SUBSCRIPTION_DATA),
     )
     return _upsert(conn, statement, total)
 
