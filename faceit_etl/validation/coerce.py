@@ -21,8 +21,10 @@ from faceit_etl.validation.fields import TIERS, Kind
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
-_HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$"
-_DATE_ONLY = r"\d{4}-\d{2}(?:-\d{2})?"  # its last "-DD" is a day, not a UTC offset
+# Matched against stripped text, in what RE2 runs natively: `\s` or `\d` would send pandas back
+# to Python's `re`, value by value (3x slower at 1M users).
+_HAS_OFFSET = r"(?:[zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+_DATE_ONLY = r"[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?"  # its last "-DD" is a day, not a UTC offset
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 Errors = dict[int, str]
