@@ -35,6 +35,8 @@ class SourceData:
     # Read by the standard parser after orjson refused the file (integers beyond its range,
     # unpaired UTF-16 surrogates): its strings may then not be valid Unicode.
     lenient_parse: bool = False
+    # The file these entries were read from, so they can be read again instead of being copied.
+    path: str | None = None
 
 
 def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
@@ -49,7 +51,7 @@ def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
         raise SourceError(f"{name}: is a directory, expected the bot's JSON data file") from None
     except OSError as exc:
         raise SourceError(f"{name}: cannot be read: {exc.strerror}") from None
-    return parse_source(raw, name)
+    return replace(parse_source(raw, name), path=str(path))
 
 
 def parse_source(raw: bytes, path: str | Path) -> SourceData:
