@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import orjson
 CHUNK = 1 << 20
 SOURCE_COPY = "source.json"
 MANIFEST = "manifest.json"
+_IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns")  # a file rewritten or replaced
 
 
 class BackupError(RuntimeError):
@@ -68,27 +70,50 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) -> SourceSnapshot:
+    """Copy the source into the run's folder with its sha256, or raise BackupError.
+
+    The copy is trusted only if the file is the same before and after it: same inode, size and
+    mtime, and the same sha256 when read a second time. The second read catches what the stat
+    cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
+    the mtime (rsync -t, cp -p). It costs one more read of the file.
+    """
     source = Path(source_path).resolve()
     try:
-        before = source.stat()
+        # O_NONBLOCK: opening a named pipe would otherwise wait for a writer, before it is refused
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BackupError(f"{source}: source file not found") from None
+    except OSError as exc:
+        raise BackupError(f"{source}: cannot be read: {exc.strerror or exc}. Nothing was loaded.") from None
     folder = run_folder(backup_dir, run_id)
     copy = folder / SOURCE_COPY
     digest = hashlib.sha256()
-    try:
-        private_folder(folder)
-        with source.open("rb") as reader, private_writer(copy) as writer:
-            while block := reader.read(CHUNK):
-                digest.update(block)
-                writer.write(block)
-    except OSError as exc:
+    before = os.fstat(descriptor)
+    if not stat.S_ISREG(before.st_mode):  # a pipe or device cannot be read twice and compared
+        os.close(descriptor)
         raise BackupError(
-            f"cannot write the backup to {folder}: {exc.strerror or exc}. Nothing was loaded."
-        ) from None
-    after = source.stat()
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        raise BackupError(f"{source}: the file changed while it was being copied; run again")
+            f"{source}: is {_file_kind(before.st_mode)}, not a regular file; expected the bot's "
+            "JSON data file. Nothing was loaded."
+        )
+    os.set_blocking(descriptor, True)
+    with os.fdopen(descriptor, "rb") as reader:
+        try:
+            private_folder(folder)
+            with private_writer(copy) as writer:
+                while block := reader.read(CHUNK):
+                    digest.update(block)
+                    writer.write(block)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot write the backup to {folder}: {exc.strerror or exc}. Nothing was loaded."
+            ) from None
+    after = _unchanged_stat(source, before, digest.hexdigest())
+    if after is None:
+        copy.unlink(missing_ok=True)  # a mix of two versions is no backup
+        raise BackupError(
+            f"{source}: the file changed while it was being copied (it was written to meanwhile); "
+            "nothing was loaded. Run again."
+        )
     snapshot = SourceSnapshot(str(source), str(copy), digest.hexdigest(), after.st_size, str(folder))
     manifest = {
         "run_id": run_id,
@@ -97,6 +122,42 @@ def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) 
     }
     write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     return snapshot
+
+
+def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str) -> os.stat_result | None:
+    """The file's stat if the path still names the file that was copied, with the same inode, size,
+    mtime and content (read again and hashed), else None."""
+
+    def same(now: os.stat_result) -> bool:
+        return all(getattr(now, key) == getattr(before, key) for key in _IDENTITY)
+
+    try:
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)  # no wait if a pipe took its place
+    except OSError:  # removed meanwhile
+        return None
+    try:
+        if not same(os.fstat(descriptor)):
+            return None
+        digest = hashlib.sha256()
+        while block := os.read(descriptor, CHUNK):
+            digest.update(block)
+        after = os.stat(source)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return after if same(after) and digest.hexdigest() == copied_sha256 else None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_IFDIR: "a directory",
+        stat.S_IFIFO: "a named pipe (FIFO)",
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+        stat.S_IFSOCK: "a socket",
+    }
+    return kinds.get(stat.S_IFMT(mode), "an unknown kind of file")
 
 
 def write_json_lines(path: Path, records: list[dict]) -> Path:

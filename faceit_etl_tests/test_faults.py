@@ -1,16 +1,21 @@
-"""What happens when things go wrong: a migration killed with SIGKILL in the middle of its load."""
+"""What happens when things go wrong: a migration killed with SIGKILL in the middle of its load, a source
+file rewritten while it is backed up, a named pipe given as the source."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from faceit_etl.backup import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.target.snapshot import digest_table
 from faceit_etl_tests.conftest import FLAT_SAMPLE, make_settings
@@ -246,3 +251,209 @@ def test_a_100_mb_string_is_refused_or_rejected_with_a_clear_reason():
     assert (reject["source_index"], reject["field"]) == (0, "faceit_nickname")
     assert reject["reason"] == "longer than 255 characters (the target column's size)"
 
+
+
+# --- a source file that changes while it is backed up ---------------------------------------------
+# The bot may write its file while a run copies it. The copy is only used if the file read twice
+# gives the same sha256 and the same inode, size and mtime; otherwise the run stops, nothing loaded.
+
+CHANGED = "the file changed while it was being copied (it was written to meanwhile); nothing was loaded. Run again."
+
+
+def two_versions(size: int) -> tuple[bytes, bytes]:
+    """Two valid users files of exactly `size` bytes that differ at their start and at their end,
+    so a copy begun on one and finished on the other is a mix of both."""
+    users = json.loads(FLAT_SAMPLE.read_text())["users"]
+
+    def version(mark: str) -> bytes:
+        first = users[0] | {"faceit_nickname": f"version {mark}"}
+        head = json.dumps({"users": [first, *users[1:]]})[:-1].encode() + b', "padding": "'
+        return head + mark.encode() * (size - len(head) - 2) + b'"}'
+
+    return version("a"), version("b")
+
+
+def readers_of(path: Path) -> list[tuple[int, int]]:
+    """(pid, read position) of every other process with `path` open, from /proc."""
+    found = []
+    for link in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(link) == str(path) and int(link.parts[2]) != os.getpid():
+                info = (link.parent.parent / "fdinfo" / link.name).read_text()  # "pos:\t<offset>\n..."
+                found.append((int(link.parts[2]), int(info.split()[1])))
+        except (OSError, ValueError, IndexError):
+            continue  # a process or descriptor that went away meanwhile
+    return found
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of `pid` has stopped (SIGSTOP is delivered asynchronously)."""
+    states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()]
+    return all(state in "tT" for state in states)
+
+
+def rewrite_mid_copy(victim: subprocess.Popen, source: Path, new_content: bytes) -> bool:
+    """Freeze the process reading `source` part-way through (SIGSTOP), rewrite the file in place with
+    `new_content` of the same size and put its mtime back as `rsync -t` or `cp -p` do, so that
+    inode, size and mtime all stay the same, then let the reader go on (SIGCONT).
+    False if the read was not caught part-way (it was too quick): the caller tries again."""
+    size = source.stat().st_size
+    while victim.poll() is None:
+        for pid, position in readers_of(source):
+            if not 0 < position < size:
+                continue
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 10
+                while not stopped(pid):
+                    assert time.monotonic() < deadline, "the reader never stopped"
+                    time.sleep(0.001)
+                if not any(p == pid and 0 < at < size for p, at in readers_of(source)):
+                    return False  # it finished its read before it stopped
+                before = source.stat()
+                with source.open("r+b") as writer:
+                    writer.write(new_content)
+                os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+                after = source.stat()
+                same = ("st_dev", "st_ino", "st_size", "st_mtime_ns")
+                assert [getattr(after, k) for k in same] == [getattr(before, k) for k in same]
+                return True
+            finally:
+                os.kill(pid, signal.SIGCONT)
+    return False
+
+
+BACKUP_ONCE = """
+import sys
+from faceit_etl.backup import BackupError, backup_source
+try:
+    print(backup_source(sys.argv[1], sys.argv[2], sys.argv[3]).sha256)
+except BackupError as exc:
+    print(f"BackupError: {exc}")
+    sys.exit(3)
+"""
+
+
+def test_a_source_rewritten_during_its_backup_is_refused_never_copied_half_and_half(tmp_path):
+    # deterministic: the copying process is frozen part-way, the file rewritten with the same size
+    # and its mtime put back (invisible to a size+mtime+inode check), then the copy resumes
+    first, second = two_versions(32 << 20)
+    for attempt in range(5):
+        source = tmp_path / f"data-{attempt}.json"
+        source.write_bytes(first)
+        victim = subprocess.Popen(
+            [sys.executable, "-c", BACKUP_ONCE, str(source), str(tmp_path / "backups"), f"run-{attempt}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        caught = rewrite_mid_copy(victim, source, second)
+        output = victim.communicate(timeout=120)[0]
+        if caught:
+            break
+    else:
+        pytest.fail("the copy was never caught part-way in 5 attempts")
+
+    assert (victim.returncode, output) == (3, f"BackupError: {source}: {CHANGED}\n")
+    assert not (tmp_path / "backups" / f"run-{attempt}" / SOURCE_COPY).exists()  # no mix of two versions kept
+    assert source.read_bytes() == second  # and the file itself is the bot's, untouched by the backup
+
+
+WRITER = """
+import os, sys
+path, first, second = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+size = os.path.getsize(path)
+with open(path, "r+b", buffering=0) as f:
+    for n in range(10**9):
+        data = (second if n % 2 else first) * (size // len(first))
+        os.pwrite(f.fileno(), data, 0)
+        if n == 0:
+            print("writing", flush=True)
+"""
+
+
+def test_backups_taken_while_the_bot_keeps_rewriting_its_file_are_whole_versions_or_refused(tmp_path):
+    # a real writer process alternates two contents of the same size as fast as it can while
+    # backups are taken: each backup is one whole version (its sha256 checked) or a BackupError
+    size = 8 << 20
+    source = tmp_path / "data.json"
+    source.write_bytes(b"a" * size)
+    versions = {hashlib.sha256(b"a" * size).hexdigest(), hashlib.sha256(b"b" * size).hexdigest()}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(source), b"a".hex(), b"b".hex()],
+                              stdout=subprocess.PIPE, text=True)
+    refused = copied = 0
+    try:
+        assert writer.stdout.readline() == "writing\n"
+        for attempt in range(40):
+            try:
+                snapshot = backup_source(source, tmp_path / "backups", f"run-{attempt}")
+            except BackupError as exc:
+                assert str(exc) == f"{source}: {CHANGED}"
+                refused += 1
+                if refused >= 3:
+                    break
+            else:
+                copied += 1
+                assert snapshot.sha256 in versions
+                assert hashlib.sha256(Path(snapshot.copy).read_bytes()).hexdigest() == snapshot.sha256
+    finally:
+        writer.kill()
+        writer.wait()
+    assert refused >= 3, f"only {refused} change(s) seen in {refused + copied} backups"
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "directory", "character device"])
+def test_a_source_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A pipe cannot be read twice to check the copy: refused, without waiting for a writer (a
+    # blocking open would hang here; the rescue below turns a hang into a failure).
+    if kind == "named pipe":
+        source = tmp_path / "data.json"
+        os.mkfifo(source)
+    elif kind == "directory":
+        source = tmp_path / "data.json"
+        source.mkdir()
+    else:
+        source = Path("/dev/null")
+
+    def rescue():  # open the pipe's other end: a backup stuck in open() then sees an empty file
+        try:
+            os.close(os.open(source, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    timer = threading.Timer(10, rescue)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackupError) as caught:
+            backup_source(source, tmp_path / "backups", "run")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (
+        f"{source}: is a {kind}{' (FIFO)' if kind == 'named pipe' else ''}, not a regular file; "
+        "expected the bot's JSON data file. Nothing was loaded."
+    )
+    assert not (tmp_path / "backups" / "run").exists()
+
+
+def test_migrate_of_a_file_rewritten_during_its_backup_fails_clearly_and_loads_nothing(tmp_path, database_url, db):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    first, second = two_versions(64 << 20)
+    for attempt in range(3):
+        source = tmp_path / f"data-{attempt}.json"
+        source.write_bytes(first)
+        victim = subprocess.Popen([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        caught = rewrite_mid_copy(victim, source, second)
+        output = victim.communicate(timeout=300)[0]
+        if caught:
+            break
+    else:
+        pytest.fail("the backup was never caught part-way in 3 attempts")
+
+    assert victim.returncode == 1, output
+    assert f"error: source_backup: {source}: {CHANGED}" in output
+    assert "Traceback" not in output
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+    assert not list((tmp_path / "backups").rglob(SOURCE_COPY))

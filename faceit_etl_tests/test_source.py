@@ -248,7 +248,10 @@ def test_integer_beyond_64_bits_parses_and_the_entry_is_rejected(literal):
     rejects = outcome.rejects
     assert rejects["source_index"].tolist() == [1]
     assert rejects.at[0, "field"] == "user_id"
-    assert rejects.at[0, "reason"].endswith("does not fit a 64-bit integer")
+    reason = rejects.at[0, "reason"]
+    assert reason.endswith("does not fit a 64-bit integer")
+    if len(literal) <= 60:  # the exact digits, never a float's rounding of them
+        assert reason == f"{literal} does not fit a 64-bit integer"
     assert json.loads(rejects.at[0, "raw"])["language"] == "ru"
 
 
@@ -259,6 +262,73 @@ def test_exact_big_integer_is_kept_when_the_standard_parser_reads_it():
     outcome = validate_entries(source)
     assert json.loads(outcome.rejects.at[0, "raw"]) == {"user_id": int(literal)}
     assert outcome.rejects.at[0, "reason"].startswith("99999999999999999")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**64, 2**64 + 1, 10**30, 2**63, -(2**63) - 1, -(10**30)],
+    ids=["2**64", "2**64+1", "10**30", "2**63", "-2**63-1", "-10**30"],
+)
+@pytest.mark.parametrize(
+    "field, in_subscription, column",
+    [
+        ("user_id", False, "user_id"),
+        ("total_requests", False, "total_requests"),
+        ("daily_requests", True, "daily_requests"),
+        ("referred_by", True, "referred_by_user_id"),
+        ("referrals_count", True, "referrals_count"),
+    ],
+)
+def test_integer_beyond_64_bits_in_a_file_is_rejected_with_its_exact_digits(
+    tmp_path, number, field, in_subscription, column
+):
+    # orjson reads 2**64 as the float 1.8446744073709552e+19 and -2**63-1 as -2**63 (which would
+    # fit!) without a word: the reader must see the exact integer, and validation name its digits.
+    bad = json.loads(json.dumps(NESTED_ENTRY))
+    (bad["subscription"] if in_subscription else bad)[field] = number
+    path = write_json(tmp_path / "data.json", {"users": [FLAT_ENTRY, bad, FIRST_ENTRY]})
+    assert str(number) in path.read_text()  # the literal digits are in the file
+
+    source = read_source(path)
+    target = source.entries[1]["subscription"] if in_subscription else source.entries[1]
+    assert type(target[field]) is int and target[field] == number
+
+    outcome = validate_entries(source)
+    assert outcome.valid["user_id"].tolist() == [558127883, 5836464178]  # the others are accepted
+    rejects = outcome.rejects
+    assert rejects[["source_index", "field", "reason"]].values.tolist() == [
+        [1, column, f"{number} does not fit a 64-bit integer"]
+    ]
+    raw = json.loads(rejects.at[0, "raw"])
+    assert (raw["subscription"] if in_subscription else raw)[field] == number
+
+
+@pytest.mark.parametrize("digits_before_boundary", [1, 10, 19, 20])
+def test_big_integer_straddling_the_scanners_chunk_boundary_is_seen(digits_before_boundary):
+    # the digit scan works in 64 KiB chunks: a number cut by a chunk's end must still be found
+    literal = str(2**64)
+    head = b'{"padding": "'
+    middle = b'", "users": [{"user_id": 7}, {"user_id": '
+    padding = (1 << 16) - digits_before_boundary - len(head) - len(middle)
+    raw = head + b"x" * padding + middle + literal.encode() + b"}]}"
+    assert raw.index(literal.encode()) == (1 << 16) - digits_before_boundary
+    source = parse_source(raw, "boundary.json")
+    assert source.entries == [{"user_id": 7}, {"user_id": 2**64}]
+    assert validate_entries(source).rejects.at[0, "reason"] == f"{literal} does not fit a 64-bit integer"
+
+
+def test_long_digits_inside_a_string_only_cost_speed(tmp_path):
+    # 19 digits in a row anywhere send the file to the standard parser (a false positive here):
+    # the document read is the same.
+    entry = FLAT_ENTRY | {"faceit_nickname": "1234567890123456789"}
+    path = write_json(tmp_path / "data.json", {"users": [entry, FIRST_ENTRY]})
+    source = read_source(path)
+    assert source.lenient_parse
+    assert source.entries == [entry, FIRST_ENTRY]
+    assert validate_entries(source).valid["faceit_nickname"].tolist() == [
+        "1234567890123456789",
+        "ZywOo",
+    ]
 
 
 def test_largest_64_bit_integer_still_parses_as_an_integer():
@@ -382,7 +452,7 @@ def test_directory_instead_of_file(tmp_path):
 
 def test_read_source_accepts_a_string_path(tmp_path):
     path = write_json(tmp_path / "data.json", [FIRST_ENTRY])
-    assert read_source(str(path)) == SourceData(entries=[FIRST_ENTRY], layout="bare list")
+    assert read_source(str(path)) == SourceData(entries=[FIRST_ENTRY], layout="bare list", path=str(path))
 
 
 def test_source_error_is_a_value_error():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -32,8 +33,8 @@ class SourceData:
     layout: str
     id_keys: list[str] | None = None
     ignored_top_level_keys: list[str] = field(default_factory=list)
-    # Read by the standard parser after orjson refused the file (integers beyond its range,
-    # unpaired UTF-16 surrogates): its strings may then not be valid Unicode.
+    # Read by the standard parser instead of orjson (integers beyond 64 bits, which orjson refuses
+    # or turns into floats; unpaired UTF-16 surrogates): its strings may then not be valid Unicode.
     lenient_parse: bool = False
     # The file these entries were read from, so they can be read again instead of being copied.
     path: str | None = None
@@ -66,28 +67,55 @@ def parse_source(raw: bytes, path: str | Path) -> SourceData:
 
 def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool]:
     """The document, and whether the lenient standard parser had to read it."""
+    fast_error: orjson.JSONDecodeError | None = None
+    if not _has_long_digit_run(raw):
+        try:
+            return orjson.loads(raw), False
+        except orjson.JSONDecodeError as exc:
+            fast_error = exc
+    # orjson refuses integers beyond 64 bits or turns them into floats, and refuses unpaired
+    # surrogates; the standard parser reads both exactly, and validation judges such a value per
+    # entry instead of failing the whole file.
     try:
-        return orjson.loads(raw), False
-    except orjson.JSONDecodeError as fast_error:
-        # orjson refuses integers beyond 64 bits, which the standard parser reads exactly; such a
-        # value is then judged per entry by validation instead of failing the whole file.
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"{path}: not valid UTF-8 at byte {exc.start}: {exc.reason}"
-            ) from None
-        try:
-            return json.loads(text), True
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "
-                f"(character {exc.pos}): {exc.msg}"
-            ) from None
-        except RecursionError:
-            raise SourceError(f"{path}: JSON nested too deeply to be the bot's data") from None
-        except ValueError as exc:  # e.g. an integer string longer than Python's digit limit
-            raise SourceError(f"{path}: not readable as JSON: {exc}") from fast_error
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: not valid UTF-8 at byte {exc.start}: {exc.reason}") from None
+    try:
+        return json.loads(text), True
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "
+            f"(character {exc.pos}): {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise SourceError(f"{path}: JSON nested too deeply to be the bot's data") from None
+    except ValueError as exc:  # e.g. an integer string longer than Python's digit limit
+        raise SourceError(f"{path}: not readable as JSON: {exc}") from fast_error
+
+
+# orjson reads integers in [-2**63, 2**64) exactly but silently turns any other integer into a float
+# (18446744073709551616 becomes 1.8446744073709552e+19, -9223372036854775809 becomes -2**63): a
+# changed meaning. Any such integer has at least 19 digits in a row (20 when positive), so a file
+# holding 19 ASCII digits in a row anywhere is read by the standard parser, which keeps integers
+# exact. A false positive (a long digit run inside a string, a 19-digit id within range) only costs
+# speed: the standard parser reads the same document, slower. The scan runs over small chunks that
+# stay in the CPU cache: ~0.3 s for a 700 MB file, where `re.search(rb"\d{19,}")` takes ~10 s.
+_LONG_DIGIT_RUN = 19
+_SCAN_CHUNK = 1 << 16
+
+
+def _has_long_digit_run(raw: bytes) -> bool:
+    """Whether `raw` holds `_LONG_DIGIT_RUN` or more ASCII digits in a row."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    for start in range(0, len(data), _SCAN_CHUNK):
+        chunk = data[start : start + _SCAN_CHUNK + _LONG_DIGIT_RUN - 1]  # runs crossing the end too
+        run = (chunk - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around to >= 208
+        # run[i] becomes "bytes i..i+1 are digits", then i..i+3, i..i+7, i..i+15, i..i+18
+        for width in (1, 2, 4, 8, 3):
+            run = run[:-width] & run[width:]
+        if run.any():
+            return True
+    return False
 
 
 def _user_entries(document: Any, path: str | Path) -> SourceData:
