@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
@@ -159,13 +160,23 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
 
 def to_csv_chunks(frame: pd.DataFrame, batch_size: int):
     """The frame as PostgreSQL CSV, `batch_size` rows per chunk: NULL unquoted, empty text quoted."""
-    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    arrow = _utc_text_timestamps(pa.Table.from_pandas(frame, preserve_index=False))
     options = pacsv.WriteOptions(include_header=False)
     for offset in range(0, arrow.num_rows, max(batch_size, 1)):
         buffer = io.BytesIO()
         chunk = arrow.slice(offset, batch_size)
         pacsv.write_csv(chunk, buffer, options)
         yield chunk.num_rows, buffer.getvalue()
+
+
+def _utc_text_timestamps(arrow: pa.Table) -> pa.Table:
+    """Zoned timestamps as UTC text with an explicit `+00`: Arrow's CSV writer formats zoned
+    timestamps 15x slower than plain ones (2.4 s of a million users' 5 s of CSV)."""
+    for index, column in enumerate(arrow.schema):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            utc = arrow.column(index).cast(pa.timestamp(column.type.unit)).cast(pa.string())
+            arrow = arrow.set_column(index, column.name, pc.binary_join_element_wise(utc, pa.scalar("+00"), ""))
+    return arrow
 
 
 def copy_frame(conn, target: sql.Composable, frame: pd.DataFrame, columns: list[str], batch_size: int,
