@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from faceit_etl.backup import SOURCE_COPY, BackupError, backup_source
@@ -28,14 +29,8 @@ def tables(db) -> dict:
     return {name: digest_table(db, "public", name) for name in ("users", "user_subscriptions")}
 
 
-@pytest.mark.parametrize(
-    ("moment", "statement"),
-    [
-        ("while staging is filled", "COPY \"_faceit_etl_stage_users\""),
-        ("in the middle of the upsert", "INSERT INTO \"public\".\"user_subscriptions\""),
-    ],
-)
-def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_url, db, moment, statement):
+def _start_killable_run(tmp_path, database_url, db, *flags):
+    """A first small migration, then a 150k-user one started in its own process group."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
@@ -43,22 +38,28 @@ def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_ur
     assert subprocess.run([CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
     before = tables(db)
     big = write_data_file(tmp_path / "big.json", 150_000, seed=2)
-
-    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), "--truncate"], cwd=tmp_path, env=env,
+    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), *flags], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return victim, before, lambda: subprocess.run(
+        [CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+
+def _wait_until(victim, moment: str, seen) -> None:
     deadline = time.monotonic() + 120
-    while True:
-        seen = db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s", [f"%{statement}%"]
-        ).fetchone()[0]
-        if seen:
-            break
+    while not seen():
         assert victim.poll() is None, f"the run ended before it was seen {moment}"
         assert time.monotonic() < deadline, f"never saw the run {moment}"
         time.sleep(0.01)
+
+
+def _kill_and_check_the_aftermath(victim, db, before, run_again) -> None:
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(30)
+    _assert_dead_run_left_nothing(db, before, run_again)
 
+
+def _assert_dead_run_left_nothing(db, before, run_again) -> None:
     deadline = time.monotonic() + 30  # the server notices the dead client and rolls its transaction back
     while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                      "AND pid <> pg_backend_pid()").fetchone()[0]:
@@ -67,11 +68,46 @@ def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_ur
     assert tables(db) == before
     assert db.execute("SELECT count(*) FROM migration_logs WHERE status = 'running'").fetchone()[0] == 1
 
-    again = subprocess.run([CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    again = run_again()
     assert again.returncode == 0, again.stdout
     assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
     statuses = sorted(r[0] for r in db.execute("SELECT status FROM migration_logs"))
     assert statuses == ["failed", "success", "success"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "flags", "statement"),
+    [
+        ("while staging is filled", [], 'COPY "_faceit_etl_stage_users"'),
+        ("in the middle of the upsert", [], 'INSERT INTO "public"."user_subscriptions"'),
+        ("while the truncated tables are filled", ["--truncate"], 'COPY "public"."user_subscriptions"'),
+        ("while the keys are rebuilt", ["--truncate"], "ADD CONSTRAINT"),
+    ],
+)
+def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_url, db, moment, flags, statement):
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db, *flags)
+    _wait_until(victim, moment, lambda: db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s", [f"%{statement}%"]
+    ).fetchone()[0])
+    _kill_and_check_the_aftermath(victim, db, before, run_again)
+
+
+def test_a_run_killed_just_before_its_commit_leaves_the_target_as_it_was(tmp_path, database_url, db):
+    """The load's last statement marks its log row `success`. Holding that row locked stops the load
+    right there, every row written but nothing committed, long enough to kill it."""
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db, "--truncate")
+    with psycopg.connect(database_url) as holder:
+        _wait_until(victim, "starting its load", lambda: holder.execute(
+            "SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE"
+        ).fetchone())
+        _wait_until(victim, "waiting to commit", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            ['UPDATE "public"."migration_logs" SET status = %'],
+        ).fetchone()[0])
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+        holder.rollback()  # the load's session resumes, finds its client gone and rolls back
+    _assert_dead_run_left_nothing(db, before, run_again)
 
 
 SECRET = "Sup3r-S3cret-Passw0rd"

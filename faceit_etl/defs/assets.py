@@ -207,6 +207,7 @@ def postgres_tables(
                 progress=lambda stage, done, total: context.log.debug(f"{stage}: {done}/{total} rows"),
                 before_commit=before_commit,
                 dry_run=settings.dry_run,
+                log=log,
             )
         except Exception as exc:
             message = redact(str(exc), url)
@@ -217,14 +218,6 @@ def postgres_tables(
                 description=f"load into {describe(url)} failed, nothing was written: {message}",
                 allow_retries=False,
             ) from None
-        if log is not None:
-            runlog.finish(
-                log,
-                "success",
-                processed_items=len(mapped_users),
-                failed_items=validated_frame.rejected_count,
-                metadata={"load": stats.as_dict()},
-            )
     return dg.MaterializeResult(
         metadata={
             "database": describe(url),

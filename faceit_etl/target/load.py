@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
+from faceit_etl.target import runlog
 from faceit_etl.target.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
@@ -82,9 +83,11 @@ def load(
     progress: Progress | None = None,
     before_commit: Callable[[psycopg.Connection], None] | None = None,
     dry_run: bool = False,
+    log: runlog.RunLog | None = None,
 ) -> LoadStats:
-    """Load in one transaction. `before_commit` runs inside it, last; with `dry_run` the
-    transaction is then rolled back, so the stats say what would have been written."""
+    """Load in one transaction. `before_commit` runs inside it; with `dry_run` the transaction is
+    then rolled back, so the stats say what would have been written. The run's `log` row is marked
+    `success` by the transaction's last statement: a load that never commits leaves it `running`."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         created = ensure_target_tables(conn, schema)
@@ -108,11 +111,21 @@ def load(
             users = _upsert_users(conn, schema, stage_users, len(mapped.users))
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         written = _write_rejects(conn, schema, rejects, run_id)
+        stats = LoadStats(users, subscriptions, written, created, truncate)
         if before_commit is not None:
             before_commit(conn)
         if dry_run:
             raise psycopg.Rollback()
-    return LoadStats(users, subscriptions, written, created, truncate)
+        if log is not None:
+            runlog.finish(
+                log,
+                "success",
+                processed_items=len(mapped.users),
+                failed_items=int(rejects["source_index"].nunique()),
+                metadata={"load": stats.as_dict()},
+                conn=conn,
+            )
+    return stats
 
 
 def _empty_after_lock(conn, schema, truncate: bool) -> bool:

@@ -47,8 +47,11 @@ def finish(
     failed_items: int = 0,
     error_message: str | None = None,
     metadata: dict | None = None,
+    conn: psycopg.Connection | None = None,
 ) -> None:
-    log.conn.execute(
+    """On the log's own connection by default; a load passes its transaction's, so that the row
+    says `success` exactly when the load is committed."""
+    (conn or log.conn).execute(
         sql.SQL(
             """UPDATE {} SET status = %s, end_time = now(), processed_items = %s, failed_items = %s,
                    error_message = %s, metadata = metadata || %s
