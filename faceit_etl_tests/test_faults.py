@@ -370,23 +370,31 @@ except BackupError as exc:
 """
 
 
+def caught_mid_copy(tmp_path, command, *, size: int, attempts: int, timeout: int, **popen):
+    """Run `command(source, attempt)` on a file of the first version and rewrite it part-way
+    through the copy; retried until the copy is caught part-way. Returns (process, source,
+    attempt, output, second version)."""
+    first, second = two_versions(size)
+    for attempt in range(attempts):
+        source = tmp_path / f"data-{attempt}.json"
+        source.write_bytes(first)
+        victim = subprocess.Popen(command(source, attempt), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, **popen)
+        caught = rewrite_mid_copy(victim, source, second)
+        output = victim.communicate(timeout=timeout)[0]
+        if caught:
+            return victim, source, attempt, output, second
+    pytest.fail(f"the copy was never caught part-way in {attempts} attempts")
+
+
 def test_a_source_rewritten_during_its_backup_is_refused_never_copied_half_and_half(tmp_path):
     # deterministic: the copying process is frozen part-way, the file rewritten with the same size
     # and its mtime put back (invisible to a size+mtime+inode check), then the copy resumes
-    first, second = two_versions(32 << 20)
-    for attempt in range(5):
-        source = tmp_path / f"data-{attempt}.json"
-        source.write_bytes(first)
-        victim = subprocess.Popen(
-            [sys.executable, "-c", BACKUP_ONCE, str(source), str(tmp_path / "backups"), f"run-{attempt}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        caught = rewrite_mid_copy(victim, source, second)
-        output = victim.communicate(timeout=120)[0]
-        if caught:
-            break
-    else:
-        pytest.fail("the copy was never caught part-way in 5 attempts")
+    victim, source, attempt, output, second = caught_mid_copy(
+        tmp_path,
+        lambda source, attempt: [sys.executable, "-c", BACKUP_ONCE, str(source), str(tmp_path / "backups"), f"run-{attempt}"],
+        size=32 << 20, attempts=5, timeout=120,
+    )
 
     assert (victim.returncode, output) == (3, f"BackupError: {source}: {CHANGED}\n")
     assert not (tmp_path / "backups" / f"run-{attempt}" / SOURCE_COPY).exists()  # no mix of two versions kept
@@ -475,18 +483,10 @@ def test_migrate_of_a_file_rewritten_during_its_backup_fails_clearly_and_loads_n
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
-    first, second = two_versions(64 << 20)
-    for attempt in range(3):
-        source = tmp_path / f"data-{attempt}.json"
-        source.write_bytes(first)
-        victim = subprocess.Popen([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        caught = rewrite_mid_copy(victim, source, second)
-        output = victim.communicate(timeout=300)[0]
-        if caught:
-            break
-    else:
-        pytest.fail("the backup was never caught part-way in 3 attempts")
+    victim, source, _, output, _ = caught_mid_copy(
+        tmp_path, lambda source, _: [CLI, "-q", "migrate", str(source)],
+        size=64 << 20, attempts=3, timeout=300, cwd=tmp_path, env=env,
+    )
 
     assert victim.returncode == 1, output
     assert f"error: source_backup: {source}: {CHANGED}" in output
