@@ -249,7 +249,7 @@ def test_postgres_stopping_mid_load_fails_clearly_and_leaves_nothing_partial(tmp
 
     with psycopg.connect(server.get_uri(), autocommit=True) as watcher:
         while not watcher.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"_faceit_etl_stage_users\"%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"public\".\"users\"%'"  # the empty target's COPY
         ).fetchone()[0]:
             assert victim.poll() is None, victim.stdout.read()
             time.sleep(0.01)
