@@ -74,7 +74,7 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
     return dg.Output(
         source,
         metadata={
-            "dagster/row_count": len(source.entries),
+            "dagster/row_count": source.entry_count,
             "layout": source.layout,
             "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
         },

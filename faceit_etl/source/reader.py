@@ -2,11 +2,15 @@
 
 Entries are returned untouched: judging them is validation's job. Only a file that cannot be
 read as a whole (not JSON, wrong top level) fails here, naming the file and the position.
+
+A file bigger than one piece (`pieces.py`) with its users in a list is checked here but parsed
+later, piece by piece, as validation asks for batches: its entries never all exist at once.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces
+
 UTF8_BOM = b"\xef\xbb\xbf"
+BATCH_ENTRIES = 100_000  # entries validated at once: ~0.3 GiB of parsed objects
 
 
 class SourceError(ValueError):
@@ -38,13 +45,47 @@ class SourceData:
     lenient_parse: bool = False
     # The file these entries were read from, so they can be read again instead of being copied.
     path: str | None = None
+    # For a file read in pieces (then `entries` is empty): where they lie, and the file's
+    # (size, mtime) when they were found, so a file changed since is not misread.
+    pieces: Pieces | None = None
+    stamp: tuple[int, int] | None = None
+
+    @property
+    def entry_count(self) -> int:
+        return self.pieces.entry_count if self.pieces else len(self.entries)
+
+    def batches(self, size: int = BATCH_ENTRIES) -> Iterator[tuple[int, list[Any], list[str] | None]]:
+        """(number of the first entry, entries, their id keys) in file order, at least once; a
+        file read in pieces is parsed here, about `size` entries at a time."""
+        if self.pieces is None:
+            yield 0, self.entries, self.id_keys
+            return
+        raw = self._raw_again()
+        offset, batch = 0, []
+        for entries in self.pieces.entries(raw, self.path):
+            batch.extend(entries)
+            if len(batch) >= size:
+                yield offset, batch, None
+                offset, batch = offset + len(batch), []
+        if batch or offset == 0:
+            yield offset, batch, None
+
+    def _raw_again(self) -> bytes:
+        path = Path(self.path)
+        stat = path.stat()
+        if (stat.st_size, stat.st_mtime_ns) != self.stamp:
+            raise SourceError(f"{path}: changed since it was first read; run again")
+        raw = path.read_bytes()
+        return raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw
 
 
-def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
-    """Read `path`; errors name the file as `name` (the original when reading a backup copy)."""
+def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES) -> SourceData:
+    """Read `path`; errors name the file as `name` (the original when reading a backup copy). A
+    file of more than `piece_bytes` is read in pieces when its shape allows."""
     path = Path(path)
     name = name or path
     try:
+        before = path.stat()
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SourceError(f"{name}: source file not found") from None
@@ -52,6 +93,19 @@ def read_source(path: str | Path, name: str | Path | None = None) -> SourceData:
         raise SourceError(f"{name}: is a directory, expected the bot's JSON data file") from None
     except OSError as exc:
         raise SourceError(f"{name}: cannot be read: {exc.strerror}") from None
+    stamp = (before.st_size, before.st_mtime_ns)
+    body = raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw
+    if len(body) > piece_bytes and len(raw) == before.st_size and not _has_long_digit_run(body):
+        pieces = find_pieces(body, piece_bytes)
+        if pieces is not None:
+            return SourceData(
+                entries=[],
+                layout=pieces.layout,
+                ignored_top_level_keys=pieces.ignored_top_level_keys,
+                path=str(path),
+                pieces=pieces,
+                stamp=stamp,
+            )
     return replace(parse_source(raw, name), path=str(path))
 
 

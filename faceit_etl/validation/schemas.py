@@ -19,8 +19,15 @@ from faceit_etl.validation.fields import (
 INT32_MAX = 2**31 - 1
 
 
+# Later repeats of a value fail; the first stays, as the bot's reader returns the first match.
+# Validation also holds each batch's values against the earlier batches' with the same reason.
+UNIQUE_COLUMNS = {
+    "user_id": "user_id seen before: the first entry wins, as in the bot",
+    "referral_code": "referral_code already taken by an earlier user",
+}
+
+
 def _first_wins(error: str) -> pa.Check:
-    """Later repeats of a value fail; the first stays, as the bot's reader returns the first match."""
     return pa.Check(lambda s: ~(s.duplicated(keep="first") & s.notna()), error=error)
 
 
@@ -54,10 +61,8 @@ def _column(field: Field) -> pa.Column:
         checks.append(pa.Check.isin(TIERS, error="unknown tier"))
     else:
         dtype = TIMESTAMP_DTYPE
-    if field.name == "user_id":
-        checks.append(_first_wins("user_id seen before: the first entry wins, as in the bot"))
-    if field.name == "referral_code":
-        checks.append(_first_wins("referral_code already taken by an earlier user"))
+    if field.name in UNIQUE_COLUMNS:
+        checks.append(_first_wins(UNIQUE_COLUMNS[field.name]))
     return pa.Column(dtype, checks=checks, nullable=field.name != "user_id")
 
 

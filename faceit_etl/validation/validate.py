@@ -17,6 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from faceit_etl.source import SourceData
+from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.validation.coerce import _integer, coerce_column, describe
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
@@ -25,7 +26,7 @@ from faceit_etl.validation.fields import (
     SUBSCRIPTION_KEY,
     USER_FIELDS,
 )
-from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, USERS_SCHEMA, failure_reason
+from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA, failure_reason
 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -51,20 +52,42 @@ class ValidationOutcome:
         return self.rejects.astype(object).where(self.rejects.notna(), None).to_dict("records")
 
 
-def validate_entries(source: SourceData, source_timezone: str = "UTC") -> ValidationOutcome:
-    entries = source.entries
+def validate_entries(
+    source: SourceData, source_timezone: str = "UTC", batch_size: int = BATCH_ENTRIES
+) -> ValidationOutcome:
+    """Judge the entries batch by batch, as the source hands them over (a big file in pieces), so
+    only one batch of parsed entries exists at a time; the typed frames are joined at the end."""
+    seen: dict[str, set] = {column: set() for column in UNIQUE_COLUMNS}
+    valid, rejects, ignored = [], [], Counter()
+    for offset, entries, id_keys in source.batches(batch_size):
+        batch = _judge(entries, offset, id_keys, source.lenient_parse, source_timezone, seen)
+        valid.append(batch.valid)
+        rejects.append(batch.rejects)
+        ignored.update(batch.ignored_fields)
+    return ValidationOutcome(
+        valid=pd.concat(valid) if len(valid) > 1 else valid[0],
+        rejects=pd.concat(rejects, ignore_index=True) if len(rejects) > 1 else rejects[0],
+        input_count=source.entry_count,
+        ignored_fields=dict(sorted(ignored.items())),
+    )
+
+
+def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse: bool, source_timezone: str,
+           seen: dict[str, set]) -> ValidationOutcome:
+    """One batch, whose first entry is the file's entry number `offset`. `seen` holds the unique
+    columns' values of earlier batches: a repeat of one is rejected as in the same batch."""
     reasons: dict[int, list[tuple[str, str]]] = {}
 
     def reject(index: int, field_name: str, reason: str) -> None:
         reasons.setdefault(index, []).append((field_name, reason))
 
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(entries, start=offset):
         if type(entry) is not dict:
             reject(i, ENTRY_FIELD, f"entry is not an object: got {describe(entry)}")
-        elif source.lenient_parse and (bad := _unpaired_surrogate(entry)):
+        elif lenient_parse and (bad := _unpaired_surrogate(entry)):
             reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
-    positions = [i for i, entry in enumerate(entries) if type(entry) is dict and i not in reasons]
-    users = [entries[i] for i in positions]
+    positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
+    users = [entries[i - offset] for i in positions]
     subscriptions = [user.get(SUBSCRIPTION_KEY) for user in users]
     for position, subscription in enumerate(subscriptions):
         if subscription is not None and type(subscription) is not dict:
@@ -78,8 +101,8 @@ def validate_entries(source: SourceData, source_timezone: str = "UTC") -> Valida
     columns: dict[str, pd.Series] = {}
     for spec in USER_FIELDS:
         raw = [user.get(spec.source_key) for user in users]
-        if spec.name == "user_id" and source.id_keys is not None:
-            raw = _fill_ids_from_keys(raw, users, [source.id_keys[i] for i in positions], positions, reject)
+        if spec.name == "user_id" and id_keys is not None:
+            raw = _fill_ids_from_keys(raw, users, [id_keys[i - offset] for i in positions], positions, reject)
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
@@ -99,12 +122,18 @@ def validate_entries(source: SourceData, source_timezone: str = "UTC") -> Valida
         for index, column, reason in _schema_failures(schema, frame[list(schema.columns)]):
             if (index, column) not in already:
                 reject(index, column, reason)
+    for column, reason in UNIQUE_COLUMNS.items():
+        values = frame[column].dropna()
+        earlier = seen[column]
+        for index, value in zip(values.index.tolist(), values.tolist()):
+            if value in earlier and (index, column) not in already:
+                reject(index, column, reason)
+        earlier.update(values.tolist())
 
     rejected = sorted(reasons)
-    valid = frame.drop(index=[i for i in rejected if i in frame.index])
     return ValidationOutcome(
-        valid=valid,
-        rejects=_rejects_frame(reasons, entries, frame),
+        valid=frame.drop(index=[i for i in rejected if i in frame.index]),
+        rejects=_rejects_frame(reasons, entries, offset, frame),
         input_count=len(entries),
         ignored_fields=_ignored_fields(users, subscriptions),
     )
@@ -137,7 +166,7 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
             yield int(row.index), row.column, failure_reason(str(row.check))
 
 
-def _rejects_frame(reasons, entries, frame: pd.DataFrame) -> pd.DataFrame:
+def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame) -> pd.DataFrame:
     user_ids = frame["user_id"]
     rows = [
         (
@@ -145,7 +174,7 @@ def _rejects_frame(reasons, entries, frame: pd.DataFrame) -> pd.DataFrame:
             _known_user_id(user_ids, index),
             field_name,
             reason,
-            _raw_json(entries[index]),
+            _raw_json(entries[index - offset]),
         )
         for index in sorted(reasons)
         for field_name, reason in reasons[index]
@@ -196,7 +225,7 @@ def _raw_json(entry: Any) -> str:
             return json.dumps(f"<entry nested too deeply to write back: {describe(entry)}>")
 
 
-def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> dict[str, int]:
+def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> Counter[str]:
     """Keys the target has no column for: counted and reported, never dropped in silence."""
     counts: Counter[str] = Counter()
     for user in users:
@@ -205,4 +234,4 @@ def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> dict
     for subscription in subscriptions:
         if subscription is not None and not subscription.keys() <= KNOWN_SUBSCRIPTION_KEYS:
             counts.update(f"{SUBSCRIPTION_KEY}.{k}" for k in subscription.keys() - KNOWN_SUBSCRIPTION_KEYS)
-    return dict(sorted(counts.items()))
+    return counts

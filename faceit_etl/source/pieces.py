@@ -1,0 +1,146 @@
+"""A big file's user list read in pieces, so that only one piece's parsed entries exist at a time.
+
+Parsed whole, 700 MiB of the bot's JSON become 2.9 GiB of Python objects (1M users). Here the
+list is cut into pieces of about `piece_bytes` at commas between two entries; each piece is parsed
+on its own when validation asks for it.
+
+A cut is chosen by a glance at the bytes (`}` before the comma, `{` after it), which a string or
+an inner list of objects can fool. But a piece starting between two entries and cut anywhere
+else than between two entries is never valid JSON on its own, so every piece is parsed once when
+the file is read (by simdjson, which builds no Python objects): a piece that does not parse moves
+its cut on to the next candidate, and a file that still does not fit this shape is read whole by
+the caller, which gives the exact error. The result is the same list of entries as a whole parse.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import simdjson
+
+PIECE_BYTES = 8 << 20
+_PLACEHOLDER = "\x00faceit-etl: the user list\x00"
+# The list is the value of a leading "users" key, or the document itself.
+_OPENING = re.compile(rb'\s*(?:\{\s*"users"\s*:\s*)?\[')
+_WHITESPACE = b" \t\r\n"
+_RECUTS = 8  # candidates tried for one cut before giving up on pieces
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Where the entries of a user list lie in the file: byte offsets of each piece."""
+
+    bounds: list[tuple[int, int]]  # [start, end) of each piece's text, entries separated by commas
+    counts: list[int]  # entries in each piece
+    ignored_top_level_keys: list[str]
+    layout: str
+
+    @property
+    def entry_count(self) -> int:
+        return sum(self.counts)
+
+    def entries(self, raw: bytes, name: str) -> Iterator[list[Any]]:
+        """Each piece's entries, parsed as they are asked for."""
+        for start, end in self.bounds:
+            try:
+                yield orjson.loads(b"[" + raw[start:end] + b"]")
+            except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read
+                raise ValueError(f"{name}: not valid JSON between bytes {start} and {end}: {exc}") from None
+
+
+def find_pieces(raw: bytes, piece_bytes: int = PIECE_BYTES) -> Pieces | None:
+    """The pieces of a `{"users": [...], ...}` or `[...]` document, or None when it has another
+    shape, is not valid JSON, or cannot be cut (the caller then parses it whole)."""
+    opening = _OPENING.match(raw)
+    if opening is None:
+        return None
+    start = opening.end()
+    found = _list_end(raw, opening, piece_bytes)
+    if found is None:
+        return None
+    end, ignored = found
+    parser = simdjson.Parser()
+    bounds, counts = [], []
+    while start < end:
+        piece, count = _next_piece(parser, raw, start, end, piece_bytes)
+        if piece is None:
+            return None
+        bounds.append((start, piece))
+        counts.append(count)
+        start = piece + 1  # past the comma
+    layout = "bare list" if raw[opening.start() : opening.end()].strip() == b"[" else "users list"
+    return Pieces(bounds, counts, ignored, layout)
+
+
+def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int) -> tuple[int | None, int]:
+    """The end of the piece that starts at `start` (a comma between entries, or the list's end)
+    and its number of entries; (None, 0) when no cut gives valid JSON."""
+    cut = start + piece_bytes
+    for _ in range(_RECUTS):
+        cut = _candidate(raw, cut, end)
+        try:
+            return cut, len(parser.parse(b"[" + raw[start:cut] + b"]"))
+        except (ValueError, RuntimeError):  # not valid JSON: the cut was not between two entries
+            if cut >= end:
+                return None, 0
+            cut += 1
+    return None, 0
+
+
+def _candidate(raw: bytes, at: int, end: int) -> int:
+    """The first comma from `at` with `}` before and `{` after it (whitespace aside), or `end`."""
+    while at < end:
+        comma = raw.find(b",", at, end)
+        if comma < 0:
+            return end
+        before = raw[max(comma - 64, 0) : comma].rstrip(_WHITESPACE)[-1:]
+        after = raw[comma + 1 : comma + 65].lstrip(_WHITESPACE)[:1]
+        if before == b"}" and after == b"{":
+            return comma
+        at = comma + 1
+    return end
+
+
+def _list_end(raw: bytes, opening: re.Match, piece_bytes: int) -> tuple[int, list[str]] | None:
+    """Offset of the list's closing `]`, and the document's other top-level keys. The standard
+    parser reads the list's last stretch from a cut near the file's end and says where that value
+    ends; the rest of the document around the list must then be valid JSON."""
+    start = opening.end()
+    at = max(start, len(raw) - piece_bytes)
+    for _ in range(_RECUTS):
+        cut = _candidate(raw, at, len(raw))
+        tail_start = start if cut >= len(raw) else cut + 1
+        try:
+            tail = raw[tail_start:].decode("utf-8")
+            _, consumed = json.JSONDecoder().raw_decode("[" + tail)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            consumed = None
+        if consumed is not None:
+            end = tail_start + len(tail[: consumed - 1].encode("utf-8")) - 1
+            ignored = _ignored_top_level_keys(raw, opening, end)
+            if ignored is not None:
+                return end, ignored
+        if cut >= len(raw):
+            return None
+        at = cut + 1
+    return None
+
+
+def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str] | None:
+    """The document with its list replaced by a marker must be valid JSON whose `users` (if an
+    object) is that marker: no second `users` key, nothing after a bare list."""
+    skeleton = raw[: opening.end() - 1] + orjson.dumps(_PLACEHOLDER) + raw[end + 1 :]
+    try:
+        document = orjson.loads(skeleton)
+    except orjson.JSONDecodeError:
+        return None
+    if document == _PLACEHOLDER:
+        return []
+    if isinstance(document, dict) and document.get("users") == _PLACEHOLDER:
+        return sorted(key for key in document if key != "users")
+    return None

@@ -1,0 +1,150 @@
+"""A big file read in pieces gives exactly what a whole parse gives: the same entries, the same
+validation outcome, or the same error. Pieces are forced small here so small files are cut often."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import orjson
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from faceit_etl.generate import generate_users
+from faceit_etl.source import SourceError, parse_source, read_source
+from faceit_etl.validation import validate_entries
+
+SMALL = 600  # bytes per piece: several entries per cut at most
+
+
+def entries_in_batches(source, size: int = 7) -> list:
+    return [entry for _, batch, _ in source.batches(size) for entry in batch]
+
+
+def whole(path) -> list:
+    return parse_source(path.read_bytes(), path).entries
+
+
+def dumped(document, style: str) -> bytes:
+    if style == "compact":
+        return orjson.dumps(document)
+    if style == "indent 2":
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    return json.dumps(document, indent=4, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("style", ["compact", "indent 2", "indent 4"])
+@pytest.mark.parametrize("shape", ["users list", "bare list"])
+def test_generated_files_read_in_pieces_give_the_whole_parses_entries(tmp_path, style, shape):
+    users = generate_users(300, seed=11)
+    document = users if shape == "bare list" else {"users": users, "analytics": {"total_users": 300}}
+    path = tmp_path / "data.json"
+    path.write_bytes(dumped(document, style))
+
+    source = read_source(path, piece_bytes=SMALL)
+
+    assert source.pieces is not None and len(source.pieces.bounds) > 50
+    assert (source.layout, source.entry_count, source.entries) == (shape, 300, [])
+    assert source.ignored_top_level_keys == ([] if shape == "bare list" else ["analytics"])
+    assert entries_in_batches(source) == users
+
+
+def test_cuts_that_a_string_or_an_inner_list_fakes_are_moved_on(tmp_path):
+    tricky = [
+        {"user_id": 1, "faceit_nickname": "}, {"},
+        {"user_id": 2, "extra": [{"a": 1}, {"b": "}, {"}, {"c": [{}, {}]}]},
+        "not an object, }, {",
+        None,
+    ] * 100
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": tricky, "users_backup": [{"a": 1}, {"b": 2}]}))
+
+    source = read_source(path, piece_bytes=SMALL)
+
+    assert source.pieces is not None
+    assert entries_in_batches(source) == tricky
+    assert source.ignored_top_level_keys == ["users_backup"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"users": [' + b'{"user_id": 1}, ' * 100 + b'{"user_id": 2}], "users": []}',  # the last key wins
+        b'[' + b'{"user_id": 1}, ' * 100 + b'{"user_id": 2}] trailing',
+        b'{"users": [' + b'{"user_id": 1}, ' * 100 + b'{"user_id": NaN}]}',
+        b'{"users": [' + b'{"user_id": 1}, ' * 100 + b'{"user_id": 2}',  # truncated
+        b'{"analytics": {}, "users": [' + b'{"user_id": 1}, ' * 100 + b'{"user_id": 2}]}',
+        b'{"users": {' + b''.join(b'"%d": {"language": "en"}, ' % i for i in range(100)) + b'"100": {}}}',
+        b'{"users": [' + b'{"user_id": 1}, ' * 100 + b'{"user_id": 18446744073709551616}]}',
+    ],
+    ids=["second users key", "trailing text", "NaN", "truncated", "users not first", "keyed by id", "big integer"],
+)
+def test_files_pieces_cannot_read_exactly_are_read_whole(tmp_path, raw):
+    path = tmp_path / "data.json"
+    path.write_bytes(raw)
+    try:
+        expected = parse_source(raw, path)
+    except SourceError as error:
+        with pytest.raises(SourceError) as caught:
+            read_source(path, piece_bytes=64)
+        assert str(caught.value) == str(error)
+        return
+    source = read_source(path, piece_bytes=64)
+    assert source.pieces is None
+    assert (source.entries, source.id_keys, source.layout) == (expected.entries, expected.id_keys, expected.layout)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from('ab{}[],:" \\\n\u00e9')),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(JSON, max_size=40), style=st.sampled_from(["compact", "indent 2", "indent 4"]),
+       piece_bytes=st.integers(1, 200))
+def test_any_list_of_json_values_reads_the_same_in_pieces(tmp_path, entries, style, piece_bytes):
+    path = tmp_path / "data.json"
+    path.write_bytes(dumped({"users": entries, "analytics": {"x": [{"a": 1}, {"b": 2}]}}, style))
+
+    source = read_source(path, piece_bytes=piece_bytes)
+
+    assert entries_in_batches(source, size=3) == whole(path)
+    assert source.entry_count == len(entries)
+
+
+def test_validation_in_batches_equals_validation_of_the_whole_file(tmp_path):
+    """Repeats across batches (a user_id, a referral code) are rejected as within one batch."""
+    users = generate_users(400, seed=5)
+    users[350]["user_id"] = users[10]["user_id"]
+    users[390]["subscription"]["referral_code"] = "TAKEN123"
+    users[20]["subscription"]["referral_code"] = "TAKEN123"
+    users[200]["language"] = 7
+    users[201] = "not a user"
+    path = tmp_path / "data.json"
+    path.write_bytes(dumped({"users": users}, "indent 2"))
+    source = read_source(path, piece_bytes=SMALL)
+    assert source.pieces is not None
+
+    batched = validate_entries(source, batch_size=50)
+    whole_file = validate_entries(parse_source(path.read_bytes(), path))
+
+    pd.testing.assert_frame_equal(batched.valid, whole_file.valid)
+    pd.testing.assert_frame_equal(batched.rejects, whole_file.rejects)
+    assert set(batched.rejects["source_index"]) == {350, 390, 200, 201}
+    assert (batched.input_count, batched.ignored_fields) == (whole_file.input_count, whole_file.ignored_fields)
+
+
+def test_a_file_changed_after_it_was_read_is_not_misread(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_bytes(dumped({"users": generate_users(50, seed=1)}, "compact"))
+    source = read_source(path, piece_bytes=SMALL)
+    path.write_bytes(path.read_bytes().replace(b'"language"', b'"langauge"'))
+    os.utime(path, ns=(0, 1))
+
+    with pytest.raises(SourceError, match="changed since it was first read"):
+        entries_in_batches(source)
