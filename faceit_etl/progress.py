@@ -20,6 +20,7 @@ STAGES = {
     "validated_frame": "validate entries",
     "mapped_frames": "map to the bot's tables",
     "postgres_tables": "load into PostgreSQL",
+    "postgres_tables_checks": "verify the tables",
 }
 _COPY = re.compile(r"copy (?P<table>\w+): (?P<done>\d+)/(?P<total>\d+) rows")
 POLL_SECONDS = 0.2

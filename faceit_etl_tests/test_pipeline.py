@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl.definitions import ASSETS, defs
-from faceit_etl.defs.checks import CHECKS, POSTGRES_CHECKS
+from faceit_etl.defs.checks import CHECKS, postgres_tables_checks
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,19 +167,19 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     subscriptions = result.output_for_node("mapped_frames", "mapped_subscriptions")
     victim = int(users["user_id"].iloc[3])
 
-    def check(definition):
+    def checks() -> dict[str, dg.AssetCheckResult]:
         context = dg.build_asset_check_context(resources={"migration_settings": settings})
-        return definition(context, mapped_users=users, mapped_subscriptions=subscriptions)
+        results = postgres_tables_checks(context, mapped_users=users, mapped_subscriptions=subscriptions)
+        return {result.check_name: result for result in results}
 
-    assert check(POSTGRES_CHECKS["content_matches"]).passed
+    assert all(result.passed for result in checks().values())
     db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
 
-    tampered = check(POSTGRES_CHECKS["content_matches"])
-    assert not tampered.passed
-    summary = tampered.metadata["users"].value
+    tampered = checks()
+    assert [name for name, result in tampered.items() if not result.passed] == ["content_matches"]
+    summary = tampered["content_matches"].metadata["users"].value
     assert summary["differing_cells"] == {"total_requests": 1}
     assert summary["examples"]["total_requests"] == [users["id"].iloc[3]]
-    assert check(POSTGRES_CHECKS["row_counts_match"]).passed
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
@@ -265,9 +265,9 @@ def test_definitions_expose_the_job_over_every_asset_and_check():
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
         "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables"
     }
-    check_ops = {f"{spec.asset_key.to_user_string()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
-    assert check_ops <= {node.name for node in job.nodes}
-    assert len(check_ops) == len(CHECKS) == 7
+    checks = {(spec.asset_key.to_user_string(), spec.name) for c in CHECKS for spec in c.check_specs}
+    assert len(checks) == 7
+    assert {c.node_def.name for c in CHECKS} <= {node.name for node in job.nodes}
 
 
 def database_state(db) -> dict:

@@ -13,7 +13,7 @@ from faceit_etl.database import connect
 from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.target.verdicts import VERDICTS, Verdict
+from faceit_etl.target.verdicts import VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
 
 EXAMPLES = 20
@@ -56,46 +56,13 @@ def _reject_summary(outcome: ValidationOutcome, force: bool) -> str:
     return "\n".join(lines)
 
 
-def _dry_run_verdict(context: dg.AssetCheckExecutionContext, name: str) -> Verdict:
+def _dry_run_verdicts(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict]:
     event = context.instance.get_latest_materialization_event(postgres_tables.key)
     if event is None or event.run_id != context.run.run_id:
-        return Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-    return Verdict(**event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value[name])
-
-
-def _postgres_check(name: str, description: str, severity: dg.AssetCheckSeverity) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=postgres_tables,
-        name=name,
-        blocking=severity == dg.AssetCheckSeverity.ERROR,
-        description=description,
-        additional_ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
-    )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        migration_settings: MigrationSettings,
-        mapped_users: pd.DataFrame,
-        mapped_subscriptions: pd.DataFrame,
-    ) -> dg.AssetCheckResult:
-        if migration_settings.dry_run:
-            verdict = _dry_run_verdict(context, name)
-        else:
-            with connect(migration_settings.connection_url()) as conn:
-                verdict = VERDICTS[name](conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
-        return dg.AssetCheckResult(
-            passed=verdict.passed,
-            severity=severity,
-            description=verdict.description,
-            metadata={
-                "dry_run": migration_settings.dry_run,
-                **{
-                    key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
-                    for key, value in verdict.metadata.items()
-                },
-            },
-        )
-
-    return _check
+        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
+        return dict.fromkeys(VERDICTS, missing)
+    recorded = event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value
+    return {name: Verdict(**recorded[name]) for name in VERDICTS}
 
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -111,5 +78,50 @@ _ABOUT = {
     "referrers_present": ("Referrers named by users are users too (WARN: the bot's file may lack them).", WARN),
     "no_self_referrals": ("No user is their own referrer (WARN).", WARN),
 }
-POSTGRES_CHECKS = {name: _postgres_check(name, *_ABOUT[name]) for name in VERDICTS}
-CHECKS = [no_rejected_entries, *POSTGRES_CHECKS.values()]
+
+
+@dg.multi_asset_check(
+    name="postgres_tables_checks",
+    specs=[
+        dg.AssetCheckSpec(
+            name,
+            asset=postgres_tables,
+            blocking=severity == ERROR,
+            description=description,
+            additional_deps=["mapped_users", "mapped_subscriptions"],
+        )
+        for name, (description, severity) in _ABOUT.items()
+    ],
+    ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
+)
+def postgres_tables_checks(
+    context: dg.AssetCheckExecutionContext,
+    migration_settings: MigrationSettings,
+    mapped_users: pd.DataFrame,
+    mapped_subscriptions: pd.DataFrame,
+):
+    """Every check on the loaded tables in one step: one connection, the frames read once. In a
+    dry run, the verdicts taken inside the load's transaction before its rollback."""
+    if migration_settings.dry_run:
+        verdicts = _dry_run_verdicts(context)
+    else:
+        with connect(migration_settings.connection_url()) as conn:
+            verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
+    for name, verdict in verdicts.items():
+        yield dg.AssetCheckResult(
+            asset_key=postgres_tables.key,
+            check_name=name,
+            passed=verdict.passed,
+            severity=_ABOUT[name][1],
+            description=verdict.description,
+            metadata={
+                "dry_run": migration_settings.dry_run,
+                **{
+                    key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+                    for key, value in verdict.metadata.items()
+                },
+            },
+        )
+
+
+CHECKS = [no_rejected_entries, postgres_tables_checks]
