@@ -941,3 +941,49 @@ def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db,
     with pytest.raises(TargetError, match=r"other tables reference the bot's tables \(bot_payments"):
         load(conn, SCHEMA, *chain(document(entries_of(generated)[:10])), "run-2", truncate=True)
     assert snapshot(db) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# a re-run of the same input over the tables its earlier load left
+
+
+def logged_load(conn, db, mapped, rejects, run_id: str, identity: str, **options):
+    log = runlog.start(db, SCHEMA, run_id=run_id, total_items=len(mapped.users), metadata={})
+    return load(conn, SCHEMA, mapped, rejects, run_id, log=log, input_identity=identity, **options)
+
+
+def test_the_same_input_over_the_tables_it_left_is_recognised_and_nothing_is_compared(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    mapped, rejects = chain(generated)
+    first = logged_load(conn, db, mapped, rejects, "run-1", "input-A")
+    assert first.recognised_from_run is None
+    before, versions = snapshot(db), row_versions(db)
+
+    again = logged_load(conn, db, mapped, rejects, "run-2", "input-A")
+
+    assert again.recognised_from_run == "run-1"
+    assert stats_tuple(again.users) == stats_tuple(again.subscriptions) == (0, 0, 2_000)
+    assert (snapshot(db), row_versions(db)) == (before, versions)
+    assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '_faceit_etl_stage%'").fetchone()[0] == 0
+    recorded = dict(db.execute("SELECT metadata->>'run_id', metadata->'fingerprint' FROM migration_logs").fetchall())
+    assert recorded["run-1"] == recorded["run-2"] and set(recorded["run-1"]) == {"users", "user_subscriptions"}
+
+
+def test_a_changed_cell_or_another_input_is_compared_row_by_row(db, conn, generated):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    mapped, rejects = chain(generated)
+    logged_load(conn, db, mapped, rejects, "run-1", "input-A")
+    victim = int(mapped.users["user_id"].iloc[7])
+    db.execute("UPDATE users SET language = 'xx' WHERE user_id = %s", [victim])
+
+    repaired = logged_load(conn, db, mapped, rejects, "run-2", "input-A")
+
+    assert repaired.recognised_from_run is None
+    assert stats_tuple(repaired.users) == (0, 1, 1_999)
+    assert db.execute("SELECT language FROM users WHERE user_id = %s", [victim]).fetchone()[0] != "xx"
+    # Same tables as run-2 left them, but another input: compared, although nothing differs.
+    other = logged_load(conn, db, mapped, rejects, "run-3", "input-B")
+    assert other.recognised_from_run is None and stats_tuple(other.users) == (0, 0, 2_000)
+    # A truncating load is never skipped: it replaces the content.
+    replaced = logged_load(conn, db, mapped, rejects, "run-4", "input-B", truncate=True)
+    assert replaced.recognised_from_run is None and stats_tuple(replaced.users) == (2_000, 0, 0)

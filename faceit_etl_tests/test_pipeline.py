@@ -95,6 +95,38 @@ def test_a_second_run_on_the_same_file_changes_no_row(database_url, db, tmp_path
     assert users_in(db) == before  # same ids, same values, same updated_at
 
 
+def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(database_url, db, tmp_path):
+    source = write_json(tmp_path / "data.json", json.loads(NESTED_SAMPLE.read_text()))
+    settings = make_settings(database_url, source, tmp_path)
+    with dg.instance_for_test() as instance:
+        first = run(settings, instance)
+        identity = metadata_of(first, "validated_frame")["input_identity"]
+        kept = Path(instance.storage_directory()) / "validated" / f"{identity}.pickle"
+        assert kept.exists() and stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700  # validated entries are personal data
+        before = users_in(db)
+
+        again = run(settings, instance)
+
+        assert not metadata_of(first, "validated_frame")["reused_earlier_outcome"]
+        assert again.success and metadata_of(again, "validated_frame")["input_identity"] == identity
+        assert metadata_of(again, "validated_frame")["reused_earlier_outcome"]
+        load = metadata_of(again, "postgres_tables")
+        assert load["nothing_to_compare"].startswith(f"the tables hold what run {first.run_id} loaded")
+        assert users_in(db) == before
+        assert all(e.passed for e in checks_by_name(again).values())  # still compared cell by cell
+
+        document = json.loads(source.read_text())
+        document["users"][0]["language"] = "de"
+        write_json(source, document)
+        changed = run(settings, instance)
+        assert metadata_of(changed, "validated_frame")["input_identity"] != identity
+        assert not metadata_of(changed, "validated_frame")["reused_earlier_outcome"]
+        load = metadata_of(changed, "postgres_tables")
+        assert load["nothing_to_compare"] == "no: compared row by row"
+        assert (load["users_updated"], load["users_unchanged"]) == (1, 24)
+
+
 def nasty_file(tmp_path: Path) -> Path:
     users = json.loads(FLAT_SAMPLE.read_text())["users"][:5]
     users.append({"user_id": "not-a-number", "faceit_nickname": "x"})

@@ -5,6 +5,7 @@ source_backup → raw_json → validated_frame → mapped_users / mapped_subscri
 
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.database import connect, describe, redact
+from faceit_etl.identity import input_identity
 from faceit_etl.defs.metadata import frame_metadata, preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.source import SourceData, read_source
@@ -20,7 +22,7 @@ from faceit_etl.target import ddl, runlog
 from faceit_etl.target.load import load
 from faceit_etl.target.snapshot import take_snapshot
 from faceit_etl.target.verdicts import all_verdicts
-from faceit_etl.validation import ValidationOutcome, validate_entries
+from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
@@ -28,6 +30,7 @@ TAGS = {"domain": "faceit-bot"}
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS}  # shown on every asset in the UI
 REJECTS_FILE = "rejects.jsonl"
 DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
+VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
 
 
 @dg.asset(
@@ -70,13 +73,14 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     ),
 )
 def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
-    source = read_source(source_backup.copy, name=source_backup.original)
+    source = replace(read_source(source_backup.copy, name=source_backup.original), sha256=source_backup.sha256)
     return dg.Output(
         source,
         metadata={
             "dagster/row_count": source.entry_count,
             "layout": source.layout,
             "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
+            "read_in_pieces": len(source.pieces.bounds) if source.pieces else "no: read whole",
         },
     )
 
@@ -94,7 +98,13 @@ def validated_frame(
     context: dg.AssetExecutionContext, raw_json: SourceData, migration_settings: MigrationSettings
 ) -> dg.Output:
     settings = migration_settings.checked()
-    outcome = validate_entries(raw_json, settings.source_timezone)
+    identity = input_identity(raw_json.sha256, settings.source_timezone)
+    judged_before = Path(context.instance.storage_directory()) / VALIDATED
+    outcome = memo.load(judged_before, identity)
+    reused = outcome is not None
+    if not reused:
+        outcome = replace(validate_entries(raw_json, settings.source_timezone), input_identity=identity)
+        memo.store(judged_before, identity, outcome)
     if not outcome.rejects.empty:
         folder = backup.private_folder(backup.run_folder(settings.backup_dir, context.run.run_id))
         backup.write_json_lines(folder / REJECTS_FILE, outcome.reject_records())
@@ -107,6 +117,9 @@ def validated_frame(
             "rejected_entries": outcome.rejected_count,
             "rejects": preview(outcome.rejects.drop(columns="raw"), rows=50),
             "ignored_fields": dg.MetadataValue.json(outcome.ignored_fields),
+            "input_identity": identity,
+            # Same file bytes, time zone and code as an earlier run: its outcome, not judged again.
+            "reused_earlier_outcome": reused,
         },
     )
 
@@ -208,6 +221,7 @@ def postgres_tables(
                 before_commit=before_commit,
                 dry_run=settings.dry_run,
                 log=log,
+                input_identity=validated_frame.input_identity,
             )
         except Exception as exc:
             message = redact(str(exc), url)
@@ -232,6 +246,11 @@ def postgres_tables(
             "rejected_entries": validated_frame.rejected_count,
             "created_tables": stats.created_tables,
             "truncated": stats.truncated,
+            "nothing_to_compare": (
+                f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
+                if stats.recognised_from_run
+                else "no: compared row by row"
+            ),
             "dagster/row_count": len(mapped_users),
             "dagster/column_schema": dg.TableSchema(columns=seen_in_transaction["columns"]),
             "preview": preview(mapped_users),

@@ -49,6 +49,7 @@ class SourceData:
     # (size, mtime) when they were found, so a file changed since is not misread.
     pieces: Pieces | None = None
     stamp: tuple[int, int] | None = None
+    sha256: str | None = None  # of the file's bytes, when the caller knows it (the backup does)
 
     @property
     def entry_count(self) -> int:

@@ -28,6 +28,7 @@ from psycopg import sql
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
 from faceit_etl.target import runlog
 from faceit_etl.target.ddl import (
+    MIGRATION_LOGS,
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
@@ -36,7 +37,9 @@ from faceit_etl.target.ddl import (
     check_id_widths,
     ensure_target_tables,
     table,
+    table_exists,
 )
+from faceit_etl.target.fingerprint import fingerprint
 from faceit_etl.target.keys import drop_keys, outside_references, restore_keys, table_keys
 
 REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
@@ -61,6 +64,8 @@ class LoadStats:
     rejects_written: int
     created_tables: bool
     truncated: bool
+    # The earlier run of the same input that left the tables as they were: nothing was compared.
+    recognised_from_run: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,10 +89,15 @@ def load(
     before_commit: Callable[[psycopg.Connection], None] | None = None,
     dry_run: bool = False,
     log: runlog.RunLog | None = None,
+    input_identity: str | None = None,
 ) -> LoadStats:
     """Load in one transaction. `before_commit` runs inside it; with `dry_run` the transaction is
     then rolled back, so the stats say what would have been written. The run's `log` row is marked
-    `success` by the transaction's last statement: a load that never commits leaves it `running`."""
+    `success` by the transaction's last statement: a load that never commits leaves it `running`.
+
+    With `input_identity` (see `identity.py`) the log row keeps it with the tables' fingerprint,
+    and a load of an input whose earlier load left the tables as they are now writes nothing
+    without comparing a row: loading the same rows again is a no-op."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         created = ensure_target_tables(conn, schema)
@@ -101,7 +111,13 @@ def load(
         )
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
-        if _empty_after_lock(conn, schema, truncate):
+        found = recognised = None
+        if input_identity is not None and not truncate and table_exists(conn, schema, MIGRATION_LOGS):
+            found = fingerprint(conn, schema)
+            recognised = runlog.run_that_left(conn, schema, input_identity, found)
+        if recognised is not None:
+            users, subscriptions = TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
+        elif _empty_after_lock(conn, schema, truncate):
             users, subscriptions = _fill_empty(conn, schema, mapped, batch_size, progress)
         else:
             stage_users = _stage(conn, schema, USERS, mapped.users, USER_COLUMNS, batch_size, progress)
@@ -111,7 +127,7 @@ def load(
             users = _upsert_users(conn, schema, stage_users, len(mapped.users))
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         written = _write_rejects(conn, schema, rejects, run_id)
-        stats = LoadStats(users, subscriptions, written, created, truncate)
+        stats = LoadStats(users, subscriptions, written, created, truncate, recognised)
         if before_commit is not None:
             before_commit(conn)
         if dry_run:
@@ -122,7 +138,9 @@ def load(
                 "success",
                 processed_items=len(mapped.users),
                 failed_items=int(rejects["source_index"].nunique()),
-                metadata={"load": stats.as_dict()},
+                metadata={"load": stats.as_dict()}
+                | ({"input_identity": input_identity, "fingerprint": found if recognised else fingerprint(conn, schema)}
+                   if input_identity is not None else {}),
                 conn=conn,
             )
     return stats

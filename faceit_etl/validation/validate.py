@@ -42,6 +42,7 @@ class ValidationOutcome:
     rejects: pd.DataFrame
     input_count: int
     ignored_fields: dict[str, int] = field(default_factory=dict)
+    input_identity: str | None = None  # what it was judged from (`identity.py`), when known
 
     @property
     def rejected_count(self) -> int:
