@@ -14,6 +14,7 @@ import pytest
 
 from faceit_etl.definitions import ASSETS, defs
 from faceit_etl.defs.checks import CHECKS, postgres_tables_checks
+from faceit_etl.defs.io import RunScopedPickleIOManager
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,28 @@ def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(dat
         load = metadata_of(changed, "postgres_tables")
         assert load["nothing_to_compare"] == "no: compared row by row"
         assert (load["users_updated"], load["users_unchanged"]) == (1, 24)
+
+
+def test_step_values_of_only_the_newest_runs_are_kept(database_url, tmp_path):
+    with dg.instance_for_test() as instance:
+        runs = Path(instance.storage_directory()) / "runs"
+        for age in range(7):
+            (runs / f"old-{age}").mkdir(parents=True)
+            (runs / f"old-{age}" / "raw_json").write_bytes(b"x")
+            os.utime(runs / f"old-{age}", (1_000_000 + age, 1_000_000 + age))
+
+        result = dg.materialize(
+            [*ASSETS, *CHECKS],
+            resources={
+                "migration_settings": make_settings(database_url, FLAT_SAMPLE, tmp_path),
+                "io_manager": RunScopedPickleIOManager(),
+            },
+            instance=instance,
+        )
+
+        assert result.success
+        assert {p.name for p in runs.iterdir()} == {result.run_id, "old-6", "old-5", "old-4", "old-3"}
+        assert (runs / result.run_id / "mapped_users").stat().st_size > 0
 
 
 def nasty_file(tmp_path: Path) -> Path:

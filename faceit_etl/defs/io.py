@@ -4,6 +4,9 @@ Dagster's default filesystem IO manager keeps one file per asset, shared by ever
 migrations running at once (the CLI and the UI, say) could read each other's half-written values.
 Here each run writes under its own id; an input is read from the run that produced it.
 
+Only the newest `KEEP_RUNS` runs' values are kept (enough to re-execute a recent run from the UI):
+at a million users one run leaves 0.7 GiB here, which a daily schedule would otherwise pile up.
+
 The parsed source travels by reference. Its bytes are already on disk (the run's backup copy), and
 pickling a million parsed entries, then reading them back, cost 10 s at 1M users: more than parsing
 the file. A step in the same process gets the parsed entries handed over in memory (once, so they
@@ -11,6 +14,7 @@ are freed as soon as validation holds them); any other reader parses the backup 
 """
 
 import pickle
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import dagster as dg
 from faceit_etl.source import SourceData, read_source
 
 _HANDED_OVER: dict[Path, SourceData] = {}
+KEEP_RUNS = 5
 
 
 def _name(context: dg.OutputContext) -> str:
@@ -32,7 +37,9 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         path = self._path(context.step_context.instance, context)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+            _prune(path.parent.parent)
         if isinstance(obj, SourceData) and obj.path is not None:
             _HANDED_OVER[path] = obj
             obj = replace(obj, entries=[], id_keys=None)  # the reference: where to read it again
@@ -49,3 +56,10 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         if isinstance(value, SourceData) and value.path is not None and value.pieces is None:
             return replace(read_source(value.path), sha256=value.sha256)
         return value  # a source read in pieces parses them when asked: nothing to read here
+
+
+def _prune(runs: Path) -> None:
+    """Delete the step values of all but the newest `KEEP_RUNS` runs."""
+    by_age = sorted(runs.iterdir(), key=lambda folder: folder.stat().st_mtime_ns, reverse=True)
+    for old in by_age[KEEP_RUNS:]:
+        shutil.rmtree(old, ignore_errors=True)
