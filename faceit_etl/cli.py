@@ -190,6 +190,10 @@ def print_summary(summary, args) -> None:
             f"{summary.rejected_entries} rejected",
             quiet_too=True,
         )
+    if summary.reused_validation:
+        say("  validation: the outcome of an earlier run of the same file, time zone and code", args=args)
+    if summary.nothing_to_compare:
+        say(f"  load: {summary.nothing_to_compare}; nothing to compare or write", args=args)
     if summary.dry_run:
         say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
     would = "would be " if summary.dry_run else ""

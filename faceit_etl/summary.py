@@ -29,6 +29,8 @@ class RunSummary:
     rejected_entries: int | None = None
     dry_run: bool = False
     load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/unchanged
+    reused_validation: bool = False  # the same file was judged by an earlier run
+    nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     checks: list[CheckOutcome] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -56,8 +58,11 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
             summary.input_entries = _value(metadata, "input_entries")
             summary.accepted_entries = _value(metadata, "accepted_entries")
             summary.rejected_entries = _value(metadata, "rejected_entries")
+            summary.reused_validation = bool(_value(metadata, "reused_earlier_outcome"))
         elif key == "postgres_tables":
             summary.dry_run = bool(_value(metadata, "dry_run"))
+            recognised = _value(metadata, "nothing_to_compare")
+            summary.nothing_to_compare = recognised if recognised and not recognised.startswith("no:") else None
             for table, prefix in (("users", "users"), ("user_subscriptions", "subscriptions")):
                 summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
     for evaluation in result.get_asset_check_evaluations():

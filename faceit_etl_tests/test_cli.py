@@ -59,6 +59,13 @@ def test_migrate_prints_the_outcome_logs_it_and_the_run_is_in_the_instance(workd
         runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
     assert runs[0].tags["faceit_etl/started_by"] == "cli"
+    assert "validation: the outcome of an earlier run" not in done.stdout
+
+    again = faceit_etl(workdir, database_url, "migrate", str(NESTED_SAMPLE))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "users: 0 inserted, 0 updated, 25 unchanged" in again.stdout
+    assert "validation: the outcome of an earlier run of the same file, time zone and code" in again.stdout
+    assert f"load: the tables hold what run {runs[0].run_id} loaded from the same input" in again.stdout
 
 
 def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db):
