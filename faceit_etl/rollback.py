@@ -1,6 +1,7 @@
 """Rollback: put the migration's tables back as a run's pre-load snapshot holds them.
 
-The default snapshot is the one taken before the latest successful migration; a backup folder or a
+The default snapshot is the one taken before the latest successful migration that changed
+anything (a re-run that found the tables as an earlier load left them has none); a backup folder or a
 migration (its migration_logs id or its Dagster run id) can be named instead. Only `users` and
 `user_subscriptions` are touched, in one transaction verified against the manifest's hashes; the
 migration's log row then says `rolled_back`.
@@ -18,7 +19,7 @@ from psycopg.types.json import Jsonb
 from faceit_etl.backup import read_manifest, run_folder
 from faceit_etl.target.ddl import MIGRATION_LOGS, table, table_exists
 from faceit_etl.target.load import advisory_lock_key
-from faceit_etl.target.snapshot import TableDigest, restore_snapshot
+from faceit_etl.target.snapshot import UNCHANGED_SINCE, TableDigest, restore_snapshot
 
 
 class RollbackError(RuntimeError):
@@ -58,7 +59,9 @@ def find_backup(
     else:
         row = conn.execute(
             sql.SQL(
-                "SELECT metadata->>'run_id' FROM {} WHERE status = 'success' ORDER BY start_time DESC LIMIT 1"
+                """SELECT metadata->>'run_id' FROM {} WHERE status = 'success'
+                     AND metadata->'load'->>'recognised_from_run' IS NULL
+                   ORDER BY start_time DESC LIMIT 1"""
             ).format(logs)
         ).fetchone()
         if row is None:
@@ -72,6 +75,11 @@ def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackRes
     if target is None:
         raise RollbackError(
             f"{folder}: this backup holds no snapshot of the tables (taken with --no-backup?): cannot roll back"
+        )
+    if UNCHANGED_SINCE in target:
+        raise RollbackError(
+            f"{folder}: run {manifest['run_id']} changed nothing (it found the tables as run "
+            f"{target[UNCHANGED_SINCE]} left them): roll back that run to undo its load"
         )
     if target["schema"] != schema:
         raise RollbackError(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")

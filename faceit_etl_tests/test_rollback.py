@@ -345,6 +345,43 @@ def test_rolling_back_twice_walks_back_one_successful_migration_each_time(databa
     assert set(statuses(db).values()) == {"rolled_back"}
 
 
+def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_undoes_the_real_change(
+    database_url, db, tmp_path, instance
+):
+    users = generate_users(60, seed=3)
+    first_file = write_json(tmp_path / "first.json", {"users": users[:40]})
+    second_file = write_json(tmp_path / "second.json", {"users": users})  # 20 more users
+    migrate(make_settings(database_url, first_file, tmp_path), instance)
+    after_first = target_state(db)
+    changing = migrate(make_settings(database_url, second_file, tmp_path), instance)
+    after_second = target_state(db)
+
+    rerun = migrate(make_settings(database_url, second_file, tmp_path), instance)
+
+    manifest = manifest_of(tmp_path, rerun.run_id)
+    assert manifest["target"] == {
+        "schema": "public",
+        "unchanged_since_run": changing.run_id,
+        "fingerprint": manifest["target"]["fingerprint"],
+    }
+    assert not list(backup_folder(tmp_path, rerun.run_id).glob("*.copy"))  # no 2M-row snapshot of nothing
+    assert target_state(db) == after_second
+    settings = make_settings(database_url, second_file, tmp_path)
+
+    named = roll_back(settings, instance, migration_id=rerun.run_id)
+    assert not named.success
+    assert failure_of(named) == (
+        "RollbackError",
+        f"{backup_folder(tmp_path, rerun.run_id)}: run {rerun.run_id} changed nothing (it found the tables "
+        f"as run {changing.run_id} left them): roll back that run to undo its load",
+    )
+    assert target_state(db) == after_second
+
+    assert rollback_materialization(rolled_back(settings, instance))["rolled_back_run"] == changing.run_id
+    assert target_state(db) == after_first
+    assert statuses(db)[changing.run_id] == statuses(db)[rerun.run_id] == "rolled_back"
+
+
 # ------------------------------------------------------------- 5. no other table is touched
 
 

@@ -19,8 +19,9 @@ from faceit_etl.defs.metadata import frame_metadata, preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.target import ddl, runlog
+from faceit_etl.target.fingerprint import left_by
 from faceit_etl.target.load import load
-from faceit_etl.target.snapshot import take_snapshot
+from faceit_etl.target.snapshot import UNCHANGED_SINCE, take_snapshot
 from faceit_etl.target.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 
@@ -39,19 +40,29 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
     description=(
         "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
         "file with its sha256 (every later step reads this copy, never the live file) and a "
-        "snapshot of the target tables as they are, which `rollback_job` restores."
+        "snapshot of the target tables as they are, which `rollback_job` restores. No snapshot "
+        "when the tables are exactly as an earlier load of this same file left them: the run has "
+        "nothing to change (and its load refuses to write if they change meanwhile)."
     ),
 )
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
     settings = migration_settings.checked()
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
-    tables: dict = {}
+    tables: dict | str = "skipped (backup_tables off)"
     if settings.backup_tables:
-        url = settings.connection_url()
-        with connect(url) as conn:
-            target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
+        schema = settings.target_schema
+        with connect(settings.connection_url()) as conn:
+            same_as, found = None, {}
+            if not settings.truncate:
+                with conn.transaction():  # its own: the snapshot sets its isolation level
+                    same_as, found = left_by(conn, schema, input_identity(copied.sha256, settings.source_timezone))
+            if same_as is None:
+                target = take_snapshot(conn, schema, Path(copied.folder))
+                tables = {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
+            else:
+                target = {"schema": schema, UNCHANGED_SINCE: same_as, "fingerprint": found}
+                tables = f"not taken: the tables are as run {same_as} left them from this same file"
         backup.update_manifest(copied.folder, target=target)
-        tables = {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
     return dg.Output(
         copied,
         metadata={
@@ -59,7 +70,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
             "backup_folder": dg.MetadataValue.path(copied.folder),
             "sha256": copied.sha256,
             "size_bytes": copied.size_bytes,
-            "tables_snapshot": dg.MetadataValue.json(tables) if settings.backup_tables else "skipped (backup_tables off)",
+            "tables_snapshot": dg.MetadataValue.json(tables) if isinstance(tables, dict) else tables,
         },
     )
 
@@ -222,6 +233,7 @@ def postgres_tables(
                 dry_run=settings.dry_run,
                 log=log,
                 input_identity=validated_frame.input_identity,
+                must_recognise=_snapshot_skipped(settings.backup_dir, run_id),
             )
         except Exception as exc:
             message = redact(str(exc), url)
@@ -262,3 +274,13 @@ def postgres_tables(
             ),
         }
     )
+
+
+def _snapshot_skipped(backup_dir: str, run_id: str) -> bool:
+    """Whether this run's backup step took no snapshot because the tables were as an earlier load
+    of the same file left them; then the load must find them so, or write nothing."""
+    try:
+        target = backup.read_manifest(backup.run_folder(backup_dir, run_id)).get("target") or {}
+    except backup.BackupError:  # source_backup was not part of this run: no snapshot either way
+        return False
+    return UNCHANGED_SINCE in target

@@ -12,7 +12,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from faceit_etl.target.ddl import SUBSCRIPTIONS, USERS, table
+from faceit_etl.target import runlog
+from faceit_etl.target.ddl import MIGRATION_LOGS, SUBSCRIPTIONS, USERS, table, table_exists
 
 
 def fingerprint(conn: psycopg.Connection, schema: str) -> dict[str, str]:
@@ -27,3 +28,12 @@ def fingerprint(conn: psycopg.Connection, schema: str) -> dict[str, str]:
         ).fetchone()
         result[name] = f"{rows}:{total}"
     return result
+
+
+def left_by(conn: psycopg.Connection, schema: str, input_identity: str) -> tuple[str | None, dict[str, str]]:
+    """The run whose load of this same input left the tables exactly as they are now (or None),
+    and their fingerprint."""
+    if not all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, USERS, SUBSCRIPTIONS)):
+        return None, {}
+    found = fingerprint(conn, schema)
+    return runlog.run_that_left(conn, schema, input_identity, found), found

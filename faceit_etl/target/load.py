@@ -28,7 +28,6 @@ from psycopg import sql
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
 from faceit_etl.target import runlog
 from faceit_etl.target.ddl import (
-    MIGRATION_LOGS,
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
@@ -37,9 +36,8 @@ from faceit_etl.target.ddl import (
     check_id_widths,
     ensure_target_tables,
     table,
-    table_exists,
 )
-from faceit_etl.target.fingerprint import fingerprint
+from faceit_etl.target.fingerprint import fingerprint, left_by
 from faceit_etl.target.keys import drop_keys, outside_references, restore_keys, table_keys
 
 REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
@@ -90,6 +88,7 @@ def load(
     dry_run: bool = False,
     log: runlog.RunLog | None = None,
     input_identity: str | None = None,
+    must_recognise: bool = False,
 ) -> LoadStats:
     """Load in one transaction. `before_commit` runs inside it; with `dry_run` the transaction is
     then rolled back, so the stats say what would have been written. The run's `log` row is marked
@@ -97,7 +96,8 @@ def load(
 
     With `input_identity` (see `identity.py`) the log row keeps it with the tables' fingerprint,
     and a load of an input whose earlier load left the tables as they are now writes nothing
-    without comparing a row: loading the same rows again is a no-op."""
+    without comparing a row: loading the same rows again is a no-op. `must_recognise` (the
+    backup step took no snapshot because of that) refuses to write anything otherwise."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         created = ensure_target_tables(conn, schema)
@@ -111,10 +111,14 @@ def load(
         )
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
-        found = recognised = None
-        if input_identity is not None and not truncate and table_exists(conn, schema, MIGRATION_LOGS):
-            found = fingerprint(conn, schema)
-            recognised = runlog.run_that_left(conn, schema, input_identity, found)
+        recognised, found = None, {}
+        if input_identity is not None and not truncate:
+            recognised, found = left_by(conn, schema, input_identity)
+        if must_recognise and recognised is None:
+            raise TargetError(
+                "the tables changed after the backup step found them as an earlier load of this same "
+                "file left them (so it took no snapshot); nothing was written. Run again"
+            )
         if recognised is not None:
             users, subscriptions = TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
         elif _empty_after_lock(conn, schema, truncate):

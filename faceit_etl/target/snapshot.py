@@ -19,6 +19,8 @@ from faceit_etl.target.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_
 
 # Restored parents first; emptied children first.
 SNAPSHOT_TABLES = (USERS, SUBSCRIPTIONS)
+# A manifest's target without a snapshot: the run found the tables as this earlier run left them.
+UNCHANGED_SINCE = "unchanged_since_run"
 
 
 class SnapshotError(RuntimeError):
