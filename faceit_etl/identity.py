@@ -27,5 +27,7 @@ def code_version() -> str:
     return digest.hexdigest()
 
 
-def input_identity(source_sha256: str, source_timezone: str) -> str:
+def input_identity(source_sha256: str | None, source_timezone: str) -> str:
+    if not source_sha256:  # never one identity for unknown contents: that would reuse a stranger's
+        raise ValueError("the source's sha256 is unknown, so the run's input cannot be identified")
     return hashlib.sha256(f"{source_sha256}\0{source_timezone}\0{code_version()}".encode()).hexdigest()

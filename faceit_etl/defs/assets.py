@@ -14,9 +14,9 @@ import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.database import connect, describe, redact
-from faceit_etl.identity import input_identity
 from faceit_etl.defs.metadata import frame_metadata, preview
 from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.identity import input_identity
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.target import ddl, runlog
 from faceit_etl.target.fingerprint import left_by
