@@ -35,5 +35,8 @@ def left_by(conn: psycopg.Connection, schema: str, input_identity: str) -> tuple
     and their fingerprint."""
     if not all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, USERS, SUBSCRIPTIONS)):
         return None, {}
+    earlier = runlog.fingerprints_left(conn, schema, input_identity)
+    if not earlier:  # a new input: no need to read every row (1.7 s at 1M users)
+        return None, {}
     found = fingerprint(conn, schema)
-    return runlog.run_that_left(conn, schema, input_identity, found), found
+    return next((run_id for run_id, left in earlier if left == found), None), found

@@ -80,17 +80,16 @@ def fail_abandoned(conn: psycopg.Connection, schema: str) -> list[str]:
     return [row[0] for row in abandoned]
 
 
-def run_that_left(conn: psycopg.Connection, schema: str, input_identity: str, fingerprint: dict) -> str | None:
-    """The run id of a successful load of the same input that left the tables as they are now."""
-    row = conn.execute(
+def fingerprints_left(conn: psycopg.Connection, schema: str, input_identity: str) -> list[tuple[str, dict]]:
+    """(run id, fingerprint) of each successful load of this input, newest first."""
+    return conn.execute(
         sql.SQL(
-            """SELECT metadata->>'run_id' FROM {} WHERE status = 'success'
-                 AND metadata->>'input_identity' = %s AND metadata->'fingerprint' = %s
-               ORDER BY end_time DESC LIMIT 1"""
+            """SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success'
+                 AND metadata->>'input_identity' = %s AND metadata ? 'fingerprint'
+               ORDER BY end_time DESC"""
         ).format(table(schema, MIGRATION_LOGS)),
-        [input_identity, Jsonb(fingerprint)],
-    ).fetchone()
-    return row[0] if row else None
+        [input_identity],
+    ).fetchall()
 
 
 def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
