@@ -146,6 +146,10 @@ def test_the_proxy_lets_through_only_the_login_and_only_to_the_read_only_webserv
     no_login = request(f"{proxy}/graphql", {"query": LAUNCH, "variables": {"params": MIGRATE_JOB}})
     assert no_login[0] == 401
 
+    # The compose health check's URL (Caddy's admin API, never published) answers without a login.
+    health = SERVICES["proxy"]["healthcheck"]["test"][-1].replace("localhost:2019", caddy_env["FACEIT_ETL_PROXY_ADMIN"])
+    assert request(health)[0] == 200
+
     login = ("observer", "s3cret pass")
     status, body = request(f"{proxy}/server_info", auth=login)
     assert status == 200 and "dagster_webserver_version" in body
