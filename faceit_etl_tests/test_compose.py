@@ -65,6 +65,10 @@ def test_docker_compose_accepts_the_file_and_gives_each_service_only_its_own_rol
     assert holders == {"admin-pw": ["postgres"], "etl-pw": ["postgres", "user_code"],
                        "dagster-pw": ["daemon", "postgres", "user_code", "webserver", "webserver_readonly"]}
     assert services["postgres"]["environment"]["POSTGRES_USER"] == "postgres"
+    # The bot's file and the backups hold personal data: only the code server, which migrates, mounts them.
+    mounts = {name: sorted(volume.split(":")[1] for volume in service.get("volumes", []))
+              for name, service in services.items() if name in DAGSTER_SERVICES}
+    assert mounts == {"user_code": ["/backups", "/data"], "webserver": [], "daemon": [], "webserver_readonly": []}
 
     for variable in PASSWORDS:
         missing = compose_config(**{variable: ""})
