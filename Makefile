@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-TEST_TOOLS := /usr/bin/chromium /usr/bin/docker-compose
+TEST_TOOLS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/caddy
 N ?= 1000000
 .PHONY: setup demo test ui bench constraints clean
 
@@ -22,9 +22,10 @@ demo: setup
 	$(BIN)/faceit-etl migrate samples/bot_nested_subscription_format.json
 
 # From Debian, for the tests: Chromium for the browser test (Playwright's own browser download is
-# not used) and docker-compose to validate docker-compose.yml (no Docker engine is needed for that).
+# not used), docker-compose to validate docker-compose.yml (no Docker engine is needed for that) and
+# Caddy to run the public profile's proxy configuration (docker/Caddyfile).
 $(TEST_TOOLS) &:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose caddy >/dev/null
 
 test: setup $(TEST_TOOLS)
 	$(BIN)/python -m pytest

