@@ -32,6 +32,16 @@ class UsageError(Exception):
     """Wrong arguments or an unusable file: exit 2."""
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceit-etl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="also show Dagster's own log lines")
@@ -42,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
     migrate.add_argument("json_file", type=Path)
-    migrate.add_argument("--batch-size", type=int, help="rows per COPY chunk (default 10000)")
-    migrate.add_argument("--max-concurrent", type=int, help="steps run at once (default 1: one process)")
+    migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
+    migrate.add_argument("--max-concurrent", type=positive_int, help="steps run at once (default 1: one process)")
     migrate.add_argument("--dry-run", action="store_true", default=None, help="load and verify, then roll back")
     migrate.add_argument("--no-backup", dest="backup_tables", action="store_false", default=None,
                          help="skip the snapshot of the tables (the run cannot be rolled back)")
@@ -52,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--truncate", action="store_true", default=None, help="replace the tables' content")
     migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
-    migrate.add_argument("--target-schema", help="schema of the bot's tables (default public)")
 
     validate = commands.add_parser("validate", help="check a data file without loading it")
     validate.add_argument("json_file", type=Path)
@@ -71,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
     backup.add_argument("json_file", type=Path)
     backup.add_argument("--output-dir", type=Path, help="where to put the backup folder (default: backup_dir)")
+    for command in commands.choices.values():
+        command.add_argument("--target-schema", help="schema of the bot's tables (default: MIGRATION_TARGET_SCHEMA, else public)")
     return parser
 
 
@@ -116,8 +127,12 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     if url:
         os.environ["DATABASE_URL"] = url
     if getattr(args, "json_file", None):
-        if not args.json_file.is_file():
+        if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
+        if args.json_file.is_dir():
+            raise UsageError(f"{args.json_file}: is a folder, not the bot's data file")
+        if not args.json_file.is_file():
+            raise UsageError(f"{args.json_file}: not a regular file (a named pipe or device); give the data file itself")
         config["source_path"] = str(args.json_file.resolve())
     for name in (*SETTING_FLAGS, "backup_tables"):
         value = getattr(args, name, None)
@@ -127,12 +142,17 @@ def settings_overrides(args: argparse.Namespace) -> dict:
 
 
 def settings_for(args: argparse.Namespace):
-    from faceit_etl.defs.resources import MigrationSettings
+    """The settings this command uses, and the run config that makes a run use the same: flags over
+    --config in run config; the run fills the rest from the environment by the same rule as here."""
+    from pydantic import ValidationError
+
+    from faceit_etl.defs.resources import MigrationSettings, describe_invalid
 
     overrides = settings_overrides(args)
-    base = MigrationSettings.from_environment().model_dump(exclude={"database_url"})
     try:
-        return MigrationSettings(**(base | overrides)).checked(), overrides
+        return MigrationSettings(**overrides).checked(), overrides
+    except ValidationError as exc:
+        raise UsageError(describe_invalid(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
