@@ -1,7 +1,8 @@
 """`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
-1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation.
+1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation,
+130 interrupted (Ctrl-C).
 Everything said here also goes to `migration.log`, passwords removed.
 """
 
@@ -21,7 +22,7 @@ import yaml
 
 from faceit_etl.database import DatabaseUnavailable, connect, describe, project_home, redact
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
@@ -189,10 +190,30 @@ def migrate(args: argparse.Namespace) -> int:
                 tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation},
             )
         summary = summarize(result)
+    if summary.interrupted:
+        return interrupted_run(settings, summary.run_id)
     print_summary(summary, args)
     if summary.success:
         return EXIT_OK
     return EXIT_USAGE if summary.validation_failed else EXIT_FAILED
+
+
+def interrupted_run(settings, run_id: str) -> int:
+    """Ctrl-C stopped a step: its log row would stay `running` until the next run; mark it now."""
+    from faceit_etl.target import ddl, runlog
+
+    status = None
+    try:
+        with connect(settings.connection_url(), autocommit=True) as conn:
+            if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
+                status = runlog.fail_interrupted(conn, settings.target_schema, run_id)
+    except DatabaseUnavailable as exc:
+        say(f"the run's migration_logs row could not be marked failed: {exc}; the next run will do it", quiet_too=True)
+    if status == "success":
+        say(f"faceit-etl: interrupted after run {run_id} committed its load; the tables hold it", quiet_too=True)
+    else:
+        say("faceit-etl: interrupted; nothing was written", quiet_too=True)
+    return EXIT_INTERRUPTED
 
 
 def _console():
@@ -416,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("faceit-etl %s", args.command)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
+        say("faceit-etl: interrupted", quiet_too=True)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE

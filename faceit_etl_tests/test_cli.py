@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -259,3 +261,29 @@ def test_database_url_flag_backup_flag_verbose_and_module_entry(workdir, databas
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
     run_folder = next((workdir / "backups").iterdir())
     assert json.loads((run_folder / "manifest.json").read_text())["target"]["tables"]["users"] is None
+
+
+def test_ctrl_c_during_migrate_marks_its_log_row_failed_says_so_and_exits_130(workdir, database_url, db):
+    from faceit_etl.target.load import advisory_lock_key
+
+    db.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])  # holds the load at its start
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    run = subprocess.Popen([CLI, "migrate", str(FLAT_SAMPLE)], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]:
+        assert run.poll() is None and time.monotonic() < deadline, "the load never reached its lock"
+        time.sleep(0.05)
+
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    db.execute("SELECT pg_advisory_unlock_all()")
+
+    assert run.returncode == 130, stdout + stderr
+    assert stdout.splitlines()[-1] == "faceit-etl: interrupted; nothing was written"
+    assert "Dagster" not in stdout + stderr and "Traceback" not in stdout + stderr
+    assert db.execute("SELECT status, error_message FROM migration_logs").fetchall() == [
+        ("failed", "interrupted (Ctrl-C); nothing of its load was committed")
+    ]
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
