@@ -287,3 +287,36 @@ def test_ctrl_c_during_migrate_marks_its_log_row_failed_says_so_and_exits_130(wo
         ("failed", "interrupted (Ctrl-C); nothing of its load was committed")
     ]
     assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+
+
+def _bot_alembic_users_table(workdir, database_url, db, source, users):
+    """The bot's own 32-bit user_id column: the load refuses the file's larger id."""
+    db.execute("CREATE TABLE users (id uuid PRIMARY KEY, user_id integer NOT NULL UNIQUE)")
+
+
+def _a_trigger_that_rewrites_nicknames(workdir, database_url, db, source, users):
+    """Loaded rows differ from the file: the blocking content check fails after the load."""
+    assert faceit_etl(workdir, database_url, "migrate", str(source), "--force").returncode == 0
+    db.execute("CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.faceit_nickname := upper(NEW.faceit_nickname); "
+               "RETURN NEW; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION shout()")
+    users[1]["faceit_nickname"] = "changed"
+    write_json(source, {"users": users})
+
+
+@pytest.mark.parametrize(
+    ("prepare", "failure"),
+    [(_bot_alembic_users_table, "error: postgres_tables: load into"),
+     (_a_trigger_that_rewrites_nicknames, "check postgres_tables.content_matches: FAILED (ERROR)")],
+)
+def test_a_forced_run_that_then_fails_exits_1_not_2(workdir, database_url, db, prepare, failure):
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:3] + [{"user_id": -5}]
+    users[0]["user_id"] = 2**31 + 5
+    source = write_json(workdir / "data.json", {"users": users})
+    prepare(workdir, database_url, db, source, users)
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source), "--force")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 4 entries rejected (force: loading the rest)" in done.stdout
+    assert failure in done.stdout
