@@ -9,11 +9,14 @@ Everything said here also goes to `migration.log`, passwords removed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -184,7 +187,8 @@ def migrate(args: argparse.Namespace) -> int:
     console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
     log.info("migrate %s settings %s", settings.source_path, settings.safe_summary())
     with open_instance() as instance:
-        with RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
+        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
+        with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
             result = dg.execute_job(
                 dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                 tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation},
@@ -214,6 +218,37 @@ def interrupted_run(settings, run_id: str) -> int:
     else:
         say("faceit-etl: interrupted; nothing was written", quiet_too=True)
     return EXIT_INTERRUPTED
+
+
+DAGSTER_CONSOLE_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - ")
+
+
+@contextlib.contextmanager
+def without_dagster_console_lines():
+    """Step processes print their first event with Dagster's default console logger (DEBUG), whatever
+    the run's logger config says: drop Dagster's console lines from this process's stderr, which
+    they inherit, and pass everything else (warnings, tracebacks) through."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not DAGSTER_CONSOLE_LINE.match(line):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe closes once no step process holds it either
+        thread.join(timeout=5)
+        os.close(saved)
 
 
 def _console():

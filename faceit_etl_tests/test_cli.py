@@ -235,10 +235,12 @@ def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, 
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
 
 
-def test_quiet_prints_only_the_outcome(workdir, database_url, db):
-    done = faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE))
+@pytest.mark.parametrize("executor", [[], ["--max-concurrent", "2"]], ids=["one process", "step processes"])
+def test_quiet_prints_only_the_outcome(workdir, database_url, db, executor):
+    done = faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE), *executor)
 
     assert done.returncode == 0
+    assert done.stderr == ""
     assert done.stdout.splitlines()[1:] == [
         "  entries: 25 read, 25 accepted, 0 rejected",
         "  users: 25 inserted, 0 updated, 0 unchanged",
