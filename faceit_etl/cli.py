@@ -28,6 +28,7 @@ from faceit_etl.database import DatabaseUnavailable, connect, describe, project_
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
+TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
@@ -161,6 +162,16 @@ def settings_for(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+def target_label(settings) -> str:
+    return f"{describe(settings.connection_url())}/{settings.target_schema}"
+
+
+def migration_line(m: dict) -> str:
+    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "never started"
+    return (f"migration {m['id']} {m['status']} at {start}: {m['processed_items']} loaded, "
+            f"{m['failed_items']} rejected (run {m['run_id']})")
+
+
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
     log.info(text)
     if quiet_too or not (args and args.quiet):
@@ -191,7 +202,7 @@ def migrate(args: argparse.Namespace) -> int:
         with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
             result = dg.execute_job(
                 dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation},
+                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation, TARGET_TAG: target_label(settings)},
             )
         summary = summarize(result)
     if summary.interrupted:
@@ -302,6 +313,8 @@ def validate(args: argparse.Namespace) -> int:
     from faceit_etl.validation import validate_entries
 
     settings, _ = settings_for(args)
+    if args.report and not args.report.parent.is_dir():
+        raise UsageError(f"--report {args.report}: the folder {args.report.parent} does not exist")
     try:
         source = read_source(args.json_file)
     except SourceError as exc:
@@ -314,20 +327,27 @@ def validate(args: argparse.Namespace) -> int:
         try:
             with connect(url) as conn:
                 schema = settings.target_schema
+                last = state.latest_migrations(conn, schema, 1)
                 target = {
-                    "database": describe(url),
-                    "tables (rows)": state.table_rows(conn, schema),
+                    "database": f"{describe(url)} (schema {schema})",
+                    "tables": ", ".join(
+                        f"{name} {'absent' if rows is None else f'{rows} rows'}"
+                        for name, rows in state.table_rows(conn, schema).items()
+                    ),
                     "users of this file already in the table": state.users_already_present(
                         conn, schema, [int(i) for i in mapped.users["user_id"]]
                     ),
-                    "last migration": (state.latest_migrations(conn, schema, 1) or [None])[0],
+                    "last migration": migration_line(last[0]) if last else "none",
                 }
         except DatabaseUnavailable as exc:
             target = {"database": str(exc)}
     report = validation_report(str(args.json_file), source.layout, outcome, mapped, target)
     if args.report:
-        with private_writer(args.report) as handle:
-            handle.write(report.encode())
+        try:
+            with private_writer(args.report) as handle:
+                handle.write(report.encode())
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: cannot write it: {exc.strerror}") from None
         say(f"report written to {args.report}", args=args)
     elif not args.quiet:
         print(report)
@@ -343,8 +363,6 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from faceit_etl.target import state
 
     settings, _ = settings_for(args)
@@ -358,7 +376,7 @@ def status(args: argparse.Namespace) -> int:
     except DatabaseUnavailable as exc:
         report |= {"reachable": False, "error": str(exc)}
     with open_instance() as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"), limit=5)
+        runs = target_runs(instance, settings, [m["run_id"] for m in report.get("migrations", [])])
         report["dagster_runs"] = [
             {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get("faceit_etl/started_by", "dagster")}
             for r in runs
@@ -371,30 +389,50 @@ def status(args: argparse.Namespace) -> int:
         for name, rows in report.get("tables", {}).items():
             print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
         for m in report.get("migrations", []):
-            print(f"  migration {m['id']} {m['status']} at {m['start_time']}: "
-                  f"{m['processed_items']} loaded, {m['failed_items']} rejected (run {m['run_id']})")
+            print(f"  {migration_line(m)}")
         for r in report["dagster_runs"]:
             print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
+
+
+def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
+    """The Dagster runs of migrate_job that concern this database and schema: those the CLI tagged
+    with it, and those its migration_logs names (runs started from the UI or the daemon)."""
+    import dagster as dg
+
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
+    )
+    if logged_run_ids:
+        records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
+    unique = {r.dagster_run.run_id: r for r in records}.values()
+    return [r.dagster_run for r in sorted(unique, key=lambda r: r.create_timestamp, reverse=True)[:limit]]
 
 
 # ---------------------------------------------------------------- rollback
 
 
 def rollback(args: argparse.Namespace) -> int:
+    from faceit_etl.backup import BackupError
     from faceit_etl.definitions import defs
+    from faceit_etl.rollback import RollbackError
 
     settings, overrides = settings_for(args)
-    target = args.backup_path or args.migration_id or "the latest successful migration"
+    backup_path = args.backup_path
     if not args.confirm:
         if not sys.stdin.isatty():
             say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
             return EXIT_USAGE
-        answer = input(f"Restore users and user_subscriptions to the snapshot before {target}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        try:
+            backup_path, question = rollback_question(settings, args)
+        except (RollbackError, BackupError, DatabaseUnavailable) as exc:
+            say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
+            return EXIT_FAILED
+        if input(question).strip().lower() not in ("y", "yes"):
             say("rollback cancelled; nothing changed", quiet_too=True)
             return EXIT_USAGE
-    op_config = {k: str(v) for k, v in (("backup_path", args.backup_path), ("migration_id", args.migration_id)) if v}
+    # After a yes, exactly the snapshot that was named: not whatever is latest by then.
+    op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", args.migration_id)) if v}
     with open_instance() as instance:
         result = defs.resolve_job_def("rollback_job").execute_in_process(
             run_config={
@@ -421,6 +459,28 @@ def rollback(args: argparse.Namespace) -> int:
     for error in step_errors(result):
         say(f"rollback failed, nothing changed: {error}", quiet_too=True)
     return EXIT_FAILED
+
+
+def rollback_question(settings, args) -> tuple[Path, str]:
+    """The snapshot a rollback would restore, and the question that names it and its migration."""
+    from faceit_etl.backup import read_manifest
+    from faceit_etl.rollback import find_backup
+    from faceit_etl.target import state
+
+    with connect(settings.connection_url()) as conn:
+        folder = find_backup(conn, settings.target_schema, settings.backup_dir,
+                             backup_path=args.backup_path, migration_id=args.migration_id)
+        manifest = read_manifest(folder)
+        run_id = manifest.get("run_id", "?")
+        recent = state.latest_migrations(conn, settings.target_schema, limit=100)
+        logged = [m for m in recent if m["run_id"] == run_id]
+    which = migration_line(logged[0]) if logged else f"run {run_id}"
+    question = (
+        f"Restore users and user_subscriptions in {target_label(settings)}\n"
+        f"  to the snapshot {folder} (taken {manifest.get('taken_at', '?')}),\n"
+        f"  undoing {which}? [y/N] "
+    )
+    return folder, question
 
 
 # ---------------------------------------------------------------- backup
