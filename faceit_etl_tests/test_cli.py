@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pty
@@ -371,12 +372,15 @@ def test_every_verb_uses_the_environments_schema_flags_and_config_over_it_and_st
          "faceit-etl migrate: error: argument --batch-size: expected a whole number of at least 1, got '0'"),
         (["validate", "{sample}", "--report", "{folder}/absent/report.md"],
          "faceit-etl: --report {folder}/absent/report.md: the folder {folder}/absent does not exist"),
+        (["validate", "{gzip}"], "faceit-etl: {gzip}: gzip-compressed, not the bot's JSON text; decompress it first"),
     ],
-    ids=["folder", "fifo", "batch size 0", "report folder"],
+    ids=["folder", "fifo", "batch size 0", "report folder", "gzip"],
 )
 def test_wrong_arguments_are_named_plainly_and_exit_2(workdir, database_url, db, args, message):
     os.mkfifo(workdir / "pipe")
-    names = {"folder": str(workdir), "fifo": str(workdir / "pipe"), "sample": str(FLAT_SAMPLE)}
+    (workdir / "data.json.gz").write_bytes(gzip.compress(FLAT_SAMPLE.read_bytes()))
+    names = {"folder": str(workdir), "fifo": str(workdir / "pipe"), "sample": str(FLAT_SAMPLE),
+             "gzip": str(workdir / "data.json.gz")}
 
     done = faceit_etl(workdir, database_url, *[a.format(**names) for a in args])
 
