@@ -11,11 +11,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from faceit_etl.definitions import ASSETS, defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from pydantic import ValidationError
 
+from faceit_etl.defs.resources import ENVIRONMENT as VARIABLES
 from faceit_etl.defs.resources import MigrationSettings, describe_invalid
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
@@ -227,3 +231,41 @@ def test_a_dry_run_from_the_environment_writes_nothing(entry, tmp_path, database
 
     assert code == 0, output
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 's')").fetchone()[0] == 0
+
+
+CHOICES = {
+    "source_path": ("a.json", "b.json"),
+    "batch_size": (3, 9),
+    "max_concurrent": (2, 4),
+    "backup_dir": ("x", "y"),
+    "backup_tables": (False, True),
+    "force": (True, False),
+    "truncate": (True, False),
+    "dry_run": (True, False),
+    "source_timezone": ("Asia/Kathmandu", "Europe/Moscow"),
+    "target_schema": ("s", "t"),
+}
+
+
+@given(
+    in_run_config=st.sets(st.sampled_from(sorted(CHOICES))),
+    in_environment=st.sets(st.sampled_from(sorted(CHOICES))),
+)
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_run_config_beats_the_environment_which_beats_the_default_for_every_setting(in_run_config, in_environment):
+    """Each setting: the run config's value when given, else the environment's, else the default."""
+    environment = {VARIABLES[name][0]: str(CHOICES[name][1]) for name in in_environment}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CHOICES:
+            patch.delenv(VARIABLES[name][0], raising=False)
+        for variable, value in environment.items():
+            patch.setenv(variable, value)
+        resolved = MigrationSettings(**{name: CHOICES[name][0] for name in in_run_config})
+
+    for name, (run_config_value, environment_value) in CHOICES.items():
+        expected = (
+            run_config_value if name in in_run_config
+            else environment_value if name in in_environment
+            else VARIABLES[name][1]
+        )
+        assert getattr(resolved, name) == expected, name
