@@ -1,18 +1,22 @@
 """`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
-1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation.
+1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation,
+130 interrupted (Ctrl-C).
 Everything said here also goes to `migration.log`, passwords removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -21,15 +25,26 @@ import yaml
 
 from faceit_etl.database import DatabaseUnavailable, connect, describe, project_home, redact
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
+TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
 
 class UsageError(Exception):
     """Wrong arguments or an unusable file: exit 2."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
     migrate.add_argument("json_file", type=Path)
-    migrate.add_argument("--batch-size", type=int, help="rows per COPY chunk (default 10000)")
-    migrate.add_argument("--max-concurrent", type=int, help="steps run at once (default 1: one process)")
+    migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
+    migrate.add_argument("--max-concurrent", type=positive_int, help="steps run at once (default 1: one process)")
     migrate.add_argument("--dry-run", action="store_true", default=None, help="load and verify, then roll back")
     migrate.add_argument("--no-backup", dest="backup_tables", action="store_false", default=None,
                          help="skip the snapshot of the tables (the run cannot be rolled back)")
@@ -52,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--truncate", action="store_true", default=None, help="replace the tables' content")
     migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
-    migrate.add_argument("--target-schema", help="schema of the bot's tables (default public)")
 
     validate = commands.add_parser("validate", help="check a data file without loading it")
     validate.add_argument("json_file", type=Path)
@@ -71,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
     backup.add_argument("json_file", type=Path)
     backup.add_argument("--output-dir", type=Path, help="where to put the backup folder (default: backup_dir)")
+    for command in commands.choices.values():
+        command.add_argument("--target-schema", help="schema of the bot's tables (default: MIGRATION_TARGET_SCHEMA, else public)")
     return parser
 
 
@@ -116,8 +132,12 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     if url:
         os.environ["DATABASE_URL"] = url
     if getattr(args, "json_file", None):
-        if not args.json_file.is_file():
+        if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
+        if args.json_file.is_dir():
+            raise UsageError(f"{args.json_file}: is a folder, not the bot's data file")
+        if not args.json_file.is_file():
+            raise UsageError(f"{args.json_file}: not a regular file (a named pipe or device); give the data file itself")
         config["source_path"] = str(args.json_file.resolve())
     for name in (*SETTING_FLAGS, "backup_tables"):
         value = getattr(args, name, None)
@@ -127,14 +147,29 @@ def settings_overrides(args: argparse.Namespace) -> dict:
 
 
 def settings_for(args: argparse.Namespace):
-    from faceit_etl.defs.resources import MigrationSettings
+    """The settings this command uses, and the run config that makes a run use the same: flags over
+    --config in run config; the run fills the rest from the environment by the same rule as here."""
+    from pydantic import ValidationError
+
+    from faceit_etl.defs.resources import MigrationSettings, describe_invalid
 
     overrides = settings_overrides(args)
-    base = MigrationSettings.from_environment().model_dump(exclude={"database_url"})
     try:
-        return MigrationSettings(**(base | overrides)).checked(), overrides
+        return MigrationSettings(**overrides).checked(), overrides
+    except ValidationError as exc:
+        raise UsageError(describe_invalid(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def target_label(settings) -> str:
+    return f"{describe(settings.connection_url())}/{settings.target_schema}"
+
+
+def migration_line(m: dict) -> str:
+    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "never started"
+    return (f"migration {m['id']} {m['status']} at {start}: {m['processed_items']} loaded, "
+            f"{m['failed_items']} rejected (run {m['run_id']})")
 
 
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
@@ -163,16 +198,68 @@ def migrate(args: argparse.Namespace) -> int:
     console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
     log.info("migrate %s settings %s", settings.source_path, settings.safe_summary())
     with open_instance() as instance:
-        with RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
+        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
+        with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
             result = dg.execute_job(
                 dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation},
+                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation, TARGET_TAG: target_label(settings)},
             )
         summary = summarize(result)
+    if summary.interrupted:
+        return interrupted_run(settings, summary.run_id)
     print_summary(summary, args)
     if summary.success:
         return EXIT_OK
     return EXIT_USAGE if summary.validation_failed else EXIT_FAILED
+
+
+def interrupted_run(settings, run_id: str) -> int:
+    """Ctrl-C stopped a step: its log row would stay `running` until the next run; mark it now."""
+    from faceit_etl.target import ddl, runlog
+
+    status = None
+    try:
+        with connect(settings.connection_url(), autocommit=True) as conn:
+            if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
+                status = runlog.fail_interrupted(conn, settings.target_schema, run_id)
+    except DatabaseUnavailable as exc:
+        say(f"the run's migration_logs row could not be marked failed: {exc}; the next run will do it", quiet_too=True)
+    if status == "success":
+        say(f"faceit-etl: interrupted after run {run_id} committed its load; the tables hold it", quiet_too=True)
+    else:
+        say("faceit-etl: interrupted; nothing was written", quiet_too=True)
+    return EXIT_INTERRUPTED
+
+
+DAGSTER_CONSOLE_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - ")
+
+
+@contextlib.contextmanager
+def without_dagster_console_lines():
+    """Step processes print their first event with Dagster's default console logger (DEBUG), whatever
+    the run's logger config says: drop Dagster's console lines from this process's stderr, which
+    they inherit, and pass everything else (warnings, tracebacks) through."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not DAGSTER_CONSOLE_LINE.match(line):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe closes once no step process holds it either
+        thread.join(timeout=5)
+        os.close(saved)
 
 
 def _console():
@@ -226,6 +313,8 @@ def validate(args: argparse.Namespace) -> int:
     from faceit_etl.validation import validate_entries
 
     settings, _ = settings_for(args)
+    if args.report and not args.report.parent.is_dir():
+        raise UsageError(f"--report {args.report}: the folder {args.report.parent} does not exist")
     try:
         source = read_source(args.json_file)
     except SourceError as exc:
@@ -238,20 +327,27 @@ def validate(args: argparse.Namespace) -> int:
         try:
             with connect(url) as conn:
                 schema = settings.target_schema
+                last = state.latest_migrations(conn, schema, 1)
                 target = {
-                    "database": describe(url),
-                    "tables (rows)": state.table_rows(conn, schema),
+                    "database": f"{describe(url)} (schema {schema})",
+                    "tables": ", ".join(
+                        f"{name} {'absent' if rows is None else f'{rows} rows'}"
+                        for name, rows in state.table_rows(conn, schema).items()
+                    ),
                     "users of this file already in the table": state.users_already_present(
                         conn, schema, [int(i) for i in mapped.users["user_id"]]
                     ),
-                    "last migration": (state.latest_migrations(conn, schema, 1) or [None])[0],
+                    "last migration": migration_line(last[0]) if last else "none",
                 }
         except DatabaseUnavailable as exc:
             target = {"database": str(exc)}
     report = validation_report(str(args.json_file), source.layout, outcome, mapped, target)
     if args.report:
-        with private_writer(args.report) as handle:
-            handle.write(report.encode())
+        try:
+            with private_writer(args.report) as handle:
+                handle.write(report.encode())
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: cannot write it: {exc.strerror}") from None
         say(f"report written to {args.report}", args=args)
     elif not args.quiet:
         print(report)
@@ -267,8 +363,6 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from faceit_etl.target import state
 
     settings, _ = settings_for(args)
@@ -282,7 +376,7 @@ def status(args: argparse.Namespace) -> int:
     except DatabaseUnavailable as exc:
         report |= {"reachable": False, "error": str(exc)}
     with open_instance() as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="migrate_job"), limit=5)
+        runs = target_runs(instance, settings, [m["run_id"] for m in report.get("migrations", [])])
         report["dagster_runs"] = [
             {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get("faceit_etl/started_by", "dagster")}
             for r in runs
@@ -295,30 +389,50 @@ def status(args: argparse.Namespace) -> int:
         for name, rows in report.get("tables", {}).items():
             print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
         for m in report.get("migrations", []):
-            print(f"  migration {m['id']} {m['status']} at {m['start_time']}: "
-                  f"{m['processed_items']} loaded, {m['failed_items']} rejected (run {m['run_id']})")
+            print(f"  {migration_line(m)}")
         for r in report["dagster_runs"]:
             print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
+
+
+def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
+    """The Dagster runs of migrate_job that concern this database and schema: those the CLI tagged
+    with it, and those its migration_logs names (runs started from the UI or the daemon)."""
+    import dagster as dg
+
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
+    )
+    if logged_run_ids:
+        records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
+    unique = {r.dagster_run.run_id: r for r in records}.values()
+    return [r.dagster_run for r in sorted(unique, key=lambda r: r.create_timestamp, reverse=True)[:limit]]
 
 
 # ---------------------------------------------------------------- rollback
 
 
 def rollback(args: argparse.Namespace) -> int:
+    from faceit_etl.backup import BackupError
     from faceit_etl.definitions import defs
+    from faceit_etl.rollback import RollbackError
 
     settings, overrides = settings_for(args)
-    target = args.backup_path or args.migration_id or "the latest successful migration"
+    backup_path = args.backup_path
     if not args.confirm:
         if not sys.stdin.isatty():
             say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
             return EXIT_USAGE
-        answer = input(f"Restore users and user_subscriptions to the snapshot before {target}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        try:
+            backup_path, question = rollback_question(settings, args)
+        except (RollbackError, BackupError, DatabaseUnavailable) as exc:
+            say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
+            return EXIT_FAILED
+        if input(question).strip().lower() not in ("y", "yes"):
             say("rollback cancelled; nothing changed", quiet_too=True)
             return EXIT_USAGE
-    op_config = {k: str(v) for k, v in (("backup_path", args.backup_path), ("migration_id", args.migration_id)) if v}
+    # After a yes, exactly the snapshot that was named: not whatever is latest by then.
+    op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", args.migration_id)) if v}
     with open_instance() as instance:
         result = defs.resolve_job_def("rollback_job").execute_in_process(
             run_config={
@@ -345,6 +459,28 @@ def rollback(args: argparse.Namespace) -> int:
     for error in step_errors(result):
         say(f"rollback failed, nothing changed: {error}", quiet_too=True)
     return EXIT_FAILED
+
+
+def rollback_question(settings, args) -> tuple[Path, str]:
+    """The snapshot a rollback would restore, and the question that names it and its migration."""
+    from faceit_etl.backup import read_manifest
+    from faceit_etl.rollback import find_backup
+    from faceit_etl.target import state
+
+    with connect(settings.connection_url()) as conn:
+        folder = find_backup(conn, settings.target_schema, settings.backup_dir,
+                             backup_path=args.backup_path, migration_id=args.migration_id)
+        manifest = read_manifest(folder)
+        run_id = manifest.get("run_id", "?")
+        recent = state.latest_migrations(conn, settings.target_schema, limit=100)
+        logged = [m for m in recent if m["run_id"] == run_id]
+    which = migration_line(logged[0]) if logged else f"run {run_id}"
+    question = (
+        f"Restore users and user_subscriptions in {target_label(settings)}\n"
+        f"  to the snapshot {folder} (taken {manifest.get('taken_at', '?')}),\n"
+        f"  undoing {which}? [y/N] "
+    )
+    return folder, question
 
 
 # ---------------------------------------------------------------- backup
@@ -396,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("faceit-etl %s", args.command)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
+        say("faceit-etl: interrupted", quiet_too=True)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE

@@ -1,14 +1,12 @@
 """Wiring only: the code location's assets, checks, jobs and resources."""
 
-import os
-
 import dagster as dg
 
 from faceit_etl.defs.assets import mapped_frames, postgres_tables, raw_json, source_backup, validated_frame
 from faceit_etl.defs.automation import build_schedule, build_sensor
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.defs.io import RunScopedPickleIOManager
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, environment_or_default
 from faceit_etl.defs.rollback import rollback_job
 
 ASSETS = [source_backup, raw_json, validated_frame, mapped_frames, postgres_tables]
@@ -27,7 +25,7 @@ migrate_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="Back up, read, validate, map and load the bot's file into PostgreSQL, then verify it.",
     executor_def=dg.multi_or_in_process_executor,
-    config={"execution": execution_config(int(os.environ.get("MIGRATION_MAX_CONCURRENT", "1")))},
+    config={"execution": execution_config(environment_or_default("max_concurrent"))},
 )
 
 
@@ -42,6 +40,7 @@ defs = dg.Definitions(
     jobs=[migrate_job, rollback_job],
     schedules=[build_schedule(migrate_job)],
     sensors=[build_sensor(migrate_job)],
-    resources={"migration_settings": MigrationSettings.from_environment(), "io_manager": RunScopedPickleIOManager()},
+    # Nothing set here: each run fills every setting it is not given from the environment of its own process.
+    resources={"migration_settings": MigrationSettings(), "io_manager": RunScopedPickleIOManager()},
     executor=dg.in_process_executor,  # "Materialize all" in the UI: one process, as migrate_job by default
 )

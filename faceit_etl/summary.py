@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 LOAD_COUNTS = ("inserted", "updated", "unchanged")
+INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
 
@@ -33,6 +34,7 @@ class RunSummary:
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     checks: list[CheckOutcome] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False  # a step was stopped by Ctrl-C
 
     @property
     def failed_checks(self) -> list[CheckOutcome]:
@@ -76,6 +78,9 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
             )
         )
     summary.errors = step_errors(result)
+    summary.interrupted = any(
+        event.step_failure_data.error.cls_name == INTERRUPTED for event in result.get_step_failure_events()
+    )
     return summary
 
 
@@ -94,4 +99,6 @@ def _root_message(error) -> str:
         error = error.cause
     if error is None:
         return "unknown error"
+    if error.cls_name == INTERRUPTED:
+        return "interrupted"
     return _EXCEPTION_NAME.sub("", (error.message or "").strip(), count=1)  # "pkg.SourceError: x" → "x"

@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from faceit_etl.definitions import defs, migrate_job
+from faceit_etl.definitions import defs, get_migrate_job, migrate_job
 from faceit_etl.defs.automation import build_schedule
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
@@ -25,19 +25,47 @@ def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path):
 
     first, cursor = evaluate(sensor, settings)
     assert isinstance(first, dg.RunRequest)
-    assert first.run_key == json.loads(cursor)["sha256"]
+    assert first.tags["faceit_etl/source_sha256"] == json.loads(cursor)["sha256"]
 
     untouched, cursor = evaluate(sensor, settings, cursor)
     assert isinstance(untouched, dg.SkipReason) and "not been touched" in untouched.skip_message
 
     os.utime(source, ns=(1, 1))  # rewritten by the bot with the same content
     same, cursor = evaluate(sensor, settings, cursor)
-    assert isinstance(same, dg.SkipReason) and "same content" in same.skip_message
+    assert isinstance(same, dg.SkipReason) and "content last requested" in same.skip_message
 
     write_json(source, {"users": [{"user_id": 1}, {"user_id": 2}]})
     changed, cursor = evaluate(sensor, settings, cursor)
     assert isinstance(changed, dg.RunRequest) and changed.run_key != first.run_key
-    assert changed.tags["faceit_etl/source_sha256"] == changed.run_key
+    assert changed.tags["faceit_etl/source_sha256"] != first.tags["faceit_etl/source_sha256"]
+
+
+def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_too(tmp_path, monkeypatch, database_url, db):
+    """A → B → A: each change is a run the daemon would launch (a run key never used before), and
+    the database ends holding A again."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    source = tmp_path / "data.json"
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    sensor = defs.get_sensor_def("source_file_changed")
+    cursor, nicknames = None, []
+    with dg.instance_for_test() as instance:
+        for step, nickname in enumerate(["first", "second", "first"]):
+            write_json(source, {"users": [{"user_id": 7, "faceit_nickname": nickname}]})
+            os.utime(source, ns=(10**18 + step, 10**18 + step))  # distinct writes, whatever the clock's resolution
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"migration_settings": MigrationSettings()})
+            request = sensor(context)
+            cursor = context.cursor
+            assert isinstance(request, dg.RunRequest), f"change {step + 1} ({nickname}) requested no run: {request}"
+            used = {r.tags.get("dagster/run_key") for r in instance.get_runs()}
+            assert request.run_key not in used, f"change {step + 1}: run key already used, the daemon would skip it"
+            with dg.execute_job(
+                dg.reconstructable(get_migrate_job), instance=instance, run_config=request.run_config,
+                tags={**request.tags, "dagster/run_key": request.run_key},
+            ) as result:
+                assert result.success
+            nicknames.append(db.execute("SELECT faceit_nickname FROM users WHERE user_id = 7").fetchone()[0])
+    assert nicknames == ["first", "second", "first"]
 
 
 def test_the_sensor_skips_a_missing_file(tmp_path):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import pty
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -25,8 +29,9 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def faceit_etl(workdir: Path, database_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+def faceit_etl(workdir: Path, database_url: str, *args: str, stdin: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups"), **(env or {})}
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(
         [CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
@@ -164,7 +169,7 @@ def test_validate_writes_a_private_report_with_every_reject(workdir, database_ur
     assert "- entries read: 26" in text and "- rejected: 2" in text
     assert f"| 2 | {users[2]['user_id']} | tier | unknown tier 'gold', expected one of free, premium, pro |" in text
     assert "| 25 |  | user_id | expected a whole number, got 'abc' |" in text
-    assert "| FREE |" in text and "## Target database" in text and "'users': None" in text
+    assert "| FREE |" in text and "## Target database" in text and "- tables: users absent, user_subscriptions absent" in text
     assert oct(report.stat().st_mode & 0o777) == "0o600"
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None  # validate writes nothing
 
@@ -233,10 +238,12 @@ def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, 
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
 
 
-def test_quiet_prints_only_the_outcome(workdir, database_url, db):
-    done = faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE))
+@pytest.mark.parametrize("executor", [[], ["--max-concurrent", "2"]], ids=["one process", "step processes"])
+def test_quiet_prints_only_the_outcome(workdir, database_url, db, executor):
+    done = faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE), *executor)
 
     assert done.returncode == 0
+    assert done.stderr == ""
     assert done.stdout.splitlines()[1:] == [
         "  entries: 25 read, 25 accepted, 0 rejected",
         "  users: 25 inserted, 0 updated, 0 unchanged",
@@ -259,3 +266,145 @@ def test_database_url_flag_backup_flag_verbose_and_module_entry(workdir, databas
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
     run_folder = next((workdir / "backups").iterdir())
     assert json.loads((run_folder / "manifest.json").read_text())["target"]["tables"]["users"] is None
+
+
+def test_ctrl_c_during_migrate_marks_its_log_row_failed_says_so_and_exits_130(workdir, database_url, db):
+    from faceit_etl.target.load import advisory_lock_key
+
+    db.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])  # holds the load at its start
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    run = subprocess.Popen([CLI, "migrate", str(FLAT_SAMPLE)], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]:
+        assert run.poll() is None and time.monotonic() < deadline, "the load never reached its lock"
+        time.sleep(0.05)
+
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    db.execute("SELECT pg_advisory_unlock_all()")
+
+    assert run.returncode == 130, stdout + stderr
+    assert stdout.splitlines()[-1] == "faceit-etl: interrupted; nothing was written"
+    assert "Dagster" not in stdout + stderr and "Traceback" not in stdout + stderr
+    assert db.execute("SELECT status, error_message FROM migration_logs").fetchall() == [
+        ("failed", "interrupted (Ctrl-C); nothing of its load was committed")
+    ]
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+
+
+def _bot_alembic_users_table(workdir, database_url, db, source, users):
+    """The bot's own 32-bit user_id column: the load refuses the file's larger id."""
+    db.execute("CREATE TABLE users (id uuid PRIMARY KEY, user_id integer NOT NULL UNIQUE)")
+
+
+def _a_trigger_that_rewrites_nicknames(workdir, database_url, db, source, users):
+    """Loaded rows differ from the file: the blocking content check fails after the load."""
+    assert faceit_etl(workdir, database_url, "migrate", str(source), "--force").returncode == 0
+    db.execute("CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.faceit_nickname := upper(NEW.faceit_nickname); "
+               "RETURN NEW; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION shout()")
+    users[1]["faceit_nickname"] = "changed"
+    write_json(source, {"users": users})
+
+
+@pytest.mark.parametrize(
+    ("prepare", "failure"),
+    [(_bot_alembic_users_table, "error: postgres_tables: load into"),
+     (_a_trigger_that_rewrites_nicknames, "check postgres_tables.content_matches: FAILED (ERROR)")],
+)
+def test_a_forced_run_that_then_fails_exits_1_not_2(workdir, database_url, db, prepare, failure):
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:3] + [{"user_id": -5}]
+    users[0]["user_id"] = 2**31 + 5
+    source = write_json(workdir / "data.json", {"users": users})
+    prepare(workdir, database_url, db, source, users)
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source), "--force")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 4 entries rejected (force: loading the rest)" in done.stdout
+    assert failure in done.stdout
+
+
+def test_every_verb_uses_the_environments_schema_flags_and_config_over_it_and_status_keeps_to_its_target(
+    workdir, database_url, db
+):
+    for schema in ("s", "t", "u"):
+        db.execute(f"CREATE SCHEMA {schema}")
+    config = workdir / "settings.yaml"
+    config.write_text("target_schema: t\n")
+    env = {"MIGRATION_TARGET_SCHEMA": "s"}
+
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE), env=env).returncode == 0
+    assert faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(NESTED_SAMPLE), env=env).returncode == 0
+    assert faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(NESTED_SAMPLE),
+                      "--target-schema", "u", env=env).returncode == 0
+    loaded = {schema: db.execute(f"SELECT metadata->>'run_id' FROM {schema}.migration_logs").fetchone()[0]
+              for schema in ("s", "t", "u")}
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+    status = json.loads(faceit_etl(workdir, database_url, "status", "--json", env=env).stdout)
+    assert (status["schema"], status["tables"]["users"]) == ("s", 25)
+    assert [r["run_id"] for r in status["dagster_runs"]] == [loaded["s"]]
+    other = json.loads(faceit_etl(workdir, database_url, "status", "--json", "--target-schema", "t", env=env).stdout)
+    assert [r["run_id"] for r in other["dagster_runs"]] == [loaded["t"]]
+
+    judged = faceit_etl(workdir, database_url, "validate", str(FLAT_SAMPLE), "--database", env=env)
+    assert judged.returncode == 0, judged.stdout
+    assert "- users of this file already in the table: 25" in judged.stdout
+    assert "- last migration: migration " in judged.stdout and "success at 20" in judged.stdout
+    assert f"(run {loaded['s']})" in judged.stdout
+    assert "datetime" not in judged.stdout
+
+    rolled = faceit_etl(workdir, database_url, "rollback", "--confirm", env=env)
+    assert rolled.returncode == 0, rolled.stdout
+    assert db.execute("SELECT to_regclass('s.users'), to_regclass('t.users') IS NOT NULL").fetchone() == (None, True)
+    assert db.execute("SELECT count(*) FROM u.users").fetchone()[0] == 25
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["migrate", "{folder}"], "faceit-etl: {folder}: is a folder, not the bot's data file"),
+        (["validate", "{fifo}"], "faceit-etl: {fifo}: not a regular file (a named pipe or device); give the data file itself"),
+        (["migrate", "{sample}", "--batch-size", "0"],
+         "faceit-etl migrate: error: argument --batch-size: expected a whole number of at least 1, got '0'"),
+        (["validate", "{sample}", "--report", "{folder}/absent/report.md"],
+         "faceit-etl: --report {folder}/absent/report.md: the folder {folder}/absent does not exist"),
+        (["validate", "{gzip}"], "faceit-etl: {gzip}: gzip-compressed, not the bot's JSON text; decompress it first"),
+    ],
+    ids=["folder", "fifo", "batch size 0", "report folder", "gzip"],
+)
+def test_wrong_arguments_are_named_plainly_and_exit_2(workdir, database_url, db, args, message):
+    os.mkfifo(workdir / "pipe")
+    (workdir / "data.json.gz").write_bytes(gzip.compress(FLAT_SAMPLE.read_bytes()))
+    names = {"folder": str(workdir), "fifo": str(workdir / "pipe"), "sample": str(FLAT_SAMPLE),
+             "gzip": str(workdir / "data.json.gz")}
+
+    done = faceit_etl(workdir, database_url, *[a.format(**names) for a in args])
+
+    assert done.returncode == 2
+    assert message.format(**names) in (done.stdout + done.stderr).splitlines()
+    assert not any(word in done.stdout + done.stderr for word in ("pydantic", "http", ".tmp", "Traceback"))
+    assert list(workdir.glob("**/*.tmp")) == []
+
+
+def test_the_rollback_prompt_names_the_snapshot_and_the_migration_it_undoes(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    log_id, run_id = db.execute("SELECT id::text, metadata->>'run_id' FROM migration_logs").fetchone()
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    os.write(controller, b"n\n")
+
+    done = subprocess.run([CLI, "rollback"], cwd=workdir, env=env, stdin=terminal, capture_output=True, text=True,
+                          timeout=300)
+
+    os.close(controller), os.close(terminal)
+    assert done.returncode == 2, done.stdout + done.stderr
+    folder = workdir / "backups" / run_id
+    assert f"  to the snapshot {folder} (taken 20" in done.stdout
+    assert f"  undoing migration {log_id} success at 20" in done.stdout
+    assert "rollback cancelled; nothing changed" in done.stdout
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]

@@ -1,14 +1,27 @@
-"""migration_settings: defaults from the environment, run config over them, no secret shown."""
+"""migration_settings: flag > --config > run config > environment > default, through every entry point."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC
+from pathlib import Path
+
 import dagster as dg
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from faceit_etl.definitions import ASSETS
+from faceit_etl.definitions import ASSETS, defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
-from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl_tests.conftest import NESTED_SAMPLE
+from pydantic import ValidationError
+
+from faceit_etl.defs.resources import ENVIRONMENT as VARIABLES
+from faceit_etl.defs.resources import MigrationSettings, describe_invalid
+from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
 ENVIRONMENT = {
     "DATA_FILE_PATH": "/data/bot.json",
@@ -28,7 +41,7 @@ def test_defaults_come_from_the_seeds_environment_names(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2@db:5432/faceit")
 
-    settings = MigrationSettings.from_environment()
+    settings = MigrationSettings()
 
     assert (settings.source_path, settings.batch_size, settings.max_concurrent) == ("/data/bot.json", 500, 3)
     assert (settings.backup_dir, settings.force, settings.truncate, settings.dry_run) == (
@@ -44,7 +57,7 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("DATA_FILE_PATH", str(tmp_path / "absent.json"))
     monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
-    settings = MigrationSettings.from_environment()
+    settings = MigrationSettings()
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
@@ -68,3 +81,191 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
 def test_unusable_settings_are_refused_naming_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):
         MigrationSettings(**{field: value}).checked()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MIGRATION_FORCE", "maybe", "MIGRATION_FORCE='maybe': expected true or false"),
+        ("MIGRATION_DRY_RUN", "2", "MIGRATION_DRY_RUN='2': expected true or false"),
+        ("MIGRATION_BATCH_SIZE", "10k", "MIGRATION_BATCH_SIZE='10k': expected a whole number"),
+        ("MIGRATION_BATCH_SIZE", "0", "batch_size 0: input should be greater than 0"),
+    ],
+)
+def test_an_environment_value_that_means_nothing_is_refused_never_read_as_a_default(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as refused:
+        MigrationSettings()
+    assert describe_invalid(refused.value) == message
+
+
+# ------------------------------------------------- one precedence rule through every entry point
+
+KATHMANDU_CREATED_AT = "2025-08-21T16:58:37+00:00"  # the sample's 22:43:37 at +05:45
+UTC_CREATED_AT = "2025-08-21T22:43:37+00:00"
+
+
+def bot_file_with_one_reject(folder: Path) -> Path:
+    users = json.loads(NESTED_SAMPLE.read_text())["users"] + [{"user_id": -5}]
+    return write_json(folder / "data.json", {"users": users})
+
+
+def settings_environment(tmp_path: Path, database_url: str, source: Path, **extra: str) -> dict[str, str]:
+    """Every setting away from its default, in the environment only."""
+    return {
+        "DATABASE_URL": database_url,
+        "DATA_FILE_PATH": str(source),
+        "MIGRATION_BATCH_SIZE": "7",
+        "MIGRATION_MAX_CONCURRENT": "2",
+        "MIGRATION_BACKUP_DIR": str(tmp_path / "env-backups"),
+        "MIGRATION_BACKUP_TABLES": "false",
+        "MIGRATION_FORCE": "true",
+        "MIGRATION_TRUNCATE": "true",
+        "MIGRATION_DRY_RUN": "false",
+        "MIGRATION_SOURCE_TIMEZONE": "Asia/Kathmandu",
+        "MIGRATION_TARGET_SCHEMA": "s",
+        **extra,
+    }
+
+
+def run_cli(tmp_path, env, source):
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "faceit-etl"), "migrate", str(source)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_dagster_job_execute(tmp_path, env, source):
+    config = tmp_path / "run_config.yaml"
+    config.write_text(f"resources:\n  migration_settings:\n    config:\n      source_path: {source}\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "faceit_etl.definitions",
+         "-j", "migrate_job", "-c", str(config)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_in_process(tmp_path, env, source, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("migrate_job").execute_in_process(
+            run_config={"resources": {"migration_settings": {"config": {"source_path": str(source)}}}},
+            instance=instance, raise_on_error=False,
+        )
+    return (0 if result.success else 1), ""
+
+
+def run_as_scheduled(tmp_path, env, source, monkeypatch):
+    """What the daemon launches for a schedule tick: the request's run config and tags, the job's resources."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    schedule = defs.get_schedule_def("migrate_schedule")
+    with dg.instance_for_test() as instance:
+        request = schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests[0]
+        with dg.execute_job(
+            dg.reconstructable(get_migrate_job), instance=instance, run_config=request.run_config, tags=request.tags
+        ) as result:
+            return (0 if result.success else 1), ""
+
+
+ENTRY_POINTS = {
+    "cli": lambda tmp_path, env, source, monkeypatch: run_cli(tmp_path, env, source),
+    "dagster_job_execute": lambda tmp_path, env, source, monkeypatch: run_dagster_job_execute(tmp_path, env, source),
+    "execute_in_process": run_in_process,
+    "schedule": run_as_scheduled,
+}
+
+
+def subprocess_env(tmp_path: Path, settings: dict[str, str]) -> dict[str, str]:
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATA_FILE_PATH") and not k.startswith("MIGRATION_")}
+    return base | {"DAGSTER_HOME": str(tmp_path)} | settings
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_setting_from_the_environment_is_what_the_run_uses(entry, tmp_path, database_url, db, monkeypatch):
+    source = bot_file_with_one_reject(tmp_path)
+    db.execute("CREATE SCHEMA s")
+    db.execute("CREATE TABLE s.stray (x int)")  # nothing of the pipeline's in public either way
+    env = subprocess_env(tmp_path, settings_environment(tmp_path, database_url, source))
+
+    code, output = ENTRY_POINTS[entry](tmp_path, env, source, monkeypatch)
+
+    assert code == 0, output
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM s.users").fetchone()[0] == 25  # force: the 25 valid ones
+    created = db.execute("SELECT created_at FROM s.users WHERE user_id = 1650423192").fetchone()[0]
+    assert created.astimezone(UTC).isoformat() == KATHMANDU_CREATED_AT
+    used = db.execute("SELECT metadata->'settings' FROM s.migration_logs").fetchone()[0]
+    assert used == {
+        "source_path": str(source),
+        "batch_size": 7,
+        "max_concurrent": 2,
+        "backup_dir": str(tmp_path / "env-backups"),
+        "backup_tables": False,
+        "force": True,
+        "truncate": True,
+        "dry_run": False,
+        "source_timezone": "Asia/Kathmandu",
+        "target_schema": "s",
+        "embedded_database": False,
+    }
+    (run_folder,) = (tmp_path / "env-backups").iterdir()
+    manifest = json.loads((run_folder / "manifest.json").read_text())
+    assert "target" not in manifest or manifest["target"] is None  # backup_tables false: no snapshot
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_dry_run_from_the_environment_writes_nothing(entry, tmp_path, database_url, db, monkeypatch):
+    source = write_json(tmp_path / "data.json", json.loads(NESTED_SAMPLE.read_text()))
+    db.execute("CREATE SCHEMA s")
+    env = subprocess_env(
+        tmp_path,
+        settings_environment(tmp_path, database_url, source, MIGRATION_DRY_RUN="yes", MIGRATION_MAX_CONCURRENT="1"),
+    )
+
+    code, output = ENTRY_POINTS[entry](tmp_path, env, source, monkeypatch)
+
+    assert code == 0, output
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 's')").fetchone()[0] == 0
+
+
+CHOICES = {
+    "source_path": ("a.json", "b.json"),
+    "batch_size": (3, 9),
+    "max_concurrent": (2, 4),
+    "backup_dir": ("x", "y"),
+    "backup_tables": (False, True),
+    "force": (True, False),
+    "truncate": (True, False),
+    "dry_run": (True, False),
+    "source_timezone": ("Asia/Kathmandu", "Europe/Moscow"),
+    "target_schema": ("s", "t"),
+}
+
+
+@given(
+    in_run_config=st.sets(st.sampled_from(sorted(CHOICES))),
+    in_environment=st.sets(st.sampled_from(sorted(CHOICES))),
+)
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_run_config_beats_the_environment_which_beats_the_default_for_every_setting(in_run_config, in_environment):
+    """Each setting: the run config's value when given, else the environment's, else the default."""
+    environment = {VARIABLES[name][0]: str(CHOICES[name][1]) for name in in_environment}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CHOICES:
+            patch.delenv(VARIABLES[name][0], raising=False)
+        for variable, value in environment.items():
+            patch.setenv(variable, value)
+        resolved = MigrationSettings(**{name: CHOICES[name][0] for name in in_run_config})
+
+    for name, (run_config_value, environment_value) in CHOICES.items():
+        expected = (
+            run_config_value if name in in_run_config
+            else environment_value if name in in_environment
+            else VARIABLES[name][1]
+        )
+        assert getattr(resolved, name) == expected, name

@@ -1,8 +1,10 @@
 """Keeping PostgreSQL in step with the bot's file until the switch: a schedule and a file sensor.
 
 A re-run on unchanged data writes no row (the load leaves unchanged rows untouched), so both can
-fire freely. The sensor requests a run only when the file's content hash changes, and never twice
-for the same content (the hash is the run key, and the cursor remembers it).
+fire freely. The sensor requests a run when the file's content hash differs from that of its last
+request: A → B → A gives three runs, and the third puts A back. Its cursor, not the run key,
+remembers that content: Dagster never launches a run key twice, so a key made of the hash alone
+would never load earlier content again.
 """
 
 import json
@@ -52,7 +54,9 @@ def build_sensor(job) -> dg.SensorDefinition:
         digest = sha256_of(source)
         context.update_cursor(json.dumps({"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
         if digest == seen.get("sha256"):
-            return dg.SkipReason("the file was rewritten with the same content")
-        return dg.RunRequest(run_key=digest, tags={"faceit_etl/source_sha256": digest})
+            return dg.SkipReason("the file was rewritten with the content last requested")
+        # The write's time makes the key unique per change (even after a cursor reset), so a return
+        # to earlier content is a new request.
+        return dg.RunRequest(run_key=f"{digest}@{stat.st_mtime_ns}", tags={"faceit_etl/source_sha256": digest})
 
     return source_file_changed

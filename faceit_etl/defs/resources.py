@@ -1,52 +1,132 @@
-"""`migration_settings`: every knob of a migration in one resource (the seed's MigrationSettings).
+"""`migration_settings`: every knob of a migration in one resource.
 
-Defaults come from the environment under the seed's and the bot's names; run config
-(`resources: {migration_settings: {config: {...}}}`) overrides them. The database URL is an
-`EnvVar`, so the UI shows the variable's name, never its value.
+One precedence rule for every entry point (CLI verbs, `dagster job execute`, the UI, schedule and
+sensor): CLI flag > `--config` file > run config > environment > default. The CLI turns its flags
+and `--config` into run config; every field left unset (None) there is filled from the environment
+*when the resource is built for a run*, so a run config that sets only `source_path` keeps the
+environment's other values, and code imported long before the run cannot freeze stale ones.
+The database URL is read from `DATABASE_URL` at run time and never enters run config or metadata.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from faceit_etl.database import resolve_database_url
 from faceit_etl.target.ddl import checked_identifier
 
-_TRUE = {"1", "true", "yes", "on"}
+# setting -> (environment variable, default)
+ENVIRONMENT: dict[str, tuple[str, Any]] = {
+    "source_path": ("DATA_FILE_PATH", "data.json"),
+    "batch_size": ("MIGRATION_BATCH_SIZE", 10_000),
+    "max_concurrent": ("MIGRATION_MAX_CONCURRENT", 1),
+    "backup_dir": ("MIGRATION_BACKUP_DIR", "backups"),
+    "backup_tables": ("MIGRATION_BACKUP_TABLES", True),
+    "force": ("MIGRATION_FORCE", False),
+    "truncate": ("MIGRATION_TRUNCATE", False),
+    "dry_run": ("MIGRATION_DRY_RUN", False),
+    "source_timezone": ("MIGRATION_SOURCE_TIMEZONE", "UTC"),
+    "target_schema": ("MIGRATION_TARGET_SCHEMA", "public"),
+}
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """A setting's value cannot be used; the message names the setting and where it came from."""
+
+
+def environment_value(name: str) -> Any:
+    """The environment's value for a setting, typed, or None when the variable is unset or empty.
+    A value that means nothing (`MIGRATION_FORCE=maybe`) is refused, never read as false."""
+    variable, default = ENVIRONMENT[name]
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    if isinstance(default, bool):
+        if raw.lower() not in _BOOLEANS:
+            raise SettingsError(f"{variable}={raw!r}: expected true or false")
+        return _BOOLEANS[raw.lower()]
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{variable}={raw!r}: expected a whole number") from None
+    return raw
+
+
+def environment_or_default(name: str) -> Any:
+    value = environment_value(name)
+    return ENVIRONMENT[name][1] if value is None else value
+
+
+def resolve(given: dict[str, Any]) -> dict[str, Any]:
+    """Every setting: the given value when set (not None), else the environment's, else the default."""
+    resolved = {}
+    for name, (_, default) in ENVIRONMENT.items():
+        value = given.get(name)
+        if value is None:
+            value = environment_value(name)
+        resolved[name] = default if value is None else value
+    return resolved
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One plain line per refused setting: which setting, the value, what is wrong (no pydantic
+    error codes or web links)."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"]:
+            setting = ".".join(str(part) for part in problem["loc"])
+            message = f"{setting} {problem['input']!r}: {message[:1].lower()}{message[1:]}"
+        lines.append(message)
+    return "; ".join(lines)
 
 
 class MigrationSettings(dg.ConfigurableResource):
-    database_url: str = Field(
-        default="",
+    # Every field defaults to None ("not set here"): a concrete default in the config schema would be
+    # filled in by Dagster and could not be told apart from a value someone chose.
+    database_url: str | None = Field(
+        default=None,
         description=(
-            "PostgreSQL URL of the target. Empty: DATABASE_URL from the environment when the run "
-            "starts, else an embedded PostgreSQL under .faceit-etl/."
+            "PostgreSQL URL of the target. Unset: DATABASE_URL from the environment when the run "
+            "starts, else an embedded PostgreSQL under .faceit-etl/. Keep it out of run config."
         ),
     )
-    source_path: str = Field(default="data.json", description="The bot's JSON data file (DATA_FILE_PATH).")
-    batch_size: int = Field(default=10_000, gt=0, description="Rows per COPY chunk (and per progress step).")
-    max_concurrent: int = Field(default=1, gt=0, description="Steps run at once by the job's executor.")
-    backup_dir: str = Field(default="backups", description="Where each run's backup folder is written.")
-    backup_tables: bool = Field(
-        default=True,
-        description="Snapshot the target tables before the load, so the run can be rolled back.",
+    source_path: str | None = Field(default=None, description="The bot's JSON data file. Unset: DATA_FILE_PATH, else data.json.")
+    batch_size: int | None = Field(default=None, gt=0, description="Rows per COPY chunk. Unset: MIGRATION_BATCH_SIZE, else 10000.")
+    max_concurrent: int | None = Field(
+        default=None, gt=0,
+        description="Steps run at once by the job's executor (set by the CLI). Unset: MIGRATION_MAX_CONCURRENT, else 1.",
     )
-    force: bool = Field(default=False, description="Load the valid entries even when some are rejected.")
-    truncate: bool = Field(default=False, description="Replace the tables' content instead of upserting.")
-    dry_run: bool = Field(default=False, description="Do everything, then roll the load back.")
-    source_timezone: str = Field(default="UTC", description="Time zone of the file's naive timestamps.")
-    target_schema: str = Field(default="public", description="PostgreSQL schema of the bot's tables.")
+    backup_dir: str | None = Field(default=None, description="Where each run's backup folder is written. Unset: MIGRATION_BACKUP_DIR, else backups.")
+    backup_tables: bool | None = Field(
+        default=None,
+        description="Snapshot the target tables before the load, so the run can be rolled back. Unset: MIGRATION_BACKUP_TABLES, else true.",
+    )
+    force: bool | None = Field(default=None, description="Load the valid entries even when some are rejected. Unset: MIGRATION_FORCE, else false.")
+    truncate: bool | None = Field(default=None, description="Replace the tables' content instead of upserting. Unset: MIGRATION_TRUNCATE, else false.")
+    dry_run: bool | None = Field(default=None, description="Do everything, then roll the load back. Unset: MIGRATION_DRY_RUN, else false.")
+    source_timezone: str | None = Field(default=None, description="Time zone of the file's naive timestamps. Unset: MIGRATION_SOURCE_TIMEZONE, else UTC.")
+    target_schema: str | None = Field(default=None, description="PostgreSQL schema of the bot's tables. Unset: MIGRATION_TARGET_SCHEMA, else public.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_environment(cls, data: Any) -> Any:
+        """Runs whenever the resource is built, so in the run's own process at run time."""
+        if isinstance(data, dict):
+            data = {**data, **resolve(data)}
+        return data
 
     def connection_url(self) -> str:
         return resolve_database_url(self._configured_url())
 
     def _configured_url(self) -> str:
-        # An EnvVar is resolved by Dagster at launch, but not when the resource is used directly
-        # (tests, the CLI); and Dagster drops it when run config sets other fields: read it here too.
         url = self.database_url
         if isinstance(url, dg.EnvVar):
             url = url.get_value() or ""
@@ -58,26 +138,9 @@ class MigrationSettings(dg.ConfigurableResource):
         try:
             ZoneInfo(self.source_timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"source_timezone {self.source_timezone!r} is not a known time zone") from None
+            raise SettingsError(f"source_timezone {self.source_timezone!r} is not a known time zone") from None
         return self
 
     def safe_summary(self) -> dict:
-        """The settings as they may be shown or stored: no database URL, which may hold a password."""
+        """The settings a run used, as they may be shown or stored: no database URL, which may hold a password."""
         return self.model_dump(exclude={"database_url"}) | {"embedded_database": not self._configured_url()}
-
-    @classmethod
-    def from_environment(cls) -> MigrationSettings:
-        env = os.environ
-        return cls(
-            database_url=dg.EnvVar("DATABASE_URL") if env.get("DATABASE_URL") else "",
-            source_path=env.get("DATA_FILE_PATH", "data.json"),
-            batch_size=int(env.get("MIGRATION_BATCH_SIZE", "10000")),
-            max_concurrent=int(env.get("MIGRATION_MAX_CONCURRENT", "1")),
-            backup_dir=env.get("MIGRATION_BACKUP_DIR", "backups"),
-            backup_tables=env.get("MIGRATION_BACKUP_TABLES", "true").lower() in _TRUE,
-            force=env.get("MIGRATION_FORCE", "").lower() in _TRUE,
-            truncate=env.get("MIGRATION_TRUNCATE", "").lower() in _TRUE,
-            dry_run=env.get("MIGRATION_DRY_RUN", "").lower() in _TRUE,
-            source_timezone=env.get("MIGRATION_SOURCE_TIMEZONE", "UTC"),
-            target_schema=env.get("MIGRATION_TARGET_SCHEMA", "public"),
-        )

@@ -21,6 +21,8 @@ import orjson
 from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces
 
 UTF8_BOM = b"\xef\xbb\xbf"
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+               b"PK\x03\x04": "zip"}  # magic numbers: such a file is otherwise only "not UTF-8"
 BATCH_ENTRIES = 100_000  # entries validated at once: ~0.3 GiB of parsed objects
 
 
@@ -116,6 +118,9 @@ def parse_source(raw: bytes, path: str | Path) -> SourceData:
         raw = raw[len(UTF8_BOM) :]
     if not raw.strip():
         raise SourceError(f"{path}: file is empty, expected the bot's JSON data")
+    for magic, kind in _COMPRESSED.items():
+        if raw.startswith(magic):
+            raise SourceError(f"{path}: {kind}-compressed, not the bot's JSON text; decompress it first")
     document, lenient = _loads(raw, path)
     return replace(_user_entries(document, path), lenient_parse=lenient)
 

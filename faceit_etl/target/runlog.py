@@ -104,3 +104,19 @@ def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
     keys = ["id", "status", "start_time", "end_time", "total_items", "processed_items", "failed_items",
             "run_id", "error_message"]
     return [dict(zip(keys, row)) for row in rows]
+
+
+def fail_interrupted(conn: psycopg.Connection, schema: str, run_id: str) -> str | None:
+    """After Ctrl-C: the run's row becomes `failed` unless its load had committed (`success`).
+    Returns the row's status afterwards, None when the run had written no row."""
+    row = conn.execute(
+        sql.SQL(
+            """UPDATE {} SET status = CASE WHEN status = 'running' THEN 'failed' ELSE status END,
+                   end_time = CASE WHEN status = 'running' THEN now() ELSE end_time END,
+                   error_message = CASE WHEN status = 'running'
+                       THEN 'interrupted (Ctrl-C); nothing of its load was committed' ELSE error_message END
+               WHERE metadata->>'run_id' = %s RETURNING status"""
+        ).format(table(schema, MIGRATION_LOGS)),
+        [run_id],
+    ).fetchone()
+    return row[0] if row else None
