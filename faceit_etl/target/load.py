@@ -34,6 +34,7 @@ from faceit_etl.target.ddl import (
     IdColumn,
     TargetError,
     check_id_widths,
+    ensure_bookkeeping_tables,
     ensure_target_tables,
     table,
 )
@@ -100,6 +101,7 @@ def load(
     backup step took no snapshot because of that) refuses to write anything otherwise."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
         created = ensure_target_tables(conn, schema)
         check_id_widths(
             conn,
