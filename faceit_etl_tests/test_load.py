@@ -249,7 +249,8 @@ def test_first_load_creates_enum_tables_indexes_and_inserts_every_row(db, conn, 
     types = dict(
         db.execute(
             "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND column_name IN ('user_id', 'referred_by_user_id', 'tier')"
+            "WHERE table_schema = 'public' AND table_name IN ('users', 'user_subscriptions') "
+            "AND column_name IN ('user_id', 'referred_by_user_id', 'tier')"
         ).fetchall()
     )
     assert types == {
