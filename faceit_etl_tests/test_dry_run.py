@@ -89,6 +89,7 @@ class Case:
     prepare: Callable[..., Path]
     settings: dict = field(default_factory=dict)
     succeeds: bool = True
+    load_fails_with: str | None = None  # part of the load step's error
 
 
 def fresh_database(db, database_url, tmp_path) -> Path:
@@ -126,6 +127,15 @@ def rejects_on_existing_rows(db, database_url, tmp_path) -> Path:
     return nasty
 
 
+def code_held_outside_the_file(db, database_url, tmp_path) -> Path:
+    """A newcomer gets the referral code of a loaded user the file no longer has."""
+    users = generate_users(31, seed=12)
+    holder = next(u for u in users[:30] if u["subscription"]["referral_code"])
+    assert run(make_settings(database_url, document(tmp_path, "first.json", users[:30]), tmp_path)).success
+    users[30]["subscription"]["referral_code"] = holder["subscription"]["referral_code"]
+    return document(tmp_path, "second.json", [u for u in users if u is not holder])
+
+
 def alembic_tables(db, database_url, tmp_path) -> Path:
     db.execute(ALEMBIC_DDL)
     return document(tmp_path, "small.json", small_id_entries(40))
@@ -136,21 +146,29 @@ def alembic_tables_big_ids(db, database_url, tmp_path) -> Path:
     return FLAT_SAMPLE
 
 
-def no_file_rejects(db, database_url, tmp_path) -> Path:
+def file_with_rejects(db, database_url, tmp_path) -> Path:
     return nasty_file(tmp_path)
 
 
 CASES = {
     "fresh database": Case(fresh_database),
     "fresh schema": Case(fresh_database, {"target_schema": "bot"}),
-    "fresh database, rejects, force": Case(no_file_rejects, {"force": True}),
+    "fresh database, rejects, force": Case(file_with_rejects, {"force": True}),
     "existing rows: inserts, updates, unchanged": Case(existing_rows),
     "existing rows the file lacks": Case(rows_the_file_lacks, succeeds=False),
     "existing rows, truncate": Case(rows_the_file_lacks, {"truncate": True}),
     "existing rows, rejects, force": Case(rejects_on_existing_rows, {"force": True}),
     "the same file again": Case(loaded_before),
+    "a referral code held by a user the file lacks": Case(
+        code_held_outside_the_file, succeeds=False, load_fails_with=(
+            "failed, nothing was written: 1 referral code(s) of the file are held in public.user_subscriptions "
+            "by users the file does not have: '"
+        ),
+    ),
     "32-bit Alembic tables, small ids": Case(alembic_tables),
-    "32-bit Alembic tables, big ids": Case(alembic_tables_big_ids, succeeds=False),
+    "32-bit Alembic tables, big ids": Case(
+        alembic_tables_big_ids, succeeds=False, load_fails_with="value(s) of users.user_id exceed its 32-bit integer type"
+    ),
 }
 
 
@@ -167,6 +185,8 @@ def test_a_dry_run_predicts_the_real_run_and_changes_nothing(db, database_url, t
     predicted, happened = outcome(dry), outcome(real)
     assert predicted == happened
     assert happened["success"] is case.succeeds, happened
+    load_failures = [message for step, message in happened["failures"] if step == "postgres_tables"]
+    assert [case.load_fails_with in message for message in load_failures] == ([True] if case.load_fails_with else [])
     if predicted["load"] is not None:
         assert metadata_of(dry, "postgres_tables")["dry_run"] is True
         assert metadata_of(real, "postgres_tables")["dry_run"] is False
