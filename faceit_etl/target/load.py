@@ -303,9 +303,9 @@ def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscri
         sql.SQL(
             """SELECT s.referral_code, claimant.user_id, holder.user_id
                FROM {stage_subscriptions} s
-               JOIN {stage_users} claimant ON claimant.id = s.user_id
-               JOIN {subscriptions} held ON held.referral_code = s.referral_code
+               JOIN {subscriptions} held ON held.referral_code = s.referral_code AND held.user_id <> s.user_id
                JOIN {users} holder ON holder.id = held.user_id
+               JOIN {stage_users} claimant ON claimant.id = s.user_id
                WHERE NOT EXISTS (SELECT FROM {stage_users} f WHERE f.user_id = holder.user_id)
                ORDER BY 1"""
         ).format(
