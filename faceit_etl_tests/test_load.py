@@ -620,6 +620,23 @@ def test_referral_codes_held_by_users_the_file_lacks_stop_the_load_naming_code_c
     assert held == {code_a: newcomer["user_id"], code_b: mover["user_id"]}
 
 
+def test_many_referral_clashes_name_the_first_twenty_by_code_and_count_the_rest(db, conn):
+    holders = [{"user_id": 100 + i, "subscription": {"referral_code": f"CODE{i:04d}"}} for i in range(25)]
+    load(conn, SCHEMA, *chain(document(holders)), "run-1")
+    before = snapshot(db)
+    newcomers = [{"user_id": 200 + i, "subscription": {"referral_code": f"CODE{i:04d}"}} for i in range(25)]
+
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document(newcomers)), "run-2")
+
+    message = str(raised.value)
+    named = re.findall(r"'(CODE\d+)' given to user_id (\d+) is held by user_id (\d+)", message)
+    assert named == [(f"CODE{i:04d}", str(200 + i), str(100 + i)) for i in range(20)]
+    assert message.startswith("25 referral code(s) of the file are held")
+    assert "'CODE0019' given to user_id 219 is held by user_id 119; and 5 more. Nothing was written." in message
+    assert snapshot(db) == before
+
+
 CODES = [f"C0DE000{i}" for i in range(5)]
 _holders = st.lists(st.sampled_from([None, *CODES]), min_size=6, max_size=6).filter(
     lambda codes: len([c for c in codes if c]) == len({c for c in codes if c})
