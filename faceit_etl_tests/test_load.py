@@ -17,6 +17,8 @@ import orjson
 import pandas as pd
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import MappedFrames, map_frames
@@ -249,7 +251,8 @@ def test_first_load_creates_enum_tables_indexes_and_inserts_every_row(db, conn, 
     types = dict(
         db.execute(
             "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND column_name IN ('user_id', 'referred_by_user_id', 'tier')"
+            "WHERE table_schema = 'public' AND table_name IN ('users', 'user_subscriptions') "
+            "AND column_name IN ('user_id', 'referred_by_user_id', 'tier')"
         ).fetchall()
     )
     assert types == {
@@ -574,22 +577,115 @@ def test_too_long_referral_code_fails_the_whole_load(db, conn, generated):
     assert snapshot(db) == before
 
 
-def test_referral_code_held_by_another_user_in_the_table_fails_the_whole_load(db, conn, generated):
+def test_referral_codes_held_by_users_the_file_lacks_stop_the_load_naming_code_claimant_and_holder(db, conn, generated):
+    """A code the file gives a newcomer, or moves to a user it has, while a user absent from the
+    file still holds it in the table: found before any write, every clash named, nothing written."""
     load(conn, SCHEMA, *chain(generated), "run-1")
     before = snapshot(db)
     entries = entries_of(generated)
-    holder = next(e for e in entries if e["subscription"]["referral_code"])
+    with_code = [e for e in entries if e["subscription"]["referral_code"]]
+    gone_a, gone_b, mover = with_code[0], with_code[1], with_code[2]
+    code_a, code_b = gone_a["subscription"]["referral_code"], gone_b["subscription"]["referral_code"]
     newcomer = next(e for e in generate_users(10, seed=77) if e["user_id"] not in before["users"])
-    newcomer["subscription"]["referral_code"] = holder["subscription"]["referral_code"]
-    # The holder is not in this file, so validation cannot see the clash; only the table can.
-    others = [e for e in entries if e is not holder]
+    newcomer["subscription"]["referral_code"] = code_a
+    mover["subscription"]["referral_code"] = code_b
+    # The holders are not in this file, so validation cannot see the clash; only the table can.
+    others = [e for e in entries if e is not gone_a and e is not gone_b]
     for e in others[:50]:
         e["total_requests"] += 7
     mapped, rejects = chain(document(others + [newcomer]))
     assert rejects.empty
-    with pytest.raises(psycopg.errors.UniqueViolation, match="referral_code"):
+
+    with pytest.raises(TargetError) as raised:
         load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    named = sorted([
+        (code_a, newcomer["user_id"], gone_a["user_id"]),
+        (code_b, mover["user_id"], gone_b["user_id"]),
+    ])
+    assert str(raised.value) == (
+        "2 referral code(s) of the file are held in public.user_subscriptions by users the file does not have: "
+        + "; ".join(f"{code!r} given to user_id {claimant} is held by user_id {holder}" for code, claimant, holder in named)
+        + ". Nothing was written. Clear the code of its holder in the database, or correct the file, then run again"
+    )
     assert snapshot(db) == before
+
+    # The advice works: with the holders' codes cleared, the same frames load.
+    db.execute("UPDATE user_subscriptions SET referral_code = NULL WHERE referral_code = ANY(%s)", [[code_a, code_b]])
+    load(conn, SCHEMA, mapped, rejects, "run-3")
+    held = dict(db.execute(
+        "SELECT s.referral_code, u.user_id FROM user_subscriptions s JOIN users u ON u.id = s.user_id "
+        "WHERE s.referral_code = ANY(%s)", [[code_a, code_b]]
+    ).fetchall())
+    assert held == {code_a: newcomer["user_id"], code_b: mover["user_id"]}
+
+
+def test_many_referral_clashes_name_the_first_twenty_by_code_and_count_the_rest(db, conn):
+    holders = [{"user_id": 100 + i, "subscription": {"referral_code": f"CODE{i:04d}"}} for i in range(25)]
+    load(conn, SCHEMA, *chain(document(holders)), "run-1")
+    before = snapshot(db)
+    newcomers = [{"user_id": 200 + i, "subscription": {"referral_code": f"CODE{i:04d}"}} for i in range(25)]
+
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document(newcomers)), "run-2")
+
+    message = str(raised.value)
+    named = re.findall(r"'(CODE\d+)' given to user_id (\d+) is held by user_id (\d+)", message)
+    assert named == [(f"CODE{i:04d}", str(200 + i), str(100 + i)) for i in range(20)]
+    assert message.startswith("25 referral code(s) of the file are held")
+    assert "'CODE0019' given to user_id 219 is held by user_id 119; and 5 more. Nothing was written." in message
+    assert snapshot(db) == before
+
+
+CODES = [f"C0DE000{i}" for i in range(5)]
+# Six table users' codes, each code held once at most (the key is unique): drawn, not filtered.
+_holders = st.permutations([*CODES, *[None] * 6]).map(lambda drawn: drawn[:6])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    in_table=_holders,
+    kept=st.lists(st.booleans(), min_size=6, max_size=6),
+    in_file=st.lists(st.sampled_from([None, *CODES]), min_size=9, max_size=9),
+)
+def test_any_move_of_referral_codes_loads_or_stops_naming_exactly_the_codes_held_outside_the_file(
+    db, conn, in_table, kept, in_file
+):
+    """Users 1-6 are in the table with codes; the file keeps some of them and adds 7-9, giving any
+    codes (distinct, as validation makes them). The load succeeds exactly when no code of the file
+    is held by a user the file lacks; otherwise it names every such code and writes nothing."""
+    def entry(user_id, code):
+        return {"user_id": user_id, "subscription": {"tier": "free", "referral_code": code}}
+
+    load(conn, SCHEMA, *chain(document([entry(i + 1, c) for i, c in enumerate(in_table)])), "setup", truncate=True)
+    before = snapshot(db)
+    file_ids = [i + 1 for i in range(6) if kept[i]] + [7, 8, 9]
+    seen: set = set()
+    codes = {}
+    for user_id, code in zip(file_ids, in_file):
+        codes[user_id] = code if code not in seen else None
+        seen.add(code)
+    mapped, rejects = chain(document([entry(u, c) for u, c in codes.items()]))
+    holder = {c: i + 1 for i, c in enumerate(in_table) if c}
+    clashes = sorted(
+        (code, user_id, holder[code]) for user_id, code in codes.items() if code in holder and holder[code] not in codes
+    )
+
+    if clashes:
+        with pytest.raises(TargetError) as raised:
+            load(conn, SCHEMA, mapped, rejects, "run")
+        message = str(raised.value)
+        assert message.startswith(f"{len(clashes)} referral code(s) of the file are held")
+        named = re.findall(r"'(\w+)' given to user_id (\d+) is held by user_id (\d+)", message)
+        assert [(c, int(a), int(b)) for c, a, b in named] == clashes
+        assert snapshot(db) == before
+    else:
+        load(conn, SCHEMA, mapped, rejects, "run")
+        held = dict(db.execute(
+            "SELECT u.user_id, s.referral_code FROM users u JOIN user_subscriptions s ON s.user_id = u.id"
+        ).fetchall())
+        left_alone = {i + 1: code for i, code in enumerate(in_table) if not kept[i]}
+        assert held == left_alone | codes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,7 +104,12 @@ CREATE TABLE IF NOT EXISTS {subscriptions} (
 
 
 def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
-    """Our own tables (run log, rejects): made in their own transaction, before any load."""
+    """Our own tables (run log, rejects) and the schema. A real run makes them in their own
+    transaction before its load; the load makes them too, so that a dry run does inside its
+    transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
+    would still lock the rejects table until the load commits."""
+    if all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)):
+        return
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(
         sql.SQL(_BOOKKEEPING).format(

@@ -34,6 +34,7 @@ from faceit_etl.target.ddl import (
     IdColumn,
     TargetError,
     check_id_widths,
+    ensure_bookkeeping_tables,
     ensure_target_tables,
     table,
 )
@@ -46,6 +47,7 @@ _USER_DATA = USER_COLUMNS[2:]
 _SUBSCRIPTION_DATA = SUBSCRIPTION_COLUMNS[2:]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+_NAMED_CLASHES = 20  # referral codes named in the error; the rest are counted
 
 
 @dataclass
@@ -100,6 +102,7 @@ def load(
     backup step took no snapshot because of that) refuses to write anything otherwise."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
         created = ensure_target_tables(conn, schema)
         check_id_widths(
             conn,
@@ -128,6 +131,7 @@ def load(
             stage_subscriptions = _stage(
                 conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
             )
+            _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions)
             users = _upsert_users(conn, schema, stage_users, len(mapped.users))
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         written = _write_rejects(conn, schema, rejects, run_id)
@@ -289,6 +293,37 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
         changed_existing=_differs("existing", "s", _USER_DATA, {"created_at": "COALESCE(s.created_at, existing.created_at)"}),
     )
     return _upsert(conn, statement, total)
+
+
+def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions) -> None:
+    """A referral code the file gives one user while a user the file does not have holds it in the
+    table cannot be written (the code is unique) and is not released by this file: stop before the
+    upsert writes anything, naming each code, who claims it and who holds it."""
+    clashes = conn.execute(
+        sql.SQL(
+            """SELECT s.referral_code, claimant.user_id, holder.user_id
+               FROM {stage_subscriptions} s
+               JOIN {subscriptions} held ON held.referral_code = s.referral_code AND held.user_id <> s.user_id
+               JOIN {users} holder ON holder.id = held.user_id
+               JOIN {stage_users} claimant ON claimant.id = s.user_id
+               WHERE NOT EXISTS (SELECT FROM {stage_users} f WHERE f.user_id = holder.user_id)
+               ORDER BY 1"""
+        ).format(
+            stage_subscriptions=stage_subscriptions,
+            stage_users=stage_users,
+            subscriptions=table(schema, SUBSCRIPTIONS),
+            users=table(schema, USERS),
+        )
+    ).fetchall()
+    if clashes:
+        named = [f"{code!r} given to user_id {claimant} is held by user_id {holder}" for code, claimant, holder in clashes]
+        raise TargetError(
+            f"{len(clashes)} referral code(s) of the file are held in {schema}.{SUBSCRIPTIONS} by users the file "
+            f"does not have: {'; '.join(named[:_NAMED_CLASHES])}"
+            + (f"; and {len(named) - _NAMED_CLASHES} more" if len(named) > _NAMED_CLASHES else "")
+            + ". Nothing was written. Clear the code of its holder in the database, or correct the file, "
+            "then run again"
+        )
 
 
 def _release_moving_referral_codes(conn, schema, stage) -> None:

@@ -1,0 +1,114 @@
+"""`content_matches` compares every column of both tables: for each column of the DDL, one row is
+altered in the database and the check must fail naming that column.
+
+The columns come from the DDL text itself (and are checked against the created tables), so a
+column the comparison stops reading, or a column added to the tables and never compared, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from faceit_etl.generate import write_data_file
+from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
+from faceit_etl.target import ddl
+from faceit_etl.target.load import load
+from faceit_etl.target.verdicts import content_matches
+from faceit_etl_tests.test_load import chain
+
+SCHEMA = "public"
+
+
+def ddl_columns() -> list[tuple[str, str]]:
+    """(table, column) for every column the target DDL creates, in order."""
+    found = []
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS \{(\w+)\} \((.*?)\n\);", ddl._TARGET, re.S):
+        table = {"users": ddl.USERS, "subscriptions": ddl.SUBSCRIPTIONS}[name]
+        found += [(table, m) for m in re.findall(r"^    (\w+) ", body, re.M)]
+    return found
+
+
+# Columns the bot's file has no value for: the database sets them (`updated_at` on every write,
+# a subscription's `created_at` at its insert), so no file can be compared with them.
+NOT_IN_THE_FILE = {
+    (ddl.USERS, "updated_at"),
+    (ddl.SUBSCRIPTIONS, "created_at"),
+    (ddl.SUBSCRIPTIONS, "updated_at"),
+}
+
+# A different value of the column's type, never equal to the old one (NULL included) and unique
+# where the column must be.
+_CHANGE = {
+    "uuid": "gen_random_uuid()",
+    "bigint": "(SELECT coalesce(max({c}), 0) + 1 FROM {t})",
+    "integer": "(SELECT coalesce(max({c}), 0) + 1 FROM {t})",
+    "boolean": "NOT coalesce({c}, false)",
+    "timestamp with time zone": "coalesce({c}, now()) + interval '1 second'",
+    "subscriptiontier": "(CASE WHEN {c} = 'PRO' THEN 'FREE' ELSE 'PRO' END)::subscriptiontier",
+}
+
+
+def test_the_ddl_columns_are_the_tables_columns(db):
+    """The parse above reads the DDL right, and the only columns the mapped frames lack are the
+    ones the file has no value for."""
+    ddl.ensure_target_tables(db, SCHEMA)
+    created = [(t, c) for t in (ddl.USERS, ddl.SUBSCRIPTIONS) for c, _, _ in ddl.column_types(db, SCHEMA, t)]
+    assert ddl_columns() == created
+    assert len(created) == 25
+    compared = {ddl.USERS: USER_COLUMNS, ddl.SUBSCRIPTIONS: SUBSCRIPTION_COLUMNS}
+    assert {(t, c) for t, c in created if c not in compared[t]} == NOT_IN_THE_FILE
+
+
+@pytest.mark.parametrize(("table", "column"), ddl_columns(), ids=[f"{t}.{c}" for t, c in ddl_columns()])
+def test_a_change_in_any_column_of_one_row_fails_content_matches_naming_it(db, database_url, tmp_path, table, column):
+    mapped, rejects = chain(write_data_file(tmp_path / "data.json", 60, seed=3))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert content_matches(db, SCHEMA, mapped.users, mapped.subscriptions).passed
+
+    frame = mapped.users if table == ddl.USERS else mapped.subscriptions
+    # A row whose file value is present, so the change is one from a value the file gave.
+    rows = frame[frame[column].notna()] if column in frame else frame
+    row_id = str(rows["id"].iloc[0])
+    data_type = {c: t for c, t, _ in ddl.column_types(db, SCHEMA, table)}[column]
+    change = _CHANGE.get(data_type.split("(")[0], "'zz'")  # varchar: no file value is 'zz'
+    before = db.execute(
+        sql.SQL("SELECT {}::text FROM {} WHERE id = %s").format(sql.Identifier(column), ddl.table(SCHEMA, table)),
+        [row_id],
+    ).fetchone()[0]
+    with db.transaction():
+        db.execute("SET LOCAL session_replication_role = replica")  # let a key column point anywhere
+        new_id = db.execute(
+            sql.SQL("UPDATE {t} SET {c} = " + change + " WHERE id = %s RETURNING id::text").format(
+                t=ddl.table(SCHEMA, table), c=sql.Identifier(column)
+            ),
+            [row_id],
+        ).fetchone()[0]
+    after = db.execute(
+        sql.SQL("SELECT {}::text FROM {} WHERE id = %s").format(sql.Identifier(column), ddl.table(SCHEMA, table)),
+        [new_id],
+    ).fetchone()[0]
+    assert after != before
+
+    verdict = content_matches(db, SCHEMA, mapped.users, mapped.subscriptions)
+
+    if (table, column) in NOT_IN_THE_FILE:
+        assert verdict.passed and verdict.description is None
+        return
+    assert not verdict.passed
+    summary = verdict.metadata[table]
+    other = ddl.SUBSCRIPTIONS if table == ddl.USERS else ddl.USERS
+    assert verdict.metadata[other]["examples"] == {}
+    if column == "id":  # the row's key: the file's row is missing, the altered one is not in the file
+        assert (summary["missing_rows"], summary["unexpected_rows"]) == (1, 1)
+        assert summary["examples"] == {"missing": [row_id], "unexpected": [new_id]}
+        assert verdict.description.startswith(f"{table}: 1 rows missing, 1 not in the file, 0 cells differ")
+    else:
+        assert (summary["missing_rows"], summary["unexpected_rows"]) == (0, 0)
+        assert summary["differing_cells"] == {column: 1}
+        assert summary["examples"] == {column: [row_id]}
+        assert verdict.description == f"{table}: 0 rows missing, 0 not in the file, 1 cells differ (in {column})"
