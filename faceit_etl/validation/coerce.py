@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from faceit_etl.source.repeats import LongInteger
 from faceit_etl.validation.fields import TIERS, Kind
 
 INT64_MAX = 2**63 - 1
@@ -72,6 +73,8 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return None, f"expected a whole number, got {describe(value)}"
+    if isinstance(value, LongInteger):
+        return None, f"{describe(value)} does not fit a 64-bit integer"
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
