@@ -184,9 +184,9 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame) -> pd.Dat
         for field_name, reason in reasons[index]
     ]
     rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
-    return rejects.astype(
-        {"source_index": "int64", "user_id": "Int64", "field": "str", "reason": "str", "raw": "str"}
-    )
+    # built as Int64 directly: ids inferred next to a None become floats, and lose digits past 2**53
+    rejects["user_id"] = pd.array([row[1] for row in rows], dtype="Int64")
+    return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "raw": "str"})
 
 
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
