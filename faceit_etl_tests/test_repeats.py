@@ -161,3 +161,22 @@ def test_every_entry_that_repeats_a_key_is_rejected_and_every_other_is_judged(tm
 
 def pairs(text: str):
     return json.loads(text, object_pairs_hook=lambda items: items)
+
+
+def test_repeats_are_found_when_the_standard_parser_reads_the_file(tmp_path):
+    # 19 digits in a row send the file to the standard parser (exact big integers): same promises
+    text = (
+        '{"users": [{"user_id": 1, "language": "en", "language": "ru"}, {"user_id": 18446744073709551616},'
+        ' {"user_id": 3}]}'
+    )
+    source, outcome = read(tmp_path, text, WHOLE)
+    assert source.lenient_parse
+    assert outcome.valid["user_id"].tolist() == [3]
+    assert [(r["source_index"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
+        (0, "(entry)", "key 'language' appears more than once in the entry: which value is meant is ambiguous"),
+        (1, "user_id", "18446744073709551616 does not fit a 64-bit integer"),
+    ]
+    path = tmp_path / "again.json"
+    path.write_text('{"users": [{"user_id": 18446744073709551616}],\n"users": []}', encoding="utf-8")
+    with pytest.raises(SourceError, match=r"the top-level key 'users' appears more than once \(again at line 2, column 1\)"):
+        read_source(path)
