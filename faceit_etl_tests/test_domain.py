@@ -245,13 +245,19 @@ def expected_rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
     ],
     source_timezone="Asia/Tokyo",
 )
-@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(made=entries(), source_timezone=ZONES)
 def test_every_accepted_value_is_copied_into_the_real_tables_and_read_back_equal(db, made, source_timezone):
     outcome = judge(made, source_timezone)
     mapped = map_frames(outcome.valid)
     # as the load does: a user without created_at (NOT NULL) gets the load's time
-    users_frame = mapped.users.assign(created_at=mapped.users["created_at"].fillna(pd.Timestamp("2026-12-01", tz="UTC")))
+    load_time = pd.Timestamp("2026-12-01", tz="UTC")
+    users_frame = mapped.users.assign(created_at=mapped.users["created_at"].fillna(load_time))
     with db.transaction(force_rollback=True):
         ensure_target_tables(db, "public")
         copy_frame(db, table("public", USERS), users_frame, USER_COLUMNS, batch_size=1000)

@@ -178,5 +178,6 @@ def test_repeats_are_found_when_the_standard_parser_reads_the_file(tmp_path):
     ]
     path = tmp_path / "again.json"
     path.write_text('{"users": [{"user_id": 18446744073709551616}],\n"users": []}', encoding="utf-8")
-    with pytest.raises(SourceError, match=r"the top-level key 'users' appears more than once \(again at line 2, column 1\)"):
+    again = r"the top-level key 'users' appears more than once \(again at line 2, column 1\)"
+    with pytest.raises(SourceError, match=again):
         read_source(path)
