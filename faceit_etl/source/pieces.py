@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import simdjson
 
+from faceit_etl.source.repeats import RepeatedKeyError, loads_exact, loses_pairs, refuse_repeats, top_level_repeat
+
 PIECE_BYTES = 8 << 20
 _PLACEHOLDER = "\x00faceit-etl: the user list\x00"
 # The list is the value of a leading "users" key, or the document itself.
@@ -45,12 +47,17 @@ class Pieces:
         return sum(self.counts)
 
     def entries(self, raw: bytes, name: str) -> Iterator[list[Any]]:
-        """Each piece's entries, parsed as they are asked for."""
+        """Each piece's entries, parsed as they are asked for; an entry that repeats a name is
+        handed over as a `RefusedEntry`."""
         for start, end in self.bounds:
+            text = b"[" + raw[start:end] + b"]"
             try:
-                yield orjson.loads(b"[" + raw[start:end] + b"]")
+                entries = orjson.loads(text)
             except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read
                 raise ValueError(f"{name}: not valid JSON between bytes {start} and {end}: {exc}") from None
+            if loses_pairs(text, entries):
+                entries = refuse_repeats(loads_exact(text.decode("utf-8"))[0])
+            yield entries
 
 
 def find_pieces(raw: bytes, piece_bytes: int = PIECE_BYTES) -> Pieces | None:
@@ -133,12 +140,23 @@ def _list_end(raw: bytes, opening: re.Match, piece_bytes: int) -> tuple[int, lis
 
 def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str] | None:
     """The document with its list replaced by a marker must be valid JSON whose `users` (if an
-    object) is that marker: no second `users` key, nothing after a bare list."""
-    skeleton = raw[: opening.end() - 1] + orjson.dumps(_PLACEHOLDER) + raw[end + 1 :]
+    object) is that marker, nothing after a bare list. A top-level key given twice (a second
+    `users` too) raises `RepeatedKeyError` with its offset in `raw`."""
+    marker = orjson.dumps(_PLACEHOLDER)
+    skeleton = raw[: opening.end() - 1] + marker + raw[end + 1 :]
     try:
         document = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
         return None
+    if loses_pairs(skeleton, document):
+        text = skeleton.decode("utf-8")
+        found = top_level_repeat(text)
+        if found is not None:
+            name, at = found
+            offset = len(text[:at].encode("utf-8"))
+            if offset >= opening.end() - 1:  # after the list: back to the file's own offsets
+                offset += end + 1 - (opening.end() - 1) - len(marker)
+            raise RepeatedKeyError(name, offset)
     if document == _PLACEHOLDER:
         return []
     if isinstance(document, dict) and document.get("users") == _PLACEHOLDER:

@@ -1,7 +1,8 @@
 """Read the bot's JSON file in any of the layouts found in the wild (BRIEF §1).
 
 Entries are returned untouched: judging them is validation's job. Only a file that cannot be
-read as a whole (not JSON, wrong top level) fails here, naming the file and the position.
+read as a whole (not JSON, wrong top level, a top-level key given twice) fails here, naming the
+file and the position. An entry that repeats a key is handed over as a `RefusedEntry` (`repeats.py`).
 
 A file bigger than one piece (`pieces.py`) with its users in a list is checked here but parsed
 later, piece by piece, as validation asks for batches: its entries never all exist at once.
@@ -19,6 +20,14 @@ import numpy as np
 import orjson
 
 from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces
+from faceit_etl.source.repeats import (
+    Repeated,
+    RepeatedKeyError,
+    loads_exact,
+    loses_pairs,
+    refuse_repeats,
+    top_level_repeat,
+)
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
@@ -99,7 +108,11 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
     stamp = (before.st_size, before.st_mtime_ns)
     body = raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw
     if len(body) > piece_bytes and len(raw) == before.st_size and not _has_long_digit_run(body):
-        pieces = find_pieces(body, piece_bytes)
+        try:
+            pieces = find_pieces(body, piece_bytes)
+        except RepeatedKeyError as exc:
+            at = len(body[: exc.offset].decode("utf-8"))
+            raise _repeated_key_error(name, exc.name, at, body.decode("utf-8")) from None
         if pieces is not None:
             return SourceData(
                 entries=[],
@@ -121,18 +134,39 @@ def parse_source(raw: bytes, path: str | Path) -> SourceData:
     for magic, kind in _COMPRESSED.items():
         if raw.startswith(magic):
             raise SourceError(f"{path}: {kind}-compressed, not the bot's JSON text; decompress it first")
-    document, lenient = _loads(raw, path)
-    return replace(_user_entries(document, path), lenient_parse=lenient)
+    document, lenient, repeats = _loads(raw, path)
+    if isinstance(document, Repeated):
+        text = raw.decode("utf-8")
+        raise _repeated_key_error(path, *top_level_repeat(text), text)
+    source = _user_entries(document, path)
+    if repeats:
+        source = replace(source, entries=refuse_repeats(source.entries))
+    return replace(source, lenient_parse=lenient)
 
 
-def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool]:
-    """The document, and whether the lenient standard parser had to read it."""
+def _repeated_key_error(path: str | Path, name: str, at: int, text: str) -> SourceError:
+    line = text.count("\n", 0, at) + 1
+    column = at - text.rfind("\n", 0, at)
+    return SourceError(
+        f"{path}: the top-level key {name!r} appears more than once (again at line {line}, column "
+        f"{column}): which one is meant is ambiguous, so nothing is read"
+    )
+
+
+def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
+    """The document, whether the lenient standard parser had to read it, and whether any of its
+    objects repeats a name (those are then `Repeated`)."""
     fast_error: orjson.JSONDecodeError | None = None
     if not _has_long_digit_run(raw):
         try:
-            return orjson.loads(raw), False
+            document = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             fast_error = exc
+        else:
+            if not loses_pairs(raw, document):
+                return document, False, False
+            document, repeats = loads_exact(raw.decode("utf-8"))
+            return document, False, repeats
     # orjson refuses integers beyond 64 bits or turns them into floats, and refuses unpaired
     # surrogates; the standard parser reads both exactly, and validation judges such a value per
     # entry instead of failing the whole file.
@@ -141,7 +175,8 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool]:
     except UnicodeDecodeError as exc:
         raise SourceError(f"{path}: not valid UTF-8 at byte {exc.start}: {exc.reason}") from None
     try:
-        return json.loads(text), True
+        document, repeats = loads_exact(text)
+        return document, True, repeats
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "
@@ -192,11 +227,12 @@ def _user_entries(document: Any, path: str | Path) -> SourceData:
     ignored = sorted(key for key in document if key != "users")
     if isinstance(users, list):
         return SourceData(entries=users, layout="users list", ignored_top_level_keys=ignored)
-    if isinstance(users, dict):
+    if isinstance(users, (dict, Repeated)):  # a repeated id keeps every entry: the first wins
+        pairs = users.pairs if isinstance(users, Repeated) else list(users.items())
         return SourceData(
-            entries=list(users.values()),
+            entries=[entry for _, entry in pairs],
             layout="users keyed by id",
-            id_keys=list(users.keys()),
+            id_keys=[key for key, _ in pairs],
             ignored_top_level_keys=ignored,
         )
     raise SourceError(

@@ -1,10 +1,15 @@
 """Turn one column of raw JSON values into a typed pandas column, keeping the meaning of each value.
 
-Coercions applied (and only these): numeric strings and integral floats to integers; tiers in any
-letter case to the enum name; timestamps in ISO 8601 with or without offset, with `Z`, with a space
-for `T`, date only, or epoch seconds as a JSON number. Naive timestamps are read in the source
-timezone. Everything else is left missing and reported as an error `{position: reason}`.
+Coercions applied (and only these): strings of ASCII digits and floats that are whole numbers
+below 2**53 (beyond it a float stands for several integers) to integers; tiers in any letter case
+to the enum name; timestamps in ISO 8601 with or without offset, with `Z`, with a space for `T`,
+date only, or epoch seconds as a JSON number. Naive timestamps are read in the source timezone.
+Everything else is left missing and reported as an error `{position: reason}`.
 Absent and null values stay missing without an error: the mapping applies the bot's defaults.
+
+A value is accepted only if its column holds it with the same meaning: integers within 64 bits,
+instants within years 1 to 9999 in UTC (PostgreSQL writes no year 0, the bot's Python datetimes
+stop at 9999; epoch *milliseconds* land beyond 9999 when read as seconds and are refused so).
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from faceit_etl.source.repeats import LongInteger
 from faceit_etl.validation.fields import TIERS, Kind
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+INT64_DIGITS = 19
+FLOAT_EXACT = 2**53  # from here on a float is the rounding of more than one integer
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)  # int() would read "١٢٣" as 123
+YEARS = (1, 9999)
 # Matched against stripped text, in what RE2 runs natively: `\s` or `\d` would send pandas back
 # to Python's `re`, value by value (3x slower at 1M users).
 _HAS_OFFSET = r"(?:[zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
@@ -72,13 +81,19 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return None, f"expected a whole number, got {describe(value)}"
+    if isinstance(value, LongInteger):
+        return None, f"{describe(value)} does not fit a 64-bit integer"
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
         if not value.is_integer():
             return None, f"expected a whole number, got {describe(value)}"
+        if abs(value) >= FLOAT_EXACT:
+            return None, f"{describe(value)} is a decimal number beyond 2**53, where it is no exact whole number"
         number = int(value)
     elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        if len(value.strip().lstrip("+-").lstrip("0")) > INT64_DIGITS:  # before int(): no digit limit
+            return None, f"{describe(value)} does not fit a 64-bit integer"
         number = int(value)
     else:
         return None, f"expected a whole number, got {describe(value)}"
@@ -140,12 +155,20 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         result[aware] = parsed.dt.round("us")  # the target's precision; nanoseconds do not fit
     if naive.any():
         local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce").dt.round("us")
-        result[naive] = local.dt.tz_localize(
+        # pandas refuses to localize a column holding any instant beyond Python's years 1-9999
+        edge = local.notna() & ~local.between(_SAFE_LOCAL[0], _SAFE_LOCAL[1])
+        result[local.index[~edge]] = local[~edge].dt.tz_localize(
             source_timezone, ambiguous="NaT", nonexistent="NaT"
         ).dt.tz_convert("UTC")
+        for position, moment in local[edge].items():
+            result.iat[position] = _localized_at_the_edge(moment, source_timezone)
 
     for position in (has_text & result.isna()).to_numpy().nonzero()[0].tolist():
         errors[position] = _timestamp_failure(values[position].strip(), source_timezone)
+    years = result.dt.year
+    for position in (result.notna() & ~years.between(*YEARS)).to_numpy().nonzero()[0].tolist():
+        errors[position] = f"timestamp {describe(values[position])} is {_beyond(result.iat[position])}"
+        result.iat[position] = pd.NaT
     for position in [p for p, v in enumerate(values) if v is not None and type(v) is not str]:
         value = values[position]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -153,12 +176,41 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
                 stamp = pd.Timestamp(value, unit="s", tz="UTC")
                 if pd.isna(stamp):  # NaN, which Python's JSON reader accepts, is no instant
                     raise ValueError(value)
-                result.iat[position] = stamp.round("us")
+                stamp = stamp.round("us")
+                if not YEARS[0] <= stamp.year <= YEARS[1]:
+                    raise ValueError(value)
+                result.iat[position] = stamp
             except (OverflowError, ValueError):
-                errors[position] = f"epoch seconds {describe(value)} are out of range"
+                errors[position] = (
+                    f"epoch seconds {describe(value)} are out of range: only seconds from year 1 to "
+                    "9999 are read (milliseconds would land beyond it)"
+                )
         else:
             errors[position] = f"expected a timestamp, got {describe(value)}"
     return result, errors
+
+
+_SAFE_LOCAL = (pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30"))
+
+
+def _localized_at_the_edge(local: pd.Timestamp, source_timezone: str) -> pd.Timestamp:
+    """A naive time in the first or last day of years 1-9999 (or beyond them) as a UTC instant,
+    which the range check then judges; NaT when the local time is ambiguous."""
+    if not YEARS[0] <= local.year <= YEARS[1]:
+        return local.tz_localize("UTC")
+    moment = local.to_pydatetime()
+    zone = ZoneInfo(source_timezone)
+    offsets = {moment.replace(fold=fold, tzinfo=zone).utcoffset() for fold in (0, 1)}
+    if len(offsets) > 1:
+        return pd.NaT
+    return (local - pd.Timedelta(offsets.pop())).tz_localize("UTC")
+
+
+def _beyond(instant: pd.Timestamp) -> str:
+    return (
+        f"in year {instant.year} in UTC: the target holds years {YEARS[0]} to {YEARS[1]} only "
+        "(PostgreSQL writes no year 0; the bot's datetimes end at 9999)"
+    )
 
 
 def _timestamp_failure(text: str, source_timezone: str) -> str:

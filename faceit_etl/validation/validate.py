@@ -18,6 +18,7 @@ import pandera.pandas as pa
 
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
+from faceit_etl.source.repeats import RefusedEntry, written
 from faceit_etl.validation.coerce import _integer, coerce_column, describe
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
@@ -83,7 +84,9 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
         reasons.setdefault(index, []).append((field_name, reason))
 
     for i, entry in enumerate(entries, start=offset):
-        if type(entry) is not dict:
+        if type(entry) is RefusedEntry:
+            reject(i, ENTRY_FIELD, entry.reason)
+        elif type(entry) is not dict:
             reject(i, ENTRY_FIELD, f"entry is not an object: got {describe(entry)}")
         elif lenient_parse and (bad := _unpaired_surrogate(entry)):
             reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
@@ -181,9 +184,9 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame) -> pd.Dat
         for field_name, reason in reasons[index]
     ]
     rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
-    return rejects.astype(
-        {"source_index": "int64", "user_id": "Int64", "field": "str", "reason": "str", "raw": "str"}
-    )
+    # built as Int64 directly: ids inferred next to a None become floats, and lose digits past 2**53
+    rejects["user_id"] = pd.array([row[1] for row in rows], dtype="Int64")
+    return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "raw": "str"})
 
 
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
@@ -217,11 +220,15 @@ def _spelled(value: Any) -> Any:
 
 
 def _raw_json(entry: Any) -> str:
+    if type(entry) is RefusedEntry:
+        return entry.raw
     try:
         return orjson.dumps(entry).decode()
     except TypeError:  # big integers, unpaired surrogates, or nesting beyond orjson's 254 levels
         try:
             return json.dumps(_spelled(entry), ensure_ascii=False)
+        except TypeError:  # integers too long for Python's int-to-text limit
+            return written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
             return json.dumps(f"<entry nested too deeply to write back: {describe(entry)}>")
 
