@@ -363,6 +363,7 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
         "schema": "public",
         "unchanged_since_run": changing.run_id,
         "fingerprint": manifest["target"]["fingerprint"],
+        "run_id": rerun.run_id,
     }
     assert not list(backup_folder(tmp_path, rerun.run_id).glob("*.copy"))  # no 2M-row snapshot of nothing
     assert target_state(db) == after_second
