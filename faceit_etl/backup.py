@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ class SourceSnapshot:
 
 def run_folder(backup_dir: str | Path, run_id: str) -> Path:
     return Path(backup_dir).resolve() / run_id
+
+
+def manual_backup_name() -> str:
+    """A folder name of its own for each manual backup: readable time, then a random part, since
+    two backups started in the same second (or microsecond) must not share a folder."""
+    return f"manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
 def private_folder(path: Path) -> Path:
