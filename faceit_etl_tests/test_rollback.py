@@ -187,7 +187,8 @@ def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, d
     users_copy = (folder / "users.copy").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in users_copy) == sorted(str(r[0]) for r in after_first["users"]["rows"])
 
-    # taken before the load: the run's log row started after the manifest's time
+    # the source was copied before the load started; the tables were snapshotted by that run's load
+    assert manifest["target"]["run_id"] == second.run_id
     taken_at = datetime.fromisoformat(manifest["taken_at"])
     assert taken_at.tzinfo is not None
     started = db.execute(
