@@ -167,6 +167,16 @@ def _file_kind(mode: int) -> str:
     return kinds.get(stat.S_IFMT(mode), "an unknown kind of file")
 
 
+def ensure_manifest(folder: Path, run_id: str, root_run_id: str) -> None:
+    """A run that did not copy the source itself (a re-execution from failure reads the copy an
+    earlier run of its family made) still gets its own folder for its table snapshot."""
+    if (folder / MANIFEST).exists():
+        return
+    private_folder(folder)
+    manifest = {"run_id": run_id, "taken_at": datetime.now(UTC).isoformat(), "root_run_id": root_run_id}
+    write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
 def write_json_lines(path: Path, records: list[dict]) -> Path:
     """One JSON document per line, readable by the owner only (rejects hold personal data)."""
     write_private(path, b"".join(orjson.dumps(record) + b"\n" for record in records))

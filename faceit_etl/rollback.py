@@ -27,8 +27,6 @@ from faceit_etl.target.snapshot import UNCHANGED_SINCE, TableDigest, restore_sna
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
-# The backup folder's name: the run family's root run (older rows: the run itself).
-_FOLDER = sql.SQL("coalesce(metadata->>'run_family', metadata->>'run_id')")
 
 
 class RollbackError(RuntimeError):
@@ -60,7 +58,7 @@ def find_backup(
     logs = table(schema, MIGRATION_LOGS)
     if migration_id:
         row = conn.execute(
-            sql.SQL("SELECT {} FROM {} WHERE id::text = %s OR metadata->>'run_id' = %s").format(_FOLDER, logs),
+            sql.SQL("SELECT metadata->>'run_id' FROM {} WHERE id::text = %s OR metadata->>'run_id' = %s").format(logs),
             [migration_id, migration_id],
         ).fetchone()
         if row is None:
@@ -68,10 +66,10 @@ def find_backup(
     else:
         row = conn.execute(
             sql.SQL(
-                """SELECT {} FROM {} WHERE status = 'success'
+                """SELECT metadata->>'run_id' FROM {} WHERE status = 'success'
                      AND metadata->'load'->>'recognised_from_run' IS NULL
                    ORDER BY {} DESC LIMIT 1"""
-            ).format(_FOLDER, logs, _ORDER)
+            ).format(logs, _ORDER)
         ).fetchone()
         if row is None:
             raise RollbackError("no successful migration to roll back (migration_logs has none)")

@@ -599,9 +599,11 @@ def test_rollback_works_after_re_execution_from_failure(database_url, db, tmp_pa
         assert again.success
         assert instance.get_run_by_id(again.run_id).root_run_id == failed.run_id
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 100
-        manifest = manifest_of(tmp_path, failed.run_id)  # the family's folder, named by its root run
-        assert manifest["target"]["run_id"] == again.run_id
-        assert not backup_folder(tmp_path, again.run_id).exists()
+        # The re-execution read its parent's source copy and snapshotted into a folder of its own.
+        manifest = manifest_of(tmp_path, again.run_id)
+        assert (manifest["root_run_id"], manifest["target"]["run_id"]) == (failed.run_id, again.run_id)
+        assert "source" not in manifest and not (backup_folder(tmp_path, again.run_id) / "source.json").exists()
+        assert manifest_of(tmp_path, failed.run_id)["target"]["run_id"] == failed.run_id
 
         result = rolled_back(settings, instance)
 
@@ -629,3 +631,22 @@ def test_re_executing_a_run_whose_step_values_were_pruned_says_to_start_a_new_ru
             message,
         ), message
         assert target_state(db) == before
+
+
+def test_re_executing_a_successful_run_in_full_keeps_its_snapshot_for_rollback(database_url, db, tmp_path):
+    users = generate_users(80, seed=17)
+    with dg.instance_for_test() as instance:
+        assert job_run(instance, make_settings(database_url, write_json(tmp_path / "a.json", {"users": users[:40]}), tmp_path)).success
+        after_first = target_state(db)
+        settings = make_settings(database_url, write_json(tmp_path / "b.json", {"users": users}), tmp_path)
+        changing = job_run(instance, settings)
+        assert changing.success
+
+        again = job_run(instance, settings, reexecution_options=dg.ReexecutionOptions(parent_run_id=changing.run_id))
+
+        assert again.success  # it copied the file again and found the tables as its root run left them
+        assert manifest_of(tmp_path, again.run_id)["target"]["unchanged_since_run"] == changing.run_id
+        assert manifest_of(tmp_path, changing.run_id)["target"]["run_id"] == changing.run_id
+        result = rolled_back(settings, instance)
+        assert rollback_materialization(result)["rolled_back_run"] == changing.run_id
+        assert target_state(db) == after_first

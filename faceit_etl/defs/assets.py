@@ -37,15 +37,16 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
     **ABOUT_THE_BOT,
     kinds={"json", "file"},
     description=(
-        "Taken before anything else, in a private folder (0700) per run family (a run and its "
-        "re-executions share it): a copy of the bot's data file with its sha256. Every later step "
-        "reads this copy, never the live file. The tables' snapshot that `rollback_job` restores "
-        "is added to the same folder by `postgres_tables`, under its lock, just before it writes."
+        "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
+        "file with its sha256 (every later step reads this copy, never the live file; a "
+        "re-execution from failure reads the one its parent made). The tables' snapshot that "
+        "`rollback_job` restores is added to the run's folder by `postgres_tables`, under its lock, "
+        "just before it writes: each run, re-executions too, has its own."
     ),
 )
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
     settings = migration_settings.checked()
-    copied = backup.backup_source(settings.source_path, settings.backup_dir, run_family(context))
+    copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
     return dg.Output(
         copied,
         metadata={
@@ -55,11 +56,6 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
             "size_bytes": copied.size_bytes,
         },
     )
-
-
-def run_family(context: dg.AssetExecutionContext) -> str:
-    """The root run's id: a re-execution ("from failure", say) keeps its root's backup folder."""
-    return context.run.root_run_id or context.run.run_id
 
 
 @dg.asset(
@@ -104,7 +100,7 @@ def validated_frame(
         outcome = replace(validate_entries(raw_json, settings.source_timezone), input_identity=identity)
         memo.store(judged_before, identity, outcome)
     if not outcome.rejects.empty:
-        folder = backup.private_folder(backup.run_folder(settings.backup_dir, run_family(context)))
+        folder = backup.private_folder(backup.run_folder(settings.backup_dir, context.run.run_id))
         backup.write_json_lines(folder / REJECTS_FILE, outcome.reject_records())
     return dg.Output(
         outcome,
@@ -179,7 +175,7 @@ def postgres_tables(
     url = settings.connection_url()
     schema = settings.target_schema
     run_id = context.run.run_id
-    folder = backup.run_folder(settings.backup_dir, run_family(context))
+    folder = backup.run_folder(settings.backup_dir, run_id)
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
     seen_in_transaction: dict = {}
 
@@ -196,6 +192,7 @@ def postgres_tables(
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:
         if settings.backup_tables and not settings.dry_run:  # a dry run changes nothing to undo
+            backup.ensure_manifest(folder, run_id, context.run.root_run_id or run_id)
             target = snapshot_for_load(conn, url, schema, folder, run_id, recognised, found)
             seen_in_transaction["snapshot"] = (
                 {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
@@ -216,7 +213,7 @@ def postgres_tables(
                 schema,
                 run_id=run_id,
                 total_items=validated_frame.input_count,
-                metadata={"settings": settings.safe_summary(), "run_family": run_family(context)},
+                metadata={"settings": settings.safe_summary()},
             )
         try:
             stats = load(
