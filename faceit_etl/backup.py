@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ class SourceSnapshot:
 
 def run_folder(backup_dir: str | Path, run_id: str) -> Path:
     return Path(backup_dir).resolve() / run_id
+
+
+def manual_backup_name() -> str:
+    """A folder name of its own for each manual backup: readable time, then a random part, since
+    two backups started in the same second (or microsecond) must not share a folder."""
+    return f"manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
 def private_folder(path: Path) -> Path:
@@ -158,6 +165,16 @@ def _file_kind(mode: int) -> str:
         stat.S_IFSOCK: "a socket",
     }
     return kinds.get(stat.S_IFMT(mode), "an unknown kind of file")
+
+
+def ensure_manifest(folder: Path, run_id: str, root_run_id: str) -> None:
+    """A run that did not copy the source itself (a re-execution from failure reads the copy an
+    earlier run of its family made) still gets its own folder for its table snapshot."""
+    if (folder / MANIFEST).exists():
+        return
+    private_folder(folder)
+    manifest = {"run_id": run_id, "taken_at": datetime.now(UTC).isoformat(), "root_run_id": root_run_id}
+    write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def write_json_lines(path: Path, records: list[dict]) -> Path:

@@ -18,7 +18,6 @@ import re
 import sys
 import threading
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -487,11 +486,11 @@ def rollback_question(settings, args) -> tuple[Path, str]:
 
 
 def backup(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import backup_source, update_manifest
+    from faceit_etl.backup import backup_source, manual_backup_name, update_manifest
     from faceit_etl.target.snapshot import take_snapshot
 
     settings, _ = settings_for(args)
-    name = "manual-" + datetime.now().strftime("%Y%m%dT%H%M%S")
+    name = manual_backup_name()
     copied = backup_source(args.json_file, args.output_dir or settings.backup_dir, name)
     say(f"source {copied.original} (sha256 {copied.sha256}) copied to {copied.folder}", quiet_too=True)
     try:

@@ -5,6 +5,10 @@ anything (a re-run that found the tables as an earlier load left them has none);
 migration (its migration_logs id or its Dagster run id) can be named instead. Only `users` and
 `user_subscriptions` are touched, in one transaction verified against the manifest's hashes; the
 migration's log row then says `rolled_back`.
+
+Loads take their snapshot under the lock that serialises them, so migrations are ordered by when
+they took it (`locked_at`), and the snapshot of one holds every migration committed before it and
+none after: restoring it undoes exactly that migration and the ones that came later.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from faceit_etl.backup import read_manifest, run_folder
 from faceit_etl.target.ddl import MIGRATION_LOGS, table, table_exists
 from faceit_etl.target.load import advisory_lock_key
 from faceit_etl.target.snapshot import UNCHANGED_SINCE, TableDigest, restore_snapshot
+
+# When a migration's load took the lock (older rows: when the run started).
+_ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
 
 
 class RollbackError(RuntimeError):
@@ -61,8 +68,8 @@ def find_backup(
             sql.SQL(
                 """SELECT metadata->>'run_id' FROM {} WHERE status = 'success'
                      AND metadata->'load'->>'recognised_from_run' IS NULL
-                   ORDER BY start_time DESC LIMIT 1"""
-            ).format(logs)
+                   ORDER BY {} DESC LIMIT 1"""
+            ).format(logs, _ORDER)
         ).fetchone()
         if row is None:
             raise RollbackError("no successful migration to roll back (migration_logs has none)")
@@ -76,25 +83,42 @@ def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackRes
         raise RollbackError(
             f"{folder}: this backup holds no snapshot of the tables (taken with --no-backup?): cannot roll back"
         )
+    run_id = target.get("run_id", manifest["run_id"])  # the run whose load took it
     if UNCHANGED_SINCE in target:
         raise RollbackError(
-            f"{folder}: run {manifest['run_id']} changed nothing (it found the tables as run "
+            f"{folder}: run {run_id} changed nothing (it found the tables as run "
             f"{target[UNCHANGED_SINCE]} left them): roll back that run to undo its load"
         )
     if target["schema"] != schema:
         raise RollbackError(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        logged = table_exists(conn, schema, MIGRATION_LOGS)
+        if logged:
+            _refuse_uncommitted(conn, schema, folder, run_id)
         restored = restore_snapshot(conn, folder, target)
-        if table_exists(conn, schema, MIGRATION_LOGS):
-            # The snapshot predates this migration and every later one: all of them are undone.
+        if logged:
+            # The snapshot holds every migration committed before this one: it and the later ones are undone.
             conn.execute(
                 sql.SQL(
                     """UPDATE {logs} SET status = 'rolled_back', metadata = metadata || %s
-                       WHERE status = 'success' AND start_time >= (
-                           SELECT min(start_time) FROM {logs} WHERE metadata->>'run_id' = %s)"""
-                ).format(logs=table(schema, MIGRATION_LOGS)),
-                [Jsonb({"rolled_back_to_snapshot": str(folder)}), manifest["run_id"]],
+                       WHERE status = 'success' AND {order} >= (
+                           SELECT min({order}) FROM {logs} WHERE metadata->>'run_id' = %s)"""
+                ).format(logs=table(schema, MIGRATION_LOGS), order=_ORDER),
+                [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
-    return RollbackResult(folder, manifest["run_id"], restored, dropped)
+    return RollbackResult(folder, run_id, restored, dropped)
+
+
+def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run_id: str) -> None:
+    """A snapshot whose load never committed describes no migration: restoring it would undo others."""
+    row = conn.execute(
+        sql.SQL("SELECT status FROM {} WHERE metadata->>'run_id' = %s").format(table(schema, MIGRATION_LOGS)),
+        [run_id],
+    ).fetchone()
+    if row is not None and row[0] not in ("success", "rolled_back"):
+        raise RollbackError(
+            f"{folder}: the load of run {run_id} did not commit (its migration is {row[0]!r}): "
+            "it changed nothing, there is nothing of it to roll back"
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 from datetime import datetime
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 
 from faceit_etl.backup import BackupError
-from faceit_etl.definitions import ASSETS, defs
+from faceit_etl.definitions import ASSETS, defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.rollback import RollbackError, find_backup, rollback
@@ -186,7 +187,8 @@ def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, d
     users_copy = (folder / "users.copy").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in users_copy) == sorted(str(r[0]) for r in after_first["users"]["rows"])
 
-    # taken before the load: the run's log row started after the manifest's time
+    # the source was copied before the load started; the tables were snapshotted by that run's load
+    assert manifest["target"]["run_id"] == second.run_id
     taken_at = datetime.fromisoformat(manifest["taken_at"])
     assert taken_at.tzinfo is not None
     started = db.execute(
@@ -363,6 +365,7 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
         "schema": "public",
         "unchanged_since_run": changing.run_id,
         "fingerprint": manifest["target"]["fingerprint"],
+        "run_id": rerun.run_id,
     }
     assert not list(backup_folder(tmp_path, rerun.run_id).glob("*.copy"))  # no 2M-row snapshot of nothing
     assert target_state(db) == after_second
@@ -541,3 +544,109 @@ def test_rollback_job_records_a_materialization_of_postgres_tables(database_url,
         assert latest.asset_materialization.metadata["rolled_back_run"].value == second.run_id
     assert target_state(db) == after_a
     assert statuses(db)[second.run_id] == "rolled_back"
+
+
+# ------------------------------------------------------------- 8. re-execution from failure
+
+
+def job_run(instance, settings, **options):
+    """migrate_job as the CLI and the UI launch it, so that it can be re-executed."""
+    config = settings.model_dump(include={"database_url", "source_path", "backup_dir"})
+    return dg.execute_job(
+        dg.reconstructable(get_migrate_job),
+        instance=instance,
+        run_config={"resources": {"migration_settings": {"config": config}}},
+        raise_on_error=False,
+        **options,
+    )
+
+
+def from_failure(instance, settings, failed):
+    return job_run(instance, settings, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance))
+
+
+def a_load_that_fails_on_a_32_bit_column(database_url, db, tmp_path, instance):
+    """A baseline whose ids fit 32 bits, the column made 32-bit, then a file that overflows it."""
+    users = generate_users(200, seed=13)
+    small = [u for u in users if u["user_id"] < 2**31][:40]
+    big = [u for u in users if u["user_id"] >= 2**31][:60]
+    baseline = job_run(instance, make_settings(database_url, write_json(tmp_path / "small.json", {"users": small}), tmp_path))
+    assert baseline.success
+    db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
+    settings = make_settings(database_url, write_json(tmp_path / "big.json", {"users": small + big}), tmp_path)
+    failed = job_run(instance, settings)
+    assert not failed.success
+    assert [e.step_key for e in failed.get_step_failure_events()] == ["postgres_tables"]
+    return baseline, settings, failed
+
+
+def test_rollback_works_after_re_execution_from_failure(database_url, db, tmp_path):
+    with dg.instance_for_test() as instance:
+        baseline, settings, failed = a_load_that_fails_on_a_32_bit_column(database_url, db, tmp_path, instance)
+        db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE bigint")  # the fix the error asks for
+        before = target_state(db)
+        # The failed load's snapshot describes no migration: rollback refuses it.
+        refused = roll_back(settings, instance, migration_id=failed.run_id)
+        assert failure_of(refused) == (
+            "RollbackError",
+            f"{backup_folder(tmp_path, failed.run_id)}: the load of run {failed.run_id} did not commit "
+            "(its migration is 'failed'): it changed nothing, there is nothing of it to roll back",
+        )
+        assert target_state(db) == before
+
+        again = from_failure(instance, settings, failed)
+
+        assert again.success
+        assert instance.get_run_by_id(again.run_id).root_run_id == failed.run_id
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 100
+        # The re-execution read its parent's source copy and snapshotted into a folder of its own.
+        manifest = manifest_of(tmp_path, again.run_id)
+        assert (manifest["root_run_id"], manifest["target"]["run_id"]) == (failed.run_id, again.run_id)
+        assert "source" not in manifest and not (backup_folder(tmp_path, again.run_id) / "source.json").exists()
+        assert manifest_of(tmp_path, failed.run_id)["target"]["run_id"] == failed.run_id
+
+        result = rolled_back(settings, instance)
+
+        assert rollback_materialization(result)["rolled_back_run"] == again.run_id
+        assert target_state(db) == before
+        assert statuses(db) == {baseline.run_id: "success", failed.run_id: "failed", again.run_id: "rolled_back"}
+
+
+def test_re_executing_a_run_whose_step_values_were_pruned_says_to_start_a_new_run(database_url, db, tmp_path):
+    with dg.instance_for_test() as instance:
+        _, settings, failed = a_load_that_fails_on_a_32_bit_column(database_url, db, tmp_path, instance)
+        db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE bigint")
+        before = target_state(db)
+        shutil.rmtree(Path(instance.storage_directory()) / "runs" / failed.run_id)  # as pruning leaves it
+
+        again = from_failure(instance, settings, failed)
+
+        assert not again.success
+        kind, message = failure_of(again)
+        assert kind == "StepValuesGone"  # the first of the load's inputs that Dagster asks for
+        assert re.fullmatch(
+            rf"the value of (validated_frame|mapped_users|mapped_subscriptions) from run {failed.run_id} is gone: "
+            r"only the newest 5 runs' step values are kept, so this run cannot be re-executed\. "
+            r"Start a new run instead\.",
+            message,
+        ), message
+        assert target_state(db) == before
+
+
+def test_re_executing_a_successful_run_in_full_keeps_its_snapshot_for_rollback(database_url, db, tmp_path):
+    users = generate_users(80, seed=17)
+    with dg.instance_for_test() as instance:
+        assert job_run(instance, make_settings(database_url, write_json(tmp_path / "a.json", {"users": users[:40]}), tmp_path)).success
+        after_first = target_state(db)
+        settings = make_settings(database_url, write_json(tmp_path / "b.json", {"users": users}), tmp_path)
+        changing = job_run(instance, settings)
+        assert changing.success
+
+        again = job_run(instance, settings, reexecution_options=dg.ReexecutionOptions(parent_run_id=changing.run_id))
+
+        assert again.success  # it copied the file again and found the tables as its root run left them
+        assert manifest_of(tmp_path, again.run_id)["target"]["unchanged_since_run"] == changing.run_id
+        assert manifest_of(tmp_path, changing.run_id)["target"]["run_id"] == changing.run_id
+        result = rolled_back(settings, instance)
+        assert rollback_materialization(result)["rolled_back_run"] == changing.run_id
+        assert target_state(db) == after_first

@@ -19,9 +19,8 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import input_identity
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.target import ddl, runlog
-from faceit_etl.target.fingerprint import left_by
 from faceit_etl.target.load import load
-from faceit_etl.target.snapshot import UNCHANGED_SINCE, take_snapshot
+from faceit_etl.target.snapshot import snapshot_for_load
 from faceit_etl.target.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 
@@ -39,30 +38,15 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
     kinds={"json", "file"},
     description=(
         "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
-        "file with its sha256 (every later step reads this copy, never the live file) and a "
-        "snapshot of the target tables as they are, which `rollback_job` restores. No snapshot "
-        "when the tables are exactly as an earlier load of this same file left them: the run has "
-        "nothing to change (and its load refuses to write if they change meanwhile)."
+        "file with its sha256 (every later step reads this copy, never the live file; a "
+        "re-execution from failure reads the one its parent made). The tables' snapshot that "
+        "`rollback_job` restores is added to the run's folder by `postgres_tables`, under its lock, "
+        "just before it writes: each run, re-executions too, has its own."
     ),
 )
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
     settings = migration_settings.checked()
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
-    tables: dict | str = "skipped (backup_tables off)"
-    if settings.backup_tables:
-        schema = settings.target_schema
-        with connect(settings.connection_url()) as conn:
-            same_as, found = None, {}
-            if not settings.truncate:
-                with conn.transaction():  # its own: the snapshot sets its isolation level
-                    same_as, found = left_by(conn, schema, input_identity(copied.sha256, settings.source_timezone))
-            if same_as is None:
-                target = take_snapshot(conn, schema, Path(copied.folder))
-                tables = {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
-            else:
-                target = {"schema": schema, UNCHANGED_SINCE: same_as, "fingerprint": found}
-                tables = f"not taken: the tables are as run {same_as} left them from this same file"
-        backup.update_manifest(copied.folder, target=target)
     return dg.Output(
         copied,
         metadata={
@@ -70,7 +54,6 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
             "backup_folder": dg.MetadataValue.path(copied.folder),
             "sha256": copied.sha256,
             "size_bytes": copied.size_bytes,
-            "tables_snapshot": dg.MetadataValue.json(tables) if isinstance(tables, dict) else tables,
         },
     )
 
@@ -174,9 +157,11 @@ def mapped_frames(validated_frame: ValidationOutcome):
     **ABOUT_THE_BOT,
     kinds={"postgres"},
     description=(
-        "The bot's `users` and `user_subscriptions` tables. One transaction: COPY into staging, "
-        "insert new rows, update changed ones, leave unchanged ones untouched. Any failure leaves "
-        "the target as it was. Rejects go to `migration_rejects`, the run to `migration_logs`."
+        "The bot's `users` and `user_subscriptions` tables. One transaction: under the migration's "
+        "lock, snapshot the tables into the run's backup folder (not when they are exactly as an "
+        "earlier load of this same file left them: nothing will change), COPY into staging, insert "
+        "new rows, update changed ones, leave unchanged ones untouched. Any failure leaves the "
+        "target as it was. Rejects go to `migration_rejects`, the run to `migration_logs`."
     ),
 )
 def postgres_tables(
@@ -190,6 +175,7 @@ def postgres_tables(
     url = settings.connection_url()
     schema = settings.target_schema
     run_id = context.run.run_id
+    folder = backup.run_folder(settings.backup_dir, run_id)
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
     seen_in_transaction: dict = {}
 
@@ -203,6 +189,16 @@ def postgres_tables(
         if settings.dry_run:
             verdicts = all_verdicts(conn, schema, mapped_users, mapped_subscriptions)
             seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
+
+    def snapshot(conn, recognised: str | None, found: dict) -> None:
+        if settings.backup_tables and not settings.dry_run:  # a dry run changes nothing to undo
+            backup.ensure_manifest(folder, run_id, context.run.root_run_id or run_id)
+            target = snapshot_for_load(conn, url, schema, folder, run_id, recognised, found)
+            seen_in_transaction["snapshot"] = (
+                {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
+                if recognised is None
+                else f"not taken: the tables are as run {recognised} left them from this same file"
+            )
 
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(connect(url))
@@ -233,7 +229,7 @@ def postgres_tables(
                 dry_run=settings.dry_run,
                 log=log,
                 input_identity=validated_frame.input_identity,
-                must_recognise=_snapshot_skipped(settings.backup_dir, run_id),
+                before_write=snapshot,
             )
         except Exception as exc:
             message = redact(str(exc), url)
@@ -258,6 +254,7 @@ def postgres_tables(
             "rejected_entries": validated_frame.rejected_count,
             "created_tables": stats.created_tables,
             "truncated": stats.truncated,
+            "tables_snapshot": _snapshot_metadata(seen_in_transaction.get("snapshot", "skipped (backup_tables off)")),
             "nothing_to_compare": (
                 f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
                 if stats.recognised_from_run
@@ -276,11 +273,5 @@ def postgres_tables(
     )
 
 
-def _snapshot_skipped(backup_dir: str, run_id: str) -> bool:
-    """Whether this run's backup step took no snapshot because the tables were as an earlier load
-    of the same file left them; then the load must find them so, or write nothing."""
-    try:
-        target = backup.read_manifest(backup.run_folder(backup_dir, run_id)).get("target") or {}
-    except backup.BackupError:  # source_backup was not part of this run: no snapshot either way
-        return False
-    return UNCHANGED_SINCE in target
+def _snapshot_metadata(taken: dict | str):
+    return dg.MetadataValue.json(taken) if isinstance(taken, dict) else taken

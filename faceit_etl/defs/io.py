@@ -26,6 +26,10 @@ _HANDED_OVER: dict[Path, SourceData] = {}
 KEEP_RUNS = 5
 
 
+class StepValuesGone(RuntimeError):
+    """A re-execution needs a step value of a run whose values were pruned."""
+
+
 def _name(context: dg.OutputContext) -> str:
     """An asset's key, or an op's step and output (rollback_job's op has no asset)."""
     return "__".join(context.asset_key.path) if context.has_asset_key else f"{context.step_key}.{context.name}"
@@ -52,7 +56,15 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         path = self._path(context.instance, context.upstream_output)
         if path in _HANDED_OVER:
             return _HANDED_OVER.pop(path)
-        value = pickle.loads(path.read_bytes())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StepValuesGone(
+                f"the value of {path.name} from run {context.upstream_output.run_id} is gone: only the "
+                f"newest {KEEP_RUNS} runs' step values are kept, so this run cannot be re-executed. "
+                "Start a new run instead."
+            ) from None
+        value = pickle.loads(data)
         if isinstance(value, SourceData) and value.path is not None and value.pieces is None:
             return replace(read_source(value.path), sha256=value.sha256)
         return value  # a source read in pieces parses them when asked: nothing to read here

@@ -48,6 +48,8 @@ _SUBSCRIPTION_DATA = SUBSCRIPTION_COLUMNS[2:]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 _NAMED_CLASHES = 20  # referral codes named in the error; the rest are counted
+# (connection, run whose load of this input left the tables as they are or None, their fingerprint)
+BeforeWrite = Callable[[psycopg.Connection, str | None, dict], None]
 
 
 @dataclass
@@ -90,7 +92,7 @@ def load(
     dry_run: bool = False,
     log: runlog.RunLog | None = None,
     input_identity: str | None = None,
-    must_recognise: bool = False,
+    before_write: BeforeWrite | None = None,
 ) -> LoadStats:
     """Load in one transaction. `before_commit` runs inside it; with `dry_run` the transaction is
     then rolled back, so the stats say what would have been written. The run's `log` row is marked
@@ -98,11 +100,21 @@ def load(
 
     With `input_identity` (see `identity.py`) the log row keeps it with the tables' fingerprint,
     and a load of an input whose earlier load left the tables as they are now writes nothing
-    without comparing a row: loading the same rows again is a no-op. `must_recognise` (the
-    backup step took no snapshot because of that) refuses to write anything otherwise."""
+    without comparing a row: loading the same rows again is a no-op.
+
+    `before_write` (the table snapshot) runs under the lock, before anything is written, with the
+    earlier run recognised (or None): the state it sees is exactly the one this load changes, as no
+    other load or rollback can commit in between."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
+        # Loads commit in the order they take the lock: rollback orders migrations by this time.
+        locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        recognised, found = None, {}
+        if input_identity is not None and not truncate:
+            recognised, found = left_by(conn, schema, input_identity)
+        if before_write is not None:
+            before_write(conn, recognised, found)
         created = ensure_target_tables(conn, schema)
         check_id_widths(
             conn,
@@ -114,14 +126,6 @@ def load(
         )
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
-        recognised, found = None, {}
-        if input_identity is not None and not truncate:
-            recognised, found = left_by(conn, schema, input_identity)
-        if must_recognise and recognised is None:
-            raise TargetError(
-                "the tables changed after the backup step found them as an earlier load of this same "
-                "file left them (so it took no snapshot); nothing was written. Run again"
-            )
         if recognised is not None:
             users, subscriptions = TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
         elif _empty_after_lock(conn, schema, truncate):
@@ -146,7 +150,7 @@ def load(
                 "success",
                 processed_items=len(mapped.users),
                 failed_items=int(rejects["source_index"].nunique()),
-                metadata={"load": stats.as_dict()}
+                metadata={"load": stats.as_dict(), "locked_at": locked_at.isoformat()}
                 | ({"input_identity": input_identity, "fingerprint": found if recognised else fingerprint(conn, schema)}
                    if input_identity is not None else {}),
                 conn=conn,

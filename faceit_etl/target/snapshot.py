@@ -2,7 +2,9 @@
 
 A snapshot is each table's rows in PostgreSQL's COPY text format, ordered by primary key and
 written with the session in UTC, so the file's sha256 is also the content hash of the table: after
-a restore, the same query must give the same hash. Only the migration's own tables are touched.
+a restore, the same query must give the same hash. Each table's definition (columns, constraints,
+indexes, the tier enum's labels) is kept too, so a table dropped since can be made again. Only the
+migration's own tables are touched.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from faceit_etl.backup import private_writer
+from faceit_etl.backup import private_writer, update_manifest
+from faceit_etl.database import connect
 from faceit_etl.target.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
 
 # Restored parents first; emptied children first.
@@ -59,44 +62,147 @@ def digest_table(conn: psycopg.Connection, schema: str, name: str, sink=None) ->
 
 
 def take_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict:
-    """Write each existing table to `folder/<table>.copy` (0600); returns the manifest's part."""
-    tables: dict[str, dict | None] = {}
+    """Write each existing table to `folder/<table>.copy` (0600) in a transaction of its own, both
+    tables at one instant; returns the manifest's part."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # both tables at one instant
-        for name in SNAPSHOT_TABLES:
-            if not table_exists(conn, schema, name):
-                tables[name] = None
-                continue
-            with private_writer(folder / f"{name}.copy") as sink:
-                result = digest_table(conn, schema, name, sink)
-            tables[name] = {"rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy"}
-        tier_type_existed = type_exists(conn, schema, TIER_TYPE)
-    return {"schema": schema, "tables": tables, "tier_type_existed": tier_type_existed}
+        return _write_snapshot(conn, schema, folder)
+
+
+def take_snapshot_in_transaction(conn: psycopg.Connection, url: str, schema: str, folder: Path) -> dict:
+    """The snapshot of exactly what `conn`'s open transaction sees now, for a load to write next.
+
+    The COPYs run on a second connection that imports this transaction's snapshot, so both tables
+    are read at one instant although the load's own transaction reads each statement afresh."""
+    exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    with connect(url) as reader, reader.transaction():
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+        return _write_snapshot(reader, schema, folder)
+
+
+def snapshot_for_load(
+    conn: psycopg.Connection, url: str, schema: str, folder: Path, run_id: str, recognised: str | None, found: dict
+) -> dict:
+    """Record in the manifest what `run_id`'s load is about to change, from inside its transaction:
+    the tables, or only which run left them as they are when the load recognises its input (then
+    it writes nothing). Recorded before the commit, so a committed load always has it; a load that
+    fails leaves a snapshot whose run's log row is not `success`, which rollback refuses."""
+    if recognised is not None:
+        target = {"schema": schema, UNCHANGED_SINCE: recognised, "fingerprint": found}
+    else:
+        target = take_snapshot_in_transaction(conn, url, schema, folder)
+    return update_manifest(folder, target=target | {"run_id": run_id})["target"]
+
+
+def _write_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict:
+    # Definitions are read with the schema first on the path, so they name its objects unqualified.
+    conn.execute("SELECT set_config('search_path', %s, true)", [sql.Identifier(schema).as_string(conn)])
+    tables: dict[str, dict | None] = {}
+    for name in SNAPSHOT_TABLES:
+        if not table_exists(conn, schema, name):
+            tables[name] = None
+            continue
+        with private_writer(folder / f"{name}.copy") as sink:
+            result = digest_table(conn, schema, name, sink)
+        tables[name] = {
+            "rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy",
+            "definition": _definition(conn, schema, name),
+        }
+    labels = conn.execute(
+        """SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e
+           JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE n.nspname = %s AND t.typname = %s""",
+        [schema, TIER_TYPE],
+    ).fetchone()[0]
+    return {"schema": schema, "tables": tables, "tier_type_existed": labels is not None, "tier_type_labels": labels}
+
+
+def _definition(conn: psycopg.Connection, schema: str, name: str) -> dict:
+    """What CREATE TABLE needs: columns (type, NOT NULL, default), constraints, other indexes."""
+    relation = table(schema, name).as_string(conn)
+    columns = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+        [relation],
+    ).fetchall()
+    constraints = conn.execute(
+        """SELECT conname, pg_get_constraintdef(oid), contype = 'f' FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f', 'c', 'x') ORDER BY conname""",
+        [relation],
+    ).fetchall()
+    indexes = conn.execute(
+        """SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass
+             AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
+           ORDER BY i.indexrelid::regclass::text""",
+        [relation],
+    ).fetchall()
+    return {
+        "columns": [{"name": n, "type": t, "not_null": nn, "default": d} for n, t, nn, d in columns],
+        "constraints": [{"name": n, "definition": d, "foreign": f} for n, d, f in constraints],
+        "indexes": [row[0] for row in indexes],
+    }
+
+
+def _create_table(conn: psycopg.Connection, schema: str, name: str, definition: dict) -> None:
+    """The table without its keys: the rows are copied first, as in a fresh load, keys after.
+
+    The definitions are SQL text PostgreSQL itself wrote when the snapshot was taken."""
+    columns = [
+        sql.SQL("{} {}{}{}").format(
+            sql.Identifier(c["name"]),
+            sql.SQL(c["type"]),
+            sql.SQL(" NOT NULL") if c["not_null"] else sql.SQL(""),
+            sql.SQL(" DEFAULT ") + sql.SQL(c["default"]) if c["default"] is not None else sql.SQL(""),
+        )
+        for c in definition["columns"]
+    ]
+    conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table(schema, name), sql.SQL(", ").join(columns)))
+
+
+def _add_keys(conn: psycopg.Connection, schema: str, name: str, definition: dict, *, foreign: bool) -> None:
+    for constraint in definition["constraints"]:
+        if constraint["foreign"] == foreign:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    table(schema, name), sql.Identifier(constraint["name"]), sql.SQL(constraint["definition"])
+                )
+            )
+    if not foreign:
+        for index in definition["indexes"]:
+            conn.execute(sql.SQL(index))
 
 
 def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> dict[str, TableDigest]:
     """Put the tables back exactly as the snapshot holds them, in one transaction, verified.
 
     Tables that did not exist when the snapshot was taken are dropped again (and the enum, if the
-    migration created it). A restored table whose count or hash differs from the manifest aborts
-    the transaction: the database is then left as it was before the rollback.
+    migration created it); tables dropped since are made again from their recorded definition. A
+    restored table whose count or hash differs from the manifest aborts the transaction: the
+    database is then left as it was before the rollback.
     """
     schema = snapshot["schema"]
     tables = snapshot["tables"]
     restored: dict[str, TableDigest] = {}
     with conn.transaction():
+        conn.execute("SELECT set_config('search_path', %s, true)", [sql.Identifier(schema).as_string(conn)])
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         if existing:
             conn.execute(
                 sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(table(schema, n) for n in existing))
             )
+        recreated = _recreate_missing(conn, schema, snapshot, existing)
         for name in SNAPSHOT_TABLES:
-            if tables.get(name) is None or name not in existing:
+            if tables.get(name) is None or name not in existing + recreated:
                 continue
             with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table(schema, name))) as copy:
                 with (folder / tables[name]["file"]).open("rb") as source:
                     while block := source.read(1 << 20):
                         copy.write(block)
+        for foreign in (False, True):  # a foreign key needs the key it references
+            for name in recreated:
+                _add_keys(conn, schema, name, tables[name]["definition"], foreign=foreign)
         for name in reversed(SNAPSHOT_TABLES):
             if tables.get(name) is None and name in existing:
                 conn.execute(sql.SQL("DROP TABLE {}").format(table(schema, name)))
@@ -106,8 +212,6 @@ def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> 
             expected = tables.get(name)
             if expected is None:
                 continue
-            if name not in existing:
-                raise SnapshotError(f"table {schema}.{name} is gone; it cannot be restored in place")
             restored[name] = digest_table(conn, schema, name)
             if (restored[name].rows, restored[name].sha256) != (expected["rows"], expected["sha256"]):
                 raise SnapshotError(
@@ -115,3 +219,24 @@ def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> 
                     f"({restored[name].rows} rows vs {expected['rows']}); nothing was changed"
                 )
     return restored
+
+
+def _recreate_missing(conn: psycopg.Connection, schema: str, snapshot: dict, existing: list[str]) -> list[str]:
+    """Make the snapshotted tables that are gone (and the tier enum, if it is gone too)."""
+    missing = [n for n in SNAPSHOT_TABLES if snapshot["tables"].get(n) is not None and n not in existing]
+    for name in missing:
+        if "definition" not in snapshot["tables"][name]:
+            raise SnapshotError(
+                f"table {schema}.{name} is gone and this snapshot holds no definition to make it again; "
+                "nothing was changed"
+            )
+    labels = snapshot.get("tier_type_labels")
+    if missing and labels and not type_exists(conn, schema, TIER_TYPE):
+        conn.execute(
+            sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                table(schema, TIER_TYPE), sql.SQL(", ").join(map(sql.Literal, labels))
+            )
+        )
+    for name in missing:
+        _create_table(conn, schema, name, snapshot["tables"][name]["definition"])
+    return missing
