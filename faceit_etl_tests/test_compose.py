@@ -53,7 +53,7 @@ def test_docker_compose_accepts_the_file_and_gives_each_service_only_its_own_rol
     done = compose_config()
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "webserver_readonly", "proxy"}
+    assert set(services) == {"postgres", "user_code", "webserver", "ui_proxy", "daemon", "webserver_readonly", "proxy"}
     for name in DAGSTER_SERVICES:
         assert services[name]["environment"]["DAGSTER_POSTGRES_URL"] == (
             "postgresql+psycopg2://dagster:dagster-pw@postgres:5432/dagster"), name
@@ -120,8 +120,9 @@ def test_no_port_is_published_beyond_loopback_without_the_public_profile(tmp_pat
     default = {name: s for name, s in services.items() if not s.get("profiles")}
 
     assert {name: published_beyond_loopback(s) for name, s in default.items()} == dict.fromkeys(default, [])
-    assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000/tcp"]
-    assert "ports" not in services["postgres"] and "ports" not in services["user_code"]
+    # The writable webserver is reached only through its loopback proxy (docker/Caddyfile.local).
+    assert services["ui_proxy"]["ports"] == ["127.0.0.1:3000:3000/tcp"]
+    assert {name for name, s in services.items() if s.get("ports")} == {"ui_proxy", "proxy"}
     public = {name for name, s in services.items() if "public" in s.get("profiles", [])}
     assert public == {"proxy", "webserver_readonly"}
     assert {name for name in public if services[name].get("ports")} == {"proxy"}
@@ -133,7 +134,23 @@ def test_no_port_is_published_beyond_loopback_without_the_public_profile(tmp_pat
             (ROOT / "docker-compose.yml").read_text().replace('"127.0.0.1:3000:3000"', spec))
         done = compose_config(tmp_path / "docker-compose.yml")
         assert done.returncode == 0, (spec, done.stderr)
-        assert published_beyond_loopback(yaml.safe_load(done.stdout)["services"]["webserver"]), spec
+        assert published_beyond_loopback(yaml.safe_load(done.stdout)["services"]["ui_proxy"]), spec
+
+
+def test_the_internet_facing_proxy_shares_a_network_only_with_the_read_only_webserver():
+    services = yaml.safe_load(compose_config().stdout)["services"]
+    members = {}
+    for name, service in services.items():
+        for network in service.get("networks", {"default": None}):
+            members.setdefault(network, set()).add(name)
+    assert members == {
+        "public": {"proxy", "webserver_readonly"},
+        "local_ui": {"ui_proxy", "webserver"},
+        # what the read-only webserver needs: Dagster's storage and the code server's definitions
+        "backend": {"postgres", "user_code", "daemon", "webserver", "webserver_readonly"},
+    }
+    reachable = {peer for network, names in members.items() if "proxy" in names for peer in names}
+    assert reachable == {"proxy", "webserver_readonly"}
 
 
 def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
@@ -144,6 +161,7 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
     for name in DAGSTER_SERVICES:
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert SERVICES["proxy"]["depends_on"] == {"webserver_readonly": {"condition": "service_healthy"}}
+    assert SERVICES["ui_proxy"]["depends_on"] == {"webserver": {"condition": "service_healthy"}}
     workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
     assert (server["host"], server["port"]) == ("user_code", 4000)
