@@ -153,6 +153,23 @@ def test_the_internet_facing_proxy_shares_a_network_only_with_the_read_only_webs
     assert reachable == {"proxy", "webserver_readonly"}
 
 
+def test_secrets_and_personal_data_stay_out_of_git_and_of_the_image_build_context():
+    sensitive = [".env", ".env.production", "backups/users.json", ".faceit-etl/runs.db", ".venv/bin/python",
+                 "migration.log"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sensitive, ".env.example"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == sensitive  # .env.example, the template, stays tracked
+
+    # .dockerignore excludes everything, then lets back in exactly what the Dockerfile copies.
+    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    let_in = sorted(p[1:] for p in patterns if p.startswith("!"))
+    copied = sorted(source for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+                    for source in line.split()[1:-1])
+    assert let_in == copied == ["README.md", "constraints.txt", "dagster.yaml", "docker/workspace.yaml", "faceit_etl",
+                                "pyproject.toml"]
+
+
 def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
     for name, service in SERVICES.items():
         assert "healthcheck" in service, name
