@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from faceit_etl_tests.conftest import NESTED_SAMPLE
 from faceit_etl_tests.test_compose import (LAUNCH, MIGRATE_JOB, SERVICES, answers, free_port, graphql,
@@ -349,3 +350,32 @@ def test_the_proxy_without_a_login_configured_lets_nothing_through(home, readonl
         assert caddy.poll() is None
         for auth in [{}, basic("observer", "s3cret pass"), basic("", "")]:
             assert send(f"{proxy}/server_info", headers=auth, context=caddy_ca(env))[0] == 401, auth
+
+
+def test_the_dagster_ui_works_in_chromium_through_the_local_proxy(writable, local_proxy):
+    """The real UI, as the operator uses it through ui_proxy: every request it sends passes (none
+    refused), a click launches a run, and the run's page gets its live logs over the websocket."""
+    refused, answered = [], []  # responses >= 400; websockets that received a frame
+    before = set(run_ids(writable))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.on("response", lambda r: r.status >= 400 and refused.append((r.request.method, r.url, r.status)))
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda _: answered.append(ws.url)))
+        page.goto(f"{local_proxy}/asset-groups/faceit_migration")
+        expect(page.get_by_text("postgres_tables").first).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
+        launched = set(run_ids(writable)) - before
+        assert len(launched) == 1
+        run_id = launched.pop()
+        page.goto(f"{local_proxy}/runs/{run_id}")
+        expect(page.get_by_text(run_id[:8]).first).to_be_visible(timeout=30_000)
+        for _ in range(60):  # playwright delivers events while the page is waited on
+            if f"{local_proxy.replace('http', 'ws', 1)}/graphql" in answered:
+                break
+            page.wait_for_timeout(500)
+        assert f"{local_proxy.replace('http', 'ws', 1)}/graphql" in answered, answered
+        browser.close()
+    assert refused == []
