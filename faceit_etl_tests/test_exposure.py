@@ -231,7 +231,8 @@ def test_the_local_proxy_refuses_every_request_a_web_page_could_forge(writable, 
                 for name, (path, method, data, headers) in forgeries.items()}
     assert statuses == {
         "GraphQL over GET": 403, "GraphQL over GET, same origin": 403, "text/plain POST (a form)": 415,
-        "text/plain naming JSON": 415, "form-encoded POST": 415, "multipart POST": 415, "POST without a type": 415, "JSON from another origin": 403,
+        "text/plain naming JSON": 415, "form-encoded POST": 415, "multipart POST": 415, "POST without a type": 415,
+        "JSON from another origin": 403,
         "JSON from another port": 403, "DNS rebinding": 421, "DNS rebinding read": 421}
     assert send(local_proxy + forged_get)[1] == "refused: GraphQL over GET (only the websocket upgrade)"
     assert websocket_upgrade(local_proxy, {"Origin": "http://evil.example"}).startswith("HTTP/1.1 403")
@@ -266,7 +267,8 @@ def basic(user: str, password: str) -> dict:
 
 def start_public_proxy(processes: Processes, caddy_env: dict, readonly: str, **env: str) -> tuple[str, dict]:
     port = free_port()
-    env = {**caddy_env, "FACEIT_ETL_PUBLIC_ADDRESS": f"127.0.0.1:{port}", "FACEIT_ETL_PROXY_HTTP_PORT": str(free_port()),
+    env = {**caddy_env, "FACEIT_ETL_PUBLIC_ADDRESS": f"127.0.0.1:{port}",
+           "FACEIT_ETL_PROXY_HTTP_PORT": str(free_port()),
            "FACEIT_ETL_UPSTREAM": readonly.removeprefix("http://"), **env}
     start_caddy(processes, env)
     proxy = "https://" + env["FACEIT_ETL_PUBLIC_ADDRESS"].split()[0]
@@ -303,6 +305,8 @@ def test_the_proxy_lets_through_only_the_login_and_only_to_the_read_only_webserv
     assert send(f"{proxy}/graphql", "POST", launch, {**login, **json_post, "Origin": "https://evil.example"},
                 context=ca)[:2] == (403, "refused: request from another origin")
     assert send(f"{proxy}/graphql", "POST", launch, {**login, "Content-Type": "text/plain"}, context=ca)[0] == 415
+    # Another Host name (DNS rebinding) matches no site: nothing reaches the webserver.
+    assert send(f"{proxy}/server_info", headers={**login, "Host": "evil.example"}, context=ca)[:2] == (200, "")
 
 
 def test_the_public_proxy_never_asks_for_the_password_over_plain_http(home, readonly, caddy_env):
@@ -338,7 +342,8 @@ def test_the_proxy_without_a_login_configured_lets_nothing_through(home, readonl
     _, processes = home
     port = free_port()
     proxy = f"https://127.0.0.1:{port}"
-    env = {**caddy_env, "FACEIT_ETL_PUBLIC_ADDRESS": f"127.0.0.1:{port}", "FACEIT_ETL_PROXY_HTTP_PORT": str(free_port()),
+    env = {**caddy_env, "FACEIT_ETL_PUBLIC_ADDRESS": f"127.0.0.1:{port}",
+           "FACEIT_ETL_PROXY_HTTP_PORT": str(free_port()),
            "FACEIT_ETL_UPSTREAM": readonly.removeprefix("http://"), **dict.fromkeys(missing, "")}
     caddy = start_caddy(processes, env)
 
