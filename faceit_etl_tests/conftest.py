@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from faceit_etl.defs.resources import MigrationSettings
 
@@ -41,6 +44,35 @@ def database_url(postgres_server_url):
     yield make_conninfo(postgres_server_url, dbname=name)
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# A real secret: a random part (found in any encoding) plus characters a URL must encode and a quote.
+BOT_PASSWORD = f"Pw-{secrets.token_hex(8)} /:@%#?'é"
+BOT_ROLE = "faceit_bot"
+
+
+@pytest.fixture(scope="session")
+def password_role(postgres_server_url):
+    """Make the session server demand a password (scram-sha-256) from every role but its superuser,
+    and create a login role with `BOT_PASSWORD`."""
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        hba.write_text("local all postgres trust\nlocal all all scram-sha-256\nhost all all all scram-sha-256\n")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(BOT_ROLE),
+                                                                       sql.Literal(BOT_PASSWORD)))
+    return BOT_ROLE
+
+
+@pytest.fixture
+def password_database_url(password_role, database_url):
+    """The fresh database, owned by a role that must give its password: a URL that carries the secret."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(password_role)))
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(password_role)))
+    host = conninfo_to_dict(database_url)["host"]
+    return f"postgresql://{password_role}:{quote(BOT_PASSWORD, safe='')}@/{name}?host={quote(host, safe='')}"
 
 
 @pytest.fixture
