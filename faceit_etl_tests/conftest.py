@@ -6,10 +6,12 @@ import itertools
 import json
 import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+import hypothesis
 import psycopg
 import pytest
 from psycopg import sql
@@ -21,6 +23,33 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FLAT_SAMPLE = SAMPLES / "bot_flat_format.json"
 NESTED_SAMPLE = SAMPLES / "bot_nested_subscription_format.json"
 _names = itertools.count()
+# `make mutate` runs the tests once per mutant: fewer generated examples keep a run to about half an hour.
+hypothesis.settings.register_profile("mutate", max_examples=20, deadline=None)
+# Fixtures that give a test a PostgreSQL: the session's, or one of its own (`own_server`).
+DATABASE_FIXTURES = {"postgres_server_url", "database_url", "db", "password_role", "password_database_url", "own_server"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test is `unit`, `db` or `ui`, so `pytest -m unit` runs only fast tests: a test using a
+    database fixture is `db`, the browser tests `ui`, a test already marked `db` keeps it."""
+    for item in items:
+        if item.path.name == "test_ui.py":
+            item.add_marker(pytest.mark.ui)
+        elif DATABASE_FIXTURES & set(item.fixturenames) or item.get_closest_marker("db"):
+            item.add_marker(pytest.mark.db)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """A `unit` test that starts a process (the CLI, a server, a tool) fails, so `-m unit` stays fast:
+    such a test must carry `@pytest.mark.db`."""
+    if request.node.get_closest_marker("unit"):
+        def refuse(self, *args, **kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.db")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ def compose_config(**env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.db  # starts a process
 def test_docker_compose_accepts_the_file_and_demands_a_password():
     done = compose_config(POSTGRES_PASSWORD="pw-from-env")
     assert done.returncode == 0, done.stderr

@@ -152,6 +152,7 @@ def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password
         assert secret not in tables
 
 
+@pytest.mark.db  # starts a process
 def test_a_dead_database_is_named_without_its_password_and_nothing_is_written(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": f"postgresql://bot:{SECRET}@127.0.0.1:9/faceit_bot",
@@ -397,6 +398,7 @@ def caught_mid_copy(tmp_path, command, *, size: int, attempts: int, timeout: int
     pytest.fail(f"the copy was never caught part-way in {attempts} attempts")
 
 
+@pytest.mark.db  # starts a process
 def test_a_source_rewritten_during_its_backup_is_refused_never_copied_half_and_half(tmp_path):
     # deterministic: the copying process is frozen part-way, the file rewritten with the same size
     # and its mtime put back (invisible to a size+mtime+inode check), then the copy resumes
@@ -424,6 +426,7 @@ with open(path, "r+b", buffering=0) as f:
 """
 
 
+@pytest.mark.db  # starts a process
 def test_backups_taken_while_the_bot_keeps_rewriting_its_file_are_whole_versions_or_refused(tmp_path):
     # a real writer process alternates two contents of the same size as fast as it can while
     # backups are taken: each backup is one whole version (its sha256 checked) or a BackupError
