@@ -24,7 +24,7 @@ FLAT_SAMPLE = SAMPLES / "bot_flat_format.json"
 NESTED_SAMPLE = SAMPLES / "bot_nested_subscription_format.json"
 _names = itertools.count()
 # `make mutate` runs the tests once per mutant: fewer generated examples keep a run to about half an hour.
-hypothesis.settings.register_profile("mutate", max_examples=20, deadline=None)
+hypothesis.settings.register_profile("mutate", max_examples=10, deadline=None)
 # Fixtures that give a test a PostgreSQL: the session's, or one of its own (`own_server`).
 DATABASE_FIXTURES = {"postgres_server_url", "database_url", "db", "password_role", "password_database_url", "own_server"}
 
