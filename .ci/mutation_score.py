@@ -1,7 +1,7 @@
 """Print the mutation score per module from `mutmut results --all true` (run after `mutmut run`).
 
-Killed (a test failed) and timeout (the mutant looped) count as caught; survived and "no tests" (no
-selected test reaches the mutated function) as missed; "not checked" (the run was stopped before it)
+Killed (a test failed) and timeout (the mutant looped) count as caught; missed are those that survived
+(or crashed the test run: "suspicious") and "no tests" (no selected test reaches the mutated function); "not checked" (the run was stopped before it)
 is left out of the score and shown. The mutants not caught are listed by name, for `mutmut show <name>`.
 """
 
@@ -33,7 +33,7 @@ def main() -> int:
     if not by_module:
         print("no mutation results: run `mutmut run` first")
         return 1
-    print(f"{'module':34} {'mutants':>8} {'caught':>7} {'survived':>9} {'no tests':>9} {'unchecked':>10} {'score':>7}")
+    print(f"{'module':34} {'mutants':>8} {'caught':>7} {'missed':>7} {'no tests':>9} {'unchecked':>10} {'score':>7}")
     totals: Counter = Counter()
     for module, counts in sorted(by_module.items()):
         totals += counts
@@ -51,7 +51,8 @@ def _row(module: str, counts: Counter) -> str:
     checked = total - counts["not checked"]
     caught = sum(counts[s] for s in CAUGHT)
     score = f"{100 * caught / checked:6.1f}%" if checked else "      -"
-    return (f"{module:34} {total:8} {caught:7} {counts['survived']:9} {counts['no tests']:9} "
+    missed = checked - caught - counts["no tests"]
+    return (f"{module:34} {total:8} {caught:7} {missed:7} {counts['no tests']:9} "
             f"{counts['not checked']:10} {score}")
 
 
