@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)
 
 TEST_TOOLS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/caddy
 N ?= 1000000
-.PHONY: setup demo test ui bench constraints clean
+.PHONY: setup demo test ui bench mutate constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,21 @@ ui: setup
 bench: setup
 	$(BIN)/python -m faceit_etl.benchmark --users $(N) --out bench-results
 
+$(VENV)/.mutate-installed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,mutate]"
+	touch $@
+
+# Not part of `make test`: mutmut over the modules behind the Guarantees table ([tool.mutmut] in
+# pyproject.toml), against the `unit` tests; prints the score per module and every mutant not caught.
+mutate: $(VENV)/.mutate-installed
+	rm -rf mutants
+	nice $(BIN)/mutmut run --max-children 2
+	$(BIN)/python .ci/mutation_score.py
+
 constraints: setup
 	{ echo "# Every package of a working install, pinned (pip freeze of the verified set; see BRIEF §4)."; \
 	  echo "# Regenerate with: make constraints"; \
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) .faceit-etl backups migration.log
+	rm -rf $(VENV) .faceit-etl backups migration.log mutants

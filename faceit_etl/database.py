@@ -11,6 +11,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -19,6 +20,10 @@ CONNECT_ATTEMPTS = 3
 CONNECT_TIMEOUT_SECONDS = 5
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I)
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+# The password as written in a connection string libpq may refuse to parse: in a URL, all between the
+# user's colon and the last `@`; as keywords, the value and any words after it that are no `key=value`.
+_URL_USERINFO_SECRET = re.compile(r"^[a-z0-9+.-]+://[^:/@\s]*:(?P<secret>.*)@", re.I | re.S)
+_KEYWORD_SECRET = re.compile(r"password\s*=\s*(?P<secret>'(?:[^'\\]|\\.)*'?|\S+(?:\s+[^\s=]+(?=\s|$))*)", re.I)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -60,15 +65,32 @@ def describe(url: str) -> str:
     return f"{where}/{parts.get('dbname') or parts.get('user') or 'postgres'}"
 
 
+def _secrets(url: str) -> set[str]:
+    """Every form in which `url`'s password may be echoed: parsed, as written, URL-encoded, and each word of
+    it (libpq quotes the part of a malformed connection string it stumbled on, which may be the password).
+    Words shorter than 4 characters are left: masking them would mask them throughout the message."""
+    found: set[str] = set()
+    try:
+        parsed = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        parsed = None
+    if parsed:
+        found.add(str(parsed))
+    for pattern in (_URL_USERINFO_SECRET, _KEYWORD_SECRET):
+        match = pattern.search(url)
+        if match and match.group("secret"):
+            written = match.group("secret")
+            found.update((written, written.strip("'"), unquote(written)))
+    for secret in list(found):
+        found.add(quote(secret, safe=""))
+        found.update(word for word in secret.split() if len(word) >= 4)
+    return {secret for secret in found if secret}
+
+
 def redact(text: str, url: str | None = None) -> str:
     """Remove any password from a text (a URL, a libpq message, an exception)."""
-    if url:
-        try:
-            secret = conninfo_to_dict(url).get("password")
-        except psycopg.ProgrammingError:
-            secret = None
-        if secret:
-            text = text.replace(str(secret), "***")
+    for secret in sorted(_secrets(url) if url else (), key=len, reverse=True):
+        text = text.replace(secret, "***")
     text = _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***" if m.group("secret") else m.group(0), text)
     return _PASSWORD_KEYWORD.sub(r"\1***", text)
 
@@ -79,6 +101,10 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     for attempt in range(CONNECT_ATTEMPTS):
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.ProgrammingError as exc:  # a malformed connection string: libpq may quote its password
+            raise DatabaseUnavailable(
+                f"the database connection string is not valid: {redact(str(exc).strip(), url)}"
+            ) from None
         except psycopg.OperationalError as exc:
             last_error = exc
             if attempt + 1 < CONNECT_ATTEMPTS:  # no point waiting after the last attempt

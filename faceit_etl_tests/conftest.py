@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
+import hypothesis
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from faceit_etl.defs.resources import MigrationSettings
 
@@ -18,6 +23,33 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FLAT_SAMPLE = SAMPLES / "bot_flat_format.json"
 NESTED_SAMPLE = SAMPLES / "bot_nested_subscription_format.json"
 _names = itertools.count()
+# `make mutate` runs the tests once per mutant: fewer generated examples keep a run to about half an hour.
+hypothesis.settings.register_profile("mutate", max_examples=10, deadline=None)
+# Fixtures that give a test a PostgreSQL: the session's, or one of its own (`own_server`).
+DATABASE_FIXTURES = {"postgres_server_url", "database_url", "db", "password_role", "password_database_url", "own_server"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test is `unit`, `db` or `ui`, so `pytest -m unit` runs only fast tests: a test using a
+    database fixture is `db`, the browser tests `ui`, a test already marked `db` keeps it."""
+    for item in items:
+        if item.path.name == "test_ui.py":
+            item.add_marker(pytest.mark.ui)
+        elif DATABASE_FIXTURES & set(item.fixturenames) or item.get_closest_marker("db"):
+            item.add_marker(pytest.mark.db)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """A `unit` test that starts a process (the CLI, a server, a tool) fails, so `-m unit` stays fast:
+    such a test must carry `@pytest.mark.db`."""
+    if request.node.get_closest_marker("unit"):
+        def refuse(self, *args, **kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.db")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +73,35 @@ def database_url(postgres_server_url):
     yield make_conninfo(postgres_server_url, dbname=name)
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# A real secret: a random part (found in any encoding) plus characters a URL must encode and a quote.
+BOT_PASSWORD = f"Pw-{secrets.token_hex(8)} /:@%#?'é"
+BOT_ROLE = "faceit_bot"
+
+
+@pytest.fixture(scope="session")
+def password_role(postgres_server_url):
+    """Make the session server demand a password (scram-sha-256) from every role but its superuser,
+    and create a login role with `BOT_PASSWORD`."""
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        hba.write_text("local all postgres trust\nlocal all all scram-sha-256\nhost all all all scram-sha-256\n")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(BOT_ROLE),
+                                                                       sql.Literal(BOT_PASSWORD)))
+    return BOT_ROLE
+
+
+@pytest.fixture
+def password_database_url(password_role, database_url):
+    """The fresh database, owned by a role that must give its password: a URL that carries the secret."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(password_role)))
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(password_role)))
+    host = conninfo_to_dict(database_url)["host"]
+    return f"postgresql://{password_role}:{quote(BOT_PASSWORD, safe='')}@/{name}?host={quote(host, safe='')}"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from faceit_etl.backup import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.target.snapshot import digest_table
-from faceit_etl_tests.conftest import FLAT_SAMPLE, make_settings
+from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_settings
 from faceit_etl_tests.test_pipeline import run
 
 CLI = str(Path(sys.executable).parent / "faceit-etl")
@@ -115,21 +116,18 @@ def test_a_run_killed_just_before_its_commit_leaves_the_target_as_it_was(tmp_pat
 SECRET = "Sup3r-S3cret-Passw0rd"
 
 
-def with_password(conninfo: str) -> str:
-    """The test server trusts local connections, so a password in the URL is accepted and unused:
-    the run sees a real secret-bearing URL without needing a password-protected server."""
-    parts = dict(item.split("=", 1) for item in conninfo.split())
-    return f"postgresql://{parts['user']}:{SECRET}@/{parts['dbname']}?host={parts['host']}"
-
-
 def every_text_below(folder: Path) -> str:
     return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
 
 
-def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, database_url, db):
+def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password_database_url, db):
+    """Against a server that refuses the role without its password, so the runs really use it; then with
+    the URL broken inside the password (libpq quotes that part of it) and with a wrong password."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DATABASE_URL": with_password(database_url), "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env = {**os.environ, "DATABASE_URL": password_database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(password_database_url.replace(quote(BOT_PASSWORD, safe=""), "wrong")).close()
     source = write_data_file(tmp_path / "data.json", 300, seed=5)
     outputs = []
     for args in (["-v", "migrate", str(source)], ["status", "--json"], ["validate", str(source), "--database"],
@@ -137,13 +135,27 @@ def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, database
         done = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
         outputs.append(done.stdout + done.stderr)
     assert "users: 300 inserted" in outputs[0] and "STEP_SUCCESS" in outputs[0]  # the runs really ran
+    assert db.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'migration_logs'").fetchone()[0] == BOT_ROLE
+
+    broken = password_database_url.replace("@/", "%zz@/")  # an invalid escape right after the password
+    wrong = password_database_url.replace(BOT_PASSWORD[3:19], "0" * 16)
+    for url, expected in ((broken, 'the database connection string is not valid: invalid percent-encoded token: "***"'),
+                          (wrong, f'password authentication failed for user "{BOT_ROLE}"')):
+        done = subprocess.run([CLI, "migrate", str(source)], cwd=tmp_path, env=env | {"DATABASE_URL": url},
+                              capture_output=True, text=True)
+        outputs.append(done.stdout + done.stderr)
+        assert BOT_PASSWORD[3:19] not in outputs[-1]  # before the message: the promise, not its wording
+        assert done.returncode == 1 and expected in done.stdout, done.stdout + done.stderr
 
     tables = db.execute("SELECT string_agg(t::text, ' ') FROM migration_logs t").fetchone()[0]
-    assert SECRET not in "\n".join(outputs)
-    assert SECRET not in every_text_below(tmp_path)  # migration.log, Dagster's storage and logs, backups
-    assert SECRET not in tables
+    stored = b"\n".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    for secret in (BOT_PASSWORD, quote(BOT_PASSWORD, safe=""), BOT_PASSWORD[3:19]):  # the hex part: any encoding
+        assert secret not in "\n".join(outputs)
+        assert secret.encode() not in stored  # migration.log, Dagster's storage and logs, backups
+        assert secret not in tables
 
 
+@pytest.mark.db  # starts a process
 def test_a_dead_database_is_named_without_its_password_and_nothing_is_written(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": f"postgresql://bot:{SECRET}@127.0.0.1:9/faceit_bot",
@@ -394,6 +406,7 @@ def caught_mid_copy(tmp_path, command, *, size: int, attempts: int, timeout: int
     pytest.fail(f"the copy was never caught part-way in {attempts} attempts")
 
 
+@pytest.mark.db  # starts a process
 def test_a_source_rewritten_during_its_backup_is_refused_never_copied_half_and_half(tmp_path):
     # deterministic: the copying process is frozen part-way, the file rewritten with the same size
     # and its mtime put back (invisible to a size+mtime+inode check), then the copy resumes
@@ -421,6 +434,7 @@ with open(path, "r+b", buffering=0) as f:
 """
 
 
+@pytest.mark.db  # starts a process
 def test_backups_taken_while_the_bot_keeps_rewriting_its_file_are_whole_versions_or_refused(tmp_path):
     # a real writer process alternates two contents of the same size as fast as it can while
     # backups are taken: each backup is one whole version (its sha256 checked) or a BackupError

@@ -139,6 +139,7 @@ def test_validation_accepts_every_generated_entry(tmp_path, layout):
     assert outcome.ignored_fields == {}
 
 
+@pytest.mark.db  # starts a process
 def test_command_line_writes_the_same_file(tmp_path):
     out = tmp_path / "cli.json"
     done = subprocess.run(

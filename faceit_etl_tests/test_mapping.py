@@ -73,6 +73,8 @@ def test_column_types():
     assert users["created_at"] == "datetime64[us, UTC]"
     assert subs["referred_by_user_id"] == "Int64" and subs["daily_requests"] == "Int64"
     assert subs["expires_at"] == "datetime64[us, UTC]" and subs["auto_renew"] == "boolean"
+    # Row ids are text like the other text columns (`str`, not `string` with its own missing value).
+    assert users["id"] == subs["id"] == subs["user_id"] == users["faceit_nickname"] == subs["tier"] == "str"
     assert not frames.users.isna()[["id", "user_id", "language", "total_requests"]].any().any()
     assert not frames.subscriptions[["id", "user_id", "tier", "daily_requests"]].isna().any().any()
 
