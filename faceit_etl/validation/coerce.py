@@ -1,9 +1,12 @@
 """Turn one column of raw JSON values into a typed pandas column, keeping the meaning of each value.
 
-Coercions applied (and only these): strings of ASCII digits and floats that are whole numbers
-below 2**53 (beyond it a float stands for several integers) to integers; tiers in any letter case
-to the enum name; timestamps in ISO 8601 with or without offset, with `Z`, with a space for `T`,
-date only, or epoch seconds as a JSON number. Naive timestamps are read in the source timezone.
+Coercions applied (and only these): strings of ASCII digits only (no sign, space or underscore)
+and floats that are whole numbers below 2**53 (beyond it a float stands for several integers) to
+integers; tiers spelled free, premium or pro in any ASCII letter case (nothing around them) to the
+enum name; timestamps in ISO 8601 calendar form `YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][offset]]` (`T`,
+`t` or a space; `.` or `,` before at most 6 fraction digits; offset `Z`, `z`, `+hh`, `+hhmm` or
+`+hh:mm`), or epoch seconds as a JSON number. Naive timestamps are read in the source timezone.
+A value is never trimmed, case-folded beyond ASCII or rounded: such a value is rejected.
 Everything else is left missing and reported as an error `{position: reason}`.
 Absent and null values stay missing without an error: the mapping applies the bot's defaults.
 
@@ -28,12 +31,17 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 INT64_DIGITS = 19
 FLOAT_EXACT = 2**53  # from here on a float is the rounding of more than one integer
-_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)  # int() would read "١٢٣" as 123
+_INTEGER_TEXT = re.compile(r"[0-9]+")  # int() would also read "١٢٣", " 1", "+1" and "1_000"
 YEARS = (1, 9999)
 # Matched against stripped text, in what RE2 runs natively: `\s` or `\d` would send pandas back
 # to Python's `re`, value by value (3x slower at 1M users).
-_HAS_OFFSET = r"(?:[zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
-_DATE_ONLY = r"[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?"  # its last "-DD" is a day, not a UTC offset
+_OFFSET = r"(?:[zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)"
+_FORM = rf"[0-9]{{4}}-[0-9]{{2}}(?:-[0-9]{{2}}(?:[Tt ][0-9]{{2}}(?::[0-9]{{2}}(?::[0-9]{{2}}(?:[.,][0-9]+)?)?)?{_OFFSET}?)?)?"
+_HAS_OFFSET = rf"{_OFFSET}$"  # only tried on text of `_FORM`, where a date's "-DD" has no time before it
+_DATE_ONLY = r"[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?"
+_UNUSUAL = r"[tz,]|[.][0-9]{7}"  # spellings pandas does not read as they are: normalised one by one
+_FRACTION = re.compile(r"[.,]([0-9]+)")
+FRACTION_DIGITS = 6  # the target's timestamptz holds microseconds
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 Errors = dict[int, str]
@@ -92,7 +100,7 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
             return None, f"{describe(value)} is a decimal number beyond 2**53, where it is no exact whole number"
         number = int(value)
     elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
-        if len(value.strip().lstrip("+-").lstrip("0")) > INT64_DIGITS:  # before int(): no digit limit
+        if len(value.lstrip("0")) > INT64_DIGITS:  # before int(): no digit limit
             return None, f"{describe(value)} does not fit a 64-bit integer"
         number = int(value)
     else:
@@ -128,7 +136,7 @@ def coerce_tiers(values: list[Any]) -> tuple[pd.Series, Errors]:
     errors: Errors = {}
     out: list[str | None] = []
     for position, value in enumerate(values):
-        name = value.strip().upper() if isinstance(value, str) else None
+        name = value.upper() if isinstance(value, str) and value.isascii() else None  # "ı".upper() is "I"
         if value is not None and name not in TIERS:
             errors[position] = f"unknown tier {describe(value)}, expected one of free, premium, pro"
             name = None
@@ -137,24 +145,32 @@ def coerce_tiers(values: list[Any]) -> tuple[pd.Series, Errors]:
 
 
 def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Series, Errors]:
-    """Parse timestamps to UTC; vectorised for strings, with a per-value pass only for failures."""
+    """Parse timestamps to UTC; vectorised for strings, with a per-value pass only for failures.
+
+    Every value's outcome is its own: strings of another form are refused before parsing, and
+    what is parsed is held at microseconds, so no neighbour can switch the column to nanoseconds
+    (whose range ends in 2262) or to any other conversion."""
     result = pd.Series(pd.NaT, index=range(len(values)), dtype=TIMESTAMP_DTYPE)
     errors: Errors = {}
-    texts = pd.Series(
-        [v if type(v) is str else None for v in values], dtype="str"
-    ).str.strip()
+    texts = pd.Series([v if type(v) is str else None for v in values], dtype="str")
     has_text = texts.notna()
-    aware = (
-        has_text
-        & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False)
-        & ~texts.str.fullmatch(_DATE_ONLY).fillna(False)
-    )
-    naive = has_text & ~aware
+    formed = has_text & texts.str.fullmatch(_FORM).fillna(False)
+    for position in (has_text & ~formed).to_numpy().nonzero()[0].tolist():
+        errors[position] = _unsupported_form(values[position])
+    for position in (formed & texts.str.contains(_UNUSUAL, regex=True).fillna(False)).to_numpy().nonzero()[0].tolist():
+        text, reason = _normalised(values[position])
+        if reason:
+            errors[position] = reason
+            formed.iat[position] = False
+        else:
+            texts.iat[position] = text
+    aware = formed & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False) & ~texts.str.fullmatch(_DATE_ONLY).fillna(False)
+    naive = formed & ~aware
     if aware.any():
         parsed = pd.to_datetime(texts[aware], format="ISO8601", utc=True, errors="coerce")
-        result[aware] = parsed.dt.round("us")  # the target's precision; nanoseconds do not fit
+        result[aware] = parsed.astype(TIMESTAMP_DTYPE)
     if naive.any():
-        local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce").dt.round("us")
+        local = pd.to_datetime(texts[naive], format="ISO8601", errors="coerce").astype("datetime64[us]")
         # pandas refuses to localize a column holding any instant beyond Python's years 1-9999
         edge = local.notna() & ~local.between(_SAFE_LOCAL[0], _SAFE_LOCAL[1])
         result[local.index[~edge]] = local[~edge].dt.tz_localize(
@@ -163,8 +179,8 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         for position, moment in local[edge].items():
             result.iat[position] = _localized_at_the_edge(moment, source_timezone)
 
-    for position in (has_text & result.isna()).to_numpy().nonzero()[0].tolist():
-        errors[position] = _timestamp_failure(values[position].strip(), source_timezone)
+    for position in (formed & result.isna()).to_numpy().nonzero()[0].tolist():
+        errors[position] = _timestamp_failure(texts.iat[position], values[position], source_timezone)
     years = result.dt.year
     for position in (result.notna() & ~years.between(*YEARS)).to_numpy().nonzero()[0].tolist():
         errors[position] = f"timestamp {describe(values[position])} is {_beyond(result.iat[position])}"
@@ -174,12 +190,17 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 stamp = pd.Timestamp(value, unit="s", tz="UTC")
-                if pd.isna(stamp):  # NaN, which Python's JSON reader accepts, is no instant
+                if pd.isna(stamp):  # NaN is no instant
                     raise ValueError(value)
-                stamp = stamp.round("us")
+                if isinstance(value, float) and round(value, FRACTION_DIGITS) != value:
+                    errors[position] = (
+                        f"epoch seconds {describe(value)} have more precision than the column holds "
+                        "(microseconds): rounding would change the value"
+                    )
+                    continue
                 if not YEARS[0] <= stamp.year <= YEARS[1]:
                     raise ValueError(value)
-                result.iat[position] = stamp
+                result.iat[position] = stamp.round("us")  # the float nearest the decimal written
             except (OverflowError, ValueError):
                 errors[position] = (
                     f"epoch seconds {describe(value)} are out of range: only seconds from year 1 to "
@@ -188,6 +209,30 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         else:
             errors[position] = f"expected a timestamp, got {describe(value)}"
     return result, errors
+
+
+def _unsupported_form(text: str) -> str:
+    return (
+        f"{describe(text)} is not a supported timestamp form: expected ISO 8601 "
+        "YYYY-MM-DD[Thh:mm[:ss[.ffffff]]] with an optional offset Z or +hh:mm, nothing around it"
+    )
+
+
+def _normalised(text: str) -> tuple[str, str | None]:
+    """The same instant spelled as pandas reads it (`T`, `.`, at most 6 fraction digits), or why
+    it cannot be: fraction digits beyond microseconds that are not zeros would be rounded away."""
+    original, text = text, text[:10] + text[10:11].upper() + text[11:].replace("z", "Z")
+    fraction = _FRACTION.search(text)
+    if fraction is None:
+        return text, None
+    digits = fraction.group(1)
+    if digits[FRACTION_DIGITS:].strip("0"):
+        return text, (
+            f"timestamp {describe(original)} has more precision than the column holds (microseconds): "
+            "rounding would change the value"
+        )
+    kept = "." + (digits[:FRACTION_DIGITS] or "0")
+    return text[: fraction.start()] + kept + text[fraction.end() :], None
 
 
 _SAFE_LOCAL = (pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30"))
@@ -213,18 +258,18 @@ def _beyond(instant: pd.Timestamp) -> str:
     )
 
 
-def _timestamp_failure(text: str, source_timezone: str) -> str:
-    """Say why a string the vectorised parser refused is not a timestamp."""
+def _timestamp_failure(text: str, original: str, source_timezone: str) -> str:
+    """Say why a string of a supported form (`text`, normalised from `original`) is no instant."""
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
         detail = str(exc)
         if "out of range" in detail or "must be in" in detail:
-            return f"impossible date {describe(text)}: {detail}"
-        return f"unparseable timestamp {describe(text)}"
+            return f"impossible date {describe(original)}: {detail}"
+        return f"unparseable timestamp {describe(original)}"
     if parsed.tzinfo is None:
         zone = ZoneInfo(source_timezone)
         folds = {parsed.replace(fold=f, tzinfo=zone).utcoffset() for f in (0, 1)}
         if len(folds) > 1:
-            return f"{describe(text)} is ambiguous or does not exist in {source_timezone} (DST change)"
-    return f"timestamp {describe(text)} is out of the supported range"
+            return f"{describe(original)} is ambiguous or does not exist in {source_timezone} (DST change)"
+    return f"timestamp {describe(original)} is out of the supported range"
