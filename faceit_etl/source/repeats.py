@@ -158,7 +158,25 @@ def loads_exact(text: str) -> tuple[Any, bool]:
         repeats = True
         return Repeated(pairs)
 
-    return json.loads(text, object_pairs_hook=pairs_hook, parse_int=_integer), repeats
+    try:
+        return json.loads(text, object_pairs_hook=pairs_hook, parse_int=_integer, parse_constant=_no_constant), repeats
+    except _NonStandardConstant as exc:
+        at = next(m.start(1) for m in _CONSTANT.finditer(text) if m.group(1))
+        raise json.JSONDecodeError(f"{exc.args[0]} is not JSON (a non-standard constant, no number)", text, at) from None
+
+
+class _NonStandardConstant(ValueError):
+    pass
+
+
+# Outside strings only: a string may well say "NaN". Searched only once a constant was met.
+_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)', re.DOTALL)
+
+
+def _no_constant(name: str) -> None:
+    """The standard parser reads NaN, Infinity and -Infinity, which JSON does not have and no
+    column holds: the file is refused where one stands, never loaded or silently skipped."""
+    raise _NonStandardConstant(name)
 
 
 def _integer(literal: str) -> int | LongInteger:
