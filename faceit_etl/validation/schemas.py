@@ -19,11 +19,11 @@ from faceit_etl.validation.fields import (
 INT32_MAX = 2**31 - 1
 
 
-# Later repeats of a value fail; the first stays, as the bot's reader returns the first match.
-# Validation also holds each batch's values against the earlier batches' with the same reason.
+# Later repeats of a user_id fail, even when the first entry is itself rejected: the bot's reader
+# returns the first entry for an id. Validation also holds each batch's ids against the earlier
+# batches'. A repeated referral_code is judged in validation, against the accepted entries only.
 UNIQUE_COLUMNS = {
     "user_id": "user_id seen before: the first entry wins, as in the bot",
-    "referral_code": "referral_code already taken by an earlier user",
 }
 
 

@@ -18,7 +18,7 @@ import pandera.pandas as pa
 
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
-from faceit_etl.source.repeats import RefusedEntry, written
+from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
 from faceit_etl.validation.coerce import _integer, coerce_column, describe
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
@@ -32,6 +32,7 @@ from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "raw"]
+REFERRAL_CODE = "referral_code"
 
 
 @dataclass
@@ -59,7 +60,7 @@ def validate_entries(
 ) -> ValidationOutcome:
     """Judge the entries batch by batch, as the source hands them over (a big file in pieces), so
     only one batch of parsed entries exists at a time; the typed frames are joined at the end."""
-    seen: dict[str, set] = {column: set() for column in UNIQUE_COLUMNS}
+    seen: dict[str, Any] = {column: set() for column in UNIQUE_COLUMNS} | {REFERRAL_CODE: {}}
     valid, rejects, ignored = [], [], Counter()
     for offset, entries, id_keys in source.batches(batch_size):
         batch = _judge(entries, offset, id_keys, source.lenient_parse, source_timezone, seen)
@@ -75,9 +76,10 @@ def validate_entries(
 
 
 def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse: bool, source_timezone: str,
-           seen: dict[str, set]) -> ValidationOutcome:
+           seen: dict[str, Any]) -> ValidationOutcome:
     """One batch, whose first entry is the file's entry number `offset`. `seen` holds the unique
-    columns' values of earlier batches: a repeat of one is rejected as in the same batch."""
+    columns' values of earlier batches (for referral codes, the accepted entry holding each): a
+    repeat of one is rejected as in the same batch."""
     reasons: dict[int, list[tuple[str, str]]] = {}
 
     def reject(index: int, field_name: str, reason: str) -> None:
@@ -133,14 +135,39 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
             if value in earlier and (index, column) not in already:
                 reject(index, column, reason)
         earlier.update(values.tolist())
+    _refuse_held_codes(frame, reasons, seen[REFERRAL_CODE], reject)
 
     rejected = sorted(reasons)
     return ValidationOutcome(
         valid=frame.drop(index=[i for i in rejected if i in frame.index]),
-        rejects=_rejects_frame(reasons, entries, offset, frame),
+        rejects=_rejects_frame(reasons, entries, offset, frame, id_keys),
         input_count=len(entries),
         ignored_fields=_ignored_fields(users, subscriptions),
     )
+
+
+def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tuple[int, int]], reject) -> None:
+    """A referral code held by an earlier accepted entry rejects a later one, naming that entry.
+    Only accepted entries hold a code: one whose entry is rejected for anything else leaves the
+    code free, so no entry is refused for a code that nothing loaded holds; as every other rule
+    is judged first, the holder is the first entry with that code that passes them all."""
+    codes = frame[REFERRAL_CODE]
+    for index, code in zip(codes.index.tolist(), codes.tolist()):
+        if pd.isna(code) or index in reasons:
+            continue
+        if code in holders:
+            held_by, user_id = holders[code]
+            reject(index, REFERRAL_CODE, (
+                f"referral_code {describe(code)} is already held by entry #{held_by} (the "
+                f"{_ordinal(held_by + 1)} in the file, user_id {user_id}), which is accepted"
+            ))
+        else:
+            holders[code] = (index, int(frame.at[index, "user_id"]))
+
+
+def _ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def _fill_ids_from_keys(raw, users, keys, positions, reject) -> list[Any]:
@@ -170,12 +197,14 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
             yield int(row.index), row.column, failure_reason(str(row.check))
 
 
-def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame) -> pd.DataFrame:
+def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: list[str] | None) -> pd.DataFrame:
     user_ids = frame["user_id"]
     rows = [
         (
             index,
-            _known_user_id(user_ids, index),
+            _known_user_id(user_ids, index)
+            if index in user_ids.index
+            else _own_user_id(entries[index - offset], id_keys[index - offset] if id_keys else None),
             field_name,
             reason,
             _raw_json(entries[index - offset]),
@@ -190,10 +219,27 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame) -> pd.Dat
 
 
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
-    if index not in user_ids.index:
-        return None
     value = user_ids.at[index]
     return None if pd.isna(value) or value < 1 else int(value)
+
+
+def _own_user_id(entry: Any, key: str | None) -> int | None:
+    """The valid user_id of an entry refused before coercion (a repeated key, a lone surrogate),
+    so its reject names the user; None when it has no single valid one."""
+    if type(entry) is RefusedEntry:
+        try:
+            entry = loads_exact(json.loads(entry.raw))[0]
+        except (TypeError, ValueError, RecursionError):
+            return None
+    if isinstance(entry, Repeated):
+        values = [value for name, value in entry.pairs if name == "user_id"]
+    elif isinstance(entry, dict):
+        values = [entry["user_id"]] if "user_id" in entry else []
+    else:
+        return None
+    ids = {_integer(value)[0] for value in values or ([key] if key is not None else [])}
+    number = ids.pop() if len(ids) == 1 else None
+    return number if number is not None and number >= 1 else None
 
 
 def _unpaired_surrogate(value: Any) -> str | None:
