@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 TABLES = ("users", "user_subscriptions")
+CLI = str(Path(sys.executable).parent / "faceit-etl")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -763,3 +767,40 @@ def test_rollback_recreates_the_schema_dropped_since_its_snapshot(database_url, 
     with psycopg.connect(database_url) as conn:
         assert {name: digest_table(conn, "nb", name) for name in TABLES} == after_first
         assert conn.execute("SELECT enum_range(NULL::nb.subscriptiontier)::text").fetchone()[0] == labels
+
+
+@pytest.mark.db
+def test_the_cli_refuses_a_rollback_over_later_rows_and_discards_them_only_when_told(database_url, db, tmp_path):
+    """The reported case: a row the bot wrote after the migration, in a schema of its own."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    source = write_json(tmp_path / "t_d.json", {"users": [{"user_id": 1, "faceit_nickname": "z"}]})
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, *args, "--target-schema", "cc5"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    db.execute("CREATE SCHEMA cc5")
+    assert cli("-q", "migrate", str(source)).returncode == 0
+    run_id = db.execute("SELECT metadata->>'run_id' FROM cc5.migration_logs").fetchone()[0]
+    db.execute("INSERT INTO cc5.users (id, user_id, faceit_nickname) "
+               "VALUES (gen_random_uuid(), 424242, 'written by bot after migration')")
+
+    refused = cli("rollback", "--confirm")
+
+    assert refused.returncode != 0
+    # How the CLI words the step's error is its own business: the line ends with the refusal.
+    assert refused.stdout.startswith("rollback failed, nothing changed: ")
+    assert refused.stdout.strip().endswith(
+        f"the tables changed since run {run_id} committed (users: 2 rows now, "
+        "1 then): restoring the snapshot would discard those changes; nothing was changed. Roll back with "
+        "--discard-later-changes (rollback_job: discard_later_changes) to restore it anyway"
+    ), refused.stdout + refused.stderr
+    assert db.execute("SELECT user_id FROM cc5.users ORDER BY user_id").fetchall() == [(1,), (424242,)]
+
+    done = cli("rollback", "--confirm", "--discard-later-changes")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"Rolled back to the snapshot taken before run {run_id}"
+    assert db.execute("SELECT to_regclass('cc5.users')").fetchone()[0] is None  # the run created the tables
