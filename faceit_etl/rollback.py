@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from faceit_etl.backup import read_manifest, run_folder
-from faceit_etl.target.ddl import MIGRATION_LOGS, table, table_exists
+from faceit_etl.target.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.target.fingerprint import fingerprint
 from faceit_etl.target.keys import outside_references
 from faceit_etl.target.load import advisory_lock_key
@@ -112,6 +112,7 @@ def rollback(
             _refuse_uncommitted(conn, schema, folder, run_id)
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         _refuse_outside_references(conn, schema, existing)
+        _refuse_dependents_of_dropped(conn, schema, target, existing)
         if logged and not discard_later_changes:
             _refuse_later_changes(conn, schema, existing)
         restored = restore_snapshot(conn, folder, target)
@@ -150,6 +151,35 @@ def _refuse_outside_references(conn: psycopg.Connection, schema: str, existing: 
             f"refusing to roll back: other tables reference the bot's tables ({', '.join(holders)}), and "
             "restoring must empty them first; nothing was changed. Drop those foreign keys (or empty "
             "those tables) and roll back again"
+        )
+
+
+def _refuse_dependents_of_dropped(conn: psycopg.Connection, schema: str, target: dict, existing: list[str]) -> None:
+    """Tables (and the enum) the migration created are dropped again, which PostgreSQL refuses while
+    a view of them or another table's column of the enum exists: say so before anything."""
+    dropped = [name for name in existing if target["tables"].get(name) is None]
+    tables = [table(schema, name).as_string(conn) for name in dropped]
+    holders = conn.execute(
+        """SELECT DISTINCT format('view %%s', v.oid::regclass) FROM pg_depend d
+             JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+           WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = ANY(%s::regclass[])
+             AND NOT v.oid = ANY(%s::regclass[])""",
+        [tables, tables],
+    ).fetchall()
+    if not target.get("tier_type_existed", True) and type_exists(conn, schema, TIER_TYPE):
+        ours = [table(schema, name).as_string(conn) for name in existing]
+        holders += conn.execute(
+            """SELECT DISTINCT format('%%s.%%I', a.attrelid::regclass, a.attname) FROM pg_attribute a
+                 JOIN pg_type t ON t.oid = a.atttypid OR t.typarray = a.atttypid
+               WHERE t.oid = %s::regtype AND NOT a.attisdropped AND NOT a.attrelid = ANY(%s::regclass[])
+                 AND (SELECT relkind FROM pg_class WHERE oid = a.attrelid) IN ('r', 'p', 'v', 'm', 'f')""",
+            [table(schema, TIER_TYPE).as_string(conn), ours],
+        ).fetchall()
+    if holders:
+        raise RollbackRefused(
+            f"refusing to roll back: the snapshot is from before the tables were created, and "
+            f"{', '.join(sorted(h[0] for h in holders))} depend(s) on what dropping them removes; nothing "
+            "was changed. Drop those first and roll back again"
         )
 
 

@@ -804,3 +804,28 @@ def test_the_cli_refuses_a_rollback_over_later_rows_and_discards_them_only_when_
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == f"Rolled back to the snapshot taken before run {run_id}"
     assert db.execute("SELECT to_regclass('cc5.users')").fetchone()[0] is None  # the run created the tables
+
+
+def test_rolling_back_the_creating_run_under_a_view_or_a_column_of_the_enum_is_refused_in_plain_words(
+    database_url, db, tmp_path, instance
+):
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    created = migrate(settings, instance)
+    db.execute("CREATE VIEW pro_users AS SELECT u.user_id FROM users u JOIN user_subscriptions s ON s.user_id = u.id")
+    db.execute("CREATE TABLE tier_prices (tier subscriptiontier PRIMARY KEY, price numeric)")
+    before = database_state(db), target_state(db)
+
+    refused = roll_back(settings, instance)
+
+    assert failure_of(refused) == (
+        "RollbackRefused",
+        "refusing to roll back: the snapshot is from before the tables were created, and tier_prices.tier, "
+        "view pro_users depend(s) on what dropping them removes; nothing was changed. Drop those first and "
+        "roll back again",
+    )
+    assert (database_state(db), target_state(db)) == before
+    assert statuses(db) == {created.run_id: "success"}
+
+    db.execute("DROP VIEW pro_users; DROP TABLE tier_prices")
+    rolled_back(settings, instance)
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}
