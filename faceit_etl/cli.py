@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--backup-path", type=Path, help="a run's backup folder (default: see --migration-id)")
     rollback.add_argument("--migration-id", help="migration_logs id or run id (default: the latest successful one)")
     rollback.add_argument("--confirm", action="store_true", help="do not ask")
+    rollback.add_argument("--discard-later-changes", action="store_true",
+                          help="restore even if the tables changed since the latest migration (those changes are lost)")
 
     backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
     backup.add_argument("json_file", type=Path)
@@ -432,6 +434,7 @@ def rollback(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     # After a yes, exactly the snapshot that was named: not whatever is latest by then.
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", args.migration_id)) if v}
+    op_config |= {"discard_later_changes": True} if args.discard_later_changes else {}
     with open_instance() as instance:
         result = defs.resolve_job_def("rollback_job").execute_in_process(
             run_config={

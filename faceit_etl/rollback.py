@@ -9,6 +9,10 @@ migration's log row then says `rolled_back`.
 Loads take their snapshot under the lock that serialises them, so migrations are ordered by when
 they took it (`locked_at`), and the snapshot of one holds every migration committed before it and
 none after: restoring it undoes exactly that migration and the ones that came later.
+
+Each committed migration records the fingerprint of the tables it left. A rollback that finds the
+tables differing from the latest one's (rows written since, by the bot or by hand) refuses, unless
+asked to discard those changes: restoring would silently lose them.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from faceit_etl.backup import read_manifest, run_folder
-from faceit_etl.target.ddl import MIGRATION_LOGS, table, table_exists
+from faceit_etl.target.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
+from faceit_etl.target.fingerprint import fingerprint
+from faceit_etl.target.keys import outside_references
 from faceit_etl.target.load import advisory_lock_key
-from faceit_etl.target.snapshot import UNCHANGED_SINCE, TableDigest, restore_snapshot
+from faceit_etl.target.snapshot import SNAPSHOT_TABLES, UNCHANGED_SINCE, TableDigest, restore_snapshot
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
@@ -31,6 +37,10 @@ _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
 
 class RollbackError(RuntimeError):
     """No usable snapshot, or the restore failed; the database is as it was."""
+
+
+class RollbackRefused(RollbackError):
+    """The request cannot be honoured; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,11 @@ def find_backup(
     return run_folder(backup_dir, row[0])
 
 
-def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackResult:
+def rollback(
+    conn: psycopg.Connection, schema: str, folder: Path, *, discard_later_changes: bool = False
+) -> RollbackResult:
+    """Restore `folder`'s snapshot; refused if the tables changed since the latest migration
+    committed, unless `discard_later_changes`."""
     manifest = read_manifest(folder)
     target = manifest.get("target")
     if target is None:
@@ -96,6 +110,11 @@ def rollback(conn: psycopg.Connection, schema: str, folder: Path) -> RollbackRes
         logged = table_exists(conn, schema, MIGRATION_LOGS)
         if logged:
             _refuse_uncommitted(conn, schema, folder, run_id)
+        existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
+        _refuse_outside_references(conn, schema, existing)
+        _refuse_dependents_of_dropped(conn, schema, target, existing)
+        if logged and not discard_later_changes:
+            _refuse_later_changes(conn, schema, existing)
         restored = restore_snapshot(conn, folder, target)
         if logged:
             # The snapshot holds every migration committed before this one: it and the later ones are undone.
@@ -121,4 +140,81 @@ def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run
         raise RollbackError(
             f"{folder}: the load of run {run_id} did not commit (its migration is {row[0]!r}): "
             "it changed nothing, there is nothing of it to roll back"
+        )
+
+
+def _refuse_outside_references(conn: psycopg.Connection, schema: str, existing: list[str]) -> None:
+    """Restoring empties (or drops) the tables first, which PostgreSQL refuses while another table
+    references them, as the load's --truncate does: say so before anything."""
+    if holders := outside_references(conn, schema, existing):
+        raise RollbackRefused(
+            f"refusing to roll back: other tables reference the bot's tables ({', '.join(holders)}), and "
+            "restoring must empty them first; nothing was changed. Drop those foreign keys (or empty "
+            "those tables) and roll back again"
+        )
+
+
+def _refuse_dependents_of_dropped(conn: psycopg.Connection, schema: str, target: dict, existing: list[str]) -> None:
+    """Tables (and the enum) the migration created are dropped again, which PostgreSQL refuses while
+    a view of them or another table's column of the enum exists: say so before anything."""
+    dropped = [name for name in existing if target["tables"].get(name) is None]
+    tables = [table(schema, name).as_string(conn) for name in dropped]
+    holders = conn.execute(
+        """SELECT DISTINCT format('view %%s', v.oid::regclass) FROM pg_depend d
+             JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+           WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = ANY(%s::regclass[])
+             AND NOT v.oid = ANY(%s::regclass[])""",
+        [tables, tables],
+    ).fetchall()
+    if not target.get("tier_type_existed", True) and type_exists(conn, schema, TIER_TYPE):
+        ours = [table(schema, name).as_string(conn) for name in existing]
+        holders += conn.execute(
+            """SELECT DISTINCT format('%%s.%%I', a.attrelid::regclass, a.attname) FROM pg_attribute a
+                 JOIN pg_type t ON t.oid = a.atttypid OR t.typarray = a.atttypid
+               WHERE t.oid = %s::regtype AND NOT a.attisdropped AND NOT a.attrelid = ANY(%s::regclass[])
+                 AND (SELECT relkind FROM pg_class WHERE oid = a.attrelid) IN ('r', 'p', 'v', 'm', 'f')""",
+            [table(schema, TIER_TYPE).as_string(conn), ours],
+        ).fetchall()
+    if holders:
+        raise RollbackRefused(
+            f"refusing to roll back: the snapshot is from before the tables were created, and "
+            f"{', '.join(sorted(h[0] for h in holders))} depend(s) on what dropping them removes; nothing "
+            "was changed. Drop those first and roll back again"
+        )
+
+
+def _rows(value: str) -> int:
+    return int(value.split(":", 1)[0])
+
+
+def _refuse_later_changes(conn: psycopg.Connection, schema: str, existing: list[str]) -> None:
+    """The tables must be as the latest committed migration left them; a table that is gone has
+    nothing left to lose."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success' "
+            "ORDER BY {} DESC LIMIT 1"
+        ).format(table(schema, MIGRATION_LOGS), _ORDER)
+    ).fetchone()
+    if row is None:
+        return  # no migration in force: nothing any rollback left can be told apart from later writes
+    run_id, then = row
+    if not then:
+        raise RollbackRefused(
+            f"cannot tell whether the tables changed since run {run_id} committed (its log row holds no "
+            "fingerprint); nothing was changed. Roll back with --discard-later-changes (rollback_job: "
+            "discard_later_changes) to restore the snapshot anyway"
+        )
+    now = fingerprint(conn, schema, tuple(existing))
+    changed = [
+        f"{name}: {_rows(now[name])} rows now, {_rows(then[name])} then"
+        + (", contents differ" if _rows(now[name]) == _rows(then[name]) else "")
+        for name in existing
+        if now[name] != then.get(name)
+    ]
+    if changed:
+        raise RollbackRefused(
+            f"the tables changed since run {run_id} committed ({'; '.join(changed)}): restoring the snapshot "
+            "would discard those changes; nothing was changed. Roll back with --discard-later-changes "
+            "(rollback_job: discard_later_changes) to restore it anyway"
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -23,11 +26,18 @@ from faceit_etl.backup import BackupError
 from faceit_etl.definitions import ASSETS, defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
+from faceit_etl.mapping import map_frames
 from faceit_etl.rollback import RollbackError, find_backup, rollback
+from faceit_etl.source import read_source
+from faceit_etl.target import runlog
+from faceit_etl.target.fingerprint import fingerprint
+from faceit_etl.target.load import load
 from faceit_etl.target.snapshot import SnapshotError, digest_table
+from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 TABLES = ("users", "user_subscriptions")
+CLI = str(Path(sys.executable).parent / "faceit-etl")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -411,25 +421,33 @@ def test_rollback_leaves_an_unrelated_table_byte_identical(database_url, db, tmp
     assert db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'bot_settings'").fetchone()[0] == relfilenode
 
 
-def test_a_foreign_key_from_another_table_fails_the_rollback_and_changes_nothing(database_url, db, tmp_path, instance):
+def test_a_foreign_key_from_another_table_refuses_the_rollback_in_plain_words_and_changes_nothing(
+    database_url, db, tmp_path, instance
+):
     migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
     second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     db.execute(
-        """CREATE TABLE user_notes (id serial PRIMARY KEY, user_id uuid NOT NULL REFERENCES users (id), note text);
+        """CREATE TABLE user_notes (id serial PRIMARY KEY, user_id uuid NOT NULL REFERENCES users (id)
+                                    ON DELETE CASCADE, note text);
            INSERT INTO user_notes (user_id, note) SELECT id, 'vip' FROM users ORDER BY user_id LIMIT 3"""
     )
     before = database_state(db)
     before_target = target_state(db)
 
-    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    # Even when later changes may be discarded: PostgreSQL would refuse to empty the table.
+    for options in ({}, {"discard_later_changes": True}):
+        result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance, **options)
 
-    assert not result.success
-    kind, message = failure_of(result)
-    assert "cannot truncate a table referenced in a foreign key constraint" in message, (kind, message)
-    assert "user_notes" in message
-    assert database_state(db) == before
-    assert target_state(db) == before_target
-    assert statuses(db)[second.run_id] == "success"
+        assert not result.success
+        assert failure_of(result) == (
+            "RollbackRefused",
+            "refusing to roll back: other tables reference the bot's tables (user_notes (user_notes_user_id_fkey)), "
+            "and restoring must empty them first; nothing was changed. Drop those foreign keys (or empty those "
+            "tables) and roll back again",
+        )
+        assert database_state(db) == before
+        assert target_state(db) == before_target
+        assert statuses(db)[second.run_id] == "success"
 
 
 # ----------------------------------------------------------------------- 6. no usable snapshot
@@ -650,3 +668,164 @@ def test_re_executing_a_successful_run_in_full_keeps_its_snapshot_for_rollback(d
         result = rolled_back(settings, instance)
         assert rollback_materialization(result)["rolled_back_run"] == changing.run_id
         assert target_state(db) == after_first
+
+
+# ------------------------------------------------------------ 9. rows written since the migration
+
+
+def test_rollback_refuses_to_discard_rows_written_since_the_migration_unless_told(database_url, db, tmp_path, instance):
+    users = generate_users(60, seed=4)
+    settings = make_settings(database_url, write_json(tmp_path / "first.json", {"users": users[:40]}), tmp_path)
+    first = migrate(settings, instance)
+    after_first = target_state(db)
+    second_file = write_json(tmp_path / "second.json", {"users": users})
+    second = migrate(make_settings(database_url, second_file, tmp_path), instance)  # upsert over the first
+    users_then = db.execute("SELECT count(*) FROM users").fetchone()[0]
+    subscriptions_then = db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0]
+    db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 424242, 'written by bot')")
+    before = database_state(db)
+
+    refused = roll_back(settings, instance)
+
+    assert not refused.success
+    assert failure_of(refused) == (
+        "RollbackRefused",
+        f"the tables changed since run {second.run_id} committed (users: {users_then + 1} rows now, {users_then} "
+        "then): restoring the snapshot would discard those changes; nothing was changed. Roll back with "
+        "--discard-later-changes (rollback_job: discard_later_changes) to restore it anyway",
+    )
+    assert database_state(db) == before
+    assert statuses(db) == {first.run_id: "success", second.run_id: "success"}
+
+    # The same number of rows, one cell changed: still a change, named as such.
+    db.execute("DELETE FROM users WHERE user_id = 424242")
+    db.execute(
+        "UPDATE user_subscriptions SET daily_requests = daily_requests + 1 "
+        "WHERE id = (SELECT id FROM user_subscriptions ORDER BY id LIMIT 1)"
+    )
+    changed = roll_back(settings, instance)
+    assert failure_of(changed)[1].startswith(
+        f"the tables changed since run {second.run_id} committed (user_subscriptions: {subscriptions_then} rows "
+        f"now, {subscriptions_then} then, contents differ): "
+    )
+
+    rolled_back(settings, instance, discard_later_changes=True)
+    assert target_state(db) == after_first
+    assert statuses(db) == {first.run_id: "success", second.run_id: "rolled_back"}
+    # The tables are again as the first migration left them: its own rollback needs no permission.
+    rolled_back(settings, instance)
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}
+
+
+def test_every_committed_load_records_the_fingerprint_of_the_tables_it_left(database_url, db, tmp_path, instance):
+    """Empty target, upsert, recognised re-run, truncate, and a load given no input identity."""
+    users = generate_users(60, seed=9)
+    first, second = (write_json(tmp_path / f"{n}.json", {"users": users[:n]}) for n in (40, 60))
+    runs = [
+        (first, {}),  # empty target: filled the fast way
+        (second, {}),  # upsert
+        (second, {}),  # recognised: nothing written
+        (FLAT_SAMPLE, {"truncate": True}),
+    ]
+
+    def recorded(run_id: str) -> dict:
+        return db.execute(
+            "SELECT metadata->'fingerprint' FROM migration_logs WHERE metadata->>'run_id' = %s", [run_id]
+        ).fetchone()[0]
+
+    db.execute("SET TIME ZONE 'Asia/Tokyo'")  # another zone than the loads': the same fingerprint
+    for source, options in runs:
+        result = migrate(make_settings(database_url, source, tmp_path, **options), instance)
+        assert recorded(result.run_id) == fingerprint(db, "public"), source
+    assert db.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "Asia/Tokyo"
+
+
+    # A load given no input identity (the load's own API): it records its fingerprint too.
+    outcome = validate_entries(read_source(second))
+    log = runlog.start(db, "public", run_id="no-identity", total_items=outcome.input_count, metadata={})
+    with psycopg.connect(database_url) as conn:
+        load(conn, "public", map_frames(outcome.valid), outcome.rejects, "no-identity", log=log)
+    assert recorded("no-identity") == fingerprint(db, "public")
+    assert fingerprint(db, "public")["users"].startswith(f"{len(outcome.valid) + 25}:")  # and the flat sample's 25
+
+
+def test_rollback_recreates_the_schema_dropped_since_its_snapshot(database_url, db, tmp_path, instance):
+    db.execute("CREATE SCHEMA nb")
+    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path, target_schema="nb"), instance)
+    with psycopg.connect(database_url) as conn:
+        after_first = {name: digest_table(conn, "nb", name) for name in TABLES}
+    labels = db.execute("SELECT enum_range(NULL::nb.subscriptiontier)::text").fetchone()[0]
+    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path, target_schema="nb", truncate=True)
+    second = migrate(settings, instance)
+    db.execute("DROP SCHEMA nb CASCADE")
+
+    result = rolled_back(settings, instance, backup_path=str(backup_folder(tmp_path, second.run_id)))
+
+    assert rollback_materialization(result)["restored"] == {
+        name: {"rows": digest.rows, "sha256": digest.sha256} for name, digest in after_first.items()
+    }
+    with psycopg.connect(database_url) as conn:
+        assert {name: digest_table(conn, "nb", name) for name in TABLES} == after_first
+        assert conn.execute("SELECT enum_range(NULL::nb.subscriptiontier)::text").fetchone()[0] == labels
+
+
+@pytest.mark.db
+def test_the_cli_refuses_a_rollback_over_later_rows_and_discards_them_only_when_told(database_url, db, tmp_path):
+    """The reported case: a row the bot wrote after the migration, in a schema of its own."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    source = write_json(tmp_path / "t_d.json", {"users": [{"user_id": 1, "faceit_nickname": "z"}]})
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, *args, "--target-schema", "cc5"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    db.execute("CREATE SCHEMA cc5")
+    assert cli("-q", "migrate", str(source)).returncode == 0
+    run_id = db.execute("SELECT metadata->>'run_id' FROM cc5.migration_logs").fetchone()[0]
+    db.execute("INSERT INTO cc5.users (id, user_id, faceit_nickname) "
+               "VALUES (gen_random_uuid(), 424242, 'written by bot after migration')")
+
+    refused = cli("rollback", "--confirm")
+
+    assert refused.returncode != 0
+    # How the CLI words the step's error is its own business: the line ends with the refusal.
+    assert refused.stdout.startswith("rollback failed, nothing changed: ")
+    assert refused.stdout.strip().endswith(
+        f"the tables changed since run {run_id} committed (users: 2 rows now, "
+        "1 then): restoring the snapshot would discard those changes; nothing was changed. Roll back with "
+        "--discard-later-changes (rollback_job: discard_later_changes) to restore it anyway"
+    ), refused.stdout + refused.stderr
+    assert db.execute("SELECT user_id FROM cc5.users ORDER BY user_id").fetchall() == [(1,), (424242,)]
+
+    done = cli("rollback", "--confirm", "--discard-later-changes")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"Rolled back to the snapshot taken before run {run_id}"
+    assert db.execute("SELECT to_regclass('cc5.users')").fetchone()[0] is None  # the run created the tables
+
+
+def test_rolling_back_the_creating_run_under_a_view_or_a_column_of_the_enum_is_refused_in_plain_words(
+    database_url, db, tmp_path, instance
+):
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    created = migrate(settings, instance)
+    db.execute("CREATE VIEW pro_users AS SELECT u.user_id FROM users u JOIN user_subscriptions s ON s.user_id = u.id")
+    db.execute("CREATE TABLE tier_prices (tier subscriptiontier PRIMARY KEY, price numeric)")
+    before = database_state(db), target_state(db)
+
+    refused = roll_back(settings, instance)
+
+    assert failure_of(refused) == (
+        "RollbackRefused",
+        "refusing to roll back: the snapshot is from before the tables were created, and tier_prices.tier, "
+        "view pro_users depend(s) on what dropping them removes; nothing was changed. Drop those first and "
+        "roll back again",
+    )
+    assert (database_state(db), target_state(db)) == before
+    assert statuses(db) == {created.run_id: "success"}
+
+    db.execute("DROP VIEW pro_users; DROP TABLE tier_prices")
+    rolled_back(settings, instance)
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}

@@ -18,6 +18,11 @@ class RollbackConfig(dg.Config):
         description="A migration_logs id or Dagster run id whose pre-load snapshot to restore. "
         "Default: the latest successful migration.",
     )
+    discard_later_changes: bool = Field(
+        default=False,
+        description="Restore even if the tables changed since the latest migration committed "
+        "(rows the bot wrote since are lost). Default: refuse, changing nothing.",
+    )
 
 
 @dg.op(
@@ -39,7 +44,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
             backup_path=config.backup_path,
             migration_id=config.migration_id,
         )
-        result = rollback(conn, settings.target_schema, folder)
+        result = rollback(conn, settings.target_schema, folder, discard_later_changes=config.discard_later_changes)
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
     context.log.info(f"restored {describe(url)} to the snapshot in {folder}")
     yield dg.AssetMaterialization(

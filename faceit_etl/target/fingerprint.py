@@ -16,17 +16,24 @@ from faceit_etl.target import runlog
 from faceit_etl.target.ddl import MIGRATION_LOGS, SUBSCRIPTIONS, USERS, table, table_exists
 
 
-def fingerprint(conn: psycopg.Connection, schema: str) -> dict[str, str]:
-    """Row text depends on the session's TimeZone and DateStyle: a change of those only makes a
-    fingerprint differ, which costs a full comparison, never a wrong skip."""
+def fingerprint(conn: psycopg.Connection, schema: str, names: tuple[str, ...] = (USERS, SUBSCRIPTIONS)) -> dict[str, str]:
+    """Row text depends on the session's TimeZone and DateStyle, so it is read in UTC and ISO
+    whatever the session's are (put back afterwards): a rollback in another session compares the
+    same rows to the same value."""
+    settings = conn.execute("SELECT current_setting('TimeZone'), current_setting('DateStyle')").fetchone()
+    conn.execute("SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, MDY', false)")
     result = {}
-    for name in (USERS, SUBSCRIPTIONS):
-        rows, total = conn.execute(
-            sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {} t").format(
-                table(schema, name)
-            )
-        ).fetchone()
-        result[name] = f"{rows}:{total}"
+    try:
+        for name in names:
+            rows, total = conn.execute(
+                sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {} t").format(
+                    table(schema, name)
+                )
+            ).fetchone()
+            result[name] = f"{rows}:{total}"
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('TimeZone', %s, false), set_config('DateStyle', %s, false)", settings)
     return result
 
 

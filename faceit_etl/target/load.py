@@ -150,9 +150,13 @@ def load(
                 "success",
                 processed_items=len(mapped.users),
                 failed_items=int(rejects["source_index"].nunique()),
-                metadata={"load": stats.as_dict(), "locked_at": locked_at.isoformat()}
-                | ({"input_identity": input_identity, "fingerprint": found if recognised else fingerprint(conn, schema)}
-                   if input_identity is not None else {}),
+                # What the load leaves, whatever its path: rollback compares the tables with it.
+                metadata={
+                    "load": stats.as_dict(),
+                    "locked_at": locked_at.isoformat(),
+                    "fingerprint": found if recognised else fingerprint(conn, schema),
+                }
+                | ({"input_identity": input_identity} if input_identity is not None else {}),
                 conn=conn,
             )
     return stats

@@ -222,7 +222,7 @@ def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> 
 
 
 def _recreate_missing(conn: psycopg.Connection, schema: str, snapshot: dict, existing: list[str]) -> list[str]:
-    """Make the snapshotted tables that are gone (and the tier enum, if it is gone too)."""
+    """Make the snapshotted tables that are gone (and the tier enum, and the schema, if gone too)."""
     missing = [n for n in SNAPSHOT_TABLES if snapshot["tables"].get(n) is not None and n not in existing]
     for name in missing:
         if "definition" not in snapshot["tables"][name]:
@@ -230,6 +230,15 @@ def _recreate_missing(conn: psycopg.Connection, schema: str, snapshot: dict, exi
                 f"table {schema}.{name} is gone and this snapshot holds no definition to make it again; "
                 "nothing was changed"
             )
+    if missing and not conn.execute("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", [schema]).fetchone()[0]:
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise SnapshotError(
+                f"schema {schema} is gone and this role may not create it: a superuser must create it "
+                "(owned by this role) first; nothing was changed"
+            ) from None
     labels = snapshot.get("tier_type_labels")
     if missing and labels and not type_exists(conn, schema, TIER_TYPE):
         conn.execute(
