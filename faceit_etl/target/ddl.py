@@ -8,6 +8,7 @@ an id would not fit: then we stop before writing and say which ALTER fixes it.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -39,6 +40,17 @@ def checked_identifier(name: str) -> str:
 
 def table(schema: str, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
+
+
+def advisory_lock_key(schema: str) -> int:
+    """A lock key stable across processes and machines (Python's hash() is salted per process)."""
+    return zlib.crc32(f"faceit-etl:{schema}".encode())
+
+
+def lock_schema(conn: psycopg.Connection, schema: str) -> None:
+    """The lock that makes loads, rollbacks and every DDL of a schema take turns, held until the
+    end of the current transaction (a session already holding it takes it again at once)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
 
 
 _BOOKKEEPING = """
@@ -107,24 +119,37 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
     """Our own tables (run log, rejects) and the schema. A real run makes them in their own
     transaction before its load; the load makes them too, so that a dry run does inside its
     transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
-    would still lock the rejects table until the load commits."""
-    if all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)):
+    would still lock the rejects table until the load commits.
+
+    Made under the schema's lock: two runs creating them at once would otherwise collide in the
+    catalog (`IF NOT EXISTS` does not serialise: "type migration_logs already exists")."""
+    if _bookkeeping_exist(conn, schema):
         return
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute(
-        sql.SQL(_BOOKKEEPING).format(
-            logs=table(schema, MIGRATION_LOGS),
-            rejects=table(schema, MIGRATION_REJECTS),
-            rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+    with conn.transaction():
+        lock_schema(conn, schema)
+        if _bookkeeping_exist(conn, schema):  # made by the run that held the lock before us
+            return
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL(_BOOKKEEPING).format(
+                logs=table(schema, MIGRATION_LOGS),
+                rejects=table(schema, MIGRATION_REJECTS),
+                rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+            )
         )
-    )
+
+
+def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
+    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
 
 
 def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
     """Create the enum and the bot's tables when absent; returns whether `users` was created.
 
-    Runs inside the load's transaction, so a failed load leaves no half-made tables behind.
+    Runs inside the load's transaction, so a failed load leaves no half-made tables behind, and
+    under the schema's lock (the load's own), so two callers never create them at once.
     """
+    lock_schema(conn, schema)
     existed = table_exists(conn, schema, USERS)
     if not type_exists(conn, schema, TIER_TYPE):
         conn.execute(

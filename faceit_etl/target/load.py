@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -33,9 +32,11 @@ from faceit_etl.target.ddl import (
     USERS,
     IdColumn,
     TargetError,
+    advisory_lock_key,
     check_id_widths,
     ensure_bookkeeping_tables,
     ensure_target_tables,
+    lock_schema,
     table,
 )
 from faceit_etl.target.fingerprint import fingerprint, left_by
@@ -73,11 +74,6 @@ class LoadStats:
         return asdict(self)
 
 
-def advisory_lock_key(schema: str) -> int:
-    """A lock key stable across processes and machines (Python's hash() is salted per process)."""
-    return zlib.crc32(f"faceit-etl:{schema}".encode())
-
-
 def load(
     conn: psycopg.Connection,
     schema: str,
@@ -106,7 +102,7 @@ def load(
     earlier run recognised (or None): the state it sees is exactly the one this load changes, as no
     other load or rollback can commit in between."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        lock_schema(conn, schema)
         ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
         # Loads commit in the order they take the lock: rollback orders migrations by this time.
         locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
