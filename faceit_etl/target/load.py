@@ -30,10 +30,10 @@ from faceit_etl.target.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
-    IdColumn,
     TargetError,
-    advisory_lock_key,
-    check_id_widths,
+    TargetFrame,
+    advisory_lock_key,  # the rollbacks import it from here to take the same lock
+    check_column_widths,
     ensure_bookkeeping_tables,
     ensure_target_tables,
     lock_schema,
@@ -112,12 +112,17 @@ def load(
         if before_write is not None:
             before_write(conn, recognised, found)
         created = ensure_target_tables(conn, schema)
-        check_id_widths(
+        telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
+        check_column_widths(
             conn,
             schema,
             [
-                IdColumn(USERS, "user_id", mapped.users["user_id"]),
-                IdColumn(SUBSCRIPTIONS, "referred_by_user_id", mapped.subscriptions["referred_by_user_id"]),
+                TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
+                TargetFrame(
+                    SUBSCRIPTIONS, mapped.subscriptions,
+                    pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
+                              index=mapped.subscriptions.index),
+                ),
             ],
         )
         if truncate and mapped.users.empty:
