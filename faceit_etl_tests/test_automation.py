@@ -39,6 +39,10 @@ def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path):
     assert isinstance(changed, dg.RunRequest) and changed.run_key != first.run_key
     assert changed.tags["faceit_etl/source_sha256"] != first.tags["faceit_etl/source_sha256"]
 
+    # A reset cursor forgets the count of changes, not the keys already used: its keys are new too.
+    after_reset, _ = evaluate(sensor, settings)
+    assert isinstance(after_reset, dg.RunRequest) and after_reset.run_key not in {first.run_key, changed.run_key}
+
 
 def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_too(tmp_path, monkeypatch, database_url, db):
     """A → B → A, A put back with its original mtime (as `cp -p`, `rsync -a` or `tar` do): each
