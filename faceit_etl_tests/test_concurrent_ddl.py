@@ -54,14 +54,14 @@ def test_runs_started_together_create_the_schema_and_bookkeeping_tables_in_turn(
 
 def test_loads_started_together_create_the_enum_and_target_tables_in_turn(database_url, db):
     def create(schema):
-        def in_transaction(conn):
+        def in_transaction(conn):  # as a load does: in its transaction
             with conn.transaction():
-                ensure_bookkeeping_tables(conn, schema)
                 ensure_target_tables(conn, schema)
         return in_transaction
 
     for round_ in range(ROUNDS):
         schema = f"fresh_{round_}"
+        ensure_bookkeeping_tables(db, schema)
         errors = _at_once(database_url, create(schema))
         assert errors == [], f"round {round_}: {errors}"
         assert type_exists(db, schema, "subscriptiontier")

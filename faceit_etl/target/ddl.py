@@ -48,9 +48,15 @@ def advisory_lock_key(schema: str) -> int:
 
 
 def lock_schema(conn: psycopg.Connection, schema: str) -> None:
-    """The lock that makes loads, rollbacks and every DDL of a schema take turns, held until the
-    end of the current transaction (a session already holding it takes it again at once)."""
+    """The lock that makes loads, rollbacks and the DDL of the bot's tables take turns, held until
+    the end of the current transaction (a session already holding it takes it again at once)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+
+
+def _lock_bookkeeping(conn: psycopg.Connection, schema: str) -> None:
+    """A lock of its own for creating the schema and our tables: a run writes its log row before
+    its load, so it must not wait for another run's whole load (the schema's lock) to do so."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(f"faceit-etl-bookkeeping:{schema}".encode())])
 
 
 _BOOKKEEPING = """
@@ -121,12 +127,12 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
     transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
     would still lock the rejects table until the load commits.
 
-    Made under the schema's lock: two runs creating them at once would otherwise collide in the
-    catalog (`IF NOT EXISTS` does not serialise: "type migration_logs already exists")."""
+    Made under a lock: two runs creating them at once would otherwise collide in the catalog
+    (`IF NOT EXISTS` does not serialise: "type migration_logs already exists")."""
     if _bookkeeping_exist(conn, schema):
         return
     with conn.transaction():
-        lock_schema(conn, schema)
+        _lock_bookkeeping(conn, schema)
         if _bookkeeping_exist(conn, schema):  # made by the run that held the lock before us
             return
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
