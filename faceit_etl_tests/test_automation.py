@@ -39,10 +39,15 @@ def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path):
     assert isinstance(changed, dg.RunRequest) and changed.run_key != first.run_key
     assert changed.tags["faceit_etl/source_sha256"] != first.tags["faceit_etl/source_sha256"]
 
+    # A reset cursor forgets the count of changes, not the keys already used: its keys are new too.
+    after_reset, _ = evaluate(sensor, settings)
+    assert isinstance(after_reset, dg.RunRequest) and after_reset.run_key not in {first.run_key, changed.run_key}
+
 
 def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_too(tmp_path, monkeypatch, database_url, db):
-    """A → B → A: each change is a run the daemon would launch (a run key never used before), and
-    the database ends holding A again."""
+    """A → B → A, A put back with its original mtime (as `cp -p`, `rsync -a` or `tar` do): each
+    change is a run the daemon would launch (a run key never used before), and the database ends
+    holding A again."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
     source = tmp_path / "data.json"
@@ -50,9 +55,10 @@ def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_to
     sensor = defs.get_sensor_def("source_file_changed")
     cursor, nicknames = None, []
     with dg.instance_for_test() as instance:
+        mtimes = {"first": 10**18, "second": 10**18 + 1}
         for step, nickname in enumerate(["first", "second", "first"]):
             write_json(source, {"users": [{"user_id": 7, "faceit_nickname": nickname}]})
-            os.utime(source, ns=(10**18 + step, 10**18 + step))  # distinct writes, whatever the clock's resolution
+            os.utime(source, ns=(mtimes[nickname], mtimes[nickname]))
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"migration_settings": MigrationSettings()})
             request = sensor(context)
             cursor = context.cursor

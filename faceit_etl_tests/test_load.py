@@ -563,8 +563,9 @@ def test_failure_before_commit_leaves_a_loaded_target_as_it_was(db, conn, genera
 def test_too_long_referral_code_fails_the_whole_load(db, conn, generated):
     """Validation rejects such an entry; a frame that slips one through must still write nothing."""
     mapped, rejects = chain(generated)
+    too_long = "1 value(s) of user_subscriptions.referral_code are longer than its character varying(20)"
     mapped.subscriptions.loc[1_999, "referral_code"] = "X" * 21
-    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+    with pytest.raises(TargetError, match=re.escape(too_long)):
         load(conn, SCHEMA, mapped, rejects, "run-1")
     assert snapshot(db) is None
 
@@ -572,7 +573,7 @@ def test_too_long_referral_code_fails_the_whole_load(db, conn, generated):
     load(conn, SCHEMA, mapped, rejects, "run-2")
     before = snapshot(db)
     mapped.subscriptions.loc[0, "referral_code"] = "Y" * 21
-    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+    with pytest.raises(TargetError, match=re.escape(too_long)):
         load(conn, SCHEMA, mapped, rejects, "run-3")
     assert snapshot(db) == before
 
@@ -1083,3 +1084,64 @@ def test_a_changed_cell_or_another_input_is_compared_row_by_row(db, conn, genera
     # A truncating load is never skipped: it replaces the content.
     replaced = logged_load(conn, db, mapped, rejects, "run-4", "input-B", truncate=True)
     assert replaced.recognised_from_run is None and stats_tuple(replaced.users) == (2_000, 0, 0)
+
+
+def test_narrowed_bot_columns_refuse_values_too_long_before_writing_and_say_how_to_fix(db, conn):
+    """The bot's Alembic tables with narrower varchars than ours: a value longer than the column as
+    the database has it is found before anything is written (not a raw COPY error), named with its
+    column, size, count and users, with the ALTER that fits it. Length counts characters, not bytes."""
+    db.execute(
+        ALEMBIC_DDL.replace("faceit_nickname varchar(255)", "faceit_nickname varchar(5)")
+        .replace("payment_method varchar(100)", "payment_method varchar(4)")
+    )
+    entries = small_id_entries(40)
+    for e in entries:
+        e["faceit_nickname"] = "Жанна"  # 5 characters, 10 bytes: fits varchar(5)
+        e["subscription"]["payment_method"] = "card"
+    load(conn, SCHEMA, *chain(document(entries[:10])), "run-0")
+    before = snapshot(db)
+
+    long_nicknames = [2, 5, 9, 11, 20, 30, 33]
+    for i in long_nicknames:
+        entries[i]["faceit_nickname"] = "toolongname"
+    entries[17]["subscription"]["payment_method"] = "stars"
+    mapped, rejects = chain(document(entries))
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    message = str(raised.value)
+    named = ", ".join(str(entries[i]["user_id"]) for i in long_nicknames[:5])
+    assert (
+        "7 value(s) of users.faceit_nickname are longer than its character varying(5) "
+        f"(the longest has 11 characters; user_id {named} and 2 more)"
+    ) in message
+    assert (
+        "1 value(s) of user_subscriptions.payment_method are longer than its character varying(4) "
+        f"(the longest has 5 characters; user_id {entries[17]['user_id']})"
+    ) in message
+    assert "Nothing was written" in message
+    statements = re.findall(r"^\s*(ALTER TABLE .*)$", message, flags=re.M)
+    assert statements == [
+        'ALTER TABLE "public"."users" ALTER COLUMN "faceit_nickname" TYPE varchar(11);',
+        'ALTER TABLE "public"."user_subscriptions" ALTER COLUMN "payment_method" TYPE varchar(5);',
+    ]
+    assert snapshot(db) == before
+
+    # The advice works: after those statements the same frames load, every value whole.
+    for statement in statements:
+        db.execute(statement)
+    load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert_content(db, entries)
+
+
+def test_narrowed_bot_integer_columns_refuse_values_beyond_them_on_an_empty_target(db, conn):
+    db.execute(ALEMBIC_DDL.replace("total_requests integer", "total_requests smallint"))
+    entries = small_id_entries(12)
+    for e in entries:
+        e["total_requests"] = 7
+    entries[4]["total_requests"] = 40_000
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    message = str(raised.value)
+    assert f"1 value(s) of users.total_requests exceed its 16-bit smallint type (user_id {entries[4]['user_id']})" in message
+    assert 'ALTER TABLE "public"."users" ALTER COLUMN "total_requests" TYPE bigint;' in message
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0

@@ -4,11 +4,14 @@ A re-run on unchanged data writes no row (the load leaves unchanged rows untouch
 fire freely. The sensor requests a run when the file's content hash differs from that of its last
 request: A → B → A gives three runs, and the third puts A back. Its cursor, not the run key,
 remembers that content: Dagster never launches a run key twice, so a key made of the hash alone
-would never load earlier content again.
+(or of the hash and the file's mtime, which `cp -p`, `rsync -a` or `tar` restore) would never load
+earlier content again. The key counts changes instead, so every change is a key never used before,
+while a re-evaluation whose cursor was not saved repeats its key and Dagster drops the duplicate.
 """
 
 import json
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -52,11 +55,18 @@ def build_sensor(job) -> dg.SensorDefinition:
         if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns:
             return dg.SkipReason("the file has not been touched since the last look")
         digest = sha256_of(source)
-        context.update_cursor(json.dumps({"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+        # A fresh cursor (first look, or a reset) starts a new series of keys, so that it does not
+        # repeat the keys of the series before the reset.
+        series = seen.get("series") or time.time_ns()
+        changes = seen.get("changes", 0)
+        if digest != seen.get("sha256"):
+            changes += 1
+        context.update_cursor(json.dumps({
+            "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "series": series, "changes": changes,
+        }))
         if digest == seen.get("sha256"):
             return dg.SkipReason("the file was rewritten with the content last requested")
-        # The write's time makes the key unique per change (even after a cursor reset), so a return
-        # to earlier content is a new request.
-        return dg.RunRequest(run_key=f"{digest}@{stat.st_mtime_ns}", tags={"faceit_etl/source_sha256": digest})
+        return dg.RunRequest(run_key=f"{digest}#{series}.{changes}", tags={"faceit_etl/source_sha256": digest})
 
     return source_file_changed

@@ -8,6 +8,7 @@ an id would not fit: then we stop before writing and say which ALTER fixes it.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -39,6 +40,23 @@ def checked_identifier(name: str) -> str:
 
 def table(schema: str, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
+
+
+def advisory_lock_key(schema: str) -> int:
+    """A lock key stable across processes and machines (Python's hash() is salted per process)."""
+    return zlib.crc32(f"faceit-etl:{schema}".encode())
+
+
+def lock_schema(conn: psycopg.Connection, schema: str) -> None:
+    """The lock that makes loads, rollbacks and the DDL of the bot's tables take turns, held until
+    the end of the current transaction (a session already holding it takes it again at once)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+
+
+def _lock_bookkeeping(conn: psycopg.Connection, schema: str) -> None:
+    """A lock of its own for creating the schema and our tables: a run writes its log row before
+    its load, so it must not wait for another run's whole load (the schema's lock) to do so."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(f"faceit-etl-bookkeeping:{schema}".encode())])
 
 
 _BOOKKEEPING = """
@@ -107,24 +125,37 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
     """Our own tables (run log, rejects) and the schema. A real run makes them in their own
     transaction before its load; the load makes them too, so that a dry run does inside its
     transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
-    would still lock the rejects table until the load commits."""
-    if all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)):
+    would still lock the rejects table until the load commits.
+
+    Made under a lock: two runs creating them at once would otherwise collide in the catalog
+    (`IF NOT EXISTS` does not serialise: "type migration_logs already exists")."""
+    if _bookkeeping_exist(conn, schema):
         return
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute(
-        sql.SQL(_BOOKKEEPING).format(
-            logs=table(schema, MIGRATION_LOGS),
-            rejects=table(schema, MIGRATION_REJECTS),
-            rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+    with conn.transaction():
+        _lock_bookkeeping(conn, schema)
+        if _bookkeeping_exist(conn, schema):  # made by the run that held the lock before us
+            return
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL(_BOOKKEEPING).format(
+                logs=table(schema, MIGRATION_LOGS),
+                rejects=table(schema, MIGRATION_REJECTS),
+                rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+            )
         )
-    )
+
+
+def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
+    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
 
 
 def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
     """Create the enum and the bot's tables when absent; returns whether `users` was created.
 
-    Runs inside the load's transaction, so a failed load leaves no half-made tables behind.
+    Runs inside the load's transaction, so a failed load leaves no half-made tables behind, and
+    under the schema's lock (the load's own), so two callers never create them at once.
     """
+    lock_schema(conn, schema)
     existed = table_exists(conn, schema, USERS)
     if not type_exists(conn, schema, TIER_TYPE):
         conn.execute(
@@ -152,37 +183,81 @@ def type_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class IdColumn:
+class TargetFrame:
+    """The rows a load writes into `table`, with the Telegram user id of each (to name them)."""
+
     table: str
-    column: str
-    values: pd.Series
+    frame: pd.DataFrame
+    user_ids: pd.Series
 
 
-def check_id_widths(conn: psycopg.Connection, schema: str, id_columns: list[IdColumn]) -> None:
-    """Stop before writing when a Telegram id would overflow a 32-bit column (the bot's Alembic bug)."""
-    problems, fixes = [], []
-    for spec in id_columns:
-        data_type = conn.execute(
-            """SELECT data_type FROM information_schema.columns
-               WHERE table_schema = %s AND table_name = %s AND column_name = %s""",
-            [schema, spec.table, spec.column],
-        ).fetchone()
-        if data_type is None or data_type[0] != "integer":
-            continue
-        too_big = int((spec.values > INT32_MAX).sum())
-        if too_big:
-            problems.append(f"{too_big} value(s) of {spec.table}.{spec.column} exceed its 32-bit integer type")
-            fixes.append(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE bigint;")
-                .format(table(schema, spec.table), sql.Identifier(spec.column))
-                .as_string(conn)
-            )
+_INTEGER_RANGES = {"smallint": 2**15 - 1, "integer": INT32_MAX}
+_NAMED_USERS = 5
+
+
+def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame]) -> None:
+    """Stop before writing when a value would not fit the existing table's actual column: a string
+    longer than its varchar(n)/char(n), a number beyond its smallint/integer (the bot's Alembic
+    tables have 32-bit Telegram ids). Validation knows only our own DDL's sizes; without this check
+    COPY would fail the whole load on the first such value. Names each column, its size, how many
+    values do not fit and whose, and the ALTER that makes them fit."""
+    problems, fixes, integers = [], [], False
+    for target in targets:
+        columns = conn.execute(
+            """SELECT column_name, data_type, character_maximum_length FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position""",
+            [schema, target.table],
+        ).fetchall()
+        for column, data_type, max_length in columns:
+            if column not in target.frame.columns:
+                continue
+            values = target.frame[column]
+            if max_length is not None and data_type in ("character varying", "character"):
+                lengths = values.dropna().astype(str).str.len()
+                too_long = lengths[lengths > max_length]
+                if too_long.empty:
+                    continue
+                whose = _first_user_ids(target.user_ids, too_long.index)
+                problems.append(
+                    f"{len(too_long)} value(s) of {target.table}.{column} are longer than its {data_type}({max_length})"
+                    f" (the longest has {int(too_long.max())} characters; user_id {whose})"
+                )
+                fixes.append(_alter(conn, schema, target.table, column, sql.SQL(f"varchar({int(too_long.max())})")))
+            elif data_type in _INTEGER_RANGES:
+                limit = _INTEGER_RANGES[data_type]
+                numbers = pd.to_numeric(values, errors="coerce").dropna()
+                beyond = numbers[(numbers > limit) | (numbers < -limit - 1)]
+                if beyond.empty:
+                    continue
+                bits = "32-bit integer" if data_type == "integer" else "16-bit smallint"
+                problems.append(
+                    f"{len(beyond)} value(s) of {target.table}.{column} exceed its {bits} type"
+                    f" (user_id {_first_user_ids(target.user_ids, beyond.index)})"
+                )
+                fixes.append(_alter(conn, schema, target.table, column, sql.SQL("bigint")))
+                integers = True
     if problems:
         raise TargetError(
             "; ".join(problems)
-            + ". Telegram ids need 64 bits. Nothing was written. Widen the columns, then run again:\n  "
+            + ". The existing tables' columns are narrower than the data"
+            + (" (Telegram ids need 64 bits)" if integers else "")
+            + ". Nothing was written. Widen the columns, then run again:\n  "
             + "\n  ".join(fixes)
         )
+
+
+def _first_user_ids(user_ids: pd.Series, index: pd.Index) -> str:
+    named = [str(u) for u in user_ids.loc[index[:_NAMED_USERS]]]
+    more = len(index) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more else "")
+
+
+def _alter(conn: psycopg.Connection, schema: str, name: str, column: str, new_type: sql.Composable) -> str:
+    return (
+        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {};")
+        .format(table(schema, name), sql.Identifier(column), new_type)
+        .as_string(conn)
+    )
 
 
 def column_types(conn: psycopg.Connection, schema: str, name: str) -> list[tuple[str, str, bool]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -31,11 +30,13 @@ from faceit_etl.target.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
-    IdColumn,
     TargetError,
-    check_id_widths,
+    TargetFrame,
+    advisory_lock_key,  # the rollbacks import it from here to take the same lock
+    check_column_widths,
     ensure_bookkeeping_tables,
     ensure_target_tables,
+    lock_schema,
     table,
 )
 from faceit_etl.target.fingerprint import fingerprint, left_by
@@ -73,11 +74,6 @@ class LoadStats:
         return asdict(self)
 
 
-def advisory_lock_key(schema: str) -> int:
-    """A lock key stable across processes and machines (Python's hash() is salted per process)."""
-    return zlib.crc32(f"faceit-etl:{schema}".encode())
-
-
 def load(
     conn: psycopg.Connection,
     schema: str,
@@ -106,7 +102,7 @@ def load(
     earlier run recognised (or None): the state it sees is exactly the one this load changes, as no
     other load or rollback can commit in between."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        lock_schema(conn, schema)
         ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
         # Loads commit in the order they take the lock: rollback orders migrations by this time.
         locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -116,12 +112,17 @@ def load(
         if before_write is not None:
             before_write(conn, recognised, found)
         created = ensure_target_tables(conn, schema)
-        check_id_widths(
+        telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
+        check_column_widths(
             conn,
             schema,
             [
-                IdColumn(USERS, "user_id", mapped.users["user_id"]),
-                IdColumn(SUBSCRIPTIONS, "referred_by_user_id", mapped.subscriptions["referred_by_user_id"]),
+                TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
+                TargetFrame(
+                    SUBSCRIPTIONS, mapped.subscriptions,
+                    pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
+                              index=mapped.subscriptions.index),
+                ),
             ],
         )
         if truncate and mapped.users.empty:
