@@ -1,8 +1,8 @@
 """`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
-1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation,
-130 interrupted (Ctrl-C).
+1 the migration, the rollback or a blocking check failed, 2 a usage error, failed validation or a
+refused rollback, 130 interrupted (Ctrl-C), 141 the reader of stdout went away (`| head`).
 Everything said here also goes to `migration.log`, passwords removed.
 """
 
@@ -585,8 +585,6 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from pydantic import ValidationError
 
-    from faceit_etl.defs.resources import describe_invalid
-
     parser = build_parser()
     args = parser.parse_args(argv)
     _log_to_file()
@@ -603,6 +601,8 @@ def _main(argv: list[str] | None) -> int:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
     except ValidationError as exc:  # settings built when the job's definitions are imported, from the environment
+        from faceit_etl.defs.resources import describe_invalid
+
         say(f"faceit-etl: {redact(describe_invalid(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
     except BrokenPipeError:
