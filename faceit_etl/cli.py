@@ -1,8 +1,8 @@
 """`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
-1 the migration, the rollback or a blocking check failed, 2 a usage error or failed validation,
-130 interrupted (Ctrl-C).
+1 the migration, the rollback or a blocking check failed, 2 a usage error, failed validation or a
+refused rollback, 130 interrupted (Ctrl-C), 141 the reader of stdout went away (`| head`).
 Everything said here also goes to `migration.log`, passwords removed.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import fcntl
 import json
 import logging
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from faceit_etl.database import DatabaseUnavailable, connect, describe, project_home, redact
+from faceit_etl.database import DatabaseUnavailable, InvalidConnectionString, connect, describe, project_home, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
+EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| head`) stopped reading
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
@@ -121,14 +123,7 @@ def open_instance():
 def settings_overrides(args: argparse.Namespace) -> dict:
     """Resource config from --config and flags. The database URL never goes into run config (the UI
     shows run config): it travels in the DATABASE_URL environment variable instead."""
-    config: dict = {}
-    if args.config:
-        try:
-            loaded = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--config {args.config}: {exc}") from None
-        nested = loaded.get("resources", {}).get("migration_settings", {}).get("config")
-        config.update(nested if nested is not None else loaded)
+    config: dict = read_config(args.config) if args.config else {}
     url = args.database_url or config.pop("database_url", None)
     if url:
         os.environ["DATABASE_URL"] = url
@@ -147,6 +142,42 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     return config
 
 
+def read_config(path: Path) -> dict:
+    """The settings of a `--config` file: a mapping of known keys (flat, or as in run config), else a
+    usage error naming the file and what is wrong with it."""
+    from faceit_etl.defs.resources import MigrationSettings
+
+    if not path.exists():
+        raise UsageError(f"--config {path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"--config {path}: is a folder, not a YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"--config {path}: not valid YAML{where}: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UsageError(f"--config {path}: not a readable YAML text file") from None
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it: {exc.strerror}") from None
+    settings = {} if loaded is None else loaded
+    if isinstance(settings, dict) and "resources" in settings:  # the layout of run config
+        try:
+            settings = settings["resources"]["migration_settings"]["config"]
+        except (KeyError, TypeError):
+            raise UsageError(f"--config {path}: expected resources: migration_settings: config: <settings>") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"--config {path}: expected a mapping of settings (key: value), found a {type(settings).__name__}")
+    known = list(MigrationSettings.model_fields)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
+    return dict(settings)
+
+
 def settings_for(args: argparse.Namespace):
     """The settings this command uses, and the run config that makes a run use the same: flags over
     --config in run config; the run fills the rest from the environment by the same rule as here."""
@@ -159,6 +190,8 @@ def settings_for(args: argparse.Namespace):
         return MigrationSettings(**overrides).checked(), overrides
     except ValidationError as exc:
         raise UsageError(describe_invalid(exc)) from None
+    except InvalidConnectionString:
+        raise
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -176,7 +209,18 @@ def migration_line(m: dict) -> str:
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
     log.info(text)
     if quiet_too or not (args and args.quiet):
-        print(text)
+        try:
+            print(text)
+        except BrokenPipeError:
+            stdout_gone()
+            if threading.current_thread() is threading.main_thread():
+                raise  # main() ends quietly; a progress thread's line is simply dropped and the run goes on
+
+
+def stdout_gone() -> None:
+    """The reader of stdout (`| head`) has gone: send what is left to /dev/null, so neither a later line
+    nor the flush at exit raises again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------- migrate
@@ -416,7 +460,7 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 def rollback(args: argparse.Namespace) -> int:
     from faceit_etl.backup import BackupError
     from faceit_etl.definitions import defs
-    from faceit_etl.rollback import RollbackError
+    from faceit_etl.rollback import RollbackError, RollbackRefused
 
     settings, overrides = settings_for(args)
     backup_path = args.backup_path
@@ -426,6 +470,9 @@ def rollback(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:
             backup_path, question = rollback_question(settings, args)
+        except RollbackRefused as exc:
+            say(f"rollback refused, nothing changed: {exc}", quiet_too=True)
+            return EXIT_USAGE
         except (RollbackError, BackupError, DatabaseUnavailable) as exc:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
             return EXIT_FAILED
@@ -446,7 +493,7 @@ def rollback(args: argparse.Namespace) -> int:
             raise_on_error=False,
             tags={"faceit_etl/started_by": "cli"},
         )
-    from faceit_etl.summary import step_errors
+    from faceit_etl.summary import step_causes
 
     if result.success:
         event = result.get_asset_materialization_events()[0].event_specific_data.materialization
@@ -458,9 +505,11 @@ def rollback(args: argparse.Namespace) -> int:
         for name in dropped:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
         return EXIT_OK
-    for error in step_errors(result):
-        say(f"rollback failed, nothing changed: {error}", quiet_too=True)
-    return EXIT_FAILED
+    causes = step_causes(result)
+    refused = any(cls == "RollbackRefused" for cls, _ in causes)
+    for _, message in causes:
+        say(f"rollback {'refused' if refused else 'failed'}, nothing changed: {message}", quiet_too=True)
+    return EXIT_USAGE if refused else EXIT_FAILED
 
 
 def rollback_question(settings, args) -> tuple[Path, str]:
@@ -511,16 +560,17 @@ def backup(args: argparse.Namespace) -> int:
 COMMANDS = {"migrate": migrate, "validate": validate, "status": status, "rollback": rollback, "backup": backup}
 
 
-def _log_to_file() -> None:
-    class Redacted(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            record.msg = redact(record.getMessage(), os.environ.get("DATABASE_URL"))
-            record.args = None
-            return True
+class RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record, so the traceback and exception text of `log.exception` (which
+    the formatter appends after any filter has run) lose the password as the message does."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), os.environ.get("DATABASE_URL"))
+
+
+def _log_to_file() -> None:
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(Redacted())
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.
@@ -528,6 +578,16 @@ def _log_to_file() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        stdout_gone()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
+    from pydantic import ValidationError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _log_to_file()
@@ -537,9 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
         say("faceit-etl: interrupted", quiet_too=True)
         return EXIT_INTERRUPTED
+    except InvalidConnectionString as exc:  # a fixed text that quotes nothing: its example form stays readable
+        say(f"faceit-etl: {exc}", quiet_too=True)
+        return EXIT_USAGE
     except UsageError as exc:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
+    except ValidationError as exc:  # settings built when the job's definitions are imported, from the environment
+        from faceit_etl.defs.resources import describe_invalid
+
+        say(f"faceit-etl: {redact(describe_invalid(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # a clear line, never a bare traceback; the log has the details
         log.exception("failed")
         say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)

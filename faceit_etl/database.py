@@ -26,8 +26,31 @@ _URL_USERINFO_SECRET = re.compile(r"^[a-z0-9+.-]+://[^:/@\s]*:(?P<secret>.*)@", 
 _KEYWORD_SECRET = re.compile(r"password\s*=\s*(?P<secret>'(?:[^'\\]|\\.)*'?|\S+(?:\s+[^\s=]+(?=\s|$))*)", re.I)
 
 
+INVALID_URL = (
+    "the database URL (--database-url or DATABASE_URL) is not a valid PostgreSQL connection string "
+    "(expected postgresql://user:password@host:port/database)"
+)
+
+
 class DatabaseUnavailable(RuntimeError):
     """The target database cannot be reached; the message names it without its password."""
+
+
+class InvalidConnectionString(ValueError):
+    """libpq cannot parse the connection string. The message never quotes it: libpq's own would, and the
+    part it quotes may be the password."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_URL)
+
+
+def checked_url(url: str) -> str:
+    """`url` if libpq can parse it; refused before any step runs, so no error can echo it."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise InvalidConnectionString from None
+    return url
 
 
 def project_home() -> Path:
@@ -50,7 +73,7 @@ def embedded_database_url(home: Path | None = None) -> str:
 
 
 def resolve_database_url(database_url: str) -> str:
-    return database_url or embedded_database_url()
+    return checked_url(database_url) if database_url else embedded_database_url()
 
 
 def describe(url: str) -> str:
@@ -101,10 +124,8 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     for attempt in range(CONNECT_ATTEMPTS):
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        except psycopg.ProgrammingError as exc:  # a malformed connection string: libpq may quote its password
-            raise DatabaseUnavailable(
-                f"the database connection string is not valid: {redact(str(exc).strip(), url)}"
-            ) from None
+        except psycopg.ProgrammingError:  # a malformed connection string: libpq's message may quote its password
+            raise InvalidConnectionString from None
         except psycopg.OperationalError as exc:
             last_error = exc
             if attempt + 1 < CONNECT_ATTEMPTS:  # no point waiting after the last attempt

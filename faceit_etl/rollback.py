@@ -40,7 +40,9 @@ class RollbackError(RuntimeError):
 
 
 class RollbackRefused(RollbackError):
-    """The request cannot be honoured; nothing was changed."""
+    """The request cannot be honoured as asked (no such snapshot or migration, one that does not fit,
+    or tables changed since): nothing was changed. The CLI exits 2 for it, like any other unusable
+    request."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ def find_backup(
     """The backup folder to restore: named, or found through migration_logs."""
     if backup_path:
         folder = Path(backup_path)
-        return folder.parent if folder.name == "manifest.json" else folder
+        folder = folder.parent if folder.name == "manifest.json" else folder
+        if not (folder / "manifest.json").is_file():
+            raise RollbackRefused(f"{folder}: no manifest.json here; not a faceit-etl backup folder")
+        return folder
     if not table_exists(conn, schema, MIGRATION_LOGS):
-        raise RollbackError(f"no migration has been recorded in {schema}.{MIGRATION_LOGS}: nothing to roll back")
+        raise RollbackRefused(f"no migration has been recorded in {schema}.{MIGRATION_LOGS}: nothing to roll back")
     logs = table(schema, MIGRATION_LOGS)
     if migration_id:
         row = conn.execute(
@@ -72,7 +77,7 @@ def find_backup(
             [migration_id, migration_id],
         ).fetchone()
         if row is None:
-            raise RollbackError(f"no migration {migration_id!r} in {schema}.{MIGRATION_LOGS}")
+            raise RollbackRefused(f"no migration {migration_id!r} in {schema}.{MIGRATION_LOGS}")
     else:
         row = conn.execute(
             sql.SQL(
@@ -82,7 +87,7 @@ def find_backup(
             ).format(logs, _ORDER)
         ).fetchone()
         if row is None:
-            raise RollbackError("no successful migration to roll back (migration_logs has none)")
+            raise RollbackRefused("no successful migration to roll back (migration_logs has none)")
     return run_folder(backup_dir, row[0])
 
 
@@ -94,17 +99,17 @@ def rollback(
     manifest = read_manifest(folder)
     target = manifest.get("target")
     if target is None:
-        raise RollbackError(
+        raise RollbackRefused(
             f"{folder}: this backup holds no snapshot of the tables (taken with --no-backup?): cannot roll back"
         )
     run_id = target.get("run_id", manifest["run_id"])  # the run whose load took it
     if UNCHANGED_SINCE in target:
-        raise RollbackError(
+        raise RollbackRefused(
             f"{folder}: run {run_id} changed nothing (it found the tables as run "
             f"{target[UNCHANGED_SINCE]} left them): roll back that run to undo its load"
         )
     if target["schema"] != schema:
-        raise RollbackError(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
+        raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
         logged = table_exists(conn, schema, MIGRATION_LOGS)
@@ -137,7 +142,7 @@ def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run
         [run_id],
     ).fetchone()
     if row is not None and row[0] not in ("success", "rolled_back"):
-        raise RollbackError(
+        raise RollbackRefused(
             f"{folder}: the load of run {run_id} did not commit (its migration is {row[0]!r}): "
             "it changed nothing, there is nothing of it to roll back"
         )

@@ -93,12 +93,27 @@ def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[
     ]
 
 
-def _root_message(error) -> str:
-    """The user-facing message of a step failure: the innermost cause, without Dagster's wrapping."""
+def step_causes(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[tuple[str, str]]:
+    """(exception class, message) of each failed step's innermost cause: what the caller maps to an exit code."""
+    causes = []
+    for event in result.get_step_failure_events():
+        error = _root_error(event.step_failure_data.error)
+        causes.append((error.cls_name if error is not None else "", _root_message(error)))
+    return causes
+
+
+def _root_error(error):
     while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
         error = error.cause
+    return error
+
+
+def _root_message(error) -> str:
+    """The user-facing message of a step failure: the innermost cause, without Dagster's wrapping."""
+    error = _root_error(error)
     if error is None:
         return "unknown error"
     if error.cls_name == INTERRUPTED:
         return "interrupted"
-    return _EXCEPTION_NAME.sub("", (error.message or "").strip(), count=1)  # "pkg.SourceError: x" → "x"
+    own_name = re.compile(rf"^(?:\w+\.)*{re.escape(error.cls_name)}: ")  # "pkg.AnyName: x" → "x"
+    return _EXCEPTION_NAME.sub("", own_name.sub("", (error.message or "").strip(), count=1), count=1)

@@ -137,9 +137,35 @@ def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
 
     done = faceit_etl(workdir, database_url, "rollback", "--confirm")
 
-    assert done.returncode == 1
-    assert "holds no snapshot of the tables" in done.stdout
+    run_id = db.execute("SELECT metadata->>'run_id' FROM migration_logs").fetchone()[0]
+    assert (done.returncode, done.stdout) == (2, (
+        f"rollback refused, nothing changed: {workdir}/backups/{run_id}: this backup holds no snapshot of the "
+        "tables (taken with --no-backup?): cannot roll back\n"))
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--migration-id", "nonsense"], "no migration 'nonsense' in public.migration_logs"),
+        (["--backup-path", "{workdir}/absent"], "{workdir}/absent: no manifest.json here; not a faceit-etl backup folder"),
+        (["--backup-path", "{snapshot}", "--target-schema", "public"],
+         "{snapshot}: the snapshot is of schema 'r6', not 'public'"),
+    ],
+    ids=["unknown migration", "absent backup folder", "other schema"],
+)
+def test_a_refused_rollback_exits_2_in_plain_words_and_changes_nothing(workdir, database_url, db, args, message):
+    for schema in ("public", "r6"):
+        assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE), "--target-schema", schema).returncode == 0
+    run_id = db.execute("SELECT metadata->>'run_id' FROM r6.migration_logs").fetchone()[0]
+    names = {"workdir": str(workdir), "snapshot": str(workdir / "backups" / run_id)}
+    before = tables_digest(db)
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm", *[a.format(**names) for a in args])
+
+    assert (done.returncode, done.stdout, done.stderr) == (2, f"rollback refused, nothing changed: {message.format(**names)}\n", "")
+    assert tables_digest(db) == before
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
 
 
 def test_dry_run_says_what_would_happen_and_leaves_the_target_identical(workdir, database_url, db):
@@ -236,6 +262,87 @@ def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, 
     assert message in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("target_shema: s_typo\n", "unknown setting 'target_shema' (did you mean 'target_schema'?)"),
+        ("- a\n", "expected a mapping of settings (key: value), found a list"),
+        ("batch_size: [\n", "not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'"),
+        ("resources:\n  migration_settings: {}\n", "expected resources: migration_settings: config: <settings>"),
+        ("batch_size: 99999999999999999999\n", None),
+        (None, "no such file"),
+        ("folder", "is a folder, not a YAML file"),
+    ],
+    ids=["misspelt key", "a list", "bad YAML", "run config without config", "huge batch size", "absent", "folder"],
+)
+def test_an_unusable_config_file_is_named_in_one_plain_line_exit_2_before_any_work(workdir, database_url, db, config, message):
+    path = workdir / "settings.yaml"
+    if config == "folder":
+        path.mkdir()
+    elif config is not None:
+        path.write_text(config)
+    message = (f"faceit-etl: --config {path}: {message}" if message
+               else "faceit-etl: batch_size 99999999999999999999: input should be less than or equal to 2147483647")
+
+    done = faceit_etl(workdir, database_url, "--config", str(path), "migrate", str(FLAT_SAMPLE))
+
+    assert (done.returncode, done.stdout, done.stderr) == (2, message + "\n", "")
+    assert not (workdir / "backups").exists()
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["migrate", "{sample}", "--batch-size", "99999999999999999999"], {}),
+        (["migrate", "{sample}", "--max-concurrent", "2147483648"], {}),
+        (["migrate", "{sample}"], {"MIGRATION_BATCH_SIZE": "2147483648"}),
+    ],
+    ids=["flag", "max concurrent", "environment"],
+)
+def test_an_integer_setting_too_large_for_its_use_is_a_usage_error_before_any_work(workdir, database_url, db, args, env):
+    done = faceit_etl(workdir, database_url, *[a.format(sample=FLAT_SAMPLE) for a in args], env=env)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "input should be less than or equal to 2147483647" in done.stdout
+    assert not (workdir / "backups").exists()
+
+
+def test_a_summary_cut_short_says_how_many_rejects_more_and_where_they_all_are(workdir, database_url, db):
+    users = json.loads(FLAT_SAMPLE.read_text())["users"][:4] + [{"user_id": -n} for n in range(1, 30)]
+    source = write_json(workdir / "data.json", {"users": users})
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source))
+
+    assert done.returncode == 2
+    [run_id] = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("Migration run ")]
+    rejects = workdir / "backups" / run_id / "rejects.jsonl"
+    assert len(rejects.read_text().splitlines()) == 29
+    assert sum("(no valid user_id): user_id: must be a positive Telegram id" in line for line in done.stdout.splitlines()) == 20
+    assert f"      … and 9 more: see {rejects}" in done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("args", [["status"], ["-q", "migrate", "{sample}"], ["migrate", "{sample}"]])
+def test_a_reader_that_stops_reading_ends_the_output_quietly(workdir, database_url, db, args):
+    """`faceit-etl status | head -1`: once the reader has gone, no traceback, and a run still finishes."""
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        done = subprocess.run([CLI, *[a.format(sample=FLAT_SAMPLE) for a in args]], cwd=workdir, env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+
+    assert done.stderr == ""
+    # 141 when the main thread's line met the closed pipe; a progress line met it first in a plain migrate
+    # (it is dropped, the run goes on, the summary goes to /dev/null): 0 then, whichever came first.
+    assert done.returncode in ((0, 141) if args == ["migrate", "{sample}"] else (141,))
+    if "migrate" in args:
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
 
 
 @pytest.mark.parametrize("executor", [[], ["--max-concurrent", "2"]], ids=["one process", "step processes"])

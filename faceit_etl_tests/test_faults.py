@@ -139,13 +139,13 @@ def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password
 
     broken = password_database_url.replace("@/", "%zz@/")  # an invalid escape right after the password
     wrong = password_database_url.replace(BOT_PASSWORD[3:19], "0" * 16)
-    for url, expected in ((broken, 'the database connection string is not valid: invalid percent-encoded token: "***"'),
-                          (wrong, f'password authentication failed for user "{BOT_ROLE}"')):
+    for url, expected, code in ((broken, "is not a valid PostgreSQL connection string", 2),
+                                (wrong, f'password authentication failed for user "{BOT_ROLE}"', 1)):
         done = subprocess.run([CLI, "migrate", str(source)], cwd=tmp_path, env=env | {"DATABASE_URL": url},
                               capture_output=True, text=True)
         outputs.append(done.stdout + done.stderr)
         assert BOT_PASSWORD[3:19] not in outputs[-1]  # before the message: the promise, not its wording
-        assert done.returncode == 1 and expected in done.stdout, done.stdout + done.stderr
+        assert done.returncode == code and expected in done.stdout, done.stdout + done.stderr
 
     tables = db.execute("SELECT string_agg(t::text, ' ') FROM migration_logs t").fetchone()[0]
     stored = b"\n".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
@@ -153,6 +153,42 @@ def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password
         assert secret not in "\n".join(outputs)
         assert secret.encode() not in stored  # migration.log, Dagster's storage and logs, backups
         assert secret not in tables
+
+
+MALFORMED_URLS = {  # connection strings libpq cannot parse, each carrying the password somewhere
+    "no scheme": "bob:{secret}@127.0.0.1/db",
+    "bad IPv6": "postgresql://bob:{secret}@[::1:9/db",
+    "bad %-escape": "postgresql://bob:{secret}%zz@127.0.0.1/db",
+    "stray space": "postgresql://bob:{secret} x@127.0.0.1/db",
+    "unbalanced quote": "host=127.0.0.1 user=bob password='{secret}",
+}
+VERBS = (["status"], ["migrate", "{source}"], ["validate", "{source}", "--database"], ["rollback", "--confirm"],
+         ["backup", "{source}"])
+
+
+@pytest.mark.db  # starts processes
+@pytest.mark.parametrize("form", MALFORMED_URLS)
+def test_a_connection_string_libpq_cannot_parse_is_refused_before_any_work_and_never_echoed(tmp_path, form):
+    """libpq quotes the part of a malformed string it stumbled on, which may be the password: the string
+    is refused where settings are resolved, with a fixed message, by every verb (two per form here)."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    source = shutil.copy(FLAT_SAMPLE, tmp_path / "data.json")
+    secret = "Pw" + os.urandom(8).hex()
+    url = MALFORMED_URLS[form].format(secret=secret)
+    env = {**os.environ, "DATABASE_URL": url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    first = list(MALFORMED_URLS).index(form)
+    for verb in (VERBS[first], VERBS[(first + 1) % len(VERBS)]):
+        done = subprocess.run([CLI, *[a.format(source=source) for a in verb]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert secret not in done.stdout + done.stderr
+        assert (done.returncode, done.stdout, done.stderr) == (2, (
+            "faceit-etl: the database URL (--database-url or DATABASE_URL) is not a valid PostgreSQL connection "
+            "string (expected postgresql://user:password@host:port/database)\n"), ""), verb
+    stored = b"\n".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    assert b"is not a valid PostgreSQL connection string" in (tmp_path / "migration.log").read_bytes()
+    assert secret.encode() not in stored  # migration.log, Dagster's storage, backups
+    assert not (tmp_path / "backups").exists()  # refused before any work
 
 
 @pytest.mark.db  # starts a process

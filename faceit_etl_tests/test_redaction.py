@@ -3,7 +3,9 @@ string is written, even when libpq refuses the string and quotes part of it back
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import time
 from urllib.parse import quote
 
@@ -11,7 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from faceit_etl.database import DatabaseUnavailable, connect, describe, redact
+from faceit_etl.cli import RedactingFormatter
+from faceit_etl.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
+from faceit_etl.defs.resources import MigrationSettings
 
 # Any characters but `*`, which the mask itself is made of; at least 4 so a hit is not a coincidence.
 passwords = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="*\0"), min_size=4)
@@ -48,25 +52,45 @@ def test_a_keyword_password_of_any_characters_is_redacted_wherever_it_appears(se
 
 
 @given(secret=passwords, broken=st.sampled_from(["%zz", " x", "%"]))
-def test_a_url_libpq_refuses_has_its_password_redacted_from_libpqs_message(secret, broken):
-    """libpq quotes the token it stumbled on: `invalid percent-encoded token: "<password as written>"`."""
+def test_a_url_libpq_refuses_is_refused_without_quoting_any_of_it(secret, broken):
+    """libpq quotes the token it stumbled on (`invalid percent-encoded token: "<password as written>"`):
+    the refusal is a fixed text, whether at settings time or at connect time."""
     written = quote(secret, safe="") + broken
     url = f"postgresql://bot:{written}@db.example/faceit_bot"
-    with pytest.raises(DatabaseUnavailable) as refused:
-        connect(url)
-    message = str(refused.value)
-    assert message.startswith("the database connection string is not valid: ")
-    for form in forms(secret) | {written}:
-        assert form not in message
+    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).checked(),
+                    lambda: MigrationSettings(database_url=url).connection_url()):
+        with pytest.raises(InvalidConnectionString) as refused:
+            attempt()
+        assert str(refused.value) == INVALID_URL
 
 
 def test_words_after_an_unquoted_keyword_password_are_redacted_too():
     """`password=my secret` is a keyword string libpq refuses, naming the word `secret`."""
     url = "host=db.example dbname=faceit_bot password=hunter2 Zebra7 port=5432"
-    with pytest.raises(DatabaseUnavailable) as refused:
+    with pytest.raises(InvalidConnectionString, match="^the database URL"):
         connect(url)
-    assert str(refused.value) == 'the database connection string is not valid: missing "=" after "***" in connection info string'
     assert redact("hunter2 Zebra7 port=5432 db.example", url) == "*** port=5432 db.example"
+
+
+def test_a_url_from_the_environment_is_refused_when_a_run_builds_its_settings(monkeypatch):
+    """The Dagster entry points (UI, `dagster job execute`, schedule) resolve the URL in the resource."""
+    monkeypatch.setenv("DATABASE_URL", "bob:Secret123@127.0.0.1/db")
+    with pytest.raises(InvalidConnectionString) as refused:
+        MigrationSettings().connection_url()
+    assert "Secret123" not in str(refused.value)
+
+
+def test_the_log_files_tracebacks_are_redacted_too(monkeypatch):
+    """`log.exception` appends the traceback after filters ran: the formatter redacts the whole record."""
+    url = "postgresql://bot:Sesame4711@db.example/faceit_bot"
+    monkeypatch.setenv("DATABASE_URL", url)
+    try:
+        raise RuntimeError(f"cannot use {url}: Sesame4711")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "Traceback" in text and "RuntimeError: cannot use postgresql://bot:***@db.example/faceit_bot: ***" in text
+    assert "Sesame4711" not in text
 
 
 def test_a_quoted_keyword_password_in_a_string_libpq_refuses_is_redacted_bare_and_whole():

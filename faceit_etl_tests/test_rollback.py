@@ -331,7 +331,7 @@ def test_rollback_picks_the_snapshot_named_by_run_id_log_id_or_folder(database_u
 
     missing = roll_back(settings, instance, migration_id="no-such-run")
     assert not missing.success
-    assert failure_of(missing) == ("RollbackError", "no migration 'no-such-run' in public.migration_logs")
+    assert failure_of(missing) == ("RollbackRefused", "no migration 'no-such-run' in public.migration_logs")
 
 
 def test_rolling_back_twice_walks_back_one_successful_migration_each_time(database_url, db, tmp_path, instance):
@@ -352,7 +352,7 @@ def test_rolling_back_twice_walks_back_one_successful_migration_each_time(databa
     nothing_left = roll_back(settings, instance)
     assert not nothing_left.success
     assert failure_of(nothing_left) == (
-        "RollbackError", "no successful migration to roll back (migration_logs has none)"
+        "RollbackRefused", "no successful migration to roll back (migration_logs has none)"
     )
     assert set(statuses(db).values()) == {"rolled_back"}
 
@@ -384,7 +384,7 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
     named = roll_back(settings, instance, migration_id=rerun.run_id)
     assert not named.success
     assert failure_of(named) == (
-        "RollbackError",
+        "RollbackRefused",
         f"{backup_folder(tmp_path, rerun.run_id)}: run {rerun.run_id} changed nothing (it found the tables "
         f"as run {changing.run_id} left them): roll back that run to undo its load",
     )
@@ -462,7 +462,7 @@ def test_no_migration_logs_means_a_clear_rollback_error(database_url, db, tmp_pa
     result = roll_back(settings, instance)
 
     assert not result.success
-    assert failure_of(result) == ("RollbackError", str(raised.value))
+    assert failure_of(result) == ("RollbackRefused", str(raised.value))
     assert database_state(db) == {}
 
 
@@ -478,7 +478,7 @@ def test_a_run_without_table_backup_cannot_be_rolled_back(database_url, db, tmp_
 
     assert not result.success
     kind, message = failure_of(result)
-    assert kind == "RollbackError"
+    assert kind == "RollbackRefused"
     assert str(folder) in message and "cannot roll back" in message
     with psycopg.connect(database_url) as conn, pytest.raises(RollbackError, match="holds no snapshot of the tables"):
         rollback(conn, "public", folder)
@@ -606,7 +606,7 @@ def test_rollback_works_after_re_execution_from_failure(database_url, db, tmp_pa
         # The failed load's snapshot describes no migration: rollback refuses it.
         refused = roll_back(settings, instance, migration_id=failed.run_id)
         assert failure_of(refused) == (
-            "RollbackError",
+            "RollbackRefused",
             f"{backup_folder(tmp_path, failed.run_id)}: the load of run {failed.run_id} did not commit "
             "(its migration is 'failed'): it changed nothing, there is nothing of it to roll back",
         )

@@ -6,11 +6,14 @@ themselves live in `target/verdicts.py`; in a dry run they were taken inside the
 before its rollback, and the checks report those.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
+from faceit_etl import backup
 from faceit_etl.database import connect
-from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, postgres_tables, validated_frame
+from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, REJECTS_FILE, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.target.verdicts import VERDICTS, Verdict, all_verdicts
@@ -28,14 +31,17 @@ EXAMPLES = 20
     ),
 )
 def no_rejected_entries(
-    validated_frame: ValidationOutcome, migration_settings: MigrationSettings
+    context: dg.AssetCheckExecutionContext, validated_frame: ValidationOutcome, migration_settings: MigrationSettings
 ) -> dg.AssetCheckResult:
     rejects = validated_frame.rejects
     by_field = rejects.groupby("field").size().sort_values(ascending=False).to_dict()
     return dg.AssetCheckResult(
         passed=rejects.empty,
         severity=dg.AssetCheckSeverity.WARN if migration_settings.force else dg.AssetCheckSeverity.ERROR,
-        description=None if rejects.empty else _reject_summary(validated_frame, migration_settings.force),
+        description=None if rejects.empty else _reject_summary(
+            validated_frame, migration_settings.force,
+            backup.run_folder(migration_settings.backup_dir, context.run.run_id) / REJECTS_FILE,
+        ),
         metadata={
             "rejected_entries": validated_frame.rejected_count,
             "input_entries": validated_frame.input_count,
@@ -45,7 +51,8 @@ def no_rejected_entries(
     )
 
 
-def _reject_summary(outcome: ValidationOutcome, force: bool) -> str:
+def _reject_summary(outcome: ValidationOutcome, force: bool, all_rejects: Path) -> str:
+    """The first rejects, and where the others are: a list cut short must say so."""
     lines = [
         f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
         + (" (force: loading the rest)" if force else "; nothing loaded (set force to load the rest)")
@@ -53,6 +60,8 @@ def _reject_summary(outcome: ValidationOutcome, force: bool) -> str:
     for row in outcome.rejects.head(EXAMPLES).itertuples():
         who = f"user_id {row.user_id}" if pd.notna(row.user_id) else "no valid user_id"
         lines.append(f"entry #{row.source_index} ({who}): {row.field}: {row.reason}")
+    if len(outcome.rejects) > EXAMPLES:
+        lines.append(f"… and {len(outcome.rejects) - EXAMPLES} more: see {all_rejects}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
-from faceit_etl.database import resolve_database_url
+from faceit_etl.database import checked_url, resolve_database_url
 from faceit_etl.target.ddl import checked_identifier
 
 # setting -> (environment variable, default)
@@ -33,6 +33,9 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "source_timezone": ("MIGRATION_SOURCE_TIMEZONE", "UTC"),
     "target_schema": ("MIGRATION_TARGET_SCHEMA", "public"),
 }
+# Integers are bounded by what they are used as: a COPY chunk length and a process count, both C ints
+# further down (pandas, the executor); a larger value would fail mid-run instead of here.
+LARGEST_INT = 2**31 - 1
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -99,9 +102,9 @@ class MigrationSettings(dg.ConfigurableResource):
         ),
     )
     source_path: str | None = Field(default=None, description="The bot's JSON data file. Unset: DATA_FILE_PATH, else data.json.")
-    batch_size: int | None = Field(default=None, gt=0, description="Rows per COPY chunk. Unset: MIGRATION_BATCH_SIZE, else 10000.")
+    batch_size: int | None = Field(default=None, gt=0, le=LARGEST_INT, description="Rows per COPY chunk. Unset: MIGRATION_BATCH_SIZE, else 10000.")
     max_concurrent: int | None = Field(
-        default=None, gt=0,
+        default=None, gt=0, le=LARGEST_INT,
         description="Steps run at once by the job's executor (set by the CLI). Unset: MIGRATION_MAX_CONCURRENT, else 1.",
     )
     backup_dir: str | None = Field(default=None, description="Where each run's backup folder is written. Unset: MIGRATION_BACKUP_DIR, else backups.")
@@ -135,6 +138,8 @@ class MigrationSettings(dg.ConfigurableResource):
     def checked(self) -> MigrationSettings:
         """Refuse unusable values before anything runs, naming the setting."""
         checked_identifier(self.target_schema)
+        if self._configured_url():
+            checked_url(self._configured_url())
         try:
             ZoneInfo(self.source_timezone)
         except (ZoneInfoNotFoundError, ValueError):
