@@ -24,6 +24,7 @@ from faceit_etl.generate import write_data_file
 from faceit_etl.target.snapshot import digest_table
 from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_settings
 from faceit_etl_tests.test_pipeline import run
+from faceit_etl_tests.test_serialised import migration_lock, wait_for_waiters
 
 CLI = str(Path(sys.executable).parent / "faceit-etl")
 
@@ -212,19 +213,15 @@ def test_two_migrations_at_once_take_turns_and_end_as_one_run(tmp_path, database
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
     source = write_data_file(tmp_path / "data.json", 100_000, seed=7)
-    runs = [subprocess.Popen([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-
-    waited = False  # one load must be seen waiting for the other's advisory lock
-    while any(run.poll() is None for run in runs):
-        waited |= db.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()[0] > 0
-        time.sleep(0.02)
-    outputs = [run.stdout.read() for run in runs]
+    # Both loads are held at the lock until both wait there, then race for it: on a busy machine
+    # one run could otherwise finish before the other starts, and nothing would be tested.
+    with migration_lock(database_url):
+        runs = [subprocess.Popen([CLI, "-q", "migrate", str(source)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        wait_for_waiters(db, 2, runs)
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
 
     assert [run.returncode for run in runs] == [0, 0], outputs
-    assert waited
     loads = sorted(line.strip() for out in outputs for line in out.splitlines() if line.strip().startswith("users:"))
     assert loads == ["users: 0 inserted, 0 updated, 100000 unchanged", "users: 100000 inserted, 0 updated, 0 unchanged"]
     assert db.execute("SELECT count(*), count(DISTINCT user_id) FROM users").fetchone() == (100_000, 100_000)
