@@ -103,7 +103,7 @@ def _prepare(data_file: str, work_dir: str) -> None:
     from faceit_etl import mapping
     from faceit_etl.mapping import map_frames
     from faceit_etl.source import read_source
-    from faceit_etl.target.load import to_csv_chunks
+    from faceit_etl.postgres.load import to_csv_chunks
     from faceit_etl.validation import validate_entries
 
     assert (mapping.USER_COLUMNS, mapping.SUBSCRIPTION_COLUMNS) == (USER_COLUMNS, SUBSCRIPTION_COLUMNS)
@@ -131,7 +131,7 @@ def _load_step(database_url: str, work: str) -> None:
     import pandas as pd
 
     from faceit_etl.mapping import MappedFrames
-    from faceit_etl.target.load import load
+    from faceit_etl.postgres.load import load
 
     frames = MappedFrames(pd.read_parquet(f"{work}/users.parquet"), pd.read_parquet(f"{work}/subscriptions.parquet"), {})
     with psycopg.connect(database_url) as conn:
@@ -142,7 +142,7 @@ def _seed_way(database_url: str, work: str, users: int) -> None:
     """The seed's implementation: INSERT batches of 100 rows, a commit per batch, 5 connections."""
     import pandas as pd
 
-    from faceit_etl.target.ddl import ensure_target_tables
+    from faceit_etl.postgres.ddl import ensure_target_tables
 
     frames = [pd.read_parquet(f"{work}/{name}.parquet").head(users) for name in ("users", "subscriptions")]
     with psycopg.connect(database_url) as conn:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
 
-    from faceit_etl.database import embedded_database_url
+    from faceit_etl.postgres.database import embedded_database_url
 
     out = args.out.resolve()
     work = out / "work"

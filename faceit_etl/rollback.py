@@ -25,11 +25,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from faceit_etl.backup import read_manifest, run_folder
-from faceit_etl.target.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
-from faceit_etl.target.fingerprint import fingerprint
-from faceit_etl.target.keys import outside_references
-from faceit_etl.target.load import advisory_lock_key
-from faceit_etl.target.snapshot import SNAPSHOT_TABLES, UNCHANGED_SINCE, TableDigest, restore_snapshot
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
+from faceit_etl.postgres.fingerprint import fingerprint
+from faceit_etl.postgres.keys import outside_references
+from faceit_etl.postgres.lock import lock_schema
+from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES, UNCHANGED_SINCE, TableDigest, restore_snapshot
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
@@ -111,7 +111,7 @@ def rollback(
     if target["schema"] != schema:
         raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
+        lock_schema(conn, schema)
         logged = table_exists(conn, schema, MIGRATION_LOGS)
         if logged:
             _refuse_uncommitted(conn, schema, folder, run_id)

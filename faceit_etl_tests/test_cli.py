@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl.generate import generate_users
-from faceit_etl.target.snapshot import digest_table
+from faceit_etl.postgres.snapshot import digest_table
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, write_json
 
 CLI = str(Path(sys.executable).parent / "faceit-etl")
@@ -376,7 +376,7 @@ def test_database_url_flag_backup_flag_verbose_and_module_entry(workdir, databas
 
 
 def test_ctrl_c_during_migrate_marks_its_log_row_failed_says_so_and_exits_130(workdir, database_url, db):
-    from faceit_etl.target.load import advisory_lock_key
+    from faceit_etl.postgres.lock import advisory_lock_key
 
     db.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])  # holds the load at its start
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
-from faceit_etl.target.ddl import (
+from faceit_etl.postgres.ddl import (
     MIGRATION_LOGS,
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,

@@ -15,9 +15,9 @@ from psycopg import sql
 
 from faceit_etl.generate import write_data_file
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
-from faceit_etl.target import ddl
-from faceit_etl.target.load import load
-from faceit_etl.target.verdicts import content_matches
+from faceit_etl.postgres import ddl
+from faceit_etl.postgres.load import load
+from faceit_etl.postgres.verdicts import content_matches
 from faceit_etl_tests.test_load import chain
 
 SCHEMA = "public"

@@ -13,8 +13,8 @@ from psycopg import sql
 
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, map_frames
 from faceit_etl.source import SourceData, parse_source
-from faceit_etl.target.ddl import SUBSCRIPTIONS, USERS, ensure_target_tables, table
-from faceit_etl.target.load import copy_frame
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, ensure_target_tables, table
+from faceit_etl.postgres.load import copy_frame
 from faceit_etl.validation import validate_entries
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, Kind
 

@@ -21,7 +21,7 @@ import pytest
 
 from faceit_etl.backup import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
-from faceit_etl.target.snapshot import digest_table
+from faceit_etl.postgres.snapshot import digest_table
 from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_settings
 from faceit_etl_tests.test_pipeline import run
 from faceit_etl_tests.test_serialised import migration_lock, wait_for_waiters

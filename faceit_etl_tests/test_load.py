@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
-from faceit_etl.target import ddl, runlog, verify
-from faceit_etl.target.ddl import TargetError
-from faceit_etl.target.load import load
+from faceit_etl.postgres import ddl, runlog, verify
+from faceit_etl.postgres.ddl import TargetError
+from faceit_etl.postgres.load import load
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
 

@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from faceit_etl.cli import RedactingFormatter
-from faceit_etl.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
+from faceit_etl.postgres.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
 from faceit_etl.defs.resources import MigrationSettings
 
 # Any characters but `*`, which the mask itself is made of; at least 4 so a hit is not a coincidence.
@@ -103,7 +103,7 @@ def test_a_quoted_keyword_password_in_a_string_libpq_refuses_is_redacted_bare_an
 
 def test_a_database_that_does_not_answer_is_named_after_bounded_attempts(monkeypatch):
     waits = []
-    monkeypatch.setattr("faceit_etl.database.time.sleep", waits.append)
+    monkeypatch.setattr("faceit_etl.postgres.database.time.sleep", waits.append)
     with pytest.raises(DatabaseUnavailable) as refused:
         connect("postgresql://bot:s3cretpw@127.0.0.1:9/faceit_bot")
     message = str(refused.value)
@@ -114,8 +114,8 @@ def test_a_database_that_does_not_answer_is_named_after_bounded_attempts(monkeyp
 
 def test_a_database_that_accepts_but_never_answers_is_given_up_on(monkeypatch):
     """A server that takes the connection and says nothing must not hold the run forever."""
-    monkeypatch.setattr("faceit_etl.database.CONNECT_TIMEOUT_SECONDS", 1)
-    monkeypatch.setattr("faceit_etl.database.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("faceit_etl.postgres.database.CONNECT_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr("faceit_etl.postgres.database.time.sleep", lambda seconds: None)
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         started = time.monotonic()

@@ -29,10 +29,10 @@ from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import map_frames
 from faceit_etl.rollback import RollbackError, find_backup, rollback
 from faceit_etl.source import read_source
-from faceit_etl.target import runlog
-from faceit_etl.target.fingerprint import fingerprint
-from faceit_etl.target.load import load
-from faceit_etl.target.snapshot import SnapshotError, digest_table
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.fingerprint import fingerprint
+from faceit_etl.postgres.load import load
+from faceit_etl.postgres.snapshot import SnapshotError, digest_table
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faceit_etl.target.ddl import ensure_target_tables
-from faceit_etl.target.snapshot import digest_table, restore_snapshot, take_snapshot
+from faceit_etl.postgres.ddl import ensure_target_tables
+from faceit_etl.postgres.snapshot import digest_table, restore_snapshot, take_snapshot
 
 TYPES = ["integer", "bigint", "text", "varchar(17)", "numeric(12,3)", "boolean", "timestamptz", "date", "jsonb",
          "uuid", "integer[]", "subscriptiontier"]

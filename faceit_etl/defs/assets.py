@@ -13,15 +13,15 @@ import pandas as pd
 import psycopg
 
 from faceit_etl import backup, mapping
-from faceit_etl.database import connect, describe, redact
+from faceit_etl.postgres.database import connect, describe, redact
 from faceit_etl.defs.metadata import frame_metadata, preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import input_identity
 from faceit_etl.source import SourceData, read_source
-from faceit_etl.target import ddl, runlog
-from faceit_etl.target.load import load
-from faceit_etl.target.snapshot import snapshot_for_load
-from faceit_etl.target.verdicts import all_verdicts
+from faceit_etl.postgres import ddl, runlog
+from faceit_etl.postgres.load import load
+from faceit_etl.postgres.snapshot import snapshot_for_load
+from faceit_etl.postgres.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 
 GROUP = "faceit_migration"

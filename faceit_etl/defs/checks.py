@@ -12,11 +12,11 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backup
-from faceit_etl.database import connect
+from faceit_etl.postgres.database import connect
 from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, REJECTS_FILE, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.target.verdicts import VERDICTS, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
 
 EXAMPLES = 20

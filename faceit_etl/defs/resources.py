@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
-from faceit_etl.database import checked_url, resolve_database_url
-from faceit_etl.target.ddl import checked_identifier
+from faceit_etl.postgres.database import checked_url, resolve_database_url
+from faceit_etl.postgres.ddl import checked_identifier
 
 # setting -> (environment variable, default)
 ENVIRONMENT: dict[str, tuple[str, Any]] = {

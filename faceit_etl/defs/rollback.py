@@ -3,10 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
-from faceit_etl.database import connect, describe
+from faceit_etl.postgres.database import connect, describe
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.rollback import find_backup, rollback
-from faceit_etl.target.load import advisory_lock_key
+from faceit_etl.postgres.lock import lock_schema
 
 
 class RollbackConfig(dg.Config):
@@ -36,7 +36,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
     url = settings.connection_url()
     with connect(url) as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(settings.target_schema)])
+        lock_schema(conn, settings.target_schema)
         folder = find_backup(
             conn,
             settings.target_schema,

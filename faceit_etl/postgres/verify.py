@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
-from faceit_etl.target.ddl import SUBSCRIPTIONS, USERS, table
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
 EXAMPLES = 5
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from faceit_etl.target import runlog
-from faceit_etl.target.ddl import MIGRATION_LOGS, SUBSCRIPTIONS, USERS, table, table_exists
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, SUBSCRIPTIONS, USERS, table, table_exists
 
 
 def fingerprint(conn: psycopg.Connection, schema: str, names: tuple[str, ...] = (USERS, SUBSCRIPTIONS)) -> dict[str, str]:

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 
 from faceit_etl.backup import private_writer, update_manifest
-from faceit_etl.database import connect
-from faceit_etl.target.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
+from faceit_etl.postgres.database import connect
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
 
 # Restored parents first; emptied children first.
 SNAPSHOT_TABLES = (USERS, SUBSCRIPTIONS)

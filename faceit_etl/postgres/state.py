@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from faceit_etl.target import runlog
-from faceit_etl.target.ddl import MIGRATION_LOGS, MIGRATION_REJECTS, SUBSCRIPTIONS, USERS, table, table_exists
-from faceit_etl.target.verify import row_count
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, MIGRATION_REJECTS, SUBSCRIPTIONS, USERS, table, table_exists
+from faceit_etl.postgres.verify import row_count
 
 TABLES = (USERS, SUBSCRIPTIONS, MIGRATION_LOGS, MIGRATION_REJECTS)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.target.ddl import MIGRATION_LOGS, table
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, table
 
 MIGRATION_TYPE = "json_to_postgresql"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from faceit_etl.target.ddl import table
+from faceit_etl.postgres.ddl import table
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from faceit_etl.database import DatabaseUnavailable, InvalidConnectionString, connect, describe, project_home, redact
+from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString, connect, describe, project_home, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| head`) stopped reading
@@ -230,8 +230,8 @@ def migrate(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from faceit_etl.definitions import execution_config, get_migrate_job
-    from faceit_etl.progress import RunWatcher
-    from faceit_etl.summary import summarize
+    from faceit_etl.cli.progress import RunWatcher
+    from faceit_etl.cli.summary import summarize
 
     settings, overrides = settings_for(args)
     run_config = {
@@ -260,7 +260,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 def interrupted_run(settings, run_id: str) -> int:
     """Ctrl-C stopped a step: its log row would stay `running` until the next run; mark it now."""
-    from faceit_etl.target import ddl, runlog
+    from faceit_etl.postgres import ddl, runlog
 
     status = None
     try:
@@ -352,9 +352,9 @@ def print_summary(summary, args) -> None:
 def validate(args: argparse.Namespace) -> int:
     from faceit_etl.backup import private_writer
     from faceit_etl.mapping import map_frames
-    from faceit_etl.report import validation_report
+    from faceit_etl.cli.report import validation_report
     from faceit_etl.source import SourceError, read_source
-    from faceit_etl.target import state
+    from faceit_etl.postgres import state
     from faceit_etl.validation import validate_entries
 
     settings, _ = settings_for(args)
@@ -408,7 +408,7 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from faceit_etl.target import state
+    from faceit_etl.postgres import state
 
     settings, _ = settings_for(args)
     url = settings.connection_url()
@@ -493,7 +493,7 @@ def rollback(args: argparse.Namespace) -> int:
             raise_on_error=False,
             tags={"faceit_etl/started_by": "cli"},
         )
-    from faceit_etl.summary import step_causes
+    from faceit_etl.cli.summary import step_causes
 
     if result.success:
         event = result.get_asset_materialization_events()[0].event_specific_data.materialization
@@ -516,7 +516,7 @@ def rollback_question(settings, args) -> tuple[Path, str]:
     """The snapshot a rollback would restore, and the question that names it and its migration."""
     from faceit_etl.backup import read_manifest
     from faceit_etl.rollback import find_backup
-    from faceit_etl.target import state
+    from faceit_etl.postgres import state
 
     with connect(settings.connection_url()) as conn:
         folder = find_backup(conn, settings.target_schema, settings.backup_dir,
@@ -539,7 +539,7 @@ def rollback_question(settings, args) -> tuple[Path, str]:
 
 def backup(args: argparse.Namespace) -> int:
     from faceit_etl.backup import backup_source, manual_backup_name, update_manifest
-    from faceit_etl.target.snapshot import take_snapshot
+    from faceit_etl.postgres.snapshot import take_snapshot
 
     settings, _ = settings_for(args)
     name = manual_backup_name()
@@ -614,7 +614,3 @@ def _main(argv: list[str] | None) -> int:
         log.exception("failed")
         say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import psycopg
 
-from faceit_etl.target import verify
-from faceit_etl.target.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.postgres import verify
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 
 EXAMPLES = 20
 _EXTRA_ROWS_HINT = (

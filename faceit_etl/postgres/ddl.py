@@ -8,12 +8,13 @@ an id would not fit: then we stop before writing and say which ALTER fixes it.
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 
 import pandas as pd
 import psycopg
 from psycopg import sql
+
+from faceit_etl.postgres.lock import lock_bookkeeping, lock_schema
 
 USERS = "users"
 SUBSCRIPTIONS = "user_subscriptions"
@@ -40,23 +41,6 @@ def checked_identifier(name: str) -> str:
 
 def table(schema: str, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
-
-
-def advisory_lock_key(schema: str) -> int:
-    """A lock key stable across processes and machines (Python's hash() is salted per process)."""
-    return zlib.crc32(f"faceit-etl:{schema}".encode())
-
-
-def lock_schema(conn: psycopg.Connection, schema: str) -> None:
-    """The lock that makes loads, rollbacks and the DDL of the bot's tables take turns, held until
-    the end of the current transaction (a session already holding it takes it again at once)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_key(schema)])
-
-
-def _lock_bookkeeping(conn: psycopg.Connection, schema: str) -> None:
-    """A lock of its own for creating the schema and our tables: a run writes its log row before
-    its load, so it must not wait for another run's whole load (the schema's lock) to do so."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(f"faceit-etl-bookkeeping:{schema}".encode())])
 
 
 _BOOKKEEPING = """
@@ -132,7 +116,7 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
     if _bookkeeping_exist(conn, schema):
         return
     with conn.transaction():
-        _lock_bookkeeping(conn, schema)
+        lock_bookkeeping(conn, schema)
         if _bookkeeping_exist(conn, schema):  # made by the run that held the lock before us
             return
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

@@ -25,22 +25,21 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
-from faceit_etl.target import runlog
-from faceit_etl.target.ddl import (
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
     TargetError,
     TargetFrame,
-    advisory_lock_key,  # the rollbacks import it from here to take the same lock
     check_column_widths,
     ensure_bookkeeping_tables,
     ensure_target_tables,
-    lock_schema,
     table,
 )
-from faceit_etl.target.fingerprint import fingerprint, left_by
-from faceit_etl.target.keys import drop_keys, outside_references, restore_keys, table_keys
+from faceit_etl.postgres.fingerprint import fingerprint, left_by
+from faceit_etl.postgres.keys import drop_keys, outside_references, restore_keys, table_keys
+from faceit_etl.postgres.lock import lock_schema
 
 REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
 # Columns whose change counts as a change of the row (ids and bookkeeping times excluded).

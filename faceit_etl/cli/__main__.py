@@ -1,0 +1,7 @@
+"""`python -m faceit_etl.cli`, the same as the `faceit-etl` command."""
+
+import sys
+
+from faceit_etl.cli.main import main
+
+sys.exit(main())
