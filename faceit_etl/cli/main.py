@@ -190,7 +190,7 @@ def settings_for(args: argparse.Namespace):
         return MigrationSettings(**overrides).checked(), overrides
     except ValidationError as exc:
         raise UsageError(describe_invalid(exc)) from None
-    except InvalidConnectionString:
+    except InvalidConnectionString:  # a ValueError whose fixed text main() prints as it is, unredacted
         raise
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -69,13 +69,9 @@ def environment_or_default(name: str) -> Any:
 
 def resolve(given: dict[str, Any]) -> dict[str, Any]:
     """Every setting: the given value when set (not None), else the environment's, else the default."""
-    resolved = {}
-    for name, (_, default) in ENVIRONMENT.items():
-        value = given.get(name)
-        if value is None:
-            value = environment_value(name)
-        resolved[name] = default if value is None else value
-    return resolved
+    return {
+        name: environment_or_default(name) if given.get(name) is None else given[name] for name in ENVIRONMENT
+    }
 
 
 def describe_invalid(error: ValidationError) -> str:
