@@ -58,3 +58,18 @@ def test_the_check_for_lost_pairs_is_exact_on_documents_too_deep_to_write_back(d
     repeated = _nested(depth, '{"x": 1, "x": 2, "y": [{"p": 1, "q": 2}, {"r": 3}]}')
     assert loses_pairs(plain.encode(), json.loads(plain)) is False
     assert loses_pairs(repeated.encode(), json.loads(repeated)) is True
+
+
+@pytest.mark.parametrize("digits", [25, 5000], ids=["beyond 64 bits", "beyond Python's digit limit"])
+def test_a_huge_integer_where_the_users_belong_is_called_a_number(digits):
+    number = b"7" * digits
+    with pytest.raises(SourceError) as caught:
+        parse_source(b'{"users": ' + number + b"}", "data.json")
+    assert str(caught.value) == (
+        "data.json: 'users' is a number, expected a list of users or an object keyed by user id"
+    )
+    with pytest.raises(SourceError) as caught:
+        parse_source(number, "data.json")
+    assert str(caught.value) == (
+        "data.json: top level is a number, expected an object with a 'users' key or a list of users"
+    )
