@@ -47,3 +47,23 @@ def test_the_first_lone_surrogate_of_an_entry_is_the_one_named():
     raw = b'{"users": [{"user_id": 2, "a": ["ok", {"b": "\\udc01"}], "c": "\\ud802"}]}'
     outcome = validate_entries(parse_source(raw, "surrogates.json"))
     assert outcome.rejects["reason"].tolist() == [SURROGATE_REASON.format("\\udc01")]
+
+
+def test_a_reject_names_its_user_only_by_a_valid_telegram_id():
+    """user_id 1 is the smallest valid id and is shown; 0 and negative ids are no user and show as null."""
+    raw = b'[{"user_id": 1, "language": 5}, {"user_id": 0}, {"user_id": -3, "language": "en"}, {"user_id": 2}]'
+    outcome = validate_entries(parse_source(raw, "ids.json"))
+    assert [(r["source_index"], r["user_id"], r["field"]) for r in outcome.reject_records()] == [
+        (0, 1, "language"), (1, None, "user_id"), (2, None, "user_id")
+    ]
+    assert outcome.valid["user_id"].tolist() == [2]
+
+
+def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json():
+    """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full;
+    beyond what that can write, a placeholder says why, so the reject is still stored."""
+    depth = 300
+    raw = b'[{"user_id": 0, "x": ' + b"[" * depth + b"]" * depth + b'}, {"user_id": 0, "x": ' + b"[" * 990 + b"]" * 990 + b"}]"
+    records = validate_entries(parse_source(raw, "deep.json")).reject_records()
+    assert json.loads(records[0]["raw"]) == {"user_id": 0, "x": json.loads("[" * depth + "]" * depth)}
+    assert records[1]["raw"] == '"<entry nested too deeply to write back: an object>"'
