@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 
-from faceit_etl.source import parse_source
+from faceit_etl.source import SourceData, parse_source
 from faceit_etl.validation import validate_entries
 
 SURROGATE_REASON = "holds the unpaired UTF-16 surrogate {}, which is not text"
@@ -67,3 +67,20 @@ def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json(
     records = validate_entries(parse_source(raw, "deep.json")).reject_records()
     assert json.loads(records[0]["raw"]) == {"user_id": 0, "x": json.loads("[" * depth + "]" * depth)}
     assert records[1]["raw"] == '"<entry nested too deeply to write back: an object>"'
+
+
+def test_a_held_referral_code_names_its_holder_by_its_english_ordinal():
+    """The reject says where the holder is in the file: "1st", "2nd", "3rd", but "11th" to "13th"."""
+    ordinals = {0: "1st", 1: "2nd", 2: "3rd", 3: "4th", 9: "10th", 10: "11th", 11: "12th", 12: "13th",
+                19: "20th", 20: "21st", 21: "22nd", 22: "23rd", 100: "101st", 110: "111th", 111: "112th",
+                112: "113th", 120: "121st"}
+    holders = [{"user_id": 1000 + i, "subscription": {"referral_code": f"{i:08X}"}} for i in range(121)]
+    repeats = [{"user_id": 5000 + i, "subscription": {"referral_code": f"{i:08X}"}} for i in ordinals]
+
+    outcome = validate_entries(SourceData(entries=holders + repeats, layout="test"))
+
+    assert outcome.rejects["reason"].tolist() == [
+        f"referral_code '{i:08X}' is already held by entry #{i} (the {ordinal} in the file, user_id {1000 + i}), "
+        "which is accepted"
+        for i, ordinal in ordinals.items()
+    ]
