@@ -39,3 +39,16 @@ def test_every_piece_but_the_last_holds_the_size_asked_for_plus_less_than_one_en
     assert all(PIECE <= size < PIECE + entry_bytes for size in sizes[:-1]), sizes
     assert 0 < sizes[-1] < PIECE + entry_bytes
     assert sum(source.pieces.counts) == 200 and all(count >= 1 for count in source.pieces.counts)
+
+
+def test_a_file_with_a_byte_order_mark_reads_the_same_in_pieces(tmp_path):
+    """Editors on Windows put a UTF-8 byte-order mark first: the pieces' offsets are past it, on
+    the first read and when the pieces are parsed."""
+    users = generate_users(100, seed=8)
+    path = tmp_path / "data.json"
+    path.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"users": users}, option=orjson.OPT_INDENT_2))
+
+    source = read_source(path, piece_bytes=PIECE)
+
+    assert source.pieces is not None and len(source.pieces.bounds) > 10
+    assert [entry for _, batch, _ in source.batches(7) for entry in batch] == users
