@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from faceit_etl.source import SourceError, parse_source
-from faceit_etl.source.repeats import loses_pairs, top_level_repeat
+from faceit_etl.source.repeats import loses_pairs, pair_count, top_level_repeat
 
 
 def refusal(name: str, line: int, column: int) -> str:
@@ -73,3 +75,26 @@ def test_a_huge_integer_where_the_users_belong_is_called_a_number(digits):
     assert str(caught.value) == (
         "data.json: top level is a number, expected an object with a 'users' key or a list of users"
     )
+
+
+# Strings full of what could fool a byte count: quotes, backslash runs, colons.
+tricky_json = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(alphabet='ab:"\\ {}', max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='k:"\\', max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(document=tricky_json, indent=st.sampled_from([None, 2]))
+def test_the_pair_count_sees_through_escaped_quotes_and_colons_in_strings(document, indent):
+    """The count that decides whether a name was repeated counts only the real name/value pairs."""
+    pairs = 0
+
+    def count(found):
+        nonlocal pairs
+        pairs += len(found)
+        return dict(found)
+
+    text = json.dumps(document, indent=indent)
+    json.loads(text, object_pairs_hook=count)
+    assert pair_count(text.encode()) == pairs
