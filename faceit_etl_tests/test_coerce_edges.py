@@ -56,3 +56,14 @@ def test_an_impossible_date_is_refused_saying_which_part_is_impossible():
         2: "impossible date '2025-02-28T24:00:00': hour must be in 0..23",
         3: "'2025-03-30T02:30:00' is ambiguous or does not exist in Europe/Berlin (DST change)",
     }
+
+
+def test_both_64_bit_bounds_are_accepted_next_to_a_value_that_is_not_an_integer():
+    """A column holding any non-integer is judged value by value: the bounds still hold there."""
+    values, errors = coerce_integers([-(2**63), 2**63 - 1, "x", "123456789012345678901", -(2**63) - 1])
+    assert values.tolist()[:2] == [-(2**63), 2**63 - 1]
+    assert errors == {
+        2: "expected a whole number, got 'x'",
+        3: "'123456789012345678901' does not fit a 64-bit integer",
+        4: "-9223372036854775809 does not fit a 64-bit integer",
+    }
