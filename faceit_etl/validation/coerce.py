@@ -231,7 +231,7 @@ def _normalised(text: str) -> tuple[str, str | None]:
             f"timestamp {describe(original)} has more precision than the column holds (microseconds): "
             "rounding would change the value"
         )
-    kept = "." + (digits[:FRACTION_DIGITS] or "0")
+    kept = "." + digits[:FRACTION_DIGITS]  # `[0-9]+`: at least one digit
     return text[: fraction.start()] + kept + text[fraction.end() :], None
 
 

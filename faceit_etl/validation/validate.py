@@ -27,7 +27,7 @@ from faceit_etl.validation.fields import (
     SUBSCRIPTION_KEY,
     USER_FIELDS,
 )
-from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA, failure_reason
+from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -124,7 +124,7 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     frame.index = pd.Index(positions, name="source_index", dtype="int64")
 
     already = {(i, name) for i, items in reasons.items() for name, _ in items}
-    for schema in (USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA):
+    for schema in schemas():
         for index, column, reason in _schema_failures(schema, frame[list(schema.columns)]):
             if (index, column) not in already:
                 reject(index, column, reason)
@@ -166,7 +166,7 @@ def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tu
 
 
 def _ordinal(number: int) -> str:
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    suffix = "th" if 11 <= number % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
     return f"{number}{suffix}"
 
 

@@ -1,0 +1,69 @@
+"""Coercion at its edges: how a reject quotes a value, where exact whole numbers end, and why an
+impossible date is refused — each value keeps its meaning or is refused saying why."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faceit_etl.validation.coerce import coerce_integers, coerce_timestamps, describe
+
+
+def test_a_reject_quotes_a_short_value_whole_and_cuts_a_long_one_to_60_characters():
+    fits, too_long = "x" * 58, "y" * 59  # their reprs are 60 and 61 characters
+    _, errors = coerce_integers([fits, too_long])
+    assert errors == {
+        0: f"expected a whole number, got '{fits}'",
+        1: f"expected a whole number, got '{'y' * 56}...",
+    }
+
+
+@given(st.text(max_size=200) | st.integers() | st.floats())
+def test_a_quoted_value_is_its_repr_or_the_start_of_it_never_longer_than_60_characters(value):
+    shown = describe(value)
+    assert len(shown) <= 60
+    assert shown == repr(value) if len(repr(value)) <= 60 else shown == repr(value)[:57] + "..."
+
+
+def test_json_literals_and_containers_are_named_in_json_words():
+    assert [describe(v) for v in (None, True, False, {}, {"a": 1}, [], [1])] == [
+        "null", "true", "false", "an object", "an object", "a list", "a list"
+    ]
+
+
+def test_a_float_is_a_whole_number_only_below_2_to_the_53():
+    """2**53 as a float also stands for 2**53 + 1: it is refused, the float just below is exact."""
+    values, errors = coerce_integers([2.0**53 - 1, 2.0**53, -(2.0**53)])
+    assert values.tolist()[0] == 2**53 - 1
+    assert errors == {
+        1: "9007199254740992.0 is a decimal number beyond 2**53, where it is no exact whole number",
+        2: "-9007199254740992.0 is a decimal number beyond 2**53, where it is no exact whole number",
+    }
+
+
+def test_leading_zeros_do_not_make_a_number_too_big_and_do_not_hide_one():
+    values, errors = coerce_integers(["0" * 30 + "7", "0" * 5 + "9223372036854775807", "09223372036854775808"])
+    assert values.tolist()[:2] == [7, 2**63 - 1]
+    assert errors == {2: "'09223372036854775808' does not fit a 64-bit integer"}
+
+
+def test_an_impossible_date_is_refused_saying_which_part_is_impossible():
+    _, errors = coerce_timestamps(["2025-02-30", "2025-13-01", "2025-02-28T24:00:00", "2025-03-30T02:30:00"],
+                                  "Europe/Berlin")
+    assert errors == {
+        0: "impossible date '2025-02-30': day is out of range for month",
+        1: "impossible date '2025-13-01': month must be in 1..12",
+        2: "impossible date '2025-02-28T24:00:00': hour must be in 0..23",
+        3: "'2025-03-30T02:30:00' is ambiguous or does not exist in Europe/Berlin (DST change)",
+    }
+
+
+def test_both_64_bit_bounds_are_accepted_next_to_a_value_that_is_not_an_integer():
+    """A column holding any non-integer is judged value by value: the bounds still hold there."""
+    values, errors = coerce_integers([-(2**63), 2**63 - 1, "x", "123456789012345678901", -(2**63) - 1])
+    assert values.tolist()[:2] == [-(2**63), 2**63 - 1]
+    assert errors == {
+        2: "expected a whole number, got 'x'",
+        3: "'123456789012345678901' does not fit a 64-bit integer",
+        4: "-9223372036854775809 does not fit a 64-bit integer",
+    }

@@ -1,0 +1,100 @@
+"""Reading the bot's file at its edges: a repeated top-level key in any spelling of JSON is refused
+naming the exact place, and the fast check for repeats is exact on documents too deep to write back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faceit_etl.source import SourceError, parse_source
+from faceit_etl.source.repeats import loses_pairs, pair_count, top_level_repeat
+
+
+def refusal(name: str, line: int, column: int) -> str:
+    return (
+        f"data.json: the top-level key {name!r} appears more than once (again at line {line}, column "
+        f"{column}): which one is meant is ambiguous, so nothing is read"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, name, line, column",
+    [
+        ('{"users":[{"user_id":1}],"users":[]}', "users", 1, 26),  # compact: no space after `:` or `,`
+        ('{"analytics":{},"users":[],"analytics":1}', "analytics", 1, 28),
+        ('\n{"users": [],\n"users": []}', "users", 3, 1),  # a line break as the very first character
+        ('\n{"users": [], "users": []}', "users", 2, 15),  # the only line break before it is the first character
+        ('\n\n  {"users": [], "users": []}', "users", 3, 17),
+    ],
+    ids=["compact", "compact, after another key", "first character a line break", "one line break first", "blank lines before"],
+)
+def test_a_repeated_top_level_key_is_refused_at_its_line_and_column_however_the_json_is_spaced(
+    text, name, line, column
+):
+    with pytest.raises(SourceError) as caught:
+        parse_source(text.encode(), "data.json")
+    assert str(caught.value) == refusal(name, line, column)
+
+
+def test_a_repeated_top_level_key_is_found_past_an_integer_too_long_for_python():
+    """An integer of more digits than Python converts stands before the repeat: the file is still
+    refused for the repeat, naming it, instead of failing on the integer."""
+    text = '{"users": [{"user_id": ' + "7" * 5000 + '}],\n"users": []}'
+    with pytest.raises(SourceError) as caught:
+        parse_source(text.encode(), "data.json")
+    assert str(caught.value) == refusal("users", 2, 1)
+    assert top_level_repeat(text) == ("users", text.index('"users"', 10))
+
+
+def _nested(depth: int, innermost: str) -> str:
+    return '{"a": ' * depth + innermost + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [300, 600])
+def test_the_check_for_lost_pairs_is_exact_on_documents_too_deep_to_write_back(depth):
+    """Beyond orjson's 254 levels the document is walked: pairs are lost exactly when a name repeats."""
+    plain = _nested(depth, '{"x": 1, "y": [{"p": 1, "q": 2}, {"r": 3}]}')
+    repeated = _nested(depth, '{"x": 1, "x": 2, "y": [{"p": 1, "q": 2}, {"r": 3}]}')
+    assert loses_pairs(plain.encode(), json.loads(plain)) is False
+    assert loses_pairs(repeated.encode(), json.loads(repeated)) is True
+
+
+@pytest.mark.parametrize("digits", [25, 5000], ids=["beyond 64 bits", "beyond Python's digit limit"])
+def test_a_huge_integer_where_the_users_belong_is_called_a_number(digits):
+    number = b"7" * digits
+    with pytest.raises(SourceError) as caught:
+        parse_source(b'{"users": ' + number + b"}", "data.json")
+    assert str(caught.value) == (
+        "data.json: 'users' is a number, expected a list of users or an object keyed by user id"
+    )
+    with pytest.raises(SourceError) as caught:
+        parse_source(number, "data.json")
+    assert str(caught.value) == (
+        "data.json: top level is a number, expected an object with a 'users' key or a list of users"
+    )
+
+
+# Strings full of what could fool a byte count: quotes, backslash runs, colons.
+tricky_json = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(alphabet='ab:"\\ {}', max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='k:"\\', max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(document=tricky_json, indent=st.sampled_from([None, 2]))
+def test_the_pair_count_sees_through_escaped_quotes_and_colons_in_strings(document, indent):
+    """The count that decides whether a name was repeated counts only the real name/value pairs."""
+    pairs = 0
+
+    def count(found):
+        nonlocal pairs
+        pairs += len(found)
+        return dict(found)
+
+    text = json.dumps(document, indent=indent)
+    json.loads(text, object_pairs_hook=count)
+    assert pair_count(text.encode()) == pairs

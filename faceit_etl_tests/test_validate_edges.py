@@ -1,0 +1,86 @@
+"""Validation's edges: a lone surrogate anywhere in an entry, and what a reject says about the entry
+it refuses (its user id, its raw JSON), whatever the entry holds."""
+
+from __future__ import annotations
+
+import json
+
+
+from faceit_etl.source import SourceData, parse_source
+from faceit_etl.validation import validate_entries
+
+SURROGATE_REASON = "holds the unpaired UTF-16 surrogate {}, which is not text"
+# Where a lone surrogate can hide in an entry (`S` stands for it): each place must reject the entry.
+PLACES = [
+    '"S"',
+    '["ok", "S"]',
+    '[1, [true, ["S"]]]',
+    '{"a": "S"}',
+    '{"a": {"b": [null, "S"]}}',
+    '{"S": 1}',
+    '[{"ok": 1}, {"kS": null}]',
+    '{"a": [], "b": {"c": "xSy"}}',
+]
+
+
+def test_a_lone_surrogate_anywhere_in_an_entry_rejects_it_and_names_the_surrogate():
+    """In a list, a nested object, a key or a plain value: wherever the surrogate hides, its entry is
+    refused naming it (PostgreSQL cannot store it), the others are accepted, and the raw entry is
+    kept with the surrogate written out as escape text."""
+    escapes = [f"\\u{0xD800 + 0x123 * i:04x}" for i in range(len(PLACES))]
+    entries = [f'{{"user_id": {100 + i}, "extra": {place.replace("S", escape)}}}' for i, (place, escape) in enumerate(zip(PLACES, escapes))]
+    raw = f'{{"users": [{{"user_id": 1}}, {", ".join(entries)}, {{"user_id": 2, "extra": ["fine"]}}]}}'.encode()
+
+    outcome = validate_entries(parse_source(raw, "surrogates.json"))
+
+    assert list(outcome.valid["user_id"]) == [1, 2]
+    rejects = outcome.rejects.values.tolist()
+    assert [row[:4] for row in rejects] == [
+        [1 + i, 100 + i, "(entry)", SURROGATE_REASON.format(escape)] for i, escape in enumerate(escapes)
+    ]
+    for (*_, stored), place, escape in zip(rejects, PLACES, escapes):
+        written_out = place.replace("S", escape.replace("\\", "\\\\"))  # the escape as text, backslash and all
+        assert json.loads(stored)["extra"] == json.loads(written_out)
+
+
+def test_the_first_lone_surrogate_of_an_entry_is_the_one_named():
+    raw = b'{"users": [{"user_id": 2, "a": ["ok", {"b": "\\udc01"}], "c": "\\ud802"}]}'
+    outcome = validate_entries(parse_source(raw, "surrogates.json"))
+    assert outcome.rejects["reason"].tolist() == [SURROGATE_REASON.format("\\udc01")]
+
+
+def test_a_reject_names_its_user_only_by_a_valid_telegram_id():
+    """user_id 1 is the smallest valid id and is shown; 0 and negative ids are no user and show as null."""
+    raw = b'[{"user_id": 1, "language": 5}, {"user_id": 0}, {"user_id": -3, "language": "en"}, {"user_id": 2}]'
+    outcome = validate_entries(parse_source(raw, "ids.json"))
+    assert [(r["source_index"], r["user_id"], r["field"]) for r in outcome.reject_records()] == [
+        (0, 1, "language"), (1, None, "user_id"), (2, None, "user_id")
+    ]
+    assert outcome.valid["user_id"].tolist() == [2]
+
+
+def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json():
+    """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full;
+    beyond what that can write, a placeholder says why, so the reject is still stored."""
+    depth = 300
+    raw = b'[{"user_id": 0, "x": ' + b"[" * depth + b"]" * depth + b'}, {"user_id": 0, "x": ' + b"[" * 990 + b"]" * 990 + b"}]"
+    records = validate_entries(parse_source(raw, "deep.json")).reject_records()
+    assert json.loads(records[0]["raw"]) == {"user_id": 0, "x": json.loads("[" * depth + "]" * depth)}
+    assert records[1]["raw"] == '"<entry nested too deeply to write back: an object>"'
+
+
+def test_a_held_referral_code_names_its_holder_by_its_english_ordinal():
+    """The reject says where the holder is in the file: "1st", "2nd", "3rd", but "11th" to "13th"."""
+    ordinals = {0: "1st", 1: "2nd", 2: "3rd", 3: "4th", 9: "10th", 10: "11th", 11: "12th", 12: "13th",
+                19: "20th", 20: "21st", 21: "22nd", 22: "23rd", 100: "101st", 110: "111th", 111: "112th",
+                112: "113th", 120: "121st"}
+    holders = [{"user_id": 1000 + i, "subscription": {"referral_code": f"{i:08X}"}} for i in range(121)]
+    repeats = [{"user_id": 5000 + i, "subscription": {"referral_code": f"{i:08X}"}} for i in ordinals]
+
+    outcome = validate_entries(SourceData(entries=holders + repeats, layout="test"))
+
+    assert outcome.rejects["reason"].tolist() == [
+        f"referral_code '{i:08X}' is already held by entry #{i} (the {ordinal} in the file, user_id {1000 + i}), "
+        "which is accepted"
+        for i, ordinal in ordinals.items()
+    ]
