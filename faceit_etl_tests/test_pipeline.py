@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from faceit_etl.definitions import ASSETS, defs
+from faceit_etl.definitions import defs
 from faceit_etl.defs.checks import CHECKS, postgres_tables_checks
 from faceit_etl.defs.io import RunScopedPickleIOManager
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 

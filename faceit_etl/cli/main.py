@@ -93,16 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def use_project_instance() -> None:
-    """Point Dagster at the project's instance (dagster.yaml here), else one under .faceit-etl/."""
+def instance_folder() -> Path:
+    """The Dagster instance's folder: DAGSTER_HOME when set, else this folder when it holds a
+    dagster.yaml (the project's, as `make ui` uses: its runs show there), else one under .faceit-etl/."""
     if os.environ.get("DAGSTER_HOME"):
-        return
+        return Path(os.environ["DAGSTER_HOME"])
     if Path("dagster.yaml").is_file():
-        os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    else:
-        home = project_home() / "dagster"
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
+        return Path.cwd()
+    home = project_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 def open_instance():
@@ -110,12 +110,11 @@ def open_instance():
     create its SQLite storage and one would fail: the first opening is serialised by a file lock."""
     import dagster as dg
 
-    use_project_instance()
     lock = project_home() / "instance.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
     return instance
 
@@ -229,7 +228,8 @@ def stdout_gone() -> None:
 def migrate(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from faceit_etl.definitions import execution_config, get_migrate_job
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.jobs import execution_config
     from faceit_etl.cli.progress import RunWatcher
     from faceit_etl.cli.summary import summarize
 

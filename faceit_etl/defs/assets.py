@@ -16,7 +16,7 @@ from faceit_etl import backup, mapping
 from faceit_etl.postgres.database import connect, describe, redact
 from faceit_etl.defs.metadata import frame_metadata, preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.identity import input_identity
+from faceit_etl.identity import code_version, input_identity
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.load import load
@@ -27,7 +27,9 @@ from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
-ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS}  # shown on every asset in the UI
+# The package's code and the parsing libraries' versions: a change shows the assets as unsynced in the UI.
+CODE_VERSION = code_version()[:16]
+ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 REJECTS_FILE = "rejects.jsonl"
 DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
@@ -36,6 +38,7 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
 @dg.asset(
     **ABOUT_THE_BOT,
     kinds={"json", "file"},
+    deps=["bot_data_file"],
     description=(
         "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
         "file with its sha256 (every later step reads this copy, never the live file; a "
@@ -104,6 +107,7 @@ def validated_frame(
         backup.write_json_lines(folder / REJECTS_FILE, outcome.reject_records())
     return dg.Output(
         outcome,
+        data_version=dg.DataVersion(identity),  # same file, time zone and code: the same outcome
         metadata={
             **frame_metadata(outcome.valid),
             "input_entries": outcome.input_count,
@@ -124,12 +128,14 @@ def validated_frame(
         "mapped_users": dg.AssetOut(
             owners=OWNERS,
             tags=TAGS,
+            code_version=CODE_VERSION,
             kinds={"pandas"},
             description="Accepted users in the layout of the bot's `users` table, with the bot's defaults.",
         ),
         "mapped_subscriptions": dg.AssetOut(
             owners=OWNERS,
             tags=TAGS,
+            code_version=CODE_VERSION,
             kinds={"pandas"},
             description=(
                 "One subscription per accepted user, in the layout of `user_subscriptions`; entries "
