@@ -40,9 +40,7 @@ def faceit_etl(workdir: Path, database_url: str, *args: str, stdin: str | None =
 
 
 def instance_at(folder: Path) -> dg.DagsterInstance:
-    from dagster._core.instance.ref import InstanceRef
-
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(folder)))
+    return dg.DagsterInstance.from_config(str(folder))
 
 
 def tables_digest(db) -> dict:
