@@ -20,6 +20,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -124,8 +125,8 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     shows run config): it travels in the DATABASE_URL environment variable instead."""
     config: dict = read_config(args.config) if args.config else {}
     url = args.database_url or config.pop("database_url", None)
-    if url:
-        os.environ["DATABASE_URL"] = url
+    if url and url != os.environ.get("DATABASE_URL"):
+        restart_with_database_url(args.argv, url)
     if getattr(args, "json_file", None):
         if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
@@ -139,6 +140,16 @@ def settings_overrides(args: argparse.Namespace) -> dict:
         if value is not None:
             config[name] = value
     return config
+
+
+def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
+    """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
+    step processes too) read it from their environment, and the command never rewrites its own."""
+    for handler in log.handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *argv], {**os.environ, "DATABASE_URL": url})
 
 
 def read_config(path: Path) -> dict:
@@ -590,6 +601,7 @@ def _main(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _log_to_file()
     log.info("faceit-etl %s", args.command)
     try:
