@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 
 from faceit_etl.definitions import defs
 from faceit_etl.defs.assets import CODE_VERSION
+from faceit_etl.defs.metadata import rules_schema
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.source_file import bot_data_file
 from faceit_etl.identity import code_version, input_identity, look_at_file
+from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
 from faceit_etl_tests.conftest import NESTED_SAMPLE, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,11 +77,10 @@ def environment_writes() -> list[tuple[str, str]]:
     return writes
 
 
-def test_only_the_cli_hand_over_of_database_url_writes_the_environment():
-    """The instance is chosen by files and DAGSTER_HOME, never by the package rewriting the environment.
-    One write is left: the CLI hands --database-url to the run's step processes in DATABASE_URL, so that
-    the password never enters run config (which the UI shows)."""
-    assert environment_writes() == [("faceit_etl/cli/main.py", "'DATABASE_URL'")]
+def test_nothing_in_the_package_writes_the_environment():
+    """The instance is chosen by files and DAGSTER_HOME; the CLI hands --database-url to a run by
+    starting itself again with it in DATABASE_URL, never by rewriting its own environment."""
+    assert environment_writes() == []
 
 
 def dg_command(*args: str) -> subprocess.CompletedProcess:
@@ -104,6 +105,9 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root():
 def test_the_location_is_assembled_from_the_defs_folder():
     assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} == MIGRATION_ASSETS | {"bot_data_file"}
     assert {job.name for job in defs.jobs} == {"migrate_job", "rollback_job"}
+    # migrate_job observes the file first: each materialization records the file version it was made from.
+    migrate = defs.resolve_job_def("migrate_job")
+    assert {k.to_user_string() for k in migrate.asset_layer.selected_asset_keys} == MIGRATION_ASSETS | {"bot_data_file"}
     assert [s.name for s in defs.schedules] == ["migrate_schedule"]
     assert [s.name for s in defs.sensors] == ["source_file_changed"]
     graph = defs.resolve_asset_graph()
@@ -175,12 +179,51 @@ def test_a_look_reuses_a_hash_only_for_the_same_stat(tmp_path_factory, content, 
     assert (after.sha256, hashed) == (hashlib.sha256(other).hexdigest(), True)
 
 
-def test_validated_frame_publishes_its_input_identity_as_data_version(database_url, tmp_path):
-    from faceit_etl_tests.test_pipeline import run
-
+def test_a_migrate_job_run_records_the_file_version_and_validated_frame_its_input_identity(
+    database_url, tmp_path, monkeypatch
+):
+    """migrate_job observes bot_data_file first, so source_backup records the file's sha256 as the version
+    it was made from (what the UI compares to call it synced); validated_frame's data version is its
+    input identity (file, time zone, code)."""
+    source = tmp_path / "data.json"
+    source.write_bytes(NESTED_SAMPLE.read_bytes())
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    monkeypatch.setenv("DATABASE_URL", database_url)
     with dg.instance_for_test() as instance:
-        result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+        result = defs.resolve_job_def("migrate_job").execute_in_process(
+            run_config={"resources": {"migration_settings": {"config": {
+                "source_path": str(source), "backup_dir": str(tmp_path / "backups")}}}},
+            instance=instance,
+        )
         assert result.success
-        event = instance.get_latest_materialization_event(dg.AssetKey("validated_frame")).asset_materialization
-    identity = input_identity(hashlib.sha256(NESTED_SAMPLE.read_bytes()).hexdigest(), "UTC")
-    assert event.tags["dagster/data_version"] == identity == event.metadata["input_identity"].value
+        observed = instance.fetch_observations(BOT_FILE, limit=1).records[0]
+        backed_up = instance.get_latest_materialization_event(dg.AssetKey("source_backup")).asset_materialization
+        validated = instance.get_latest_materialization_event(dg.AssetKey("validated_frame")).asset_materialization
+    assert observed.run_id == result.run_id
+    assert observed.asset_observation.tags["dagster/data_version"] == sha256
+    assert backed_up.tags["dagster/input_data_version/bot_data_file"] == sha256
+    identity = input_identity(sha256, "UTC")
+    assert validated.tags["dagster/data_version"] == identity == validated.metadata["input_identity"].value
+    assert validated.metadata["dagster/column_schema"].value == rules_schema(
+        USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS)
+
+
+def test_the_column_schema_shows_each_columns_rules_from_the_pandera_schemas():
+    schema = rules_schema(USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS)
+    columns = {column.name: column for column in schema.columns}
+
+    assert list(columns) == [*USERS_SCHEMA.columns, *SUBSCRIPTIONS_SCHEMA.columns]
+    assert (columns["user_id"].type, columns["user_id"].description) == ("Int64", "users")
+    assert columns["user_id"].constraints == dg.TableColumnConstraints(nullable=False, unique=True, other=[
+        "greater_than_or_equal_to(min_value=1): must be a positive Telegram id",
+        "user_id seen before: the first entry wins, as in the bot",
+    ])
+    assert columns["faceit_nickname"].constraints.other == [
+        "str_length(max_value=255): longer than 255 characters (the target column's size)",
+        "contains a NUL character, which PostgreSQL text cannot hold",
+    ]
+    assert columns["tier"].constraints == dg.TableColumnConstraints(
+        nullable=True, unique=False, other=["isin(allowed_values=('FREE', 'PREMIUM', 'PRO')): unknown tier"])
+    assert columns["has_subscription"].constraints == dg.TableColumnConstraints(nullable=False, unique=False, other=[])
+    every_check = [check for s in (USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA) for c in s.columns.values() for check in c.checks]
+    assert sum(len(column.constraints.other) for column in schema.columns) == len(every_check) > 0

@@ -14,7 +14,7 @@ import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.postgres.database import connect, describe, redact
-from faceit_etl.defs.metadata import frame_metadata, preview
+from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import code_version, input_identity
 from faceit_etl.source import SourceData, read_source
@@ -23,6 +23,7 @@ from faceit_etl.postgres.load import load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
+from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
 
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
@@ -52,6 +53,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
     return dg.Output(
         copied,
+        data_version=dg.DataVersion(copied.sha256),  # a copy of the same bytes leaves raw_json synced
         metadata={
             "source": dg.MetadataValue.path(copied.original),
             "backup_folder": dg.MetadataValue.path(copied.folder),
@@ -110,6 +112,8 @@ def validated_frame(
         data_version=dg.DataVersion(identity),  # same file, time zone and code: the same outcome
         metadata={
             **frame_metadata(outcome.valid),
+            # The accepted entries' columns with the rules that judged them (pandera's schemas).
+            "dagster/column_schema": rules_schema(USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS),
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,

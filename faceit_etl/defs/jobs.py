@@ -14,10 +14,11 @@ def execution_config(max_concurrent: int) -> dict:
     return {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}
 
 
+# The run observes bot_data_file first, so each materialization records the file version it was made from.
 migrate_job = dg.define_asset_job(
     "migrate_job",
-    selection=dg.AssetSelection.all(),
-    description="Back up, read, validate, map and load the bot's file into PostgreSQL, then verify it.",
+    selection=dg.AssetSelection.all(include_sources=True),
+    description="Observe, back up, read, validate, map and load the bot's file into PostgreSQL, then verify it.",
     executor_def=dg.multi_or_in_process_executor,
     config={"execution": execution_config(environment_or_default("max_concurrent"))},
 )
