@@ -202,6 +202,7 @@ def test_a_migrate_job_run_records_the_file_version_and_validated_frame_its_inpu
     assert observed.run_id == result.run_id
     assert observed.asset_observation.tags["dagster/data_version"] == sha256
     assert backed_up.tags["dagster/input_data_version/bot_data_file"] == sha256
+    assert backed_up.tags["dagster/data_version"] == sha256  # the copy: same bytes, raw_json stays synced
     identity = input_identity(sha256, "UTC")
     assert validated.tags["dagster/data_version"] == identity == validated.metadata["input_identity"].value
     assert validated.metadata["dagster/column_schema"].value == rules_schema(
