@@ -1,8 +1,15 @@
 """The code location: every definition in `faceit_etl/defs/`, as `dg`, `dagster` and the CLI load it."""
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
+
+# Data versions on outputs are a beta parameter in Dagster 1.13: every process that runs steps would
+# print its notice (the CLI's output is the outcome only). Set here, where every such process loads the
+# location: the loader restores the warning filters set while it imports defs/.
+warnings.filterwarnings("ignore", message="Parameter `data_version` of initializer `Output.__init__`",
+                        category=dg.BetaWarning)
 
 defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 

@@ -588,6 +588,20 @@ def _log_to_file() -> None:
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 
+def refused_setting(error: BaseException) -> Exception | None:
+    """The refused setting behind an error, if any: loading the definitions folder wraps what building
+    the settings from the environment raised."""
+    from pydantic import ValidationError
+
+    from faceit_etl.defs.resources import SettingsError
+
+    while error is not None:
+        if isinstance(error, (ValidationError, SettingsError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -615,14 +629,16 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as exc:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
-    except ValidationError as exc:  # settings built when the job's definitions are imported, from the environment
-        from faceit_etl.defs.resources import describe_invalid
-
-        say(f"faceit-etl: {redact(describe_invalid(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
-        return EXIT_USAGE
     except BrokenPipeError:
         raise
     except Exception as exc:  # a clear line, never a bare traceback; the log has the details
+        refused = refused_setting(exc)
+        if refused is not None:  # settings built from the environment when the definitions load
+            from faceit_etl.defs.resources import describe_invalid
+
+            message = describe_invalid(refused) if isinstance(refused, ValidationError) else str(refused)
+            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True)
+            return EXIT_USAGE
         log.exception("failed")
         say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_FAILED
