@@ -11,7 +11,8 @@ RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --create-home --uid 10001 faceit \
     && mkdir -p /opt/faceit-etl/.faceit-etl /backups \
     && chown -R faceit /opt/faceit-etl /backups
-COPY dagster.yaml docker/workspace.yaml ./
+# The stack's instance file (PostgreSQL storage) becomes DAGSTER_HOME/dagster.yaml.
+COPY docker/dagster.yaml docker/workspace.yaml ./
 
 USER faceit
 EXPOSE 3000 4000

@@ -28,6 +28,7 @@ $(TEST_TOOLS) &:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose caddy >/dev/null
 
 test: setup $(TEST_TOOLS)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 	$(BIN)/python -m pytest
 
 # The Dagster UI and daemon on http://localhost:3000, on the embedded PostgreSQL unless DATABASE_URL

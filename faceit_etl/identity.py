@@ -9,9 +9,13 @@ Any change of code or library version gives a new identity: nothing is reused ac
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+
+from faceit_etl.backup import sha256_of
 
 _LIBRARIES = ("numpy", "orjson", "pandas", "pandera", "pyarrow", "pysimdjson")
 
@@ -31,3 +35,31 @@ def input_identity(source_sha256: str | None, source_timezone: str) -> str:
     if not source_sha256:  # never one identity for unknown contents: that would reuse a stranger's
         raise ValueError("the source's sha256 is unknown, so the run's input cannot be identified")
     return hashlib.sha256(f"{source_sha256}\0{source_timezone}\0{code_version()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileLook:
+    """The bot's file as one look found it: its content's sha256 and the stat that vouches for it."""
+
+    sha256: str
+    size_bytes: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def look_at_file(path: str | Path, last: Mapping | None = None) -> tuple[FileLook, bool]:
+    """The file's look, and whether its bytes were hashed. When the file is the same one, of the same
+    size and mtime as at the `last` look, that look's sha256 is reused: an untouched 700 MB file is
+    not read again. Any difference (a touch, a rewrite, a file moved into place, `cp -p` restoring an
+    older mtime) hashes the bytes, so equal content is recognised by its hash. Only new content of the
+    same length given the very mtime (to the nanosecond) of the last look, in the same inode, goes
+    unseen until the file is next touched."""
+    stat = Path(path).stat()
+    now = {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "device": stat.st_dev, "inode": stat.st_ino}
+    if last and last.get("sha256") and all(last.get(name) == value for name, value in now.items()):
+        return FileLook(sha256=last["sha256"], **now), False
+    return FileLook(sha256=sha256_of(path), **now), True

@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from faceit_etl.defs.assets import mapped_frames, postgres_tables, raw_json, source_backup, validated_frame
 from faceit_etl.defs.resources import MigrationSettings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -26,6 +27,8 @@ _names = itertools.count()
 # `make mutate` runs the tests once per mutant: fewer generated examples keep a run to about half an hour.
 hypothesis.settings.register_profile("mutate", max_examples=10, deadline=None)
 # Fixtures that give a test a PostgreSQL: the session's, or one of its own (`own_server`).
+# What migrate_job materializes, for dg.materialize in tests (bot_data_file is observed, not materialized).
+ASSETS = [source_backup, raw_json, validated_frame, mapped_frames, postgres_tables]
 DATABASE_FIXTURES = {"postgres_server_url", "database_url", "db", "password_role", "password_database_url", "own_server"}
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
 import dagster as dg
 
-from faceit_etl.definitions import defs, get_migrate_job, migrate_job
-from faceit_etl.defs.automation import build_schedule
+from faceit_etl.definitions import defs, get_migrate_job
+from faceit_etl.defs import automation
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
@@ -82,13 +83,21 @@ def test_the_sensor_skips_a_missing_file(tmp_path):
 
 
 def test_the_schedule_runs_migrate_job_on_the_configured_cron(monkeypatch):
+    """Schedule and sensor are module-level definitions: the environment is read when the code location
+    loads (here: the module is loaded again under it)."""
     monkeypatch.setenv("MIGRATION_SCHEDULE_CRON", "*/15 * * * *")
     monkeypatch.setenv("MIGRATION_SCHEDULE_TIMEZONE", "Europe/Moscow")
     monkeypatch.setenv("MIGRATION_SCHEDULE_ENABLED", "true")
-
-    schedule = build_schedule(migrate_job)
+    try:
+        schedule = importlib.reload(automation).migrate_schedule
+        sensor = automation.source_file_changed
+    finally:
+        monkeypatch.undo()
+        importlib.reload(automation)
 
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("*/15 * * * *", "Europe/Moscow")
     assert schedule.job_name == "migrate_job"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED  # MIGRATION_SENSOR_ENABLED unset
     assert defs.get_schedule_def("migrate_schedule").cron_schedule == "0 3 * * *"
+    assert defs.get_schedule_def("migrate_schedule").default_status == dg.DefaultScheduleStatus.STOPPED

@@ -40,9 +40,7 @@ def faceit_etl(workdir: Path, database_url: str, *args: str, stdin: str | None =
 
 
 def instance_at(folder: Path) -> dg.DagsterInstance:
-    from dagster._core.instance.ref import InstanceRef
-
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(folder)))
+    return dg.DagsterInstance.from_config(str(folder))
 
 
 def tables_digest(db) -> dict:
@@ -245,6 +243,29 @@ def test_config_file_and_flags_reach_the_run(workdir, database_url, db):
     with instance_at(workdir) as instance:
         run = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))[0]
     assert run.run_config["execution"] == {"config": {"multiprocess": {"max_concurrent": 2}}}
+
+
+def test_a_database_url_in_the_config_file_reaches_step_processes(workdir, database_url, db):
+    """With no DATABASE_URL in its environment, the CLI hands the config file's URL to the run's step
+    processes (it starts itself again with it in DATABASE_URL), and the URL stays out of run config."""
+    config = workdir / "settings.yaml"
+    config.write_text(json.dumps({"database_url": database_url}))  # JSON is YAML
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DAGSTER_HOME")}
+    env["MIGRATION_BACKUP_DIR"] = str(workdir / "backups")
+    done = subprocess.run(
+        [CLI, "--config", str(config), "migrate", str(NESTED_SAMPLE), "--max-concurrent", "2"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  users: 25 inserted, 0 updated, 0 unchanged\n" in done.stdout
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+    assert not (workdir / ".faceit-etl" / "pgdata").exists()  # no embedded server was started instead
+    with instance_at(workdir) as instance:
+        run = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))[0]
+    assert run.run_config["execution"] == {"config": {"multiprocess": {"max_concurrent": 2}}}
+    assert database_url not in json.dumps(run.run_config)
+    assert (workdir / "migration.log").read_text().count("faceit-etl migrate") == 2  # once per start
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,9 @@ def test_docker_compose_accepts_the_file_and_gives_each_service_only_its_own_rol
     services = yaml.safe_load(done.stdout)["services"]
     assert set(services) == {"postgres", "user_code", "webserver", "ui_proxy", "daemon", "webserver_readonly", "proxy"}
     for name in DAGSTER_SERVICES:
-        assert services[name]["environment"]["DAGSTER_POSTGRES_URL"] == (
-            "postgresql+psycopg2://dagster:dagster-pw@postgres:5432/dagster"), name
+        storage = {k: v for k, v in services[name]["environment"].items() if k.startswith("DAGSTER_PG_")}
+        assert storage == {"DAGSTER_PG_HOST": "postgres", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "dagster",
+                           "DAGSTER_PG_PASSWORD": "dagster-pw", "DAGSTER_PG_DB": "dagster"}, name
     assert services["user_code"]["environment"]["DATABASE_URL"] == "postgresql://faceit_etl:etl-pw@postgres:5432/faceit_bot"
     # Where each password goes: the superuser's to PostgreSQL alone; the bot database's role to the
     # code server (where run workers start) alone.
@@ -168,7 +169,7 @@ def test_secrets_and_personal_data_stay_out_of_git_and_of_the_image_build_contex
     let_in = sorted(p[1:] for p in patterns if p.startswith("!"))
     copied = sorted(source for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
                     for source in line.split()[1:-1])
-    assert let_in == copied == ["README.md", "constraints.txt", "dagster.yaml", "docker/workspace.yaml", "faceit_etl",
+    assert let_in == copied == ["README.md", "constraints.txt", "docker/dagster.yaml", "docker/workspace.yaml", "faceit_etl",
                                 "pyproject.toml"]
 
 
@@ -185,7 +186,7 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs():
     server = workspace["load_from"][0]["grpc_server"]
     assert (server["host"], server["port"]) == ("user_code", 4000)
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "COPY dagster.yaml docker/workspace.yaml ./" in dockerfile
+    assert "COPY docker/dagster.yaml docker/workspace.yaml ./" in dockerfile  # the stack's instance file
     assert "-c constraints.txt" in dockerfile
 
 
@@ -203,6 +204,7 @@ def service_command(name: str, **replace: str) -> list[str]:
 class Cluster(NamedTuple):
     admin: str  # the superuser's conninfo, over the unix socket
     socket: str
+    port: str
 
     def url(self, role: str, database: str, password: str) -> str:
         return f"postgresql://{role}:{password}@/{database}?host={self.socket}"
@@ -235,7 +237,8 @@ def first_start(**passwords: str) -> Iterator[tuple[Cluster, subprocess.Complete
         (folder / "pgdata" / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
-        yield Cluster(admin, conninfo_to_dict(admin)["host"]), done
+        info = conninfo_to_dict(admin)
+        yield Cluster(admin, info["host"], str(info.get("port") or 5432)), done
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
@@ -333,7 +336,6 @@ def test_the_migration_role_migrates_and_rolls_back_and_can_do_nothing_beyond(cl
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": etl_url(cluster), "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
-    env.pop("DAGSTER_POSTGRES_URL", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run([str(BIN / "faceit-etl"), *args], cwd=tmp_path, env=env, capture_output=True,
@@ -364,23 +366,22 @@ def service_environment(name: str, cluster: Cluster, home: Path) -> dict:
     """The service's environment from docker-compose.yml, with the test cluster's URLs for its roles
     and local paths: a service given no bot database role gets no DATABASE_URL here either."""
     environment = yaml.safe_load(compose_config(**ROLE_PASSWORDS).stdout)["services"][name]["environment"]
-    local = {"DAGSTER_POSTGRES_URL": _psycopg2(dagster_url(cluster)), "DATABASE_URL": etl_url(cluster),
+    # The test cluster listens on its socket only: an empty host makes libpq take the socket's folder
+    # from PGHOST (for the stack's Dagster storage, docker/dagster.yaml); the port is the cluster's.
+    local = {"DAGSTER_PG_HOST": "", "DAGSTER_PG_PORT": cluster.port, "DATABASE_URL": etl_url(cluster),
              "DATA_FILE_PATH": str(NESTED_SAMPLE), "MIGRATION_BACKUP_DIR": str(home / "backups")}
     environment = {key: local.get(key, value) for key, value in environment.items()}
     inherited = {key: value for key, value in os.environ.items()
-                 if key not in {"DATABASE_URL", "DAGSTER_POSTGRES_URL"} and not key.startswith("MIGRATION_")}
-    return {**inherited, **environment, "DAGSTER_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
-
-
-def _psycopg2(url: str) -> str:
-    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+                 if key != "DATABASE_URL" and not key.startswith(("MIGRATION_", "DAGSTER_PG_", "PG"))}
+    sockets = {"PGHOST": cluster.socket} if "DAGSTER_PG_HOST" in environment else {}
+    return {**inherited, **environment, **sockets, "DAGSTER_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
 
 
 @pytest.fixture
 def stack_home(tmp_path, cluster):
-    """What the containers share: DAGSTER_HOME with the project's dagster.yaml and a workspace pointing
+    """What the containers share: DAGSTER_HOME with the stack's dagster.yaml and a workspace pointing
     at the user-code server; each service started with its own environment and roles."""
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
     processes: list[subprocess.Popen] = []
 
     def start(service: str, command: list[str]) -> tuple[subprocess.Popen, dict]:

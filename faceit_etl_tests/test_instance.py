@@ -1,14 +1,17 @@
-"""The project's dagster.yaml: Dagster's storage in PostgreSQL when DAGSTER_POSTGRES_URL is set."""
+"""The instance files: dagster.yaml (SQLite under .faceit-etl/) for local use, docker/dagster.yaml
+(PostgreSQL, every value from the environment) for the compose stack."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
-from dagster._core.instance.ref import InstanceRef
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_FILES = [ROOT / "dagster.yaml", ROOT / "docker" / "dagster.yaml"]
 
 
 @dg.asset
@@ -16,15 +19,19 @@ def marker() -> int:
     return 1
 
 
-def project_instance() -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(ROOT)))
-
-
-def test_storage_is_postgres_when_its_url_is_set(monkeypatch, database_url, db, tmp_path):
+def test_the_stack_instance_keeps_dagster_storage_in_postgres(monkeypatch, database_url, db, tmp_path):
+    """docker/dagster.yaml as the stack reads it. The test server has no TCP port: the empty host
+    makes libpq take the socket folder from PGHOST, everything else is the file's own."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", _as_url(database_url))
+    server = conninfo_to_dict(database_url)
+    monkeypatch.setenv("DAGSTER_PG_HOST", "")
+    monkeypatch.setenv("PGHOST", server["host"])
+    monkeypatch.setenv("DAGSTER_PG_PORT", server.get("port") or "5432")
+    monkeypatch.setenv("DAGSTER_PG_USERNAME", server["user"])
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "")
+    monkeypatch.setenv("DAGSTER_PG_DB", server["dbname"])
 
-    with project_instance() as instance:
+    with dg.DagsterInstance.from_config(str(ROOT / "docker")) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         result = dg.materialize([marker], instance=instance)
         assert result.success
@@ -35,27 +42,26 @@ def test_storage_is_postgres_when_its_url_is_set(monkeypatch, database_url, db, 
     assert not list(tmp_path.rglob("*.db"))  # no SQLite storage beside it
 
 
-def test_storage_is_local_sqlite_otherwise(monkeypatch, tmp_path):
+@pytest.mark.db  # Dagster's SQLite storage starts a process of its own
+def test_the_local_instance_is_sqlite_under_faceit_etl(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
 
-    with project_instance() as instance:
+    with dg.DagsterInstance.from_config(str(ROOT)) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         assert dg.materialize([marker], instance=instance).success
+        assert Path(instance.storage_directory()).resolve() == tmp_path / ".faceit-etl" / "dagster" / "storage"
 
     assert (tmp_path / ".faceit-etl" / "dagster" / "storage" / "history" / "runs.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".faceit-etl"]  # nothing else written here
 
 
-def test_the_instance_queues_runs_one_at_a_time_without_telemetry_or_first_visit_modal():
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["run_coordinator"]["config"]["max_concurrent_runs"] == 1
-    assert config["telemetry"] == {"enabled": False}
-    assert config["nux"] == {"enabled": False}
-    assert "password" not in (ROOT / "dagster.yaml").read_text().lower()
-
-
-def _as_url(conninfo: str) -> str:
-    """The test server's conninfo ("user=postgres dbname=x host=/socket") as a postgresql:// URL."""
-    parts = dict(item.split("=", 1) for item in conninfo.split())
-    return f"postgresql://{parts['user']}:@/{parts['dbname']}?host={parts['host']}"
+def test_both_instances_queue_runs_one_at_a_time_without_telemetry_first_visit_modal_or_password():
+    for path in INSTANCE_FILES:
+        assert "dagster._" not in path.read_text(), path  # Dagster's documented module names only
+        config = yaml.safe_load(path.read_text())
+        assert config["run_queue"] == {"max_concurrent_runs": 1}, path
+        assert config["telemetry"] == {"enabled": False}, path
+        assert config["nux"] == {"enabled": False}, path
+    stack = yaml.safe_load(INSTANCE_FILES[1].read_text())["storage"]["postgres"]["postgres_db"]
+    assert stack.pop("scheme") == "postgresql+psycopg2"  # SQLAlchemy 2.1 would read postgresql:// as psycopg 3
+    assert all(set(value) == {"env"} for value in stack.values()), stack  # no value, so no password, in the file

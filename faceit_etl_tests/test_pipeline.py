@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from faceit_etl.definitions import ASSETS, defs
+from faceit_etl.definitions import defs
 from faceit_etl.defs.checks import CHECKS, postgres_tables_checks
 from faceit_etl.defs.io import RunScopedPickleIOManager
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -320,7 +320,8 @@ def test_dagster_job_execute_exits_non_zero_when_a_blocking_check_fails(database
 def test_definitions_expose_the_job_over_every_asset_and_check():
     job = defs.resolve_job_def("migrate_job")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables"
+        "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables",
+        "bot_data_file",  # observed first, so each run records the file version it loaded
     }
     checks = {(spec.asset_key.to_user_string(), spec.name) for c in CHECKS for spec in c.check_specs}
     assert len(checks) == 7

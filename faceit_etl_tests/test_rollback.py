@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from faceit_etl.backup import BackupError
-from faceit_etl.definitions import ASSETS, defs, get_migrate_job
+from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import map_frames
@@ -34,7 +34,7 @@ from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.snapshot import SnapshotError, digest_table
 from faceit_etl.validation.validate import validate_entries
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
 TABLES = ("users", "user_subscriptions")
 CLI = str(Path(sys.executable).parent / "faceit-etl")

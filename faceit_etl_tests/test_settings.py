@@ -15,13 +15,13 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from faceit_etl.definitions import ASSETS, defs, get_migrate_job
+from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from pydantic import ValidationError
 
 from faceit_etl.defs.resources import ENVIRONMENT as VARIABLES
 from faceit_etl.defs.resources import MigrationSettings, describe_invalid
-from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
+from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, write_json
 
 ENVIRONMENT = {
     "DATA_FILE_PATH": "/data/bot.json",

@@ -1,10 +1,13 @@
-"""The user's day in the Dagster UI, in a real Chromium: open the asset graph, click "Materialize
-all", see the run succeed and every asset check pass. Keeps a screenshot in test-artifacts/."""
+"""The user's day in the Dagster UI, in a real Chromium: open the asset graph, observe the bot's file,
+click "Materialize all", see the run succeed and every asset check pass, then see the assets unsynced
+once the file changes. Keeps screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,12 +45,13 @@ def graphql(base: str, query: str) -> dict:
 def dagster_ui(tmp_path, database_url):
     """`dagster dev` (webserver and daemon) on this project, its own instance, the test database."""
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(NESTED_SAMPLE, tmp_path / "data.json")  # the bot's file, which the test then changes
     port = free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(tmp_path),
         "DATABASE_URL": database_url,
-        "DATA_FILE_PATH": str(NESTED_SAMPLE),
+        "DATA_FILE_PATH": str(tmp_path / "data.json"),
         "MIGRATION_BACKUP_DIR": str(tmp_path / "backups"),
     }
     env.pop("DAGSTER_POSTGRES_URL", None)
@@ -78,25 +82,45 @@ def dagster_ui(tmp_path, database_url):
         log.close()
 
 
-def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, db):
+def finished_runs(base: str, count: int) -> list[dict]:
+    """The instance's runs, newest first, once `count` of them exist and the newest has ended."""
+    deadline = time.monotonic() + 180
+    while True:
+        runs = graphql(base, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+        if len(runs) >= count and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return runs
+        assert time.monotonic() < deadline, f"run {count} did not finish in 180 s: {runs}"
+        time.sleep(0.5)
+
+
+def stale_status(base: str) -> dict[str, str]:
+    nodes = graphql(base, "{ assetNodes { assetKey { path } staleStatus } }")["assetNodes"]
+    return {"/".join(node["assetKey"]["path"]): node["staleStatus"] for node in nodes}
+
+
+def observe_sources(page, base: str, runs: int) -> list[dict]:
+    """Observe bot_data_file from the asset graph: the menu beside "Materialize all" holds "Observe"."""
+    page.goto(f"{base}/asset-groups/faceit_migration")
+    materialize = page.get_by_role("button", name="Materialize all")
+    expect(materialize).to_be_visible(timeout=60_000)
+    materialize.locator("xpath=../following-sibling::*[1]//button").click()
+    page.get_by_role("menuitem").filter(has_text=re.compile(r"^Observe")).click()
+    return finished_runs(base, runs)
+
+
+def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, db, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # The bot's file is on the graph: observing it records its sha256 as its data version.
+        assert [r["status"] for r in observe_sources(page, dagster_ui, 1)] == ["SUCCESS"]
         page.goto(f"{dagster_ui}/asset-groups/faceit_migration")
         expect(page.get_by_text("postgres_tables").first).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Materialize all").click()
         expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
-
-        deadline = time.monotonic() + 180
-        while True:
-            runs = graphql(dagster_ui, "{ runsOrError { ... on Runs { results { runId status } } } }")
-            runs = runs["runsOrError"]["results"]
-            if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            assert time.monotonic() < deadline, f"the run did not finish in 180 s: {runs}"
-            time.sleep(0.5)
-        assert [r["status"] for r in runs] == ["SUCCESS"]
+        runs = finished_runs(dagster_ui, 2)
+        assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"]
 
         page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
         expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
@@ -107,6 +131,28 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         expect(page.get_by_text("Succeeded")).to_have_count(len(names), timeout=30_000)
         expect(page.get_by_text("Passed").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "ui-checks-passed.png"))
+
+        # Synced after the run; new content in the file makes the asset made from it unsynced.
+        migration = {"source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions",
+                     "postgres_tables"}
+        assert stale_status(dagster_ui) == dict.fromkeys(migration | {"bot_data_file"}, "FRESH")
+        page.goto(f"{dagster_ui}/assets/source_backup")
+        expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Unsynced")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "ui-synced-after-the-run.png"))
+
+        source = tmp_path / "data.json"
+        source.write_text(source.read_text(encoding="utf-8").replace('"faceit_nickname": "', '"faceit_nickname": "x'),
+                          encoding="utf-8")
+        assert [r["status"] for r in observe_sources(page, dagster_ui, 3)] == ["SUCCESS"] * 3
+        assert stale_status(dagster_ui) == {**dict.fromkeys(migration | {"bot_data_file"}, "FRESH"),
+                                            "source_backup": "STALE"}
+        page.goto(f"{dagster_ui}/assets/bot_data_file")
+        expect(page.get_by_text(hashlib.sha256(source.read_bytes()).hexdigest()[:12]).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-bot-data-file-observed.png"))
+        page.goto(f"{dagster_ui}/assets/source_backup")
+        expect(page.get_by_text("Unsynced").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-unsynced-after-the-file-changed.png"))
         browser.close()
 
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25

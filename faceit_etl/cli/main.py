@@ -20,6 +20,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -93,16 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def use_project_instance() -> None:
-    """Point Dagster at the project's instance (dagster.yaml here), else one under .faceit-etl/."""
+def instance_folder() -> Path:
+    """The Dagster instance's folder: DAGSTER_HOME when set, else this folder when it holds a
+    dagster.yaml (the project's, as `make ui` uses: its runs show there), else one under .faceit-etl/."""
     if os.environ.get("DAGSTER_HOME"):
-        return
+        return Path(os.environ["DAGSTER_HOME"])
     if Path("dagster.yaml").is_file():
-        os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    else:
-        home = project_home() / "dagster"
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
+        return Path.cwd()
+    home = project_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 def open_instance():
@@ -110,12 +111,11 @@ def open_instance():
     create its SQLite storage and one would fail: the first opening is serialised by a file lock."""
     import dagster as dg
 
-    use_project_instance()
     lock = project_home() / "instance.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
     return instance
 
@@ -125,8 +125,8 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     shows run config): it travels in the DATABASE_URL environment variable instead."""
     config: dict = read_config(args.config) if args.config else {}
     url = args.database_url or config.pop("database_url", None)
-    if url:
-        os.environ["DATABASE_URL"] = url
+    if url and url != os.environ.get("DATABASE_URL"):
+        restart_with_database_url(args.argv, url)
     if getattr(args, "json_file", None):
         if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
@@ -140,6 +140,16 @@ def settings_overrides(args: argparse.Namespace) -> dict:
         if value is not None:
             config[name] = value
     return config
+
+
+def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
+    """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
+    step processes too) read it from their environment, and the command never rewrites its own."""
+    for handler in log.handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *argv], {**os.environ, "DATABASE_URL": url})
 
 
 def read_config(path: Path) -> dict:
@@ -229,7 +239,8 @@ def stdout_gone() -> None:
 def migrate(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from faceit_etl.definitions import execution_config, get_migrate_job
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.jobs import execution_config
     from faceit_etl.cli.progress import RunWatcher
     from faceit_etl.cli.summary import summarize
 
@@ -577,6 +588,20 @@ def _log_to_file() -> None:
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 
+def refused_setting(error: BaseException) -> Exception | None:
+    """The refused setting behind an error, if any: loading the definitions folder wraps what building
+    the settings from the environment raised."""
+    from pydantic import ValidationError
+
+    from faceit_etl.defs.resources import SettingsError
+
+    while error is not None:
+        if isinstance(error, (ValidationError, SettingsError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -590,6 +615,7 @@ def _main(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _log_to_file()
     log.info("faceit-etl %s", args.command)
     try:
@@ -603,14 +629,16 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as exc:
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
-    except ValidationError as exc:  # settings built when the job's definitions are imported, from the environment
-        from faceit_etl.defs.resources import describe_invalid
-
-        say(f"faceit-etl: {redact(describe_invalid(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
-        return EXIT_USAGE
     except BrokenPipeError:
         raise
     except Exception as exc:  # a clear line, never a bare traceback; the log has the details
+        refused = refused_setting(exc)
+        if refused is not None:  # settings built from the environment when the definitions load
+            from faceit_etl.defs.resources import describe_invalid
+
+            message = describe_invalid(refused) if isinstance(refused, ValidationError) else str(refused)
+            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True)
+            return EXIT_USAGE
         log.exception("failed")
         say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_FAILED

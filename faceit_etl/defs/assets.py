@@ -14,20 +14,23 @@ import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.postgres.database import connect, describe, redact
-from faceit_etl.defs.metadata import frame_metadata, preview
+from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.identity import input_identity
+from faceit_etl.identity import code_version, input_identity
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
+from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
 
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
-ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS}  # shown on every asset in the UI
+# The package's code and the parsing libraries' versions: a change shows the assets as unsynced in the UI.
+CODE_VERSION = code_version()[:16]
+ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 REJECTS_FILE = "rejects.jsonl"
 DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
@@ -36,6 +39,7 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
 @dg.asset(
     **ABOUT_THE_BOT,
     kinds={"json", "file"},
+    deps=["bot_data_file"],
     description=(
         "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
         "file with its sha256 (every later step reads this copy, never the live file; a "
@@ -49,6 +53,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
     return dg.Output(
         copied,
+        data_version=dg.DataVersion(copied.sha256),  # a copy of the same bytes leaves raw_json synced
         metadata={
             "source": dg.MetadataValue.path(copied.original),
             "backup_folder": dg.MetadataValue.path(copied.folder),
@@ -104,8 +109,11 @@ def validated_frame(
         backup.write_json_lines(folder / REJECTS_FILE, outcome.reject_records())
     return dg.Output(
         outcome,
+        data_version=dg.DataVersion(identity),  # same file, time zone and code: the same outcome
         metadata={
             **frame_metadata(outcome.valid),
+            # The accepted entries' columns with the rules that judged them (pandera's schemas).
+            "dagster/column_schema": rules_schema(USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS),
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,
@@ -124,12 +132,14 @@ def validated_frame(
         "mapped_users": dg.AssetOut(
             owners=OWNERS,
             tags=TAGS,
+            code_version=CODE_VERSION,
             kinds={"pandas"},
             description="Accepted users in the layout of the bot's `users` table, with the bot's defaults.",
         ),
         "mapped_subscriptions": dg.AssetOut(
             owners=OWNERS,
             tags=TAGS,
+            code_version=CODE_VERSION,
             kinds={"pandas"},
             description=(
                 "One subscription per accepted user, in the layout of `user_subscriptions`; entries "

@@ -145,3 +145,16 @@ class MigrationSettings(dg.ConfigurableResource):
     def safe_summary(self) -> dict:
         """The settings a run used, as they may be shown or stored: no database URL, which may hold a password."""
         return self.model_dump(exclude={"database_url"}) | {"embedded_database": not self._configured_url()}
+
+
+@dg.definitions
+def run_environment() -> dg.Definitions:
+    """What every run is given. Nothing is set on the settings here: each run fills every setting it is
+    not given from the environment of its own process. One process for all steps, as migrate_job runs
+    by default, is the executor of "Materialize all" in the UI."""
+    from faceit_etl.defs.io import RunScopedPickleIOManager
+
+    return dg.Definitions(
+        resources={"migration_settings": MigrationSettings(), "io_manager": RunScopedPickleIOManager()},
+        executor=dg.in_process_executor,
+    )

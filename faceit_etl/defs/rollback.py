@@ -1,4 +1,4 @@
-"""`rollback_job`: restore the migration's tables to a run's pre-load snapshot."""
+"""`restore_tables`, the step of `rollback_job` (defs/jobs.py): restore the migration's tables to a run's pre-load snapshot."""
 
 import dagster as dg
 from pydantic import Field
@@ -58,8 +58,3 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
         },
     )
     yield dg.Output(None)
-
-
-@dg.job(description="Undo a migration: restore the tables from the snapshot taken before it.")
-def rollback_job():
-    restore_tables()
