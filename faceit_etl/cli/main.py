@@ -30,7 +30,8 @@ EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| h
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
-SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
+SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "dry_run",
+                 "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
 
@@ -45,6 +46,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, such as 0.1, got {text!r}")
     return value
 
 
@@ -66,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--backup", dest="backup_tables", action="store_true",
                          help="snapshot the tables before loading (the default)")
     migrate.add_argument("--truncate", action="store_true", default=None, help="replace the tables' content")
+    migrate.add_argument("--prune", action="store_true", default=None,
+                         help="delete the users the file does not have (default: keep them)")
+    migrate.add_argument("--max-prune-fraction", type=fraction,
+                         help="--prune refuses to delete more than this fraction of the users (default 0.1)")
     migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
@@ -332,7 +347,8 @@ def print_summary(summary, args) -> None:
     for table, counts in summary.load.items():
         say(
             f"  {table}: {counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
-            f"{counts['unchanged']} unchanged",
+            f"{counts['unchanged']} unchanged, {counts['kept_absent']} {would}kept (not in the file), "
+            f"{counts['deleted']} {would}deleted",
             quiet_too=True,
         )
     for check in summary.checks:
