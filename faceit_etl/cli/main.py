@@ -221,6 +221,14 @@ def migration_line(m: dict) -> str:
             f"{m['failed_items']} rejected (run {m['run_id']})")
 
 
+def load_counts(counts: dict, would: str = "") -> str:
+    """What a load did to one table, in the words of every summary."""
+    return (f"{counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
+            # A load logged before these two were counted: unknown, not zero.
+            f"{counts['unchanged']} unchanged, {counts.get('kept_absent', '?')} {would}kept (not in the file), "
+            f"{counts.get('deleted', '?')} {would}deleted")
+
+
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
     log.info(text)
     if quiet_too or not (args and args.quiet):
@@ -345,12 +353,7 @@ def print_summary(summary, args) -> None:
         say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
     would = "would be " if summary.dry_run else ""
     for table, counts in summary.load.items():
-        say(
-            f"  {table}: {counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
-            f"{counts['unchanged']} unchanged, {counts['kept_absent']} {would}kept (not in the file), "
-            f"{counts['deleted']} {would}deleted",
-            quiet_too=True,
-        )
+        say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
     for check in summary.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
@@ -451,6 +454,8 @@ def status(args: argparse.Namespace) -> int:
             print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
         for m in report.get("migrations", []):
             print(f"  {migration_line(m)}")
+            for table, counts in (m["load"] or {}).items():
+                print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
             print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
