@@ -204,15 +204,31 @@ def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_pat
     assert set(users_in(db)) == nested_ids
 
 
-def test_rows_the_file_does_not_have_fail_the_blocking_count_check(database_url, db, tmp_path):
+def test_rows_the_file_does_not_have_are_kept_with_a_warning(database_url, db, tmp_path):
+    """The flat sample's 25 users are not in the nested sample: the run keeps them, succeeds and
+    says so (counts, a WARN check with their Telegram ids); the blocking checks judge the file's rows."""
     assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    flat_ids = sorted(u["user_id"] for u in json.loads(FLAT_SAMPLE.read_text())["users"])
     result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
 
-    assert not result.success
+    assert result.success, checks_by_name(result)
     checks = checks_by_name(result)
-    assert not checks["row_counts_match"].passed
+    assert all(checks[name].passed for name in ("row_counts_match", "tier_counts_match", "content_matches"))
     assert checks["row_counts_match"].metadata["users_in_database"].value == 50
-    assert not checks["content_matches"].passed
+    warning = checks["rows_not_in_file"]
+    assert (warning.passed, warning.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert warning.metadata["users_not_in_file"].value == 25
+    assert warning.metadata["examples"].value == flat_ids[:20]
+    assert warning.description == (
+        "25 user(s) in public.users are not in the file and were kept (migrate with prune to delete them): "
+        f"user_id {', '.join(map(str, flat_ids[:20]))}, …"
+    )
+    loaded = metadata_of(result, "postgres_tables")
+    assert (loaded["users_kept_absent"], loaded["subscriptions_kept_absent"], loaded["users_deleted"]) == (25, 25, 0)
+    assert loaded["absent_user_ids"] == flat_ids[:20]
+    assert set(users_in(db)) == set(flat_ids) | {u["user_id"] for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
+    logged = db.execute("SELECT status, metadata->'load'->'users' FROM migration_logs ORDER BY start_time DESC").fetchone()
+    assert logged == ("success", {"inserted": 25, "updated": 0, "unchanged": 0, "kept_absent": 25, "deleted": 0})
 
 
 def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):

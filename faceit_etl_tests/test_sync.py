@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import uuid
+from pathlib import Path
+
+import dagster as dg
 
 import psycopg
 import pytest
@@ -17,6 +21,8 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.load import PruneRefused, load
 from faceit_etl.postgres.verdicts import all_verdicts
+from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
 from faceit_etl_tests.test_load import (
     ALEMBIC_DDL,
     SCHEMA,
@@ -29,6 +35,8 @@ from faceit_etl_tests.test_load import (
     subscription_rows,
     user_rows,
 )
+from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, run
+from faceit_etl_tests.test_rollback import roll_back
 
 COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "deleted")
 
@@ -271,3 +279,92 @@ def test_any_subset_dropped_changed_or_added_ends_as_the_expected_merge(db, conn
         "kept_absent": 0 if prune else len(gone), "deleted": len(gone) if prune else 0,
     }
     assert stats.absent_user_ids == gone
+
+
+# ---------------------------------------------------------------------------------------------
+# through Dagster and the command line
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, list[int]]:
+    """100 users, then a file without 10 of them and 5 changed."""
+    first, second, gone = _first_and_second()
+    return write_json(tmp_path / "first.json", {"users": first}), write_json(tmp_path / "second.json", {"users": second}), gone
+
+
+def test_a_pruning_run_deletes_lists_them_and_rollback_brings_them_back(database_url, db, tmp_path):
+    """The same file, loaded first without prune (the absent users kept), then with prune: the
+    tables are as that first load of this file left them, and still the kept users are deleted."""
+    first, second, gone = _files(tmp_path)
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first, tmp_path), instance).success
+        assert run(make_settings(database_url, second, tmp_path), instance).success
+        before = dump(db)
+        result = run(make_settings(database_url, second, tmp_path, prune=True), instance)
+
+        assert result.success, checks_by_name(result)
+        loaded = metadata_of(result, "postgres_tables")
+        assert (loaded["users_deleted"], loaded["subscriptions_deleted"], loaded["users_kept_absent"]) == (10, 10, 0)
+        assert (loaded["pruned"], loaded["absent_user_ids"]) == (True, gone)
+        assert checks_by_name(result)["rows_not_in_file"].passed
+        assert not set(gone) & {r[0] for r in db.execute("SELECT user_id FROM users").fetchall()}
+        logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
+        assert (logged["users"]["deleted"], logged["pruned"], logged["absent_user_ids"]) == (10, True, gone)
+
+        assert roll_back(make_settings(database_url, second, tmp_path), instance).success
+    assert dump(db) == before
+
+
+def test_a_run_refused_by_the_prune_guard_fails_and_leaves_the_tables_identical(database_url, db, tmp_path):
+    first, second, _ = _files(tmp_path)
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first, tmp_path), instance).success
+        before = dump(db)
+        result = run(make_settings(database_url, second, tmp_path, prune=True, max_prune_fraction=0.05), instance)
+
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "refusing to prune: 10 of the 100 users in public.users (10.0%) are not in the file, more than " \
+           "max_prune_fraction 0.05 allows (5 users); nothing was written" in failure.step_failure_data.error.message
+    assert dump(db) == before
+    assert db.execute("SELECT status FROM migration_logs ORDER BY start_time DESC").fetchone()[0] == "failed"
+
+
+def test_the_cli_keeps_prunes_and_refuses_naming_every_count(workdir, database_url, db, tmp_path):
+    first, second, gone = _files(tmp_path)
+    assert faceit_etl(workdir, database_url, "migrate", str(first)).returncode == 0
+
+    kept = faceit_etl(workdir, database_url, "migrate", str(second))
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "  users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in kept.stdout
+    assert "  user_subscriptions: 0 inserted, 0 updated, 90 unchanged, 10 kept (not in the file), 0 deleted" in kept.stdout
+    assert "check postgres_tables.rows_not_in_file: FAILED (WARN)" in kept.stdout
+
+    before = dump(db)
+    refused = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "0.09")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refusing to prune: 10 of the 100 users in public.users (10.0%) are not in the file, more than " \
+           "max_prune_fraction 0.09 allows (9 users); nothing was written" in refused.stdout
+    assert dump(db) == before
+
+    dry = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "  users: 0 would be inserted, 0 would be updated, 90 unchanged, 0 would be kept (not in the file), " \
+           "10 would be deleted" in dry.stdout
+    assert dump(db) == before
+
+    pruned = faceit_etl(workdir, database_url, "migrate", str(second), "--prune")
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "  users: 0 inserted, 0 updated, 90 unchanged, 0 kept (not in the file), 10 deleted" in pruned.stdout
+    assert db.execute("SELECT count(*) FROM users WHERE user_id = ANY(%s)", [gone]).fetchone()[0] == 0
+
+    status = faceit_etl(workdir, database_url, "status")
+    assert "      users: 0 inserted, 0 updated, 90 unchanged, 0 kept (not in the file), 10 deleted" in status.stdout
+    assert "      users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in status.stdout
+    report = json.loads(faceit_etl(workdir, database_url, "status", "--json").stdout)
+    assert report["migrations"][0]["load"]["users"] == {
+        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10
+    }
+
+    usage = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "10%")
+    assert usage.returncode == 2
+    assert "argument --max-prune-fraction: expected a fraction from 0 to 1, such as 0.1, got '10%'" in usage.stderr
