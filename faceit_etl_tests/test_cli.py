@@ -374,8 +374,8 @@ def test_quiet_prints_only_the_outcome(workdir, database_url, db, executor):
     assert done.stderr == ""
     assert done.stdout.splitlines()[1:] == [
         "  entries: 25 read, 25 accepted, 0 rejected",
-        "  users: 25 inserted, 0 updated, 0 unchanged",
-        "  user_subscriptions: 25 inserted, 0 updated, 0 unchanged",
+        "  users: 25 inserted, 0 updated, 0 unchanged, 0 kept (not in the file), 0 deleted",
+        "  user_subscriptions: 25 inserted, 0 updated, 0 unchanged, 0 kept (not in the file), 0 deleted",
     ]
 
 

@@ -22,9 +22,9 @@ from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
 from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, nasty_file, run
 
 LOAD_FACTS = (
-    "users_inserted", "users_updated", "users_unchanged",
-    "subscriptions_inserted", "subscriptions_updated", "subscriptions_unchanged",
-    "rejected_entries", "created_tables", "truncated", "nothing_to_compare", "dagster/row_count",
+    *(f"{table}_{count}" for table in ("users", "subscriptions")
+      for count in ("inserted", "updated", "unchanged", "kept_absent", "deleted")),
+    "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "nothing_to_compare", "dagster/row_count",
 )
 
 
@@ -136,6 +136,25 @@ def code_held_outside_the_file(db, database_url, tmp_path) -> Path:
     return document(tmp_path, "second.json", [u for u in users if u is not holder])
 
 
+def rows_the_bot_wrote(db, database_url, tmp_path) -> Path:
+    """The bot's Alembic tables, holding 20 of the file's users and 3 others as its ORM wrote them."""
+    from faceit_etl_tests.test_sync import orm_write
+
+    db.execute(ALEMBIC_DDL)
+    users = small_id_entries(40)
+    orm_write(db, users[:20] + [{"user_id": 900 + i} for i in range(3)])
+    return document(tmp_path, "small.json", users)
+
+
+def dropped_users(db, database_url, tmp_path) -> Path:
+    """60 users loaded; the file lacks 5 of them, changes 10."""
+    users = generate_users(60, seed=13)
+    assert run(make_settings(database_url, document(tmp_path, "first.json", users), tmp_path)).success
+    for user in users[5:15]:
+        user["total_requests"] += 1
+    return document(tmp_path, "second.json", users[5:])
+
+
 def alembic_tables(db, database_url, tmp_path) -> Path:
     db.execute(ALEMBIC_DDL)
     return document(tmp_path, "small.json", small_id_entries(40))
@@ -155,7 +174,17 @@ CASES = {
     "fresh schema": Case(fresh_database, {"target_schema": "bot"}),
     "fresh database, rejects, force": Case(file_with_rejects, {"force": True}),
     "existing rows: inserts, updates, unchanged": Case(existing_rows),
-    "existing rows the file lacks": Case(rows_the_file_lacks, succeeds=False),
+    "existing rows the file lacks: kept": Case(rows_the_file_lacks),
+    "existing rows the file lacks, prune": Case(rows_the_file_lacks, {"prune": True, "max_prune_fraction": 1.0}),
+    "existing rows the file lacks, prune refused": Case(
+        rows_the_file_lacks, {"prune": True}, succeeds=False, load_fails_with=(
+            "refusing to prune: 25 of the 25 users in public.users (100.0%) are not in the file"
+        ),
+    ),
+    "users dropped and changed: kept": Case(dropped_users),
+    "users dropped and changed, prune": Case(dropped_users, {"prune": True}),
+    "rows the bot's ORM wrote": Case(rows_the_bot_wrote),
+    "rows the bot's ORM wrote, prune": Case(rows_the_bot_wrote, {"prune": True, "max_prune_fraction": 0.5}),
     "existing rows, truncate": Case(rows_the_file_lacks, {"truncate": True}),
     "existing rows, rejects, force": Case(rejects_on_existing_rows, {"force": True}),
     "the same file again": Case(loaded_before),
@@ -165,6 +194,7 @@ CASES = {
             "by users the file does not have: '"
         ),
     ),
+    "a referral code held by a user the file lacks, prune": Case(code_held_outside_the_file, {"prune": True}),
     "32-bit Alembic tables, small ids": Case(alembic_tables),
     "32-bit Alembic tables, big ids": Case(
         alembic_tables_big_ids, succeeds=False, load_fails_with="value(s) of users.user_id exceed its 32-bit integer type"

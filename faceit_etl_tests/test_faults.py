@@ -223,7 +223,10 @@ def test_two_migrations_at_once_take_turns_and_end_as_one_run(tmp_path, database
 
     assert [run.returncode for run in runs] == [0, 0], outputs
     loads = sorted(line.strip() for out in outputs for line in out.splitlines() if line.strip().startswith("users:"))
-    assert loads == ["users: 0 inserted, 0 updated, 100000 unchanged", "users: 100000 inserted, 0 updated, 0 unchanged"]
+    assert loads == [
+        "users: 0 inserted, 0 updated, 100000 unchanged, 0 kept (not in the file), 0 deleted",
+        "users: 100000 inserted, 0 updated, 0 unchanged, 0 kept (not in the file), 0 deleted",
+    ]
     assert db.execute("SELECT count(*), count(DISTINCT user_id) FROM users").fetchone() == (100_000, 100_000)
 
 

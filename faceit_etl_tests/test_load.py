@@ -212,7 +212,7 @@ def stats_tuple(table_stats) -> tuple[int, int, int]:
     return table_stats.inserted, table_stats.updated, table_stats.unchanged
 
 
-def boom(_conn) -> None:
+def boom(_conn, _stats) -> None:
     raise RuntimeError("injected failure before commit")
 
 
@@ -411,7 +411,7 @@ def test_truncate_replaces_the_content(db, conn, generated, tmp_path):
 
     seen_inside: dict = {}
 
-    def look_inside(connection) -> None:
+    def look_inside(connection, _stats) -> None:
         seen_inside["status"] = connection.info.transaction_status
         seen_inside["users"] = connection.execute("SELECT count(*) FROM users").fetchone()[0]
 
@@ -472,7 +472,7 @@ def test_alembic_tables_take_small_ids(db, conn):
     assert stats_tuple(again.users) == (0, 0, 400)
     assert snapshot(db) == before
     assert verify.compare_users(db, SCHEMA, mapped.users).equal
-    assert verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions).equal
+    assert verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions, mapped.users).equal
 
 
 def test_alembic_tables_refuse_big_ids_before_writing_and_say_how_to_fix(db, conn, generated):
@@ -792,19 +792,22 @@ def test_verify_reports_equal_then_each_kind_of_difference(db, conn, tmp_path):
     load(conn, SCHEMA, mapped, rejects, "run-1")
 
     users = verify.compare_users(db, SCHEMA, mapped.users)
-    subscriptions = verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions)
+    subscriptions = verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions, mapped.users)
     assert users.equal and subscriptions.equal
     assert users.rows_compared == subscriptions.rows_compared == 300
 
     def diff(kind: str) -> verify.ContentDiff:
         if kind == "users":
             return verify.compare_users(db, SCHEMA, mapped.users)
-        return verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions)
+        return verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions, mapped.users)
 
+    telegram_id = dict(zip(mapped.users["id"], mapped.users["user_id"].astype(int)))  # differences name these
     sub_id = mapped.subscriptions["id"][17]
     db.execute("UPDATE user_subscriptions SET daily_requests = daily_requests + 1 WHERE id = %s", [sub_id])
     changed = diff("subscriptions")
-    assert (changed.differing, changed.missing, changed.unexpected) == ({"daily_requests": [sub_id]}, [], [])
+    assert (changed.differing, changed.missing, changed.unexpected) == (
+        {"daily_requests": [telegram_id[mapped.subscriptions["user_id"][17]]]}, [], []
+    )
     assert not changed.equal
     assert changed.summary()["differing_cells"] == {"daily_requests": 1}
     db.execute("UPDATE user_subscriptions SET daily_requests = daily_requests - 1 WHERE id = %s", [sub_id])
@@ -814,29 +817,30 @@ def test_verify_reports_equal_then_each_kind_of_difference(db, conn, tmp_path):
     db.execute(
         "UPDATE users SET last_active_at = last_active_at + interval '1 microsecond' WHERE id = %s", [with_activity]
     )
-    assert diff("users").differing == {"last_active_at": [with_activity]}
+    assert diff("users").differing == {"last_active_at": [telegram_id[with_activity]]}
     db.execute(
         "UPDATE users SET last_active_at = last_active_at - interval '1 microsecond' WHERE id = %s", [with_activity]
     )
 
     named = mapped.users[mapped.users["faceit_nickname"].notna()]["id"].iloc[0]
     db.execute("UPDATE users SET faceit_nickname = NULL WHERE id = %s", [named])
-    assert diff("users").differing == {"faceit_nickname": [named]}
+    assert diff("users").differing == {"faceit_nickname": [telegram_id[named]]}
     db.execute("UPDATE users SET faceit_nickname = 'someone else' WHERE id = %s", [named])
-    assert diff("users").differing == {"faceit_nickname": [named]}
+    assert diff("users").differing == {"faceit_nickname": [telegram_id[named]]}
 
-    gone_user, gone_sub = mapped.users["id"][40], mapped.subscriptions["id"][40]
+    gone_user = mapped.users["id"][40]
+    assert mapped.subscriptions["user_id"][40] == gone_user
     db.execute("DELETE FROM users WHERE id = %s", [gone_user])  # its subscription goes with it
     users = diff("users")
-    assert users.missing == [gone_user] and users.unexpected == []
-    assert diff("subscriptions").missing == [gone_sub]
+    assert users.missing == [telegram_id[gone_user]] and users.unexpected == []
+    assert diff("subscriptions").missing == [telegram_id[gone_user]]
 
-    extra = str(uuid.uuid4())
-    db.execute("INSERT INTO users (id, user_id) VALUES (%s, 123)", [extra])
+    # A row the file does not have is counted apart: the file's rows are what must be equal.
+    db.execute("INSERT INTO users (id, user_id) VALUES (%s, 123)", [str(uuid.uuid4())])
     users = diff("users")
-    assert users.unexpected == [extra]
-    assert users.missing == [gone_user]
-    assert users.differing == {"faceit_nickname": [named]}
+    assert users.unexpected == [123]
+    assert users.missing == [telegram_id[gone_user]]
+    assert users.differing == {"faceit_nickname": [telegram_id[named]]}
 
 
 def test_verify_accepts_any_created_at_the_file_does_not_have(db, conn, tmp_path):
@@ -851,7 +855,7 @@ def test_verify_accepts_any_created_at_the_file_does_not_have(db, conn, tmp_path
     load(conn, SCHEMA, mapped, rejects, "run-2")
     moved = mapped.users["id"][9]
     db.execute("UPDATE users SET created_at = created_at - interval '1 second' WHERE id = %s", [moved])
-    assert verify.compare_users(db, SCHEMA, mapped.users).differing == {"created_at": [moved]}
+    assert verify.compare_users(db, SCHEMA, mapped.users).differing == {"created_at": [int(mapped.users["user_id"][9])]}
 
 
 def test_verify_counts_on_crafted_data(db, conn):
@@ -868,15 +872,18 @@ def test_verify_counts_on_crafted_data(db, conn):
         user(3_000_000_000, "free", referred_by=3_000_000_000),
         {"user_id": 16},  # first layout: the default FREE subscription
     ]
-    load(conn, SCHEMA, *chain(document(entries)), "run-1")
-    assert verify.tier_counts(db, SCHEMA) == {"FREE": 5, "PREMIUM": 2, "PRO": 1}
+    mapped, rejects = chain(document(entries))
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"]) == {"FREE": 5, "PREMIUM": 2, "PRO": 1}
+    # Only the given users' subscriptions are counted: a user the file does not have is not judged.
+    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"][mapped.users["user_id"] != 14]) == {"FREE": 5, "PREMIUM": 2}
     assert verify.missing_referrers(db, SCHEMA) == [777, 999]
     assert verify.self_referrals(db, SCHEMA) == [15, 3_000_000_000]
     assert verify.orphan_subscriptions(db, SCHEMA) == 0
     assert verify.row_count(db, SCHEMA, "users") == 8
 
     db.execute("UPDATE user_subscriptions SET tier = NULL WHERE referred_by_user_id = 777")
-    assert verify.tier_counts(db, SCHEMA) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
+    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"]) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
     # An orphan needs the foreign key gone, as in a hand-made or damaged target.
     fk = db.execute(
         "SELECT conname FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass AND contype = 'f'"

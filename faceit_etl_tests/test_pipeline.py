@@ -204,15 +204,31 @@ def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_pat
     assert set(users_in(db)) == nested_ids
 
 
-def test_rows_the_file_does_not_have_fail_the_blocking_count_check(database_url, db, tmp_path):
+def test_rows_the_file_does_not_have_are_kept_with_a_warning(database_url, db, tmp_path):
+    """The flat sample's 25 users are not in the nested sample: the run keeps them, succeeds and
+    says so (counts, a WARN check with their Telegram ids); the blocking checks judge the file's rows."""
     assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    flat_ids = sorted(u["user_id"] for u in json.loads(FLAT_SAMPLE.read_text())["users"])
     result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
 
-    assert not result.success
+    assert result.success, checks_by_name(result)
     checks = checks_by_name(result)
-    assert not checks["row_counts_match"].passed
+    assert all(checks[name].passed for name in ("row_counts_match", "tier_counts_match", "content_matches"))
     assert checks["row_counts_match"].metadata["users_in_database"].value == 50
-    assert not checks["content_matches"].passed
+    warning = checks["rows_not_in_file"]
+    assert (warning.passed, warning.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert warning.metadata["users_not_in_file"].value == 25
+    assert warning.metadata["examples"].value == flat_ids[:20]
+    assert warning.description == (
+        "25 user(s) in public.users are not in the file and were kept (migrate with prune to delete them): "
+        f"user_id {', '.join(map(str, flat_ids[:20]))}, …"
+    )
+    loaded = metadata_of(result, "postgres_tables")
+    assert (loaded["users_kept_absent"], loaded["subscriptions_kept_absent"], loaded["users_deleted"]) == (25, 25, 0)
+    assert loaded["absent_user_ids"] == flat_ids[:20]
+    assert set(users_in(db)) == set(flat_ids) | {u["user_id"] for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
+    logged = db.execute("SELECT status, metadata->'load'->'users' FROM migration_logs ORDER BY start_time DESC").fetchone()
+    assert logged == ("success", {"inserted": 25, "updated": 0, "unchanged": 0, "kept_absent": 25, "deleted": 0})
 
 
 def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
@@ -234,7 +250,7 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     assert [name for name, result in tampered.items() if not result.passed] == ["content_matches"]
     summary = tampered["content_matches"].metadata["users"].value
     assert summary["differing_cells"] == {"total_requests": 1}
-    assert summary["examples"]["total_requests"] == [users["id"].iloc[3]]
+    assert summary["examples"]["total_requests"] == [victim]  # rows are named by Telegram id
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
@@ -306,15 +322,22 @@ def test_dagster_job_execute_exits_non_zero_on_rejects(database_url, db, tmp_pat
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
 
+# Something in the database that changes what the load writes: the content check must see it.
+ALTERING_TRIGGER = """
+CREATE FUNCTION add_a_request() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN NEW.total_requests := NEW.total_requests + 1; RETURN NEW; END $$;
+CREATE TRIGGER add_a_request BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION add_a_request();
+"""
+
+
 def test_dagster_job_execute_exits_non_zero_when_a_blocking_check_fails(database_url, db, tmp_path):
     assert dagster_job_execute(database_url, FLAT_SAMPLE, tmp_path).returncode == 0
-    done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)  # 25 rows the file lacks
+    db.execute(ALTERING_TRIGGER)
+    done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)  # its 25 users get one request more
 
     assert done.returncode != 0
-    assert "Asset check 'row_counts_match' on 'postgres_tables' did not pass" in done.stderr
+    assert "Asset check 'content_matches' on 'postgres_tables' did not pass" in done.stderr
     assert "RUN_FAILURE" in done.stderr
-    users = {u["user_id"] for path in (FLAT_SAMPLE, NESTED_SAMPLE) for u in json.loads(path.read_text())["users"]}
-    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == len(users) > 25  # what the check saw
 
 
 def test_definitions_expose_the_job_over_every_asset_and_check():
@@ -324,7 +347,7 @@ def test_definitions_expose_the_job_over_every_asset_and_check():
         "bot_data_file",  # observed first, so each run records the file version it loaded
     }
     checks = {(spec.asset_key.to_user_string(), spec.name) for c in CHECKS for spec in c.check_specs}
-    assert len(checks) == 7
+    assert len(checks) == 8
     assert {c.node_def.name for c in CHECKS} <= {node.name for node in job.nodes}
 
 
@@ -362,13 +385,15 @@ def test_a_dry_run_on_an_empty_database_creates_nothing(database_url, db, tmp_pa
 
 def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(database_url, db, tmp_path):
     assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    db.execute(ALTERING_TRIGGER)
 
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))  # no truncate: 50 rows
+    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
 
     assert not result.success
-    check = checks_by_name(result)["row_counts_match"]
+    check = checks_by_name(result)["content_matches"]
     assert not check.passed
-    assert check.metadata["users_in_database"].value == 50
+    assert check.metadata["users"].value["differing_cells"] == {"total_requests": 25}
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the dry run wrote nothing
 
 
 def test_a_log_row_left_running_by_a_dead_run_is_marked_failed_by_the_next_run(database_url, db, tmp_path):

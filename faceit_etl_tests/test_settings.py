@@ -30,6 +30,8 @@ ENVIRONMENT = {
     "MIGRATION_BACKUP_DIR": "/var/backups/faceit",
     "MIGRATION_FORCE": "true",
     "MIGRATION_TRUNCATE": "1",
+    "MIGRATION_PRUNE": "yes",
+    "MIGRATION_MAX_PRUNE_FRACTION": "0.3",
     "MIGRATION_DRY_RUN": "no",
     "MIGRATION_SOURCE_TIMEZONE": "Europe/Moscow",
     "MIGRATION_TARGET_SCHEMA": "bot",
@@ -48,6 +50,7 @@ def test_defaults_come_from_the_seeds_environment_names(monkeypatch):
         "/var/backups/faceit", True, True, False
     )
     assert (settings.source_timezone, settings.target_schema) == ("Europe/Moscow", "bot")
+    assert (settings.prune, settings.max_prune_fraction) == (True, 0.3)
     assert settings.connection_url() == "postgresql://bot:hunter2@db:5432/faceit"
     assert "hunter2" not in str(settings.safe_summary())
     assert settings.safe_summary()["embedded_database"] is False
@@ -90,6 +93,12 @@ def test_unusable_settings_are_refused_naming_the_setting(field, value, message)
         ("MIGRATION_DRY_RUN", "2", "MIGRATION_DRY_RUN='2': expected true or false"),
         ("MIGRATION_BATCH_SIZE", "10k", "MIGRATION_BATCH_SIZE='10k': expected a whole number"),
         ("MIGRATION_BATCH_SIZE", "0", "batch_size 0: input should be greater than 0"),
+        ("MIGRATION_PRUNE", "maybe", "MIGRATION_PRUNE='maybe': expected true or false"),
+        *[
+            ("MIGRATION_MAX_PRUNE_FRACTION", value,
+             f"MIGRATION_MAX_PRUNE_FRACTION={value!r}: expected a fraction from 0 to 1, such as 0.1")
+            for value in ("10%", "1.5", "-0.1", "nan", "inf")
+        ],
     ],
 )
 def test_an_environment_value_that_means_nothing_is_refused_never_read_as_a_default(monkeypatch, variable, value, message):
@@ -121,6 +130,8 @@ def settings_environment(tmp_path: Path, database_url: str, source: Path, **extr
         "MIGRATION_BACKUP_TABLES": "false",
         "MIGRATION_FORCE": "true",
         "MIGRATION_TRUNCATE": "true",
+        "MIGRATION_PRUNE": "true",
+        "MIGRATION_MAX_PRUNE_FRACTION": "0.25",
         "MIGRATION_DRY_RUN": "false",
         "MIGRATION_SOURCE_TIMEZONE": "Asia/Kathmandu",
         "MIGRATION_TARGET_SCHEMA": "s",
@@ -208,6 +219,8 @@ def test_every_setting_from_the_environment_is_what_the_run_uses(entry, tmp_path
         "backup_tables": False,
         "force": True,
         "truncate": True,
+        "prune": True,
+        "max_prune_fraction": 0.25,
         "dry_run": False,
         "source_timezone": "Asia/Kathmandu",
         "target_schema": "s",

@@ -31,7 +31,8 @@ EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| h
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
-SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "force", "dry_run", "source_timezone", "target_schema")
+SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "dry_run",
+                 "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
 
@@ -46,6 +47,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, such as 0.1, got {text!r}")
     return value
 
 
@@ -67,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--backup", dest="backup_tables", action="store_true",
                          help="snapshot the tables before loading (the default)")
     migrate.add_argument("--truncate", action="store_true", default=None, help="replace the tables' content")
+    migrate.add_argument("--prune", action="store_true", default=None,
+                         help="delete the users the file does not have (default: keep them)")
+    migrate.add_argument("--max-prune-fraction", type=fraction,
+                         help="--prune refuses to delete more than this fraction of the users (default 0.1)")
     migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
@@ -216,6 +231,14 @@ def migration_line(m: dict) -> str:
             f"{m['failed_items']} rejected (run {m['run_id']})")
 
 
+def load_counts(counts: dict, would: str = "") -> str:
+    """What a load did to one table, in the words of every summary."""
+    return (f"{counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
+            # A load logged before these two were counted: unknown, not zero.
+            f"{counts['unchanged']} unchanged, {counts.get('kept_absent', '?')} {would}kept (not in the file), "
+            f"{counts.get('deleted', '?')} {would}deleted")
+
+
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
     log.info(text)
     if quiet_too or not (args and args.quiet):
@@ -341,11 +364,7 @@ def print_summary(summary, args) -> None:
         say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
     would = "would be " if summary.dry_run else ""
     for table, counts in summary.load.items():
-        say(
-            f"  {table}: {counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
-            f"{counts['unchanged']} unchanged",
-            quiet_too=True,
-        )
+        say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
     for check in summary.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
@@ -446,6 +465,8 @@ def status(args: argparse.Namespace) -> int:
             print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
         for m in report.get("migrations", []):
             print(f"  {migration_line(m)}")
+            for table, counts in (m["load"] or {}).items():
+                print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
             print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-LOAD_COUNTS = ("inserted", "updated", "unchanged")
+from faceit_etl.postgres.load import LOAD_COUNTS
+
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
@@ -29,7 +30,7 @@ class RunSummary:
     accepted_entries: int | None = None
     rejected_entries: int | None = None
     dry_run: bool = False
-    load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/unchanged
+    load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> each of LOAD_COUNTS
     reused_validation: bool = False  # the same file was judged by an earlier run
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     checks: list[CheckOutcome] = field(default_factory=list)

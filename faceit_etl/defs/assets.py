@@ -19,7 +19,7 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import code_version, input_identity
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.postgres import ddl, runlog
-from faceit_etl.postgres.load import load
+from faceit_etl.postgres.load import LOAD_COUNTS, LoadStats, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import all_verdicts
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
@@ -32,6 +32,7 @@ TAGS = {"domain": "faceit-bot"}
 CODE_VERSION = code_version()[:16]
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 REJECTS_FILE = "rejects.jsonl"
+ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
 
@@ -189,7 +190,7 @@ def postgres_tables(
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
     seen_in_transaction: dict = {}
 
-    def before_commit(conn) -> None:
+    def before_commit(conn, stats: LoadStats) -> None:
         """Read what only the open transaction can show: the schema, and in a dry run the verdicts."""
         seen_in_transaction["columns"] = [
             dg.TableColumn(f"{name}.{column}", data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
@@ -197,7 +198,7 @@ def postgres_tables(
             for column, data_type, nullable in ddl.column_types(conn, schema, name)
         ]
         if settings.dry_run:
-            verdicts = all_verdicts(conn, schema, mapped_users, mapped_subscriptions)
+            verdicts = all_verdicts(conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent())
             seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:
@@ -233,6 +234,8 @@ def postgres_tables(
                 validated_frame.rejects,
                 run_id,
                 truncate=settings.truncate,
+                prune=settings.prune,
+                max_prune_fraction=settings.max_prune_fraction,
                 batch_size=settings.batch_size,
                 progress=lambda stage, done, total: context.log.debug(f"{stage}: {done}/{total} rows"),
                 before_commit=before_commit,
@@ -255,12 +258,15 @@ def postgres_tables(
             "database": describe(url),
             "schema": schema,
             "dry_run": settings.dry_run,  # then the counts say what would have been written
-            "users_inserted": stats.users.inserted,
-            "users_updated": stats.users.updated,
-            "users_unchanged": stats.users.unchanged,
-            "subscriptions_inserted": stats.subscriptions.inserted,
-            "subscriptions_updated": stats.subscriptions.updated,
-            "subscriptions_unchanged": stats.subscriptions.unchanged,
+            # Flat numbers per table, so the UI plots each across runs.
+            **{
+                f"{prefix}_{count}": getattr(table_stats, count)
+                for prefix, table_stats in (("users", stats.users), ("subscriptions", stats.subscriptions))
+                for count in LOAD_COUNTS
+            },
+            "pruned": stats.pruned,
+            # Telegram ids of the users the file does not have: kept, or deleted by prune.
+            ABSENT_USER_IDS: dg.MetadataValue.json(stats.absent_user_ids),
             "rejected_entries": validated_frame.rejected_count,
             "created_tables": stats.created_tables,
             "truncated": stats.truncated,

@@ -74,9 +74,23 @@ def _dry_run_verdicts(context: dg.AssetCheckExecutionContext) -> dict[str, Verdi
     return {name: Verdict(**recorded[name]) for name in VERDICTS}
 
 
+def _kept_absent(context: dg.AssetCheckExecutionContext) -> dict[str, int] | None:
+    """The rows this run's load kept of users the file does not have, per table."""
+    event = context.instance.get_latest_materialization_event(postgres_tables.key)
+    if event is None or event.run_id != context.run.run_id:
+        return None
+    metadata = event.asset_materialization.metadata
+    return {table: metadata[f"{prefix}_kept_absent"].value for table, prefix in KEPT_ABSENT_KEYS}
+
+
+KEPT_ABSENT_KEYS = (("users", "users"), ("user_subscriptions", "subscriptions"))
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 _ABOUT = {
-    "row_counts_match": ("Row counts of users and user_subscriptions equal the mapped frames'.", ERROR),
+    "row_counts_match": (
+        "Row counts of users and user_subscriptions equal the mapped frames' plus the rows the load kept "
+        "of users the file does not have.",
+        ERROR,
+    ),
     "tier_counts_match": ("The number of subscriptions per tier equals the mapped frame's.", ERROR),
     "subscriptions_have_users": ("Every subscription belongs to an existing user.", ERROR),
     "content_matches": (
@@ -86,6 +100,11 @@ _ABOUT = {
     ),
     "referrers_present": ("Referrers named by users are users too (WARN: the bot's file may lack them).", WARN),
     "no_self_referrals": ("No user is their own referrer (WARN).", WARN),
+    "rows_not_in_file": (
+        "Users the table holds and the file does not were kept (WARN, with a sample of their Telegram "
+        "ids): the file adds and updates, only `prune` deletes.",
+        WARN,
+    ),
 }
 
 
@@ -115,7 +134,9 @@ def postgres_tables_checks(
         verdicts = _dry_run_verdicts(context)
     else:
         with connect(migration_settings.connection_url()) as conn:
-            verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
+            verdicts = all_verdicts(
+                conn, migration_settings.target_schema, mapped_users, mapped_subscriptions, _kept_absent(context)
+            )
     for name, verdict in verdicts.items():
         yield dg.AssetCheckResult(
             asset_key=postgres_tables.key,

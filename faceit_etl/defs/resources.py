@@ -29,6 +29,8 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "backup_tables": ("MIGRATION_BACKUP_TABLES", True),
     "force": ("MIGRATION_FORCE", False),
     "truncate": ("MIGRATION_TRUNCATE", False),
+    "prune": ("MIGRATION_PRUNE", False),
+    "max_prune_fraction": ("MIGRATION_MAX_PRUNE_FRACTION", 0.1),
     "dry_run": ("MIGRATION_DRY_RUN", False),
     "source_timezone": ("MIGRATION_SOURCE_TIMEZONE", "UTC"),
     "target_schema": ("MIGRATION_TARGET_SCHEMA", "public"),
@@ -59,6 +61,14 @@ def environment_value(name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{variable}={raw!r}: expected a whole number") from None
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1:  # NaN too
+            raise SettingsError(f"{variable}={raw!r}: expected a fraction from 0 to 1, such as 0.1")
+        return value
     return raw
 
 
@@ -110,6 +120,14 @@ class MigrationSettings(dg.ConfigurableResource):
     )
     force: bool | None = Field(default=None, description="Load the valid entries even when some are rejected. Unset: MIGRATION_FORCE, else false.")
     truncate: bool | None = Field(default=None, description="Replace the tables' content instead of upserting. Unset: MIGRATION_TRUNCATE, else false.")
+    prune: bool | None = Field(
+        default=None,
+        description="Delete the users the file does not have (their subscriptions too); they are kept otherwise. Unset: MIGRATION_PRUNE, else false.",
+    )
+    max_prune_fraction: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False,
+        description="prune refuses, before writing, to delete more than this fraction of the users. Unset: MIGRATION_MAX_PRUNE_FRACTION, else 0.1.",
+    )
     dry_run: bool | None = Field(default=None, description="Do everything, then roll the load back. Unset: MIGRATION_DRY_RUN, else false.")
     source_timezone: str | None = Field(default=None, description="Time zone of the file's naive timestamps. Unset: MIGRATION_SOURCE_TIMEZONE, else UTC.")
     target_schema: str | None = Field(default=None, description="PostgreSQL schema of the bot's tables. Unset: MIGRATION_TARGET_SCHEMA, else public.")

@@ -96,14 +96,21 @@ def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
     rows = conn.execute(
         sql.SQL(
             """SELECT id::text, status, start_time, end_time, total_items, processed_items, failed_items,
-                      metadata->>'run_id', error_message
+                      metadata->>'run_id', error_message, metadata->'load'
                FROM {} ORDER BY start_time DESC NULLS LAST LIMIT %s"""
         ).format(table(schema, MIGRATION_LOGS)),
         [limit],
     ).fetchall()
     keys = ["id", "status", "start_time", "end_time", "total_items", "processed_items", "failed_items",
-            "run_id", "error_message"]
-    return [dict(zip(keys, row)) for row in rows]
+            "run_id", "error_message", "load"]
+    return [dict(zip(keys, row)) | {"load": load_counts(row[-1])} for row in rows]
+
+
+def load_counts(load: dict | None) -> dict[str, dict[str, int]] | None:
+    """Per table, what a committed load did (inserted, updated, …): None for a run that loaded nothing."""
+    if not load:
+        return None
+    return {name: load[key] for name, key in (("users", "users"), ("user_subscriptions", "subscriptions"))}
 
 
 def fail_interrupted(conn: psycopg.Connection, schema: str, run_id: str) -> str | None:

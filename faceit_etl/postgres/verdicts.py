@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import pandas as pd
 import psycopg
@@ -16,9 +17,6 @@ from faceit_etl.postgres import verify
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 
 EXAMPLES = 20
-_EXTRA_ROWS_HINT = (
-    ". Rows the file no longer has stay in the table: migrate with truncate to replace the content."
-)
 
 
 @dataclass(frozen=True)
@@ -31,12 +29,18 @@ class Verdict:
         return asdict(self)
 
 
-def row_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
+def row_counts_match(
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+) -> Verdict:
+    """The file's rows plus the rows the load kept of users the file does not have (`kept_absent`
+    per table, none when not given)."""
+    kept = kept_absent or {}
     counts = {
-        USERS: (verify.row_count(conn, schema, USERS), len(users)),
-        SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions)),
+        USERS: (verify.row_count(conn, schema, USERS), len(users) + kept.get(USERS, 0)),
+        SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions) + kept.get(SUBSCRIPTIONS, 0)),
     }
-    differing = [f"{name}: {actual} rows in the database, {expected} from the file"
+    differing = [f"{name}: {actual} rows in the database, {expected} expected "
+                 f"({expected - kept.get(name, 0)} from the file, {kept.get(name, 0)} kept of users not in it)"
                  for name, (actual, expected) in counts.items() if actual != expected]
     return Verdict(
         passed=not differing,
@@ -44,13 +48,13 @@ def row_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFr
             f"{name}_{side}": value
             for name, pair in counts.items()
             for side, value in zip(("in_database", "expected"), pair)
-        },
-        description="; ".join(differing) + _EXTRA_ROWS_HINT if differing else None,
+        } | {f"{name}_kept_absent": kept.get(name, 0) for name in counts},
+        description="; ".join(differing) if differing else None,
     )
 
 
 def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    actual = verify.tier_counts(conn, schema)
+    actual = verify.tier_counts(conn, schema, users["user_id"])
     expected = {str(k): int(v) for k, v in subscriptions["tier"].value_counts().sort_index().items()}
     return Verdict(actual == expected, {"in_database": actual, "expected": expected})
 
@@ -61,10 +65,9 @@ def subscriptions_have_users(conn, schema, users: pd.DataFrame, subscriptions: p
 
 
 def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    diffs = [verify.compare_users(conn, schema, users), verify.compare_subscriptions(conn, schema, subscriptions)]
+    diffs = [verify.compare_users(conn, schema, users), verify.compare_subscriptions(conn, schema, subscriptions, users)]
     problems = [
-        f"{d.table}: {len(d.missing)} rows missing, {len(d.unexpected)} not in the file, "
-        f"{sum(map(len, d.differing.values()))} cells differ"
+        f"{d.table}: {len(d.missing)} rows missing, {sum(map(len, d.differing.values()))} cells differ"
         + (f" (in {', '.join(d.differing)})" if d.differing else "")
         for d in diffs
         if not d.equal
@@ -72,7 +75,21 @@ def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFra
     return Verdict(
         not problems,
         {d.table: d.summary() for d in diffs},
-        "; ".join(problems) + (_EXTRA_ROWS_HINT if any(d.unexpected for d in diffs) else "") if problems else None,
+        "; ".join(problems) if problems else None,
+    )
+
+
+def rows_not_in_file(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
+    """Users the table holds and the file does not: kept by a load (only `prune` deletes them)."""
+    absent = verify.users_not_in(conn, schema, users["user_id"])
+    return Verdict(
+        not absent.count,
+        {"users_not_in_file": absent.count, "examples": absent.sample},
+        f"{absent.count} user(s) in {schema}.{USERS} are not in the file and were kept "
+        f"(migrate with prune to delete them): user_id {', '.join(map(str, absent.sample))}"
+        + (", …" if absent.count > len(absent.sample) else "")
+        if absent.count
+        else None,
     )
 
 
@@ -96,9 +113,13 @@ VERDICTS: dict[str, VerdictFunction] = {
         content_matches,
         referrers_present,
         no_self_referrals,
+        rows_not_in_file,
     )
 }
 
 
-def all_verdicts(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> dict[str, Verdict]:
-    return {name: verdict(conn, schema, users, subscriptions) for name, verdict in VERDICTS.items()}
+def all_verdicts(
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+) -> dict[str, Verdict]:
+    verdicts = VERDICTS | {"row_counts_match": partial(row_counts_match, kept_absent=kept_absent)}
+    return {name: verdict(conn, schema, users, subscriptions) for name, verdict in verdicts.items()}

@@ -2,7 +2,10 @@
 
 Content is compared in full, every row and column: the tables are read back with COPY (times as
 epoch microseconds, so nothing depends on the session's time zone) and compared column by column
-against the frames, keyed by row id. Differences are counted per column with example keys.
+against the frames. Rows are keyed by the Telegram id (a subscription by its user's), never by row
+id: a row that existed before the load keeps the id it had (the bot's ORM writes random ones).
+Differences are counted per column with example Telegram ids. Rows the file does not have are
+counted apart: they are the users a load keeps, not a difference in the file's rows.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
 
 
-def tier_counts(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+def tier_counts(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
+    """Subscriptions per tier of the users with these Telegram ids (the file's): users the file does
+    not have are not the file's to judge."""
     rows = conn.execute(
-        sql.SQL("SELECT tier::text, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(table(schema, SUBSCRIPTIONS))
+        sql.SQL(
+            """SELECT s.tier::text, count(*) FROM {subs} s JOIN {users} u ON u.id = s.user_id
+               JOIN unnest(%s::bigint[]) f(user_id) ON f.user_id = u.user_id GROUP BY 1 ORDER BY 1"""
+        ).format(subs=table(schema, SUBSCRIPTIONS), users=table(schema, USERS)),
+        [[int(i) for i in telegram_ids]],
     ).fetchall()
     return {tier or "NULL": count for tier, count in rows}
 
@@ -60,23 +69,46 @@ def self_referrals(conn: psycopg.Connection, schema: str) -> list[int]:
     return [row[0] for row in conn.execute(query).fetchall()]
 
 
+@dataclass(frozen=True)
+class Absent:
+    count: int
+    sample: list[int]  # the smallest Telegram ids, at most EXAMPLES_ABSENT
+
+
+EXAMPLES_ABSENT = 20
+
+
+def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> Absent:
+    """Users of the table whose Telegram id is not among `telegram_ids`."""
+    count, sample = conn.execute(
+        sql.SQL(
+            """WITH absent AS (SELECT u.user_id FROM {users} u
+                   WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id))
+               SELECT (SELECT count(*) FROM absent), ARRAY(SELECT user_id FROM absent ORDER BY 1 LIMIT %s)"""
+        ).format(users=table(schema, USERS)),
+        [[int(i) for i in telegram_ids], EXAMPLES_ABSENT],
+    ).fetchone()
+    return Absent(count, list(sample))
+
+
 @dataclass
 class ContentDiff:
     table: str
     rows_compared: int
-    missing: list[str] = field(default_factory=list)  # keys in the frame, not in the table
-    unexpected: list[str] = field(default_factory=list)  # keys in the table, not in the frame
-    differing: dict[str, list[str]] = field(default_factory=dict)  # column -> keys that differ
+    missing: list[int] = field(default_factory=list)  # Telegram ids in the frame, not in the table
+    unexpected: list[int] = field(default_factory=list)  # Telegram ids in the table, not in the frame
+    differing: dict[str, list[int]] = field(default_factory=dict)  # column -> Telegram ids that differ
 
     @property
     def equal(self) -> bool:
-        return not (self.missing or self.unexpected or self.differing)
+        """Every row of the file is in the table, equal in every column."""
+        return not (self.missing or self.differing)
 
     def summary(self) -> dict:
         return {
             "rows_compared": self.rows_compared,
             "missing_rows": len(self.missing),
-            "unexpected_rows": len(self.unexpected),
+            "rows_not_in_file": len(self.unexpected),
             "differing_cells": {c: len(keys) for c, keys in self.differing.items()},
             "examples": {
                 **({"missing": self.missing[:EXAMPLES]} if self.missing else {}),
@@ -86,21 +118,35 @@ class ContentDiff:
         }
 
 
+KEY = "telegram_id"
+
+
 def compare_users(conn: psycopg.Connection, schema: str, frame: pd.DataFrame) -> ContentDiff:
     # A created_at the file does not have is whatever the table holds (set at first load).
-    return _compare(conn, schema, USERS, USER_COLUMNS, frame, any_value_where_missing={"created_at"})
+    columns = USER_COLUMNS[2:]
+    expected = frame[columns].assign(**{KEY: pd.array(frame["user_id"].to_numpy(), dtype="Int64")})
+    return _compare(conn, schema, USERS, columns, expected, any_value_where_missing={"created_at"})
 
 
-def compare_subscriptions(conn: psycopg.Connection, schema: str, frame: pd.DataFrame) -> ContentDiff:
-    return _compare(conn, schema, SUBSCRIPTIONS, SUBSCRIPTION_COLUMNS, frame, set())
+def compare_subscriptions(
+    conn: psycopg.Connection, schema: str, frame: pd.DataFrame, users: pd.DataFrame
+) -> ContentDiff:
+    """`users` (the mapped users frame) names the Telegram id of each subscription's user."""
+    columns = SUBSCRIPTION_COLUMNS[2:]
+    telegram_id_of = pd.Series(users["user_id"].to_numpy(), index=users["id"].to_numpy())
+    expected = frame[columns].assign(
+        **{KEY: pd.array(telegram_id_of.reindex(frame["user_id"].to_numpy()).to_numpy(), dtype="Int64")}
+    )
+    return _compare(conn, schema, SUBSCRIPTIONS, columns, expected, set())
 
 
 def _compare(conn, schema, name, columns, frame, any_value_where_missing) -> ContentDiff:
-    expected = _canonical(frame[columns]).set_index("id")
-    actual = _read_table(conn, schema, name, columns, frame[columns]).set_index("id")
+    columns = [KEY, *columns]
+    expected = _canonical(frame[columns]).set_index(KEY)
+    actual = _read_table(conn, schema, name, columns, frame[columns]).set_index(KEY)
     diff = ContentDiff(name, len(expected))
-    diff.missing = sorted(expected.index.difference(actual.index))
-    diff.unexpected = sorted(actual.index.difference(expected.index))
+    diff.missing = sorted(map(int, expected.index.difference(actual.index)))
+    diff.unexpected = sorted(map(int, actual.index.difference(expected.index)))
     common = expected.index.intersection(actual.index)
     left, right = expected.loc[common], actual.loc[common]
     for column in columns[1:]:
@@ -109,7 +155,7 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing) -> Con
         if column in any_value_where_missing:
             same |= a.isna()
         if not same.all():
-            diff.differing[column] = sorted(common[~same.to_numpy()])
+            diff.differing[column] = sorted(map(int, common[~same.to_numpy()]))
     return diff
 
 
@@ -125,15 +171,20 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_table(conn, schema, name, columns, like: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows with their Telegram id as KEY (a subscription's through its user)."""
     select = []
-    for column in columns:
+    for column in columns[1:]:
         ident = sql.Identifier(column)
         if isinstance(like[column].dtype, pd.DatetimeTZDtype):
-            select.append(sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(ident))
+            select.append(sql.SQL("(extract(epoch FROM t.{0}) * 1000000)::bigint AS {0}").format(ident))
         else:
-            select.append(ident)
+            select.append(sql.SQL("t.{}").format(ident))
+    source = sql.SQL("{} t JOIN {} u ON u.id = {}").format(
+        table(schema, name), table(schema, USERS), sql.SQL("t.id" if name == USERS else "t.user_id")
+    )
+    key = sql.SQL("u.user_id AS {}").format(sql.Identifier(KEY))
     statement = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv, HEADER)").format(
-        sql.SQL(", ").join(select), table(schema, name)
+        sql.SQL(", ").join([key, *select]), source
     )
     buffer = io.BytesIO()
     with conn.cursor().copy(statement) as copy:

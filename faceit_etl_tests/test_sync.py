@@ -1,0 +1,370 @@
+"""Keeping PostgreSQL in step with the bot: rows its own ORM wrote (random uuid4 ids), and users the
+file no longer has (kept by default, deleted with prune, refused past max_prune_fraction). Real
+loads on a real PostgreSQL, the expected tables built from the raw entries.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import uuid
+from pathlib import Path
+
+import dagster as dg
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from faceit_etl.generate import generate_users
+from faceit_etl.postgres.load import PruneRefused, load
+from faceit_etl.postgres.verdicts import all_verdicts
+from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
+from faceit_etl_tests.test_load import (
+    ALEMBIC_DDL,
+    SCHEMA,
+    chain,
+    conn,  # noqa: F401  (fixture)
+    document,
+    expected_subscriptions,
+    expected_users,
+    small_id_entries,
+    subscription_rows,
+    user_rows,
+)
+from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, run
+from faceit_etl_tests.test_rollback import roll_back
+
+COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "deleted")
+
+
+def counts(table_stats) -> dict[str, int]:
+    return {name: getattr(table_stats, name) for name in COUNTS}
+
+
+def dump(db) -> bytes:
+    """Both tables in full, as COPY writes them, in id order: equal dumps are byte-identical tables."""
+    db.execute("SET TIME ZONE 'UTC'")
+    out = io.BytesIO()
+    for name in ("users", "user_subscriptions"):
+        with db.cursor().copy(f"COPY (SELECT * FROM {SCHEMA}.{name} ORDER BY id) TO STDOUT") as copy:
+            for block in copy:
+                out.write(bytes(block))
+        out.write(b"\\.\n")
+    return out.getvalue()
+
+
+def orm_write(db, entries: list[dict], *, with_subscription: bool = True) -> dict[int, tuple[str, str | None]]:
+    """Rows as the bot's SQLAlchemy models write them: uuid4 ids, the models' defaults, timestamps
+    from the server. Returns Telegram id -> (user row id, subscription row id)."""
+    ids = {}
+    for e in entries:
+        user_row = str(uuid.uuid4())
+        db.execute(
+            "INSERT INTO users (id, user_id, faceit_nickname, waiting_for_nickname, language, notifications_enabled,"
+            " total_requests) VALUES (%s, %s, %s, false, 'ru', true, 0)",
+            [user_row, e["user_id"], f"bot-{e['user_id']}"],
+        )
+        subscription_row = None
+        if with_subscription:
+            subscription_row = str(uuid.uuid4())
+            db.execute(
+                "INSERT INTO user_subscriptions (id, user_id, tier, auto_renew, daily_requests, referrals_count)"
+                " VALUES (%s, %s, 'FREE', false, 123456, 0)",
+                [subscription_row, user_row],
+            )
+        ids[e["user_id"]] = (user_row, subscription_row)
+    return ids
+
+
+def row_ids(db) -> dict[int, tuple[str, str | None]]:
+    return {
+        telegram_id: (str(user_row), str(subscription_row) if subscription_row else None)
+        for telegram_id, user_row, subscription_row in db.execute(
+            "SELECT u.user_id, u.id, s.id FROM users u LEFT JOIN user_subscriptions s ON s.user_id = u.id"
+        ).fetchall()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. rows the bot wrote itself
+
+
+def test_rows_the_bots_orm_wrote_are_updated_in_place_keeping_their_ids(db, conn):
+    """Tables of the bot's Alembic revision; its ORM wrote 40 of the file's users (30 with a
+    subscription) and 5 users the file does not have. The file's users are matched on their
+    Telegram id: updated in place, ids kept, subscriptions attached to the existing ids."""
+    db.execute(ALEMBIC_DDL)
+    entries = small_id_entries(60)
+    bots_own = [{"user_id": 900 + i} for i in range(5)]
+    written = orm_write(db, entries[:30]) | orm_write(db, entries[30:40], with_subscription=False)
+    only_the_bots = orm_write(db, bots_own)
+    theirs_before = {t: r for t, r in ((u[0], u) for u in user_rows(db)) if t in only_the_bots}
+
+    mapped, rejects = chain(document(entries))
+    stats = load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    assert counts(stats.users) == {"inserted": 20, "updated": 40, "unchanged": 0, "kept_absent": 5, "deleted": 0}
+    assert counts(stats.subscriptions) == {"inserted": 30, "updated": 30, "unchanged": 0, "kept_absent": 5, "deleted": 0}
+    assert stats.absent_user_ids == sorted(only_the_bots)
+    ids = row_ids(db)
+    for telegram_id, (user_row, subscription_row) in (written | only_the_bots).items():
+        assert ids[telegram_id][0] == user_row  # the ORM's id, kept
+        if subscription_row:
+            assert ids[telegram_id][1] == subscription_row
+    # Every file user's row holds the file's values; the bot's own users are as it left them.
+    assert [r for r in user_rows(db) if r[0] not in only_the_bots] == expected_users(entries)
+    assert {r[0]: r for r in user_rows(db) if r[0] in only_the_bots} == theirs_before
+    assert [r for r in subscription_rows(db) if r[0] not in only_the_bots] == expected_subscriptions(entries)
+
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+    blocking = ("row_counts_match", "tier_counts_match", "subscriptions_have_users", "content_matches")
+    assert {name: verdicts[name].passed for name in blocking} == dict.fromkeys(blocking, True)
+    assert not verdicts["rows_not_in_file"].passed
+    assert verdicts["rows_not_in_file"].metadata == {"users_not_in_file": 5, "examples": sorted(only_the_bots)}
+
+    again = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert counts(again.users) == {"inserted": 0, "updated": 0, "unchanged": 60, "kept_absent": 5, "deleted": 0}
+    assert row_ids(db) == ids
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. users the file no longer has
+
+
+def _first_and_second(n: int = 100, dropped: int = 10, changed: int = 5) -> tuple[list[dict], list[dict], list[int]]:
+    users = generate_users(n, seed=31)
+    second = copy.deepcopy(users[dropped:])
+    for user in second[:changed]:
+        user["language"] = "en" if user["language"] != "en" else "de"
+    return users, second, sorted(u["user_id"] for u in users[:dropped])
+
+
+def test_users_the_file_lacks_are_kept_by_default_and_counted(db, conn):
+    first, second, gone = _first_and_second()
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    kept_rows = [r for r in user_rows(db) if r[0] in gone]
+
+    mapped, rejects = chain(document(second))
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    assert counts(stats.users) == {"inserted": 0, "updated": 5, "unchanged": 85, "kept_absent": 10, "deleted": 0}
+    assert counts(stats.subscriptions) == {"inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 10, "deleted": 0}
+    assert (stats.pruned, stats.absent_user_ids) == (False, gone)
+    assert [r for r in user_rows(db) if r[0] in gone] == kept_rows
+    assert [r for r in user_rows(db) if r[0] not in gone] == expected_users(second)
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+    assert verdicts["row_counts_match"].passed and verdicts["content_matches"].passed
+    # Without the kept rows in the sum, the counts would not match: the check is not blind to them.
+    assert not all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)["row_counts_match"].passed
+
+
+def test_prune_deletes_the_users_the_file_lacks_with_their_subscriptions(db, conn):
+    first, second, gone = _first_and_second()
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+
+    mapped, rejects = chain(document(second))
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=True)  # 10 of 100: exactly the default 0.1
+
+    assert counts(stats.users) == {"inserted": 0, "updated": 5, "unchanged": 85, "kept_absent": 0, "deleted": 10}
+    assert counts(stats.subscriptions) == {"inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10}
+    assert (stats.pruned, stats.absent_user_ids) == (True, gone)
+    assert user_rows(db) == expected_users(second)
+    assert subscription_rows(db) == expected_subscriptions(second)
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 90
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+    assert all(v.passed for v in verdicts.values() if v is not verdicts["referrers_present"])
+
+
+def test_prune_past_max_prune_fraction_is_refused_before_anything_is_written(db, conn):
+    first, second, _ = _first_and_second(dropped=11)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    snapshots = []
+
+    with pytest.raises(PruneRefused) as refused:
+        load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True,
+             before_write=lambda *args: snapshots.append(args))
+
+    assert str(refused.value) == (
+        "refusing to prune: 11 of the 100 users in public.users (11.0%) are not in the file, more than "
+        "max_prune_fraction 0.1 allows (10 users); nothing was written. Check that the file is complete, "
+        "or raise max_prune_fraction, or migrate without prune to keep them"
+    )
+    assert dump(db) == before
+    assert snapshots == []  # refused before the snapshot, not only before the writes
+    # The same file with a limit that allows it, or without prune, loads.
+    assert load(conn, SCHEMA, *chain(document(second)), "run-3", prune=True, max_prune_fraction=0.11).users.deleted == 11
+
+
+def test_prune_of_a_file_that_would_nearly_empty_the_table_is_refused(db, conn):
+    """A truncated file must never empty the bot's table, even with a generous limit."""
+    first, _, _ = _first_and_second(n=20)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    with pytest.raises(PruneRefused, match=r"^refusing to prune: 19 of the 20 users in public.users \(95.0%\) .* "
+                                           r"max_prune_fraction 0.9 allows \(18 users\); nothing was written"):
+        load(conn, SCHEMA, *chain(document(first[:1])), "run-2", prune=True, max_prune_fraction=0.9)
+    assert dump(db) == before
+
+
+def test_truncate_counts_every_row_it_removed_as_deleted(db, conn):
+    first, second, _ = _first_and_second()
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    stats = load(conn, SCHEMA, *chain(document(second[:50])), "run-2", truncate=True)
+    assert counts(stats.users) == {"inserted": 50, "updated": 0, "unchanged": 0, "kept_absent": 0, "deleted": 100}
+    assert counts(stats.subscriptions) == {"inserted": 50, "updated": 0, "unchanged": 0, "kept_absent": 0, "deleted": 100}
+    assert stats.absent_user_ids == []
+
+
+def test_prune_frees_the_referral_code_of_a_deleted_user_for_the_file(db, conn):
+    """Without prune a code held by a user the file lacks is refused; with prune that user goes first."""
+    users = generate_users(31, seed=12)
+    holder = next(u for u in users[:30] if u["subscription"]["referral_code"])
+    load(conn, SCHEMA, *chain(document(users[:30])), "run-1")
+    users[30]["subscription"]["referral_code"] = holder["subscription"]["referral_code"]
+    second = [u for u in users if u is not holder]
+    stats = load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True)
+    assert (stats.users.deleted, stats.users.inserted) == (1, 1)
+    assert subscription_rows(db) == expected_subscriptions(second)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    prune=st.booleans(),
+    bots_rows=st.booleans(),
+)
+def test_any_subset_dropped_changed_or_added_ends_as_the_expected_merge(db, conn, data, prune, bots_rows):
+    """Random users dropped, changed and added, in either mode, on rows we loaded or the bot's ORM
+    wrote: the tables equal the file's users plus (without prune) the absent ones as they were,
+    and every count is the size of its set."""
+    db.execute("DROP TABLE IF EXISTS user_subscriptions, users; DROP TYPE IF EXISTS subscriptiontier")
+    pool = generate_users(24, seed=41)
+    first, newcomers = pool[:16], pool[16:]
+    if bots_rows:
+        db.execute(ALEMBIC_DDL.replace("user_id integer", "user_id bigint").replace("_user_id integer", "_user_id bigint"))
+        orm_write(db, first)
+        before = {r[0]: r for r in user_rows(db)}
+    else:
+        load(conn, SCHEMA, *chain(document(first)), "run-1")
+        before = {r[0]: r for r in user_rows(db)}
+    dropped = data.draw(st.sets(st.sampled_from(range(16))), label="dropped")
+    changed = data.draw(st.sets(st.sampled_from(range(16))), label="changed")
+    added = data.draw(st.integers(0, len(newcomers)), label="added")
+    second = []
+    for index, user in enumerate(first):
+        if index in dropped:
+            continue
+        user = copy.deepcopy(user)
+        if index in changed:
+            user["total_requests"] += 1
+        second.append(user)
+    second += newcomers[:added]
+    gone = sorted(first[i]["user_id"] for i in dropped)
+
+    stats = load(conn, SCHEMA, *chain(document(second)), "run-2", prune=prune, max_prune_fraction=1.0)
+
+    kept = [] if prune else [before[t] for t in gone]
+    assert user_rows(db) == sorted(expected_users(second) + kept)
+    file_rows = [r for r in subscription_rows(db) if r[0] not in gone]
+    assert file_rows == expected_subscriptions(second)
+    stayed = len(first) - len(dropped)
+    updated = stayed if bots_rows else len(changed - dropped)
+    assert counts(stats.users) == {
+        "inserted": added, "updated": updated, "unchanged": stayed - updated,
+        "kept_absent": 0 if prune else len(gone), "deleted": len(gone) if prune else 0,
+    }
+    assert stats.absent_user_ids == gone
+
+
+# ---------------------------------------------------------------------------------------------
+# through Dagster and the command line
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, list[int]]:
+    """100 users, then a file without 10 of them and 5 changed."""
+    first, second, gone = _first_and_second()
+    return write_json(tmp_path / "first.json", {"users": first}), write_json(tmp_path / "second.json", {"users": second}), gone
+
+
+def test_a_pruning_run_deletes_lists_them_and_rollback_brings_them_back(database_url, db, tmp_path):
+    """The same file, loaded first without prune (the absent users kept), then with prune: the
+    tables are as that first load of this file left them, and still the kept users are deleted."""
+    first, second, gone = _files(tmp_path)
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first, tmp_path), instance).success
+        assert run(make_settings(database_url, second, tmp_path), instance).success
+        before = dump(db)
+        result = run(make_settings(database_url, second, tmp_path, prune=True), instance)
+
+        assert result.success, checks_by_name(result)
+        loaded = metadata_of(result, "postgres_tables")
+        assert (loaded["users_deleted"], loaded["subscriptions_deleted"], loaded["users_kept_absent"]) == (10, 10, 0)
+        assert (loaded["pruned"], loaded["absent_user_ids"]) == (True, gone)
+        assert checks_by_name(result)["rows_not_in_file"].passed
+        assert not set(gone) & {r[0] for r in db.execute("SELECT user_id FROM users").fetchall()}
+        logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
+        assert (logged["users"]["deleted"], logged["pruned"], logged["absent_user_ids"]) == (10, True, gone)
+
+        assert roll_back(make_settings(database_url, second, tmp_path), instance).success
+    assert dump(db) == before
+
+
+def test_a_run_refused_by_the_prune_guard_fails_and_leaves_the_tables_identical(database_url, db, tmp_path):
+    first, second, _ = _files(tmp_path)
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first, tmp_path), instance).success
+        before = dump(db)
+        result = run(make_settings(database_url, second, tmp_path, prune=True, max_prune_fraction=0.05), instance)
+
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "refusing to prune: 10 of the 100 users in public.users (10.0%) are not in the file, more than " \
+           "max_prune_fraction 0.05 allows (5 users); nothing was written" in failure.step_failure_data.error.message
+    assert dump(db) == before
+    assert db.execute("SELECT status FROM migration_logs ORDER BY start_time DESC").fetchone()[0] == "failed"
+
+
+def test_the_cli_keeps_prunes_and_refuses_naming_every_count(workdir, database_url, db, tmp_path):
+    first, second, gone = _files(tmp_path)
+    assert faceit_etl(workdir, database_url, "migrate", str(first)).returncode == 0
+
+    kept = faceit_etl(workdir, database_url, "migrate", str(second))
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "  users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in kept.stdout
+    assert "  user_subscriptions: 0 inserted, 0 updated, 90 unchanged, 10 kept (not in the file), 0 deleted" in kept.stdout
+    assert "check postgres_tables.rows_not_in_file: FAILED (WARN)" in kept.stdout
+
+    before = dump(db)
+    refused = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "0.09")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refusing to prune: 10 of the 100 users in public.users (10.0%) are not in the file, more than " \
+           "max_prune_fraction 0.09 allows (9 users); nothing was written" in refused.stdout
+    assert dump(db) == before
+
+    dry = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "  users: 0 would be inserted, 0 would be updated, 90 unchanged, 0 would be kept (not in the file), " \
+           "10 would be deleted" in dry.stdout
+    assert dump(db) == before
+
+    pruned = faceit_etl(workdir, database_url, "migrate", str(second), "--prune")
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "  users: 0 inserted, 0 updated, 90 unchanged, 0 kept (not in the file), 10 deleted" in pruned.stdout
+    assert db.execute("SELECT count(*) FROM users WHERE user_id = ANY(%s)", [gone]).fetchone()[0] == 0
+
+    status = faceit_etl(workdir, database_url, "status")
+    assert "      users: 0 inserted, 0 updated, 90 unchanged, 0 kept (not in the file), 10 deleted" in status.stdout
+    assert "      users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in status.stdout
+    report = json.loads(faceit_etl(workdir, database_url, "status", "--json").stdout)
+    assert report["migrations"][0]["load"]["users"] == {
+        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10
+    }
+
+    usage = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "10%")
+    assert usage.returncode == 2
+    assert "argument --max-prune-fraction: expected a fraction from 0 to 1, such as 0.1, got '10%'" in usage.stderr
