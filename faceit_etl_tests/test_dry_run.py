@@ -155,7 +155,11 @@ CASES = {
     "fresh schema": Case(fresh_database, {"target_schema": "bot"}),
     "fresh database, rejects, force": Case(file_with_rejects, {"force": True}),
     "existing rows: inserts, updates, unchanged": Case(existing_rows),
-    "existing rows the file lacks": Case(rows_the_file_lacks, succeeds=False),
+    "existing rows the file lacks": Case(
+        rows_the_file_lacks, succeeds=False, load_fails_with=(
+            "verification failed, nothing was written: row_counts_match: users: 50 rows in the database, 25 from the file"
+        ),
+    ),
     "existing rows, truncate": Case(rows_the_file_lacks, {"truncate": True}),
     "existing rows, rejects, force": Case(rejects_on_existing_rows, {"force": True}),
     "the same file again": Case(loaded_before),

@@ -204,15 +204,16 @@ def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_pat
     assert set(users_in(db)) == nested_ids
 
 
-def test_rows_the_file_does_not_have_fail_the_blocking_count_check(database_url, db, tmp_path):
+def test_rows_the_file_does_not_have_fail_the_blocking_count_check_before_the_commit(database_url, db, tmp_path):
     assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    before = users_in(db)
     result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
 
     assert not result.success
-    checks = checks_by_name(result)
-    assert not checks["row_counts_match"].passed
-    assert checks["row_counts_match"].metadata["users_in_database"].value == 50
-    assert not checks["content_matches"].passed
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "verification failed, nothing was written: row_counts_match: users: 50 rows in the database, 25 from the file" in message
+    assert "content_matches: users: 0 rows missing, 25 not in the file" in message
+    assert users_in(db) == before  # the file's 25 users were not committed
 
 
 def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
@@ -306,15 +307,14 @@ def test_dagster_job_execute_exits_non_zero_on_rejects(database_url, db, tmp_pat
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
 
-def test_dagster_job_execute_exits_non_zero_when_a_blocking_check_fails(database_url, db, tmp_path):
+def test_dagster_job_execute_exits_non_zero_when_a_blocking_verdict_fails(database_url, db, tmp_path):
     assert dagster_job_execute(database_url, FLAT_SAMPLE, tmp_path).returncode == 0
     done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)  # 25 rows the file lacks
 
     assert done.returncode != 0
-    assert "Asset check 'row_counts_match' on 'postgres_tables' did not pass" in done.stderr
+    assert "verification failed, nothing was written: row_counts_match: users: 50 rows in the database" in done.stderr
     assert "RUN_FAILURE" in done.stderr
-    users = {u["user_id"] for path in (FLAT_SAMPLE, NESTED_SAMPLE) for u in json.loads(path.read_text())["users"]}
-    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == len(users) > 25  # what the check saw
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the first file's only: nothing committed
 
 
 def test_definitions_expose_the_job_over_every_asset_and_check():
@@ -365,9 +365,11 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
     result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))  # no truncate: 50 rows
 
     assert not result.success
-    check = checks_by_name(result)["row_counts_match"]
-    assert not check.passed
-    assert check.metadata["users_in_database"].value == 50
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "postgres_tables"
+    verdict = failure.step_failure_data.user_failure_data.metadata["verification"].value["row_counts_match"]
+    assert not verdict["passed"]
+    assert verdict["metadata"]["users_in_database"] == 50
 
 
 def test_a_log_row_left_running_by_a_dead_run_is_marked_failed_by_the_next_run(database_url, db, tmp_path):

@@ -2,8 +2,10 @@
 
 ERROR-severity checks are blocking: a wrong migration fails the run (and `dagster job execute`).
 Referrers missing from the file and self-referrals are the bot's data as it is: WARN. The verdicts
-themselves live in `target/verdicts.py`; in a dry run they were taken inside the load's transaction
-before its rollback, and the checks report those.
+themselves live in `postgres/verdicts.py`. `postgres_tables` takes them inside its transaction,
+before the commit (which a failed blocking verdict prevents), and records them in its metadata:
+the checks report those, so a run never pays for the full comparison twice. Checks run without a
+load in their run judge the tables as they are now.
 """
 
 from pathlib import Path
@@ -13,10 +15,10 @@ import pandas as pd
 
 from faceit_etl import backup
 from faceit_etl.postgres.database import connect
-from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, REJECTS_FILE, postgres_tables, validated_frame
+from faceit_etl.defs.assets import REJECTS_FILE, VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.postgres.verdicts import VERDICTS, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
 
 EXAMPLES = 20
@@ -65,28 +67,46 @@ def _reject_summary(outcome: ValidationOutcome, force: bool, all_rejects: Path) 
     return "\n".join(lines)
 
 
-def _dry_run_verdicts(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict]:
-    event = context.instance.get_latest_materialization_event(postgres_tables.key)
-    if event is None or event.run_id != context.run.run_id:
-        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-        return dict.fromkeys(VERDICTS, missing)
-    recorded = event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value
-    return {name: Verdict(**recorded[name]) for name in VERDICTS}
+def _verdicts_seen_by_the_load(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict] | None:
+    """The verdicts `postgres_tables` recorded in this run, or None when it did not materialize in it.
+    Looked up by run id, not as the latest materialization, which may be another run's; a check
+    invoked directly, outside a run, finds none."""
+    instance, run_id = context.instance, context.op_execution_context.run_id
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return None
+    started, cursor = record.start_time, None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=postgres_tables.key, after_timestamp=started),
+            limit=100, cursor=cursor, ascending=True,
+        )
+        for record in page.records:
+            if record.run_id == run_id:
+                recorded = record.asset_materialization.metadata[VERIFICATION].value
+                return {name: Verdict(**recorded[name]) for name in VERDICTS}
+        if not page.has_more:
+            return None
+        cursor = page.cursor
 
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+_BEFORE_COMMIT = " Judged inside the load's transaction: when it fails, the load is not committed."
 _ABOUT = {
-    "row_counts_match": ("Row counts of users and user_subscriptions equal the mapped frames'.", ERROR),
-    "tier_counts_match": ("The number of subscriptions per tier equals the mapped frame's.", ERROR),
-    "subscriptions_have_users": ("Every subscription belongs to an existing user.", ERROR),
+    "row_counts_match": "Row counts of users and user_subscriptions equal the mapped frames'." + _BEFORE_COMMIT,
+    "tier_counts_match": "The number of subscriptions per tier equals the mapped frame's." + _BEFORE_COMMIT,
+    "subscriptions_have_users": "Every subscription belongs to an existing user." + _BEFORE_COMMIT,
     "content_matches": (
         "Full content equality: every row and every column of both tables equals the mapped frames "
-        "(read back with COPY and compared cell by cell; not a sample).",
-        ERROR,
+        "(read back with COPY and compared cell by cell; not a sample)." + _BEFORE_COMMIT
     ),
-    "referrers_present": ("Referrers named by users are users too (WARN: the bot's file may lack them).", WARN),
-    "no_self_referrals": ("No user is their own referrer (WARN).", WARN),
+    "referrers_present": "Referrers named by users are users too (WARN: the bot's file may lack them).",
+    "no_self_referrals": "No user is their own referrer (WARN).",
 }
+
+
+def _severity(name: str) -> dg.AssetCheckSeverity:
+    return ERROR if name in BLOCKING else WARN
 
 
 @dg.multi_asset_check(
@@ -95,11 +115,11 @@ _ABOUT = {
         dg.AssetCheckSpec(
             name,
             asset=postgres_tables,
-            blocking=severity == ERROR,
+            blocking=name in BLOCKING,
             description=description,
             additional_deps=["mapped_users", "mapped_subscriptions"],
         )
-        for name, (description, severity) in _ABOUT.items()
+        for name, description in _ABOUT.items()
     ],
     ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
 )
@@ -109,11 +129,14 @@ def postgres_tables_checks(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
-    """Every check on the loaded tables in one step: one connection, the frames read once. In a
-    dry run, the verdicts taken inside the load's transaction before its rollback."""
-    if migration_settings.dry_run:
-        verdicts = _dry_run_verdicts(context)
-    else:
+    """Every check on the loaded tables in one step: the verdicts the load's transaction saw before
+    its commit (or its dry run's rollback); without a load in this run, judged now on one connection."""
+    verdicts = _verdicts_seen_by_the_load(context)
+    seen_before_commit = verdicts is not None
+    if verdicts is None and migration_settings.dry_run:  # nothing was loaded to judge
+        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
+        verdicts = dict.fromkeys(VERDICTS, missing)
+    elif verdicts is None:
         with connect(migration_settings.connection_url()) as conn:
             verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
     for name, verdict in verdicts.items():
@@ -121,10 +144,11 @@ def postgres_tables_checks(
             asset_key=postgres_tables.key,
             check_name=name,
             passed=verdict.passed,
-            severity=_ABOUT[name][1],
+            severity=_severity(name),
             description=verdict.description,
             metadata={
                 "dry_run": migration_settings.dry_run,
+                "seen_before_commit": seen_before_commit,
                 **{
                     key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
                     for key, value in verdict.metadata.items()
