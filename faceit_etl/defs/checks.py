@@ -20,16 +20,19 @@ from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
+from faceit_etl.validation.limit import RejectLimit
 
 EXAMPLES = 20
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 @dg.asset_check(
     asset=validated_frame,
     blocking=True,
     description=(
-        "No entry was rejected. Fails the run before anything is loaded unless `force` is set; with "
-        "`force` it warns and the valid entries are loaded."
+        "No entry was rejected. More rejects than `max_rejects` allows (default 0; a count, or a "
+        "percentage of the entries read) fail the run before anything is loaded; within it, or with "
+        "`force`, it warns and the valid entries are loaded. Metadata: `rejected` and `limit`."
     ),
 )
 def no_rejected_entries(
@@ -37,15 +40,19 @@ def no_rejected_entries(
 ) -> dg.AssetCheckResult:
     rejects = validated_frame.rejects
     by_field = rejects.groupby("field").size().sort_values(ascending=False).to_dict()
+    limit = migration_settings.reject_limit()
+    allowed = validated_frame.input_count if limit is None else limit.allowed(validated_frame.input_count)
     return dg.AssetCheckResult(
         passed=rejects.empty,
-        severity=dg.AssetCheckSeverity.WARN if migration_settings.force else dg.AssetCheckSeverity.ERROR,
+        severity=WARN if validated_frame.rejected_count <= allowed else ERROR,
         description=None if rejects.empty else _reject_summary(
-            validated_frame, migration_settings.force,
+            validated_frame, limit, allowed,
             backup.run_folder(migration_settings.backup_dir, context.run.run_id) / REJECTS_FILE,
         ),
         metadata={
-            "rejected_entries": validated_frame.rejected_count,
+            "rejected": validated_frame.rejected_count,
+            "limit": allowed,  # the most rejects this run may have and still load
+            "max_rejects": "force: any number" if limit is None else limit.text,
             "input_entries": validated_frame.input_count,
             "rejects_by_field": dg.MetadataValue.json({str(k): int(v) for k, v in by_field.items()}),
             "rejects": preview(rejects.drop(columns="raw"), rows=50),
@@ -53,12 +60,21 @@ def no_rejected_entries(
     )
 
 
-def _reject_summary(outcome: ValidationOutcome, force: bool, all_rejects: Path) -> str:
-    """The first rejects, and where the others are: a list cut short must say so."""
-    lines = [
-        f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
-        + (" (force: loading the rest)" if force else "; nothing loaded (set force to load the rest)")
-    ]
+def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:
+    """Whether the rejects stop the run and how to change that, the first rejects, and where the
+    others are: a list cut short must say so."""
+    rejected = f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
+    if limit is None:
+        head = f"{rejected} (force: loading the rest)"
+    elif outcome.rejected_count <= allowed:
+        head = f"{rejected}, within max_rejects {limit.text} (at most {allowed}): loading the rest"
+    else:
+        head = (
+            f"{rejected}, more than max_rejects {limit.text} allows ({allowed}); nothing loaded. Raise the limit "
+            "(--max-rejects, MIGRATION_MAX_REJECTS or max_rejects in run config: a count, or a percentage of "
+            "the entries read such as 1%) or set force to load the rest"
+        )
+    lines = [head]
     for row in outcome.rejects.head(EXAMPLES).itertuples():
         who = f"user_id {row.user_id}" if pd.notna(row.user_id) else "no valid user_id"
         lines.append(f"entry #{row.source_index} ({who}): {row.field}: {row.reason}")
@@ -90,7 +106,6 @@ def _verdicts_seen_by_the_load(context: dg.AssetCheckExecutionContext) -> dict[s
         cursor = page.cursor
 
 
-ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 _BEFORE_COMMIT = " Judged inside the load's transaction: when it fails, the load is not committed."
 _ABOUT = {
     "row_counts_match": "Row counts of users and user_subscriptions equal the mapped frames'." + _BEFORE_COMMIT,

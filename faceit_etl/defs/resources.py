@@ -15,10 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from faceit_etl.postgres.database import checked_url, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
+from faceit_etl.validation.limit import RejectLimit, parse_max_rejects
 
 # setting -> (environment variable, default)
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -28,6 +29,7 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "backup_dir": ("MIGRATION_BACKUP_DIR", "backups"),
     "backup_tables": ("MIGRATION_BACKUP_TABLES", True),
     "force": ("MIGRATION_FORCE", False),
+    "max_rejects": ("MIGRATION_MAX_REJECTS", "0"),
     "truncate": ("MIGRATION_TRUNCATE", False),
     "dry_run": ("MIGRATION_DRY_RUN", False),
     "source_timezone": ("MIGRATION_SOURCE_TIMEZONE", "UTC"),
@@ -59,6 +61,11 @@ def environment_value(name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{variable}={raw!r}: expected a whole number") from None
+    if name == "max_rejects":
+        try:
+            parse_max_rejects(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{variable}={raw!r}: {exc}") from None
     return raw
 
 
@@ -113,6 +120,14 @@ class MigrationSettings(dg.ConfigurableResource):
         description="Snapshot the target tables before the load, so the run can be rolled back. Unset: MIGRATION_BACKUP_TABLES, else true.",
     )
     force: bool | None = Field(default=None, description="Load the valid entries even when some are rejected. Unset: MIGRATION_FORCE, else false.")
+    max_rejects: str | None = Field(
+        default=None,
+        description=(
+            "Rejected entries a run may have and still load the rest: a count (\"5\") or a percentage of the "
+            "entries read (\"1%\"); more fails the run before anything is written. `force` lifts it. "
+            "Unset: MIGRATION_MAX_REJECTS, else 0."
+        ),
+    )
     truncate: bool | None = Field(default=None, description="Replace the tables' content instead of upserting. Unset: MIGRATION_TRUNCATE, else false.")
     dry_run: bool | None = Field(default=None, description="Do everything, then roll the load back. Unset: MIGRATION_DRY_RUN, else false.")
     source_timezone: str | None = Field(default=None, description="Time zone of the file's naive timestamps. Unset: MIGRATION_SOURCE_TIMEZONE, else UTC.")
@@ -125,6 +140,21 @@ class MigrationSettings(dg.ConfigurableResource):
         if isinstance(data, dict):
             data = {**data, **resolve(data)}
         return data
+
+    @field_validator("max_rejects", mode="before")
+    @classmethod
+    def _whole_number_as_text(cls, value: Any) -> Any:
+        """`max_rejects: 5` in a YAML file is a number: the same limit as "5"."""
+        return str(value) if type(value) is int else value
+
+    @field_validator("max_rejects")
+    @classmethod
+    def _a_limit(cls, value: str | None) -> str | None:
+        return value if value is None else parse_max_rejects(value).text
+
+    def reject_limit(self) -> RejectLimit | None:
+        """The reject limit of a run; None with `force`, which loads whatever was rejected."""
+        return None if self.force else parse_max_rejects(self.max_rejects)
 
     def connection_url(self) -> str:
         return resolve_database_url(self._configured_url())
