@@ -97,9 +97,9 @@ def _verdicts_seen_by_the_load(context: dg.AssetCheckExecutionContext) -> dict[s
             dg.AssetRecordsFilter(asset_key=postgres_tables.key, after_timestamp=started),
             limit=100, cursor=cursor, ascending=True,
         )
-        for record in page.records:
-            if record.run_id == run_id:
-                recorded = record.asset_materialization.metadata[VERIFICATION].value
+        for event in page.records:
+            if event.run_id == run_id:
+                recorded = event.asset_materialization.metadata[VERIFICATION].value
                 return {name: Verdict(**recorded[name]) for name in VERDICTS}
         if not page.has_more:
             return None
