@@ -330,14 +330,15 @@ CREATE TRIGGER add_a_request BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECU
 """
 
 
-def test_dagster_job_execute_exits_non_zero_when_a_blocking_check_fails(database_url, db, tmp_path):
+def test_dagster_job_execute_exits_non_zero_when_a_blocking_verdict_fails(database_url, db, tmp_path):
     assert dagster_job_execute(database_url, FLAT_SAMPLE, tmp_path).returncode == 0
     db.execute(ALTERING_TRIGGER)
     done = dagster_job_execute(database_url, NESTED_SAMPLE, tmp_path)  # its 25 users get one request more
 
     assert done.returncode != 0
-    assert "Asset check 'content_matches' on 'postgres_tables' did not pass" in done.stderr
+    assert "verification failed, nothing was written: content_matches: users: 0 rows missing, 25 cells differ (in total_requests)" in done.stderr
     assert "RUN_FAILURE" in done.stderr
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the first file's only: nothing committed
 
 
 def test_definitions_expose_the_job_over_every_asset_and_check():
@@ -390,9 +391,11 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
     result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
 
     assert not result.success
-    check = checks_by_name(result)["content_matches"]
-    assert not check.passed
-    assert check.metadata["users"].value["differing_cells"] == {"total_requests": 25}
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "postgres_tables"
+    verdict = failure.step_failure_data.user_failure_data.metadata["verification"].value["content_matches"]
+    assert not verdict["passed"]
+    assert verdict["metadata"]["users"]["differing_cells"] == {"total_requests": 25}
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the dry run wrote nothing
 
 

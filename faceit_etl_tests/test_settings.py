@@ -253,6 +253,7 @@ CHOICES = {
     "backup_dir": ("x", "y"),
     "backup_tables": (False, True),
     "force": (True, False),
+    "max_rejects": ("5", "1%"),
     "truncate": (True, False),
     "dry_run": (True, False),
     "source_timezone": ("Asia/Kathmandu", "Europe/Moscow"),

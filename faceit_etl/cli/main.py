@@ -31,8 +31,8 @@ EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| h
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
-SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "dry_run",
-                 "source_timezone", "target_schema")
+SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
+                 "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
 
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--max-prune-fraction", type=fraction,
                          help="--prune refuses to delete more than this fraction of the users (default 0.1)")
     migrate.add_argument("--force", action="store_true", default=None, help="load the valid entries despite rejects")
+    migrate.add_argument("--max-rejects", metavar="N|P%",
+                         help="rejects allowed before the run fails: a count or a percentage of the entries read (default 0)")
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
     validate = commands.add_parser("validate", help="check a data file without loading it")
@@ -139,6 +141,8 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     """Resource config from --config and flags. The database URL never goes into run config (the UI
     shows run config): it travels in the DATABASE_URL environment variable instead."""
     config: dict = read_config(args.config) if args.config else {}
+    if type(config.get("max_rejects")) is int:  # `max_rejects: 5` in YAML; run config holds it as text
+        config["max_rejects"] = str(config["max_rejects"])
     url = args.database_url or config.pop("database_url", None)
     if url and url != os.environ.get("DATABASE_URL"):
         restart_with_database_url(args.argv, url)

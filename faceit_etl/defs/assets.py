@@ -21,7 +21,7 @@ from faceit_etl.source import SourceData, read_source
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.load import LOAD_COUNTS, LoadStats, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
-from faceit_etl.postgres.verdicts import all_verdicts
+from faceit_etl.postgres.verdicts import VerificationFailed, judge_before_commit
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
 from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
 
@@ -33,7 +33,7 @@ CODE_VERSION = code_version()[:16]
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 REJECTS_FILE = "rejects.jsonl"
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
-DRY_RUN_VERIFICATION = "verification"  # postgres_tables' metadata key for a dry run's verdicts
+VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
 
 
@@ -171,8 +171,10 @@ def mapped_frames(validated_frame: ValidationOutcome):
         "The bot's `users` and `user_subscriptions` tables. One transaction: under the migration's "
         "lock, snapshot the tables into the run's backup folder (not when they are exactly as an "
         "earlier load of this same file left them: nothing will change), COPY into staging, insert "
-        "new rows, update changed ones, leave unchanged ones untouched. Any failure leaves the "
-        "target as it was. Rejects go to `migration_rejects`, the run to `migration_logs`."
+        "new rows, update changed ones, leave unchanged ones untouched. Then, still inside the "
+        "transaction, every check's verdict is taken: it commits only when the blocking ones pass. "
+        "Any failure leaves the target as it was. Rejects go to `migration_rejects`, the run to "
+        "`migration_logs`."
     ),
 )
 def postgres_tables(
@@ -191,15 +193,15 @@ def postgres_tables(
     seen_in_transaction: dict = {}
 
     def before_commit(conn, stats: LoadStats) -> None:
-        """Read what only the open transaction can show: the schema, and in a dry run the verdicts."""
+        """Read what only the open transaction can show: the schema, and the verdicts on what it
+        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
         seen_in_transaction["columns"] = [
             dg.TableColumn(f"{name}.{column}", data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
             for column, data_type, nullable in ddl.column_types(conn, schema, name)
         ]
-        if settings.dry_run:
-            verdicts = all_verdicts(conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent())
-            seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
+        verdicts = judge_before_commit(conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent())
+        seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:
         if settings.backup_tables and not settings.dry_run:  # a dry run changes nothing to undo
@@ -249,6 +251,12 @@ def postgres_tables(
             if log is not None:
                 with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
                     runlog.finish(log, "failed", failed_items=validated_frame.rejected_count, error_message=message)
+            if isinstance(exc, VerificationFailed):
+                raise dg.Failure(
+                    description=message,
+                    metadata={VERIFICATION: dg.MetadataValue.json({n: v.as_dict() for n, v in exc.verdicts.items()})},
+                    allow_retries=False,
+                ) from None
             raise dg.Failure(
                 description=f"load into {describe(url)} failed, nothing was written: {message}",
                 allow_retries=False,
@@ -280,11 +288,7 @@ def postgres_tables(
             "dagster/column_schema": dg.TableSchema(columns=seen_in_transaction["columns"]),
             "preview": preview(mapped_users),
             **({"migration_log_id": log.log_id} if log else {}),
-            **(
-                {DRY_RUN_VERIFICATION: dg.MetadataValue.json(seen_in_transaction["verification"])}
-                if settings.dry_run
-                else {}
-            ),
+            VERIFICATION: dg.MetadataValue.json(seen_in_transaction["verification"]),
         }
     )
 

@@ -1,9 +1,11 @@
 """Asset checks: is what the database holds exactly what the file said?
 
 ERROR-severity checks are blocking: a wrong migration fails the run (and `dagster job execute`).
-Referrers missing from the file and self-referrals are the bot's data as it is: WARN. The verdicts
-themselves live in `target/verdicts.py`; in a dry run they were taken inside the load's transaction
-before its rollback, and the checks report those.
+Referrers missing from the file, self-referrals and users the file lacks are the bot's data: WARN. The verdicts
+themselves live in `postgres/verdicts.py`. `postgres_tables` takes them inside its transaction,
+before the commit (which a failed blocking verdict prevents), and records them in its metadata:
+the checks report those, so a run never pays for the full comparison twice. Checks run without a
+load in their run judge the tables as they are now.
 """
 
 from pathlib import Path
@@ -13,21 +15,24 @@ import pandas as pd
 
 from faceit_etl import backup
 from faceit_etl.postgres.database import connect
-from faceit_etl.defs.assets import DRY_RUN_VERIFICATION, REJECTS_FILE, postgres_tables, validated_frame
+from faceit_etl.defs.assets import REJECTS_FILE, VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.postgres.verdicts import VERDICTS, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
+from faceit_etl.validation.limit import RejectLimit
 
 EXAMPLES = 20
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 @dg.asset_check(
     asset=validated_frame,
     blocking=True,
     description=(
-        "No entry was rejected. Fails the run before anything is loaded unless `force` is set; with "
-        "`force` it warns and the valid entries are loaded."
+        "No entry was rejected. More rejects than `max_rejects` allows (default 0; a count, or a "
+        "percentage of the entries read) fail the run before anything is loaded; within it, or with "
+        "`force`, it warns and the valid entries are loaded. Metadata: `rejected` and `limit`."
     ),
 )
 def no_rejected_entries(
@@ -35,15 +40,19 @@ def no_rejected_entries(
 ) -> dg.AssetCheckResult:
     rejects = validated_frame.rejects
     by_field = rejects.groupby("field").size().sort_values(ascending=False).to_dict()
+    limit = migration_settings.reject_limit()
+    allowed = validated_frame.input_count if limit is None else limit.allowed(validated_frame.input_count)
     return dg.AssetCheckResult(
         passed=rejects.empty,
-        severity=dg.AssetCheckSeverity.WARN if migration_settings.force else dg.AssetCheckSeverity.ERROR,
+        severity=WARN if validated_frame.rejected_count <= allowed else ERROR,
         description=None if rejects.empty else _reject_summary(
-            validated_frame, migration_settings.force,
+            validated_frame, limit, allowed,
             backup.run_folder(migration_settings.backup_dir, context.run.run_id) / REJECTS_FILE,
         ),
         metadata={
-            "rejected_entries": validated_frame.rejected_count,
+            "rejected": validated_frame.rejected_count,
+            "limit": allowed,  # the most rejects this run may have and still load
+            "max_rejects": "force: any number" if limit is None else limit.text,
             "input_entries": validated_frame.input_count,
             "rejects_by_field": dg.MetadataValue.json({str(k): int(v) for k, v in by_field.items()}),
             "rejects": preview(rejects.drop(columns="raw"), rows=50),
@@ -51,12 +60,21 @@ def no_rejected_entries(
     )
 
 
-def _reject_summary(outcome: ValidationOutcome, force: bool, all_rejects: Path) -> str:
-    """The first rejects, and where the others are: a list cut short must say so."""
-    lines = [
-        f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
-        + (" (force: loading the rest)" if force else "; nothing loaded (set force to load the rest)")
-    ]
+def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:
+    """Whether the rejects stop the run and how to change that, the first rejects, and where the
+    others are: a list cut short must say so."""
+    rejected = f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
+    if limit is None:
+        head = f"{rejected} (force: loading the rest)"
+    elif outcome.rejected_count <= allowed:
+        head = f"{rejected}, within max_rejects {limit.text} (at most {allowed}): loading the rest"
+    else:
+        head = (
+            f"{rejected}, more than max_rejects {limit.text} allows ({allowed}); nothing loaded. Raise the limit "
+            "(--max-rejects, MIGRATION_MAX_REJECTS or max_rejects in run config: a count, or a percentage of "
+            "the entries read such as 1%) or set force to load the rest"
+        )
+    lines = [head]
     for row in outcome.rejects.head(EXAMPLES).itertuples():
         who = f"user_id {row.user_id}" if pd.notna(row.user_id) else "no valid user_id"
         lines.append(f"entry #{row.source_index} ({who}): {row.field}: {row.reason}")
@@ -65,47 +83,52 @@ def _reject_summary(outcome: ValidationOutcome, force: bool, all_rejects: Path) 
     return "\n".join(lines)
 
 
-def _dry_run_verdicts(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict]:
-    event = context.instance.get_latest_materialization_event(postgres_tables.key)
-    if event is None or event.run_id != context.run.run_id:
-        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-        return dict.fromkeys(VERDICTS, missing)
-    recorded = event.asset_materialization.metadata[DRY_RUN_VERIFICATION].value
-    return {name: Verdict(**recorded[name]) for name in VERDICTS}
-
-
-def _kept_absent(context: dg.AssetCheckExecutionContext) -> dict[str, int] | None:
-    """The rows this run's load kept of users the file does not have, per table."""
-    event = context.instance.get_latest_materialization_event(postgres_tables.key)
-    if event is None or event.run_id != context.run.run_id:
+def _verdicts_seen_by_the_load(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict] | None:
+    """The verdicts `postgres_tables` recorded in this run, or None when it did not materialize in it.
+    Looked up by run id, not as the latest materialization, which may be another run's; a check
+    invoked directly, outside a run, finds none."""
+    instance, run_id = context.instance, context.op_execution_context.run_id
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
         return None
-    metadata = event.asset_materialization.metadata
-    return {table: metadata[f"{prefix}_kept_absent"].value for table, prefix in KEPT_ABSENT_KEYS}
+    started, cursor = record.start_time, None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=postgres_tables.key, after_timestamp=started),
+            limit=100, cursor=cursor, ascending=True,
+        )
+        for event in page.records:
+            if event.run_id == run_id:
+                recorded = event.asset_materialization.metadata[VERIFICATION].value
+                return {name: Verdict(**recorded[name]) for name in VERDICTS}
+        if not page.has_more:
+            return None
+        cursor = page.cursor
 
 
-KEPT_ABSENT_KEYS = (("users", "users"), ("user_subscriptions", "subscriptions"))
-ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+_BEFORE_COMMIT = " Judged inside the load's transaction: when it fails, the load is not committed."
 _ABOUT = {
     "row_counts_match": (
         "Row counts of users and user_subscriptions equal the mapped frames' plus the rows the load kept "
-        "of users the file does not have.",
-        ERROR,
+        "of users the file does not have." + _BEFORE_COMMIT
     ),
-    "tier_counts_match": ("The number of subscriptions per tier equals the mapped frame's.", ERROR),
-    "subscriptions_have_users": ("Every subscription belongs to an existing user.", ERROR),
+    "tier_counts_match": "The number of subscriptions per tier of the file's users equals the mapped frame's." + _BEFORE_COMMIT,
+    "subscriptions_have_users": "Every subscription belongs to an existing user." + _BEFORE_COMMIT,
     "content_matches": (
         "Full content equality: every row and every column of both tables equals the mapped frames "
-        "(read back with COPY and compared cell by cell; not a sample).",
-        ERROR,
+        "(read back with COPY and compared cell by cell; not a sample)." + _BEFORE_COMMIT
     ),
-    "referrers_present": ("Referrers named by users are users too (WARN: the bot's file may lack them).", WARN),
-    "no_self_referrals": ("No user is their own referrer (WARN).", WARN),
+    "referrers_present": "Referrers named by users are users too (WARN: the bot's file may lack them).",
+    "no_self_referrals": "No user is their own referrer (WARN).",
     "rows_not_in_file": (
         "Users the table holds and the file does not were kept (WARN, with a sample of their Telegram "
-        "ids): the file adds and updates, only `prune` deletes.",
-        WARN,
+        "ids): the file adds and updates, only `prune` deletes."
     ),
 }
+
+
+def _severity(name: str) -> dg.AssetCheckSeverity:
+    return ERROR if name in BLOCKING else WARN
 
 
 @dg.multi_asset_check(
@@ -114,11 +137,11 @@ _ABOUT = {
         dg.AssetCheckSpec(
             name,
             asset=postgres_tables,
-            blocking=severity == ERROR,
+            blocking=name in BLOCKING,
             description=description,
             additional_deps=["mapped_users", "mapped_subscriptions"],
         )
-        for name, (description, severity) in _ABOUT.items()
+        for name, description in _ABOUT.items()
     ],
     ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
 )
@@ -128,24 +151,26 @@ def postgres_tables_checks(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
-    """Every check on the loaded tables in one step: one connection, the frames read once. In a
-    dry run, the verdicts taken inside the load's transaction before its rollback."""
-    if migration_settings.dry_run:
-        verdicts = _dry_run_verdicts(context)
-    else:
+    """Every check on the loaded tables in one step: the verdicts the load's transaction saw before
+    its commit (or its dry run's rollback); without a load in this run, judged now on one connection."""
+    verdicts = _verdicts_seen_by_the_load(context)
+    seen_before_commit = verdicts is not None
+    if verdicts is None and migration_settings.dry_run:  # nothing was loaded to judge
+        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
+        verdicts = dict.fromkeys(VERDICTS, missing)
+    elif verdicts is None:
         with connect(migration_settings.connection_url()) as conn:
-            verdicts = all_verdicts(
-                conn, migration_settings.target_schema, mapped_users, mapped_subscriptions, _kept_absent(context)
-            )
+            verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
     for name, verdict in verdicts.items():
         yield dg.AssetCheckResult(
             asset_key=postgres_tables.key,
             check_name=name,
             passed=verdict.passed,
-            severity=_ABOUT[name][1],
+            severity=_severity(name),
             description=verdict.description,
             metadata={
                 "dry_run": migration_settings.dry_run,
+                "seen_before_commit": seen_before_commit,
                 **{
                     key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
                     for key, value in verdict.metadata.items()

@@ -15,10 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from faceit_etl.postgres.database import checked_url, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
+from faceit_etl.validation.limit import RejectLimit, parse_max_rejects
 
 # setting -> (environment variable, default)
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -28,6 +29,7 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "backup_dir": ("MIGRATION_BACKUP_DIR", "backups"),
     "backup_tables": ("MIGRATION_BACKUP_TABLES", True),
     "force": ("MIGRATION_FORCE", False),
+    "max_rejects": ("MIGRATION_MAX_REJECTS", "0"),
     "truncate": ("MIGRATION_TRUNCATE", False),
     "prune": ("MIGRATION_PRUNE", False),
     "max_prune_fraction": ("MIGRATION_MAX_PRUNE_FRACTION", 0.1),
@@ -69,6 +71,11 @@ def environment_value(name: str) -> Any:
         if not 0 <= value <= 1:  # NaN too
             raise SettingsError(f"{variable}={raw!r}: expected a fraction from 0 to 1, such as 0.1")
         return value
+    if name == "max_rejects":
+        try:
+            parse_max_rejects(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{variable}={raw!r}: {exc}") from None
     return raw
 
 
@@ -119,6 +126,14 @@ class MigrationSettings(dg.ConfigurableResource):
         description="Snapshot the target tables before the load, so the run can be rolled back. Unset: MIGRATION_BACKUP_TABLES, else true.",
     )
     force: bool | None = Field(default=None, description="Load the valid entries even when some are rejected. Unset: MIGRATION_FORCE, else false.")
+    max_rejects: str | None = Field(
+        default=None,
+        description=(
+            "Rejected entries a run may have and still load the rest: a count (\"5\") or a percentage of the "
+            "entries read (\"1%\"); more fails the run before anything is written. `force` lifts it. "
+            "Unset: MIGRATION_MAX_REJECTS, else 0."
+        ),
+    )
     truncate: bool | None = Field(default=None, description="Replace the tables' content instead of upserting. Unset: MIGRATION_TRUNCATE, else false.")
     prune: bool | None = Field(
         default=None,
@@ -139,6 +154,21 @@ class MigrationSettings(dg.ConfigurableResource):
         if isinstance(data, dict):
             data = {**data, **resolve(data)}
         return data
+
+    @field_validator("max_rejects", mode="before")
+    @classmethod
+    def _whole_number_as_text(cls, value: Any) -> Any:
+        """`max_rejects: 5` in a YAML file is a number: the same limit as "5"."""
+        return str(value) if type(value) is int else value
+
+    @field_validator("max_rejects")
+    @classmethod
+    def _a_limit(cls, value: str | None) -> str | None:
+        return value if value is None else parse_max_rejects(value).text
+
+    def reject_limit(self) -> RejectLimit | None:
+        """The reject limit of a run; None with `force`, which loads whatever was rejected."""
+        return None if self.force else parse_max_rejects(self.max_rejects)
 
     def connection_url(self) -> str:
         return resolve_database_url(self._configured_url())

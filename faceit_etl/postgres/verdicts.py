@@ -1,7 +1,8 @@
-"""The post-migration verdicts, one function per asset check, on any connection.
+"""The migration's verdicts, one function per asset check, on any connection.
 
-Kept apart from Dagster so the same verdicts run after a commit (the asset checks) and inside the
-transaction of a dry run, just before it is rolled back.
+Kept apart from Dagster: the load judges them inside its own transaction, after its writes and
+before its commit (`judge_before_commit`), so a load whose blocking verdicts fail is rolled back
+and never committed; the asset checks report what that transaction saw.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def row_counts_match(
     conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
 ) -> Verdict:
     """The file's rows plus the rows the load kept of users the file does not have (`kept_absent`
-    per table, none when not given)."""
-    kept = kept_absent or {}
+    per table, as the load counted them; without a load, as the tables hold them now)."""
+    kept = verify.rows_of_users_not_in(conn, schema, users["user_id"]) if kept_absent is None else kept_absent
     counts = {
         USERS: (verify.row_count(conn, schema, USERS), len(users) + kept.get(USERS, 0)),
         SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions) + kept.get(SUBSCRIPTIONS, 0)),
@@ -56,12 +57,20 @@ def row_counts_match(
 def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     actual = verify.tier_counts(conn, schema, users["user_id"])
     expected = {str(k): int(v) for k, v in subscriptions["tier"].value_counts().sort_index().items()}
-    return Verdict(actual == expected, {"in_database": actual, "expected": expected})
+    return Verdict(
+        actual == expected,
+        {"in_database": actual, "expected": expected},
+        None if actual == expected else f"subscriptions per tier: {actual} in the database, {expected} from the file",
+    )
 
 
 def subscriptions_have_users(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     orphans = verify.orphan_subscriptions(conn, schema)
-    return Verdict(orphans == 0, {"orphan_subscriptions": orphans})
+    return Verdict(
+        orphans == 0,
+        {"orphan_subscriptions": orphans},
+        f"{orphans} subscription(s) whose user is not in {USERS}" if orphans else None,
+    )
 
 
 def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
@@ -123,3 +132,47 @@ def all_verdicts(
 ) -> dict[str, Verdict]:
     verdicts = VERDICTS | {"row_counts_match": partial(row_counts_match, kept_absent=kept_absent)}
     return {name: verdict(conn, schema, users, subscriptions) for name, verdict in verdicts.items()}
+
+
+# A failure of one of these means the tables do not hold what the file says: the load is not committed.
+BLOCKING = ("row_counts_match", "tier_counts_match", "subscriptions_have_users", "content_matches")
+
+
+class VerificationFailed(Exception):
+    """A blocking verdict failed inside the load's transaction; raised there, it rolls the load back."""
+
+    def __init__(self, verdicts: dict[str, Verdict]):
+        self.verdicts = verdicts
+        super().__init__(failure_message(verdicts))
+
+
+def judge_before_commit(
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+) -> dict[str, Verdict]:
+    """Every verdict on the tables as the open transaction holds them; raises `VerificationFailed`
+    (so the transaction is rolled back) when a blocking one fails."""
+    verdicts = all_verdicts(conn, schema, users, subscriptions, kept_absent)
+    if any(not verdicts[name].passed for name in BLOCKING):
+        raise VerificationFailed(verdicts)
+    return verdicts
+
+
+def failure_message(verdicts: dict[str, Verdict]) -> str:
+    """One line: each failed blocking check, what differed, and a few keys of differing rows."""
+    parts = []
+    for name in BLOCKING:
+        verdict = verdicts[name]
+        if not verdict.passed:
+            parts.append(f"{name}: {verdict.description or verdict.metadata}" + _example_keys(verdict))
+    return "verification failed, nothing was written: " + "; ".join(parts)
+
+
+def _example_keys(verdict: Verdict) -> str:
+    """The keys of differing rows a content verdict gives as examples, per table and column."""
+    named = [
+        f"{table} {column}: {', '.join(map(str, keys))}"
+        for table, summary in verdict.metadata.items()
+        if isinstance(summary, dict)
+        for column, keys in summary.get("examples", {}).items()
+    ]
+    return f" (rows: {'; '.join(named)})" if named else ""

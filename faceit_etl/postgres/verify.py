@@ -91,6 +91,21 @@ def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series)
     return Absent(count, list(sample))
 
 
+def rows_of_users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
+    """Per table, the rows of users whose Telegram id is not among `telegram_ids`: what a load that
+    keeps absent users leaves beside the file's rows, for checks judged without a load."""
+    users, subscriptions = conn.execute(
+        sql.SQL(
+            """WITH absent AS (SELECT u.id FROM {users} u
+                   WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id))
+               SELECT (SELECT count(*) FROM absent),
+                      (SELECT count(*) FROM {subs} s WHERE s.user_id IN (SELECT id FROM absent))"""
+        ).format(users=table(schema, USERS), subs=table(schema, SUBSCRIPTIONS)),
+        [[int(i) for i in telegram_ids]],
+    ).fetchone()
+    return {USERS: users, SUBSCRIPTIONS: subscriptions}
+
+
 @dataclass
 class ContentDiff:
     table: str
