@@ -22,8 +22,10 @@ from faceit_etl.defs.metadata import rules_schema
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.source_file import bot_data_file
 from faceit_etl.identity import code_version, input_identity, look_at_file
-from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
+from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 from faceit_etl_tests.conftest import NESTED_SAMPLE, make_settings
+
+USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA = schemas()
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "faceit_etl"

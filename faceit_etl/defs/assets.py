@@ -23,7 +23,7 @@ from faceit_etl.postgres.load import LOAD_COUNTS, LoadStats, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import VerificationFailed, judge_before_commit
 from faceit_etl.validation import ValidationOutcome, memo, validate_entries
-from faceit_etl.validation.schemas import SUBSCRIPTIONS_SCHEMA, UNIQUE_COLUMNS, USERS_SCHEMA
+from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
@@ -114,7 +114,7 @@ def validated_frame(
         metadata={
             **frame_metadata(outcome.valid),
             # The accepted entries' columns with the rules that judged them (pandera's schemas).
-            "dagster/column_schema": rules_schema(USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS),
+            "dagster/column_schema": rules_schema(*schemas(), unique=UNIQUE_COLUMNS),
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,
