@@ -258,7 +258,7 @@ def test_a_database_url_in_the_config_file_reaches_step_processes(workdir, datab
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "  users: 25 inserted, 0 updated, 0 unchanged\n" in done.stdout
+    assert "  users: 25 inserted, 0 updated, 0 unchanged, 0 kept (not in the file), 0 deleted\n" in done.stdout
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
     assert not (workdir / ".faceit-etl" / "pgdata").exists()  # no embedded server was started instead
     with instance_at(workdir) as instance:

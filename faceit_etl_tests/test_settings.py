@@ -218,6 +218,7 @@ def test_every_setting_from_the_environment_is_what_the_run_uses(entry, tmp_path
         "backup_dir": str(tmp_path / "env-backups"),
         "backup_tables": False,
         "force": True,
+        "max_rejects": "0",
         "truncate": True,
         "prune": True,
         "max_prune_fraction": 0.25,

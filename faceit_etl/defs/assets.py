@@ -52,6 +52,15 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
     settings = migration_settings.checked()
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
+    observed = context.instance.get_latest_data_version_record(dg.AssetKey("bot_data_file"), is_source=True)
+    if observed is not None and observed.run_id == context.run.run_id:
+        if observed.asset_observation.tags.get("dagster/data_version") != copied.sha256:
+            # The run records the version it observed as the one it loaded: they must be the same bytes.
+            Path(copied.copy).unlink()
+            raise backup.BackupError(
+                f"{copied.original}: the file changed between this run's look at it and its backup (it was "
+                "written to meanwhile); nothing was loaded. Run again."
+            )
     return dg.Output(
         copied,
         data_version=dg.DataVersion(copied.sha256),  # a copy of the same bytes leaves raw_json synced
