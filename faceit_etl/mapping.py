@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from faceit_etl.validation.fields import SUBSCRIPTION_PRESENT, USER_PRESENT
+
 USER_COLUMNS = [
     "id",
     "user_id",
@@ -39,6 +41,10 @@ SUBSCRIPTION_COLUMNS = [
     "referral_code",
     "referrals_count",
 ]
+
+# Each mapped row's presence bits (see `fields.py`), after its table's columns: a field the file's
+# entry lacks gets the bot's default in a new row and keeps an existing row's value.
+PRESENT = "fields_present"
 
 # The bot's values for a field that is absent (or null) in its file.
 USER_DEFAULTS = {
@@ -102,11 +108,13 @@ def map_frames(valid: pd.DataFrame) -> MappedFrames:
     users = valid[USER_COLUMNS[1:]].copy()
     users.insert(0, "id", derive_ids(valid["user_id"], USER_ID_KIND))
     users = with_defaults(users, USER_DEFAULTS, "users")
+    users[PRESENT] = valid[USER_PRESENT].to_numpy()
 
     subscriptions = valid[SUBSCRIPTION_COLUMNS[2:]].copy()
     subscriptions.insert(0, "id", derive_ids(valid["user_id"], SUBSCRIPTION_ID_KIND))
     subscriptions.insert(1, "user_id", users["id"])
     subscriptions = with_defaults(subscriptions, SUBSCRIPTION_DEFAULTS, "user_subscriptions")
+    subscriptions[PRESENT] = valid[SUBSCRIPTION_PRESENT].to_numpy()
     no_subscription = int((~valid["has_subscription"]).sum())
     if no_subscription:
         defaults_applied["user_subscriptions (whole row: entry had none)"] = no_subscription

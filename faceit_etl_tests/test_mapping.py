@@ -18,6 +18,7 @@ from faceit_etl.mapping import (
 )
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.validation import validate_entries
+from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
 
 FIRST_LAYOUT = [
@@ -59,8 +60,8 @@ def test_target_column_layout_and_order():
     ]
     for path in (FLAT_SAMPLE, NESTED_SAMPLE):
         frames = mapped_file(path)
-        assert list(frames.users.columns) == USER_COLUMNS
-        assert list(frames.subscriptions.columns) == SUBSCRIPTION_COLUMNS
+        assert list(frames.users.columns) == [*USER_COLUMNS, mapping.PRESENT]
+        assert list(frames.subscriptions.columns) == [*SUBSCRIPTION_COLUMNS, mapping.PRESENT]
         assert frames.users.index.tolist() == list(range(25))
         assert frames.subscriptions.index.tolist() == list(range(25))
 
@@ -221,10 +222,27 @@ def test_rejected_entries_do_not_reach_the_mapping():
 def test_no_valid_entries_map_to_empty_frames():
     outcome = validate_entries(SourceData(entries=[{"user_id": "x"}], layout="test"))
     frames = map_frames(outcome.valid)
-    assert list(frames.users.columns) == USER_COLUMNS
-    assert list(frames.subscriptions.columns) == SUBSCRIPTION_COLUMNS
+    assert list(frames.users.columns) == [*USER_COLUMNS, mapping.PRESENT]
+    assert list(frames.subscriptions.columns) == [*SUBSCRIPTION_COLUMNS, mapping.PRESENT]
     assert len(frames.users) == 0 and len(frames.subscriptions) == 0
     assert frames.defaults_applied == {}
+
+
+def test_presence_bits_name_exactly_the_keys_each_entry_has():
+    """Absent keys (a layout without them, a missing subscription) clear their bits; a key present
+    with null sets its bit, like any value: only absent fields keep an existing row's value."""
+    entries = [
+        {"user_id": 1},
+        {"user_id": 2, "language": None, "total_requests": 3, "subscription": None},
+        {"user_id": 3, "subscription": {"tier": "pro", "expires_at": None, "referred_by": 1}},
+    ]
+    frames = map_frames(validate_entries(SourceData(entries=entries, layout="test")).valid)
+
+    def present(frame, fields):
+        return [sorted(f.name for i, f in enumerate(fields) if bits >> i & 1) for bits in frame[mapping.PRESENT]]
+
+    assert present(frames.users, USER_FIELDS) == [["user_id"], ["language", "total_requests", "user_id"], ["user_id"]]
+    assert present(frames.subscriptions, SUBSCRIPTION_FIELDS) == [[], [], ["expires_at", "referred_by_user_id", "tier"]]
 
 
 # --- row ids -------------------------------------------------------------------------------------

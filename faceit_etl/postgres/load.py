@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
+from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import (
     MIGRATION_REJECTS,
@@ -45,6 +45,7 @@ from faceit_etl.postgres.ddl import (
 from faceit_etl.postgres.fingerprint import fingerprint, left_by
 from faceit_etl.postgres.keys import drop_keys, outside_references, restore_keys, table_keys
 from faceit_etl.postgres.lock import lock_schema
+from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
 REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
 # Columns whose change counts as a change of the row (ids and bookkeeping times excluded).
@@ -379,14 +380,17 @@ def copy_frame(conn, target: sql.Composable, frame: pd.DataFrame, columns: list[
 
 
 def _stage(conn, schema, name, frame, columns, batch_size, progress) -> sql.Identifier:
-    """A temporary table with the target's column types, filled by COPY."""
+    """A temporary table with the target's column types and each row's presence bits, filled by
+    COPY. A frame without presence bits has every field (-1: all bits set)."""
     stage = sql.Identifier(f"_faceit_etl_stage_{name}")
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-            stage, sql.SQL(", ").join(map(sql.Identifier, columns)), table(schema, name)
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, 0::bigint AS {} FROM {} WITH NO DATA").format(
+            stage, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(PRESENT), table(schema, name)
         )
     )
-    copy_frame(conn, stage, frame, columns, batch_size, progress, f"copy {name}")
+    if PRESENT not in frame.columns:
+        frame = frame.assign(**{PRESENT: -1})
+    copy_frame(conn, stage, frame, [*columns, PRESENT], batch_size, progress, f"copy {name}")
     conn.execute(sql.SQL("ANALYZE {}").format(stage))  # temp tables have no statistics otherwise
     return stage
 
@@ -399,7 +403,7 @@ def _upsert(conn, statement: sql.Composed, total: int) -> TableStats:
     return TableStats(inserted, updated, total - inserted - updated)
 
 
-def _differs(existing: str, staged: str, columns: list[str], staged_as: dict[str, str] | None = None) -> sql.Composed:
+def _differs(existing: str, staged: str, columns: list[str], staged_as: dict[str, sql.Composable] | None = None) -> sql.Composed:
     """`(existing.a, …) IS DISTINCT FROM (staged.a, …)`: only real changes are written. Used twice:
     as a read-only filter before ON CONFLICT (which would lock, and so write, every row it meets),
     and in ON CONFLICT's own WHERE against `excluded`."""
@@ -407,10 +411,22 @@ def _differs(existing: str, staged: str, columns: list[str], staged_as: dict[str
     return sql.SQL("({}) IS DISTINCT FROM ({})").format(
         sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(existing), sql.Identifier(c)) for c in columns),
         sql.SQL(", ").join(
-            sql.SQL(staged_as[c]) if c in staged_as else sql.SQL("{}.{}").format(sql.Identifier(staged), sql.Identifier(c))
+            staged_as[c] if c in staged_as else sql.SQL("{}.{}").format(sql.Identifier(staged), sql.Identifier(c))
             for c in columns
         ),
     )
+
+
+def _kept_unless_present(fields, columns: list[str]) -> dict[str, sql.Composable]:
+    """Per column, the value to write: the staged one for a new row or when the file's entry has the
+    field (its value, null included), otherwise the existing row's. Used for both the insert and
+    the comparison, so a row whose only differences are fields the file lacks counts as unchanged."""
+    return {
+        c: sql.SQL("CASE WHEN existing.user_id IS NULL OR s.{present} & {bit} <> 0 THEN s.{c} ELSE existing.{c} END").format(
+            present=sql.Identifier(PRESENT), bit=sql.Literal(presence_bit(fields, c)), c=sql.Identifier(c)
+        )
+        for c in columns
+    }
 
 
 def _assignments(columns: list[str]) -> sql.Composed:
@@ -421,6 +437,7 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
     """A user absent from the file's `created_at` keeps the one it has, or gets the load's time."""
     users = table(schema, USERS)
     data = [c for c in _USER_DATA if c != "created_at"]
+    values = _kept_unless_present(USER_FIELDS, data) | {"created_at": sql.SQL("COALESCE(s.created_at, existing.created_at)")}
     statement = sql.SQL(
         """INSERT INTO {users} AS t (id, user_id, {data}, created_at)
            SELECT s.id, s.user_id, {s_data}, COALESCE(s.created_at, existing.created_at, now())
@@ -432,11 +449,11 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
     ).format(
         users=users,
         data=sql.SQL(", ").join(map(sql.Identifier, data)),
-        s_data=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in data),
+        s_data=sql.SQL(", ").join(values[c] for c in data),
         stage=stage,
         assign=_assignments(data),
         changed=_differs("t", "excluded", _USER_DATA),
-        changed_existing=_differs("existing", "s", _USER_DATA, {"created_at": "COALESCE(s.created_at, existing.created_at)"}),
+        changed_existing=_differs("existing", "s", _USER_DATA, values),
     )
     return _upsert(conn, statement, total)
 
@@ -479,15 +496,17 @@ def _release_moving_referral_codes(conn, schema, stage) -> None:
     conn.execute(
         sql.SQL(
             """UPDATE {target} AS t SET referral_code = NULL FROM {stage} AS s
-               WHERE s.user_id = t.user_id AND t.referral_code IS NOT NULL
+               WHERE s.user_id = t.user_id AND t.referral_code IS NOT NULL AND s.{present} & {bit} <> 0
                  AND t.referral_code IS DISTINCT FROM s.referral_code"""
-        ).format(target=table(schema, SUBSCRIPTIONS), stage=stage)
+        ).format(target=table(schema, SUBSCRIPTIONS), stage=stage, present=sql.Identifier(PRESENT),
+                 bit=sql.Literal(presence_bit(SUBSCRIPTION_FIELDS, "referral_code")))
     )
 
 
 def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
     _release_moving_referral_codes(conn, schema, stage)
     columns = sql.SQL(", ").join(map(sql.Identifier, SUBSCRIPTION_COLUMNS))
+    values = _kept_unless_present(SUBSCRIPTION_FIELDS, _SUBSCRIPTION_DATA)
     statement = sql.SQL(
         """INSERT INTO {target} AS t ({columns}) SELECT {s_columns} FROM {stage} s
            LEFT JOIN {target} existing ON existing.user_id = s.user_id
@@ -501,8 +520,8 @@ def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
         stage=stage,
         assign=_assignments(_SUBSCRIPTION_DATA),
         changed=_differs("t", "excluded", _SUBSCRIPTION_DATA),
-        s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in SUBSCRIPTION_COLUMNS),
-        changed_existing=_differs("existing", "s", _SUBSCRIPTION_DATA),
+        s_columns=sql.SQL(", ").join([sql.SQL("s.id, s.user_id"), *(values[c] for c in _SUBSCRIPTION_DATA)]),
+        changed_existing=_differs("existing", "s", _SUBSCRIPTION_DATA, values),
     )
     return _upsert(conn, statement, total)
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
+from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS
+from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
 EXAMPLES = 5
@@ -140,7 +141,7 @@ def compare_users(conn: psycopg.Connection, schema: str, frame: pd.DataFrame) ->
     # A created_at the file does not have is whatever the table holds (set at first load).
     columns = USER_COLUMNS[2:]
     expected = frame[columns].assign(**{KEY: pd.array(frame["user_id"].to_numpy(), dtype="Int64")})
-    return _compare(conn, schema, USERS, columns, expected, any_value_where_missing={"created_at"})
+    return _compare(conn, schema, USERS, columns, expected, {"created_at"}, _lacked(frame, USER_FIELDS, columns))
 
 
 def compare_subscriptions(
@@ -152,10 +153,19 @@ def compare_subscriptions(
     expected = frame[columns].assign(
         **{KEY: pd.array(telegram_id_of.reindex(frame["user_id"].to_numpy()).to_numpy(), dtype="Int64")}
     )
-    return _compare(conn, schema, SUBSCRIPTIONS, columns, expected, set())
+    return _compare(conn, schema, SUBSCRIPTIONS, columns, expected, set(), _lacked(frame, SUBSCRIPTION_FIELDS, columns))
 
 
-def _compare(conn, schema, name, columns, frame, any_value_where_missing) -> ContentDiff:
+def _lacked(frame: pd.DataFrame, fields, columns: list[str]) -> dict[str, np.ndarray]:
+    """Per column, the rows whose file entry lacks the field: the table keeps what it had there, so
+    any value is the file's (a frame without presence bits has every field)."""
+    if PRESENT not in frame.columns:
+        return {}
+    bits = frame[PRESENT].to_numpy(dtype="int64")
+    return {c: (bits & presence_bit(fields, c)) == 0 for c in columns}
+
+
+def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked=None) -> ContentDiff:
     columns = [KEY, *columns]
     expected = _canonical(frame[columns]).set_index(KEY)
     actual = _read_table(conn, schema, name, columns, frame[columns]).set_index(KEY)
@@ -164,11 +174,14 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing) -> Con
     diff.unexpected = sorted(map(int, actual.index.difference(expected.index)))
     common = expected.index.intersection(actual.index)
     left, right = expected.loc[common], actual.loc[common]
+    positions = pd.Index(frame[KEY]).get_indexer(common)
     for column in columns[1:]:
         a, b = left[column], right[column]
         same = (a == b).fillna(False) | (a.isna() & b.isna())
         if column in any_value_where_missing:
             same |= a.isna()
+        if lacked and column in lacked:
+            same |= lacked[column][positions]
         if not same.all():
             diff.differing[column] = sorted(map(int, common[~same.to_numpy()]))
     return diff

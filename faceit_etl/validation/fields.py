@@ -57,4 +57,19 @@ SUBSCRIPTION_FIELDS: tuple[Field, ...] = (
 KNOWN_USER_KEYS = frozenset(f.source_key for f in USER_FIELDS) | {SUBSCRIPTION_KEY}
 KNOWN_SUBSCRIPTION_KEYS = frozenset(f.source_key for f in SUBSCRIPTION_FIELDS)
 
+# Which of an entry's fields its JSON has (the key, whatever its value): bit i stands for field i of
+# USER_FIELDS or SUBSCRIPTION_FIELDS. A field the entry lacks keeps the value a row already has.
+USER_PRESENT = "user_fields_present"
+SUBSCRIPTION_PRESENT = "subscription_fields_present"
+
+
+def presence_bit(fields: tuple[Field, ...], name: str) -> int:
+    return 1 << next(i for i, f in enumerate(fields) if f.name == name)
+
+
+def presence_mask(fields: tuple[Field, ...], keys) -> int:
+    """The bits of the fields whose source keys are among `keys`."""
+    return sum(1 << i for i, f in enumerate(fields) if f.source_key in keys)
+
+
 TIERS = ("FREE", "PREMIUM", "PRO")  # the target enum's labels: the bot's enum *names*

@@ -25,7 +25,10 @@ from faceit_etl.validation.fields import (
     KNOWN_USER_KEYS,
     SUBSCRIPTION_FIELDS,
     SUBSCRIPTION_KEY,
+    SUBSCRIPTION_PRESENT,
     USER_FIELDS,
+    USER_PRESENT,
+    presence_mask,
 )
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 
@@ -120,6 +123,8 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     columns["has_subscription"] = pd.Series(
         pd.array([s is not None for s in subscriptions], dtype="boolean")
     )
+    columns[USER_PRESENT] = _presence(USER_FIELDS, users)
+    columns[SUBSCRIPTION_PRESENT] = _presence(SUBSCRIPTION_FIELDS, subscriptions)
     frame = pd.DataFrame(columns)
     frame.index = pd.Index(positions, name="source_index", dtype="int64")
 
@@ -144,6 +149,19 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
         input_count=len(entries),
         ignored_fields=_ignored_fields(users, subscriptions),
     )
+
+
+def _presence(fields, entries: list[dict | None]) -> pd.Series:
+    """Each entry's presence bits; entries of one layout share their keys, so each key tuple is
+    turned into bits once (a user whose id came from its key in a keyed file has it regardless)."""
+    masks: dict[tuple, int] = {}
+    bits = []
+    for entry in entries:
+        keys = tuple(entry) if entry is not None else ()
+        if (mask := masks.get(keys)) is None:
+            mask = masks[keys] = presence_mask(fields, keys)
+        bits.append(mask)
+    return pd.Series(bits, dtype="int64")
 
 
 def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tuple[int, int]], reject) -> None:
