@@ -36,6 +36,14 @@ def checked_identifier(name: str) -> str:
             f"invalid schema name {name!r}: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 63 characters)"
         )
+    # PostgreSQL keeps these for itself (`pg_` as written, case and all): it refuses to create such a
+    # schema, refuses tables in pg_catalog and pg_toast, drops pg_temp's at the session's end, and
+    # information_schema holds its catalog views.
+    if name.startswith("pg_") or name == "information_schema":
+        raise ValueError(
+            f"schema name {name!r} is reserved by PostgreSQL for its own catalogs "
+            "(names starting with pg_, and information_schema): choose another schema, such as public"
+        )
     return name
 
 
