@@ -273,6 +273,10 @@ def test_a_database_url_in_the_config_file_reaches_step_processes(workdir, datab
     [
         (["migrate", "absent.json"], "absent.json: no such file"),
         (["migrate", "{sample}", "--target-schema", "public; DROP TABLE users"], "invalid schema name"),
+        *[(["migrate", "{sample}", "--target-schema", schema],
+           f"schema name '{schema}' is reserved by PostgreSQL for its own catalogs (names starting with pg_, "
+           "and information_schema): choose another schema, such as public")
+          for schema in ("pg_toast", "pg_temp", "pg_catalog", "information_schema", "pg_new")],
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, message):

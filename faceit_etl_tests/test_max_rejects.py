@@ -158,3 +158,38 @@ def test_the_cli_loads_within_the_limit_exits_2_beyond_it_and_a_flag_beats_confi
     from_environment = faceit_etl(workdir, database_url, "migrate", str(source), env={"MIGRATION_MAX_REJECTS": "2"})
     assert from_environment.returncode == 0, from_environment.stdout + from_environment.stderr
     assert loaded(db) == (ENTRIES - 2, sorted(reasons(2) * 2))  # each run keeps its rejects
+
+
+@pytest.mark.parametrize(("written", "held"), [("2.0", "2"), ("0.0", "0"), ("3", "3"), ("'5%'", "5%")])
+def test_a_whole_yaml_number_in_config_is_that_count(written, held):
+    from faceit_etl.cli.main import yaml_max_rejects
+
+    import yaml
+    assert yaml_max_rejects(yaml.safe_load(f"max_rejects: {written}")["max_rejects"], Path("s.yaml")) == held
+
+
+def test_the_cli_takes_a_whole_yaml_float_as_a_count(workdir, database_url, db):  # noqa: F811
+    source = file_with_rejects(workdir, 2)
+    config = workdir / "settings.yaml"
+    config.write_text("max_rejects: 2.0\n")
+
+    done = faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(source))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert loaded(db)[0] == ENTRIES - 2
+
+
+def test_a_yaml_number_that_is_no_whole_count_is_refused_in_plain_words(workdir, database_url, db):  # noqa: F811
+    source = file_with_rejects(workdir, 2)
+    config = workdir / "settings.yaml"
+    for written in ("2.5", "-1.0", ".inf"):
+        config.write_text(f"max_rejects: {written}\n")
+
+        refused = faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(source))
+
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        shown = {"2.5": "2.5", "-1.0": "-1.0", ".inf": "inf"}[written]
+        assert (f"--config {config}: max_rejects {shown}: expected a whole number of rejects (5) or a percentage "
+                "of the entries read (1%), at least 0") in refused.stdout
+        assert "valid string" not in refused.stdout + refused.stderr
+        assert loaded(db) is None

@@ -78,6 +78,8 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
     ("field", "value", "message"),
     [
         ("target_schema", "public; DROP TABLE users", "invalid schema name"),
+        ("target_schema", "information_schema", "schema name 'information_schema' is reserved by PostgreSQL"),
+        ("target_schema", "pg_toast", "schema name 'pg_toast' is reserved by PostgreSQL"),
         ("source_timezone", "Mars/Olympus", "not a known time zone"),
     ],
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
 import psycopg
 import pytest
 
@@ -45,9 +46,8 @@ def judged(mapped):
 
 
 def ids_of(telegram_ids) -> list[str]:
-    """The comparison's keys of these users' rows (a subscription is keyed by its user's Telegram id),
-    sorted as the verdict lists them."""
-    return [str(t) for t in sorted(telegram_ids)]
+    """The comparison's keys of these users' rows (in both tables their Telegram ids), sorted as the verdict lists them."""
+    return [str(t) for t in sorted(int(t) for t in telegram_ids)]
 
 
 @dataclass
@@ -169,7 +169,8 @@ def test_a_dagster_run_whose_verdict_fails_commits_nothing_logs_failed_and_rollb
         assert event.step_key == "postgres_tables"
         assert event.step_failure_data.error.message.splitlines()[0].endswith(message)
         recorded = event.step_failure_data.user_failure_data.metadata["verification"].value
-        assert recorded["content_matches"]["metadata"]["users"]["examples"] == {"language": [row_id]}
+        examples = recorded["content_matches"]["metadata"]["users"]["examples"]
+        assert {column: [str(key) for key in keys] for column, keys in examples.items()} == {"language": [row_id]}
         assert set(checks_by_name(failed)) == {"no_rejected_entries"}  # the checks of an uncommitted load never ran
         assert "postgres_tables" not in {e.asset_key.to_user_string() for e in failed.get_asset_materialization_events()}
         assert statuses(db) == {first.run_id: "success", failed.run_id: "failed"}
@@ -206,3 +207,56 @@ def test_the_cli_says_verification_failed_exits_1_and_the_tables_stay_as_they_we
     assert any(line.startswith("Migration run ") and line.endswith(" FAILED") for line in done.stdout.splitlines())
     assert [s for s, in db.execute("SELECT status FROM migration_logs ORDER BY start_time")] == ["success", "failed"]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("loaded_first", [0, 50], ids=["empty tables, rows copied in", "rows inserted by the upsert"])
+def test_a_deferred_constraint_trigger_fires_before_the_verdicts_not_at_the_commit(db, database_url, loaded_first):
+    """A trigger deferred to the COMMIT would change rows after they were verified; it fires before."""
+    entries = generate_users(90, seed=23)
+    with psycopg.connect(database_url) as conn:
+        ddl.ensure_bookkeeping_tables(conn, SCHEMA)
+        ddl.ensure_target_tables(conn, SCHEMA)
+        conn.commit()
+        if loaded_first:
+            first, rejects = chain(document(entries[:loaded_first]))
+            load(conn, SCHEMA, first, rejects, "run-0", before_commit=judged(first))
+    db.execute("CREATE FUNCTION late() RETURNS trigger AS $$ BEGIN UPDATE users SET faceit_nickname = 'LATE' "
+               "WHERE id = NEW.id AND faceit_nickname IS DISTINCT FROM 'LATE'; RETURN NULL; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE CONSTRAINT TRIGGER late AFTER INSERT OR UPDATE ON users DEFERRABLE INITIALLY DEFERRED "
+               "FOR EACH ROW EXECUTE FUNCTION late()")
+    mapped, rejects = chain(document(entries))
+    before = target_state(db)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+
+    assert target_state(db) == before
+    assert db.execute("SELECT count(*) FROM users WHERE faceit_nickname = 'LATE'").fetchone()[0] == 0
+    assert str(failed.value).startswith(f"{HEAD}content_matches: {ddl.USERS}: 0 rows missing, "
+                                         f"{90 - loaded_first} cells differ (in faceit_nickname)")
+
+
+def test_a_deferred_foreign_key_that_holds_loads_as_usual(db, database_url):
+    """The bot's tables may declare their keys deferrable; checked early, a key that holds still loads."""
+    entries = generate_users(40, seed=24)
+    with psycopg.connect(database_url) as conn:
+        ddl.ensure_bookkeeping_tables(conn, SCHEMA)
+        ddl.ensure_target_tables(conn, SCHEMA)
+        conn.commit()
+    key = db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass "
+                     "AND contype = 'f'").fetchone()[0]
+    db.execute(f"ALTER TABLE user_subscriptions ALTER CONSTRAINT {key} DEFERRABLE INITIALLY DEFERRED")
+    mapped, rejects = chain(document(entries))
+
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+
+    loaded = db.execute("SELECT u.user_id, u.faceit_nickname, s.tier::text FROM users u "
+                        "LEFT JOIN user_subscriptions s ON s.user_id = u.id ORDER BY u.user_id").fetchall()
+    subscriptions = mapped.subscriptions.set_index("user_id")
+    expected = sorted(
+        (int(row.user_id), None if pd.isna(row.faceit_nickname) else row.faceit_nickname, subscriptions.loc[row.id, "tier"] if row.id in subscriptions.index else None)
+        for row in mapped.users.itertuples()
+    )
+    assert loaded == expected
+    assert len(mapped.subscriptions) > 0

@@ -25,6 +25,7 @@ from typing import NoReturn
 import yaml
 
 from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString, connect, describe, project_home, redact
+from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| head`) stopped reading
@@ -141,8 +142,8 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     """Resource config from --config and flags. The database URL never goes into run config (the UI
     shows run config): it travels in the DATABASE_URL environment variable instead."""
     config: dict = read_config(args.config) if args.config else {}
-    if type(config.get("max_rejects")) is int:  # `max_rejects: 5` in YAML; run config holds it as text
-        config["max_rejects"] = str(config["max_rejects"])
+    if "max_rejects" in config:
+        config["max_rejects"] = yaml_max_rejects(config["max_rejects"], args.config)
     url = args.database_url or config.pop("database_url", None)
     if url and url != os.environ.get("DATABASE_URL"):
         restart_with_database_url(args.argv, url)
@@ -159,6 +160,18 @@ def settings_overrides(args: argparse.Namespace) -> dict:
         if value is not None:
             config[name] = value
     return config
+
+
+def yaml_max_rejects(value, path: Path) -> object:
+    """`max_rejects` of a --config file as run config holds it (text). YAML reads `5` and `2.0` as
+    numbers: a whole one is that count; `2.5` or `.inf` means no count and is refused, never rounded."""
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:
+        if value.is_integer() and value >= 0:
+            return str(int(value))
+        raise UsageError(f"--config {path}: max_rejects {value}: {MAX_REJECTS_EXPECTED}")
+    return value
 
 
 def restart_with_database_url(argv: list[str], url: str) -> NoReturn:

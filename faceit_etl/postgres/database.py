@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 CONNECT_ATTEMPTS = 3
@@ -118,12 +119,28 @@ def redact(text: str, url: str | None = None) -> str:
     return _PASSWORD_KEYWORD.sub(r"\1***", text)
 
 
+# The session settings the tool reads and writes values with. A database or role may set other defaults
+# (`ALTER DATABASE ... SET datestyle = 'SQL, DMY'`, another TimeZone, LATIN1): psycopg then cannot parse
+# timestamps, output shifts, or text cannot be encoded. Every session sets its own.
+SESSION_SETTINGS = {
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "client_encoding": "UTF8",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+}
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """Connect with a few bounded retries; a failure names host and database only."""
+    """Connect with a few bounded retries, in a session of known settings (`SESSION_SETTINGS`); a failure
+    names host and database only."""
     last_error: Exception | None = None
     for attempt in range(CONNECT_ATTEMPTS):
         try:
-            return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            _set_session(conn)
+            return conn
         except psycopg.ProgrammingError:  # a malformed connection string: libpq's message may quote its password
             raise InvalidConnectionString from None
         except psycopg.OperationalError as exc:
@@ -134,3 +151,13 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     raise DatabaseUnavailable(
         f"cannot connect to PostgreSQL at {describe(url)} after {CONNECT_ATTEMPTS} attempts: {detail}"
     ) from None
+
+
+def _set_session(conn: psycopg.Connection) -> None:
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in SESSION_SETTINGS.items()
+    )
+    conn.execute(sql.SQL("SELECT {}").format(calls))
+    if not conn.autocommit:
+        conn.commit()  # session settings outlive this transaction; the caller starts with none open

@@ -36,6 +36,14 @@ def checked_identifier(name: str) -> str:
             f"invalid schema name {name!r}: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 63 characters)"
         )
+    # PostgreSQL keeps these for itself (`pg_` as written, case and all): it refuses to create such a
+    # schema, refuses tables in pg_catalog and pg_toast, drops pg_temp's at the session's end, and
+    # information_schema holds its catalog views.
+    if name.startswith("pg_") or name == "information_schema":
+        raise ValueError(
+            f"schema name {name!r} is reserved by PostgreSQL for its own catalogs "
+            "(names starting with pg_, and information_schema): choose another schema, such as public"
+        )
     return name
 
 
@@ -145,6 +153,7 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
         conn.execute(
             sql.SQL("CREATE TYPE {} AS ENUM ('FREE', 'PREMIUM', 'PRO')").format(table(schema, TIER_TYPE))
         )
+    check_tier_labels(conn, schema)
     conn.execute(
         sql.SQL(_TARGET).format(
             users=table(schema, USERS),
@@ -153,6 +162,36 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
         )
     )
     return not existed
+
+
+TIER_LABELS = ("FREE", "PREMIUM", "PRO")
+
+
+def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
+    """Stop before writing when the enum the tiers go into lacks one of the bot's labels (one made by hand
+    as 'free', 'premium', 'pro'): COPY would fail on the first such tier, and no tier is ever rewritten
+    to fit. The enum is the one the existing `tier` column uses, else the schema's own."""
+    found = conn.execute(
+        """SELECT t.typname, n.nspname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+           FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid
+           WHERE t.oid = coalesce(
+               (SELECT atttypid FROM pg_attribute WHERE attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+                AND attname = 'tier' AND NOT attisdropped),
+               to_regtype(format('%%I.%%I', %s::text, %s::text)))
+           GROUP BY t.typname, n.nspname""",
+        [schema, SUBSCRIPTIONS, schema, TIER_TYPE],
+    ).fetchone()
+    if found is None:  # the tier column is not an enum (text, varchar): any tier fits
+        return
+    name, namespace, labels = found
+    missing = [label for label in TIER_LABELS if label not in labels]
+    if missing:
+        raise TargetError(
+            f"the enum {namespace}.{name} of {schema}.{SUBSCRIPTIONS}.tier has the labels "
+            f"{', '.join(map(repr, labels))}; the bot's tiers need {', '.join(map(repr, TIER_LABELS))} "
+            f"(missing {', '.join(map(repr, missing))}). Nothing was written. Give the enum the bot's labels "
+            f"(ALTER TYPE ... RENAME VALUE or ADD VALUE), then run again"
+        )
 
 
 def table_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:

@@ -340,6 +340,8 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
         f"copy {SUBSCRIPTIONS}",
     )
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
+    # A deferred trigger's pending events would make the ALTERs that restore the keys fail: fire them now.
+    conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     restore_keys(conn, keys)
     return TableStats(inserted=len(users)), TableStats(inserted=len(mapped.subscriptions))
 

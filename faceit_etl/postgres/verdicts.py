@@ -157,7 +157,11 @@ def judge_before_commit(
     conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
 ) -> dict[str, Verdict]:
     """Every verdict on the tables as the open transaction holds them; raises `VerificationFailed`
-    (so the transaction is rolled back) when a blocking one fails."""
+    (so the transaction is rolled back) when a blocking one fails.
+
+    Deferred constraints and constraint triggers fire first: left for the COMMIT, they could change or
+    refuse rows after the verdicts. Immediate from here on, nothing deferred can run after them."""
+    conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     verdicts = all_verdicts(conn, schema, users, subscriptions, kept_absent)
     if any(not verdicts[name].passed for name in BLOCKING):
         raise VerificationFailed(verdicts)
