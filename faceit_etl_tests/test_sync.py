@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faceit_etl.generate import generate_users
-from faceit_etl.postgres.load import PruneRefused, load
-from faceit_etl.postgres.verdicts import all_verdicts
+from faceit_etl.postgres.load import PruneRefused, load, prune_allowance
+from faceit_etl.postgres.verdicts import VerificationFailed, all_verdicts, judge_before_commit
 from faceit_etl_tests.conftest import make_settings, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
 from faceit_etl_tests.test_load import (
@@ -209,6 +209,36 @@ def test_prune_of_a_file_that_would_nearly_empty_the_table_is_refused(db, conn):
                                            r"max_prune_fraction 0.9 allows \(18 users\); nothing was written"):
         load(conn, SCHEMA, *chain(document(first[:1])), "run-2", prune=True, max_prune_fraction=0.9)
     assert dump(db) == before
+
+
+@given(users=st.integers(1, 10**7), ten_thousandths=st.integers(0, 10_000))
+def test_the_prune_allowance_is_the_exact_floor_of_the_fraction_as_written(users, ten_thousandths):
+    """0.57 of 100 users allows 57, not the 56 floating point gives (0.57 * 100 = 56.99…)."""
+    written = f"{ten_thousandths // 10_000}.{ten_thousandths % 10_000:04d}"
+    assert prune_allowance(users, float(written)) == users * ten_thousandths // 10_000
+
+
+@given(hundreds=st.integers(1, 10**5), hundredths=st.integers(0, 100))
+def test_a_fraction_of_a_whole_number_of_users_allows_exactly_that_many(hundreds, hundredths):
+    """On the boundary itself: 0.57 of 100 (or of 100 × n) users allows exactly 57 (× n)."""
+    assert prune_allowance(hundreds * 100, float(f"{hundredths / 100:.2f}")) == hundreds * hundredths
+
+
+def test_prune_of_exactly_the_allowed_fraction_loads_and_one_more_is_refused(db, conn):
+    first, second, _ = _first_and_second(dropped=57)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    with pytest.raises(PruneRefused, match=r"max_prune_fraction 0.56 allows \(56 users\); nothing was written"):
+        load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True, max_prune_fraction=0.56)
+    assert dump(db) == before
+    assert load(conn, SCHEMA, *chain(document(second)), "run-3", prune=True, max_prune_fraction=0.57).users.deleted == 57
+
+
+def test_the_prune_refusal_says_user_for_an_allowance_of_one(db, conn):
+    first, _, _ = _first_and_second(n=10)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    with pytest.raises(PruneRefused, match=r"max_prune_fraction 0.1 allows \(1 user\); nothing was written"):
+        load(conn, SCHEMA, *chain(document(first[:8])), "run-2", prune=True)
 
 
 def test_truncate_counts_every_row_it_removed_as_deleted(db, conn):

@@ -20,6 +20,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 import pandas as pd
 import psycopg
@@ -262,14 +263,22 @@ def _absent(conn, schema, mapped: MappedFrames) -> Absent:
     return Absent(users, subscriptions, list(sample), users_in_table)
 
 
+def prune_allowance(users_in_table: int, max_fraction: float) -> int:
+    """The most users `prune` may delete: ⌊max_fraction × users⌋ in exact arithmetic, with the fraction
+    read as the decimal it was written as (0.57 × 100 is 57, where floating point gives 56.99…)."""
+    exact = Fraction(str(max_fraction))
+    return users_in_table * exact.numerator // exact.denominator
+
+
 def _refuse_large_prune(absent: Absent, schema: str, max_fraction: float) -> None:
     """A truncated or wrong file must never empty the bot's table."""
     total = absent.users_in_table
-    if absent.users and absent.users > max_fraction * total:
+    allowed = prune_allowance(total, max_fraction)
+    if absent.users > allowed:
         raise PruneRefused(
             f"refusing to prune: {absent.users} of the {total} users in {schema}.{USERS} "
             f"({absent.users / total:.1%}) are not in the file, more than max_prune_fraction {max_fraction:g} "
-            f"allows ({int(max_fraction * total)} users); nothing was written. Check that the file is complete, "
+            f"allows ({allowed} user{'' if allowed == 1 else 's'}); nothing was written. Check that the file is complete, "
             "or raise max_prune_fraction, or migrate without prune to keep them"
         )
 
