@@ -159,7 +159,7 @@ def test_users_the_file_lacks_are_kept_by_default_and_counted(db, conn):
     verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
     assert verdicts["row_counts_match"].passed and verdicts["content_matches"].passed
     # Without the kept rows in the sum, the counts would not match: the check is not blind to them.
-    assert not all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)["row_counts_match"].passed
+    assert not all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, {})["row_counts_match"].passed
 
 
 def test_prune_deletes_the_users_the_file_lacks_with_their_subscriptions(db, conn):
@@ -392,9 +392,85 @@ def test_the_cli_keeps_prunes_and_refuses_naming_every_count(workdir, database_u
     assert "      users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in status.stdout
     report = json.loads(faceit_etl(workdir, database_url, "status", "--json").stdout)
     assert report["migrations"][0]["load"]["users"] == {
-        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10
+        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "kept_rejected": 0, "deleted": 10
     }
 
     usage = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "10%")
     assert usage.returncode == 2
     assert "argument --max-prune-fraction: expected a fraction from 0 to 1, such as 0.1, got '10%'" in usage.stderr
+
+
+def _with_rejected_last(n: int = 43) -> tuple[list[dict], list[dict]]:
+    """A file of n users, and the same file with the last user's tier unknown (so that entry is rejected)."""
+    first = generate_users(n, seed=47)
+    second = copy.deepcopy(first)
+    second[-1]["subscription"]["tier"] = "gold"
+    return first, second
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_user_whose_entry_is_rejected_is_in_the_file_kept_as_it_was_never_absent(db, conn, prune):
+    first, second = _with_rejected_last()
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    rejected_id = second[-1]["user_id"]
+    kept_rows = [r for r in user_rows(db) if r[0] == rejected_id]
+    mapped, rejects = chain(document(second))
+    assert rejects["user_id"].tolist() == [rejected_id]
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=prune, max_prune_fraction=1.0)
+
+    assert counts(stats.users) == {"inserted": 0, "updated": 0, "unchanged": 42, "kept_absent": 0, "deleted": 0}
+    assert (stats.users.kept_rejected, stats.subscriptions.kept_rejected) == (1, 1)
+    assert stats.absent_user_ids == []
+    assert [r for r in user_rows(db) if r[0] == rejected_id] == kept_rows
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent(), rejects["user_id"])
+    assert verdicts["row_counts_match"].passed
+    assert verdicts["rows_not_in_file"].passed, verdicts["rows_not_in_file"].description
+
+
+def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db, conn):
+    first, _ = _with_rejected_last(10)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    second = copy.deepcopy(first)
+    second[3]["user_id"] = "12x"
+    second[7]["user_id"] = -4
+
+    with pytest.raises(PruneRefused) as refused:
+        load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True, max_prune_fraction=1.0)
+
+    assert str(refused.value) == (
+        "refusing to prune: 2 rejected entries of the file (#3, #7) have no valid user_id, so the users meant "
+        "cannot be told from users the file lacks in public.users; nothing was written. Correct the entries, "
+        "or migrate without prune to keep every user"
+    )
+    assert dump(db) == before
+    # Without prune nothing is deleted, so the same file loads and keeps both users as they were.
+    stats = load(conn, SCHEMA, *chain(document(second)), "run-3")
+    assert (stats.users.kept_absent, stats.users.deleted) == (2, 0)
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM users WHERE user_id = {kept}",
+    "INSERT INTO users (id, user_id, created_at, updated_at) VALUES (gen_random_uuid(), 999999999999, now(), now())",
+])
+def test_rows_a_trigger_removes_or_adds_beside_the_kept_ones_fail_the_count_check(db, conn, statement):
+    """kept_absent is counted from the tables before the writes: what the load's own transaction
+    deletes or invents beside the file's rows shows as a count mismatch, never hides in the count."""
+    first, second, gone = _first_and_second(n=30, dropped=3, changed=0)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    db.execute("CREATE FUNCTION meddle() RETURNS trigger AS $$ BEGIN "
+               + statement.format(kept=gone[0]) + "; RETURN NULL; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE TRIGGER meddle AFTER INSERT ON user_subscriptions FOR EACH STATEMENT EXECUTE FUNCTION meddle()")
+    mapped, rejects = chain(document(second))
+    seen = {}
+
+    def judge(c, stats):
+        seen["verdicts"] = judge_before_commit(c, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+
+    before = dump(db)
+    with pytest.raises(VerificationFailed, match=r"^verification failed, nothing was written: row_counts_match: users: "
+                                                 r"(29|31) rows in the database, 30 expected \(27 from the file, 3 kept"):
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judge)
+    assert dump(db) == before
+

@@ -200,7 +200,9 @@ def postgres_tables(
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
             for column, data_type, nullable in ddl.column_types(conn, schema, name)
         ]
-        verdicts = judge_before_commit(conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent())
+        verdicts = judge_before_commit(
+            conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent(), validated_frame.rejects["user_id"]
+        )
         seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:

@@ -66,7 +66,7 @@ class PruneRefused(TargetError):
     """`prune` would delete more of the users than `max_prune_fraction` allows; nothing was written."""
 
 
-LOAD_COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "deleted")
+LOAD_COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")
 
 
 @dataclass
@@ -75,6 +75,7 @@ class TableStats:
     updated: int = 0
     unchanged: int = 0
     kept_absent: int = 0  # rows of users the file does not have, left as they are
+    kept_rejected: int = 0  # rows of users whose entry the file has but rejected, left as they are
     deleted: int = 0  # rows of users the file does not have (prune), or every row before a truncate
 
 
@@ -95,8 +96,9 @@ class LoadStats:
         return asdict(self)
 
     def kept_absent(self) -> dict[str, int]:
-        """Rows kept per table of users the file does not have: what the count check adds to the file's."""
-        return {USERS: self.users.kept_absent, SUBSCRIPTIONS: self.subscriptions.kept_absent}
+        """Rows kept as they were per table (users the file lacks, and users whose entry it rejected),
+        counted from the tables before the writes: what the count check adds to the file's rows."""
+        return {name: t.kept_absent + t.kept_rejected for name, t in ((USERS, self.users), (SUBSCRIPTIONS, self.subscriptions))}
 
 
 def load(
@@ -140,9 +142,14 @@ def load(
         if input_identity is not None and not truncate:
             recognised, found = left_by(conn, schema, input_identity)
         rows_before = _row_counts(conn, schema)
+        # The file's users are its accepted entries and its rejected ones whose Telegram id is known.
+        rejected_ids = sorted(set(int(i) for i in rejects["user_id"].dropna()) - set(int(i) for i in mapped.users["user_id"]))
+        file_ids = [int(i) for i in mapped.users["user_id"]] + rejected_ids
+        kept_rejected = (0, 0) if truncate or not rejected_ids else _rows_of(conn, schema, rejected_ids)
         absent = Absent()
         if prune and not truncate:
-            absent = _absent(conn, schema, mapped)
+            _refuse_unmatched_prune(rejects, rows_before[0], schema)
+            absent = _absent(conn, schema, file_ids)
             _refuse_large_prune(absent, schema, max_prune_fraction)
             if absent.users:  # the tables hold users to delete: not as the earlier load left them
                 recognised = None
@@ -181,13 +188,17 @@ def load(
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         if truncate:
             users.deleted, subscriptions.deleted = rows_before
-        elif prune:
-            users.deleted, subscriptions.deleted = absent.users, absent.subscriptions
         else:
-            # Every user of the file is in the table now: any further row is one the file lacks.
-            if _row_counts(conn, schema)[0] > len(mapped.users):
-                absent = _absent(conn, schema, mapped)
-            users.kept_absent, subscriptions.kept_absent = absent.users, absent.subscriptions
+            if prune:
+                users.deleted, subscriptions.deleted = absent.users, absent.subscriptions
+            # What was kept, from the tables as they were before the writes (the rows there minus those the
+            # file matched or prune deleted), never recounted after them: a row the writes removed or added
+            # beside the file's then shows in the count check.
+            for stats_of, before, rejected in zip((users, subscriptions), rows_before, kept_rejected):
+                stats_of.kept_rejected = rejected
+                stats_of.kept_absent = before - stats_of.updated - stats_of.unchanged - stats_of.deleted - rejected
+            if not prune and users.kept_absent:
+                absent = _absent(conn, schema, file_ids)  # for the sample of ids only
         written = _write_rejects(conn, schema, rejects, run_id)
         stats = LoadStats(
             users, subscriptions, written, created, truncate, recognised,
@@ -236,7 +247,32 @@ def _row_counts(conn, schema) -> tuple[int, int]:
     ).fetchone()
 
 
-def _absent(conn, schema, mapped: MappedFrames) -> Absent:
+def _rows_of(conn, schema, telegram_ids: list[int]) -> tuple[int, int]:
+    """(users, subscriptions) in the tables of these Telegram ids."""
+    return conn.execute(
+        sql.SQL(
+            """WITH found AS (SELECT id FROM {users} WHERE user_id = ANY(%s::bigint[]))
+               SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM {subscriptions} WHERE user_id IN (SELECT id FROM found))"""
+        ).format(users=table(schema, USERS), subscriptions=table(schema, SUBSCRIPTIONS)),
+        [telegram_ids],
+    ).fetchone()
+
+
+def _refuse_unmatched_prune(rejects: pd.DataFrame, users_in_table: int, schema: str) -> None:
+    """A rejected entry without a valid user_id stands for a user that cannot be matched: `prune` could
+    delete the very user it was meant to be, so it refuses before writing anything."""
+    unmatched = sorted(int(i) for i in rejects.loc[rejects["user_id"].isna(), "source_index"].unique())
+    if unmatched and users_in_table:
+        named = ", ".join(f"#{i}" for i in unmatched[:_SAMPLE]) + (", …" if len(unmatched) > _SAMPLE else "")
+        raise PruneRefused(
+            f"refusing to prune: {len(unmatched)} rejected entr{'y' if len(unmatched) == 1 else 'ies'} of the file "
+            f"({named}) {'has' if len(unmatched) == 1 else 'have'} no valid user_id, so the user{'' if len(unmatched) == 1 else 's'} "
+            f"meant cannot be told from users the file lacks in {schema}.{USERS}; nothing was written. Correct the "
+            "entries, or migrate without prune to keep every user"
+        )
+
+
+def _absent(conn, schema, file_ids: list[int]) -> Absent:
     """Counted with the file's Telegram ids as one array (a hash anti-join; 1.5 s at 200,000 users,
     so only when needed). For `prune` it runs before the snapshot and the staging, so a refused prune
     has written nothing; the absent users' ids stay in a temporary table until the commit, and
@@ -250,7 +286,7 @@ def _absent(conn, schema, mapped: MappedFrames) -> Absent:
             """INSERT INTO {absent} SELECT u.id, u.user_id FROM {users} u
                WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id)"""
         ).format(absent=_ABSENT, users=table(schema, USERS)),
-        [[int(i) for i in mapped.users["user_id"]]],
+        [file_ids],
     )
     users, subscriptions, sample = conn.execute(
         sql.SQL(
