@@ -474,3 +474,24 @@ def test_rows_a_trigger_removes_or_adds_beside_the_kept_ones_fail_the_count_chec
         load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judge)
     assert dump(db) == before
 
+
+def test_every_pruned_user_is_listed_in_a_private_file_the_metadata_and_log_name(database_url, db, tmp_path):
+    """The inline list is the first 20 and says so; the run's backup folder holds every deleted id."""
+    first, second, gone = _first_and_second(dropped=30)
+    first_path = write_json(tmp_path / "first.json", {"users": first})
+    second_path = write_json(tmp_path / "second.json", {"users": second})
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first_path, tmp_path), instance).success
+        result = run(make_settings(database_url, second_path, tmp_path, prune=True, max_prune_fraction=0.3), instance)
+
+    assert result.success, checks_by_name(result)
+    loaded = metadata_of(result, "postgres_tables")
+    assert (loaded["users_deleted"], loaded["absent_user_ids"]) == (30, gone[:20])
+    assert loaded["absent_user_ids_shown"] == "the first 20 of 30"
+    listed = Path(loaded["deleted_user_ids_file"])
+    assert listed == tmp_path / "backups" / result.run_id / "deleted_user_ids.json"
+    assert json.loads(listed.read_text()) == gone
+    assert listed.stat().st_mode & 0o777 == 0o600
+    logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
+    assert (logged["absent_users"], logged["deleted_user_ids_file"]) == (30, str(listed))
+    assert "deleted_user_ids" not in logged

@@ -91,9 +91,14 @@ class LoadStats:
     pruned: bool = False
     # Telegram ids of users the file does not have (kept, or deleted with prune): the first few, sorted.
     absent_user_ids: list[int] = field(default_factory=list)
+    absent_users: int = 0  # how many there are: absent_user_ids is the first of them
+    # Every user prune deleted, sorted (bounded by max_prune_fraction): kept apart from the logged dict,
+    # the caller stores it as a file and names it in `deleted_user_ids_file`.
+    deleted_user_ids: list[int] = field(default_factory=list, repr=False)
+    deleted_user_ids_file: str | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "deleted_user_ids"}
 
     def kept_absent(self) -> dict[str, int]:
         """Rows kept as they were per table (users the file lacks, and users whose entry it rejected),
@@ -203,6 +208,8 @@ def load(
         stats = LoadStats(
             users, subscriptions, written, created, truncate, recognised,
             pruned=prune and not truncate, absent_user_ids=[] if truncate else absent.sample,
+            absent_users=0 if truncate else absent.users,
+            deleted_user_ids=_deleted_ids(conn) if prune and not truncate and absent.users else [],
         )
         if before_commit is not None:
             before_commit(conn, stats)
@@ -334,6 +341,11 @@ def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
             stage_users=stage_users, users=users
         )
     )
+
+
+def _deleted_ids(conn) -> list[int]:
+    """Every Telegram id prune deleted, from the absent set it deleted."""
+    return [row[0] for row in conn.execute(sql.SQL("SELECT user_id FROM {} ORDER BY 1").format(_ABSENT))]
 
 
 def _delete_absent(conn, schema) -> None:
