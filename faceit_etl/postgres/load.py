@@ -150,7 +150,7 @@ def load(
         # The file's users are its accepted entries and its rejected ones whose Telegram id is known.
         rejected_ids = sorted(set(int(i) for i in rejects["user_id"].dropna()) - set(int(i) for i in mapped.users["user_id"]))
         file_ids = [int(i) for i in mapped.users["user_id"]] + rejected_ids
-        kept_rejected = (0, 0) if truncate or not rejected_ids else _rows_of(conn, schema, rejected_ids)
+        kept_rejected = (0, 0) if truncate or not rejected_ids or not rows_before[0] else _rows_of(conn, schema, rejected_ids)
         absent = Absent()
         if prune and not truncate:
             _refuse_unmatched_prune(rejects, rows_before[0], schema)
