@@ -71,6 +71,20 @@ def test_migrate_prints_the_outcome_logs_it_and_the_run_is_in_the_instance(workd
     assert f"load: the tables hold what run {runs[0].run_id} loaded from the same input" in again.stdout
 
 
+@pytest.mark.parametrize("how", ["flags", "environment"])
+def test_prune_with_truncate_is_a_usage_error_before_anything_runs(workdir, database_url, db, how):
+    source = write_json(workdir / "data.json", json.loads(FLAT_SAMPLE.read_text()))
+    flags = ["--prune", "--truncate"] if how == "flags" else []
+    env = {"MIGRATION_TRUNCATE": "true", "MIGRATION_PRUNE": "true"} if how == "environment" else {}
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source), *flags, env=env)
+
+    assert done.returncode == 2
+    assert "truncate and prune cannot be combined: truncate replaces every row, prune deletes only the users " \
+           "the file lacks, within max_prune_fraction; choose one" in done.stdout + done.stderr
+    assert db.execute("SELECT to_regclass('users'), to_regclass('migration_logs')").fetchone() == (None, None)
+
+
 def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db):
     users = json.loads(FLAT_SAMPLE.read_text())["users"][:4] + [{"user_id": -5}]
     source = write_json(workdir / "data.json", {"users": users})

@@ -23,7 +23,7 @@ from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, nasty_fi
 
 LOAD_FACTS = (
     *(f"{table}_{count}" for table in ("users", "subscriptions")
-      for count in ("inserted", "updated", "unchanged", "kept_absent", "deleted")),
+      for count in ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")),
     "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "nothing_to_compare", "dagster/row_count",
 )
 

@@ -228,7 +228,7 @@ def test_rows_the_file_does_not_have_are_kept_with_a_warning(database_url, db, t
     assert loaded["absent_user_ids"] == flat_ids[:20]
     assert set(users_in(db)) == set(flat_ids) | {u["user_id"] for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
     logged = db.execute("SELECT status, metadata->'load'->'users' FROM migration_logs ORDER BY start_time DESC").fetchone()
-    assert logged == ("success", {"inserted": 25, "updated": 0, "unchanged": 0, "kept_absent": 25, "deleted": 0})
+    assert logged == ("success", {"inserted": 25, "updated": 0, "unchanged": 0, "kept_absent": 25, "kept_rejected": 0, "deleted": 0})
 
 
 def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):

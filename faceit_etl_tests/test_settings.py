@@ -132,7 +132,7 @@ def settings_environment(tmp_path: Path, database_url: str, source: Path, **extr
         "MIGRATION_BACKUP_TABLES": "false",
         "MIGRATION_FORCE": "true",
         "MIGRATION_TRUNCATE": "true",
-        "MIGRATION_PRUNE": "true",
+        "MIGRATION_PRUNE": "false",  # with truncate it is refused; test_cli reads it from the environment
         "MIGRATION_MAX_PRUNE_FRACTION": "0.25",
         "MIGRATION_DRY_RUN": "false",
         "MIGRATION_SOURCE_TIMEZONE": "Asia/Kathmandu",
@@ -222,7 +222,7 @@ def test_every_setting_from_the_environment_is_what_the_run_uses(entry, tmp_path
         "force": True,
         "max_rejects": "0",
         "truncate": True,
-        "prune": True,
+        "prune": False,
         "max_prune_fraction": 0.25,
         "dry_run": False,
         "source_timezone": "Asia/Kathmandu",

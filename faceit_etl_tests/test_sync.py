@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faceit_etl.generate import generate_users
-from faceit_etl.postgres.load import PruneRefused, load
-from faceit_etl.postgres.verdicts import all_verdicts
+from faceit_etl.postgres.load import PruneRefused, load, prune_allowance
+from faceit_etl.postgres.verdicts import VerificationFailed, all_verdicts, judge_before_commit
 from faceit_etl_tests.conftest import make_settings, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
 from faceit_etl_tests.test_load import (
@@ -215,6 +215,36 @@ def test_prune_of_a_file_that_would_nearly_empty_the_table_is_refused(db, conn):
     assert dump(db) == before
 
 
+@given(users=st.integers(1, 10**7), ten_thousandths=st.integers(0, 10_000))
+def test_the_prune_allowance_is_the_exact_floor_of_the_fraction_as_written(users, ten_thousandths):
+    """0.57 of 100 users allows 57, not the 56 floating point gives (0.57 * 100 = 56.99…)."""
+    written = f"{ten_thousandths // 10_000}.{ten_thousandths % 10_000:04d}"
+    assert prune_allowance(users, float(written)) == users * ten_thousandths // 10_000
+
+
+@given(hundreds=st.integers(1, 10**5), hundredths=st.integers(0, 100))
+def test_a_fraction_of_a_whole_number_of_users_allows_exactly_that_many(hundreds, hundredths):
+    """On the boundary itself: 0.57 of 100 (or of 100 × n) users allows exactly 57 (× n)."""
+    assert prune_allowance(hundreds * 100, float(f"{hundredths / 100:.2f}")) == hundreds * hundredths
+
+
+def test_prune_of_exactly_the_allowed_fraction_loads_and_one_more_is_refused(db, conn):
+    first, second, _ = _first_and_second(dropped=57)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    with pytest.raises(PruneRefused, match=r"max_prune_fraction 0.56 allows \(56 users\); nothing was written"):
+        load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True, max_prune_fraction=0.56)
+    assert dump(db) == before
+    assert load(conn, SCHEMA, *chain(document(second)), "run-3", prune=True, max_prune_fraction=0.57).users.deleted == 57
+
+
+def test_the_prune_refusal_says_user_for_an_allowance_of_one(db, conn):
+    first, _, _ = _first_and_second(n=10)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    with pytest.raises(PruneRefused, match=r"max_prune_fraction 0.1 allows \(1 user\); nothing was written"):
+        load(conn, SCHEMA, *chain(document(first[:8])), "run-2", prune=True)
+
+
 def test_truncate_counts_every_row_it_removed_as_deleted(db, conn):
     first, second, _ = _first_and_second()
     load(conn, SCHEMA, *chain(document(first)), "run-1")
@@ -366,9 +396,106 @@ def test_the_cli_keeps_prunes_and_refuses_naming_every_count(workdir, database_u
     assert "      users: 0 inserted, 5 updated, 85 unchanged, 10 kept (not in the file), 0 deleted" in status.stdout
     report = json.loads(faceit_etl(workdir, database_url, "status", "--json").stdout)
     assert report["migrations"][0]["load"]["users"] == {
-        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10
+        "inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "kept_rejected": 0, "deleted": 10
     }
 
     usage = faceit_etl(workdir, database_url, "migrate", str(second), "--prune", "--max-prune-fraction", "10%")
     assert usage.returncode == 2
     assert "argument --max-prune-fraction: expected a fraction from 0 to 1, such as 0.1, got '10%'" in usage.stderr
+
+
+def _with_rejected_last(n: int = 43) -> tuple[list[dict], list[dict]]:
+    """A file of n users, and the same file with the last user's tier unknown (so that entry is rejected)."""
+    first = generate_users(n, seed=47)
+    second = copy.deepcopy(first)
+    second[-1]["subscription"]["tier"] = "gold"
+    return first, second
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_user_whose_entry_is_rejected_is_in_the_file_kept_as_it_was_never_absent(db, conn, prune):
+    first, second = _with_rejected_last()
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    rejected_id = second[-1]["user_id"]
+    kept_rows = [r for r in user_rows(db) if r[0] == rejected_id]
+    mapped, rejects = chain(document(second))
+    assert rejects["user_id"].tolist() == [rejected_id]
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=prune, max_prune_fraction=1.0)
+
+    assert counts(stats.users) == {"inserted": 0, "updated": 0, "unchanged": 42, "kept_absent": 0, "deleted": 0}
+    assert (stats.users.kept_rejected, stats.subscriptions.kept_rejected) == (1, 1)
+    assert stats.absent_user_ids == []
+    assert [r for r in user_rows(db) if r[0] == rejected_id] == kept_rows
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent(), rejects["user_id"])
+    assert verdicts["row_counts_match"].passed
+    assert verdicts["rows_not_in_file"].passed, verdicts["rows_not_in_file"].description
+
+
+def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db, conn):
+    first, _ = _with_rejected_last(10)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    before = dump(db)
+    second = copy.deepcopy(first)
+    second[3]["user_id"] = "12x"
+    second[7]["user_id"] = -4
+
+    with pytest.raises(PruneRefused) as refused:
+        load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True, max_prune_fraction=1.0)
+
+    assert str(refused.value) == (
+        "refusing to prune: 2 rejected entries of the file (#3, #7) have no valid user_id, so the users meant "
+        "cannot be told from users the file lacks in public.users; nothing was written. Correct the entries, "
+        "or migrate without prune to keep every user"
+    )
+    assert dump(db) == before
+    # Without prune nothing is deleted, so the same file loads and keeps both users as they were.
+    stats = load(conn, SCHEMA, *chain(document(second)), "run-3")
+    assert (stats.users.kept_absent, stats.users.deleted) == (2, 0)
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM users WHERE user_id = {kept}",
+    "INSERT INTO users (id, user_id, created_at, updated_at) VALUES (gen_random_uuid(), 999999999999, now(), now())",
+])
+def test_rows_a_trigger_removes_or_adds_beside_the_kept_ones_fail_the_count_check(db, conn, statement):
+    """kept_absent is counted from the tables before the writes: what the load's own transaction
+    deletes or invents beside the file's rows shows as a count mismatch, never hides in the count."""
+    first, second, gone = _first_and_second(n=30, dropped=3, changed=0)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    db.execute("CREATE FUNCTION meddle() RETURNS trigger AS $$ BEGIN "
+               + statement.format(kept=gone[0]) + "; RETURN NULL; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE TRIGGER meddle AFTER INSERT ON user_subscriptions FOR EACH STATEMENT EXECUTE FUNCTION meddle()")
+    mapped, rejects = chain(document(second))
+    seen = {}
+
+    def judge(c, stats):
+        seen["verdicts"] = judge_before_commit(c, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+
+    before = dump(db)
+    with pytest.raises(VerificationFailed, match=r"^verification failed, nothing was written: row_counts_match: users: "
+                                                 r"(29|31) rows in the database, 30 expected \(27 from the file, 3 kept"):
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judge)
+    assert dump(db) == before
+
+
+def test_every_pruned_user_is_listed_in_a_private_file_the_metadata_and_log_name(database_url, db, tmp_path):
+    """The inline list is the first 20 and says so; the run's backup folder holds every deleted id."""
+    first, second, gone = _first_and_second(dropped=30)
+    first_path = write_json(tmp_path / "first.json", {"users": first})
+    second_path = write_json(tmp_path / "second.json", {"users": second})
+    with dg.instance_for_test() as instance:
+        assert run(make_settings(database_url, first_path, tmp_path), instance).success
+        result = run(make_settings(database_url, second_path, tmp_path, prune=True, max_prune_fraction=0.3), instance)
+
+    assert result.success, checks_by_name(result)
+    loaded = metadata_of(result, "postgres_tables")
+    assert (loaded["users_deleted"], loaded["absent_user_ids"]) == (30, gone[:20])
+    assert loaded["absent_user_ids_shown"] == "the first 20 of 30"
+    listed = Path(loaded["deleted_user_ids_file"])
+    assert listed == tmp_path / "backups" / result.run_id / "deleted_user_ids.json"
+    assert json.loads(listed.read_text()) == gone
+    assert listed.stat().st_mode & 0o777 == 0o600
+    logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
+    assert (logged["absent_users"], logged["deleted_user_ids_file"]) == (30, str(listed))
+    assert "deleted_user_ids" not in logged

@@ -253,7 +253,8 @@ def load_counts(counts: dict, would: str = "") -> str:
     return (f"{counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
             # A load logged before these two were counted: unknown, not zero.
             f"{counts['unchanged']} unchanged, {counts.get('kept_absent', '?')} {would}kept (not in the file), "
-            f"{counts.get('deleted', '?')} {would}deleted")
+            + (f"{counts['kept_rejected']} {would}kept (entry rejected), " if counts.get("kept_rejected") else "")
+            + f"{counts.get('deleted', '?')} {would}deleted")
 
 
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:

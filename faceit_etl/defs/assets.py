@@ -5,6 +5,7 @@ source_backup → raw_json → validated_frame → mapped_users / mapped_subscri
 
 
 import contextlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ CODE_VERSION = code_version()[:16]
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 REJECTS_FILE = "rejects.jsonl"
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
+DELETED_USER_IDS_FILE = "deleted_user_ids.json"  # every user prune deleted, in the run's backup folder
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
 
@@ -209,7 +211,14 @@ def postgres_tables(
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
             for column, data_type, nullable in ddl.column_types(conn, schema, name)
         ]
-        verdicts = judge_before_commit(conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent())
+        if stats.deleted_user_ids and not settings.dry_run:  # before the commit, so migration_logs names the file
+            backup.private_folder(folder)
+            path = folder / DELETED_USER_IDS_FILE
+            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
+            stats.deleted_user_ids_file = str(path)
+        verdicts = judge_before_commit(
+            conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent(), validated_frame.rejects["user_id"]
+        )
         seen_in_transaction["verification"] = {name: v.as_dict() for name, v in verdicts.items()}
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:
@@ -284,6 +293,9 @@ def postgres_tables(
             "pruned": stats.pruned,
             # Telegram ids of the users the file does not have: kept, or deleted by prune.
             ABSENT_USER_IDS: dg.MetadataValue.json(stats.absent_user_ids),
+            "absent_user_ids_shown": f"the first {len(stats.absent_user_ids)} of {stats.absent_users}",
+            **({"deleted_user_ids_file": dg.MetadataValue.path(stats.deleted_user_ids_file)}
+               if stats.deleted_user_ids_file else {}),
             "rejected_entries": validated_frame.rejected_count,
             "created_tables": stats.created_tables,
             "truncated": stats.truncated,

@@ -188,6 +188,11 @@ class MigrationSettings(dg.ConfigurableResource):
             ZoneInfo(self.source_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(f"source_timezone {self.source_timezone!r} is not a known time zone") from None
+        if self.truncate and self.prune:  # truncate deletes every row the file lacks: prune's guard would guard nothing
+            raise SettingsError(
+                "truncate and prune cannot be combined: truncate replaces every row, prune deletes only the users "
+                "the file lacks, within max_prune_fraction; choose one"
+            )
         return self
 
     def safe_summary(self) -> dict:

@@ -20,6 +20,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 import pandas as pd
 import psycopg
@@ -66,7 +67,7 @@ class PruneRefused(TargetError):
     """`prune` would delete more of the users than `max_prune_fraction` allows; nothing was written."""
 
 
-LOAD_COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "deleted")
+LOAD_COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")
 
 
 @dataclass
@@ -75,6 +76,7 @@ class TableStats:
     updated: int = 0
     unchanged: int = 0
     kept_absent: int = 0  # rows of users the file does not have, left as they are
+    kept_rejected: int = 0  # rows of users whose entry the file has but rejected, left as they are
     deleted: int = 0  # rows of users the file does not have (prune), or every row before a truncate
 
 
@@ -90,13 +92,19 @@ class LoadStats:
     pruned: bool = False
     # Telegram ids of users the file does not have (kept, or deleted with prune): the first few, sorted.
     absent_user_ids: list[int] = field(default_factory=list)
+    absent_users: int = 0  # how many there are: absent_user_ids is the first of them
+    # Every user prune deleted, sorted (bounded by max_prune_fraction): kept apart from the logged dict,
+    # the caller stores it as a file and names it in `deleted_user_ids_file`.
+    deleted_user_ids: list[int] = field(default_factory=list, repr=False)
+    deleted_user_ids_file: str | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "deleted_user_ids"}
 
     def kept_absent(self) -> dict[str, int]:
-        """Rows kept per table of users the file does not have: what the count check adds to the file's."""
-        return {USERS: self.users.kept_absent, SUBSCRIPTIONS: self.subscriptions.kept_absent}
+        """Rows kept as they were per table (users the file lacks, and users whose entry it rejected),
+        counted from the tables before the writes: what the count check adds to the file's rows."""
+        return {name: t.kept_absent + t.kept_rejected for name, t in ((USERS, self.users), (SUBSCRIPTIONS, self.subscriptions))}
 
 
 def load(
@@ -140,9 +148,14 @@ def load(
         if input_identity is not None and not truncate:
             recognised, found = left_by(conn, schema, input_identity)
         rows_before = _row_counts(conn, schema)
+        # The file's users are its accepted entries and its rejected ones whose Telegram id is known.
+        rejected_ids = sorted(set(int(i) for i in rejects["user_id"].dropna()) - set(int(i) for i in mapped.users["user_id"]))
+        file_ids = [int(i) for i in mapped.users["user_id"]] + rejected_ids
+        kept_rejected = (0, 0) if truncate or not rejected_ids or not rows_before[0] else _rows_of(conn, schema, rejected_ids)
         absent = Absent()
         if prune and not truncate:
-            absent = _absent(conn, schema, mapped)
+            _refuse_unmatched_prune(rejects, rows_before[0], schema)
+            absent = _absent(conn, schema, file_ids)
             _refuse_large_prune(absent, schema, max_prune_fraction)
             if absent.users:  # the tables hold users to delete: not as the earlier load left them
                 recognised = None
@@ -181,17 +194,23 @@ def load(
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         if truncate:
             users.deleted, subscriptions.deleted = rows_before
-        elif prune:
-            users.deleted, subscriptions.deleted = absent.users, absent.subscriptions
         else:
-            # Every user of the file is in the table now: any further row is one the file lacks.
-            if _row_counts(conn, schema)[0] > len(mapped.users):
-                absent = _absent(conn, schema, mapped)
-            users.kept_absent, subscriptions.kept_absent = absent.users, absent.subscriptions
+            if prune:
+                users.deleted, subscriptions.deleted = absent.users, absent.subscriptions
+            # What was kept, from the tables as they were before the writes (the rows there minus those the
+            # file matched or prune deleted), never recounted after them: a row the writes removed or added
+            # beside the file's then shows in the count check.
+            for stats_of, before, rejected in zip((users, subscriptions), rows_before, kept_rejected):
+                stats_of.kept_rejected = rejected
+                stats_of.kept_absent = before - stats_of.updated - stats_of.unchanged - stats_of.deleted - rejected
+            if not prune and users.kept_absent:
+                absent = _absent(conn, schema, file_ids)  # for the sample of ids only
         written = _write_rejects(conn, schema, rejects, run_id)
         stats = LoadStats(
             users, subscriptions, written, created, truncate, recognised,
             pruned=prune and not truncate, absent_user_ids=[] if truncate else absent.sample,
+            absent_users=0 if truncate else absent.users,
+            deleted_user_ids=_deleted_ids(conn) if prune and not truncate and absent.users else [],
         )
         if before_commit is not None:
             before_commit(conn, stats)
@@ -236,7 +255,32 @@ def _row_counts(conn, schema) -> tuple[int, int]:
     ).fetchone()
 
 
-def _absent(conn, schema, mapped: MappedFrames) -> Absent:
+def _rows_of(conn, schema, telegram_ids: list[int]) -> tuple[int, int]:
+    """(users, subscriptions) in the tables of these Telegram ids."""
+    return conn.execute(
+        sql.SQL(
+            """WITH found AS (SELECT id FROM {users} WHERE user_id = ANY(%s::bigint[]))
+               SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM {subscriptions} WHERE user_id IN (SELECT id FROM found))"""
+        ).format(users=table(schema, USERS), subscriptions=table(schema, SUBSCRIPTIONS)),
+        [telegram_ids],
+    ).fetchone()
+
+
+def _refuse_unmatched_prune(rejects: pd.DataFrame, users_in_table: int, schema: str) -> None:
+    """A rejected entry without a valid user_id stands for a user that cannot be matched: `prune` could
+    delete the very user it was meant to be, so it refuses before writing anything."""
+    unmatched = sorted(int(i) for i in rejects.loc[rejects["user_id"].isna(), "source_index"].unique())
+    if unmatched and users_in_table:
+        named = ", ".join(f"#{i}" for i in unmatched[:_SAMPLE]) + (", …" if len(unmatched) > _SAMPLE else "")
+        raise PruneRefused(
+            f"refusing to prune: {len(unmatched)} rejected entr{'y' if len(unmatched) == 1 else 'ies'} of the file "
+            f"({named}) {'has' if len(unmatched) == 1 else 'have'} no valid user_id, so the user{'' if len(unmatched) == 1 else 's'} "
+            f"meant cannot be told from users the file lacks in {schema}.{USERS}; nothing was written. Correct the "
+            "entries, or migrate without prune to keep every user"
+        )
+
+
+def _absent(conn, schema, file_ids: list[int]) -> Absent:
     """Counted with the file's Telegram ids as one array (a hash anti-join; 1.5 s at 200,000 users,
     so only when needed). For `prune` it runs before the snapshot and the staging, so a refused prune
     has written nothing; the absent users' ids stay in a temporary table until the commit, and
@@ -250,7 +294,7 @@ def _absent(conn, schema, mapped: MappedFrames) -> Absent:
             """INSERT INTO {absent} SELECT u.id, u.user_id FROM {users} u
                WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id)"""
         ).format(absent=_ABSENT, users=table(schema, USERS)),
-        [[int(i) for i in mapped.users["user_id"]]],
+        [file_ids],
     )
     users, subscriptions, sample = conn.execute(
         sql.SQL(
@@ -263,14 +307,22 @@ def _absent(conn, schema, mapped: MappedFrames) -> Absent:
     return Absent(users, subscriptions, list(sample), users_in_table)
 
 
+def prune_allowance(users_in_table: int, max_fraction: float) -> int:
+    """The most users `prune` may delete: ⌊max_fraction × users⌋ in exact arithmetic, with the fraction
+    read as the decimal it was written as (0.57 × 100 is 57, where floating point gives 56.99…)."""
+    exact = Fraction(str(max_fraction))
+    return users_in_table * exact.numerator // exact.denominator
+
+
 def _refuse_large_prune(absent: Absent, schema: str, max_fraction: float) -> None:
     """A truncated or wrong file must never empty the bot's table."""
     total = absent.users_in_table
-    if absent.users and absent.users > max_fraction * total:
+    allowed = prune_allowance(total, max_fraction)
+    if absent.users > allowed:
         raise PruneRefused(
             f"refusing to prune: {absent.users} of the {total} users in {schema}.{USERS} "
             f"({absent.users / total:.1%}) are not in the file, more than max_prune_fraction {max_fraction:g} "
-            f"allows ({int(max_fraction * total)} users); nothing was written. Check that the file is complete, "
+            f"allows ({allowed} user{'' if allowed == 1 else 's'}); nothing was written. Check that the file is complete, "
             "or raise max_prune_fraction, or migrate without prune to keep them"
         )
 
@@ -290,6 +342,11 @@ def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
             stage_users=stage_users, users=users
         )
     )
+
+
+def _deleted_ids(conn) -> list[int]:
+    """Every Telegram id prune deleted, from the absent set it deleted."""
+    return [row[0] for row in conn.execute(sql.SQL("SELECT user_id FROM {} ORDER BY 1").format(_ABSENT))]
 
 
 def _delete_absent(conn, schema) -> None:

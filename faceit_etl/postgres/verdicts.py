@@ -43,7 +43,8 @@ def row_counts_match(
         SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions) + kept.get(SUBSCRIPTIONS, 0)),
     }
     differing = [f"{name}: {actual} rows in the database, {expected} expected "
-                 f"({expected - kept.get(name, 0)} from the file, {kept.get(name, 0)} kept of users not in it)"
+                 f"({expected - kept.get(name, 0)} from the file, {kept.get(name, 0)} kept as they were "
+                 "of users not in it or rejected)"
                  for name, (actual, expected) in counts.items() if actual != expected]
     return Verdict(
         passed=not differing,
@@ -95,9 +96,13 @@ def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFra
     )
 
 
-def rows_not_in_file(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    """Users the table holds and the file does not: kept by a load (only `prune` deletes them)."""
-    absent = verify.users_not_in(conn, schema, users["user_id"])
+def rows_not_in_file(
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, rejected_user_ids: pd.Series | None = None
+) -> Verdict:
+    """Users the table holds and the file does not: kept by a load (only `prune` deletes them). A user
+    whose entry the file has but rejected (`rejected_user_ids`, Telegram ids) is in the file."""
+    ids = users["user_id"] if rejected_user_ids is None else pd.concat([users["user_id"], rejected_user_ids.dropna()])
+    absent = verify.users_not_in(conn, schema, ids)
     return Verdict(
         not absent.count,
         {"users_not_in_file": absent.count, "examples": absent.sample},
@@ -135,9 +140,13 @@ VERDICTS: dict[str, VerdictFunction] = {
 
 
 def all_verdicts(
-    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None,
+    rejected_user_ids: pd.Series | None = None,
 ) -> dict[str, Verdict]:
-    verdicts = VERDICTS | {"row_counts_match": partial(row_counts_match, kept_absent=kept_absent)}
+    verdicts = VERDICTS | {
+        "row_counts_match": partial(row_counts_match, kept_absent=kept_absent),
+        "rows_not_in_file": partial(rows_not_in_file, rejected_user_ids=rejected_user_ids),
+    }
     return {name: verdict(conn, schema, users, subscriptions) for name, verdict in verdicts.items()}
 
 
@@ -154,7 +163,8 @@ class VerificationFailed(Exception):
 
 
 def judge_before_commit(
-    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None,
+    rejected_user_ids: pd.Series | None = None,
 ) -> dict[str, Verdict]:
     """Every verdict on the tables as the open transaction holds them; raises `VerificationFailed`
     (so the transaction is rolled back) when a blocking one fails.
@@ -162,7 +172,7 @@ def judge_before_commit(
     Deferred constraints and constraint triggers fire first: left for the COMMIT, they could change or
     refuse rows after the verdicts. Immediate from here on, nothing deferred can run after them."""
     conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    verdicts = all_verdicts(conn, schema, users, subscriptions, kept_absent)
+    verdicts = all_verdicts(conn, schema, users, subscriptions, kept_absent, rejected_user_ids)
     if any(not verdicts[name].passed for name in BLOCKING):
         raise VerificationFailed(verdicts)
     return verdicts
