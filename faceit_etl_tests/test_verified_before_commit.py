@@ -170,7 +170,7 @@ def test_a_dagster_run_whose_verdict_fails_commits_nothing_logs_failed_and_rollb
         assert event.step_failure_data.error.message.splitlines()[0].endswith(message)
         recorded = event.step_failure_data.user_failure_data.metadata["verification"].value
         examples = recorded["content_matches"]["metadata"]["users"]["examples"]
-        assert {column: [str(key) for key in keys] for column, keys in examples.items()} == {"language": [row_id]}
+        assert {column: [str(key) for key in keys] for column, keys in examples.items()} == {"language": [str(row_id)]}
         assert set(checks_by_name(failed)) == {"no_rejected_entries"}  # the checks of an uncommitted load never ran
         assert "postgres_tables" not in {e.asset_key.to_user_string() for e in failed.get_asset_materialization_events()}
         assert statuses(db) == {first.run_id: "success", failed.run_id: "failed"}
