@@ -144,9 +144,7 @@ def settings_overrides(args: argparse.Namespace) -> dict:
     config: dict = read_config(args.config) if args.config else {}
     if "max_rejects" in config:
         config["max_rejects"] = yaml_max_rejects(config["max_rejects"], args.config)
-    url = args.database_url or config.pop("database_url", None)
-    if url and url != os.environ.get("DATABASE_URL"):
-        restart_with_database_url(args.argv, url)
+    config.pop("database_url", None)  # in DATABASE_URL by now: see handed_over_database_url
     if getattr(args, "json_file", None):
         if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
@@ -174,6 +172,18 @@ def yaml_max_rejects(value, path: Path) -> object:
     return value
 
 
+def handed_over_database_url(args: argparse.Namespace) -> str | None:
+    """The URL of --database-url (else of the --config file) when DATABASE_URL does not hold it yet: the
+    command must then start again with it there. Decided before a verb imports Dagster or pandas, so
+    the first start costs little more than reading the arguments."""
+    url = args.database_url
+    if not url and args.config:
+        url = config_file_settings(args.config).get("database_url")
+        if url is not None and not isinstance(url, str):
+            raise UsageError(f"--config {args.config}: database_url must be text (a PostgreSQL URL)")
+    return url if url and url != os.environ.get("DATABASE_URL") else None
+
+
 def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
     """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
     step processes too) read it from their environment, and the command never rewrites its own."""
@@ -189,6 +199,19 @@ def read_config(path: Path) -> dict:
     usage error naming the file and what is wrong with it."""
     from faceit_etl.defs.resources import MigrationSettings
 
+    settings = config_file_settings(path)
+    known = list(MigrationSettings.model_fields)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
+    return settings
+
+
+def config_file_settings(path: Path) -> dict:
+    """The mapping a `--config` file holds (flat, or as in run config), its keys not checked yet; else a
+    usage error naming the file and what is wrong with it."""
     if not path.exists():
         raise UsageError(f"--config {path}: no such file")
     if path.is_dir():
@@ -211,12 +234,6 @@ def read_config(path: Path) -> dict:
             raise UsageError(f"--config {path}: expected resources: migration_settings: config: <settings>") from None
     if not isinstance(settings, dict):
         raise UsageError(f"--config {path}: expected a mapping of settings (key: value), found a {type(settings).__name__}")
-    known = list(MigrationSettings.model_fields)
-    for key in settings:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-            raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
     return dict(settings)
 
 
@@ -509,7 +526,6 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 
 def rollback(args: argparse.Namespace) -> int:
     from faceit_etl.backup import BackupError
-    from faceit_etl.definitions import defs
     from faceit_etl.rollback import RollbackError, RollbackRefused
 
     settings, overrides = settings_for(args)
@@ -532,6 +548,8 @@ def rollback(args: argparse.Namespace) -> int:
     # After a yes, exactly the snapshot that was named: not whatever is latest by then.
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", args.migration_id)) if v}
     op_config |= {"discard_later_changes": True} if args.discard_later_changes else {}
+    from faceit_etl.definitions import defs  # pandas and pandera: not before a refusal or the question
+
     with open_instance() as instance:
         result = defs.resolve_job_def("rollback_job").execute_in_process(
             run_config={
@@ -658,6 +676,8 @@ def _main(argv: list[str] | None) -> int:
     _log_to_file()
     log.info("faceit-etl %s", args.command)
     try:
+        if url := handed_over_database_url(args):
+            restart_with_database_url(args.argv, url)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
         say("faceit-etl: interrupted", quiet_too=True)
