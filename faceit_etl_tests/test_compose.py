@@ -31,7 +31,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
 
-pytestmark = pytest.mark.db  # every test here starts a tool or a server
+pytestmark = [pytest.mark.db,  # every test here starts a tool or a server
+              pytest.mark.xdist_group("compose")]  # one worker starts the module's servers, once
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -25,7 +25,8 @@ from faceit_etl_tests.conftest import NESTED_SAMPLE
 from faceit_etl_tests.test_compose import (LAUNCH, MIGRATE_JOB, SERVICES, answers, free_port, graphql,
                                            launch_migrate, request, wait_until)
 
-pytestmark = pytest.mark.db  # every test here starts a tool or a server
+pytestmark = [pytest.mark.db,  # every test here starts a tool or a server
+              pytest.mark.xdist_group("exposure")]  # one worker starts the module's servers, once
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
