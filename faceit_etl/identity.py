@@ -2,7 +2,7 @@
 their meaning (the source time zone), and this code with the libraries that parse and judge.
 
 Equal identities give equal frames, so a re-run may reuse an earlier run's validation outcome and
-may recognise a target it has already loaded (see `validation/memo.py`, `target/fingerprint.py`).
+may recognise a target it has already loaded (see `validation/memo.py`, `postgres/fingerprint.py`).
 Any change of code or library version gives a new identity: nothing is reused across them.
 """
 

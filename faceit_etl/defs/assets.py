@@ -117,7 +117,7 @@ def validated_frame(
     settings = migration_settings.checked()
     identity = input_identity(raw_json.sha256, settings.source_timezone)
     judged_before = Path(context.instance.storage_directory()) / VALIDATED
-    outcome = memo.load(judged_before, identity)
+    outcome = memo.recall(judged_before, identity)
     reused = outcome is not None
     if not reused:
         outcome = replace(validate_entries(raw_json, settings.source_timezone), input_identity=identity)

@@ -16,14 +16,13 @@ import psycopg
 from psycopg import sql
 
 from faceit_etl.postgres.lock import lock_bookkeeping, lock_schema
-from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, Field, Kind
+from faceit_etl.validation.fields import INT32_MAX, SUBSCRIPTION_FIELDS, TIERS, USER_FIELDS, Field, Kind
 
 USERS = "users"
 SUBSCRIPTIONS = "user_subscriptions"
 MIGRATION_LOGS = "migration_logs"
 MIGRATION_REJECTS = "migration_rejects"
 TIER_TYPE = "subscriptiontier"
-INT32_MAX = 2**31 - 1
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -168,7 +167,9 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
     existed = table_exists(conn, schema, USERS)
     if not type_exists(conn, schema, TIER_TYPE):
         conn.execute(
-            sql.SQL("CREATE TYPE {} AS ENUM ('FREE', 'PREMIUM', 'PRO')").format(table(schema, TIER_TYPE))
+            sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                table(schema, TIER_TYPE), sql.SQL(", ").join(map(sql.Literal, TIERS))
+            )
         )
     check_tier_labels(conn, schema)
     conn.execute(
@@ -179,9 +180,6 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
         )
     )
     return not existed
-
-
-TIER_LABELS = ("FREE", "PREMIUM", "PRO")
 
 
 def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
@@ -201,11 +199,11 @@ def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
     if found is None:  # the tier column is not an enum (text, varchar): any tier fits
         return
     name, namespace, labels = found
-    missing = [label for label in TIER_LABELS if label not in labels]
+    missing = [label for label in TIERS if label not in labels]
     if missing:
         raise TargetError(
             f"the enum {namespace}.{name} of {schema}.{SUBSCRIPTIONS}.tier has the labels "
-            f"{', '.join(map(repr, labels))}; the bot's tiers need {', '.join(map(repr, TIER_LABELS))} "
+            f"{', '.join(map(repr, labels))}; the bot's tiers need {', '.join(map(repr, TIERS))} "
             f"(missing {', '.join(map(repr, missing))}). Nothing was written. Give the enum the bot's labels "
             f"(ALTER TYPE ... RENAME VALUE or ADD VALUE), then run again"
         )
