@@ -81,7 +81,7 @@ def test_a_failed_load_is_requested_again_once_the_file_is_written_and_a_loaded_
 
         waiting, cursor = evaluate(sensor, settings, instance, cursor)
         assert isinstance(waiting, dg.SkipReason)
-        assert waiting.skip_message.startswith(f"run {failed} failed to load this content; it is requested again")
+        assert waiting.skip_message.startswith(f"run {failed} failed without loading this content; it is requested again")
 
         monkeypatch.setenv("MIGRATION_MAX_REJECTS", "1")  # the fix
         stat = source.stat()

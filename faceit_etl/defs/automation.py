@@ -6,9 +6,9 @@ while size, mtime and inode stay as they were) and requests a run when that cont
 the content of the last load that committed, read from the instance: A → B → A gives three runs,
 and the third puts A back. A request the run key of which Dagster has seen is dropped, so the key
 names the content and the load it would follow (A after B's load is a key never used before); a
-re-evaluation while the run is queued or running repeats its key. After a failed load the same
-content is requested again, under a new key, once the file has been written again (the bot rewrites
-it on every save; `touch` does too): never in a loop while the cause stays.
+re-evaluation while the run is queued or running repeats its key. After a failed (or canceled)
+load the same content is requested again, under a new key, once the file has been written again
+(the bot rewrites it on every save; `touch` does too): never in a loop while the cause stays.
 
 Both are off unless MIGRATION_SCHEDULE_ENABLED / MIGRATION_SENSOR_ENABLED say otherwise, read with
 MIGRATION_SCHEDULE_CRON and MIGRATION_SCHEDULE_TIMEZONE when the code location loads.
@@ -31,6 +31,7 @@ LOADS_LOOKED_AT = 20  # the last materializations of postgres_tables searched fo
 # The provenance Dagster records on each materialization: per input, its data version and its event.
 INPUT_DATA_VERSION = "dagster/input_data_version"
 INPUT_EVENT_POINTER = "dagster/input_event_pointer"
+ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELED: "was canceled"}
 
 
 def _running_if(variable: str) -> bool:
@@ -81,12 +82,13 @@ def source_file_changed(context: dg.SensorEvaluationContext, migration_settings:
         key = _run_key(target, series, asked["attempt"])
         runs = context.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
         rewritten = any(asked["look"].get(name) != value for name, value in look.as_dict().items())
-        if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE or not rewritten:
+        ended = runs and runs[0].status in ENDED_WITHOUT_LOAD
+        if not ended or not rewritten:
             context.update_cursor(json.dumps({**seen, **look.as_dict(), "series": series}))
-            if runs and runs[0].status == dg.DagsterRunStatus.FAILURE:
+            if ended:
                 return dg.SkipReason(
-                    f"run {runs[0].run_id} failed to load this content; it is requested again when the file is "
-                    "next written (or launch migrate_job once the cause is fixed)"
+                    f"run {runs[0].run_id} {ENDED_WITHOUT_LOAD[runs[0].status]} without loading this content; it is "
+                    "requested again when the file is next written (or launch migrate_job once the cause is fixed)"
                 )
             return dg.SkipReason("this content is already requested and not yet loaded")
         attempt = asked["attempt"] + 1
