@@ -39,7 +39,7 @@ ui: setup
 	DATA_FILE_PATH=$${DATA_FILE_PATH:-samples/bot_nested_subscription_format.json} \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
 
-# Not part of `make test`: N users against the database's floor and the seed's way (bench-results/).
+# Not part of `make test`: N users against the database's floor and the old way (bench-results/).
 bench: setup
 	$(BIN)/python -m faceit_etl.benchmark --users $(N) --out bench-results
 
@@ -55,7 +55,7 @@ mutate: $(VENV)/.mutate-installed
 	$(BIN)/python .ci/mutation_score.py
 
 constraints: setup
-	{ echo "# Every package of a working install, pinned (pip freeze of the verified set; see BRIEF §4)."; \
+	{ echo "# Every package of a working install, pinned (pip freeze of the set verified together on Python 3.11)."; \
 	  echo "# Regenerate with: make constraints"; \
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 

@@ -1,10 +1,10 @@
-"""`make bench`: a million users (N=…) into PostgreSQL, against the database's floor and the seed's way.
+"""`make bench`: a million users (N=…) into PostgreSQL, against the database's floor and the old way.
 
 Each measurement runs in its own process (so its peak memory is its own) against an empty database
 on one PostgreSQL: COPY of ready CSV holding exactly the same rows (keys present / keys added after,
 in one transaction), faceit-etl's load step alone, `migrate_job` end to end, the same again on the
-unchanged file, and the seed's way (INSERT batches of 100, a commit each, 5 connections) on the
-first 100k users. Prints a table and writes it as JSON.
+unchanged file, and the way of the system faceit-etl replaces (INSERT batches of 100, a commit
+each, 5 connections) on the first 100k users. Prints a table and writes it as JSON.
 """
 
 from __future__ import annotations
@@ -25,30 +25,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 # The parent stays small (no pandas, no frames): a child's peak memory as the kernel reports it
-# starts from the parent's size at fork, so the heavy work runs in children only.
-USER_COLUMNS = ["id", "user_id", "faceit_player_id", "faceit_nickname", "last_checked_match_id",
-                "waiting_for_nickname", "language", "notifications_enabled", "total_requests",
-                "created_at", "last_active_at"]
-SUBSCRIPTION_COLUMNS = ["id", "user_id", "tier", "expires_at", "auto_renew", "payment_method",
-                        "daily_requests", "last_reset_date", "referred_by_user_id", "referral_code",
-                        "referrals_count"]
-
+# starts from the parent's size at fork, so the heavy work, and the imports of the column catalog
+# with it, run in children only.
 BENCH_DATABASE = "faceit_etl_bench"
-SEED_WAY_USERS = 100_000
+ORIGINAL_WAY_USERS = 100_000
 
-_TABLES = """
-CREATE TYPE subscriptiontier AS ENUM ('FREE', 'PREMIUM', 'PRO');
-CREATE TABLE users (id uuid, user_id bigint NOT NULL, faceit_player_id varchar(255),
-    faceit_nickname varchar(255), last_checked_match_id varchar(255), waiting_for_nickname boolean,
-    language varchar(10), notifications_enabled boolean, total_requests integer,
-    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
-    last_active_at timestamptz);
-CREATE TABLE user_subscriptions (id uuid, user_id uuid NOT NULL, tier subscriptiontier,
-    expires_at timestamptz, auto_renew boolean, payment_method varchar(100), daily_requests integer,
-    last_reset_date timestamptz, referred_by_user_id bigint, referral_code varchar(20),
-    referrals_count integer, created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now());
-"""
+_TIER = "CREATE TYPE subscriptiontier AS ENUM ('FREE', 'PREMIUM', 'PRO');\n"
 _KEYS = """
 ALTER TABLE users ADD PRIMARY KEY (id);
 CREATE UNIQUE INDEX ix_users_user_id ON users (user_id);
@@ -99,14 +81,14 @@ def fresh_database(server_url: str) -> str:
 
 
 def _prepare(data_file: str, work_dir: str) -> None:
-    """Map the file once; keep the frames (for the load step) and the same rows as CSV (for the floor)."""
-    from faceit_etl import mapping
-    from faceit_etl.mapping import map_frames
-    from faceit_etl.source import read_source
+    """Map the file once; keep the frames (for the load step), and the same rows as CSV with the
+    floor's scripts that copy them into the target's tables, keys present or added after."""
+    from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS, map_frames
+    from faceit_etl.postgres.ddl import target_tables_sql
     from faceit_etl.postgres.load import to_csv_chunks
+    from faceit_etl.source import read_source
     from faceit_etl.validation import validate_entries
 
-    assert (mapping.USER_COLUMNS, mapping.SUBSCRIPTION_COLUMNS) == (USER_COLUMNS, SUBSCRIPTION_COLUMNS)
     work = Path(work_dir)
     outcome = validate_entries(read_source(data_file))
     mapped = map_frames(outcome.valid)
@@ -117,14 +99,20 @@ def _prepare(data_file: str, work_dir: str) -> None:
             for _, chunk in to_csv_chunks(frame[columns], 1_000_000):
                 out.write(chunk)
     (work / "users.count").write_text(str(len(mapped.users)))
+    names = {"users": "users", "subscriptions": "user_subscriptions", "tier": "subscriptiontier"}
+    tables = _TIER + target_tables_sql(keys=False).format(**names)
+    copy = _COPY.format(dir=work, users=", ".join(USER_COLUMNS), subscriptions=", ".join(SUBSCRIPTION_COLUMNS))
+    for keys_first in (True, False):
+        script = "BEGIN;\n" + tables + (_KEYS + copy if keys_first else copy + _KEYS) + "COMMIT;\n"
+        floor_script(work, keys_first).write_text(script)
+
+
+def floor_script(work: Path, keys_first: bool) -> Path:
+    return work / f"floor-{'keys-first' if keys_first else 'keys-after'}.sql"
 
 
 def psql_floor(psql: Path, database_url: str, work: Path, keys_first: bool) -> list[str]:
-    copy = _COPY.format(dir=work, users=", ".join(USER_COLUMNS), subscriptions=", ".join(SUBSCRIPTION_COLUMNS))
-    script = "BEGIN;\n" + _TABLES + (_KEYS + copy if keys_first else copy + _KEYS) + "COMMIT;\n"
-    path = work / f"floor-{'keys-first' if keys_first else 'keys-after'}.sql"
-    path.write_text(script)
-    return [str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-f", str(path)]
+    return [str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-f", str(floor_script(work, keys_first))]
 
 
 def _load_step(database_url: str, work: str) -> None:
@@ -138,10 +126,12 @@ def _load_step(database_url: str, work: str) -> None:
         load(conn, "public", frames, pd.DataFrame(columns=["source_index", "user_id", "field", "reason", "raw"]), "bench")
 
 
-def _seed_way(database_url: str, work: str, users: int) -> None:
-    """The seed's implementation: INSERT batches of 100 rows, a commit per batch, 5 connections."""
+def _original_way(database_url: str, work: str, users: int) -> None:
+    """How the system faceit-etl replaces loaded: INSERT batches of 100 rows, a commit per batch,
+    5 connections."""
     import pandas as pd
 
+    from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
     from faceit_etl.postgres.ddl import ensure_target_tables
 
     frames = [pd.read_parquet(f"{work}/{name}.parquet").head(users) for name in ("users", "subscriptions")]
@@ -232,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     # empty, so the first run is a first run even after migrations of the same file elsewhere.
     run("migrate_job end to end", users, migrate, env=migrate_env, cwd=work)
     run("migrate_job again, unchanged file", users, migrate, env=migrate_env, fresh=False, cwd=work)
-    seed_users = min(SEED_WAY_USERS, users)
-    run(f"seed's way (INSERT ×100, commit each, 5 conns)", seed_users,
-        [python, "-m", "faceit_etl.benchmark", "_seed", "{db}", str(work), str(seed_users)],
+    original_users = min(ORIGINAL_WAY_USERS, users)
+    run("old way: INSERT ×100, commit each, 5 conns", original_users,
+        [python, "-m", "faceit_etl.benchmark", "_original", "{db}", str(work), str(original_users)],
         note="first 100k users only")
 
     floor = results[1].seconds
@@ -256,7 +246,7 @@ if __name__ == "__main__":
         _prepare(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "_load":
         _load_step(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) > 1 and sys.argv[1] == "_seed":
-        _seed_way(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_original":
+        _original_way(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         sys.exit(main())

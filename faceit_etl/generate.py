@@ -1,4 +1,4 @@
-"""Deterministic bot data files for tests and benchmarks (BRIEF §1 layouts), any size, any seed.
+"""Deterministic bot files for tests and benchmarks: every layout the bot wrote, any size and seed.
 
 The samples hold 25 users; the pipeline has to be exercised on a million, with the shapes real
 files have: Telegram ids beyond 2^31, referrers later in the file or missing from it, users

@@ -2,7 +2,7 @@
 their meaning (the source time zone), and this code with the libraries that parse and judge.
 
 Equal identities give equal frames, so a re-run may reuse an earlier run's validation outcome and
-may recognise a target it has already loaded (see `validation/memo.py`, `target/fingerprint.py`).
+may recognise a target it has already loaded (see `validation/memo.py`, `postgres/fingerprint.py`).
 Any change of code or library version gives a new identity: nothing is reused across them.
 """
 
@@ -18,13 +18,18 @@ from pathlib import Path
 from faceit_etl.backup import sha256_of
 
 _LIBRARIES = ("numpy", "orjson", "pandas", "pandera", "pyarrow", "pysimdjson")
+PACKAGE = Path(__file__).resolve().parent
+# Dev tools: left out of the runtime image (.dockerignore) and of the code version, which they do
+# not change, so the image and a checkout of the same code agree on it.
+DEV_TOOLS = ("benchmark.py", "generate.py")
 
 
 @cache
-def code_version() -> str:
+def code_version(package: Path = PACKAGE) -> str:
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
+        if path.parent == package and path.name in DEV_TOOLS:
+            continue
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     for library in _LIBRARIES:
         digest.update(f"{library}=={version(library)}\0".encode())

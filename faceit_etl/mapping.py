@@ -1,4 +1,4 @@
-"""Validated entries → frames in the target's column layout (BRIEF §2), with the bot's defaults.
+"""Validated entries → frames in the layout of the bot's tables, with the bot's defaults.
 
 Every user gets a subscription row: entries of the first and flat layouts (no, or a null,
 `subscription`) get the bot's default FREE one. Row ids are derived from the Telegram id, so the
@@ -13,34 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from faceit_etl.validation.fields import SUBSCRIPTION_PRESENT, USER_PRESENT
+from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, SUBSCRIPTION_PRESENT, USER_FIELDS, USER_PRESENT
 
-USER_COLUMNS = [
-    "id",
-    "user_id",
-    "faceit_player_id",
-    "faceit_nickname",
-    "last_checked_match_id",
-    "waiting_for_nickname",
-    "language",
-    "notifications_enabled",
-    "total_requests",
-    "created_at",
-    "last_active_at",
-]
-SUBSCRIPTION_COLUMNS = [
-    "id",
-    "user_id",
-    "tier",
-    "expires_at",
-    "auto_renew",
-    "payment_method",
-    "daily_requests",
-    "last_reset_date",
-    "referred_by_user_id",
-    "referral_code",
-    "referrals_count",
-]
+# The tables' columns the frames fill, in the tables' order: the row id, (a subscription's user row
+# id,) then the catalog's fields.
+USER_COLUMNS = ["id", *(f.name for f in USER_FIELDS)]
+SUBSCRIPTION_COLUMNS = ["id", "user_id", *(f.name for f in SUBSCRIPTION_FIELDS)]
 
 # Each mapped row's presence bits (see `fields.py`), after its table's columns: a field the file's
 # entry lacks gets the bot's default in a new row and keeps an existing row's value.

@@ -14,8 +14,8 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
 
-def evaluate(sensor, settings, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"migration_settings": settings})
+def evaluate(sensor, settings, instance, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"migration_settings": settings})
     return sensor(context), context.cursor
 
 
@@ -23,26 +23,82 @@ def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path):
     sensor = defs.get_sensor_def("source_file_changed")
     source = write_json(tmp_path / "data.json", {"users": [{"user_id": 1}]})
     settings = MigrationSettings(source_path=str(source))
+    with dg.instance_for_test() as instance:
+        first, cursor = evaluate(sensor, settings, instance)
+        assert isinstance(first, dg.RunRequest)
+        assert first.tags["faceit_etl/source_sha256"] == json.loads(cursor)["sha256"]
 
-    first, cursor = evaluate(sensor, settings)
-    assert isinstance(first, dg.RunRequest)
-    assert first.tags["faceit_etl/source_sha256"] == json.loads(cursor)["sha256"]
+        untouched, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(untouched, dg.SkipReason)
+        assert untouched.skip_message == "this content is already requested and not yet loaded"
 
-    untouched, cursor = evaluate(sensor, settings, cursor)
-    assert isinstance(untouched, dg.SkipReason) and "not been touched" in untouched.skip_message
+        os.utime(source, ns=(1, 1))  # rewritten by the bot with the same content, its run not yet over
+        same, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(same, dg.SkipReason)
+        assert same.skip_message == "this content is already requested and not yet loaded"
 
-    os.utime(source, ns=(1, 1))  # rewritten by the bot with the same content
-    same, cursor = evaluate(sensor, settings, cursor)
-    assert isinstance(same, dg.SkipReason) and "content last requested" in same.skip_message
+        write_json(source, {"users": [{"user_id": 1}, {"user_id": 2}]})
+        changed, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(changed, dg.RunRequest) and changed.run_key != first.run_key
+        assert changed.tags["faceit_etl/source_sha256"] != first.tags["faceit_etl/source_sha256"]
 
-    write_json(source, {"users": [{"user_id": 1}, {"user_id": 2}]})
-    changed, cursor = evaluate(sensor, settings, cursor)
-    assert isinstance(changed, dg.RunRequest) and changed.run_key != first.run_key
-    assert changed.tags["faceit_etl/source_sha256"] != first.tags["faceit_etl/source_sha256"]
+        # A reset cursor forgets the requests, not the keys already used: its keys are new too.
+        after_reset, _ = evaluate(sensor, settings, instance)
+        assert isinstance(after_reset, dg.RunRequest) and after_reset.run_key not in {first.run_key, changed.run_key}
 
-    # A reset cursor forgets the count of changes, not the keys already used: its keys are new too.
-    after_reset, _ = evaluate(sensor, settings)
-    assert isinstance(after_reset, dg.RunRequest) and after_reset.run_key not in {first.run_key, changed.run_key}
+
+def run_request(instance, request):
+    with dg.execute_job(
+        dg.reconstructable(get_migrate_job), instance=instance, run_config=request.run_config,
+        tags={**request.tags, "dagster/run_key": request.run_key}, raise_on_error=False,
+    ) as result:
+        return result.success
+
+
+def test_a_failed_load_is_requested_again_once_the_file_is_written_and_a_loaded_one_never(
+    tmp_path, monkeypatch, database_url, db
+):
+    """A loads; B fails (a rejected entry, no rejects allowed): the sensor does not retry B in a loop,
+    but once the cause is fixed and the bot writes the file again, B is requested and loaded, though B
+    was requested before. Then the tables hold B and nothing more is requested."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    source = tmp_path / "data.json"
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    sensor = defs.get_sensor_def("source_file_changed")
+    settings = MigrationSettings()
+    b = {"users": [{"user_id": 7, "faceit_nickname": "B"}, {"user_id": 8, "language": "a language name too long"}]}
+    with dg.instance_for_test() as instance:
+        write_json(source, {"users": [{"user_id": 7, "faceit_nickname": "A"}]})
+        request, cursor = evaluate(sensor, settings, instance)
+        assert run_request(instance, request)
+
+        write_json(source, b)
+        request, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(request, dg.RunRequest)
+        assert not run_request(instance, request)  # over the reject limit: nothing written
+        failed = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))[0].run_id
+
+        waiting, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(waiting, dg.SkipReason)
+        assert waiting.skip_message.startswith(f"run {failed} failed without loading this content; it is requested again")
+
+        monkeypatch.setenv("MIGRATION_MAX_REJECTS", "1")  # the fix
+        stat = source.stat()
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # the bot writes the same content again
+        again, cursor = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(again, dg.RunRequest) and again.run_key != request.run_key
+        assert again.tags["faceit_etl/source_sha256"] == request.tags["faceit_etl/source_sha256"]
+        assert run_request(instance, again)
+        assert db.execute("SELECT faceit_nickname FROM users WHERE user_id = 7").fetchone()[0] == "B"
+
+        loaded, _ = evaluate(sensor, settings, instance, cursor)
+        assert isinstance(loaded, dg.SkipReason)
+        assert loaded.skip_message == f"the tables hold this content: run {run_id_of(instance, again)} loaded it"
+
+
+def run_id_of(instance, request) -> str:
+    return instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))[0].run_id
 
 
 def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_too(tmp_path, monkeypatch, database_url, db):
@@ -77,7 +133,8 @@ def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_to
 
 def test_the_sensor_skips_a_missing_file(tmp_path):
     sensor = defs.get_sensor_def("source_file_changed")
-    result, cursor = evaluate(sensor, MigrationSettings(source_path=str(tmp_path / "absent.json")))
+    with dg.instance_for_test() as instance:
+        result, cursor = evaluate(sensor, MigrationSettings(source_path=str(tmp_path / "absent.json")), instance)
     assert isinstance(result, dg.SkipReason) and "no such file" in result.skip_message
     assert cursor is None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faceit_etl.validation.coerce import coerce_integers, coerce_timestamps, describe
+from faceit_etl.validation.coerce import coerce_integers, coerce_timestamps, describe_value
 
 
 def test_a_reject_quotes_a_short_value_whole_and_cuts_a_long_one_to_60_characters():
@@ -20,13 +20,13 @@ def test_a_reject_quotes_a_short_value_whole_and_cuts_a_long_one_to_60_character
 
 @given(st.text(max_size=200) | st.integers() | st.floats())
 def test_a_quoted_value_is_its_repr_or_the_start_of_it_never_longer_than_60_characters(value):
-    shown = describe(value)
+    shown = describe_value(value)
     assert len(shown) <= 60
     assert shown == repr(value) if len(repr(value)) <= 60 else shown == repr(value)[:57] + "..."
 
 
 def test_json_literals_and_containers_are_named_in_json_words():
-    assert [describe(v) for v in (None, True, False, {}, {"a": 1}, [], [1])] == [
+    assert [describe_value(v) for v in (None, True, False, {}, {"a": 1}, [], [1])] == [
         "null", "true", "false", "an object", "an object", "a list", "a list"
     ]
 

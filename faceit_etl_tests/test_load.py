@@ -2,7 +2,7 @@
 read_source/parse_source → validate_entries → map_frames.
 
 Row contents are checked against an oracle built from the raw JSON entries themselves (the bot's
-defaults from BRIEF §1), not against the frames the code under test produced.
+defaults for absent fields), not against the frames the code under test produced.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SUBSCRIPTION_SQL = """SELECT u.user_id, s.tier::text, s.expires_at, s.auto_renew
                       FROM {schema}.user_subscriptions s JOIN {schema}.users u ON u.id = s.user_id
                       ORDER BY u.user_id"""
 
-# The bot's own Alembic revision (BRIEF §2), 32-bit Telegram ids and all.
+# The bot's own first Alembic revision, 32-bit Telegram ids and all.
 ALEMBIC_DDL = """
 CREATE TYPE subscriptiontier AS ENUM ('FREE', 'PREMIUM', 'PRO');
 CREATE TABLE users (

@@ -38,7 +38,7 @@ ENVIRONMENT = {
 }
 
 
-def test_defaults_come_from_the_seeds_environment_names(monkeypatch):
+def test_defaults_come_from_the_replaced_systems_environment_names(monkeypatch):
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2@db:5432/faceit")

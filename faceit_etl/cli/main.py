@@ -1,4 +1,4 @@
-"""`faceit-etl`: the seed's command line, running the Dagster jobs on the persistent instance.
+"""`faceit-etl`: the replaced system's verbs, running the Dagster jobs on the persistent instance.
 
 Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
 1 the migration, the rollback or a blocking check failed, 2 a usage error, failed validation or a

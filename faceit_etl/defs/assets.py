@@ -19,6 +19,7 @@ from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import code_version, input_identity
 from faceit_etl.source import SourceData, read_source
+from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.load import LOAD_COUNTS, LoadStats, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
@@ -44,8 +45,8 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
     kinds={"json", "file"},
     deps=["bot_data_file"],
     description=(
-        "Taken before anything else, in a private folder (0700) per run: a copy of the bot's data "
-        "file with its sha256 (every later step reads this copy, never the live file; a "
+        "A backup of the bot's data file, not of the tables. Taken before anything else, in a private "
+        "folder (0700) per run: a copy of the file with its sha256 (every later step reads this copy, never the live file; a "
         "re-execution from failure reads the one its parent made). The tables' snapshot that "
         "`rollback_job` restores is added to the run's folder by `postgres_tables`, under its lock, "
         "just before it writes: each run, re-executions too, has its own."
@@ -79,8 +80,11 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     **ABOUT_THE_BOT,
     kinds={"json"},
     description=(
-        "The user entries of the backed-up file, in file order. Reads every layout the bot ever "
-        "wrote: {'users': [...]}, {'users': {'<id>': {...}}} and a bare list."
+        "The user entries of the backed-up file, in file order, parsed (no JSON text). A list of "
+        f"users bigger than one piece ({PIECE_BYTES >> 20} MiB) is held not as its entries but as where each piece of "
+        "them lies in the backup copy: validated_frame parses them piece by piece, so they never all "
+        "exist at once. Reads every layout the bot ever wrote: {'users': [...]}, "
+        "{'users': {'<id>': {...}}} and a bare list."
     ),
 )
 def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
@@ -100,9 +104,11 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
     **ABOUT_THE_BOT,
     kinds={"pandas", "pandera"},
     description=(
-        "Every entry judged by the pandera schemas for users and subscriptions, after the coercions "
-        "that keep meaning. Rejected entries are listed with field and reason (and written to "
-        "rejects.jsonl in the run's backup folder): accepted + rejected = input."
+        "Not one frame: the validation outcome. Every entry judged by the pandera schemas for users "
+        "and subscriptions, after the coercions that keep meaning; it holds the accepted entries as "
+        "one typed frame, the rejected ones as another, a row per entry, field and reason (also "
+        "written to rejects.jsonl in the run's backup folder), and the counts: accepted + rejected "
+        "= input."
     ),
 )
 def validated_frame(
@@ -111,7 +117,7 @@ def validated_frame(
     settings = migration_settings.checked()
     identity = input_identity(raw_json.sha256, settings.source_timezone)
     judged_before = Path(context.instance.storage_directory()) / VALIDATED
-    outcome = memo.load(judged_before, identity)
+    outcome = memo.recall(judged_before, identity)
     reused = outcome is not None
     if not reused:
         outcome = replace(validate_entries(raw_json, settings.source_timezone), input_identity=identity)

@@ -3,12 +3,12 @@
 A re-run on unchanged data writes no row (the load leaves unchanged rows untouched), so both can
 fire freely. The sensor looks at the file as `bot_data_file` does (its sha256, not hashed again
 while size, mtime and inode stay as they were) and requests a run when that content differs from
-the content of its last request: A → B → A gives three runs, and the third puts A back. Its cursor,
-not the run key, remembers that content: Dagster never launches a run key twice, so a key made of
-the hash alone (or of the hash and the file's mtime, which `cp -p`, `rsync -a` or `tar` restore)
-would never load earlier content again. The key counts changes instead, so every change is a key
-never used before, while a re-evaluation whose cursor was not saved repeats its key and Dagster
-drops the duplicate.
+the content of the last load that committed, read from the instance: A → B → A gives three runs,
+and the third puts A back. A request the run key of which Dagster has seen is dropped, so the key
+names the content and the load it would follow (A after B's load is a key never used before); a
+re-evaluation while the run is queued or running repeats its key. After a failed (or canceled)
+load the same content is requested again, under a new key, once the file has been written again
+(the bot rewrites it on every save; `touch` does too): never in a loop while the cause stays.
 
 Both are off unless MIGRATION_SCHEDULE_ENABLED / MIGRATION_SENSOR_ENABLED say otherwise, read with
 MIGRATION_SCHEDULE_CRON and MIGRATION_SCHEDULE_TIMEZONE when the code location loads.
@@ -17,6 +17,7 @@ MIGRATION_SCHEDULE_CRON and MIGRATION_SCHEDULE_TIMEZONE when the code location l
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -26,6 +27,11 @@ from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
 SOURCE_SHA256_TAG = "faceit_etl/source_sha256"
+LOADS_LOOKED_AT = 20  # the last materializations of postgres_tables searched for one that is not a dry run
+# The provenance Dagster records on each materialization: per input, its data version and its event.
+INPUT_DATA_VERSION = "dagster/input_data_version"
+INPUT_EVENT_POINTER = "dagster/input_event_pointer"
+ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELED: "was canceled"}
 
 
 def _running_if(variable: str) -> bool:
@@ -51,22 +57,72 @@ migrate_schedule = dg.ScheduleDefinition(
     default_status=(
         dg.DefaultSensorStatus.RUNNING if _running_if("MIGRATION_SENSOR_ENABLED") else dg.DefaultSensorStatus.STOPPED
     ),
-    description="Request a migration when the bot's data file (bot_data_file) has new content, by sha256.",
+    description=(
+        "Request a migration when the bot's data file (bot_data_file) holds content, by sha256, other than "
+        "the last successful load's; after a failed load, again when the bot next writes the file."
+    ),
 )
 def source_file_changed(context: dg.SensorEvaluationContext, migration_settings: MigrationSettings):
     source = Path(migration_settings.source_path)
     if not source.is_file():
         return dg.SkipReason(f"{source}: no such file")
     seen = json.loads(context.cursor) if context.cursor else {}
-    look, hashed = look_at_file(source, seen)
-    if not hashed:
-        return dg.SkipReason("the file has not been touched since the last look")
+    look, _ = look_at_file(source, seen)
+    loaded = last_load(context.instance)
+    if loaded is not None and loaded.sha256 == look.sha256:
+        context.update_cursor(json.dumps({**seen, **look.as_dict()}))
+        return dg.SkipReason(f"the tables hold this content: run {loaded.run_id} loaded it")
     # A fresh cursor (first look, or a reset) starts a new series of keys, so that it does not
     # repeat the keys of the series before the reset.
     series = seen.get("series") or time.time_ns()
-    changed = look.sha256 != seen.get("sha256")
-    changes = seen.get("changes", 0) + changed
-    context.update_cursor(json.dumps({**look.as_dict(), "series": series, "changes": changes}))
-    if not changed:
-        return dg.SkipReason("the file was rewritten with the content last requested")
-    return dg.RunRequest(run_key=f"{look.sha256}#{series}.{changes}", tags={SOURCE_SHA256_TAG: look.sha256})
+    target = f"{look.sha256}@{loaded.storage_id if loaded else 0}"
+    attempt = 0
+    asked = seen.get("request") or {}
+    if asked.get("target") == target:
+        key = _run_key(target, series, asked["attempt"])
+        runs = context.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        rewritten = any(asked["look"].get(name) != value for name, value in look.as_dict().items())
+        ended = runs and runs[0].status in ENDED_WITHOUT_LOAD
+        if not ended or not rewritten:
+            context.update_cursor(json.dumps({**seen, **look.as_dict(), "series": series}))
+            if ended:
+                return dg.SkipReason(
+                    f"run {runs[0].run_id} {ENDED_WITHOUT_LOAD[runs[0].status]} without loading this content; it is "
+                    "requested again when the file is next written (or launch migrate_job once the cause is fixed)"
+                )
+            return dg.SkipReason("this content is already requested and not yet loaded")
+        attempt = asked["attempt"] + 1
+    request = {"target": target, "attempt": attempt, "look": look.as_dict()}
+    context.update_cursor(json.dumps({**look.as_dict(), "series": series, "request": request}))
+    return dg.RunRequest(run_key=_run_key(target, series, attempt), tags={SOURCE_SHA256_TAG: look.sha256})
+
+
+def _run_key(target: str, series: int, attempt: int) -> str:
+    return f"{target}#{series}.{attempt}"
+
+
+@dataclass(frozen=True)
+class Load:
+    storage_id: int
+    run_id: str
+    sha256: str | None
+
+
+def last_load(instance: dg.DagsterInstance) -> Load | None:
+    """The last load that committed (a dry run writes nothing), with the sha256 of the file it loaded,
+    followed through the inputs Dagster recorded for each step: postgres_tables ← validated_frame ←
+    raw_json ← source_backup, whose data version is that sha256 (a re-execution's inputs point to the
+    steps of the run it re-executes)."""
+    for record in instance.fetch_materializations(dg.AssetKey("postgres_tables"), limit=LOADS_LOOKED_AT).records:
+        dry_run = record.asset_materialization.metadata.get("dry_run")
+        if dry_run is not None and dry_run.value:
+            continue
+        tags = record.asset_materialization.tags or {}
+        for upstream in ("validated_frame", "raw_json"):
+            pointer = tags.get(f"{INPUT_EVENT_POINTER}/{upstream}")
+            found = pointer and instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(upstream), storage_ids=[int(pointer)]), limit=1
+            ).records
+            tags = (found[0].asset_materialization.tags or {}) if found else {}
+        return Load(record.storage_id, record.run_id, tags.get(f"{INPUT_DATA_VERSION}/source_backup"))
+    return None

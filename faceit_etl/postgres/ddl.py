@@ -1,6 +1,7 @@
-"""The bot's tables (BRIEF §2), created when absent, and the checks an existing target must pass.
+"""The bot's tables, created when absent, and the checks an existing target must pass.
 
-Our DDL follows the bot's models with one deliberate difference: Telegram ids are bigint. Tables
+Our DDL follows the bot's SQLAlchemy models (its columns' types and sizes come from the field
+catalog, `validation/fields.py`) with one deliberate difference: Telegram ids are bigint. Tables
 made by the bot's own Alembic revision (32-bit ids, no id defaults) are loaded as they are, unless
 an id would not fit: then we stop before writing and say which ALTER fixes it.
 """
@@ -15,13 +16,13 @@ import psycopg
 from psycopg import sql
 
 from faceit_etl.postgres.lock import lock_bookkeeping, lock_schema
+from faceit_etl.validation.fields import INT32_MAX, SUBSCRIPTION_FIELDS, TIERS, USER_FIELDS, Field, Kind
 
 USERS = "users"
 SUBSCRIPTIONS = "user_subscriptions"
 MIGRATION_LOGS = "migration_logs"
 MIGRATION_REJECTS = "migration_rejects"
 TIER_TYPE = "subscriptiontier"
-INT32_MAX = 2**31 - 1
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -77,40 +78,55 @@ CREATE TABLE IF NOT EXISTS {rejects} (
 CREATE INDEX IF NOT EXISTS {rejects_run_index} ON {rejects} (run_id);
 """
 
-_TARGET = """
-CREATE TABLE IF NOT EXISTS {users} (
-    id uuid PRIMARY KEY,
-    user_id bigint NOT NULL,
-    faceit_player_id varchar(255),
-    faceit_nickname varchar(255),
-    last_checked_match_id varchar(255),
-    waiting_for_nickname boolean,
-    language varchar(10),
-    notifications_enabled boolean,
-    total_requests integer,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    last_active_at timestamptz
-);
-CREATE UNIQUE INDEX IF NOT EXISTS ix_users_user_id ON {users} (user_id);
+# Each field's column type, from the field catalog (its varchar length too): the catalog is the one
+# place a column's size is written.
+_SQL_TYPES = {
+    Kind.TELEGRAM_ID: "bigint",
+    Kind.COUNT: "integer",
+    Kind.FLAG: "boolean",
+    Kind.TIMESTAMP: "timestamptz",
+    Kind.TIER: "{tier}",
+}
+_STAMP = "timestamptz NOT NULL DEFAULT now()"  # created_at / updated_at as the bot's models make them
+_NOT_NULL = {"user_id": " NOT NULL", "created_at": " NOT NULL DEFAULT now()"}  # users' fields
+
+
+def _column_type(field: Field) -> str:
+    return f"varchar({field.max_length})" if field.kind is Kind.TEXT else _SQL_TYPES[field.kind]
+
+
+def _field_columns(fields: tuple[Field, ...]) -> list[tuple[str, str, str]]:
+    return [(f.name, _column_type(f) + _NOT_NULL.get(f.name, ""), "UNIQUE" if f.name == "referral_code" else "")
+            for f in fields]
+
+
+# (column, type, key) in the order of the bot's models: `users` keeps updated_at after created_at.
+_USERS_COLUMNS = [("id", "uuid", "PRIMARY KEY"), *_field_columns(USER_FIELDS)]
+_USERS_COLUMNS.insert([c[0] for c in _USERS_COLUMNS].index("created_at") + 1, ("updated_at", _STAMP, ""))
+_SUBSCRIPTIONS_COLUMNS = [
+    ("id", "uuid", "PRIMARY KEY"),
+    ("user_id", "uuid NOT NULL", "UNIQUE REFERENCES {users} (id) ON DELETE CASCADE"),
+    *_field_columns(SUBSCRIPTION_FIELDS),
+    ("created_at", _STAMP, ""),
+    ("updated_at", _STAMP, ""),
+]
+_INDEXES = """CREATE UNIQUE INDEX IF NOT EXISTS ix_users_user_id ON {users} (user_id);
 CREATE INDEX IF NOT EXISTS ix_users_faceit_player_id ON {users} (faceit_player_id);
 CREATE INDEX IF NOT EXISTS ix_users_faceit_nickname ON {users} (faceit_nickname);
-CREATE TABLE IF NOT EXISTS {subscriptions} (
-    id uuid PRIMARY KEY,
-    user_id uuid NOT NULL UNIQUE REFERENCES {users} (id) ON DELETE CASCADE,
-    tier {tier},
-    expires_at timestamptz,
-    auto_renew boolean,
-    payment_method varchar(100),
-    daily_requests integer,
-    last_reset_date timestamptz,
-    referred_by_user_id bigint,
-    referral_code varchar(20) UNIQUE,
-    referrals_count integer,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
 """
+
+
+def target_tables_sql(keys: bool = True) -> str:
+    """The bot's two tables as a template ({users}, {subscriptions}, {tier}); without `keys`, bare:
+    no primary, unique or foreign key and no index (what a bulk load adds after its COPY)."""
+    def create(name: str, columns: list[tuple[str, str, str]]) -> str:
+        lines = ",\n".join(f"    {column} {type_}" + (f" {key}" if key and keys else "") for column, type_, key in columns)
+        return f"CREATE TABLE IF NOT EXISTS {{{name}}} (\n{lines}\n);\n"
+
+    return "\n" + create("users", _USERS_COLUMNS) + (_INDEXES if keys else "") + create("subscriptions", _SUBSCRIPTIONS_COLUMNS)
+
+
+_TARGET = target_tables_sql()
 
 
 def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
@@ -151,7 +167,9 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
     existed = table_exists(conn, schema, USERS)
     if not type_exists(conn, schema, TIER_TYPE):
         conn.execute(
-            sql.SQL("CREATE TYPE {} AS ENUM ('FREE', 'PREMIUM', 'PRO')").format(table(schema, TIER_TYPE))
+            sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                table(schema, TIER_TYPE), sql.SQL(", ").join(map(sql.Literal, TIERS))
+            )
         )
     check_tier_labels(conn, schema)
     conn.execute(
@@ -162,9 +180,6 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
         )
     )
     return not existed
-
-
-TIER_LABELS = ("FREE", "PREMIUM", "PRO")
 
 
 def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
@@ -184,11 +199,11 @@ def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
     if found is None:  # the tier column is not an enum (text, varchar): any tier fits
         return
     name, namespace, labels = found
-    missing = [label for label in TIER_LABELS if label not in labels]
+    missing = [label for label in TIERS if label not in labels]
     if missing:
         raise TargetError(
             f"the enum {namespace}.{name} of {schema}.{SUBSCRIPTIONS}.tier has the labels "
-            f"{', '.join(map(repr, labels))}; the bot's tiers need {', '.join(map(repr, TIER_LABELS))} "
+            f"{', '.join(map(repr, labels))}; the bot's tiers need {', '.join(map(repr, TIERS))} "
             f"(missing {', '.join(map(repr, missing))}). Nothing was written. Give the enum the bot's labels "
             f"(ALTER TYPE ... RENAME VALUE or ADD VALUE), then run again"
         )

@@ -1,10 +1,10 @@
 """Keys set aside while an empty table is filled, and put back in the same transaction.
 
 PostgreSQL builds an index from sorted data many times faster than it maintains it row by row, and
-checks a foreign key in one join instead of a lookup per row (BRIEF §5: 11.9 s with keys added
-after the COPY, 35 s with keys present). The definitions are read from the catalog, so whatever
-the target has (our DDL, the bot's Alembic revision, an index the operator added) comes back as it
-was, under its own name. A failure anywhere rolls the drop back with everything else.
+checks a foreign key in one join instead of a lookup per row (1M users on 2 cores: 11.9 s with
+keys added after the COPY, 35 s with keys present). The definitions are read from the catalog, so
+whatever the target has (our DDL, the bot's Alembic revision, an index the operator added) comes
+back as it was, under its own name. A failure anywhere rolls the drop back with everything else.
 """
 
 from __future__ import annotations

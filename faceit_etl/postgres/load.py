@@ -48,7 +48,7 @@ from faceit_etl.postgres.keys import drop_keys, outside_references, restore_keys
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
-REJECT_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
+REJECTS_TABLE_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
 # Columns whose change counts as a change of the row (ids and bookkeeping times excluded).
 _USER_DATA = USER_COLUMNS[2:]
 _SUBSCRIPTION_DATA = SUBSCRIPTION_COLUMNS[2:]
@@ -589,7 +589,7 @@ def _write_rejects(conn, schema, rejects: pd.DataFrame, run_id: str) -> int:
     if rejects.empty:
         return 0
     frame = rejects.assign(run_id=run_id, raw=rejects["raw"].map(jsonb_safe))
-    copy_frame(conn, table(schema, MIGRATION_REJECTS), frame, REJECT_COLUMNS, batch_size=len(frame))
+    copy_frame(conn, table(schema, MIGRATION_REJECTS), frame, REJECTS_TABLE_COLUMNS, batch_size=len(frame))
     return len(frame)
 
 

@@ -24,7 +24,7 @@ from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
-EXAMPLES = 5
+EXAMPLE_KEYS = 5
 
 
 def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
@@ -71,7 +71,7 @@ def self_referrals(conn: psycopg.Connection, schema: str) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Absent:
+class AbsentSample:
     count: int
     sample: list[int]  # the smallest Telegram ids, at most EXAMPLES_ABSENT
 
@@ -79,7 +79,7 @@ class Absent:
 EXAMPLES_ABSENT = 20
 
 
-def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> Absent:
+def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> AbsentSample:
     """Users of the table whose Telegram id is not among `telegram_ids`."""
     count, sample = conn.execute(
         sql.SQL(
@@ -89,7 +89,7 @@ def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series)
         ).format(users=table(schema, USERS)),
         [[int(i) for i in telegram_ids], EXAMPLES_ABSENT],
     ).fetchone()
-    return Absent(count, list(sample))
+    return AbsentSample(count, list(sample))
 
 
 def rows_of_users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
@@ -127,9 +127,9 @@ class ContentDiff:
             "rows_not_in_file": len(self.unexpected),
             "differing_cells": {c: len(keys) for c, keys in self.differing.items()},
             "examples": {
-                **({"missing": self.missing[:EXAMPLES]} if self.missing else {}),
-                **({"unexpected": self.unexpected[:EXAMPLES]} if self.unexpected else {}),
-                **{c: keys[:EXAMPLES] for c, keys in self.differing.items()},
+                **({"missing": self.missing[:EXAMPLE_KEYS]} if self.missing else {}),
+                **({"unexpected": self.unexpected[:EXAMPLE_KEYS]} if self.unexpected else {}),
+                **{c: keys[:EXAMPLE_KEYS] for c, keys in self.differing.items()},
             },
         }
 

@@ -1,4 +1,4 @@
-"""Read the bot's JSON file in any of the layouts found in the wild (BRIEF §1).
+"""Read the bot's JSON file in any of the layouts found in the wild.
 
 Entries are returned untouched: judging them is validation's job. Only a file that cannot be
 read as a whole (not JSON, wrong top level, a top-level key given twice) fails here, naming the

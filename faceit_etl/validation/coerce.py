@@ -47,7 +47,7 @@ TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 Errors = dict[int, str]
 
 
-def describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     """A short rendering of a raw value for a reject reason."""
     if value is None:
         return "null"
@@ -88,32 +88,32 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
     if value is None:
         return None, None
     if isinstance(value, bool):
-        return None, f"expected a whole number, got {describe(value)}"
+        return None, f"expected a whole number, got {describe_value(value)}"
     if isinstance(value, LongInteger):
-        return None, f"{describe(value)} does not fit a 64-bit integer"
+        return None, f"{describe_value(value)} does not fit a 64-bit integer"
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
         if not value.is_integer():
-            return None, f"expected a whole number, got {describe(value)}"
+            return None, f"expected a whole number, got {describe_value(value)}"
         if abs(value) >= FLOAT_EXACT:
-            return None, f"{describe(value)} is a decimal number beyond 2**53, where it is no exact whole number"
+            return None, f"{describe_value(value)} is a decimal number beyond 2**53, where it is no exact whole number"
         number = int(value)
     elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         if len(value.lstrip("0")) > INT64_DIGITS:  # before int(): no digit limit
-            return None, f"{describe(value)} does not fit a 64-bit integer"
+            return None, f"{describe_value(value)} does not fit a 64-bit integer"
         number = int(value)
     else:
-        return None, f"expected a whole number, got {describe(value)}"
+        return None, f"expected a whole number, got {describe_value(value)}"
     if not INT64_MIN <= number <= INT64_MAX:
-        return None, f"{describe(value)} does not fit a 64-bit integer"
+        return None, f"{describe_value(value)} does not fit a 64-bit integer"
     return number, None
 
 
 def _only(values: list[Any], kind: type, expected: str) -> tuple[list[Any], Errors]:
     """Values of exactly `kind` (or null) pass; any other is missing and gets an error."""
     errors = {
-        position: f"expected {expected}, got {describe(value)}"
+        position: f"expected {expected}, got {describe_value(value)}"
         for position, value in enumerate(values)
         if value is not None and type(value) is not kind
     }
@@ -138,7 +138,7 @@ def coerce_tiers(values: list[Any]) -> tuple[pd.Series, Errors]:
     for position, value in enumerate(values):
         name = value.upper() if isinstance(value, str) and value.isascii() else None  # "ı".upper() is "I"
         if value is not None and name not in TIERS:
-            errors[position] = f"unknown tier {describe(value)}, expected one of free, premium, pro"
+            errors[position] = f"unknown tier {describe_value(value)}, expected one of free, premium, pro"
             name = None
         out.append(name)
     return pd.Series(out, dtype="str"), errors
@@ -183,7 +183,7 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
         errors[position] = _timestamp_failure(texts.iat[position], values[position], source_timezone)
     years = result.dt.year
     for position in (result.notna() & ~years.between(*YEARS)).to_numpy().nonzero()[0].tolist():
-        errors[position] = f"timestamp {describe(values[position])} is {_beyond(result.iat[position])}"
+        errors[position] = f"timestamp {describe_value(values[position])} is {_beyond(result.iat[position])}"
         result.iat[position] = pd.NaT
     for position in [p for p, v in enumerate(values) if v is not None and type(v) is not str]:
         value = values[position]
@@ -194,7 +194,7 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
                     raise ValueError(value)
                 if isinstance(value, float) and round(value, FRACTION_DIGITS) != value:
                     errors[position] = (
-                        f"epoch seconds {describe(value)} have more precision than the column holds "
+                        f"epoch seconds {describe_value(value)} have more precision than the column holds "
                         "(microseconds): rounding would change the value"
                     )
                     continue
@@ -203,17 +203,17 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
                 result.iat[position] = stamp.round("us")  # the float nearest the decimal written
             except (OverflowError, ValueError):
                 errors[position] = (
-                    f"epoch seconds {describe(value)} are out of range: only seconds from year 1 to "
+                    f"epoch seconds {describe_value(value)} are out of range: only seconds from year 1 to "
                     "9999 are read (milliseconds would land beyond it)"
                 )
         else:
-            errors[position] = f"expected a timestamp, got {describe(value)}"
+            errors[position] = f"expected a timestamp, got {describe_value(value)}"
     return result, errors
 
 
 def _unsupported_form(text: str) -> str:
     return (
-        f"{describe(text)} is not a supported timestamp form: expected ISO 8601 "
+        f"{describe_value(text)} is not a supported timestamp form: expected ISO 8601 "
         "YYYY-MM-DD[Thh:mm[:ss[.ffffff]]] with an optional offset Z or +hh:mm, nothing around it"
     )
 
@@ -228,7 +228,7 @@ def _normalised(text: str) -> tuple[str, str | None]:
     digits = fraction.group(1)
     if digits[FRACTION_DIGITS:].strip("0"):
         return text, (
-            f"timestamp {describe(original)} has more precision than the column holds (microseconds): "
+            f"timestamp {describe_value(original)} has more precision than the column holds (microseconds): "
             "rounding would change the value"
         )
     kept = "." + digits[:FRACTION_DIGITS]  # `[0-9]+`: at least one digit
@@ -265,11 +265,11 @@ def _timestamp_failure(text: str, original: str, source_timezone: str) -> str:
     except ValueError as exc:
         detail = str(exc)
         if "out of range" in detail or "must be in" in detail:
-            return f"impossible date {describe(original)}: {detail}"
-        return f"unparseable timestamp {describe(original)}"
+            return f"impossible date {describe_value(original)}: {detail}"
+        return f"unparseable timestamp {describe_value(original)}"
     if parsed.tzinfo is None:
         zone = ZoneInfo(source_timezone)
         folds = {parsed.replace(fold=f, tzinfo=zone).utcoffset() for f in (0, 1)}
         if len(folds) > 1:
-            return f"{describe(original)} is ambiguous or does not exist in {source_timezone} (DST change)"
-    return f"timestamp {describe(original)} is out of the supported range"
+            return f"{describe_value(original)} is ambiguous or does not exist in {source_timezone} (DST change)"
+    return f"timestamp {describe_value(original)} is out of the supported range"

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+INT32_MAX = 2**31 - 1  # the largest value of PostgreSQL's `integer`, the target's type for counts
+
+
 class Kind(Enum):
     TELEGRAM_ID = "telegram id"  # a positive 64-bit integer
-    COUNT = "count"  # a non-negative integer
+    COUNT = "count"  # a non-negative integer, at most INT32_MAX
     TEXT = "text"
     FLAG = "flag"
     TIMESTAMP = "timestamp"

@@ -16,7 +16,7 @@ from faceit_etl.validation.validate import ValidationOutcome
 KEEP = 3
 
 
-def load(folder: Path, identity: str) -> ValidationOutcome | None:
+def recall(folder: Path, identity: str) -> ValidationOutcome | None:
     path = folder / f"{identity}.pickle"
     try:
         return pickle.loads(path.read_bytes())

@@ -9,14 +9,13 @@ import pandera.pandas as pa
 
 from faceit_etl.validation.coerce import TIMESTAMP_DTYPE
 from faceit_etl.validation.fields import (
+    INT32_MAX,
     SUBSCRIPTION_FIELDS,
     TIERS,
     USER_FIELDS,
     Field,
     Kind,
 )
-
-INT32_MAX = 2**31 - 1
 
 
 # Later repeats of a user_id fail, even when the first entry is itself rejected: the bot's reader

@@ -19,7 +19,7 @@ import pandera.pandas as pa
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
-from faceit_etl.validation.coerce import _integer, coerce_column, describe
+from faceit_etl.validation.coerce import _integer, coerce_column, describe_value
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
     KNOWN_USER_KEYS,
@@ -92,7 +92,7 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
         if type(entry) is RefusedEntry:
             reject(i, ENTRY_FIELD, entry.reason)
         elif type(entry) is not dict:
-            reject(i, ENTRY_FIELD, f"entry is not an object: got {describe(entry)}")
+            reject(i, ENTRY_FIELD, f"entry is not an object: got {describe_value(entry)}")
         elif lenient_parse and (bad := _unpaired_surrogate(entry)):
             reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
     positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
@@ -103,7 +103,7 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
             reject(
                 positions[position],
                 SUBSCRIPTION_KEY,
-                f"expected an object or null, got {describe(subscription)}",
+                f"expected an object or null, got {describe_value(subscription)}",
             )
             subscriptions[position] = None
 
@@ -176,7 +176,7 @@ def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tu
         if code in holders:
             held_by, user_id = holders[code]
             reject(index, REFERRAL_CODE, (
-                f"referral_code {describe(code)} is already held by entry #{held_by} (the "
+                f"referral_code {describe_value(code)} is already held by entry #{held_by} (the "
                 f"{_ordinal(held_by + 1)} in the file, user_id {user_id}), which is accepted"
             ))
         else:
@@ -294,7 +294,7 @@ def _raw_json(entry: Any) -> str:
         except TypeError:  # integers too long for Python's int-to-text limit
             return written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
-            return json.dumps(f"<entry nested too deeply to write back: {describe(entry)}>")
+            return json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
 
 
 def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> Counter[str]:

@@ -1,0 +1,42 @@
+"""The schema-drift check on the loaded tables, with real runs of migrate_job on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from faceit_etl.definitions import get_migrate_job
+from faceit_etl_tests.conftest import NESTED_SAMPLE
+
+
+def migrate(instance) -> dict[str, dg.AssetCheckEvaluation]:
+    with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as result:
+        assert result.success
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_name(
+    tmp_path, monkeypatch, database_url, db
+):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
+    with dg.instance_for_test() as instance:
+        first = migrate(instance)["column_schema_change"]
+        assert first.passed and first.description == "The asset has been materialized fewer than 2 times"
+
+        unchanged = migrate(instance)["column_schema_change"]
+        assert unchanged.passed
+
+        # What a later revision of the bot's Alembic might do between two loads.
+        db.execute("ALTER TABLE users ADD COLUMN premium_until timestamptz")
+        db.execute("ALTER TABLE user_subscriptions ALTER COLUMN payment_method TYPE text")
+        drifted = migrate(instance)["column_schema_change"]
+
+        assert not drifted.passed
+        assert drifted.severity == dg.AssetCheckSeverity.WARN  # the load wrote only the columns it knows
+        assert drifted.asset_key == dg.AssetKey("postgres_tables")
+        assert "Added columns: users.premium_until" in drifted.description
+        assert "user_subscriptions.payment_method: character varying(100) -> text" in drifted.description
+
+        settled = migrate(instance)["column_schema_change"]
+        assert settled.passed
