@@ -44,7 +44,7 @@ from faceit_etl.postgres.ddl import (
     table_exists,
 )
 from faceit_etl.postgres.fingerprint import fingerprint, left_by
-from faceit_etl.postgres.keys import drop_keys, outside_references, restore_keys, table_keys
+from faceit_etl.postgres.keys import catalog_of, drop_keys, outside_references, refuse_changed_catalog, restore_keys, table_keys
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
@@ -387,6 +387,7 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
     """COPY straight into the empty tables with their keys set aside, then rebuild the keys (which
     also proves the rows unique and every subscription's user present, as the upsert would)."""
     keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
+    before = catalog_of(conn, schema, [USERS, SUBSCRIPTIONS])
     drop_keys(conn, schema, keys)
     # As in the upsert: a user without created_at in the file is created now (the load's time).
     now = conn.execute("SELECT now()").fetchone()[0]
@@ -399,7 +400,8 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
     # A deferred trigger's pending events would make the ALTERs that restore the keys fail: fire them now.
     conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    restore_keys(conn, keys)
+    restore_keys(conn, schema, keys)
+    refuse_changed_catalog(before, catalog_of(conn, schema, [USERS, SUBSCRIPTIONS]), schema)
     return TableStats(inserted=len(users)), TableStats(inserted=len(mapped.subscriptions))
 
 
