@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
-from faceit_etl.postgres import runlog
+from faceit_etl.postgres import kept, runlog
 from faceit_etl.postgres.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
@@ -187,6 +187,7 @@ def load(
                 conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
             )
             _keep_existing_ids(conn, schema, stage_users, stage_subscriptions)
+            kept.record(conn, schema, _ABSENT if prune and absent.users else None)
             if prune and absent.users:
                 _delete_absent(conn, schema)
             _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions)
@@ -386,6 +387,7 @@ def _looks_empty(conn, targets: list[sql.Identifier]) -> bool:
 def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tuple[TableStats, TableStats]:
     """COPY straight into the empty tables with their keys set aside, then rebuild the keys (which
     also proves the rows unique and every subscription's user present, as the upsert would)."""
+    kept.record_nothing(conn)
     keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
     before = catalog_of(conn, schema, [USERS, SUBSCRIPTIONS])
     drop_keys(conn, schema, keys)
@@ -443,7 +445,7 @@ def copy_frame(conn, target: sql.Composable, frame: pd.DataFrame, columns: list[
 def _stage(conn, schema, name, frame, columns, batch_size, progress) -> sql.Identifier:
     """A temporary table with the target's column types and each row's presence bits, filled by
     COPY. A frame without presence bits has every field (-1: all bits set)."""
-    stage = sql.Identifier(f"_faceit_etl_stage_{name}")
+    stage = kept.STAGE[name]
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, 0::bigint AS {} FROM {} WITH NO DATA").format(
             stage, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(PRESENT), table(schema, name)
