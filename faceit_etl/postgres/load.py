@@ -38,6 +38,7 @@ from faceit_etl.postgres.ddl import (
     TargetError,
     TargetFrame,
     check_column_widths,
+    check_nulls_fit,
     ensure_bookkeeping_tables,
     ensure_target_tables,
     table,
@@ -163,18 +164,16 @@ def load(
             before_write(conn, recognised, found)
         created = ensure_target_tables(conn, schema)
         telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
-        check_column_widths(
-            conn,
-            schema,
-            [
-                TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
-                TargetFrame(
-                    SUBSCRIPTIONS, mapped.subscriptions,
-                    pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
-                              index=mapped.subscriptions.index),
-                ),
-            ],
-        )
+        targets = [
+            TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
+            TargetFrame(
+                SUBSCRIPTIONS, mapped.subscriptions,
+                pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
+                          index=mapped.subscriptions.index),
+            ),
+        ]
+        check_column_widths(conn, schema, targets)
+        check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
         if recognised is not None:
@@ -254,6 +253,12 @@ def _row_counts(conn, schema) -> tuple[int, int]:
             table(schema, USERS), table(schema, SUBSCRIPTIONS)
         )
     ).fetchone()
+
+
+def _existing_user_ids(conn, schema, telegram_ids: list[int]) -> set[int]:
+    """Those of these Telegram ids the users table holds."""
+    query = sql.SQL("SELECT user_id FROM {} WHERE user_id = ANY(%s::bigint[])").format(table(schema, USERS))
+    return {row[0] for row in conn.execute(query, [telegram_ids])}
 
 
 def _rows_of(conn, schema, telegram_ids: list[int]) -> tuple[int, int]:

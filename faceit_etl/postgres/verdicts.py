@@ -64,7 +64,8 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
         subscriptions = subscriptions[stated]
         users = users[users["id"].isin(subscriptions["user_id"])]
     actual = verify.tier_counts(conn, schema, users["user_id"])
-    expected = {str(k): int(v) for k, v in subscriptions["tier"].value_counts().sort_index().items()}
+    counts = subscriptions["tier"].value_counts(dropna=False)
+    expected = dict(sorted((str(k) if pd.notna(k) else "NULL", int(v)) for k, v in counts.items()))
     return Verdict(
         actual == expected,
         {"in_database": actual, "expected": expected, "users_compared": len(users)},
