@@ -1,6 +1,7 @@
 """What a load must leave as it was, recorded before its writes and proven unchanged before its commit.
 
-Per user the tables hold, a 64-bit hash of what the file does not decide: the whole user and
+Per user the tables hold, a 64-bit hash of the values (binary, not their text: a third of the time) of what the
+file does not decide: the whole user and
 subscription rows of a user the file does not have (or whose entry it rejected), and, of a user the
 file has, its row ids and the cells of the fields its entry lacks (those keep the table's values).
 After the writes the same hashes are taken again: a difference is a row or cell the load should
@@ -55,13 +56,13 @@ def _kept_cells(alias: str, stage: str, fields, columns: list[str]) -> list[sql.
 def _digests() -> sql.Composed:
     """users digest, subscription digest, from aliases u, s (the tables) and su, ss (the staged rows)."""
     def row_hash(alias, cells):
-        return sql.SQL("hashtextextended(ROW({}.id, {})::text, 0)").format(sql.Identifier(alias), sql.SQL(", ").join(cells))
+        return sql.SQL("hash_record_extended(ROW({}.id, {}), 0)").format(sql.Identifier(alias), sql.SQL(", ").join(cells))
 
     users = row_hash("u", _kept_cells("u", "su", USER_FIELDS, USER_COLUMNS[2:]))
     subscriptions = row_hash("s", _kept_cells("s", "ss", SUBSCRIPTION_FIELDS, SUBSCRIPTION_COLUMNS[2:]))
     return sql.SQL(
-        """CASE WHEN su.user_id IS NULL THEN hashtextextended(u::text, 0) ELSE {users} END AS users_digest,
-           CASE WHEN s.id IS NULL THEN NULL WHEN su.user_id IS NULL THEN hashtextextended(s::text, 0)
+        """CASE WHEN su.user_id IS NULL THEN hash_record_extended(u, 0) ELSE {users} END AS users_digest,
+           CASE WHEN s.id IS NULL THEN NULL WHEN su.user_id IS NULL THEN hash_record_extended(s, 0)
                 ELSE {subscriptions} END AS subscription_digest"""
     ).format(users=users, subscriptions=subscriptions)
 
