@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from faceit_etl.defs.checks import CHECKS
+from faceit_etl.postgres.keys import KeysNotRestored, refuse_changed_catalog
 from faceit_etl.postgres.load import load
 from faceit_etl.rollback import find_backup, rollback
 from faceit_etl_tests.conftest import ASSETS, make_settings, write_json
@@ -146,3 +147,20 @@ def test_a_migration_and_its_rollback_keep_every_property(db, database_url, tmp_
 
     assert {name: digest.rows for name, digest in restored.restored.items()} == {"users": 0, "user_subscriptions": 0}
     assert catalog(db) == alembic_tables_with_properties
+
+
+def test_a_property_the_rebuild_lost_is_named_and_fails_the_load():
+    """The guard behind the rebuild: any catalog difference names the object and what changed in it."""
+    index = ("index", "users", "ix_users_faceit_nickname", "CREATE INDEX ...", False, False, False, True, True, None,
+             "ts_fast", None, "nickname lookups", "btree", None)
+    gone = ("constraint", "users", "pk_users_orm", "PRIMARY KEY (id)", False, False, True, True, None, None,
+            "pk_users_orm", "p", None, None, "0")
+    with pytest.raises(KeysNotRestored) as lost:
+        refuse_changed_catalog([index, gone], [index[:10] + (None,) + index[11:]], "public")
+    assert str(lost.value) == (
+        "the keys and indexes rebuilt after loading the empty tables differ from what they were (constraint "
+        "pk_users_orm of public.users is gone; index ix_users_faceit_nickname of public.users: tablespace "
+        "'ts_fast' became None); nothing was written. They carry a property this tool cannot rebuild: remove it, "
+        "load, then set it again"
+    )
+    refuse_changed_catalog([index, gone], [gone, index], "public")  # the same rows in any order pass
