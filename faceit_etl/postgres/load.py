@@ -335,7 +335,8 @@ def _refuse_large_prune(absent: Absent, schema: str, max_fraction: float) -> Non
 
 def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
     """Give staged rows the ids of the rows that exist for the same Telegram id: a user keeps its
-    `id` and its subscription stays attached to it, whoever wrote the row."""
+    `id` and its subscription stays attached to it and keeps its own `id`, whoever wrote the rows
+    (the upsert never writes an existing row's id; the staged ones let the verdicts prove that)."""
     users = table(schema, USERS)
     conn.execute(
         sql.SQL(
@@ -346,6 +347,11 @@ def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
     conn.execute(
         sql.SQL("UPDATE {stage_users} s SET id = u.id FROM {users} u WHERE u.user_id = s.user_id AND u.id <> s.id").format(
             stage_users=stage_users, users=users
+        )
+    )
+    conn.execute(
+        sql.SQL("UPDATE {stage} ss SET id = t.id FROM {subscriptions} t WHERE t.user_id = ss.user_id AND t.id <> ss.id").format(
+            stage=stage_subscriptions, subscriptions=table(schema, SUBSCRIPTIONS)
         )
     )
 
