@@ -1,12 +1,12 @@
 """What a load must leave as it was, recorded before its writes and proven unchanged before its commit.
 
-Per user the tables hold, a 64-bit hash of the values (binary, not their text: a third of the time) of what the
-file does not decide: the whole user and
-subscription rows of a user the file does not have (or whose entry it rejected), and, of a user the
-file has, its row ids and the cells of the fields its entry lacks (those keep the table's values).
-After the writes the same hashes are taken again: a difference is a row or cell the load should
-have kept and did not, named by Telegram id. The record lives in a temporary table of the load's
-transaction, so only verdicts taken inside that transaction see it.
+Per user with something to keep, a 64-bit hash of its values (hash_record_extended: binary values,
+not their text): the whole user and subscription rows of a user the file does not have (or whose
+entry it rejected), and the cells of the fields an existing user's entry lacks (those keep the
+table's values). After the writes the same hashes are taken again, and every file row's ids are
+compared with the ids the load staged for it (an existing row's own): a difference is a row or cell
+the load should have kept and did not, named by Telegram id. The record lives in a temporary table
+of the load's transaction, so only verdicts taken inside that transaction see it.
 
 It also tells the content check which of the file's users existed before the load: only those may
 hold a value the file does not state; a new user must hold the file's value or the bot's default.
@@ -26,17 +26,12 @@ from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, prese
 
 KEPT = sql.Identifier("_faceit_etl_kept")
 STAGE = {name: sql.Identifier(f"_faceit_etl_stage_{name}") for name in (USERS, SUBSCRIPTIONS)}
-EXAMPLES = 20
 
 
 @dataclass
 class KeptRows:
-    compared: int  # users whose kept rows or cells were compared
+    compared: int  # users whose kept rows or cells were hashed and compared
     changed: dict[str, list[int]] = field(default_factory=dict)  # table -> Telegram ids whose kept part changed
-
-    @property
-    def unchanged(self) -> bool:
-        return not any(self.changed.values())
 
 
 def _kept_cells(alias: str, stage: str, fields, columns: list[str]) -> list[sql.Composable]:
