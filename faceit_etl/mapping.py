@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, SUBSCRIPTION_PRESENT, USER_FIELDS, USER_PRESENT
+from faceit_etl.validation.fields import (
+    SUBSCRIPTION_FIELDS,
+    SUBSCRIPTION_PRESENT,
+    USER_FIELDS,
+    USER_PRESENT,
+    presence_bit,
+)
 
 # The tables' columns the frames fill, in the tables' order: the row id, (a subscription's user row
 # id,) then the catalog's fields.
@@ -24,7 +30,8 @@ SUBSCRIPTION_COLUMNS = ["id", "user_id", *(f.name for f in SUBSCRIPTION_FIELDS)]
 # entry lacks gets the bot's default in a new row and keeps an existing row's value.
 PRESENT = "fields_present"
 
-# The bot's values for a field that is absent (or null) in its file.
+# The bot's values for a field absent from its file's entry. A null given is the file's value and stays
+# null: the bot's columns are nullable and its ORM's column defaults fire only for a value not given.
 USER_DEFAULTS = {
     "waiting_for_nickname": False,
     "language": "ru",
@@ -75,23 +82,26 @@ def derive_ids(telegram_ids: pd.Series, kind: int) -> pd.Series:
 def map_frames(valid: pd.DataFrame) -> MappedFrames:
     defaults_applied: dict[str, int] = {}
 
-    def with_defaults(frame: pd.DataFrame, defaults: dict, table: str) -> pd.DataFrame:
+    def with_defaults(frame: pd.DataFrame, defaults: dict, table: str, fields, present: np.ndarray) -> pd.DataFrame:
         for column, value in defaults.items():
-            missing = int(frame[column].isna().sum())
-            if missing:
-                defaults_applied[f"{table}.{column}"] = missing
-                frame[column] = frame[column].fillna(value)
+            absent = (present & presence_bit(fields, column)) == 0
+            if absent.any():
+                defaults_applied[f"{table}.{column}"] = int(absent.sum())
+                frame[column] = frame[column].mask(absent, value)
         return frame
 
     users = valid[USER_COLUMNS[1:]].copy()
     users.insert(0, "id", derive_ids(valid["user_id"], USER_ID_KIND))
-    users = with_defaults(users, USER_DEFAULTS, "users")
+    users = with_defaults(users, USER_DEFAULTS, "users", USER_FIELDS, valid[USER_PRESENT].to_numpy(dtype="int64"))
     users[PRESENT] = valid[USER_PRESENT].to_numpy()
 
     subscriptions = valid[SUBSCRIPTION_COLUMNS[2:]].copy()
     subscriptions.insert(0, "id", derive_ids(valid["user_id"], SUBSCRIPTION_ID_KIND))
     subscriptions.insert(1, "user_id", users["id"])
-    subscriptions = with_defaults(subscriptions, SUBSCRIPTION_DEFAULTS, "user_subscriptions")
+    subscriptions = with_defaults(
+        subscriptions, SUBSCRIPTION_DEFAULTS, "user_subscriptions", SUBSCRIPTION_FIELDS,
+        valid[SUBSCRIPTION_PRESENT].to_numpy(dtype="int64"),
+    )
     subscriptions[PRESENT] = valid[SUBSCRIPTION_PRESENT].to_numpy()
     no_subscription = int((~valid["has_subscription"]).sum())
     if no_subscription:

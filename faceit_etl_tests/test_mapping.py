@@ -166,7 +166,8 @@ def test_first_layout_gets_the_bots_defaults():
     }
 
 
-def test_defaults_fill_only_what_is_missing_and_are_counted():
+def test_defaults_fill_only_what_is_absent_and_are_counted():
+    """A key given with null keeps its null (the bot's column holds it); only absent keys get defaults."""
     entries = [
         {"user_id": 1, "language": "en", "notifications_enabled": False, "total_requests": 9,
          "waiting_for_nickname": True,
@@ -177,21 +178,21 @@ def test_defaults_fill_only_what_is_missing_and_are_counted():
     ]
     frames = mapped(entries)
     users, subs = frames.users, frames.subscriptions
-    assert users["language"].tolist() == ["en", "ru", "ru"]
+    assert users["language"].tolist()[::2] == ["en", "ru"] and pd.isna(users["language"][1])
     assert users["notifications_enabled"].tolist() == [False, True, True]
     assert users["waiting_for_nickname"].tolist() == [True, False, False]
     assert users["total_requests"].tolist() == [9, 0, 0]
     assert subs["tier"].tolist() == ["PRO", "PREMIUM", "FREE"]
-    assert subs["auto_renew"].tolist() == [True, False, False]
+    assert subs["auto_renew"].tolist()[::2] == [True, False] and pd.isna(subs["auto_renew"][1])
     assert subs["daily_requests"].tolist() == [3, 0, 0]
     assert subs["referrals_count"].tolist() == [4, 0, 0]
     assert frames.defaults_applied == {
         "users.waiting_for_nickname": 2,
-        "users.language": 2,
+        "users.language": 1,
         "users.notifications_enabled": 2,
         "users.total_requests": 2,
         "user_subscriptions.tier": 1,
-        "user_subscriptions.auto_renew": 2,
+        "user_subscriptions.auto_renew": 1,
         "user_subscriptions.daily_requests": 2,
         "user_subscriptions.referrals_count": 2,
         "user_subscriptions (whole row: entry had none)": 1,

@@ -9,14 +9,16 @@ an id would not fit: then we stop before writing and say which ALTER fixes it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from faceit_etl.mapping import PRESENT
 from faceit_etl.postgres.lock import lock_bookkeeping, lock_schema
-from faceit_etl.validation.fields import INT32_MAX, SUBSCRIPTION_FIELDS, TIERS, USER_FIELDS, Field, Kind
+from faceit_etl.validation.fields import INT32_MAX, SUBSCRIPTION_FIELDS, TIERS, USER_FIELDS, Field, Kind, presence_bit
 
 USERS = "users"
 SUBSCRIPTIONS = "user_subscriptions"
@@ -281,6 +283,54 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             + (" (Telegram ids need 64 bits)" if integers else "")
             + ". Nothing was written. Widen the columns, then run again:\n  "
             + "\n  ".join(fixes)
+        )
+
+
+_FILLED_BY_THE_LOAD = {"id", "user_id", "created_at"}  # never null in a frame, or given the load's time
+
+
+def check_nulls_fit(
+    conn: psycopg.Connection, schema: str, targets: list[TargetFrame], existing_user_ids: Callable[[list[int]], set[int]]
+) -> None:
+    """Stop before writing when a null would go into a column the existing table declares NOT NULL: a
+    null is the file's value and is never replaced by a default. A row writes null where its entry
+    gives null, or where the row is new and its entry lacks a field without a default
+    (`existing_user_ids` tells, only asked when there is such a null). Names each column, how many
+    nulls and whose, and the ALTER that lets the column hold NULL."""
+    problems, fixes, existing = [], [], None
+    for target in targets:
+        not_null = conn.execute(
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = %s AND is_nullable = 'NO' ORDER BY ordinal_position""",
+            [schema, target.table],
+        ).fetchall()
+        fields = USER_FIELDS if target.table == USERS else SUBSCRIPTION_FIELDS
+        for (column,) in not_null:
+            if column not in target.frame.columns or column in _FILLED_BY_THE_LOAD:
+                continue
+            null = target.frame[column].isna().to_numpy()
+            if not null.any():
+                continue
+            if existing is None:
+                existing = existing_user_ids(sorted({int(i) for i in target.user_ids[null].dropna()}))
+            given = (target.frame[PRESENT].to_numpy(dtype="int64") & presence_bit(fields, column)) != 0
+            new = ~target.user_ids.isin(existing).to_numpy()
+            written = target.frame.index[null & (given | new)]
+            if written.empty:
+                continue
+            problems.append(
+                f"{len(written)} value(s) of {target.table}.{column} are null in the file "
+                f"(user_id {_first_user_ids(target.user_ids, written)}), but the column is NOT NULL"
+            )
+            fixes.append(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL;")
+                .format(table(schema, target.table), sql.Identifier(column)).as_string(conn)
+            )
+    if problems:
+        raise TargetError(
+            "; ".join(problems) + ". Nothing was written. Give those entries a "
+            + ", a ".join(sorted({p.split(".", 1)[1].split(" ", 1)[0] for p in problems}))
+            + ", or let the column hold NULL (" + " ".join(fixes) + "), then run again"
         )
 
 

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
-from faceit_etl.postgres import runlog
+from faceit_etl.postgres import kept, runlog
 from faceit_etl.postgres.ddl import (
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
@@ -38,13 +38,14 @@ from faceit_etl.postgres.ddl import (
     TargetError,
     TargetFrame,
     check_column_widths,
+    check_nulls_fit,
     ensure_bookkeeping_tables,
     ensure_target_tables,
     table,
     table_exists,
 )
 from faceit_etl.postgres.fingerprint import fingerprint, left_by
-from faceit_etl.postgres.keys import drop_keys, outside_references, restore_keys, table_keys
+from faceit_etl.postgres.keys import catalog_of, drop_keys, outside_references, refuse_changed_catalog, restore_keys, table_keys
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
@@ -163,18 +164,16 @@ def load(
             before_write(conn, recognised, found)
         created = ensure_target_tables(conn, schema)
         telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
-        check_column_widths(
-            conn,
-            schema,
-            [
-                TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
-                TargetFrame(
-                    SUBSCRIPTIONS, mapped.subscriptions,
-                    pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
-                              index=mapped.subscriptions.index),
-                ),
-            ],
-        )
+        targets = [
+            TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
+            TargetFrame(
+                SUBSCRIPTIONS, mapped.subscriptions,
+                pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
+                          index=mapped.subscriptions.index),
+            ),
+        ]
+        check_column_widths(conn, schema, targets)
+        check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
         if truncate and mapped.users.empty:
             raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
         if recognised is not None:
@@ -187,6 +186,7 @@ def load(
                 conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
             )
             _keep_existing_ids(conn, schema, stage_users, stage_subscriptions)
+            kept.record(conn, schema, _ABSENT if prune and absent.users else None)
             if prune and absent.users:
                 _delete_absent(conn, schema)
             _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions)
@@ -253,6 +253,12 @@ def _row_counts(conn, schema) -> tuple[int, int]:
             table(schema, USERS), table(schema, SUBSCRIPTIONS)
         )
     ).fetchone()
+
+
+def _existing_user_ids(conn, schema, telegram_ids: list[int]) -> set[int]:
+    """Those of these Telegram ids the users table holds."""
+    query = sql.SQL("SELECT user_id FROM {} WHERE user_id = ANY(%s::bigint[])").format(table(schema, USERS))
+    return {row[0] for row in conn.execute(query, [telegram_ids])}
 
 
 def _rows_of(conn, schema, telegram_ids: list[int]) -> tuple[int, int]:
@@ -329,7 +335,8 @@ def _refuse_large_prune(absent: Absent, schema: str, max_fraction: float) -> Non
 
 def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
     """Give staged rows the ids of the rows that exist for the same Telegram id: a user keeps its
-    `id` and its subscription stays attached to it, whoever wrote the row."""
+    `id` and its subscription stays attached to it and keeps its own `id`, whoever wrote the rows
+    (the upsert never writes an existing row's id; the staged ones let the verdicts prove that)."""
     users = table(schema, USERS)
     conn.execute(
         sql.SQL(
@@ -340,6 +347,11 @@ def _keep_existing_ids(conn, schema, stage_users, stage_subscriptions) -> None:
     conn.execute(
         sql.SQL("UPDATE {stage_users} s SET id = u.id FROM {users} u WHERE u.user_id = s.user_id AND u.id <> s.id").format(
             stage_users=stage_users, users=users
+        )
+    )
+    conn.execute(
+        sql.SQL("UPDATE {stage} ss SET id = t.id FROM {subscriptions} t WHERE t.user_id = ss.user_id AND t.id <> ss.id").format(
+            stage=stage_subscriptions, subscriptions=table(schema, SUBSCRIPTIONS)
         )
     )
 
@@ -386,7 +398,9 @@ def _looks_empty(conn, targets: list[sql.Identifier]) -> bool:
 def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tuple[TableStats, TableStats]:
     """COPY straight into the empty tables with their keys set aside, then rebuild the keys (which
     also proves the rows unique and every subscription's user present, as the upsert would)."""
+    kept.record_nothing(conn)
     keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
+    before = catalog_of(conn, schema, [USERS, SUBSCRIPTIONS])
     drop_keys(conn, schema, keys)
     # As in the upsert: a user without created_at in the file is created now (the load's time).
     now = conn.execute("SELECT now()").fetchone()[0]
@@ -399,7 +413,8 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
     # A deferred trigger's pending events would make the ALTERs that restore the keys fail: fire them now.
     conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    restore_keys(conn, keys)
+    restore_keys(conn, schema, keys)
+    refuse_changed_catalog(before, catalog_of(conn, schema, [USERS, SUBSCRIPTIONS]), schema)
     return TableStats(inserted=len(users)), TableStats(inserted=len(mapped.subscriptions))
 
 
@@ -441,7 +456,7 @@ def copy_frame(conn, target: sql.Composable, frame: pd.DataFrame, columns: list[
 def _stage(conn, schema, name, frame, columns, batch_size, progress) -> sql.Identifier:
     """A temporary table with the target's column types and each row's presence bits, filled by
     COPY. A frame without presence bits has every field (-1: all bits set)."""
-    stage = sql.Identifier(f"_faceit_etl_stage_{name}")
+    stage = kept.STAGE[name]
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, 0::bigint AS {} FROM {} WITH NO DATA").format(
             stage, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(PRESENT), table(schema, name)

@@ -14,7 +14,7 @@ from functools import partial
 import pandas as pd
 import psycopg
 
-from faceit_etl.postgres import verify
+from faceit_etl.postgres import kept, verify
 from faceit_etl.mapping import PRESENT
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, presence_bit
@@ -64,7 +64,8 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
         subscriptions = subscriptions[stated]
         users = users[users["id"].isin(subscriptions["user_id"])]
     actual = verify.tier_counts(conn, schema, users["user_id"])
-    expected = {str(k): int(v) for k, v in subscriptions["tier"].value_counts().sort_index().items()}
+    counts = subscriptions["tier"].value_counts(dropna=False)
+    expected = dict(sorted((str(k) if pd.notna(k) else "NULL", int(v)) for k, v in counts.items()))
     return Verdict(
         actual == expected,
         {"in_database": actual, "expected": expected, "users_compared": len(users)},
@@ -82,18 +83,35 @@ def subscriptions_have_users(conn, schema, users: pd.DataFrame, subscriptions: p
 
 
 def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    diffs = [verify.compare_users(conn, schema, users), verify.compare_subscriptions(conn, schema, subscriptions, users)]
+    """Every row of the file equal in every field its entry has; inside a load's transaction also every
+    field it lacks (a new row holds the bot's default, an existing one what it held), and every row the
+    load keeps (users the file lacks or rejected) byte-identical to before the writes."""
+    existed = kept.existed(conn)
+    diffs = [
+        verify.compare_users(conn, schema, users, existed),
+        verify.compare_subscriptions(conn, schema, subscriptions, users, existed),
+    ]
     problems = [
         f"{d.table}: {len(d.missing)} rows missing, {sum(map(len, d.differing.values()))} cells differ"
         + (f" (in {', '.join(d.differing)})" if d.differing else "")
         for d in diffs
         if not d.equal
     ]
-    return Verdict(
-        not problems,
-        {d.table: d.summary() for d in diffs},
-        "; ".join(problems) if problems else None,
-    )
+    metadata = {d.table: d.summary() for d in diffs}
+    proof = kept.compare(conn, schema)
+    if proof is not None:
+        metadata["kept_as_they_were"] = {
+            "users_compared": proof.compared,
+            **{f"{name}_changed": len(ids) for name, ids in proof.changed.items()},
+            "examples": {name: ids[:EXAMPLES] for name, ids in proof.changed.items() if ids},
+        }
+        problems += [
+            f"{name}: {len(ids)} row(s) the load had to keep as they were changed (user_id "
+            f"{', '.join(map(str, ids[:EXAMPLES]))}{', …' if len(ids) > EXAMPLES else ''})"
+            for name, ids in proof.changed.items()
+            if ids
+        ]
+    return Verdict(not problems, metadata, "; ".join(problems) if problems else None)
 
 
 def rows_not_in_file(

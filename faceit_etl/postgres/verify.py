@@ -137,23 +137,29 @@ class ContentDiff:
 KEY = "telegram_id"
 
 
-def compare_users(conn: psycopg.Connection, schema: str, frame: pd.DataFrame) -> ContentDiff:
-    # A created_at the file does not have is whatever the table holds (set at first load).
+def compare_users(conn: psycopg.Connection, schema: str, frame: pd.DataFrame, existed: np.ndarray | None = None) -> ContentDiff:
+    """A created_at the file does not have is whatever the table holds (set at first load). A field the
+    file's entry lacks may hold any value only in a row that `existed` (Telegram ids) before the load
+    (it kept its own: the load proves that apart, see `kept.py`); a new row must hold the bot's default.
+    Without `existed` (no load to ask) any row may."""
     columns = USER_COLUMNS[2:]
     expected = frame[columns].assign(**{KEY: pd.array(frame["user_id"].to_numpy(), dtype="Int64")})
-    return _compare(conn, schema, USERS, columns, expected, {"created_at"}, _lacked(frame, USER_FIELDS, columns))
+    return _compare(conn, schema, USERS, columns, expected, {"created_at"}, _lacked(frame, USER_FIELDS, columns), existed)
 
 
 def compare_subscriptions(
-    conn: psycopg.Connection, schema: str, frame: pd.DataFrame, users: pd.DataFrame
+    conn: psycopg.Connection, schema: str, frame: pd.DataFrame, users: pd.DataFrame, existed: np.ndarray | None = None
 ) -> ContentDiff:
-    """`users` (the mapped users frame) names the Telegram id of each subscription's user."""
+    """`users` (the mapped users frame) names the Telegram id of each subscription's user; `existed` as
+    for `compare_users`."""
     columns = SUBSCRIPTION_COLUMNS[2:]
     telegram_id_of = pd.Series(users["user_id"].to_numpy(), index=users["id"].to_numpy())
     expected = frame[columns].assign(
         **{KEY: pd.array(telegram_id_of.reindex(frame["user_id"].to_numpy()).to_numpy(), dtype="Int64")}
     )
-    return _compare(conn, schema, SUBSCRIPTIONS, columns, expected, set(), _lacked(frame, SUBSCRIPTION_FIELDS, columns))
+    return _compare(
+        conn, schema, SUBSCRIPTIONS, columns, expected, set(), _lacked(frame, SUBSCRIPTION_FIELDS, columns), existed
+    )
 
 
 def _lacked(frame: pd.DataFrame, fields, columns: list[str]) -> dict[str, np.ndarray]:
@@ -165,7 +171,10 @@ def _lacked(frame: pd.DataFrame, fields, columns: list[str]) -> dict[str, np.nda
     return {c: (bits & presence_bit(fields, c)) == 0 for c in columns}
 
 
-def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked=None) -> ContentDiff:
+def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked=None, existed=None) -> ContentDiff:
+    if lacked and existed is not None:  # only rows that existed keep their own values
+        keeps = frame[KEY].isin(existed).to_numpy(dtype=bool)
+        lacked = {column: mask & keeps for column, mask in lacked.items()}
     columns = [KEY, *columns]
     expected = _canonical(frame[columns]).set_index(KEY)
     actual = _read_table(conn, schema, name, columns, frame[columns]).set_index(KEY)

@@ -8,7 +8,7 @@ enum name; timestamps in ISO 8601 calendar form `YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][
 `+hh:mm`), or epoch seconds as a JSON number. Naive timestamps are read in the source timezone.
 A value is never trimmed, case-folded beyond ASCII or rounded: such a value is rejected.
 Everything else is left missing and reported as an error `{position: reason}`.
-Absent and null values stay missing without an error: the mapping applies the bot's defaults.
+Absent and null values stay missing without an error: the mapping gives absent ones the bot's defaults.
 
 A value is accepted only if its column holds it with the same meaning: integers within 64 bits,
 instants within years 1 to 9999 in UTC (PostgreSQL writes no year 0, the bot's Python datetimes

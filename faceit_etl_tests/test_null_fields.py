@@ -1,0 +1,87 @@
+"""An explicit null is the file's value, also in a field the bot has a default for.
+
+The bot's defaults (language 'ru', tier FREE, counters 0, ...) apply when a field is absent. Its ORM
+columns are nullable and its column defaults, like SQLAlchemy's, fire only for a value not given:
+a `null` given is held as NULL. So a null is stored as NULL, never turned into the default (which
+would give it a meaning the file does not state); a target column that cannot hold NULL stops the
+load before writing, naming the field and the users.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from faceit_etl.postgres.ddl import TargetError
+from faceit_etl.postgres.load import load
+from faceit_etl.postgres.verdicts import judge_before_commit
+from faceit_etl_tests.test_kept_proven import entry, judged, loaded_first
+from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
+
+DEFAULTED_USER = ("waiting_for_nickname", "language", "notifications_enabled", "total_requests")
+DEFAULTED_SUBSCRIPTION = ("tier", "auto_renew", "daily_requests", "referrals_count")
+ROW = """SELECT u.waiting_for_nickname, u.language, u.notifications_enabled, u.total_requests,
+                s.tier::text, s.auto_renew, s.daily_requests, s.referrals_count
+         FROM users u JOIN user_subscriptions s ON s.user_id = u.id WHERE u.user_id = %s"""
+
+
+def nulls(user_id: int) -> dict:
+    return {"user_id": user_id, **dict.fromkeys(DEFAULTED_USER),
+            "subscription": dict.fromkeys(DEFAULTED_SUBSCRIPTION)}
+
+
+def test_a_mapped_null_stays_null_and_only_absent_fields_get_defaults():
+    mapped, rejects = chain(document([nulls(1), {"user_id": 2, "subscription": {}}]))
+    assert rejects.empty
+    users, subscriptions = mapped.users, mapped.subscriptions
+    for column in DEFAULTED_USER:
+        assert users[column].isna().tolist() == [True, False], column
+    for column in DEFAULTED_SUBSCRIPTION:
+        assert subscriptions[column].isna().tolist() == [True, False], column
+    assert users.loc[1, DEFAULTED_USER].tolist() == [False, "ru", True, 0]
+    assert subscriptions.loc[1, DEFAULTED_SUBSCRIPTION].tolist() == ["FREE", False, 0, 0]
+    assert mapped.defaults_applied == {f"users.{c}": 1 for c in DEFAULTED_USER} | {
+        f"user_subscriptions.{c}": 1 for c in DEFAULTED_SUBSCRIPTION}
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty tables", "upsert"])
+def test_explicit_nulls_are_stored_as_null_for_new_and_existing_users_and_verified(db, database_url, empty):
+    if empty:
+        db.execute(ALEMBIC_DDL)
+    else:
+        loaded_first(db, database_url, [102])
+    mapped, rejects = chain(document([nulls(101), nulls(102), {"user_id": 103}]))
+
+    with psycopg.connect(database_url) as conn:
+        stats = load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped, rejects))
+
+    assert (stats.users.inserted, stats.users.updated) == ((3, 0) if empty else (2, 1))
+    for user_id in (101, 102):
+        assert db.execute(ROW, [user_id]).fetchone() == (None,) * 8
+    assert db.execute(ROW, [103]).fetchone() == (False, "ru", True, 0, "FREE", False, 0, 0)
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        verdicts = judge_before_commit(conn, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent())
+    # Judged over the entries that state a tier: 103 has no subscription.
+    assert verdicts["tier_counts_match"].metadata["in_database"] == {"NULL": 2}
+    assert verdicts["tier_counts_match"].passed and verdicts["content_matches"].passed
+
+    with psycopg.connect(database_url) as conn:
+        again = load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+    assert (again.users.unchanged, again.subscriptions.unchanged) == (3, 3)
+
+
+def test_a_null_the_target_column_cannot_hold_stops_the_load_naming_field_and_users(db, database_url):
+    loaded_first(db, database_url, [101])
+    db.execute("ALTER TABLE users ALTER COLUMN language SET NOT NULL")
+    before = db.execute("SELECT u::text FROM users u").fetchall()
+    mapped, rejects = chain(document([entry(101, language=None), entry(102, language=None), entry(103)]))
+
+    with psycopg.connect(database_url) as conn, pytest.raises(TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    assert str(refused.value) == (
+        "2 value(s) of users.language are null in the file (user_id 101, 102), but the column is NOT NULL. "
+        "Nothing was written. Give those entries a language, or let the column hold NULL "
+        "(ALTER TABLE \"public\".\"users\" ALTER COLUMN \"language\" DROP NOT NULL;), then run again"
+    )
+    assert db.execute("SELECT u::text FROM users u").fetchall() == before
