@@ -4,13 +4,17 @@ rollback leave every column of both tables byte-identical to before."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
+from faceit_etl.postgres.snapshot import digest_table, restore_snapshot, take_snapshot
 from faceit_etl_tests.conftest import make_settings, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
 from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, run
 from faceit_etl_tests.test_rollback import rolled_back
+from faceit_etl_tests.test_snapshot_definitions import shape
 from faceit_etl_tests.test_sync import dump, orm_write
 
 KINDS = {
@@ -58,3 +62,30 @@ def test_a_migration_and_its_rollback_keep_every_column_of_every_kind(database_u
         rolled_back(make_settings(database_url, source, tmp_path), instance)
 
     assert dump(db) == before
+
+
+def generation(db) -> list:
+    return db.execute(
+        """SELECT attrelid::regclass::text, attname, attgenerated::text, attidentity::text FROM pg_attribute
+           WHERE attrelid IN ('users'::regclass, 'user_subscriptions'::regclass) AND attnum > 0 AND NOT attisdropped
+           ORDER BY 1, attnum"""
+    ).fetchall()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_tables_dropped_since_their_snapshot_are_made_again_with_every_kind_of_column(db, tmp_path, kind):
+    """Generated columns come back generated from the same expression (not as a plain default),
+    identity columns as identity, with every value (all columns) as it was."""
+    db.execute(ALEMBIC_DDL)
+    orm_write(db, small_id_entries(5))
+    db.execute(KINDS[kind])
+    if kind in BOT_WRITES:
+        db.execute(BOT_WRITES[kind])
+    before = shape(db), generation(db), [digest_table(db, "public", n) for n in ("users", "user_subscriptions")]
+    snapshot = take_snapshot(db, "public", Path(tmp_path))
+    db.execute("DROP TABLE user_subscriptions, users; DROP TYPE subscriptiontier")
+
+    with db.transaction():
+        restore_snapshot(db, Path(tmp_path), snapshot)
+
+    assert (shape(db), generation(db), [digest_table(db, "public", n) for n in ("users", "user_subscriptions")]) == before
