@@ -605,8 +605,9 @@ def test_referral_codes_held_by_users_the_file_lacks_stop_the_load_naming_code_c
         (code_b, mover["user_id"], gone_b["user_id"]),
     ])
     assert str(raised.value) == (
-        "2 referral code(s) of the file are held in public.user_subscriptions by users the file does not have: "
-        + "; ".join(f"{code!r} given to user_id {claimant} is held by user_id {holder}" for code, claimant, holder in named)
+        "2 referral code(s) of the file are held in public.user_subscriptions by users the file does not load: "
+        + "; ".join(f"{code!r} given to user_id {claimant} is held by user_id {holder} (not in the file)"
+                    for code, claimant, holder in named)
         + ". Nothing was written. Clear the code of its holder in the database, or correct the file, then run again"
     )
     assert snapshot(db) == before
@@ -634,7 +635,7 @@ def test_many_referral_clashes_name_the_first_twenty_by_code_and_count_the_rest(
     named = re.findall(r"'(CODE\d+)' given to user_id (\d+) is held by user_id (\d+)", message)
     assert named == [(f"CODE{i:04d}", str(200 + i), str(100 + i)) for i in range(20)]
     assert message.startswith("25 referral code(s) of the file are held")
-    assert "'CODE0019' given to user_id 219 is held by user_id 119; and 5 more. Nothing was written." in message
+    assert "'CODE0019' given to user_id 219 is held by user_id 119 (not in the file); and 5 more. Nothing was written." in message
     assert snapshot(db) == before
 
 

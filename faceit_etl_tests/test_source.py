@@ -113,7 +113,7 @@ def test_keyed_user_id_differing_from_its_key_is_rejected():
     outcome = validate_entries(parse_source(raw, "keyed.json"))
     assert outcome.valid["user_id"].tolist() == [111, 444]
     assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
-        [1, 333, "user_id", "user_id 333 differs from its key '222'"]
+        [1, 222, "user_id", "user_id 333 differs from its key '222'"]  # the bot reads this layout by key
     ]
     assert json.loads(outcome.rejects.at[0, "raw"]) == {"user_id": 333, "language": "ru"}
 

@@ -42,8 +42,11 @@ class UsageError(Exception):
 
 
 def positive_int(text: str) -> int:
+    """ASCII digits only, as every source of a setting: int() would also take ' 3', '1_0' or '３'."""
+    from faceit_etl.defs.resources import strict_int
+
     try:
-        value = int(text)
+        value = strict_int(text)
     except ValueError:
         value = 0
     if value < 1:
@@ -52,13 +55,12 @@ def positive_int(text: str) -> int:
 
 
 def fraction(text: str) -> float:
+    from faceit_etl.defs.resources import EXPECTED_FRACTION, strict_fraction
+
     try:
-        value = float(text)
+        return strict_fraction(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, such as 0.1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"{EXPECTED_FRACTION}, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +165,8 @@ def settings_overrides(args: argparse.Namespace) -> dict:
 def yaml_max_rejects(value, path: Path) -> object:
     """`max_rejects` of a --config file as run config holds it (text). YAML reads `5` and `2.0` as
     numbers: a whole one is that count; `2.5` or `.inf` means no count and is refused, never rounded."""
+    if type(value) is bool:  # YAML's true/yes/on: no count
+        raise UsageError(f"--config {path}: max_rejects {value}: {MAX_REJECTS_EXPECTED}")
     if type(value) is int:
         return str(value)
     if type(value) is float:
@@ -194,6 +198,26 @@ def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
     os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *argv], {**os.environ, "DATABASE_URL": url})
 
 
+class _DecimalLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `0x3` as 3, `1_0` as 10, `0o7`, `0b1` and `1:30` (90) as numbers: here they stay
+    text, which no numeric setting takes, so a setting is never a number its writer did not write."""
+
+
+def _decimal_or_text(kind: str, pattern: str):
+    plain = re.compile(pattern)
+    construct = getattr(yaml.SafeLoader, f"construct_yaml_{kind}")
+
+    def constructor(loader, node):
+        return construct(loader, node) if plain.fullmatch(node.value) else loader.construct_scalar(node)
+    return constructor
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:int", _decimal_or_text("int", r"[-+]?[0-9]+"))
+_DecimalLoader.add_constructor(
+    "tag:yaml.org,2002:float", _decimal_or_text("float", r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+)
+
+
 def read_config(path: Path) -> dict:
     """The settings of a `--config` file: a mapping of known keys (flat, or as in run config), else a
     usage error naming the file and what is wrong with it."""
@@ -206,6 +230,8 @@ def read_config(path: Path) -> dict:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
             raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
+        if settings[key] is None:  # null or ~ would silently mean "unset": the environment's value or the default
+            raise UsageError(f"--config {path}: {key} has no value (null); give one, or remove the key")
     return settings
 
 
@@ -217,7 +243,7 @@ def config_file_settings(path: Path) -> dict:
     if path.is_dir():
         raise UsageError(f"--config {path}: is a folder, not a YAML file")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_DecimalLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

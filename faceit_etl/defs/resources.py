@@ -11,6 +11,7 @@ The database URL is read from `DATABASE_URL` at run time and never enters run co
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from faceit_etl.postgres.database import checked_url, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
-from faceit_etl.validation.limit import RejectLimit, parse_max_rejects
+from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 
 # setting -> (environment variable, default)
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -41,36 +42,65 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
 # further down (pandas, the executor); a larger value would fail mid-run instead of here.
 LARGEST_INT = 2**31 - 1
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+# Numbers as text: ASCII digits only, nothing around them (no sign, space, underscore, other script's
+# digits, hex), as every source spells them; Python's int() and float() accept all of those.
+_DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+EXPECTED_INT = "expected a whole number"
+EXPECTED_FRACTION = "expected a fraction from 0 to 1, such as 0.1"
+EXPECTED_BOOL = "expected true or false"
+INT_SETTINGS = ("batch_size", "max_concurrent")
+BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 
 
 class SettingsError(ValueError):
     """A setting's value cannot be used; the message names the setting and where it came from."""
 
 
+def strict_int(value: Any) -> int:
+    """A whole number: an int (a bool is no number) or its ASCII digits; ValueError otherwise."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    raise ValueError(EXPECTED_INT)
+
+
+def strict_fraction(value: Any) -> float:
+    """A fraction from 0 to 1: a number (not a bool) or a plain decimal in ASCII digits."""
+    if type(value) in (int, float):
+        number = float(value)
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+        number = float(value)
+    else:
+        raise ValueError(EXPECTED_FRACTION)
+    if not 0 <= number <= 1:  # NaN too
+        raise ValueError(EXPECTED_FRACTION)
+    return number
+
+
+def strict_bool(value: Any) -> bool:
+    """True or false: a bool, or one of the words for it (any case); a number is refused."""
+    if type(value) is bool:
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLEANS:
+        return _BOOLEANS[value.lower()]
+    raise ValueError(EXPECTED_BOOL)
+
+
 def environment_value(name: str) -> Any:
     """The environment's value for a setting, typed, or None when the variable is unset or empty.
     A value that means nothing (`MIGRATION_FORCE=maybe`) is refused, never read as false."""
     variable, default = ENVIRONMENT[name]
-    raw = os.environ.get(variable, "").strip()
+    raw = os.environ.get(variable, "")
     if not raw:
         return None
-    if isinstance(default, bool):
-        if raw.lower() not in _BOOLEANS:
-            raise SettingsError(f"{variable}={raw!r}: expected true or false")
-        return _BOOLEANS[raw.lower()]
-    if isinstance(default, int):
+    parse = {bool: strict_bool, int: strict_int, float: strict_fraction}.get(type(default))
+    if parse is not None:
         try:
-            return int(raw)
-        except ValueError:
-            raise SettingsError(f"{variable}={raw!r}: expected a whole number") from None
-    if isinstance(default, float):
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value <= 1:  # NaN too
-            raise SettingsError(f"{variable}={raw!r}: expected a fraction from 0 to 1, such as 0.1")
-        return value
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{variable}={raw!r}: {exc}") from None
     if name == "max_rejects":
         try:
             parse_max_rejects(raw)
@@ -155,10 +185,27 @@ class MigrationSettings(dg.ConfigurableResource):
             data = {**data, **resolve(data)}
         return data
 
+    @field_validator(*INT_SETTINGS, mode="before")
+    @classmethod
+    def _strict_int(cls, value: Any) -> Any:
+        return value if value is None else strict_int(value)
+
+    @field_validator("max_prune_fraction", mode="before")
+    @classmethod
+    def _strict_fraction(cls, value: Any) -> Any:
+        return value if value is None else strict_fraction(value)
+
+    @field_validator(*BOOL_SETTINGS, mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        return value if value is None else strict_bool(value)
+
     @field_validator("max_rejects", mode="before")
     @classmethod
     def _whole_number_as_text(cls, value: Any) -> Any:
-        """`max_rejects: 5` in a YAML file is a number: the same limit as "5"."""
+        """`max_rejects: 5` in a YAML file is a number: the same limit as "5". A bool is no count."""
+        if type(value) is bool:
+            raise ValueError(EXPECTED)
         return str(value) if type(value) is int else value
 
     @field_validator("max_rejects")

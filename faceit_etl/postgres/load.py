@@ -189,7 +189,7 @@ def load(
             kept.record(conn, schema, _ABSENT if prune and absent.users else None)
             if prune and absent.users:
                 _delete_absent(conn, schema)
-            _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions)
+            _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions, set(rejected_ids))
             users = _upsert_users(conn, schema, stage_users, len(mapped.users))
             subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
         if truncate:
@@ -532,10 +532,11 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
     return _upsert(conn, statement, total)
 
 
-def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions) -> None:
-    """A referral code the file gives one user while a user the file does not have holds it in the
-    table cannot be written (the code is unique) and is not released by this file: stop before the
-    upsert writes anything, naming each code, who claims it and who holds it."""
+def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions, rejected: set[int]) -> None:
+    """A referral code the file gives one user while a user the file does not load (not in the file,
+    or its entry rejected: `rejected`) holds it in the table cannot be written (the code is unique)
+    and is not released by this file: stop before the upsert writes anything, naming each code, who
+    claims it, who holds it and why the holder is not loaded."""
     clashes = conn.execute(
         sql.SQL(
             """SELECT s.referral_code, claimant.user_id, holder.user_id
@@ -553,10 +554,14 @@ def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscri
         )
     ).fetchall()
     if clashes:
-        named = [f"{code!r} given to user_id {claimant} is held by user_id {holder}" for code, claimant, holder in clashes]
+        named = [
+            f"{code!r} given to user_id {claimant} is held by user_id {holder} "
+            + ("(its entry in the file is rejected)" if holder in rejected else "(not in the file)")
+            for code, claimant, holder in clashes
+        ]
         raise TargetError(
             f"{len(clashes)} referral code(s) of the file are held in {schema}.{SUBSCRIPTIONS} by users the file "
-            f"does not have: {'; '.join(named[:_NAMED_CLASHES])}"
+            f"does not load: {'; '.join(named[:_NAMED_CLASHES])}"
             + (f"; and {len(named) - _NAMED_CLASHES} more" if len(named) > _NAMED_CLASHES else "")
             + ". Nothing was written. Clear the code of its holder in the database, or correct the file, "
             "then run again"

@@ -36,19 +36,41 @@ class TableDigest:
     sha256: str
 
 
-def _ordered_copy(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("COPY (SELECT * FROM {} ORDER BY id) TO STDOUT").format(table(schema, name))
+def stored_columns(conn: psycopg.Connection, schema: str, name: str) -> list[str]:
+    """The columns a restore writes, in table order: every live column but generated ones (stored or
+    virtual), which PostgreSQL computes and refuses in COPY FROM. Columns the bot added that we do
+    not know are kept like ours; identity columns too (COPY FROM writes the values it is given)."""
+    return [
+        row[0]
+        for row in conn.execute(
+            """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
+                 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""",
+            [table(schema, name).as_string(conn)],
+        ).fetchall()
+    ]
 
 
-def digest_table(conn: psycopg.Connection, schema: str, name: str, sink=None) -> TableDigest:
-    """Row count and sha256 of a table's content (optionally writing the COPY data to `sink`).
+def _column_list(columns: list[str] | None) -> sql.Composable:
+    """Older manifests name no columns: their files hold every column, as `*` reads them."""
+    return sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
+
+
+def _ordered_copy(schema: str, name: str, columns: list[str] | None) -> sql.Composed:
+    return sql.SQL("COPY (SELECT {} FROM {} ORDER BY id) TO STDOUT").format(_column_list(columns), table(schema, name))
+
+
+def digest_table(
+    conn: psycopg.Connection, schema: str, name: str, sink=None, columns: list[str] | None = None
+) -> TableDigest:
+    """Row count and sha256 of a table's `columns` (all when None), optionally writing the COPY
+    data to `sink`.
 
     Times are written in UTC whatever the session's zone, which is put back afterwards."""
     zone = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0]
     conn.execute("SET TIME ZONE 'UTC'")
     digest, rows = hashlib.sha256(), 0
     try:
-        with conn.cursor().copy(_ordered_copy(schema, name)) as copy:
+        with conn.cursor().copy(_ordered_copy(schema, name, columns)) as copy:
             for block in copy:
                 data = bytes(block)
                 digest.update(data)
@@ -103,10 +125,11 @@ def _write_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict
         if not table_exists(conn, schema, name):
             tables[name] = None
             continue
+        columns = stored_columns(conn, schema, name)
         with private_writer(folder / f"{name}.copy") as sink:
-            result = digest_table(conn, schema, name, sink)
+            result = digest_table(conn, schema, name, sink, columns)
         tables[name] = {
-            "rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy",
+            "rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy", "columns": columns,
             "definition": _definition(conn, schema, name),
         }
     labels = conn.execute(
@@ -122,7 +145,8 @@ def _definition(conn: psycopg.Connection, schema: str, name: str) -> dict:
     """What CREATE TABLE needs: columns (type, NOT NULL, default), constraints, other indexes."""
     relation = table(schema, name).as_string(conn)
     columns = conn.execute(
-        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+                  a.attgenerated::text, a.attidentity::text
            FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
         [relation],
@@ -139,7 +163,10 @@ def _definition(conn: psycopg.Connection, schema: str, name: str) -> dict:
         [relation],
     ).fetchall()
     return {
-        "columns": [{"name": n, "type": t, "not_null": nn, "default": d} for n, t, nn, d in columns],
+        "columns": [
+            {"name": n, "type": t, "not_null": nn, "default": d, "generated": g, "identity": i}
+            for n, t, nn, d, g, i in columns
+        ],
         "constraints": [{"name": n, "definition": d, "foreign": f} for n, d, f in constraints],
         "indexes": [row[0] for row in indexes],
     }
@@ -154,11 +181,23 @@ def _create_table(conn: psycopg.Connection, schema: str, name: str, definition: 
             sql.Identifier(c["name"]),
             sql.SQL(c["type"]),
             sql.SQL(" NOT NULL") if c["not_null"] else sql.SQL(""),
-            sql.SQL(" DEFAULT ") + sql.SQL(c["default"]) if c["default"] is not None else sql.SQL(""),
+            _default(c),
         )
         for c in definition["columns"]
     ]
     conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table(schema, name), sql.SQL(", ").join(columns)))
+
+
+def _default(column: dict) -> sql.Composable:
+    """A generated column's expression is stored as its default; an identity column has none."""
+    if generated := column.get("generated"):
+        kind = {"s": "STORED", "v": "VIRTUAL"}[generated]
+        return sql.SQL(" GENERATED ALWAYS AS ({}) {}").format(sql.SQL(column["default"]), sql.SQL(kind))
+    if identity := column.get("identity"):
+        return sql.SQL({"a": " GENERATED ALWAYS AS IDENTITY", "d": " GENERATED BY DEFAULT AS IDENTITY"}[identity])
+    if column["default"] is not None:
+        return sql.SQL(" DEFAULT ") + sql.SQL(column["default"])
+    return sql.SQL("")
 
 
 def _add_keys(conn: psycopg.Connection, schema: str, name: str, definition: dict, *, foreign: bool) -> None:
@@ -196,7 +235,9 @@ def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> 
         for name in SNAPSHOT_TABLES:
             if tables.get(name) is None or name not in existing + recreated:
                 continue
-            with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table(schema, name))) as copy:
+            columns = tables[name].get("columns")
+            into = table(schema, name) if columns is None else sql.SQL("{} ({})").format(table(schema, name), _column_list(columns))
+            with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(into)) as copy:
                 with (folder / tables[name]["file"]).open("rb") as source:
                     while block := source.read(1 << 20):
                         copy.write(block)
@@ -212,7 +253,7 @@ def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> 
             expected = tables.get(name)
             if expected is None:
                 continue
-            restored[name] = digest_table(conn, schema, name)
+            restored[name] = digest_table(conn, schema, name, columns=expected.get("columns"))
             if (restored[name].rows, restored[name].sha256) != (expected["rows"], expected["sha256"]):
                 raise SnapshotError(
                     f"restored {schema}.{name} does not match the snapshot "

@@ -34,7 +34,7 @@ class RejectLimit:
 def parse_max_rejects(text: str) -> RejectLimit:
     """The limit a `max_rejects` value means; ValueError (saying what is expected) for anything else:
     a sign, a fraction of a reject, a share above 100 %, words."""
-    value = str(text).strip()
+    value = str(text)  # as written: " 3" is refused like any other text that is no count
     if _COUNT.fullmatch(value):
         return RejectLimit(str(int(value)), count=int(value))
     if matched := _PERCENT.fullmatch(value):

@@ -217,12 +217,16 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
 
 def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: list[str] | None) -> pd.DataFrame:
     user_ids = frame["user_id"]
+    keys = id_keys or [None] * len(entries)
     rows = [
         (
             index,
-            _known_user_id(user_ids, index)
-            if index in user_ids.index
-            else _own_user_id(entries[index - offset], id_keys[index - offset] if id_keys else None),
+            _keyed_user_id(keys[index - offset])
+            or (
+                _known_user_id(user_ids, index)
+                if index in user_ids.index
+                else _own_user_id(entries[index - offset], keys[index - offset])
+            ),
             field_name,
             reason,
             _raw_json(entries[index - offset]),
@@ -234,6 +238,14 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: 
     # built as Int64 directly: ids inferred next to a None become floats, and lose digits past 2**53
     rejects["user_id"] = pd.array([row[1] for row in rows], dtype="Int64")
     return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "raw": "str"})
+
+
+def _keyed_user_id(key: str | None) -> int | None:
+    """In the `{"users": {"<id>": {...}}}` layout the bot reads an entry by its key, so a valid key
+    names the entry's user whatever its user_id says (a user_id that differs from the key, or is
+    invalid, is the entry's error): that user is in the file, never absent or pruned."""
+    number = _integer(key)[0] if key is not None else None
+    return number if number is not None and number >= 1 else None
 
 
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:

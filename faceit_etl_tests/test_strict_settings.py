@@ -1,0 +1,180 @@
+"""Every numeric and boolean setting is read strictly from every source (flag, environment,
+--config YAML, run config): ASCII digits only, nothing around them, no underscores or hex, a null
+refused naming the setting, a bool no number. Python's int() and float() would take ' 3', '1_0'
+and '３'; YAML 1.1 reads 0x3 as 3."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from faceit_etl.cli.main import UsageError, build_parser, settings_for
+from faceit_etl.defs.resources import ENVIRONMENT, MigrationSettings, SettingsError, describe_invalid
+
+FLAGS = {
+    "batch_size": "--batch-size", "max_concurrent": "--max-concurrent",
+    "max_prune_fraction": "--max-prune-fraction", "max_rejects": "--max-rejects",
+}
+BOOLEANS = ("backup_tables", "force", "truncate", "prune", "dry_run")
+SOURCES = ("flag", "environment", "config", "run config")
+
+
+@contextlib.contextmanager
+def environment(**variables: str):
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+def read(source: str, name: str, value, *, yaml_text: str | None = None):
+    """The setting as the settings read from `source` hold it, or the refusal's message (str,
+    prefixed 'refused: ')."""
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder, "data.json")
+        data.write_text('{"users": []}')
+        argv = ["migrate", str(data)]
+        variables = {}
+        if source == "flag":
+            argv += [FLAGS[name], value]
+        elif source == "environment":
+            variables[ENVIRONMENT[name][0]] = value
+        elif source == "config":
+            config = Path(folder, "settings.yaml")
+            config.write_text(yaml_text if yaml_text is not None else yaml.safe_dump({name: value}))
+            argv = ["--config", str(config), *argv]
+        try:
+            with environment(**variables):
+                if source == "run config":
+                    return getattr(MigrationSettings(**{name: value}), name)
+                errors = io.StringIO()
+                with contextlib.redirect_stderr(errors):
+                    try:
+                        args = build_parser().parse_args(argv)
+                    except SystemExit:
+                        return "refused: " + errors.getvalue().strip().splitlines()[-1]
+                args.argv = argv
+                return getattr(settings_for(args)[0], name)
+        except ValidationError as exc:
+            return "refused: " + describe_invalid(exc)
+        except (UsageError, SettingsError) as exc:
+            return f"refused: {exc}"
+
+
+def names(refused: str, source: str, name: str) -> bool:
+    """The refusal names the setting: its flag (or, for a flag's text judged with the others, its
+    name), its variable, or its key."""
+    return {"flag": FLAGS.get(name), "environment": ENVIRONMENT[name][0]}.get(source, name) in refused or (
+        source == "flag" and f"{name} " in refused
+    )
+
+
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+SPOILERS = {
+    "space before": lambda t: " " + t,
+    "space after": lambda t: t + " ",
+    "tab": lambda t: "\t" + t,
+    "newline after": lambda t: t + "\n",
+    "no-break space": lambda t: t + "\u00a0",
+    "full-width digits": lambda t: t.translate(FULL_WIDTH),
+    "arabic-indic digits": lambda t: t.translate(ARABIC_INDIC),
+    "underscore": lambda t: t[0] + "_" + t[1:] if len(t) > 1 else t + "_0",
+    "plus sign": lambda t: "+" + t,
+    "hex": lambda t: "0x" + t,
+}
+
+
+def numeric_texts():
+    counts = st.integers(1, 10**7).map(str)
+    return st.one_of(
+        st.tuples(st.sampled_from(["batch_size", "max_concurrent"]), counts),
+        st.tuples(st.just("max_rejects"), st.integers(0, 10**7).map(str)),
+        st.tuples(st.just("max_prune_fraction"), st.sampled_from(["0", "1", "0.1", "0.57", "0.0001", "1.0"])),
+    )
+
+
+@settings(deadline=None)
+@given(setting=numeric_texts(), spoiler=st.sampled_from(sorted(SPOILERS)), source=st.sampled_from(SOURCES))
+def test_a_number_spelled_any_other_way_than_ascii_digits_is_refused_from_every_source(setting, spoiler, source):
+    name, text = setting
+    clean = read(source, name, text)
+    assert not str(clean).startswith("refused"), clean
+    assert clean == (float(text) if name == "max_prune_fraction" else text if name == "max_rejects" else int(text))
+
+    spoiled = SPOILERS[spoiler](text)
+    refused = read(source, name, spoiled)
+
+    assert str(refused).startswith("refused: "), (spoiled, refused)
+    assert names(refused, source, name), refused
+
+
+@settings(deadline=None)
+@given(name=st.sampled_from(BOOLEANS), word=st.sampled_from(["true", "false", "yes", "0", "1"]),
+       spoiler=st.sampled_from(["space before", "space after", "tab", "full-width digits"]),
+       source=st.sampled_from(["environment", "config", "run config"]))
+def test_a_boolean_word_with_anything_around_it_is_refused_from_every_source(name, word, spoiler, source):
+    spoiled = SPOILERS[spoiler](word)
+    assume(spoiled != word)  # full-width digits leave words as they are
+    refused = read(source, name, spoiled)
+    assert str(refused).startswith("refused: "), (spoiled, refused)
+    assert names(refused, source, name), refused
+    assert "expected true or false" in refused
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize("number", [0, 1, 1.0])
+def test_a_number_is_no_boolean_in_config_or_run_config(name, number):
+    for source in ("config", "run config"):
+        assert read(source, name, number) == f"refused: {name} {number!r}: expected true or false"
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_concurrent", "max_rejects", "max_prune_fraction", "force"])
+@pytest.mark.parametrize("spelling", ["null", "~", ""])
+def test_a_null_in_config_is_refused_naming_the_setting_never_the_default(name, spelling):
+    refused = read("config", name, None, yaml_text=f"{name}: {spelling}\n")
+    assert refused.startswith("refused: --config ")
+    assert refused.endswith(f"settings.yaml: {name} has no value (null); give one, or remove the key")
+
+
+@pytest.mark.parametrize(("name", "written"), [
+    ("max_rejects", "0x3"), ("max_rejects", "1_0"), ("max_rejects", "0o7"), ("max_rejects", "0b11"),
+    ("max_rejects", "1:30"), ("batch_size", "0x10"), ("batch_size", "1_000"), ("max_concurrent", "0b11"),
+    ("max_prune_fraction", "0_1"), ("max_prune_fraction", "0.1_0"),
+])
+def test_yaml_numbers_other_than_plain_decimals_are_refused(name, written):
+    refused = read("config", name, None, yaml_text=f"{name}: {written}\n")
+    assert refused.startswith(f"refused: {name} '{written}': expected "), refused
+
+
+def test_a_yaml_boolean_as_max_rejects_says_a_count_or_a_percentage():
+    refused = read("config", "max_rejects", None, yaml_text="max_rejects: true\n")
+    assert refused.startswith("refused: --config ") and refused.endswith(
+        "settings.yaml: max_rejects True: expected a whole number of rejects (5) or a percentage of the entries "
+        "read (1%), at least 0"
+    ), refused
+    assert read("run config", "max_rejects", True) == (
+        "refused: max_rejects True: expected a whole number of rejects (5) or a percentage of the entries read "
+        "(1%), at least 0"
+    )
+
+
+@pytest.mark.parametrize(("name", "written", "value"), [
+    ("max_rejects", "3", "3"), ("max_rejects", "2.0", "2"), ("max_rejects", "'1%'", "1%"),
+    ("batch_size", "500", 500), ("max_prune_fraction", "0.25", 0.25), ("max_prune_fraction", "1", 1.0),
+    ("force", "true", True), ("prune", "no", False),
+])
+def test_plain_yaml_values_are_read_as_written(name, written, value):
+    assert read("config", name, None, yaml_text=f"{name}: {written}\n") == value
