@@ -51,7 +51,7 @@ def test_defaults_come_from_the_seeds_environment_names(monkeypatch):
     )
     assert (settings.source_timezone, settings.target_schema) == ("Europe/Moscow", "bot")
     assert (settings.prune, settings.max_prune_fraction) == (True, 0.3)
-    assert settings.connection_url() == "postgresql://bot:hunter2@db:5432/faceit"
+    assert settings.url_starting_embedded_server() == "postgresql://bot:hunter2@db:5432/faceit"
     assert "hunter2" not in str(settings.safe_summary())
     assert settings.safe_summary()["embedded_database"] is False
 

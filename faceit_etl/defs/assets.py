@@ -196,7 +196,7 @@ def postgres_tables(
     mapped_subscriptions: pd.DataFrame,
 ) -> dg.MaterializeResult:
     settings = migration_settings.checked()
-    url = settings.connection_url()
+    url = settings.url_starting_embedded_server()
     schema = settings.target_schema
     run_id = context.run.run_id
     folder = backup.run_folder(settings.backup_dir, run_id)

@@ -14,7 +14,6 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backup
-from faceit_etl.postgres.database import connect
 from faceit_etl.defs.assets import REJECTS_FILE, VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
@@ -159,7 +158,7 @@ def postgres_tables_checks(
         missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
         verdicts = dict.fromkeys(VERDICTS, missing)
     elif verdicts is None:
-        with connect(migration_settings.connection_url()) as conn:
+        with migration_settings.get_connection() as conn:
             verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
     for name, verdict in verdicts.items():
         yield dg.AssetCheckResult(

@@ -11,13 +11,16 @@ The database URL is read from `DATABASE_URL` at run time and never enters run co
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
+import psycopg
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from faceit_etl.postgres.database import checked_url, resolve_database_url
+from faceit_etl.postgres.database import checked_url, connect, describe, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
 from faceit_etl.validation.limit import RejectLimit, parse_max_rejects
 
@@ -170,8 +173,20 @@ class MigrationSettings(dg.ConfigurableResource):
         """The reject limit of a run; None with `force`, which loads whatever was rejected."""
         return None if self.force else parse_max_rejects(self.max_rejects)
 
-    def connection_url(self) -> str:
+    def url_starting_embedded_server(self) -> str:
+        """The target's URL; with none configured this starts (or reuses) the embedded server."""
         return resolve_database_url(self._configured_url())
+
+    @contextmanager
+    def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection to the target in the tool's session settings, after a few bounded retries; a failure
+        names host and database only. Committed when the block ends normally, rolled back otherwise."""
+        with connect(self.url_starting_embedded_server(), autocommit=autocommit) as conn:
+            yield conn
+
+    def database_label(self) -> str:
+        """`host:port/database` of the target: what may be shown, never the password."""
+        return describe(self.url_starting_embedded_server())
 
     def _configured_url(self) -> str:
         url = self.database_url

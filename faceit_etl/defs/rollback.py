@@ -3,7 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from faceit_etl.postgres.database import connect, describe
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.rollback import find_backup, rollback
 from faceit_etl.postgres.lock import lock_schema
@@ -33,8 +32,7 @@ class RollbackConfig(dg.Config):
 )
 def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings):
     settings = migration_settings.checked()
-    url = settings.connection_url()
-    with connect(url) as conn, conn.transaction():
+    with settings.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
         lock_schema(conn, settings.target_schema)
         folder = find_backup(
@@ -46,7 +44,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
         )
         result = rollback(conn, settings.target_schema, folder, discard_later_changes=config.discard_later_changes)
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
-    context.log.info(f"restored {describe(url)} to the snapshot in {folder}")
+    context.log.info(f"restored {settings.database_label()} to the snapshot in {folder}")
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
         description=f"rolled back to the snapshot taken before run {result.run_id}",
