@@ -57,7 +57,7 @@ def test_a_url_libpq_refuses_is_refused_without_quoting_any_of_it(secret, broken
     the refusal is a fixed text, whether at settings time or at connect time."""
     written = quote(secret, safe="") + broken
     url = f"postgresql://bot:{written}@db.example/faceit_bot"
-    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).checked(),
+    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).check_database_url(),
                     lambda: MigrationSettings(database_url=url).url_starting_embedded_server()):
         with pytest.raises(InvalidConnectionString) as refused:
             attempt()

@@ -229,7 +229,9 @@ def settings_for(args: argparse.Namespace):
 
     overrides = settings_overrides(args)
     try:
-        return MigrationSettings(**overrides).checked(), overrides
+        settings = MigrationSettings(**overrides)
+        settings.check_database_url()
+        return settings, overrides
     except ValidationError as exc:
         raise UsageError(describe_invalid(exc)) from None
     except InvalidConnectionString:  # a ValueError whose fixed text main() prints as it is, unredacted

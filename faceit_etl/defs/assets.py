@@ -52,7 +52,7 @@ VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance'
     ),
 )
 def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
-    settings = migration_settings.checked()
+    settings = migration_settings
     copied = backup.backup_source(settings.source_path, settings.backup_dir, context.run.run_id)
     observed = context.instance.get_latest_data_version_record(dg.AssetKey("bot_data_file"), is_source=True)
     if observed is not None and observed.run_id == context.run.run_id:
@@ -108,7 +108,7 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
 def validated_frame(
     context: dg.AssetExecutionContext, raw_json: SourceData, migration_settings: MigrationSettings
 ) -> dg.Output:
-    settings = migration_settings.checked()
+    settings = migration_settings
     identity = input_identity(raw_json.sha256, settings.source_timezone)
     judged_before = Path(context.instance.storage_directory()) / VALIDATED
     outcome = memo.load(judged_before, identity)
@@ -195,7 +195,7 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ) -> dg.MaterializeResult:
-    settings = migration_settings.checked()
+    settings = migration_settings
     url = settings.url_starting_embedded_server()
     schema = settings.target_schema
     run_id = context.run.run_id
