@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from faceit_etl.defs.checks import CHECKS
+from faceit_etl.defs.checks import TABLE_CHECK_SPECS
 from faceit_etl_tests.conftest import NESTED_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
         expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
         page.goto(f"{dagster_ui}/assets/postgres_tables?view=checks")
-        names = [spec.name for check in CHECKS for spec in check.check_specs if spec.asset_key.path == ["postgres_tables"]]
+        names = [spec.name for spec in TABLE_CHECK_SPECS]
         for name in names:
             expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=30_000)
         expect(page.get_by_text("Succeeded")).to_have_count(len(names), timeout=30_000)
