@@ -24,6 +24,7 @@ import orjson
 CHUNK = 1 << 20
 SOURCE_COPY = "source.json"
 MANIFEST = "manifest.json"
+REJECTS_FILE = "rejects.jsonl"  # every rejected entry of the run, with its reason
 _IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns")  # a file rewritten or replaced
 
 
@@ -76,8 +77,11 @@ def write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) -> SourceSnapshot:
-    """Copy the source into the run's folder with its sha256, or raise BackupError.
+def backup_source(
+    source_path: str | Path, backup_dir: str | Path, run_id: str, *, observed_sha256: str | None = None
+) -> SourceSnapshot:
+    """Copy the source into the run's folder with its sha256, or raise BackupError. With
+    `observed_sha256` (the content a run looked at before), the copy must be of those very bytes.
 
     The copy is trusted only if the file is the same before and after it: same inode, size and
     mtime, and the same sha256 when read a second time. The second read catches what the stat
@@ -120,6 +124,12 @@ def backup_source(source_path: str | Path, backup_dir: str | Path, run_id: str) 
         raise BackupError(
             f"{source}: the file changed while it was being copied (it was written to meanwhile); "
             "nothing was loaded. Run again."
+        )
+    if observed_sha256 is not None and observed_sha256 != digest.hexdigest():
+        copy.unlink()
+        raise BackupError(
+            f"{source}: the file changed between this run's look at it and its backup (it was "
+            "written to meanwhile); nothing was loaded. Run again."
         )
     snapshot = SourceSnapshot(str(source), str(copy), digest.hexdigest(), after.st_size, str(folder))
     manifest = {
@@ -167,11 +177,9 @@ def _file_kind(mode: int) -> str:
     return kinds.get(stat.S_IFMT(mode), "an unknown kind of file")
 
 
-def ensure_manifest(folder: Path, run_id: str, root_run_id: str) -> None:
+def start_manifest(folder: Path, run_id: str, root_run_id: str) -> None:
     """A run that did not copy the source itself (a re-execution from failure reads the copy an
     earlier run of its family made) still gets its own folder for its table snapshot."""
-    if (folder / MANIFEST).exists():
-        return
     private_folder(folder)
     manifest = {"run_id": run_id, "taken_at": datetime.now(UTC).isoformat(), "root_run_id": root_run_id}
     write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())

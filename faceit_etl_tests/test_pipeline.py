@@ -13,7 +13,8 @@ import dagster as dg
 import pytest
 
 from faceit_etl.definitions import defs
-from faceit_etl.defs.checks import CHECKS, postgres_tables_checks
+from faceit_etl.defs.assets import postgres_tables
+from faceit_etl.defs.checks import CHECKS, TABLE_CHECK_SPECS, judge_tables_now
 from faceit_etl.defs.io import RunScopedPickleIOManager
 from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
 
@@ -62,7 +63,7 @@ def test_full_run_loads_the_nested_sample_and_every_check_passes(database_url, d
         "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables"
     }
     checks = checks_by_name(result)
-    assert set(checks) == {spec.name for c in CHECKS for spec in c.check_specs}
+    assert set(checks) == {spec.name for c in (*CHECKS, postgres_tables) for spec in c.check_specs}
     assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
     load = metadata_of(result, "postgres_tables")
     assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (25, 0, 0)
@@ -239,8 +240,7 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     victim = int(users["user_id"].iloc[3])
 
     def checks() -> dict[str, dg.AssetCheckResult]:
-        context = dg.build_asset_check_context(resources={"migration_settings": settings})
-        results = postgres_tables_checks(context, mapped_users=users, mapped_subscriptions=subscriptions)
+        results = judge_tables_now(settings, users, subscriptions, {spec.key for spec in TABLE_CHECK_SPECS})
         return {result.check_name: result for result in results}
 
     assert all(result.passed for result in checks().values())
@@ -347,9 +347,9 @@ def test_definitions_expose_the_job_over_every_asset_and_check():
         "source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions", "postgres_tables",
         "bot_data_file",  # observed first, so each run records the file version it loaded
     }
-    checks = {(spec.asset_key.to_user_string(), spec.name) for c in CHECKS for spec in c.check_specs}
+    checks = {(spec.asset_key.to_user_string(), spec.name) for c in (*CHECKS, postgres_tables) for spec in c.check_specs}
     assert len(checks) == 8
-    assert {c.node_def.name for c in CHECKS} <= {node.name for node in job.nodes}
+    assert {c.node_def.name for c in (*CHECKS, postgres_tables)} <= {node.name for node in job.nodes}
 
 
 def database_state(db) -> dict:

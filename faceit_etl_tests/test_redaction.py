@@ -57,8 +57,8 @@ def test_a_url_libpq_refuses_is_refused_without_quoting_any_of_it(secret, broken
     the refusal is a fixed text, whether at settings time or at connect time."""
     written = quote(secret, safe="") + broken
     url = f"postgresql://bot:{written}@db.example/faceit_bot"
-    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).checked(),
-                    lambda: MigrationSettings(database_url=url).connection_url()):
+    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).check_database_url(),
+                    lambda: MigrationSettings(database_url=url).url_starting_embedded_server()):
         with pytest.raises(InvalidConnectionString) as refused:
             attempt()
         assert str(refused.value) == INVALID_URL
@@ -76,7 +76,7 @@ def test_a_url_from_the_environment_is_refused_when_a_run_builds_its_settings(mo
     """The Dagster entry points (UI, `dagster job execute`, schedule) resolve the URL in the resource."""
     monkeypatch.setenv("DATABASE_URL", "bob:Secret123@127.0.0.1/db")
     with pytest.raises(InvalidConnectionString) as refused:
-        MigrationSettings().connection_url()
+        MigrationSettings().url_starting_embedded_server()
     assert "Secret123" not in str(refused.value)
 
 

@@ -30,7 +30,7 @@ ENVIRONMENT = {
     "MIGRATION_BACKUP_DIR": "/var/backups/faceit",
     "MIGRATION_FORCE": "true",
     "MIGRATION_TRUNCATE": "1",
-    "MIGRATION_PRUNE": "yes",
+    "MIGRATION_PRUNE": "no",
     "MIGRATION_MAX_PRUNE_FRACTION": "0.3",
     "MIGRATION_DRY_RUN": "no",
     "MIGRATION_SOURCE_TIMEZONE": "Europe/Moscow",
@@ -50,10 +50,14 @@ def test_defaults_come_from_the_replaced_systems_environment_names(monkeypatch):
         "/var/backups/faceit", True, True, False
     )
     assert (settings.source_timezone, settings.target_schema) == ("Europe/Moscow", "bot")
-    assert (settings.prune, settings.max_prune_fraction) == (True, 0.3)
-    assert settings.connection_url() == "postgresql://bot:hunter2@db:5432/faceit"
+    assert (settings.prune, settings.max_prune_fraction) == (False, 0.3)
+    assert settings.url_starting_embedded_server() == "postgresql://bot:hunter2@db:5432/faceit"
     assert "hunter2" not in str(settings.safe_summary())
     assert settings.safe_summary()["embedded_database"] is False
+    # truncate and prune are refused together when the settings are built: each is read on its own.
+    monkeypatch.setenv("MIGRATION_TRUNCATE", "0")
+    monkeypatch.setenv("MIGRATION_PRUNE", "yes")
+    assert (MigrationSettings().truncate, MigrationSettings().prune) == (False, True)
 
 
 def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeypatch, database_url, db, tmp_path):
@@ -85,7 +89,26 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
 )
 def test_unusable_settings_are_refused_naming_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):
-        MigrationSettings(**{field: value}).checked()
+        MigrationSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"target_schema": "pg_toast"}, "target_schema 'pg_toast': schema name 'pg_toast' is reserved by PostgreSQL"),
+        ({"source_timezone": "Mars/Olympus"}, "source_timezone 'Mars/Olympus': not a known time zone"),
+        ({"truncate": True, "prune": True}, "truncate and prune cannot be combined: truncate replaces every row"),
+    ],
+)
+def test_settings_are_validated_once_when_built_and_the_error_quotes_no_database_url(given, message):
+    """Steps use the resource as built: no step checks it again. The refusal names the setting, never
+    the URL (a pydantic error would print every value given, the password with them)."""
+    url = "host=db.example dbname=faceit_bot user=bot password=Zebra7secret"  # last: a cut-short value shows its end
+    with pytest.raises(ValidationError) as refused:
+        MigrationSettings(**given, database_url=url)
+    assert describe_invalid(refused.value).startswith(message)
+    assert "Zebra7secret" not in str(refused.value)
+    assert "Zebra7secret" not in describe_invalid(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,9 @@ def settings_for(args: argparse.Namespace):
 
     overrides = settings_overrides(args)
     try:
-        return MigrationSettings(**overrides).checked(), overrides
+        settings = MigrationSettings(**overrides)
+        settings.check_database_url()
+        return settings, overrides
     except ValidationError as exc:
         raise UsageError(describe_invalid(exc)) from None
     except InvalidConnectionString:  # a ValueError whose fixed text main() prints as it is, unredacted
@@ -282,7 +284,7 @@ def settings_for(args: argparse.Namespace):
 
 
 def target_label(settings) -> str:
-    return f"{describe(settings.connection_url())}/{settings.target_schema}"
+    return f"{settings.database_label()}/{settings.target_schema}"
 
 
 def migration_line(m: dict) -> str:
@@ -359,7 +361,7 @@ def interrupted_run(settings, run_id: str) -> int:
 
     status = None
     try:
-        with connect(settings.connection_url(), autocommit=True) as conn:
+        with settings.get_connection(autocommit=True) as conn:
             if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
                 status = runlog.fail_interrupted(conn, settings.target_schema, run_id)
     except DatabaseUnavailable as exc:
@@ -459,7 +461,7 @@ def validate(args: argparse.Namespace) -> int:
     mapped = map_frames(outcome.valid)
     target = None
     if args.database:
-        url = settings.connection_url()
+        url = settings.url_starting_embedded_server()
         try:
             with connect(url) as conn:
                 schema = settings.target_schema
@@ -502,7 +504,7 @@ def status(args: argparse.Namespace) -> int:
     from faceit_etl.postgres import state
 
     settings, _ = settings_for(args)
-    url = settings.connection_url()
+    url = settings.url_starting_embedded_server()
     report: dict = {"database": describe(url), "schema": settings.target_schema}
     try:
         with connect(url) as conn:
@@ -612,7 +614,7 @@ def rollback_question(settings, args) -> tuple[Path, str]:
     from faceit_etl.rollback import find_backup
     from faceit_etl.postgres import state
 
-    with connect(settings.connection_url()) as conn:
+    with settings.get_connection() as conn:
         folder = find_backup(conn, settings.target_schema, settings.backup_dir,
                              backup_path=args.backup_path, migration_id=args.migration_id)
         manifest = read_manifest(folder)
@@ -640,7 +642,7 @@ def backup(args: argparse.Namespace) -> int:
     copied = backup_source(args.json_file, args.output_dir or settings.backup_dir, name)
     say(f"source {copied.original} (sha256 {copied.sha256}) copied to {copied.folder}", quiet_too=True)
     try:
-        with connect(settings.connection_url()) as conn:
+        with settings.get_connection() as conn:
             target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
     except DatabaseUnavailable as exc:
         say(f"tables not backed up: {exc}", quiet_too=True)

@@ -6,7 +6,6 @@ The run's steps stay free of any knowledge of how they are being watched.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 
@@ -14,15 +13,15 @@ import dagster as dg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from faceit_etl.postgres.load import PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
+
 STAGES = {
     "source_backup": "back up source and tables",
     "raw_json": "read the JSON file",
     "validated_frame": "validate entries",
     "mapped_frames": "map to the bot's tables",
     "postgres_tables": "load into PostgreSQL",
-    "postgres_tables_checks": "verify the tables",
 }
-_COPY = re.compile(r"copy (?P<table>\w+): (?P<done>\d+)/(?P<total>\d+) rows")
 POLL_SECONDS = 0.2
 
 
@@ -84,11 +83,13 @@ class RunWatcher:
         event = entry.dagster_event
         step = entry.step_key or ""
         if event is None:
-            match = _COPY.search(entry.user_message or "")
-            if match:
-                self._rows(f"copy {match['table']}", int(match["done"]), int(match["total"]))
             return
         kind = event.event_type_value
+        if kind == "ASSET_OBSERVATION":
+            seen = {key: value.value for key, value in entry.asset_observation.metadata.items()}
+            if PROGRESS_STAGE in seen:
+                self._rows(seen[PROGRESS_STAGE], seen[PROGRESS_DONE], seen[PROGRESS_TOTAL])
+            return
         if step in STAGES and kind == "STEP_START":
             self._start(step, STAGES[step])
         elif step in STAGES and kind in ("STEP_SUCCESS", "STEP_FAILURE"):

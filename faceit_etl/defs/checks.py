@@ -2,10 +2,10 @@
 
 ERROR-severity checks are blocking: a wrong migration fails the run (and `dagster job execute`).
 Referrers missing from the file, self-referrals and users the file lacks are the bot's data: WARN. The verdicts
-themselves live in `postgres/verdicts.py`. `postgres_tables` takes them inside its transaction,
-before the commit (which a failed blocking verdict prevents), and records them in its metadata:
-the checks report those, so a run never pays for the full comparison twice. Checks run without a
-load in their run judge the tables as they are now.
+themselves live in `postgres/verdicts.py`. The checks on `postgres_tables` are its own check specs: the
+load takes every verdict inside its transaction, before the commit (which a failed blocking verdict
+prevents), and returns them as its check results, so a run never pays for the full comparison twice.
+The checks selected without the load judge the tables as they are now.
 """
 
 from pathlib import Path
@@ -14,8 +14,6 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backup
-from faceit_etl.postgres.database import connect
-from faceit_etl.defs.assets import REJECTS_FILE, VERIFICATION, postgres_tables, validated_frame
 from faceit_etl.defs.metadata import preview
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
@@ -27,7 +25,7 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 @dg.asset_check(
-    asset=validated_frame,
+    asset="validated_frame",
     blocking=True,
     description=(
         "No entry was rejected. More rejects than `max_rejects` allows (default 0; a count, or a "
@@ -47,7 +45,7 @@ def no_rejected_entries(
         severity=WARN if validated_frame.rejected_count <= allowed else ERROR,
         description=None if rejects.empty else _reject_summary(
             validated_frame, limit, allowed,
-            backup.run_folder(migration_settings.backup_dir, context.run.run_id) / REJECTS_FILE,
+            backup.run_folder(migration_settings.backup_dir, context.run.run_id) / backup.REJECTS_FILE,
         ),
         metadata={
             "rejected": validated_frame.rejected_count,
@@ -83,29 +81,6 @@ def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allow
     return "\n".join(lines)
 
 
-def _verdicts_seen_by_the_load(context: dg.AssetCheckExecutionContext) -> dict[str, Verdict] | None:
-    """The verdicts `postgres_tables` recorded in this run, or None when it did not materialize in it.
-    Looked up by run id, not as the latest materialization, which may be another run's; a check
-    invoked directly, outside a run, finds none."""
-    instance, run_id = context.instance, context.op_execution_context.run_id
-    record = instance.get_run_record_by_id(run_id)
-    if record is None:
-        return None
-    started, cursor = record.start_time, None
-    while True:
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=postgres_tables.key, after_timestamp=started),
-            limit=100, cursor=cursor, ascending=True,
-        )
-        for event in page.records:
-            if event.run_id == run_id:
-                recorded = event.asset_materialization.metadata[VERIFICATION].value
-                return {name: Verdict(**recorded[name]) for name in VERDICTS}
-        if not page.has_more:
-            return None
-        cursor = page.cursor
-
-
 _BEFORE_COMMIT = " Judged inside the load's transaction: when it fails, the load is not committed."
 _ABOUT = {
     "row_counts_match": (
@@ -131,45 +106,27 @@ def _severity(name: str) -> dg.AssetCheckSeverity:
     return ERROR if name in BLOCKING else WARN
 
 
-@dg.multi_asset_check(
-    name="postgres_tables_checks",
-    specs=[
-        dg.AssetCheckSpec(
-            name,
-            asset=postgres_tables,
-            blocking=name in BLOCKING,
-            description=description,
-            additional_deps=["mapped_users", "mapped_subscriptions"],
-        )
-        for name, description in _ABOUT.items()
-    ],
-    ins={"mapped_users": dg.AssetIn("mapped_users"), "mapped_subscriptions": dg.AssetIn("mapped_subscriptions")},
-)
-def postgres_tables_checks(
-    context: dg.AssetCheckExecutionContext,
-    migration_settings: MigrationSettings,
-    mapped_users: pd.DataFrame,
-    mapped_subscriptions: pd.DataFrame,
-):
-    """Every check on the loaded tables in one step: the verdicts the load's transaction saw before
-    its commit (or its dry run's rollback); without a load in this run, judged now on one connection."""
-    verdicts = _verdicts_seen_by_the_load(context)
-    seen_before_commit = verdicts is not None
-    if verdicts is None and migration_settings.dry_run:  # nothing was loaded to judge
-        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-        verdicts = dict.fromkeys(VERDICTS, missing)
-    elif verdicts is None:
-        with connect(migration_settings.connection_url()) as conn:
-            verdicts = all_verdicts(conn, migration_settings.target_schema, mapped_users, mapped_subscriptions)
-    for name, verdict in verdicts.items():
-        yield dg.AssetCheckResult(
-            asset_key=postgres_tables.key,
+TABLES = dg.AssetKey("postgres_tables")
+# The checks of `postgres_tables`, declared on the asset: its load returns their results.
+TABLE_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=TABLES, blocking=name in BLOCKING, description=description)
+    for name, description in _ABOUT.items()
+]
+
+
+def table_check_results(
+    verdicts: dict[str, Verdict], *, dry_run: bool, seen_before_commit: bool, selected: set[dg.AssetCheckKey]
+) -> list[dg.AssetCheckResult]:
+    """The selected checks' results from the verdicts, each with its severity and the verdict's metadata."""
+    return [
+        dg.AssetCheckResult(
+            asset_key=TABLES,
             check_name=name,
             passed=verdict.passed,
             severity=_severity(name),
             description=verdict.description,
             metadata={
-                "dry_run": migration_settings.dry_run,
+                "dry_run": dry_run,
                 "seen_before_commit": seen_before_commit,
                 **{
                     key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
@@ -177,6 +134,24 @@ def postgres_tables_checks(
                 },
             },
         )
+        for name, verdict in verdicts.items()
+        if dg.AssetCheckKey(TABLES, name) in selected
+    ]
 
 
-CHECKS = [no_rejected_entries, postgres_tables_checks]
+def judge_tables_now(
+    settings: MigrationSettings, mapped_users: pd.DataFrame, mapped_subscriptions: pd.DataFrame,
+    selected: set[dg.AssetCheckKey],
+) -> list[dg.AssetCheckResult]:
+    """The checks run without the load: the tables as they are now, on one connection. A dry run has
+    nothing loaded to judge: its checks fail saying so."""
+    if settings.dry_run:
+        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
+        verdicts = dict.fromkeys(VERDICTS, missing)
+    else:
+        with settings.get_connection() as conn:
+            verdicts = all_verdicts(conn, settings.target_schema, mapped_users, mapped_subscriptions)
+    return table_check_results(verdicts, dry_run=settings.dry_run, seen_before_commit=False, selected=selected)
+
+
+CHECKS = [no_rejected_entries]

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from pydantic import Field, ValidationError, field_validator, model_validator
+import psycopg
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from faceit_etl.postgres.database import checked_url, resolve_database_url
+from faceit_etl.postgres.database import checked_url, connect, describe, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
 from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 
@@ -135,6 +138,10 @@ def describe_invalid(error: ValidationError) -> str:
 
 
 class MigrationSettings(dg.ConfigurableResource):
+    """Validated once, when built (for a run: in its own process, at its start); an error never
+    quotes the values given, since `database_url` may hold a password."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
     # Every field defaults to None ("not set here"): a concrete default in the config schema would be
     # filled in by Dagster and could not be told apart from a value someone chose.
     database_url: str | None = Field(
@@ -213,12 +220,49 @@ class MigrationSettings(dg.ConfigurableResource):
     def _a_limit(cls, value: str | None) -> str | None:
         return value if value is None else parse_max_rejects(value).text
 
+    @field_validator("target_schema")
+    @classmethod
+    def _a_schema(cls, value: str | None) -> str | None:
+        return value if value is None else checked_identifier(value)
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _a_time_zone(cls, value: str | None) -> str | None:
+        try:
+            if value is not None:
+                ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError("not a known time zone") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_remove_rows(self) -> MigrationSettings:
+        """truncate deletes every row the file lacks: prune's guard would guard nothing."""
+        if self.truncate and self.prune:
+            raise SettingsError(
+                "truncate and prune cannot be combined: truncate replaces every row, prune deletes only the users "
+                "the file lacks, within max_prune_fraction; choose one"
+            )
+        return self
+
     def reject_limit(self) -> RejectLimit | None:
         """The reject limit of a run; None with `force`, which loads whatever was rejected."""
         return None if self.force else parse_max_rejects(self.max_rejects)
 
-    def connection_url(self) -> str:
+    def url_starting_embedded_server(self) -> str:
+        """The target's URL; with none configured this starts (or reuses) the embedded server."""
         return resolve_database_url(self._configured_url())
+
+    @contextmanager
+    def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection to the target in the tool's session settings, after a few bounded retries; a failure
+        names host and database only. Committed when the block ends normally, rolled back otherwise."""
+        with connect(self.url_starting_embedded_server(), autocommit=autocommit) as conn:
+            yield conn
+
+    def database_label(self) -> str:
+        """`host:port/database` of the target: what may be shown, never the password."""
+        return describe(self.url_starting_embedded_server())
 
     def _configured_url(self) -> str:
         url = self.database_url
@@ -226,21 +270,11 @@ class MigrationSettings(dg.ConfigurableResource):
             url = url.get_value() or ""
         return url or os.environ.get("DATABASE_URL", "")
 
-    def checked(self) -> MigrationSettings:
-        """Refuse unusable values before anything runs, naming the setting."""
-        checked_identifier(self.target_schema)
+    def check_database_url(self) -> None:
+        """Refuse a configured URL libpq cannot parse, in a fixed text that quotes none of it. Not a
+        validator: pydantic's error would carry the value, password and all."""
         if self._configured_url():
             checked_url(self._configured_url())
-        try:
-            ZoneInfo(self.source_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SettingsError(f"source_timezone {self.source_timezone!r} is not a known time zone") from None
-        if self.truncate and self.prune:  # truncate deletes every row the file lacks: prune's guard would guard nothing
-            raise SettingsError(
-                "truncate and prune cannot be combined: truncate replaces every row, prune deletes only the users "
-                "the file lacks, within max_prune_fraction; choose one"
-            )
-        return self
 
     def safe_summary(self) -> dict:
         """The settings a run used, as they may be shown or stored: no database URL, which may hold a password."""

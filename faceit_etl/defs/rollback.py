@@ -3,7 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from faceit_etl.postgres.database import connect, describe
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.rollback import find_backup, rollback
 from faceit_etl.postgres.lock import lock_schema
@@ -32,21 +31,21 @@ class RollbackConfig(dg.Config):
     ),
 )
 def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings):
-    settings = migration_settings.checked()
-    url = settings.connection_url()
-    with connect(url) as conn, conn.transaction():
+    with migration_settings.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
-        lock_schema(conn, settings.target_schema)
+        lock_schema(conn, migration_settings.target_schema)
         folder = find_backup(
             conn,
-            settings.target_schema,
-            settings.backup_dir,
+            migration_settings.target_schema,
+            migration_settings.backup_dir,
             backup_path=config.backup_path,
             migration_id=config.migration_id,
         )
-        result = rollback(conn, settings.target_schema, folder, discard_later_changes=config.discard_later_changes)
+        result = rollback(
+            conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
+        )
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
-    context.log.info(f"restored {describe(url)} to the snapshot in {folder}")
+    context.log.info(f"restored {migration_settings.database_label()} to the snapshot in {folder}")
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
         description=f"rolled back to the snapshot taken before run {result.run_id}",

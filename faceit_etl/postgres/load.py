@@ -55,6 +55,8 @@ _USER_DATA = USER_COLUMNS[2:]
 _SUBSCRIPTION_DATA = SUBSCRIPTION_COLUMNS[2:]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# The metadata keys under which a progress call is published as an event, for a watcher to read.
+PROGRESS_STAGE, PROGRESS_DONE, PROGRESS_TOTAL = "progress_stage", "progress_rows_done", "progress_rows_total"
 _NAMED_CLASHES = 20  # referral codes named in the error; the rest are counted
 # (connection, run whose load of this input left the tables as they are or None, their fingerprint)
 BeforeWrite = Callable[[psycopg.Connection, str | None, dict], None]

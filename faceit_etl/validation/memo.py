@@ -8,10 +8,13 @@ only; the newest few are kept, the rest deleted.
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 from faceit_etl.backup import private_folder, private_writer
-from faceit_etl.validation.validate import ValidationOutcome
+from faceit_etl.identity import input_identity
+from faceit_etl.source import SourceData
+from faceit_etl.validation.validate import ValidationOutcome, validate_entries
 
 KEEP = 3
 
@@ -34,3 +37,15 @@ def store(folder: Path, identity: str, outcome: ValidationOutcome) -> None:
     kept = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in kept[KEEP:]:
         old.unlink(missing_ok=True)
+
+
+def validate_once(source: SourceData, source_timezone: str, folder: Path) -> tuple[ValidationOutcome, bool]:
+    """The outcome of judging `source`, and whether it was an earlier run's: the same file bytes, time
+    zone and code give the same outcome, so it is judged once and kept under `folder`."""
+    identity = input_identity(source.sha256, source_timezone)
+    outcome = recall(folder, identity)
+    if outcome is not None:
+        return outcome, True
+    outcome = replace(validate_entries(source, source_timezone), input_identity=identity)
+    store(folder, identity, outcome)
+    return outcome, False

@@ -1,0 +1,144 @@
+"""One migration's load as a run: its `migration_logs` row, the tables' snapshot under the lock, the
+verdicts taken before the commit, and a failure that names no password.
+
+Whoever starts a load (the `postgres_tables` asset today) calls `load_run` and only turns its result
+into what it shows; the lifecycle cannot differ between callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from faceit_etl import backup
+from faceit_etl.mapping import MappedFrames
+from faceit_etl.postgres import ddl, runlog
+from faceit_etl.postgres.database import connect, describe, redact
+from faceit_etl.postgres.load import LoadStats, Progress, load
+from faceit_etl.postgres.snapshot import snapshot_for_load
+from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
+from faceit_etl.validation import ValidationOutcome
+
+DELETED_USER_IDS_FILE = "deleted_user_ids.json"  # every user prune deleted, in the run's backup folder
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What one run loads with: where, how, and the run's identity and backup folder."""
+
+    url: str
+    schema: str
+    run_id: str
+    root_run_id: str
+    # The run's own backup folder. `folder_has_manifest`: the run's source backup made it (with its
+    # manifest); a re-execution that reads its parent's copy gets a folder of its own here.
+    folder: Path
+    folder_has_manifest: bool
+    settings_summary: dict  # as stored in migration_logs: no password
+    backup_tables: bool = True
+    dry_run: bool = False
+    truncate: bool = False
+    prune: bool = False
+    max_prune_fraction: float = 0.1
+    batch_size: int = 10_000
+
+
+@dataclass
+class LoadRun:
+    """What a committed (or dry-run) load did and saw inside its transaction."""
+
+    stats: LoadStats
+    columns: list[tuple[str, str, bool]]  # (table.column, type, nullable) as the transaction saw them
+    verdicts: dict[str, Verdict]
+    snapshot: dict | str  # rows per table snapshotted, or why none was taken
+    log_id: str | None
+    database: str  # host:port/database, no password
+    notes: list[str] = field(default_factory=list)  # warnings worth a log line
+
+
+class LoadFailed(RuntimeError):
+    """The load wrote nothing; the message names the database without its password. `verdicts` are the
+    ones that stopped the commit, when a blocking verdict did."""
+
+    def __init__(self, message: str, verdicts: dict[str, Verdict] | None = None):
+        super().__init__(message)
+        self.verdicts = verdicts
+
+
+def load_run(
+    options: LoadOptions,
+    outcome: ValidationOutcome,
+    mapped: MappedFrames,
+    *,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] = lambda _: None,
+) -> LoadRun:
+    """Load `mapped` in one transaction, logged in `migration_logs` (not in a dry run, which leaves the
+    database byte-identical), or raise `LoadFailed` with the log row marked failed."""
+    seen: dict = {"snapshot": "skipped (backup_tables off)"}
+
+    def before_commit(conn, stats: LoadStats) -> None:
+        """Read what only the open transaction can show: the schema, and the verdicts on what it
+        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
+        seen["columns"] = [
+            (f"{name}.{column}", data_type, nullable)
+            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
+            for column, data_type, nullable in ddl.column_types(conn, options.schema, name)
+        ]
+        if stats.deleted_user_ids and not options.dry_run:  # before the commit, so migration_logs names the file
+            backup.private_folder(options.folder)
+            path = options.folder / DELETED_USER_IDS_FILE
+            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
+            stats.deleted_user_ids_file = str(path)
+        seen["verdicts"] = judge_before_commit(
+            conn, options.schema, mapped.users, mapped.subscriptions, stats.kept_absent(), outcome.rejects["user_id"]
+        )
+
+    def snapshot(conn, recognised: str | None, found: dict) -> None:
+        if options.backup_tables and not options.dry_run:  # a dry run changes nothing to undo
+            if not options.folder_has_manifest:
+                backup.start_manifest(options.folder, options.run_id, options.root_run_id)
+            target = snapshot_for_load(conn, options.url, options.schema, options.folder, options.run_id, recognised, found)
+            seen["snapshot"] = (
+                {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
+                if recognised is None
+                else f"not taken: the tables are as run {recognised} left them from this same file"
+            )
+
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connect(options.url))
+        log = None if options.dry_run else _start_log(stack, options, outcome.input_count, warn)
+        try:
+            stats = load(
+                conn, options.schema, mapped, outcome.rejects, options.run_id,
+                truncate=options.truncate, prune=options.prune, max_prune_fraction=options.max_prune_fraction,
+                batch_size=options.batch_size, progress=progress, before_commit=before_commit,
+                dry_run=options.dry_run, log=log, input_identity=outcome.input_identity, before_write=snapshot,
+            )
+        except Exception as exc:
+            message = redact(str(exc), options.url)
+            if log is not None:
+                with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
+                    runlog.finish(log, "failed", failed_items=outcome.rejected_count, error_message=message)
+            if isinstance(exc, VerificationFailed):
+                raise LoadFailed(message, exc.verdicts) from None
+            raise LoadFailed(f"load into {describe(options.url)} failed, nothing was written: {message}") from None
+    return LoadRun(stats, seen["columns"], seen["verdicts"], seen["snapshot"], log.log_id if log else None,
+                   describe(options.url))
+
+
+def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:
+    """The run's `migration_logs` row, on a connection of its own that stays open for the load."""
+    log_conn = stack.enter_context(connect(options.url, autocommit=True))
+    ddl.ensure_bookkeeping_tables(log_conn, options.schema)
+    for dead in runlog.fail_abandoned(log_conn, options.schema):
+        warn(f"migration_logs: run {dead} had ended without finishing; marked failed")
+    return runlog.start(
+        log_conn, options.schema, run_id=options.run_id, total_items=total_items,
+        metadata={"settings": options.settings_summary},
+    )
