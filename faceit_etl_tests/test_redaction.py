@@ -37,7 +37,9 @@ def test_a_url_password_of_any_characters_is_redacted_wherever_it_appears(secret
     redacted = redact(text, url)
     for form in forms(secret) - {keyword_quoted(secret)}:
         assert form not in redacted
-    assert "db.example:5432/faceit_bot" in redacted  # the rest stays readable
+    # The rest stays readable, unless it holds the password itself (then masking it there is right).
+    if not any(form in "db.example:5432/faceit_bot" for form in forms(secret)):
+        assert "db.example:5432/faceit_bot" in redacted
     assert redact(url) == "postgresql://bot:***@db.example:5432/faceit_bot"  # even without knowing the URL
 
 
