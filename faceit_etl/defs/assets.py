@@ -203,6 +203,14 @@ def postgres_tables(
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
     seen_in_transaction: dict = {}
 
+    def before_log(stats: LoadStats) -> None:
+        """Before the log row is written, so migration_logs names the file of pruned users."""
+        if stats.deleted_user_ids and not settings.dry_run:
+            backup.private_folder(folder)
+            path = folder / DELETED_USER_IDS_FILE
+            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
+            stats.deleted_user_ids_file = str(path)
+
     def before_commit(conn, stats: LoadStats) -> None:
         """Read what only the open transaction can show: the schema, and the verdicts on what it
         wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
@@ -211,11 +219,6 @@ def postgres_tables(
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
             for column, data_type, nullable in ddl.column_types(conn, schema, name)
         ]
-        if stats.deleted_user_ids and not settings.dry_run:  # before the commit, so migration_logs names the file
-            backup.private_folder(folder)
-            path = folder / DELETED_USER_IDS_FILE
-            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
-            stats.deleted_user_ids_file = str(path)
         verdicts = judge_before_commit(
             conn, schema, mapped_users, mapped_subscriptions, stats.kept_absent(), validated_frame.rejects["user_id"]
         )
@@ -259,6 +262,7 @@ def postgres_tables(
                 batch_size=settings.batch_size,
                 progress=lambda stage, done, total: context.log.debug(f"{stage}: {done}/{total} rows"),
                 before_commit=before_commit,
+                before_log=before_log,
                 dry_run=settings.dry_run,
                 log=log,
                 input_identity=validated_frame.input_identity,
