@@ -97,8 +97,8 @@ def test_a_run_killed_mid_load_leaves_the_target_as_it_was(tmp_path, database_ur
 
 
 def test_a_run_killed_just_before_its_commit_leaves_the_target_as_it_was(tmp_path, database_url, db):
-    """The load's last statement marks its log row `success`. Holding that row locked stops the load
-    right there, every row written but nothing committed, long enough to kill it."""
+    """The load's last write marks its log row `success` (only the verdicts, reads, follow). Holding that
+    row locked stops the load right there, every row written but nothing committed, long enough to kill it."""
     victim, before, run_again = _start_killable_run(tmp_path, database_url, db, "--truncate")
     with psycopg.connect(database_url) as holder:
         _wait_until(victim, "starting its load", lambda: holder.execute(

@@ -441,7 +441,7 @@ def test_a_foreign_key_from_another_table_refuses_the_rollback_in_plain_words_an
         assert not result.success
         assert failure_of(result) == (
             "RollbackRefused",
-            "refusing to roll back: other tables reference the bot's tables (user_notes (user_notes_user_id_fkey)), "
+            "refusing to roll back: other tables reference the bot's tables (public.user_notes (user_notes_user_id_fkey)), "
             "and restoring must empty them first; nothing was changed. Drop those foreign keys (or empty those "
             "tables) and roll back again",
         )
@@ -817,8 +817,8 @@ def test_rolling_back_the_creating_run_under_a_view_or_a_column_of_the_enum_is_r
 
     assert failure_of(refused) == (
         "RollbackRefused",
-        "refusing to roll back: the snapshot is from before the tables were created, and tier_prices.tier, "
-        "view pro_users depend(s) on what dropping them removes; nothing was changed. Drop those first and "
+        "refusing to roll back: the snapshot is from before the tables were created, and public.tier_prices.tier, "
+        "view public.pro_users depend(s) on what dropping them removes; nothing was changed. Drop those first and "
         "roll back again",
     )
     assert (database_state(db), target_state(db)) == before

@@ -121,8 +121,13 @@ def redact(text: str, url: str | None = None) -> str:
 
 # The session settings the tool reads and writes values with. A database or role may set other defaults
 # (`ALTER DATABASE ... SET datestyle = 'SQL, DMY'`, another TimeZone, LATIN1): psycopg then cannot parse
-# timestamps, output shifts, or text cannot be encoded. Every session sets its own.
+# timestamps, output shifts, or text cannot be encoded. Every session sets its own. The search_path
+# too: one set there (`evil, pg_catalog, public`) would let any schema before pg_catalog answer for
+# now(), casts or operators we use unqualified. Ours holds only pg_catalog (and pg_temp, our staging):
+# every relation and type we name is schema-qualified, so a trigger function of the database's that
+# names a table unqualified fails loudly in our sessions instead of resolving through a path we did not set.
 SESSION_SETTINGS = {
+    "search_path": "pg_catalog, pg_temp",
     "DateStyle": "ISO, MDY",
     "IntervalStyle": "postgres",
     "TimeZone": "UTC",

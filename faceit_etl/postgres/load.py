@@ -121,6 +121,7 @@ def load(
     batch_size: int = 10_000,
     progress: Progress | None = None,
     before_commit: Callable[[psycopg.Connection, LoadStats], None] | None = None,
+    before_log: Callable[[LoadStats], None] | None = None,
     dry_run: bool = False,
     log: runlog.RunLog | None = None,
     input_identity: str | None = None,
@@ -128,9 +129,11 @@ def load(
     prune: bool = False,
     max_prune_fraction: float = 0.1,
 ) -> LoadStats:
-    """Load in one transaction. `before_commit` runs inside it with the stats; with `dry_run` the transaction is
-    then rolled back, so the stats say what would have been written. The run's `log` row is marked
-    `success` by the transaction's last statement: a load that never commits leaves it `running`.
+    """Load in one transaction. `before_commit` (the verdicts) runs inside it with the stats, after every
+    write of the transaction: the rows, the rejects and the run's `log` row marked `success` (a load that
+    never commits leaves it `running`), so nothing a trigger on any of them does escapes the verdicts.
+    `before_log` runs just before that row is written, for what it must name. With `dry_run` the
+    transaction is then rolled back, so the stats say what would have been written.
 
     With `input_identity` (see `identity.py`) the log row keeps it with the tables' fingerprint,
     and a load of an input whose earlier load left the tables as they are now writes nothing
@@ -214,11 +217,9 @@ def load(
             absent_users=0 if truncate else absent.users,
             deleted_user_ids=_deleted_ids(conn) if prune and not truncate and absent.users else [],
         )
-        if before_commit is not None:
-            before_commit(conn, stats)
-        if dry_run:
-            raise psycopg.Rollback()
-        if log is not None:
+        if before_log is not None:
+            before_log(stats)
+        if log is not None and not dry_run:
             runlog.finish(
                 log,
                 "success",
@@ -233,6 +234,13 @@ def load(
                 | ({"input_identity": input_identity} if input_identity is not None else {}),
                 conn=conn,
             )
+        # Every write of this transaction is done: what it queued to run later (deferred constraints and
+        # constraint triggers, ours or queued by our bookkeeping) runs now, so the verdicts come last.
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if before_commit is not None:
+            before_commit(conn, stats)
+        if dry_run:
+            raise psycopg.Rollback()
     return stats
 
 

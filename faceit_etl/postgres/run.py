@@ -82,6 +82,14 @@ def load_run(
     database byte-identical), or raise `LoadFailed` with the log row marked failed."""
     seen: dict = {"snapshot": "skipped (backup_tables off)"}
 
+    def before_log(stats: LoadStats) -> None:
+        """Before the log row is written, so migration_logs names the file of pruned users."""
+        if stats.deleted_user_ids and not options.dry_run:
+            backup.private_folder(options.folder)
+            path = options.folder / DELETED_USER_IDS_FILE
+            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
+            stats.deleted_user_ids_file = str(path)
+
     def before_commit(conn, stats: LoadStats) -> None:
         """Read what only the open transaction can show: the schema, and the verdicts on what it
         wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
@@ -90,11 +98,6 @@ def load_run(
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
             for column, data_type, nullable in ddl.column_types(conn, options.schema, name)
         ]
-        if stats.deleted_user_ids and not options.dry_run:  # before the commit, so migration_logs names the file
-            backup.private_folder(options.folder)
-            path = options.folder / DELETED_USER_IDS_FILE
-            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
-            stats.deleted_user_ids_file = str(path)
         seen["verdicts"] = judge_before_commit(
             conn, options.schema, mapped.users, mapped.subscriptions, stats.kept_absent(), outcome.rejects["user_id"]
         )
@@ -117,7 +120,7 @@ def load_run(
             stats = load(
                 conn, options.schema, mapped, outcome.rejects, options.run_id,
                 truncate=options.truncate, prune=options.prune, max_prune_fraction=options.max_prune_fraction,
-                batch_size=options.batch_size, progress=progress, before_commit=before_commit,
+                batch_size=options.batch_size, progress=progress, before_commit=before_commit, before_log=before_log,
                 dry_run=options.dry_run, log=log, input_identity=outcome.input_identity, before_write=snapshot,
             )
         except Exception as exc:
