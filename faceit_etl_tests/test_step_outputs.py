@@ -75,9 +75,11 @@ def test_the_settings_resource_hands_out_connections_in_known_sessions(database_
 
     settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
     with settings.get_connection() as conn:
-        assert conn.execute("SELECT current_setting('TimeZone'), current_setting('DateStyle')").fetchone() == ("UTC", "ISO, MDY")
-        conn.execute("CREATE TABLE handed_out (n int)")
-    assert db.execute("SELECT to_regclass('handed_out') IS NOT NULL").fetchone()[0]  # committed at the block's end
+        assert conn.execute(
+            "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path')"
+        ).fetchone() == ("UTC", "ISO, MDY", "pg_catalog, pg_temp")
+        conn.execute("CREATE TABLE public.handed_out (n int)")
+    assert db.execute("SELECT to_regclass('public.handed_out') IS NOT NULL").fetchone()[0]  # committed at the block's end
 
     dead = MigrationSettings(database_url="postgresql://bot:Hunter2secret@127.0.0.1:1/faceit")
     try:
