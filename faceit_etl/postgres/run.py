@@ -138,6 +138,10 @@ def load_run(
 def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:
     """The run's `migration_logs` row, on a connection of its own that stays open for the load."""
     log_conn = stack.enter_context(connect(options.url, autocommit=True))
+    try:
+        ddl.refuse_hooks_outside_the_load(log_conn, options.schema)
+    except ddl.TargetError as exc:
+        raise LoadFailed(f"load into {describe(options.url)} failed, nothing was written: {exc}") from None
     ddl.ensure_bookkeeping_tables(log_conn, options.schema)
     for dead in runlog.fail_abandoned(log_conn, options.schema):
         warn(f"migration_logs: run {dead} had ended without finishing; marked failed")
