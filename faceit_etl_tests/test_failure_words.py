@@ -10,6 +10,8 @@ from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import VerificationFailed
+from faceit_etl_tests.conftest import write_json
+from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_load import chain, document
 from faceit_etl_tests.test_verified_before_commit import HEAD, SCHEMA, judged, target_state, trigger
 
@@ -32,3 +34,26 @@ def test_a_content_failure_names_the_files_rows_not_the_kept_ones(db, database_u
         f"{HEAD}content_matches: users: 0 rows missing, 1 cells differ (in faceit_nickname) "
         f"(rows: users faceit_nickname: {entries[0]['user_id']})"
     )
+
+
+def test_a_server_error_names_table_and_column_never_the_rows_values(workdir, database_url, db):  # noqa: F811
+    """A NOT NULL column the bot added without a default: PostgreSQL's DETAIL quotes the failing row."""
+    source = write_json(workdir / "f1.json", {"users": [{"user_id": 2000, "faceit_nickname": "n2000"}]})
+    assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
+    db.execute("ALTER TABLE public.users ADD COLUMN team text NOT NULL DEFAULT 't'")
+    db.execute("ALTER TABLE public.users ALTER COLUMN team DROP DEFAULT")
+    write_json(source, {"users": [{"user_id": 2000, "faceit_nickname": "n2000"},
+                                  {"user_id": 2001, "faceit_player_id": "p2001", "faceit_nickname": "n2001"}]})
+    before = target_state(db)
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source))
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert target_state(db) == before
+    stored = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    assert stored.endswith(
+        'null value in column "team" of relation "users" violates not-null constraint (table public.users, column team)'
+    ), stored
+    logged = (workdir / "migration.log").read_text()
+    for text in (stored, done.stdout, done.stderr, logged):
+        assert "n2001" not in text and "p2001" not in text and "Failing row" not in text

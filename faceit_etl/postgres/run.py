@@ -18,7 +18,7 @@ import psycopg
 from faceit_etl import backup
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
-from faceit_etl.postgres.database import connect, describe, redact
+from faceit_etl.postgres.database import connect, describe, redact, server_error_text
 from faceit_etl.postgres.load import LoadStats, Progress, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
@@ -124,7 +124,7 @@ def load_run(
                 dry_run=options.dry_run, log=log, input_identity=outcome.input_identity, before_write=snapshot,
             )
         except Exception as exc:
-            message = redact(str(exc), options.url)
+            message = redact(server_error_text(exc), options.url)
             if log is not None:
                 with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
                     runlog.finish(log, "failed", failed_items=outcome.rejected_count, error_message=message)
