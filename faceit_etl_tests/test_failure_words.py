@@ -57,3 +57,22 @@ def test_a_server_error_names_table_and_column_never_the_rows_values(workdir, da
     logged = (workdir / "migration.log").read_text()
     for text in (stored, done.stdout, done.stderr, logged):
         assert "n2001" not in text and "p2001" not in text and "Failing row" not in text
+
+
+@pytest.mark.parametrize(("entries", "why"), [
+    ([{"user_id": "bad"}], "every entry of the file was rejected (1)"),
+    ([{"user_id": "bad"}, {"user_id": 5, "created_at": "never"}], "every entry of the file was rejected (2)"),
+    ([], "the file holds none"),
+])
+def test_a_truncate_with_no_user_to_load_says_why(db, database_url, entries, why):
+    with psycopg.connect(database_url) as conn:
+        first, rejects = chain(document(generate_users(3, seed=42)))
+        load(conn, SCHEMA, first, rejects, "run-1", before_commit=judged(first))
+    mapped, rejects = chain(document(entries))
+    before = target_state(db)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(ddl.TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-2", truncate=True)
+
+    assert str(refused.value) == f"refusing to truncate the tables with no user to load: {why}"
+    assert target_state(db) == before
