@@ -76,3 +76,25 @@ def test_a_truncate_with_no_user_to_load_says_why(db, database_url, entries, why
 
     assert str(refused.value) == f"refusing to truncate the tables with no user to load: {why}"
     assert target_state(db) == before
+
+
+def test_a_dropped_column_is_named_with_its_fix_before_any_write(workdir, database_url, db):  # noqa: F811
+    source = write_json(workdir / "f1.json", {"users": [{"user_id": 3000, "faceit_nickname": "n3000"}]})
+    assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
+    db.execute("ALTER TABLE public.users DROP COLUMN last_active_at")
+    db.execute("ALTER TABLE public.user_subscriptions DROP COLUMN tier")
+    write_json(source, {"users": [{"user_id": 3000, "faceit_nickname": "renamed"}, {"user_id": 3001}]})
+    before = target_state(db)
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source))
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert target_state(db) == before
+    stored = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    assert stored.endswith(
+        "the existing tables lack column(s) the bot's models have: public.users.last_active_at, "
+        "public.user_subscriptions.tier. Nothing was written. Add them back (the bot's Alembic revision creates them), "
+        "then run again:\n  ALTER TABLE public.users ADD COLUMN last_active_at timestamptz;\n"
+        "  ALTER TABLE public.user_subscriptions ADD COLUMN tier public.subscriptiontier;"
+    ), stored
+    assert "does not exist" not in done.stdout

@@ -275,6 +275,29 @@ _INTEGER_RANGES = {"smallint": 2**15 - 1, "integer": INT32_MAX}
 _NAMED_USERS = 5
 
 
+def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
+    """Stop before writing when an existing table lacks a column we write (one dropped by hand): the
+    bot's models and Alembic revision have every one, so the fix is to add it back, not to load without it."""
+    missing = []
+    for name, columns in ((USERS, _USERS_COLUMNS), (SUBSCRIPTIONS, _SUBSCRIPTIONS_COLUMNS)):
+        present = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            [schema, name],
+        )}
+        missing += [(name, column, type_.split(" NOT NULL")[0]) for column, type_, _ in columns if column not in present]
+    if missing:
+        raise TargetError(
+            "the existing tables lack column(s) the bot's models have: "
+            + ", ".join(f"{schema}.{name}.{column}" for name, column, _ in missing)
+            + ". Nothing was written. Add them back (the bot's Alembic revision creates them), then run again:\n  "
+            + "\n  ".join(
+                f"ALTER TABLE {schema}.{name} ADD COLUMN {column} "
+                + (f"{schema}.{TIER_TYPE}" if type_ == "{tier}" else type_) + ";"
+                for name, column, type_ in missing
+            )
+        )
+
+
 def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame]) -> None:
     """Stop before writing when a value would not fit the existing table's actual column: a string
     longer than its varchar(n)/char(n), a number beyond its smallint/integer (the bot's Alembic

@@ -38,6 +38,7 @@ from faceit_etl.postgres.ddl import (
     TargetError,
     TargetFrame,
     check_column_widths,
+    check_columns_present,
     check_nulls_fit,
     ensure_bookkeeping_tables,
     ensure_target_tables,
@@ -177,6 +178,7 @@ def load(
                           index=mapped.subscriptions.index),
             ),
         ]
+        check_columns_present(conn, schema)
         check_column_widths(conn, schema, targets)
         check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
         if truncate and mapped.users.empty:
