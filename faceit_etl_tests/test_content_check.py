@@ -106,9 +106,9 @@ def test_a_change_in_any_column_of_one_row_fails_content_matches_naming_it(db, d
     users, subscriptions = verdict.metadata[ddl.USERS], verdict.metadata[ddl.SUBSCRIPTIONS]
     if column in ("id", "user_id"):  # what ties the row to its Telegram id: the file's row is missing
         moved = table == ddl.USERS and column == "user_id"  # the user and its subscription now have another id
-        assert users["examples"] == ({"missing": [telegram_id], "unexpected": [int(after)]} if moved else {})
+        assert users["examples"] == ({"missing": [telegram_id], "not_in_file": [int(after)]} if moved else {})
         assert subscriptions["examples"] == (
-            {"missing": [telegram_id], "unexpected": [int(after)]} if moved else {"missing": [telegram_id]}
+            {"missing": [telegram_id], "not_in_file": [int(after)]} if moved else {"missing": [telegram_id]}
         )
         assert subscriptions["rows_not_in_file"] == int(moved)
         assert verdict.description == "; ".join(

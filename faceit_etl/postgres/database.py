@@ -119,6 +119,19 @@ def redact(text: str, url: str | None = None) -> str:
     return _PASSWORD_KEYWORD.sub(r"\1***", text)
 
 
+def server_error_text(exc: BaseException) -> str:
+    """A server error's own sentence and where it happened (table, column, constraint), without its
+    DETAIL or CONTEXT: those quote row values (`Failing row contains (...)`, `Key (user_id)=(...)`), personal
+    data that must reach no log, table or screen. Any other exception as it reads."""
+    if not isinstance(exc, psycopg.Error) or not exc.diag.message_primary:
+        return str(exc)
+    diag = exc.diag
+    relation = f"{diag.schema_name}.{diag.table_name}" if diag.schema_name else diag.table_name
+    where = [f"{name} {value}" for name, value in
+             (("table", relation), ("column", diag.column_name), ("constraint", diag.constraint_name)) if value]
+    return diag.message_primary + (f" ({', '.join(where)})" if where else "")
+
+
 # The session settings the tool reads and writes values with. A database or role may set other defaults
 # (`ALTER DATABASE ... SET datestyle = 'SQL, DMY'`, another TimeZone, LATIN1): psycopg then cannot parse
 # timestamps, output shifts, or text cannot be encoded. Every session sets its own. The search_path

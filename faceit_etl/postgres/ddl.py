@@ -155,6 +155,46 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
+def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None:
+    """Refuse, before any write, what would act on writes we commit outside the load's transaction (the
+    log row's start and failure, our tables' DDL): whatever it changed would be committed unverified, and
+    before the snapshot a rollback restores. A user trigger or rule on our bookkeeping tables always; an
+    enabled event trigger only when those tables are still to be made (no other DDL of ours runs outside
+    the load, and the log row needs the tables before the load's transaction opens)."""
+    bookkeeping = [MIGRATION_LOGS, MIGRATION_REJECTS]
+    found = [
+        f"trigger {name} on {schema}.{relation}"
+        for relation, name in conn.execute(
+            """SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = ANY(%s) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+               ORDER BY 1, 2""",
+            [schema, bookkeeping],
+        )
+    ] + [
+        f"rule {name} on {schema}.{relation}"
+        for relation, name in conn.execute(
+            "SELECT tablename, rulename FROM pg_rules WHERE schemaname = %s AND tablename = ANY(%s) ORDER BY 1, 2",
+            [schema, bookkeeping],
+        )
+    ]
+    if not _bookkeeping_exist(conn, schema):
+        found += [
+            f"event trigger {name} on {event}"
+            for name, event in conn.execute(
+                "SELECT evtname, evtevent FROM pg_event_trigger WHERE evtenabled <> 'D' ORDER BY 1"
+            )
+        ]
+    if found:
+        raise TargetError(
+            f"refusing to load: {'; '.join(found)} would act on faceit-etl's own bookkeeping writes, which commit "
+            "outside the load's transaction and its verification; drop or disable "
+            + ("them" if len(found) > 1 else "it")
+            + (f" (an event trigger only until {schema}.{MIGRATION_LOGS} and {schema}.{MIGRATION_REJECTS} exist)"
+               if any(f.startswith("event") for f in found) else "")
+        )
+
+
 def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
     return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
 
@@ -233,6 +273,29 @@ class TargetFrame:
 
 _INTEGER_RANGES = {"smallint": 2**15 - 1, "integer": INT32_MAX}
 _NAMED_USERS = 5
+
+
+def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
+    """Stop before writing when an existing table lacks a column we write (one dropped by hand): the
+    bot's models and Alembic revision have every one, so the fix is to add it back, not to load without it."""
+    missing = []
+    for name, columns in ((USERS, _USERS_COLUMNS), (SUBSCRIPTIONS, _SUBSCRIPTIONS_COLUMNS)):
+        present = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            [schema, name],
+        )}
+        missing += [(name, column, type_.split(" NOT NULL")[0]) for column, type_, _ in columns if column not in present]
+    if missing:
+        raise TargetError(
+            "the existing tables lack column(s) the bot's models have: "
+            + ", ".join(f"{schema}.{name}.{column}" for name, column, _ in missing)
+            + ". Nothing was written. Add them back (the bot's Alembic revision creates them), then run again:\n  "
+            + "\n  ".join(
+                f"ALTER TABLE {schema}.{name} ADD COLUMN {column} "
+                + (f"{schema}.{TIER_TYPE}" if type_ == "{tier}" else type_) + ";"
+                for name, column, type_ in missing
+            )
+        )
 
 
 def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame]) -> None:

@@ -38,6 +38,7 @@ from faceit_etl.postgres.ddl import (
     TargetError,
     TargetFrame,
     check_column_widths,
+    check_columns_present,
     check_nulls_fit,
     ensure_bookkeeping_tables,
     ensure_target_tables,
@@ -177,10 +178,12 @@ def load(
                           index=mapped.subscriptions.index),
             ),
         ]
+        check_columns_present(conn, schema)
         check_column_widths(conn, schema, targets)
         check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
         if truncate and mapped.users.empty:
-            raise TargetError("refusing to truncate the tables with no user to load: the file holds none")
+            why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
+            raise TargetError(f"refusing to truncate the tables with no user to load: {why}")
         if recognised is not None:
             users, subscriptions = TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
         elif _empty_after_lock(conn, schema, truncate):

@@ -18,7 +18,7 @@ import psycopg
 from faceit_etl import backup
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
-from faceit_etl.postgres.database import connect, describe, redact
+from faceit_etl.postgres.database import connect, describe, redact, server_error_text
 from faceit_etl.postgres.load import LoadStats, Progress, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
@@ -124,7 +124,7 @@ def load_run(
                 dry_run=options.dry_run, log=log, input_identity=outcome.input_identity, before_write=snapshot,
             )
         except Exception as exc:
-            message = redact(str(exc), options.url)
+            message = redact(server_error_text(exc), options.url)
             if log is not None:
                 with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
                     runlog.finish(log, "failed", failed_items=outcome.rejected_count, error_message=message)
@@ -138,6 +138,10 @@ def load_run(
 def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:
     """The run's `migration_logs` row, on a connection of its own that stays open for the load."""
     log_conn = stack.enter_context(connect(options.url, autocommit=True))
+    try:
+        ddl.refuse_hooks_outside_the_load(log_conn, options.schema)
+    except ddl.TargetError as exc:
+        raise LoadFailed(f"load into {describe(options.url)} failed, nothing was written: {exc}") from None
     ddl.ensure_bookkeeping_tables(log_conn, options.schema)
     for dead in runlog.fail_abandoned(log_conn, options.schema):
         warn(f"migration_logs: run {dead} had ended without finishing; marked failed")

@@ -215,11 +215,13 @@ def failure_message(verdicts: dict[str, Verdict]) -> str:
 
 
 def _example_keys(verdict: Verdict) -> str:
-    """The keys of differing rows a content verdict gives as examples, per table and column."""
+    """The keys of differing rows a content verdict gives as examples, per table and column: the file's
+    rows that are missing or differ, not the table's rows the file lacks (kept, judged by their count)."""
     named = [
         f"{table} {column}: {', '.join(map(str, keys))}"
         for table, summary in verdict.metadata.items()
         if isinstance(summary, dict)
         for column, keys in summary.get("examples", {}).items()
+        if column != verify.NOT_IN_FILE
     ]
     return f" (rows: {'; '.join(named)})" if named else ""

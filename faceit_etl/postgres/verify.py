@@ -107,6 +107,10 @@ def rows_of_users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd
     return {USERS: users, SUBSCRIPTIONS: subscriptions}
 
 
+# Rows of the table the file does not have: kept users, whose count `rows_not_in_file` judges.
+NOT_IN_FILE = "not_in_file"
+
+
 @dataclass
 class ContentDiff:
     table: str
@@ -128,7 +132,7 @@ class ContentDiff:
             "differing_cells": {c: len(keys) for c, keys in self.differing.items()},
             "examples": {
                 **({"missing": self.missing[:EXAMPLE_KEYS]} if self.missing else {}),
-                **({"unexpected": self.unexpected[:EXAMPLE_KEYS]} if self.unexpected else {}),
+                **({NOT_IN_FILE: self.unexpected[:EXAMPLE_KEYS]} if self.unexpected else {}),
                 **{c: keys[:EXAMPLE_KEYS] for c, keys in self.differing.items()},
             },
         }
