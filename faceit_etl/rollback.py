@@ -29,10 +29,19 @@ from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exis
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
-from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES, UNCHANGED_SINCE, TableDigest, restore_snapshot
+from faceit_etl.postgres.snapshot import (
+    SNAPSHOT_TABLES,
+    UNCHANGED_SINCE,
+    TableDigest,
+    database_identity,
+    restore_snapshot,
+)
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
+
+
+UNCHECKED_ORIGIN = "the snapshot does not record which database it was taken from (made by an older faceit-etl): restored without that check"
 
 
 class RollbackError(RuntimeError):
@@ -51,6 +60,8 @@ class RollbackResult:
     run_id: str
     restored: dict[str, TableDigest]
     dropped: list[str]
+    # The snapshot predates recording which database it was taken from: its origin was not checked.
+    origin_unchecked: bool = False
 
 
 def find_backup(
@@ -110,6 +121,7 @@ def rollback(
         )
     if target["schema"] != schema:
         raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
+    _refuse_other_database(conn, folder, target)
     with conn.transaction():
         lock_schema(conn, schema)
         logged = table_exists(conn, schema, MIGRATION_LOGS)
@@ -132,7 +144,21 @@ def rollback(
                 [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
-    return RollbackResult(folder, run_id, restored, dropped)
+    return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+
+
+def _refuse_other_database(conn: psycopg.Connection, folder: Path, target: dict) -> None:
+    """A snapshot restores only into the database it was taken from: another database's rows would
+    replace this one's. Snapshots written before the origin was recorded cannot be checked; they are
+    restored (the result says so) so that existing backups stay usable."""
+    taken = target.get("database")
+    here = database_identity(conn)
+    if taken is not None and taken != here:
+        raise RollbackRefused(
+            f"{folder}: the snapshot was taken from database {taken['name']!r} (system {taken['system_identifier']}), "
+            f"not from this one, {here['name']!r} (system {here['system_identifier']}): restoring it would "
+            "replace this database's rows with another's; nothing was changed"
+        )
 
 
 def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run_id: str) -> None:

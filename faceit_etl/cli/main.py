@@ -600,6 +600,10 @@ def rollback(args: argparse.Namespace) -> int:
             say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
         for name in dropped:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
+        if not event.metadata["origin_checked"].value:
+            from faceit_etl.rollback import UNCHECKED_ORIGIN
+
+            say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True)
         return EXIT_OK
     causes = step_causes(result)
     refused = any(cls == "RollbackRefused" for cls, _ in causes)

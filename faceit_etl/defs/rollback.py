@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.rollback import find_backup, rollback
+from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
 from faceit_etl.postgres.lock import lock_schema
 
 
@@ -46,6 +46,8 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
         )
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
     context.log.info(f"restored {migration_settings.database_label()} to the snapshot in {folder}")
+    if result.origin_unchecked:
+        context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
         description=f"rolled back to the snapshot taken before run {result.run_id}",
@@ -54,6 +56,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
             "snapshot": dg.MetadataValue.path(str(folder)),
             "restored": dg.MetadataValue.json(restored),
             "dropped_tables": dg.MetadataValue.json(result.dropped),
+            "origin_checked": not result.origin_unchecked,
         },
     )
     yield dg.Output(None)
