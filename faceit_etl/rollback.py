@@ -34,6 +34,7 @@ from faceit_etl.postgres.snapshot import (
     UNCHANGED_SINCE,
     TableDigest,
     database_identity,
+    digest_table,
     restore_snapshot,
 )
 
@@ -130,8 +131,8 @@ def rollback(
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)
-        if logged and not discard_later_changes:
-            _refuse_later_changes(conn, schema, existing)
+        if not discard_later_changes:
+            _refuse_later_changes(conn, schema, existing, folder, target, logged)
         restored = restore_snapshot(conn, folder, target)
         if logged:
             # The snapshot holds every migration committed before this one: it and the later ones are undone.
@@ -218,17 +219,23 @@ def _rows(value: str) -> int:
     return int(value.split(":", 1)[0])
 
 
-def _refuse_later_changes(conn: psycopg.Connection, schema: str, existing: list[str]) -> None:
-    """The tables must be as the latest committed migration left them; a table that is gone has
-    nothing left to lose."""
-    row = conn.execute(
-        sql.SQL(
-            "SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success' "
-            "ORDER BY {} DESC LIMIT 1"
-        ).format(table(schema, MIGRATION_LOGS), _ORDER)
-    ).fetchone()
+def _refuse_later_changes(
+    conn: psycopg.Connection, schema: str, existing: list[str], folder: Path, target: dict, logged: bool
+) -> None:
+    """The tables must be as the latest state faceit-etl knows left them: the latest committed
+    migration's, else (none in force, as before the first migration) the snapshot's own. A table
+    that is gone has nothing left to lose."""
+    row = None
+    if logged:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success' "
+                "ORDER BY {} DESC LIMIT 1"
+            ).format(table(schema, MIGRATION_LOGS), _ORDER)
+        ).fetchone()
     if row is None:
-        return  # no migration in force: nothing any rollback left can be told apart from later writes
+        _refuse_changes_since_snapshot(conn, schema, existing, folder, target)
+        return
     run_id, then = row
     if not then:
         raise RollbackRefused(
@@ -248,4 +255,30 @@ def _refuse_later_changes(conn: psycopg.Connection, schema: str, existing: list[
             f"the tables changed since run {run_id} committed ({'; '.join(changed)}): restoring the snapshot "
             "would discard those changes; nothing was changed. Roll back with --discard-later-changes "
             "(rollback_job: discard_later_changes) to restore it anyway"
+        )
+
+
+def _refuse_changes_since_snapshot(
+    conn: psycopg.Connection, schema: str, existing: list[str], folder: Path, target: dict
+) -> None:
+    """With no migration in force (a manual backup restored before any migration, or after all were
+    rolled back), the tables must hold exactly what the snapshot holds: anything else was written
+    since, and restoring would drop it."""
+    changed = []
+    for name in existing:
+        snap = target["tables"].get(name)
+        if snap is None:
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
+            changed.append(f"{name}: {rows} rows now, absent then")
+            continue
+        now = digest_table(conn, schema, name, columns=snap.get("columns"))
+        if (now.rows, now.sha256) != (snap["rows"], snap["sha256"]):
+            changed.append(
+                f"{name}: {now.rows} rows now, {snap['rows']} then" + (", contents differ" if now.rows == snap["rows"] else "")
+            )
+    if changed:
+        raise RollbackRefused(
+            f"the tables changed since the snapshot in {folder} was taken ({'; '.join(changed)}), and no "
+            "migration since records them: restoring it would discard those changes; nothing was changed. "
+            "Roll back with --discard-later-changes (rollback_job: discard_later_changes) to restore it anyway"
         )
