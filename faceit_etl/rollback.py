@@ -29,10 +29,20 @@ from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exis
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
-from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES, UNCHANGED_SINCE, TableDigest, restore_snapshot
+from faceit_etl.postgres.snapshot import (
+    SNAPSHOT_TABLES,
+    UNCHANGED_SINCE,
+    TableDigest,
+    database_identity,
+    digest_table,
+    restore_snapshot,
+)
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
+
+
+UNCHECKED_ORIGIN = "the snapshot does not record which database it was taken from (made by an older faceit-etl): restored without that check"
 
 
 class RollbackError(RuntimeError):
@@ -51,6 +61,8 @@ class RollbackResult:
     run_id: str
     restored: dict[str, TableDigest]
     dropped: list[str]
+    # The snapshot predates recording which database it was taken from: its origin was not checked.
+    origin_unchecked: bool = False
 
 
 def find_backup(
@@ -110,6 +122,7 @@ def rollback(
         )
     if target["schema"] != schema:
         raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
+    _refuse_other_database(conn, folder, target)
     with conn.transaction():
         lock_schema(conn, schema)
         logged = table_exists(conn, schema, MIGRATION_LOGS)
@@ -118,8 +131,8 @@ def rollback(
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)
-        if logged and not discard_later_changes:
-            _refuse_later_changes(conn, schema, existing)
+        if not discard_later_changes:
+            _refuse_later_changes(conn, schema, existing, folder, target, logged)
         restored = restore_snapshot(conn, folder, target)
         if logged:
             # The snapshot holds every migration committed before this one: it and the later ones are undone.
@@ -132,7 +145,21 @@ def rollback(
                 [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
-    return RollbackResult(folder, run_id, restored, dropped)
+    return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+
+
+def _refuse_other_database(conn: psycopg.Connection, folder: Path, target: dict) -> None:
+    """A snapshot restores only into the database it was taken from: another database's rows would
+    replace this one's. Snapshots written before the origin was recorded cannot be checked; they are
+    restored (the result says so) so that existing backups stay usable."""
+    taken = target.get("database")
+    here = database_identity(conn)
+    if taken is not None and taken != here:
+        raise RollbackRefused(
+            f"{folder}: the snapshot was taken from database {taken['name']!r} (system {taken['system_identifier']}), "
+            f"not from this one, {here['name']!r} (system {here['system_identifier']}): restoring it would "
+            "replace this database's rows with another's; nothing was changed"
+        )
 
 
 def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run_id: str) -> None:
@@ -192,17 +219,23 @@ def _rows(value: str) -> int:
     return int(value.split(":", 1)[0])
 
 
-def _refuse_later_changes(conn: psycopg.Connection, schema: str, existing: list[str]) -> None:
-    """The tables must be as the latest committed migration left them; a table that is gone has
-    nothing left to lose."""
-    row = conn.execute(
-        sql.SQL(
-            "SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success' "
-            "ORDER BY {} DESC LIMIT 1"
-        ).format(table(schema, MIGRATION_LOGS), _ORDER)
-    ).fetchone()
+def _refuse_later_changes(
+    conn: psycopg.Connection, schema: str, existing: list[str], folder: Path, target: dict, logged: bool
+) -> None:
+    """The tables must be as the latest state faceit-etl knows left them: the latest committed
+    migration's, else (none in force, as before the first migration) the snapshot's own. A table
+    that is gone has nothing left to lose."""
+    row = None
+    if logged:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT metadata->>'run_id', metadata->'fingerprint' FROM {} WHERE status = 'success' "
+                "ORDER BY {} DESC LIMIT 1"
+            ).format(table(schema, MIGRATION_LOGS), _ORDER)
+        ).fetchone()
     if row is None:
-        return  # no migration in force: nothing any rollback left can be told apart from later writes
+        _refuse_changes_since_snapshot(conn, schema, existing, folder, target)
+        return
     run_id, then = row
     if not then:
         raise RollbackRefused(
@@ -222,4 +255,30 @@ def _refuse_later_changes(conn: psycopg.Connection, schema: str, existing: list[
             f"the tables changed since run {run_id} committed ({'; '.join(changed)}): restoring the snapshot "
             "would discard those changes; nothing was changed. Roll back with --discard-later-changes "
             "(rollback_job: discard_later_changes) to restore it anyway"
+        )
+
+
+def _refuse_changes_since_snapshot(
+    conn: psycopg.Connection, schema: str, existing: list[str], folder: Path, target: dict
+) -> None:
+    """With no migration in force (a manual backup restored before any migration, or after all were
+    rolled back), the tables must hold exactly what the snapshot holds: anything else was written
+    since, and restoring would drop it."""
+    changed = []
+    for name in existing:
+        snap = target["tables"].get(name)
+        if snap is None:
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
+            changed.append(f"{name}: {rows} rows now, absent then")
+            continue
+        now = digest_table(conn, schema, name, columns=snap.get("columns"))
+        if (now.rows, now.sha256) != (snap["rows"], snap["sha256"]):
+            changed.append(
+                f"{name}: {now.rows} rows now, {snap['rows']} then" + (", contents differ" if now.rows == snap["rows"] else "")
+            )
+    if changed:
+        raise RollbackRefused(
+            f"the tables changed since the snapshot in {folder} was taken ({'; '.join(changed)}), and no "
+            "migration since records them: restoring it would discard those changes; nothing was changed. "
+            "Roll back with --discard-later-changes (rollback_job: discard_later_changes) to restore it anyway"
         )

@@ -827,3 +827,64 @@ def test_rolling_back_the_creating_run_under_a_view_or_a_column_of_the_enum_is_r
     db.execute("DROP VIEW pro_users; DROP TABLE tier_prices")
     rolled_back(settings, instance)
     assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}
+
+
+# ------------------------------------------------------------- a snapshot from another database
+
+
+@pytest.fixture
+def other_database_url(database_url, postgres_server_url):
+    """A second fresh database on the same server: same system identifier, another name."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(database_url)["dbname"] + "_other"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(postgres_server_url, dbname=name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_a_snapshot_of_another_database_is_refused_and_changes_nothing(
+    database_url, other_database_url, db, tmp_path, instance
+):
+    """Each database migrated, then the other's run snapshot named: its rows would replace these."""
+    other = migrate(make_settings(other_database_url, NESTED_SAMPLE, tmp_path), instance)
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    here = migrate(settings, instance)
+    taken = manifest_of(tmp_path, other.run_id)["target"]["database"]
+    with psycopg.connect(other_database_url) as conn:
+        system, name = conn.execute("SELECT (pg_control_system()).system_identifier::text, current_database()").fetchone()
+    assert taken == {"system_identifier": system, "name": name}
+    this = db.execute("SELECT current_database()").fetchone()[0]
+    before = database_state(db), target_state(db)
+
+    refused = roll_back(settings, instance, backup_path=str(backup_folder(tmp_path, other.run_id)))
+
+    assert failure_of(refused) == (
+        "RollbackRefused",
+        f"{backup_folder(tmp_path, other.run_id)}: the snapshot was taken from database {name!r} (system {system}), "
+        f"not from this one, {this!r} (system {system}): restoring it would replace this database's rows with "
+        "another's; nothing was changed",
+    )
+    assert (database_state(db), target_state(db)) == before
+    assert statuses(db) == {here.run_id: "success"}
+
+
+def test_a_snapshot_that_records_no_database_is_restored_and_says_its_origin_was_unchecked(
+    database_url, db, tmp_path, instance
+):
+    """Snapshots written before the origin was recorded stay usable, with the check's absence stated."""
+    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    migrate(settings, instance)
+    after_first = target_state(db)
+    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    folder = backup_folder(tmp_path, second.run_id)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["target"]["database"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    result = rolled_back(settings, instance, backup_path=str(folder))
+
+    assert rollback_materialization(result)["origin_checked"] is False
+    assert target_state(db) == after_first

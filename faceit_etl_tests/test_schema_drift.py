@@ -40,3 +40,33 @@ def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_n
 
         settled = migrate(instance)["column_schema_change"]
         assert settled.passed
+
+
+def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_drift(
+    tmp_path, monkeypatch, database_url, db
+):
+    from faceit_etl.definitions import defs
+    from faceit_etl.defs.resources import MigrationSettings
+    from faceit_etl_tests.conftest import FLAT_SAMPLE
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
+    with dg.instance_for_test() as instance:
+        migrate(instance)
+        monkeypatch.setenv("DATA_FILE_PATH", str(FLAT_SAMPLE))
+        unchanged = migrate(instance)["column_schema_change"]
+        loaded = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables")).asset_materialization
+        rolled = defs.resolve_job_def("rollback_job").execute_in_process(
+            resources={"migration_settings": MigrationSettings()}, instance=instance
+        )
+        assert rolled.success
+        restored = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables")).asset_materialization
+        users = db.execute("SELECT count(*) FROM users").fetchone()[0]
+
+        after = migrate(instance)["column_schema_change"]
+
+    assert after.passed, after.description
+    assert after.description == unchanged.description
+    assert restored.metadata["dagster/column_schema"] == loaded.metadata["dagster/column_schema"]
+    assert restored.metadata["dagster/row_count"].value == users

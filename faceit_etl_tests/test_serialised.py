@@ -206,3 +206,35 @@ def test_a_manual_backup_restores_tables_dropped_since_with_their_definitions(tm
     # the tables work as before: the same file again over them changes nothing
     again = finish(start(tmp_path, env, "migrate", str(FLAT_SAMPLE)))
     assert f"users: 0 inserted, 0 updated, {state['users']['digest'].rows} unchanged" in again
+
+
+def test_a_manual_backup_is_not_restored_over_rows_written_since_when_no_migration_is_recorded(
+    tmp_path, database_url, db
+):
+    """With no migration recorded, the backup's own snapshot is the latest state faceit-etl knows: rows
+    the bot wrote since are not dropped silently, as they are not when a migration is recorded."""
+    from faceit_etl.postgres.ddl import ensure_target_tables
+
+    env = cli_env(tmp_path, database_url)
+    with psycopg.connect(database_url) as conn:  # the bot's own tables, before any migration
+        ensure_target_tables(conn, "public")
+    db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 1, 'before backup')")
+    output = finish(start(tmp_path, env, "backup", str(FLAT_SAMPLE)))
+    folder = re.search(r"copied to (\S+)", output).group(1)
+    db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 2, 'written since')")
+    state = target_state(db)
+
+    refused = start(tmp_path, env, "rollback", "--confirm", "--backup-path", folder)
+    output, _ = refused.communicate(timeout=300)
+
+    assert refused.returncode == 2, output
+    assert output.strip() == (
+        f"rollback refused, nothing changed: the tables changed since the snapshot in {folder} was taken "
+        "(users: 2 rows now, 1 then), and no migration since records them: restoring it would discard those "
+        "changes; nothing was changed. Roll back with --discard-later-changes (rollback_job: "
+        "discard_later_changes) to restore it anyway"
+    )
+    assert target_state(db) == state
+
+    finish(start(tmp_path, env, "rollback", "--confirm", "--backup-path", folder, "--discard-later-changes"))
+    assert db.execute("SELECT user_id, faceit_nickname FROM users").fetchall() == [(1, "before backup")]

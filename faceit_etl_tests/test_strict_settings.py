@@ -178,3 +178,32 @@ def test_a_yaml_boolean_as_max_rejects_says_a_count_or_a_percentage():
 ])
 def test_plain_yaml_values_are_read_as_written(name, written, value):
     assert read("config", name, None, yaml_text=f"{name}: {written}\n") == value
+
+
+def fraction_texts():
+    """Decimals from 0 to 1 as people write them, some with more digits than a float keeps."""
+    return st.one_of(
+        st.just("1"),
+        st.text("0123456789", min_size=1, max_size=24).map(lambda digits: "0." + digits),
+        st.sampled_from(["0.39999999999999999999", "0.40000000000000000001", "0.1000000000000000055511151231257827"]),
+    )
+
+
+@settings(deadline=None, max_examples=150)
+@given(text=fraction_texts(), users=st.integers(0, 10**9), source=st.sampled_from(SOURCES))
+def test_the_prune_guard_allows_exactly_the_fraction_written_or_refuses_it_from_every_source(text, users, source):
+    """`0.39999999999999999999` of 5 users allows 1; read through a float it became 0.4 and allowed 2."""
+    from fractions import Fraction
+
+    from faceit_etl.defs.resources import INEXACT_FRACTION
+    from faceit_etl.postgres.load import prune_allowance
+
+    value = read(source, "max_prune_fraction", text, yaml_text=f"max_prune_fraction: {text}\n")
+
+    if isinstance(value, str):
+        assert value.startswith("refused: ") and INEXACT_FRACTION in value, value
+        assert names(value, source, "max_prune_fraction"), value
+        assert Fraction(text) != Fraction(repr(float(text)))
+    else:
+        assert Fraction(repr(value)) == Fraction(text)  # the guard reads exactly what was written
+        assert prune_allowance(users, value) == users * Fraction(text) // 1

@@ -14,11 +14,13 @@ import difflib
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import NoReturn
 
@@ -55,12 +57,12 @@ def positive_int(text: str) -> int:
 
 
 def fraction(text: str) -> float:
-    from faceit_etl.defs.resources import EXPECTED_FRACTION, strict_fraction
+    from faceit_etl.defs.resources import strict_fraction
 
     try:
         return strict_fraction(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{EXPECTED_FRACTION}, got {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +210,13 @@ def _decimal_or_text(kind: str, pattern: str):
     construct = getattr(yaml.SafeLoader, f"construct_yaml_{kind}")
 
     def constructor(loader, node):
-        return construct(loader, node) if plain.fullmatch(node.value) else loader.construct_scalar(node)
+        if not plain.fullmatch(node.value):
+            return loader.construct_scalar(node)
+        value = construct(loader, node)
+        # A decimal with more digits than a float keeps stays text, which the setting refuses.
+        if kind == "float" and math.isfinite(value) and Fraction(node.value) != Fraction(repr(value)):
+            return loader.construct_scalar(node)
+        return value
     return constructor
 
 
@@ -600,6 +608,10 @@ def rollback(args: argparse.Namespace) -> int:
             say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
         for name in dropped:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
+        if not event.metadata["origin_checked"].value:
+            from faceit_etl.rollback import UNCHECKED_ORIGIN
+
+            say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True)
         return EXIT_OK
     causes = step_causes(result)
     refused = any(cls == "RollbackRefused" for cls, _ in causes)

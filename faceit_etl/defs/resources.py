@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,6 +52,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 EXPECTED_INT = "expected a whole number"
 EXPECTED_FRACTION = "expected a fraction from 0 to 1, such as 0.1"
+INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 significant digits"
 EXPECTED_BOOL = "expected true or false"
 INT_SETTINGS = ("batch_size", "max_concurrent")
 BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
@@ -70,11 +72,17 @@ def strict_int(value: Any) -> int:
 
 
 def strict_fraction(value: Any) -> float:
-    """A fraction from 0 to 1: a number (not a bool) or a plain decimal in ASCII digits."""
+    """A fraction from 0 to 1: a number (not a bool) or a plain decimal in ASCII digits.
+
+    The prune guard reads the float back as its shortest decimal (`0.1` is exactly 1/10), so a
+    decimal with more digits than a float keeps (`0.39999999999999999999`, which would become 0.4)
+    is refused: it would allow more than was written."""
     if type(value) in (int, float):
         number = float(value)
     elif isinstance(value, str) and _DECIMAL.fullmatch(value):
         number = float(value)
+        if Fraction(value) != Fraction(repr(number)):
+            raise ValueError(INEXACT_FRACTION)
     else:
         raise ValueError(EXPECTED_FRACTION)
     if not 0 <= number <= 1:  # NaN too

@@ -4,8 +4,10 @@ import dagster as dg
 from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.rollback import find_backup, rollback
+from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
+from faceit_etl.postgres.ddl import USERS, column_types
 from faceit_etl.postgres.lock import lock_schema
+from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES
 
 
 class RollbackConfig(dg.Config):
@@ -44,8 +46,16 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
         result = rollback(
             conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
         )
+        # As the load records them, so the next load's column_schema_change compares with the restored tables.
+        columns = [
+            (f"{name}.{column}", data_type, nullable)
+            for name in SNAPSHOT_TABLES
+            for column, data_type, nullable in column_types(conn, migration_settings.target_schema, name)
+        ]
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
     context.log.info(f"restored {migration_settings.database_label()} to the snapshot in {folder}")
+    if result.origin_unchecked:
+        context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
         description=f"rolled back to the snapshot taken before run {result.run_id}",
@@ -54,6 +64,12 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
             "snapshot": dg.MetadataValue.path(str(folder)),
             "restored": dg.MetadataValue.json(restored),
             "dropped_tables": dg.MetadataValue.json(result.dropped),
+            "origin_checked": not result.origin_unchecked,
+            "dagster/row_count": result.restored[USERS].rows if USERS in result.restored else 0,
+            "dagster/column_schema": dg.TableSchema(columns=[
+                dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
+                for name, data_type, nullable in columns
+            ]),
         },
     )
     yield dg.Output(None)

@@ -83,6 +83,15 @@ def digest_table(
     return TableDigest(rows, digest.hexdigest())
 
 
+def database_identity(conn: psycopg.Connection) -> dict:
+    """What tells this database apart from any other: the cluster's system identifier (set when the
+    cluster was made, kept by copies of its files) and the database's name in it."""
+    system, name = conn.execute(
+        "SELECT (pg_control_system()).system_identifier::text, current_database()"
+    ).fetchone()
+    return {"system_identifier": system, "name": name}
+
+
 def take_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict:
     """Write each existing table to `folder/<table>.copy` (0600) in a transaction of its own, both
     tables at one instant; returns the manifest's part."""
@@ -138,7 +147,7 @@ def _write_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict
            WHERE n.nspname = %s AND t.typname = %s""",
         [schema, TIER_TYPE],
     ).fetchone()[0]
-    return {"schema": schema, "tables": tables, "tier_type_existed": labels is not None, "tier_type_labels": labels}
+    return {"schema": schema, "database": database_identity(conn), "tables": tables, "tier_type_existed": labels is not None, "tier_type_labels": labels}
 
 
 def _definition(conn: psycopg.Connection, schema: str, name: str) -> dict:
