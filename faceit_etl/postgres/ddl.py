@@ -155,12 +155,16 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
+def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
+    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
+
+
 def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None:
     """Refuse, before any write, what would act on writes we commit outside the load's transaction (the
     log row's start and failure, our tables' DDL): whatever it changed would be committed unverified, and
-    before the snapshot a rollback restores. A user trigger or rule on our bookkeeping tables always; an
-    enabled event trigger only when those tables are still to be made (no other DDL of ours runs outside
-    the load, and the log row needs the tables before the load's transaction opens)."""
+    before the snapshot a rollback restores: a user trigger or rule on our bookkeeping tables. Event
+    triggers are left alone: a database's own guards use them (the compose stack's refuses new schemas),
+    and our only DDL outside the load makes the bookkeeping tables on a first run."""
     bookkeeping = [MIGRATION_LOGS, MIGRATION_REJECTS]
     found = [
         f"trigger {name} on {schema}.{relation}"
@@ -178,25 +182,12 @@ def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None
             [schema, bookkeeping],
         )
     ]
-    if not _bookkeeping_exist(conn, schema):
-        found += [
-            f"event trigger {name} on {event}"
-            for name, event in conn.execute(
-                "SELECT evtname, evtevent FROM pg_event_trigger WHERE evtenabled <> 'D' ORDER BY 1"
-            )
-        ]
     if found:
         raise TargetError(
             f"refusing to load: {'; '.join(found)} would act on faceit-etl's own bookkeeping writes, which commit "
             "outside the load's transaction and its verification; drop or disable "
             + ("them" if len(found) > 1 else "it")
-            + (f" (an event trigger only until {schema}.{MIGRATION_LOGS} and {schema}.{MIGRATION_REJECTS} exist)"
-               if any(f.startswith("event") for f in found) else "")
         )
-
-
-def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
-    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
 
 
 def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
