@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from faceit_etl.postgres.load import PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
 
 STAGES = {
-    "source_backup": "back up source and tables",
+    "source_backup": "back up the file",
     "raw_json": "read the JSON file",
     "validated_frame": "validate entries",
     "mapped_frames": "map to the bot's tables",
