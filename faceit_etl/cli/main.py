@@ -34,7 +34,7 @@ EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| h
 LOG_FILE = "migration.log"
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
-SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
+SETTING_FLAGS = ("batch_size", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
                  "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
@@ -144,11 +144,13 @@ def open_instance():
 
 def settings_overrides(args: argparse.Namespace) -> dict:
     """Resource config from --config and flags. The database URL never goes into run config (the UI
-    shows run config): it travels in the DATABASE_URL environment variable instead."""
+    shows run config): it travels in the DATABASE_URL environment variable instead. max_concurrent is
+    the executor's: see max_concurrent_for."""
     config: dict = read_config(args.config) if args.config else {}
     if "max_rejects" in config:
         config["max_rejects"] = yaml_max_rejects(config["max_rejects"], args.config)
     config.pop("database_url", None)  # in DATABASE_URL by now: see handed_over_database_url
+    config.pop("max_concurrent", None)
     if getattr(args, "json_file", None):
         if not args.json_file.exists():
             raise UsageError(f"{args.json_file}: no such file")
@@ -232,7 +234,7 @@ def read_config(path: Path) -> dict:
     from faceit_etl.defs.resources import MigrationSettings
 
     settings = config_file_settings(path)
-    known = list(MigrationSettings.model_fields)
+    known = [*MigrationSettings.model_fields, "database_url", "max_concurrent"]
     for key in settings:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -281,7 +283,8 @@ def settings_for(args: argparse.Namespace):
     overrides = settings_overrides(args)
     try:
         settings = MigrationSettings(**overrides)
-        settings.check_database_url()
+        target_database().check_database_url()
+        max_concurrent_for(args)  # refused by every verb, as every setting is
         return settings, overrides
     except ValidationError as exc:
         raise UsageError(describe_invalid(exc)) from None
@@ -291,8 +294,30 @@ def settings_for(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+def max_concurrent_for(args: argparse.Namespace) -> int:
+    """Steps migrate_job's executor runs at once: --max-concurrent > --config > MIGRATION_MAX_CONCURRENT > 1."""
+    from faceit_etl.defs.resources import max_concurrent_from_environment, strict_max_concurrent
+
+    if getattr(args, "max_concurrent", None) is not None:
+        return args.max_concurrent
+    configured = read_config(args.config).get("max_concurrent") if args.config else None
+    if configured is None:
+        return max_concurrent_from_environment()
+    try:
+        return strict_max_concurrent(configured)
+    except ValueError as exc:
+        raise UsageError(f"max_concurrent {configured!r}: {exc}") from None
+
+
+def target_database():
+    """The target PostgreSQL of this command: DATABASE_URL (where --database-url is by now), else embedded."""
+    from faceit_etl.defs.resources import postgres_from_environment
+
+    return postgres_from_environment()
+
+
 def target_label(settings) -> str:
-    return f"{settings.database_label()}/{settings.target_schema}"
+    return f"{target_database().database_label()}/{settings.target_schema}"
 
 
 def migration_line(m: dict) -> str:
@@ -341,7 +366,7 @@ def migrate(args: argparse.Namespace) -> int:
     settings, overrides = settings_for(args)
     run_config = {
         "resources": {"migration_settings": {"config": overrides}},
-        "execution": execution_config(settings.max_concurrent),
+        "execution": execution_config(max_concurrent_for(args)),
         "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
     }
     invocation = uuid.uuid4().hex  # execute_job picks the run id: the watcher finds the run by this tag
@@ -369,7 +394,7 @@ def interrupted_run(settings, run_id: str) -> int:
 
     status = None
     try:
-        with settings.get_connection(autocommit=True) as conn:
+        with target_database().get_connection(autocommit=True) as conn:
             if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
                 status = runlog.fail_interrupted(conn, settings.target_schema, run_id)
     except DatabaseUnavailable as exc:
@@ -469,7 +494,7 @@ def validate(args: argparse.Namespace) -> int:
     mapped = map_frames(outcome.valid)
     target = None
     if args.database:
-        url = settings.url_starting_embedded_server()
+        url = target_database().url_starting_embedded_server()
         try:
             with connect(url) as conn:
                 schema = settings.target_schema
@@ -512,7 +537,7 @@ def status(args: argparse.Namespace) -> int:
     from faceit_etl.postgres import state
 
     settings, _ = settings_for(args)
-    url = settings.url_starting_embedded_server()
+    url = target_database().url_starting_embedded_server()
     report: dict = {"database": describe(url), "schema": settings.target_schema}
     try:
         with connect(url) as conn:
@@ -626,7 +651,7 @@ def rollback_question(settings, args) -> tuple[Path, str]:
     from faceit_etl.rollback import find_backup
     from faceit_etl.postgres import state
 
-    with settings.get_connection() as conn:
+    with target_database().get_connection() as conn:
         folder = find_backup(conn, settings.target_schema, settings.backup_dir,
                              backup_path=args.backup_path, migration_id=args.migration_id)
         manifest = read_manifest(folder)
@@ -654,7 +679,7 @@ def backup(args: argparse.Namespace) -> int:
     copied = backup_source(args.json_file, args.output_dir or settings.backup_dir, name)
     say(f"source {copied.original} (sha256 {copied.sha256}) copied to {copied.folder}", quiet_too=True)
     try:
-        with settings.get_connection() as conn:
+        with target_database().get_connection() as conn:
             target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
     except DatabaseUnavailable as exc:
         say(f"tables not backed up: {exc}", quiet_too=True)
