@@ -237,7 +237,8 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     victim = int(users["user_id"].iloc[3])
 
     def checks() -> dict[str, dg.AssetCheckResult]:
-        results = judge_tables_now(settings, users, subscriptions, {spec.key for spec in TABLE_CHECK_SPECS})
+        results = judge_tables_now(settings["migration_settings"], settings["postgres"], users, subscriptions,
+                                   {spec.key for spec in TABLE_CHECK_SPECS})
         return {result.check_name: result for result in results}
 
     assert all(result.passed for result in checks().values())
