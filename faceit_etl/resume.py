@@ -129,20 +129,24 @@ def in_load_step(
     the load then checks the tables against under its lock. None for a run that backed up the file itself."""
     import dagster as dg
 
-    if Path(source_backup.folder) == run_folder(backup_dir, run.run_id):
+    # The runs it resumes: its parent and their parents while they failed (a successful one committed its
+    # load, so its snapshot is no longer the tables' state; re-executing steps of it is no resume).
+    failed = ancestors(instance, run)[1:]
+    failed = failed[: next((i for i, r in enumerate(failed) if r.status != dg.DagsterRunStatus.FAILURE), len(failed))]
+    if Path(source_backup.folder) == run_folder(backup_dir, run.run_id) or not failed:
         return None
     observed = instance.fetch_observations(dg.AssetKey("bot_data_file"), limit=1).records
     last = {k: v.value for k, v in observed[0].asset_observation.metadata.items()} if observed else None
     refuse_changed_source(source_backup.original, source_backup.sha256, last)
-    return family_snapshot([run_folder(backup_dir, run_id) for run_id in ancestors(instance, run)[1:]])
+    return family_snapshot([run_folder(backup_dir, r.run_id) for r in failed])
 
 
 
-def ancestors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    """The run's id, then its parent's, up to the root: a re-execution's family."""
-    family = [run.run_id]
+def ancestors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
+    """The run, then its parent, up to the root: a re-execution's family."""
+    family = [run]
     while run.parent_run_id and (parent := instance.get_run_by_id(run.parent_run_id)) is not None:
-        family.append(parent.run_id)
+        family.append(parent)
         run = parent
     return family
 

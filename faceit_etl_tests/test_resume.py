@@ -232,3 +232,20 @@ def test_step_values_are_kept_for_the_latest_failed_run_of_each_target_until_sup
         third_other = job_run(instance, other)
         # Superseded by its successful resume: nothing of it is kept beyond the newest run.
         assert kept() == {third_other.run_id}
+
+
+def test_re_executing_the_load_of_a_successful_run_is_no_resume(database_url, db, tmp_path):
+    """Its parent committed, so the parent's snapshot is no longer the tables' state: the load
+    snapshots as any run's does instead of being refused for tables that run itself changed."""
+    small, big = small_and_big()
+    settings = make_settings(database_url, write_json(tmp_path / "a.json", {"users": small}), tmp_path)
+    with dg.instance_for_test() as instance:
+        first = job_run(instance, settings)
+        assert first.success
+        again = job_run(instance, settings, reexecution_options=dg.ReexecutionOptions(
+            parent_run_id=first.run_id, step_selection=["postgres_tables"]))
+
+        assert again.success, [e.step_failure_data.error.message for e in again.get_step_failure_events()]
+        target = json.loads((tmp_path / "backups" / again.run_id / "manifest.json").read_text())["target"]
+        assert (target["run_id"], target["unchanged_since_run"]) == (again.run_id, first.run_id)
+        assert "snapshot_folder" not in target

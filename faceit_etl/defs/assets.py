@@ -192,7 +192,8 @@ def postgres_tables(
         yield from judge_tables_now(migration_settings, mapped_users, mapped_subscriptions, selected_checks)
         return
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
-    record_target(context.instance, context.run.run_id, f"{migration_settings.database_label()}/{migration_settings.target_schema}")
+    if not migration_settings.dry_run:  # a dry run changes nothing: it neither supersedes nor is resumed
+        record_target(context.instance, context.run.run_id, f"{migration_settings.database_label()}/{migration_settings.target_schema}")
     # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
     resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
     options = replace(_load_options(context.run, migration_settings, source_backup), resumes=resumes)
