@@ -49,7 +49,8 @@ def failed_on_a_32_bit_column(workdir: Path, database_url: str, db) -> tuple[Pat
     source = write_json(workdir / "data.json", {"users": small + big})
     failed = faceit_etl(workdir, database_url, "migrate", str(source))
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert ALTER in failed.stdout
+    assert ("Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or Re-execute "
+            f"→ From failure in the UI: the file is not read again) or run again:\n  {ALTER}") in failed.stdout
     return source, small + big
 
 
