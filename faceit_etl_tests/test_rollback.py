@@ -644,9 +644,9 @@ def test_re_executing_a_run_whose_step_values_were_pruned_says_to_start_a_new_ru
         kind, message = failure_of(again)
         assert kind == "StepValuesGone"  # the first of the load's inputs that Dagster asks for
         assert re.fullmatch(
-            rf"the value of (validated_frame|mapped_users|mapped_subscriptions) from run {failed.run_id} is gone: "
-            r"only the newest 5 runs' step values are kept, so this run cannot be re-executed\. "
-            r"Start a new run instead\.",
+            rf"the value of (source_backup|validated_frame|mapped_users|mapped_subscriptions) from run {failed.run_id} is "
+            r"gone \(step values are kept for the newest 5 runs and the latest failed run of each target, until a later "
+            r"run of it succeeds\), so this run cannot be re-executed or resumed\. Start a new run instead\.",
             message,
         ), message
         assert target_state(db) == before

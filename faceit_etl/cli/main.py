@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
-    migrate.add_argument("json_file", type=Path)
+    migrate.add_argument("json_file", type=Path, nargs="?", help="the bot's data file (not with --resume)")
+    migrate.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
+                         help="re-execute a failed migration from its failed step (default: the latest of this target)")
     migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
     migrate.add_argument("--max-concurrent", type=positive_int, help="steps run at once (default 1: one process)")
     migrate.add_argument("--dry-run", action="store_true", default=None, help="load and verify, then roll back")
@@ -363,6 +365,10 @@ def migrate(args: argparse.Namespace) -> int:
     from faceit_etl.cli.progress import RunWatcher
     from faceit_etl.cli.summary import summarize
 
+    if args.resume is not None:
+        return resume_migration(args)
+    if args.json_file is None:
+        raise UsageError("migrate needs the bot's JSON_FILE (or --resume to resume a failed migration)")
     settings, overrides = settings_for(args)
     run_config = {
         "resources": {"migration_settings": {"config": overrides}},
@@ -386,6 +392,57 @@ def migrate(args: argparse.Namespace) -> int:
     if summary.success:
         return EXIT_OK
     return EXIT_USAGE if summary.validation_failed else EXIT_FAILED
+
+
+def resume_migration(args: argparse.Namespace) -> int:
+    """`migrate --resume [RUN_ID]`: re-execute the latest failed migration of this target (or RUN_ID)
+    from its failed step, with its own file and settings; exit 2 when the resume is refused."""
+    import dagster as dg
+
+    from faceit_etl import resume
+    from faceit_etl.cli.progress import RunWatcher
+    from faceit_etl.cli.summary import summarize
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.io import StepValuesGone, target_of
+
+    given = [f"--{name.replace('_', '-')}" for name in (*SETTING_FLAGS, "backup_tables")
+             if name != "target_schema" and getattr(args, name, None) is not None]
+    if args.json_file is not None or given:
+        raise UsageError(
+            f"--resume takes no {' or '.join([*(['JSON_FILE'] if args.json_file else []), *given])}: a resume reuses the "
+            "failed run's file and settings; start a new run to change them"
+        )
+    settings, _ = settings_for(args)
+    invocation = uuid.uuid4().hex
+    console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
+    with open_instance() as instance:
+        try:
+            failed = resume.choose(instance, target_label(settings), lambda run_id: target_of(instance, run_id), args.resume or None)
+        except resume.ResumeRefused as exc:
+            say(f"resume refused, nothing was written: {exc}", quiet_too=True)
+            return EXIT_USAGE
+        say(f"resuming run {failed.run_id} from its failed step", args=args)
+        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
+        with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
+            result = resume.resume(
+                dg.reconstructable(get_migrate_job), instance, failed,
+                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation, TARGET_TAG: target_label(settings)},
+                run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}}},
+            )
+        summary = summarize(result)
+    refusals = (resume.ResumeRefused.__name__, StepValuesGone.__name__)
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cls_name not in refusals:  # under Dagster's step and input errors
+            error = error.cause
+        if error is not None:
+            say(f"resume of run {failed.run_id} refused, nothing was written: {error.message.split(': ', 1)[1].strip()}",
+                quiet_too=True)
+            return EXIT_USAGE
+    if summary.interrupted:
+        return interrupted_run(settings, summary.run_id)
+    print_summary(summary, args)
+    return EXIT_OK if summary.success else EXIT_FAILED
 
 
 def interrupted_run(settings, run_id: str) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from faceit_etl import backup, mapping
+from faceit_etl import backup, mapping, resume
+from faceit_etl.defs.io import record_target
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
 from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.jobs import executor_max_concurrent
@@ -193,7 +194,11 @@ def postgres_tables(
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
         return
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
-    options = _load_options(context.run, migration_settings, postgres, source_backup)
+    if not migration_settings.dry_run:  # a dry run changes nothing: it neither supersedes nor is resumed
+        record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
+    # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
+    resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
+    options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
