@@ -13,7 +13,10 @@ import pandas as pd
 
 from faceit_etl import backup, mapping
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
-from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
+from faceit_etl.defs.automation import SOURCE_SHA256_TAG
+from faceit_etl.defs.metadata import (
+    as_people_see_it, counts_table, frame_metadata, preview, rejects_table, rules_schema, tables_metadata,
+)
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import code_version
 from faceit_etl.source import SourceData, read_source
@@ -21,6 +24,8 @@ from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, LoadRun, load_run
 from faceit_etl.validation import ValidationOutcome, memo
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
 GROUP = "faceit_migration"
@@ -31,6 +36,7 @@ CODE_VERSION = code_version()[:16]
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
+SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
 VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
 
 
@@ -53,6 +59,10 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     seen = observed.asset_observation.tags.get("dagster/data_version") if in_this_run else None
     copied = backup.backup_source(
         migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen
+    )
+    # The Runs list shows and filters by tags: every migration run names the file it migrated, however launched.
+    context.instance.add_run_tags(
+        context.run.run_id, {SOURCE_FILE_TAG: str(copied.original), SOURCE_SHA256_TAG: copied.sha256}
     )
     return dg.Output(
         copied,
@@ -85,7 +95,8 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
             "dagster/row_count": source.entry_count,
             "layout": source.layout,
             "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
-            "read_in_pieces": len(source.pieces.bounds) if source.pieces else "no: read whole",
+            # How many pieces the users list was parsed in, one at a time; 0: parsed whole.
+            "pieces_parsed_one_at_a_time": len(source.pieces.bounds) if source.pieces else 0,
         },
     )
 
@@ -119,8 +130,11 @@ def validated_frame(
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,
-            "rejects": preview(outcome.rejects.drop(columns="raw"), rows=50),
-            "ignored_fields": dg.MetadataValue.json(outcome.ignored_fields),
+            "rejects": rejects_table(outcome.rejects),
+            # Keys the bot's entries hold that no column takes, with how many entries hold each.
+            "ignored_fields": len(outcome.ignored_fields),
+            **({"ignored_fields_by_name": counts_table("field", "entries", outcome.ignored_fields)}
+               if outcome.ignored_fields else {}),
             "input_identity": outcome.input_identity,
             # Same file bytes, time zone and code as an earlier run: its outcome, not judged again.
             "reused_earlier_outcome": reused,
@@ -152,15 +166,17 @@ def validated_frame(
 )
 def mapped_frames(validated_frame: ValidationOutcome):
     mapped = mapping.map_frames(validated_frame.valid)
-    defaults = dg.MetadataValue.json(mapped.defaults_applied)
-    yield dg.Output(mapped.users, "mapped_users", metadata={**frame_metadata(mapped.users), "defaults_applied": defaults})
+    # Fields given the bot's default, per column: a number each, so each plots across runs.
+    defaults = {f"defaulted_{column}": count for column, count in mapped.defaults_applied.items()}
+    tiers = mapped.subscriptions["tier"].value_counts()
+    yield dg.Output(mapped.users, "mapped_users", metadata={**frame_metadata(mapped.users), **defaults})
     yield dg.Output(
         mapped.subscriptions,
         "mapped_subscriptions",
         metadata={
-            **frame_metadata(mapped.subscriptions),
-            "tiers": dg.MetadataValue.json(mapped.subscriptions["tier"].value_counts().to_dict()),
-            "defaults_applied": defaults,
+            **frame_metadata(mapped.subscriptions, mapped.users),
+            **{f"tier_{tier}": int(tiers.get(tier, 0)) for tier in TIERS},
+            **defaults,
         },
     )
 
@@ -228,7 +244,7 @@ def _progress(context: dg.AssetExecutionContext, stage: str, done: int, total: i
             metadata={PROGRESS_STAGE: stage, PROGRESS_DONE: done, PROGRESS_TOTAL: total},
         )
     )
-    context.log.debug(text)
+    context.log.info(text)
 
 
 def _verdicts_metadata(verdicts: dict) -> dg.JsonMetadataValue:
@@ -256,22 +272,28 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
         "rejected_entries": outcome.rejected_count,
         "created_tables": stats.created_tables,
         "truncated": stats.truncated,
-        "tables_snapshot": _snapshot_metadata(done.snapshot),
+        **_snapshot_metadata(done.snapshot),
         "nothing_to_compare": (
             f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
             if stats.recognised_from_run
             else "no: compared row by row"
         ),
-        "dagster/row_count": len(users),
-        "dagster/column_schema": dg.TableSchema(columns=[
-            dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
-            for name, data_type, nullable in done.columns
-        ]),
-        "preview": preview(users),
+        **tables_metadata(settings.target_schema, done.columns, _table_rows(done, users)),
+        "preview": preview(as_people_see_it(users)),
         **({"migration_log_id": done.log_id} if done.log_id else {}),
         VERIFICATION: _verdicts_metadata(done.verdicts),
     }
 
 
-def _snapshot_metadata(taken: dict | str):
-    return dg.MetadataValue.json(taken) if isinstance(taken, dict) else taken
+def _snapshot_metadata(taken: dict | str) -> dict:
+    """Rows per table in the snapshot the run can be rolled back to, or why none was taken."""
+    if isinstance(taken, dict):
+        return {f"snapshot_{table}_rows": rows for table, rows in taken.items()}
+    return {"tables_snapshot": taken}
+
+
+def _table_rows(done: LoadRun, users: pd.DataFrame) -> dict[str, int]:
+    """Rows per table as the load's transaction counted them (the file's and the kept ones)."""
+    counted = done.verdicts.get("row_counts_match")
+    metadata = counted.metadata if counted else {}
+    return {table: metadata.get(f"{table}_in_database", len(users) if table == USERS else 0) for table in (USERS, SUBSCRIPTIONS)}
