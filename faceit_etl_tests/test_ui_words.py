@@ -154,3 +154,33 @@ def test_a_load_records_each_tables_figures(database_url, db, tmp_path):
     tiers = metadata_of(result, "mapped_subscriptions")
     assert (tiers["tier_FREE"], tiers["tier_PREMIUM"], tiers["tier_PRO"]) == (2, 0, 0)
     assert "id" not in {c.name for c in loaded["preview"].schema.columns}
+
+
+def test_a_migrate_job_run_its_rejects_stop_leaves_the_tables_checks_as_the_last_load_judged_them(
+    tmp_path, monkeypatch, database_url, db
+):
+    """Dagster marks a planned check that never ran "Execution failed" when its run fails: the tables'
+    checks are not planned in migrate_job, whose load reports them, so a rejected file cannot mark them."""
+    from faceit_etl.defs.checks import TABLE_CHECK_SPECS
+    from faceit_etl.definitions import get_migrate_job
+
+    source = write_json(tmp_path / "data.json", {"users": [ENTRIES[0], ENTRIES[4]]})
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    names = {spec.name for spec in TABLE_CHECK_SPECS}
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as loaded:
+            assert loaded.success
+            judged = {e.check_name: e.passed for e in loaded.get_asset_check_evaluations() if e.check_name in names}
+        assert judged == dict.fromkeys(names, True) | {"rows_not_in_file": True}
+
+        write_json(source, {"users": ENTRIES})
+        with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as stopped:
+            assert not stopped.success
+        planned = instance.all_logs(stopped.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+        planned_names = {e.dagster_event.event_specific_data.check_name for e in planned}
+
+    assert planned_names & names == set()  # nothing of the tables' checks that the failed run could mark
+    assert "no_rejected_entries" in planned_names
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 2

@@ -12,7 +12,10 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backup, mapping
-from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
+from faceit_etl.defs.checks import (
+    SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, judge_tables_now, planned_checks, previous_column_schema,
+    schema_change, table_check_results,
+)
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.metadata import (
     as_people_see_it, counts_table, frame_metadata, preview, rejects_table, rules_schema, tables_metadata,
@@ -207,19 +210,26 @@ def postgres_tables(
         yield from judge_tables_now(migration_settings, mapped_users, mapped_subscriptions, selected_checks)
         return
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
+    before = previous_column_schema(context.instance)
     options = _load_options(context.run, migration_settings, source_backup)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
         verdicts = {VERIFICATION: _verdicts_metadata(exc.verdicts)} if exc.verdicts else {}
         raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
+    # The verdicts its transaction took before committing (or rolling back a dry run).
+    results = table_check_results(done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True)
+    metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users)
     yield dg.MaterializeResult(
-        metadata=_load_metadata(done, migration_settings, validated_frame, mapped_users),
-        # The verdicts its transaction took before committing (or rolling back a dry run).
-        check_results=table_check_results(
-            done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True, selected=selected_checks
-        ),
+        metadata=metadata,
+        check_results=[r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks],
     )
+    if not migration_settings.dry_run:  # a dry run's verdicts are of tables it rolled back: its materialization has them
+        for result in results:
+            if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
+                context.log_event(as_evaluation(result))
+        if SCHEMA_CHANGE not in planned_checks(context):
+            context.log_event(schema_change(before, metadata["dagster/column_schema"]))
 
 
 def _load_options(run: dg.DagsterRun, settings: MigrationSettings, source_backup: backup.SourceSnapshot) -> LoadOptions:
