@@ -227,6 +227,35 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
         expect(page.get_by_text("Execution failed")).to_have_count(0)
         expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "ui-tables-checks-after-a-rejected-file.png"), full_page=True)
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the first load's, untouched
+
+        # Rollback: the migration is chosen from the list on the tables' page, in rollback_job's own launchpad.
+        [(migration_id, run_id)] = db.execute(
+            "SELECT id::text, metadata->>'run_id' FROM migration_logs WHERE status = 'success'"
+        ).fetchall()
+        page.goto(f"{dagster_ui}/assets/postgres_tables")
+        expect(page.get_by_text("recent_migrations").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(migration_id).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-recent-migrations.png"), full_page=True)
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/rollback_job/playground")
+        editor = page.locator(".CodeMirror").first
+        expect(editor).to_contain_text("migration_id", timeout=30_000)
+        expect(editor).to_contain_text("discard_later_changes")
+        expect(editor).not_to_contain_text("max_rejects")  # the migration's settings stay out of it
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(
+            f'{{ops: {{restore_tables: {{config: {{migration_id: "{migration_id}", discard_later_changes: false}}}}}}}}'
+        )
+        page.screenshot(path=str(ARTIFACTS / "ui-rollback-launchpad.png"))
+        page.get_by_role("button", name=re.compile("Launch Run", re.I)).click()
+        runs = finished_runs(dagster_ui, 3)
+        assert runs[0]["status"] == "SUCCESS"
+        page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
+        expect(page.get_by_text(f"rolled back to the snapshot taken before run {run_id}").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-rollback-run.png"))
         browser.close()
 
-    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the first load's, untouched
+    # The first load created the tables: undoing it leaves none.
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+    assert db.execute("SELECT status FROM migration_logs WHERE id = %s", [migration_id]).fetchone()[0] == "rolled_back"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg
 
 from faceit_etl import backup, mapping
 from faceit_etl.defs.checks import (
@@ -18,7 +19,7 @@ from faceit_etl.defs.checks import (
 )
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.metadata import (
-    as_people_see_it, counts_table, frame_metadata, preview, rejects_table, rules_schema, tables_metadata,
+    RECENT_MIGRATIONS, as_people_see_it, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
 )
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import code_version
@@ -27,6 +28,7 @@ from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, LoadRun, load_run
 from faceit_etl.validation import ValidationOutcome, memo
+from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
@@ -219,7 +221,7 @@ def postgres_tables(
         raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
     # The verdicts its transaction took before committing (or rolling back a dry run).
     results = table_check_results(done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True)
-    metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users)
+    metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings)
     yield dg.MaterializeResult(
         metadata=metadata,
         check_results=[r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks],
@@ -230,6 +232,18 @@ def postgres_tables(
                 context.log_event(as_evaluation(result))
         if SCHEMA_CHANGE not in planned_checks(context):
             context.log_event(schema_change(before, metadata["dagster/column_schema"]))
+
+
+def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings) -> dict:
+    """The latest migrations, where a person choosing one for rollback_job looks: on the tables' page.
+    Read after the commit: a failure to read them is a warning, never the run's failure."""
+    try:
+        with settings.get_connection() as conn:
+            recent = runlog.latest(conn, settings.target_schema, RECENT_MIGRATIONS)
+    except psycopg.Error as exc:
+        context.log.warning(f"the recent migrations could not be read: {type(exc).__name__}")
+        return {}
+    return {"recent_migrations": migrations_table(recent)}
 
 
 def _load_options(run: dg.DagsterRun, settings: MigrationSettings, source_backup: backup.SourceSnapshot) -> LoadOptions:

@@ -30,6 +30,14 @@ migrate_job = dg.define_asset_job(
 )
 
 
-@dg.job(description="Undo a migration: restore the tables from the snapshot taken before it.")
+@dg.job(
+    description=(
+        "Undo a migration: restore the tables from the snapshot taken before it. Choose it by migration_id "
+        "from postgres_tables' recent_migrations (id, run, when, rows changed); unset, the latest "
+        "migration that changed something."
+    ),
+    # The launchpad opens with rollback's own options, not the migration's settings.
+    config={"ops": {"restore_tables": {"config": {"migration_id": None, "discard_later_changes": False}}}},
+)
 def rollback_job():
     restore_tables()

@@ -12,6 +12,7 @@ from faceit_etl.validation.fields import column_description
 
 PREVIEW_ROWS = 10
 INTERNAL_COLUMNS = ("fields_present", "user_fields_present", "subscription_fields_present")
+RECENT_MIGRATIONS = 10  # on postgres_tables' page, for rollback_job's migration_id
 REJECT_ROWS = 50  # rejects.jsonl in the run's backup folder holds them all
 
 
@@ -101,6 +102,30 @@ def frame_metadata(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> di
         "dagster/column_schema": column_schema(frame),
         "preview": preview(as_people_see_it(frame, users)),
     }
+
+
+def migrations_table(migrations: list[dict]) -> dg.TableMetadataValue:
+    """The latest migrations as rollback_job's `migration_id` takes them, newest first."""
+    columns = [
+        dg.TableColumn("migration_id", "string", description="migration_logs id: rollback_job's migration_id"),
+        dg.TableColumn("run_id", "string", description="the Dagster run (rollback_job takes it too)"),
+        dg.TableColumn("finished", "string"),
+        dg.TableColumn("status", "string"),
+        dg.TableColumn("rows_changed", "int", description="rows inserted, updated or deleted in both tables"),
+    ]
+    records = [
+        dg.TableRecord({
+            "migration_id": row["id"], "run_id": row["run_id"],
+            "finished": row["end_time"].isoformat(timespec="seconds") if row["end_time"] else None,
+            "status": row["status"], "rows_changed": rows_changed(row["load"]),
+        })
+        for row in migrations
+    ]
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def rows_changed(load: dict[str, dict[str, int]] | None) -> int:
+    return sum(counts.get(k, 0) for counts in (load or {}).values() for k in ("inserted", "updated", "deleted"))
 
 
 def tables_metadata(schema: str, columns: list[tuple[str, str, bool]], rows: dict[str, int]) -> dict:

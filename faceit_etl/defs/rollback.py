@@ -5,7 +5,8 @@ from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
-from faceit_etl.defs.metadata import tables_metadata
+from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
+from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import column_types
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES
@@ -17,8 +18,8 @@ class RollbackConfig(dg.Config):
     )
     migration_id: str | None = Field(
         default=None,
-        description="A migration_logs id or Dagster run id whose pre-load snapshot to restore. "
-        "Default: the latest migration that changed something.",
+        description="A migration_logs id or Dagster run id whose pre-load snapshot to restore, as "
+        "postgres_tables' recent_migrations lists them. Default: the latest migration that changed something.",
     )
     discard_later_changes: bool = Field(
         default=False,
@@ -47,6 +48,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
         result = rollback(
             conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
         )
+        recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
         # As the load records them, so the next load's column_schema_change compares with the restored tables.
         columns = [
             (f"{name}.{column}", data_type, nullable)
@@ -67,6 +69,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
             **{f"restored_{name}_sha256": d.sha256 for name, d in result.restored.items()},
             "dropped_tables": ", ".join(result.dropped) or "none",
             "origin_checked": not result.origin_unchecked,
+            "recent_migrations": migrations_table(recent),
             **tables_metadata(
                 migration_settings.target_schema, columns, {name: d.rows for name, d in result.restored.items()}
             ),
