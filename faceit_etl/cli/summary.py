@@ -54,8 +54,10 @@ def _value(metadata: dict, key: str):
 
 def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSummary:
     summary = RunSummary(run_id=result.run_id, success=result.success)
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+    # A dry run's load is an observation of postgres_tables (it materializes nothing) that says dry_run.
+    dry_runs = [e for e in result.get_asset_observation_events() if "dry_run" in e.event_specific_data.asset_observation.metadata]
+    for event in [*result.get_asset_materialization_events(), *dry_runs]:
+        materialization = getattr(event.event_specific_data, "materialization", None) or event.event_specific_data.asset_observation
         metadata = materialization.metadata
         key = materialization.asset_key.to_user_string()
         if key == "validated_frame":

@@ -42,7 +42,8 @@ ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_vers
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
-VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
+VALIDATED = "validated"
+DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the tables are unchanged"  # where outcomes are kept for re-runs, in the instance's storage
 
 
 @dg.asset(
@@ -187,7 +188,9 @@ def mapped_frames(validated_frame: ValidationOutcome):
 
 
 @dg.multi_asset(
-    outs={"postgres_tables": dg.AssetOut(**ABOUT_THE_BOT, kinds={"postgres"}, description=(
+    # Not required: a dry run records what it would have done as an observation, never a materialization,
+    # so the tables never look synced with a file they do not hold.
+    outs={"postgres_tables": dg.AssetOut(**ABOUT_THE_BOT, kinds={"postgres"}, is_required=False, description=(
         "The bot's `users` and `user_subscriptions` tables. One transaction: under the migration's "
         "lock, snapshot the tables into the run's backup folder (not when they are exactly as an "
         "earlier load of this same file left them: nothing will change), COPY into staging, insert "
@@ -222,16 +225,17 @@ def postgres_tables(
     # The verdicts its transaction took before committing (or rolling back a dry run).
     results = table_check_results(done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True)
     metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings)
-    yield dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks],
-    )
-    if not migration_settings.dry_run:  # a dry run's verdicts are of tables it rolled back: its materialization has them
-        for result in results:
-            if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
-                context.log_event(as_evaluation(result))
-        if SCHEMA_CHANGE not in planned_checks(context):
-            context.log_event(schema_change(before, metadata["dagster/column_schema"]))
+    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
+    if migration_settings.dry_run:
+        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata))
+        yield from selected
+    else:
+        yield dg.MaterializeResult(metadata=metadata, check_results=selected)
+    for result in results:
+        if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
+            context.log_event(as_evaluation(result))
+    if SCHEMA_CHANGE not in planned_checks(context):  # a dry run: the change its load would have made
+        context.log_event(schema_change(before, metadata["dagster/column_schema"]))
 
 
 def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings) -> dict:
