@@ -4,6 +4,7 @@ figures with column descriptions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 
@@ -174,6 +175,11 @@ def test_a_migrate_job_run_its_rejects_stop_leaves_the_tables_checks_as_the_last
             assert loaded.success
             judged = {e.check_name: e.passed for e in loaded.get_asset_check_evaluations() if e.check_name in names}
         assert judged == dict.fromkeys(names, True) | {"rows_not_in_file": True}
+        # The Runs list tells which file a run migrated: its path and full sha256 as run tags.
+        tags = instance.get_run_by_id(loaded.run_id).tags
+        assert (tags["faceit_etl/source_file"], tags["faceit_etl/source_sha256"]) == (
+            str(source), hashlib.sha256(source.read_bytes()).hexdigest()
+        )
 
         write_json(source, {"users": ENTRIES})
         with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as stopped:
