@@ -92,7 +92,7 @@ def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db
     refused = faceit_etl(workdir, database_url, "migrate", str(source))
     assert refused.returncode == 2
     assert "1 of 5 entries rejected" in refused.stdout
-    assert "entry #4 (no valid user_id): user_id: must be a positive Telegram id" in refused.stdout
+    assert "entry 5 (no valid user_id): user_id: must be a positive Telegram id" in refused.stdout
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
     forced = faceit_etl(workdir, database_url, "migrate", str(source), "--force")

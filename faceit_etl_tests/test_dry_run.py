@@ -19,7 +19,7 @@ import pytest
 from faceit_etl.generate import generate_users
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
-from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, nasty_file, run
+from faceit_etl_tests.test_pipeline import checks_by_name, dry_run_of, materialized, metadata_of, nasty_file, run
 
 LOAD_FACTS = (
     *(f"{table}_{count}" for table in ("users", "subscriptions")
@@ -57,7 +57,8 @@ def outcome(result) -> dict:
         (e.step_key, e.step_failure_data.error.message.splitlines()[0]) for e in result.get_step_failure_events()
     ]
     loaded = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    load = metadata_of(result, "postgres_tables") if "postgres_tables" in loaded else None
+    dry = any("dry_run" in e.event_specific_data.asset_observation.metadata for e in result.get_asset_observation_events())
+    load = dry_run_of(result) if dry else metadata_of(result, "postgres_tables") if "postgres_tables" in loaded else None
     return {
         "success": result.success,
         "failures": failures,
@@ -218,5 +219,6 @@ def test_a_dry_run_predicts_the_real_run_and_changes_nothing(db, database_url, t
     load_failures = [message for step, message in happened["failures"] if step == "postgres_tables"]
     assert [case.load_fails_with in message for message in load_failures] == ([True] if case.load_fails_with else [])
     if predicted["load"] is not None:
-        assert metadata_of(dry, "postgres_tables")["dry_run"] is True
+        assert dry_run_of(dry)["dry_run"] is True
+        assert "postgres_tables" not in materialized(dry)  # a dry run never makes the tables look synced
         assert metadata_of(real, "postgres_tables")["dry_run"] is False

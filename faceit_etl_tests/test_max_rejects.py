@@ -19,8 +19,9 @@ from faceit_etl_tests.test_pipeline import checks_by_name, run
 
 ENTRIES = 20
 HOW_TO_RAISE = (
-    "Raise the limit (--max-rejects, MIGRATION_MAX_REJECTS or max_rejects in run config: a count, or a "
-    "percentage of the entries read such as 1%) or set force to load the rest"
+    "Fix these entries in the file and run again, or set force (load the valid entries) or max_rejects "
+    "(a count, or a percentage such as 1%) in the launchpad's migration_settings "
+    "(CLI: --force, --max-rejects; environment: MIGRATION_FORCE, MIGRATION_MAX_REJECTS)"
 )
 
 
@@ -75,10 +76,10 @@ def test_exactly_at_the_limit_loads_and_one_more_fails_before_writing(db, databa
         assert check.severity == dg.AssetCheckSeverity.ERROR
         assert head == (
             f"{rejected} of {ENTRIES} entries rejected, more than max_rejects {max_rejects or '0'} allows ({limit}); "
-            f"nothing loaded. {HOW_TO_RAISE}"
+            f"nothing was written. {HOW_TO_RAISE}"
         )
         assert loaded(db) is None  # not even the tables were created
-    assert check.description.splitlines()[1] == f"entry #{ENTRIES - rejected} (no valid user_id): user_id: must be a positive Telegram id"
+    assert check.description.splitlines()[2] == f"- entry {ENTRIES - rejected + 1} (no valid user_id): user_id: must be a positive Telegram id"
 
 
 def test_force_loads_whatever_the_limit_and_shows_it(db, database_url, tmp_path):
@@ -143,7 +144,7 @@ def test_the_cli_loads_within_the_limit_exits_2_beyond_it_and_a_flag_beats_confi
 
     beyond = faceit_etl(workdir, database_url, "--config", str(config), "migrate", str(source), env={"MIGRATION_MAX_REJECTS": "5"})
     assert beyond.returncode == 2, beyond.stdout + beyond.stderr
-    assert (f"      2 of {ENTRIES} entries rejected, more than max_rejects 1 allows (1); nothing loaded. {HOW_TO_RAISE}"
+    assert (f"      2 of {ENTRIES} entries rejected, more than max_rejects 1 allows (1); nothing was written. {HOW_TO_RAISE}"
             in beyond.stdout.splitlines())
     assert loaded(db) is None
 

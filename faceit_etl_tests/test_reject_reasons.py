@@ -22,7 +22,7 @@ class InBatches(SourceData):
 
 def held(code, index, user_id):
     ordinal = {0: "1st", 1: "2nd", 2: "3rd"}.get(index, f"{index + 1}th")
-    return f"referral_code {code!r} is already held by entry #{index} (the {ordinal} in the file, user_id {user_id}), which is accepted"
+    return f"referral_code {code!r} is already held by entry {index + 1} (the {ordinal} in the file, user_id {user_id}), which is accepted"
 
 
 ENTRIES = [

@@ -139,6 +139,12 @@ def rollback_materialization(result) -> dict:
     return {k: v.value for k, v in materialization.metadata.items()}
 
 
+def restored(metadata: dict) -> dict:
+    """The flat restored_<table>_rows / _sha256 figures, per table."""
+    tables = {key[len("restored_"):-len("_rows")] for key in metadata if key.startswith("restored_") and key.endswith("_rows")}
+    return {name: {"rows": metadata[f"restored_{name}_rows"], "sha256": metadata[f"restored_{name}_sha256"]} for name in tables}
+
+
 def generated_files(tmp_path: Path) -> tuple[Path, Path]:
     """File A: 1,000 generated users. File B: 50 of them deleted, 30 edited, 50 new ones added."""
     users = generate_users(1050, seed=11, layout="nested")
@@ -278,8 +284,9 @@ def test_rolling_back_the_run_that_created_the_tables_drops_them(database_url, d
         "migration_logs", "migration_rejects"
     }
     metadata = rollback_materialization(result)
-    assert sorted(metadata["dropped_tables"]) == ["user_subscriptions", "users"]
-    assert metadata["restored"] == {}
+    assert sorted(metadata["dropped_tables"].split(", ")) == ["user_subscriptions", "users"]
+    assert restored(metadata) == {}
+    assert (metadata["users_rows"], metadata["user_subscriptions_rows"]) == (0, 0)
 
     # "exactly what was there before": and the next migration starts from scratch again
     again = migrate(settings, instance)
@@ -553,10 +560,14 @@ def test_rollback_job_records_a_materialization_of_postgres_tables(database_url,
         metadata = rollback_materialization(result)
         assert metadata["rolled_back_run"] == second.run_id
         assert metadata["snapshot"] == str(backup_folder(tmp_path, second.run_id))
-        assert metadata["restored"] == {
+        assert restored(metadata) == {
             name: {"rows": snap["rows"], "sha256": snap["sha256"]} for name, snap in manifest["target"]["tables"].items()
         }
-        assert metadata["dropped_tables"] == []
+        assert (metadata["users_rows"], metadata["user_subscriptions_rows"]) == (
+            manifest["target"]["tables"]["users"]["rows"], manifest["target"]["tables"]["user_subscriptions"]["rows"]
+        )
+        assert metadata["dagster/table_name"] == "public.users"
+        assert metadata["dropped_tables"] == "none"
         latest = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables"))
         assert latest.run_id == result.run_id
         assert latest.asset_materialization.metadata["rolled_back_run"].value == second.run_id
@@ -762,7 +773,7 @@ def test_rollback_recreates_the_schema_dropped_since_its_snapshot(database_url, 
 
     result = rolled_back(settings, instance, backup_path=str(backup_folder(tmp_path, second.run_id)))
 
-    assert rollback_materialization(result)["restored"] == {
+    assert restored(rollback_materialization(result)) == {
         name: {"rows": digest.rows, "sha256": digest.sha256} for name, digest in after_first.items()
     }
     with psycopg.connect(database_url) as conn:

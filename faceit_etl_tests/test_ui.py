@@ -286,3 +286,103 @@ def test_the_database_password_is_nowhere_in_the_ui_or_the_instance(dagster_ui_w
     assert configured["configuredValues"] == [{"key": "database_url", "value": "DATABASE_URL", "type": "ENV_VAR"}]
     holding = [path for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
     assert holding == []
+
+
+def run_tags(base: str, run_id: str) -> dict[str, str]:
+    run = graphql(base, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ jobName tags {{ key value }} }} }} }}')["runOrError"]
+    return {"job": run["jobName"], **{tag["key"]: tag["value"] for tag in run["tags"]}}
+
+
+def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_why_on_the_run_page(
+    dagster_ui, db, tmp_path
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    source = tmp_path / "data.json"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+        # A migration started from migrate_job's page runs as migrate_job, tagged with the file it migrated.
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/migrate_job")
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
+        runs = finished_runs(dagster_ui, 1)
+        assert runs[0]["status"] == "SUCCESS"
+        tags = run_tags(dagster_ui, runs[0]["runId"])
+        sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+        assert (tags["job"], tags["faceit_etl/source_file"], tags["faceit_etl/source_sha256"]) == (
+            "migrate_job", str(source), sha256
+        )
+        page.goto(f"{dagster_ui}/runs")
+        expect(page.get_by_text(f"faceit_etl/source_file: {source}").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-runs-list-with-the-files-tag.png"))
+        page.goto(f"{dagster_ui}/assets/postgres_tables")
+        expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "ui-tables-figures.png"), full_page=True)
+        expect(page.get_by_text("user_subscriptions_rows").first).to_be_visible(timeout=30_000)
+
+        # Three broken entries: the run page says why, in words, without a click.
+        users = json.loads(source.read_text(encoding="utf-8"))["users"]
+        users[2]["user_id"] = -7
+        users[4]["subscription"]["tier"] = "gold"
+        users[6]["total_requests"] = "many"
+        source.write_text(json.dumps({"users": users}), encoding="utf-8")
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/migrate_job")
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
+        runs = finished_runs(dagster_ui, 2)
+        assert runs[0]["status"] == "FAILURE"
+        page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
+        reason = page.get_by_text(re.compile(
+            r"^3 of 25 entries rejected, more than max_rejects 0 allows \(0\); nothing was written\. "
+            r"entry 3 \(no valid user_id\): user_id: must be a positive Telegram id; entry 5 \(user_id \d+\): tier: "
+        )).first
+        expect(reason).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Fix these entries in the file and run again, or set force").first).to_be_visible()
+        expect(page.get_by_text("DagsterAssetCheckFailedError")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "ui-rejected-file-run-page.png"))
+        page.goto(f"{dagster_ui}/assets/validated_frame?view=checks")
+        expect(page.get_by_text("no_rejected_entries").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-rejected-file-checks.png"), full_page=True)
+        # The tables are as the first load left them: their checks keep its verdicts, none marked failed.
+        page.goto(f"{dagster_ui}/assets/postgres_tables?view=checks")
+        names = [spec.name for spec in TABLE_CHECK_SPECS] + ["column_schema_change"]
+        for name in names:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Succeeded")).to_have_count(len(names), timeout=30_000)
+        expect(page.get_by_text("Execution failed")).to_have_count(0)
+        expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "ui-tables-checks-after-a-rejected-file.png"), full_page=True)
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the first load's, untouched
+
+        # Rollback: the migration is chosen from the list on the tables' page, in rollback_job's own launchpad.
+        [(migration_id, run_id)] = db.execute(
+            "SELECT id::text, metadata->>'run_id' FROM migration_logs WHERE status = 'success'"
+        ).fetchall()
+        page.goto(f"{dagster_ui}/assets/postgres_tables")
+        expect(page.get_by_text("recent_migrations").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(migration_id).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-recent-migrations.png"), full_page=True)
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/rollback_job/playground")
+        editor = page.locator(".CodeMirror").first
+        expect(editor).to_contain_text("migration_id", timeout=30_000)
+        expect(editor).to_contain_text("discard_later_changes")
+        expect(editor).not_to_contain_text("max_rejects")  # the migration's settings stay out of it
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(
+            f'{{ops: {{restore_tables: {{config: {{migration_id: "{migration_id}", discard_later_changes: false}}}}}}}}'
+        )
+        page.screenshot(path=str(ARTIFACTS / "ui-rollback-launchpad.png"))
+        page.get_by_role("button", name=re.compile("Launch Run", re.I)).click()
+        runs = finished_runs(dagster_ui, 3)
+        assert runs[0]["status"] == "SUCCESS"
+        page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
+        expect(page.get_by_text(f"rolled back to the snapshot taken before run {run_id}").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-rollback-run.png"))
+        browser.close()
+
+    # The first load created the tables: undoing it leaves none.
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+    assert db.execute("SELECT status FROM migration_logs WHERE id = %s", [migration_id]).fetchone()[0] == "rolled_back"

@@ -294,7 +294,7 @@ def test_referral_code_already_taken():
     outcome = validate(entries)
     assert outcome.valid["user_id"].tolist() == [1, 2, 4, 5]
     assert reasons(outcome) == [
-        (2, "referral_code", "referral_code '4CE848F5' is already held by entry #0 (the 1st in the file, user_id 1), which is accepted")
+        (2, "referral_code", "referral_code '4CE848F5' is already held by entry 1 (the 1st in the file, user_id 1), which is accepted")
     ]
     assert outcome.rejects.at[0, "user_id"] == 3
 

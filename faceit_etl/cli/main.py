@@ -683,11 +683,12 @@ def rollback(args: argparse.Namespace) -> int:
 
     if result.success:
         event = result.get_asset_materialization_events()[0].event_specific_data.materialization
-        restored = event.metadata["restored"].value
-        dropped = event.metadata["dropped_tables"].value
+        restored = {key[len("restored_"):-len("_rows")]: entry.value for key, entry in event.metadata.items()
+                    if key.startswith("restored_") and key.endswith("_rows")}
+        dropped = [name for name in event.metadata["dropped_tables"].value.split(", ") if name != "none"]
         say(f"Rolled back to the snapshot taken before run {event.metadata['rolled_back_run'].value}", quiet_too=True)
-        for name, digest in restored.items():
-            say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
+        for name, rows in restored.items():
+            say(f"  {name}: {rows} rows restored, content hash verified", quiet_too=True)
         for name in dropped:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
         if not event.metadata["origin_checked"].value:

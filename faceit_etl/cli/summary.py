@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from faceit_etl.postgres.load import LOAD_COUNTS
+from faceit_etl.validation.limit import STOPPED_BY
 
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
@@ -53,8 +54,10 @@ def _value(metadata: dict, key: str):
 
 def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSummary:
     summary = RunSummary(run_id=result.run_id, success=result.success)
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+    # A dry run's load is an observation of postgres_tables (it materializes nothing) that says dry_run.
+    dry_runs = [e for e in result.get_asset_observation_events() if "dry_run" in e.event_specific_data.asset_observation.metadata]
+    for event in [*result.get_asset_materialization_events(), *dry_runs]:
+        materialization = getattr(event.event_specific_data, "materialization", None) or event.event_specific_data.asset_observation
         metadata = materialization.metadata
         key = materialization.asset_key.to_user_string()
         if key == "validated_frame":
@@ -86,12 +89,18 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
 
 
 def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[str]:
-    """Why steps failed; a failed blocking check is already said by its own check line."""
+    """Why steps failed; a failed blocking check, or rejects that stopped the run, is already said by its
+    own check line."""
     return [
         f"{event.step_key}: {_root_message(event.step_failure_data.error)}"
         for event in result.get_step_failure_events()
-        if event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"
+        if event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError" and not _stopped_by_rejects(event)
     ]
+
+
+def _stopped_by_rejects(event: dg.DagsterEvent) -> bool:
+    failure = event.step_failure_data.user_failure_data
+    return failure is not None and STOPPED_BY in failure.metadata
 
 
 def step_causes(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[tuple[str, str]]:

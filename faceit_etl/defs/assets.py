@@ -10,12 +10,19 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg
 
 from faceit_etl import backup, mapping, resume
+from faceit_etl.defs.automation import SOURCE_SHA256_TAG
+from faceit_etl.defs.checks import (
+    SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, judge_tables_now, planned_checks, previous_column_schema,
+    schema_change, table_check_results,
+)
 from faceit_etl.defs.io import record_target
-from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
-from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.jobs import executor_max_concurrent
+from faceit_etl.defs.metadata import (
+    RECENT_MIGRATIONS, as_people_see_it, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
+)
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.identity import code_version
 from faceit_etl.source import SourceData, read_source
@@ -23,6 +30,9 @@ from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, LoadRun, load_run
 from faceit_etl.validation import ValidationOutcome, memo
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
 GROUP = "faceit_migration"
@@ -33,7 +43,9 @@ CODE_VERSION = code_version()[:16]
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
-VALIDATED = "validated"  # where outcomes are kept for re-runs, in the instance's storage
+SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
+VALIDATED = "validated"
+DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the tables are unchanged"  # where outcomes are kept for re-runs, in the instance's storage
 
 
 @dg.asset(
@@ -55,6 +67,10 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     seen = observed.asset_observation.tags.get("dagster/data_version") if in_this_run else None
     copied = backup.backup_source(
         migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen
+    )
+    # The Runs list shows and filters by tags: every migration run names the file it migrated, however launched.
+    context.instance.add_run_tags(
+        context.run.run_id, {SOURCE_FILE_TAG: str(copied.original), SOURCE_SHA256_TAG: copied.sha256}
     )
     return dg.Output(
         copied,
@@ -87,7 +103,8 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
             "dagster/row_count": source.entry_count,
             "layout": source.layout,
             "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
-            "read_in_pieces": len(source.pieces.bounds) if source.pieces else "no: read whole",
+            # How many pieces the users list was parsed in, one at a time; 0: parsed whole.
+            "pieces_parsed_one_at_a_time": len(source.pieces.bounds) if source.pieces else 0,
         },
     )
 
@@ -121,8 +138,11 @@ def validated_frame(
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,
-            "rejects": preview(outcome.rejects.drop(columns="raw"), rows=50),
-            "ignored_fields": dg.MetadataValue.json(outcome.ignored_fields),
+            "rejects": rejects_table(outcome.rejects),
+            # Keys the bot's entries hold that no column takes, with how many entries hold each.
+            "ignored_fields": len(outcome.ignored_fields),
+            **({"ignored_fields_by_name": counts_table("field", "entries", outcome.ignored_fields)}
+               if outcome.ignored_fields else {}),
             "input_identity": outcome.input_identity,
             # Same file bytes, time zone and code as an earlier run: its outcome, not judged again.
             "reused_earlier_outcome": reused,
@@ -154,21 +174,25 @@ def validated_frame(
 )
 def mapped_frames(validated_frame: ValidationOutcome):
     mapped = mapping.map_frames(validated_frame.valid)
-    defaults = dg.MetadataValue.json(mapped.defaults_applied)
-    yield dg.Output(mapped.users, "mapped_users", metadata={**frame_metadata(mapped.users), "defaults_applied": defaults})
+    # Fields given the bot's default, per column: a number each, so each plots across runs.
+    defaults = {f"defaulted_{column}": count for column, count in mapped.defaults_applied.items()}
+    tiers = mapped.subscriptions["tier"].value_counts()
+    yield dg.Output(mapped.users, "mapped_users", metadata={**frame_metadata(mapped.users), **defaults})
     yield dg.Output(
         mapped.subscriptions,
         "mapped_subscriptions",
         metadata={
-            **frame_metadata(mapped.subscriptions),
-            "tiers": dg.MetadataValue.json(mapped.subscriptions["tier"].value_counts().to_dict()),
-            "defaults_applied": defaults,
+            **frame_metadata(mapped.subscriptions, mapped.users),
+            **{f"tier_{tier}": int(tiers.get(tier, 0)) for tier in TIERS},
+            **defaults,
         },
     )
 
 
 @dg.multi_asset(
-    outs={"postgres_tables": dg.AssetOut(**ABOUT_THE_BOT, kinds={"postgres"}, description=(
+    # Not required: a dry run records what it would have done as an observation, never a materialization,
+    # so the tables never look synced with a file they do not hold.
+    outs={"postgres_tables": dg.AssetOut(**ABOUT_THE_BOT, kinds={"postgres"}, is_required=False, description=(
         "The bot's `users` and `user_subscriptions` tables. One transaction: under the migration's "
         "lock, snapshot the tables into the run's backup folder (not when they are exactly as an "
         "earlier load of this same file left them: nothing will change), COPY into staging, insert "
@@ -198,19 +222,39 @@ def postgres_tables(
         record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
     # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
     resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
+    before = previous_column_schema(context.instance)
     options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
         verdicts = {VERIFICATION: _verdicts_metadata(exc.verdicts)} if exc.verdicts else {}
         raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
-    yield dg.MaterializeResult(
-        metadata=_load_metadata(done, migration_settings, validated_frame, mapped_users),
-        # The verdicts its transaction took before committing (or rolling back a dry run).
-        check_results=table_check_results(
-            done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True, selected=selected_checks
-        ),
-    )
+    # The verdicts its transaction took before committing (or rolling back a dry run).
+    results = table_check_results(done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True)
+    metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings, postgres)
+    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
+    if migration_settings.dry_run:
+        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata))
+        yield from selected
+    else:
+        yield dg.MaterializeResult(metadata=metadata, check_results=selected)
+    for result in results:
+        if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
+            context.log_event(as_evaluation(result))
+    if SCHEMA_CHANGE not in planned_checks(context):  # a dry run: the change its load would have made
+        context.log_event(schema_change(before, metadata["dagster/column_schema"]))
+
+
+def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, postgres: PostgresResource) -> dict:
+    """The latest migrations, where a person choosing one for rollback_job looks: on the tables' page.
+    Read after the commit: a failure to read them is a warning, never the run's failure."""
+    try:
+        with postgres.get_connection() as conn:
+            recent = runlog.latest(conn, settings.target_schema, RECENT_MIGRATIONS)
+    except psycopg.Error as exc:
+        context.log.warning(f"the recent migrations could not be read: {type(exc).__name__}")
+        return {}
+    return {"recent_migrations": migrations_table(recent)}
 
 
 def _load_options(
@@ -238,7 +282,7 @@ def _progress(context: dg.AssetExecutionContext, stage: str, done: int, total: i
             metadata={PROGRESS_STAGE: stage, PROGRESS_DONE: done, PROGRESS_TOTAL: total},
         )
     )
-    context.log.debug(text)
+    context.log.info(text)
 
 
 def _verdicts_metadata(verdicts: dict) -> dg.JsonMetadataValue:
@@ -266,22 +310,28 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
         "rejected_entries": outcome.rejected_count,
         "created_tables": stats.created_tables,
         "truncated": stats.truncated,
-        "tables_snapshot": _snapshot_metadata(done.snapshot),
+        **_snapshot_metadata(done.snapshot),
         "nothing_to_compare": (
             f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
             if stats.recognised_from_run
             else "no: compared row by row"
         ),
-        "dagster/row_count": len(users),
-        "dagster/column_schema": dg.TableSchema(columns=[
-            dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
-            for name, data_type, nullable in done.columns
-        ]),
-        "preview": preview(users),
+        **tables_metadata(settings.target_schema, done.columns, _table_rows(done, users)),
+        "preview": preview(as_people_see_it(users)),
         **({"migration_log_id": done.log_id} if done.log_id else {}),
         VERIFICATION: _verdicts_metadata(done.verdicts),
     }
 
 
-def _snapshot_metadata(taken: dict | str):
-    return dg.MetadataValue.json(taken) if isinstance(taken, dict) else taken
+def _snapshot_metadata(taken: dict | str) -> dict:
+    """Rows per table in the snapshot the run can be rolled back to, or why none was taken."""
+    if isinstance(taken, dict):
+        return {f"snapshot_{table}_rows": rows for table, rows in taken.items()}
+    return {"tables_snapshot": taken}
+
+
+def _table_rows(done: LoadRun, users: pd.DataFrame) -> dict[str, int]:
+    """Rows per table as the load's transaction counted them (the file's and the kept ones)."""
+    counted = done.verdicts.get("row_counts_match")
+    metadata = counted.metadata if counted else {}
+    return {table: metadata.get(f"{table}_in_database", len(users) if table == USERS else 0) for table in (USERS, SUBSCRIPTIONS)}

@@ -14,11 +14,11 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backup
-from faceit_etl.defs.metadata import preview
+from faceit_etl.defs.metadata import rejects_table
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
-from faceit_etl.validation import ValidationOutcome
-from faceit_etl.validation.limit import RejectLimit
+from faceit_etl.validation import ValidationOutcome, report
+from faceit_etl.validation.limit import STOPPED_BY, RejectLimit
 
 EXAMPLES = 20
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -35,14 +35,17 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 )
 def no_rejected_entries(
     context: dg.AssetCheckExecutionContext, validated_frame: ValidationOutcome, migration_settings: MigrationSettings
-) -> dg.AssetCheckResult:
+):
+    """Over the limit, the step fails with the reason in one line (logged at ERROR and as the failure's
+    own description), not with Dagster's generic "blocking asset check failed" and its trace."""
     rejects = validated_frame.rejects
     by_field = rejects.groupby("field").size().sort_values(ascending=False).to_dict()
     limit = migration_settings.reject_limit()
     allowed = validated_frame.input_count if limit is None else limit.allowed(validated_frame.input_count)
-    return dg.AssetCheckResult(
+    stops = validated_frame.rejected_count > allowed
+    yield dg.AssetCheckResult(
         passed=rejects.empty,
-        severity=WARN if validated_frame.rejected_count <= allowed else ERROR,
+        severity=ERROR if stops else WARN,
         description=None if rejects.empty else _reject_summary(
             validated_frame, limit, allowed,
             backup.run_folder(migration_settings.backup_dir, context.run.run_id) / backup.REJECTS_FILE,
@@ -52,32 +55,27 @@ def no_rejected_entries(
             "limit": allowed,  # the most rejects this run may have and still load
             "max_rejects": "force: any number" if limit is None else limit.text,
             "input_entries": validated_frame.input_count,
-            "rejects_by_field": dg.MetadataValue.json({str(k): int(v) for k, v in by_field.items()}),
-            "rejects": preview(rejects.drop(columns="raw"), rows=50),
+            **{f"rejected_for_{name}": int(count) for name, count in by_field.items()},
+            "rejects": rejects_table(rejects),
         },
     )
+    if stops:
+        line = report.stopped_line(rejects, validated_frame.rejected_count, validated_frame.input_count, limit, allowed)
+        context.log.error(line)
+        raise dg.Failure(description=line, metadata={STOPPED_BY: "rejects"}, allow_retries=False)
 
 
 def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:
-    """Whether the rejects stop the run and how to change that, the first rejects, and where the
-    others are: a list cut short must say so."""
-    rejected = f"{outcome.rejected_count} of {outcome.input_count} entries rejected"
-    if limit is None:
-        head = f"{rejected} (force: loading the rest)"
-    elif outcome.rejected_count <= allowed:
-        head = f"{rejected}, within max_rejects {limit.text} (at most {allowed}): loading the rest"
-    else:
-        head = (
-            f"{rejected}, more than max_rejects {limit.text} allows ({allowed}); nothing loaded. Raise the limit "
-            "(--max-rejects, MIGRATION_MAX_REJECTS or max_rejects in run config: a count, or a percentage of "
-            "the entries read such as 1%) or set force to load the rest"
-        )
-    lines = [head]
+    """Whether the rejects stop the run and how to change that, then the first rejects as a Markdown
+    list (single line breaks vanish in the UI's Markdown), and where the others are."""
+    head = report.reject_head(outcome.rejected_count, outcome.input_count, limit, allowed)
+    if limit is not None and outcome.rejected_count > allowed:
+        head = f"{head}. {report.WHAT_TO_DO}"
+    lines = [head, ""]
     for row in outcome.rejects.head(EXAMPLES).itertuples():
-        who = f"user_id {row.user_id}" if pd.notna(row.user_id) else "no valid user_id"
-        lines.append(f"entry #{row.source_index} ({who}): {row.field}: {row.reason}")
+        lines.append(f"- {report.reject_line(row.source_index, row.user_id, row.field, row.reason)}")
     if len(outcome.rejects) > EXAMPLES:
-        lines.append(f"… and {len(outcome.rejects) - EXAMPLES} more: see {all_rejects}")
+        lines += ["", f"… and {len(outcome.rejects) - EXAMPLES} more: see {all_rejects}"]
     return "\n".join(lines)
 
 
@@ -115,7 +113,7 @@ TABLE_CHECK_SPECS = [
 
 
 def table_check_results(
-    verdicts: dict[str, Verdict], *, dry_run: bool, seen_before_commit: bool, selected: set[dg.AssetCheckKey]
+    verdicts: dict[str, Verdict], *, dry_run: bool, seen_before_commit: bool, selected: set[dg.AssetCheckKey] | None = None
 ) -> list[dg.AssetCheckResult]:
     """The selected checks' results from the verdicts, each with its severity and the verdict's metadata."""
     return [
@@ -128,15 +126,80 @@ def table_check_results(
             metadata={
                 "dry_run": dry_run,
                 "seen_before_commit": seen_before_commit,
-                **{
-                    key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
-                    for key, value in verdict.metadata.items()
-                },
+                **flat(verdict.metadata),
             },
         )
         for name, verdict in verdicts.items()
-        if dg.AssetCheckKey(TABLES, name) in selected
+        if selected is None or dg.AssetCheckKey(TABLES, name) in selected
     ]
+
+
+def as_evaluation(result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    """A check result the load reports without the check being planned in its run (see migrate_job)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=TABLES, check_name=result.check_name, passed=result.passed, metadata=result.metadata,
+        severity=result.severity, description=result.description, blocking=result.check_name in BLOCKING,
+    )
+
+
+def flat(metadata: dict, prefix: str = "") -> dict:
+    """Nested figures as one number per key (`users.rows_compared`, `in_database.PREMIUM`), so each shows
+    and plots on its own; a list of ids as text; nothing empty."""
+    shown = {}
+    for key, value in metadata.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            shown |= flat(value, f"{name}.")
+        elif isinstance(value, list):
+            if value:
+                shown[name] = ", ".join(map(str, value))
+        else:
+            shown[name] = value
+    return shown
+
+
+SCHEMA_CHANGE = dg.AssetCheckKey(TABLES, "column_schema_change")  # built in defs/drift.py
+
+
+def previous_column_schema(instance: dg.DagsterInstance) -> tuple[bool, dg.TableSchema | None]:
+    """Whether the tables were materialized before, and the column schema that recorded."""
+    records = instance.fetch_materializations(TABLES, limit=1).records
+    if not records:
+        return False, None
+    recorded = records[0].asset_materialization.metadata.get("dagster/column_schema")
+    return True, recorded.schema if isinstance(recorded, dg.TableSchemaMetadataValue) else None
+
+
+def schema_change(before: tuple[bool, dg.TableSchema | None], latest: dg.TableSchema) -> dg.AssetCheckEvaluation:
+    """column_schema_change as Dagster's own check judges it (the latest two materializations' column
+    schemas), for a run that reports it from the load instead of planning it (see migrate_job)."""
+    materialized, previous = before
+    passed, description = True, "No changes to column schema between previous and latest materialization"
+    if not materialized:
+        description = "The asset has been materialized fewer than 2 times"
+    elif previous is None:
+        passed, description = False, "Previous materialization has no column schema metadata"
+    else:
+        old = {c.name: c.type for c in previous.columns}
+        new = {c.name: c.type for c in latest.columns}
+        added = [name for name in new if name not in old]
+        removed = [name for name in old if name not in new]
+        retyped = [f"\n- {name}: {old[name]} -> {new[name]}" for name in new if name in old and old[name] != new[name]]
+        if added or removed or retyped:
+            passed, description = False, "Column schema changed between previous and latest materialization."
+            description += f"\n\nAdded columns: {', '.join(added)}" if added else ""
+            description += f"\n\nRemoved columns: {', '.join(removed)}" if removed else ""
+            description += "\n\nColumn type changes:" + "".join(retyped) if retyped else ""
+    return dg.AssetCheckEvaluation(
+        asset_key=TABLES, check_name=SCHEMA_CHANGE.name, passed=passed, description=description, severity=WARN
+    )
+
+
+def planned_checks(context: dg.AssetExecutionContext) -> set[dg.AssetCheckKey]:
+    """The checks this run plans (and so runs, or marks failed when it fails)."""
+    events = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+    return {dg.AssetCheckKey(e.dagster_event.event_specific_data.asset_key, e.dagster_event.event_specific_data.check_name)
+            for e in events}
 
 
 def judge_tables_now(

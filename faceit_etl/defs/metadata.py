@@ -1,4 +1,4 @@
-"""What the UI shows of a frame: its column schema (with the rules that judged it) and a Markdown preview."""
+"""What the UI shows of a frame: its column schema (with the rules that judged it) and a preview table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.validation import report
+from faceit_etl.validation.fields import column_description
+
 PREVIEW_ROWS = 10
+INTERNAL_COLUMNS = ("fields_present", "user_fields_present", "subscription_fields_present")
+RECENT_MIGRATIONS = 10  # on postgres_tables' page, for rollback_job's migration_id
+REJECT_ROWS = 50  # rejects.jsonl in the run's backup folder holds them all
 
 
 def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
@@ -49,17 +56,91 @@ def _check_text(check: pa.Check) -> str:
     return f"{rule}: {check.error}" if rule else str(check.error)
 
 
-def preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MarkdownMetadataValue:
-    if frame.empty:
-        return dg.MetadataValue.md("_no rows_")
-    shown = frame.head(rows).astype(object).where(frame.head(rows).notna(), None)
-    more = f"\n\n_{len(frame) - rows} more rows_" if len(frame) > rows else ""
-    return dg.MetadataValue.md(shown.to_markdown(index=False) + more)
+def preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS, descriptions: dict[str, str] | None = None) -> dg.TableMetadataValue:
+    """The first rows as a table with its schema: every value as text, so a Telegram id keeps all its
+    digits and a negative number shows as itself; a missing value is an empty cell."""
+    shown = frame.head(rows)
+    schema = column_schema(shown, descriptions)
+    records = [
+        dg.TableRecord({name: None if pd.isna(value) else str(value) for name, value in zip(shown.columns, values)})
+        for values in shown.itertuples(index=False, name=None)
+    ]
+    return dg.MetadataValue.table(records, schema=schema)
 
 
-def frame_metadata(frame: pd.DataFrame) -> dict:
+def rejects_table(rejects: pd.DataFrame, rows: int = REJECT_ROWS) -> dg.TableMetadataValue:
+    """Rejected entries, one row per entry, field and reason: the entry counted from 1, the offending value."""
+    columns = [
+        dg.TableColumn("entry", "int", description="place in the file's list of users, counted from 1"),
+        dg.TableColumn("user_id", "string", description="the entry's Telegram user_id, when it has a valid one"),
+        dg.TableColumn("field", "string"),
+        dg.TableColumn("value", "string", description="the value the file holds, as JSON"),
+        dg.TableColumn("reason", "string"),
+    ]
+    records = [dg.TableRecord(row) for row in report.reject_rows(rejects.head(rows))]
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def as_people_see_it(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A frame without the row UUIDs the bot's ORM keys on and the bookkeeping of which fields an entry
+    had; a subscription names its user by Telegram user_id (looked up in `users`), not by a UUID."""
+    shown = frame.drop(columns=[c for c in (*INTERNAL_COLUMNS, "id") if c in frame.columns])
+    if users is not None and "user_id" in shown.columns:
+        shown = shown.assign(user_id=shown["user_id"].map(users.set_index("id")["user_id"]))
+    return shown
+
+
+def counts_table(name: str, counted: str, counts: dict[str, int]) -> dg.TableMetadataValue:
+    """A count per name (such as a key from the file, which may be any text) as a two-column table."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, "string"), dg.TableColumn(counted, "int")])
+    return dg.MetadataValue.table([dg.TableRecord({name: key, counted: n}) for key, n in counts.items()], schema=schema)
+
+
+def frame_metadata(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> dict:
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": column_schema(frame),
-        "preview": preview(frame),
+        "preview": preview(as_people_see_it(frame, users)),
+    }
+
+
+def migrations_table(migrations: list[dict]) -> dg.TableMetadataValue:
+    """The latest migrations as rollback_job's `migration_id` takes them, newest first."""
+    columns = [
+        dg.TableColumn("migration_id", "string", description="migration_logs id: rollback_job's migration_id"),
+        dg.TableColumn("run_id", "string", description="the Dagster run (rollback_job takes it too)"),
+        dg.TableColumn("finished", "string"),
+        dg.TableColumn("status", "string"),
+        dg.TableColumn("rows_changed", "int", description="rows inserted, updated or deleted in both tables"),
+    ]
+    records = [
+        dg.TableRecord({
+            "migration_id": row["id"], "run_id": row["run_id"],
+            "finished": row["end_time"].isoformat(timespec="seconds") if row["end_time"] else None,
+            "status": row["status"], "rows_changed": rows_changed(row["load"]),
+        })
+        for row in migrations
+    ]
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def rows_changed(load: dict[str, dict[str, int]] | None) -> int:
+    return sum(counts.get(k, 0) for counts in (load or {}).values() for k in ("inserted", "updated", "deleted"))
+
+
+def tables_metadata(schema: str, columns: list[tuple[str, str, bool]], rows: dict[str, int]) -> dict:
+    """The tables' own figures after anything that changed them (load, prune, rollback): their names,
+    rows per table and columns (`table.column`, as the database has them) with what each holds.
+    `dagster/row_count` and `dagster/table_name` are of `users`, the table a user is a row of."""
+    return {
+        "dagster/table_name": f"{schema}.{USERS}",
+        "subscriptions_table": f"{schema}.{SUBSCRIPTIONS}",
+        "dagster/row_count": rows.get(USERS, 0),
+        "users_rows": rows.get(USERS, 0),
+        "user_subscriptions_rows": rows.get(SUBSCRIPTIONS, 0),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(name, data_type, description=column_description(name),
+                           constraints=dg.TableColumnConstraints(nullable=nullable))
+            for name, data_type, nullable in columns
+        ]),
     }

@@ -5,7 +5,9 @@ from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
-from faceit_etl.postgres.ddl import USERS, column_types
+from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
+from faceit_etl.postgres import runlog
+from faceit_etl.postgres.ddl import column_types
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES
 
@@ -16,8 +18,8 @@ class RollbackConfig(dg.Config):
     )
     migration_id: str | None = Field(
         default=None,
-        description="A migration_logs id or Dagster run id whose pre-load snapshot to restore. "
-        "Default: the latest successful migration.",
+        description="A migration_logs id or Dagster run id whose pre-load snapshot to restore, as "
+        "postgres_tables' recent_migrations lists them. Default: the latest migration that changed something.",
     )
     discard_later_changes: bool = Field(
         default=False,
@@ -48,13 +50,13 @@ def restore_tables(
         result = rollback(
             conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
         )
+        recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
         # As the load records them, so the next load's column_schema_change compares with the restored tables.
         columns = [
             (f"{name}.{column}", data_type, nullable)
             for name in SNAPSHOT_TABLES
             for column, data_type, nullable in column_types(conn, migration_settings.target_schema, name)
         ]
-    restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
     context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
     if result.origin_unchecked:
         context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
@@ -64,14 +66,15 @@ def restore_tables(
         metadata={
             "rolled_back_run": result.run_id,
             "snapshot": dg.MetadataValue.path(str(folder)),
-            "restored": dg.MetadataValue.json(restored),
-            "dropped_tables": dg.MetadataValue.json(result.dropped),
+            # Per table restored: its rows (a number, plotted) and the full sha256 of its content.
+            **{f"restored_{name}_rows": d.rows for name, d in result.restored.items()},
+            **{f"restored_{name}_sha256": d.sha256 for name, d in result.restored.items()},
+            "dropped_tables": ", ".join(result.dropped) or "none",
             "origin_checked": not result.origin_unchecked,
-            "dagster/row_count": result.restored[USERS].rows if USERS in result.restored else 0,
-            "dagster/column_schema": dg.TableSchema(columns=[
-                dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
-                for name, data_type, nullable in columns
-            ]),
+            "recent_migrations": migrations_table(recent),
+            **tables_metadata(
+                migration_settings.target_schema, columns, {name: d.rows for name, d in result.restored.items()}
+            ),
         },
     )
     yield dg.Output(None)

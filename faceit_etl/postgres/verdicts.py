@@ -77,7 +77,16 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
     return Verdict(
         actual == expected,
         {"in_database": actual, "expected": expected, "users_compared": len(users)},
-        None if actual == expected else f"subscriptions per tier: {actual} in the database, {expected} from the file",
+        None if actual == expected else _tiers_differ(actual, expected),
+    )
+
+
+def _tiers_differ(actual: dict[str, int], expected: dict[str, int]) -> str:
+    """Each tier whose count differs, in words: "PREMIUM: 5 in the database, 4 from the file"."""
+    return "subscriptions per tier: " + "; ".join(
+        f"{tier}: {actual.get(tier, 0)} in the database, {expected.get(tier, 0)} from the file"
+        for tier in sorted(actual.keys() | expected.keys())
+        if actual.get(tier, 0) != expected.get(tier, 0)
     )
 
 

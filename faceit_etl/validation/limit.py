@@ -12,6 +12,8 @@ from fractions import Fraction
 
 _COUNT = re.compile(r"[0-9]+")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+# The failure metadata key of a run its rejects stopped: the check's own result already says why.
+STOPPED_BY = "stopped_by"
 EXPECTED = "expected a whole number of rejects (5) or a percentage of the entries read (1%), at least 0"
 
 

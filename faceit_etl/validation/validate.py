@@ -176,7 +176,7 @@ def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tu
         if code in holders:
             held_by, user_id = holders[code]
             reject(index, REFERRAL_CODE, (
-                f"referral_code {describe_value(code)} is already held by entry #{held_by} (the "
+                f"referral_code {describe_value(code)} is already held by entry {held_by + 1} (the "
                 f"{_ordinal(held_by + 1)} in the file, user_id {user_id}), which is accepted"
             ))
         else:
