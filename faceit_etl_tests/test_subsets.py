@@ -61,6 +61,16 @@ def test_a_subset_loads_the_last_runs_values_of_the_same_file_and_refuses_anothe
         assert (load["users_inserted"].value, load["users_updated"].value, load["users_unchanged"].value) == (0, 0, 25)
         assert _rows(db) == before  # not a row written: the same file's mapping
 
+        other = write_json(tmp_path / "other.json", {"users": json.loads(FLAT_SAMPLE.read_text())["users"][:3]})
+        other_file = dg.materialize(
+            [*ASSETS, *CHECKS], resources=_resources(make_settings(database_url, other, tmp_path)), instance=instance,
+            selection=dg.AssetSelection.assets("postgres_tables"), raise_on_error=False,
+        )
+        assert not other_file.success and other_file.get_asset_materialization_events() == []
+        assert (f"postgres_tables needs source_backup of {other} as it is now, and the last one copied other bytes "
+                f"(from {source}") in _failure(other_file)
+        assert _rows(db) == before
+
         moscow = make_settings(database_url, source, tmp_path, source_timezone="Europe/Moscow")
         other_zone = dg.materialize(
             [*ASSETS, *CHECKS], resources=_resources(moscow), instance=instance,

@@ -16,7 +16,7 @@ from faceit_etl.defs.io import record_target
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
 from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.identity import code_version, input_identity
+from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
@@ -187,6 +187,7 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
+    _refuse_another_file(context.run, source_backup, migration_settings)
     _refuse_another_time_zone(validated_frame, source_backup, migration_settings.source_timezone)
     selected_checks = set(context.selected_asset_check_keys)
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
@@ -210,6 +211,23 @@ def postgres_tables(
             done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True, selected=selected_checks
         ),
     )
+
+
+def _refuse_another_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> None:
+    """A subset reads source_backup from an earlier run: the file this run names must hold its bytes now.
+    A resume (a re-execution) refuses a changed file itself, in its own words."""
+    if run.parent_run_id is not None or Path(source.folder) == backup.run_folder(settings.backup_dir, run.run_id):
+        return
+    path = Path(settings.source_path).resolve()
+    if (look_at_file(path)[0].sha256 if path.is_file() else None) != source.sha256:
+        raise dg.Failure(
+            description=(
+                f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
+                f"(from {source.original}, sha256 {source.sha256[:12]}…): materialize all (or select source_backup "
+                "and what it needs too)"
+            ),
+            allow_retries=False,
+        )
 
 
 def _refuse_another_time_zone(outcome: ValidationOutcome, source: backup.SourceSnapshot, timezone: str) -> None:
