@@ -24,7 +24,7 @@ from faceit_etl.defs.metadata import (
     RECENT_MIGRATIONS, as_people_see_it, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
 )
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
-from faceit_etl.identity import code_version
+from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
@@ -191,7 +191,8 @@ def mapped_frames(validated_frame: ValidationOutcome):
 
 @dg.multi_asset(
     # Not required: a dry run records what it would have done as an observation, never a materialization,
-    # so the tables never look synced with a file they do not hold.
+    # so the tables never look synced with a file they do not hold; and with only its checks selected,
+    # Dagster 1.13 would still expect a required output.
     outs={"postgres_tables": dg.AssetOut(**ABOUT_THE_BOT, kinds={"postgres"}, is_required=False, description=(
         "The bot's `users` and `user_subscriptions` tables. One transaction: under the migration's "
         "lock, snapshot the tables into the run's backup folder (not when they are exactly as an "
@@ -213,6 +214,8 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
+    _refuse_another_file(context.run, source_backup, migration_settings)
+    _refuse_another_time_zone(validated_frame, source_backup, migration_settings.source_timezone)
     selected_checks = set(context.selected_asset_check_keys)
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
@@ -255,6 +258,36 @@ def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, post
         context.log.warning(f"the recent migrations could not be read: {type(exc).__name__}")
         return {}
     return {"recent_migrations": migrations_table(recent)}
+
+
+def _refuse_another_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> None:
+    """A subset reads source_backup from an earlier run: the file this run names must hold its bytes now.
+    A resume (a re-execution) refuses a changed file itself, in its own words."""
+    if run.parent_run_id is not None or Path(source.folder) == backup.run_folder(settings.backup_dir, run.run_id):
+        return
+    path = Path(settings.source_path).resolve()
+    if (look_at_file(path)[0].sha256 if path.is_file() else None) != source.sha256:
+        raise dg.Failure(
+            description=(
+                f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
+                f"(from {source.original}, sha256 {source.sha256[:12]}…): materialize all (or select source_backup "
+                "and what it needs too)"
+            ),
+            allow_retries=False,
+        )
+
+
+def _refuse_another_time_zone(outcome: ValidationOutcome, source: backup.SourceSnapshot, timezone: str) -> None:
+    """A subset reads validated_frame from an earlier run, which may have judged the file's local times in
+    another source time zone: loading it would store other instants than this run's settings say."""
+    if outcome.input_identity != input_identity(source.sha256, timezone):
+        raise dg.Failure(
+            description=(
+                f"postgres_tables needs validated_frame judged with this run's source time zone ({timezone}), and the "
+                "last one was judged with another: materialize all (or select validated_frame and what it needs too)"
+            ),
+            allow_retries=False,
+        )
 
 
 def _load_options(

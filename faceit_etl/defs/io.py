@@ -2,7 +2,12 @@
 
 Dagster's default filesystem IO manager keeps one file per asset, shared by every run, so two
 migrations running at once (the CLI and the UI, say) could read each other's half-written values.
-Here each run writes under its own id; an input is read from the run that produced it.
+Here each run writes under its own id; an input is read from the run that produced it. An input whose
+asset this run does not make (a subset: "Materialize unsynced", `dg launch --assets`, the checks alone)
+is read from the run that last materialized that asset, and only when that value was made by this code
+from the bytes the bot's file holds now (followed through the inputs Dagster recorded for each step back
+to `source_backup`, whose data version is the file's sha256): a mapping of other content would load stale
+rows. Otherwise the step is refused before it runs, saying what to select instead.
 
 The newest `KEEP_RUNS` runs' values are kept, and those a resume needs: the latest failed run of each
 target (with the runs it re-executed, whose values it reads) until a later run of that target succeeds.
@@ -19,11 +24,12 @@ are freed as soon as validation holds them); any other reader parses the backup 
 
 import pickle
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
 
+from faceit_etl.identity import code_version, look_at_file
 from faceit_etl.source import SourceData, read_source
 
 _HANDED_OVER: dict[Path, SourceData] = {}
@@ -32,8 +38,20 @@ _UNFINISHED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.D
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 
 
+# The provenance Dagster records on each materialization: per input, the event it was read from.
+INPUT_EVENT_POINTER = "dagster/input_event_pointer/"
+CODE_VERSION_TAG = "dagster/code_version"
+SOURCE_BACKUP = dg.AssetKey("source_backup")
+MATERIALIZE_ALL = "materialize all (or select {upstream} and what it needs too)"
+
+
 class StepValuesGone(RuntimeError):
     """A re-execution needs a step value of a run whose values were pruned."""
+
+
+class NotOfThisFile(RuntimeError):
+    """A step of a subset needs a value its run does not make, and the last one made is of other content
+    or code, or gone: the run is refused before that step runs."""
 
 
 def _name(context: dg.OutputContext) -> str:
@@ -59,7 +77,11 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         temporary.replace(path)
 
     def load_input(self, context: dg.InputContext):
-        path = self._path(context.instance, context.upstream_output)
+        instance, upstream = context.instance, context.upstream_output
+        if instance.get_run_by_id(upstream.run_id) is None:  # not made by this run nor the one it re-executes
+            path = _last_of_this_file(instance, context.op_def.name, upstream.asset_key, self._path)
+        else:
+            path = self._path(instance, upstream)
         if path in _HANDED_OVER:
             return _HANDED_OVER.pop(path)
         try:
@@ -74,6 +96,78 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         if isinstance(value, SourceData) and value.path is not None and value.pieces is None:
             return replace(read_source(value.path), sha256=value.sha256)
         return value  # a source read in pieces parses them when asked: nothing to read here
+
+
+def _last_of_this_file(instance: dg.DagsterInstance, consumer: str, key: dg.AssetKey, where) -> Path:
+    """Where the last materialization of `key` keeps its value, when it was made by this code from the
+    file's content as it is now; else refused, naming what to select."""
+    upstream = key.to_user_string()
+    advice = MATERIALIZE_ALL.format(upstream=upstream)
+    latest = instance.get_latest_materialization_event(key)
+    if latest is None:
+        raise NotOfThisFile(f"{consumer} needs {upstream}, which was never materialized: {advice}")
+    made_by = (latest.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
+    if made_by != code_version()[:16]:
+        raise NotOfThisFile(
+            f"{consumer} needs {upstream} made by this code, and the last {upstream} (run {latest.run_id}) was "
+            f"made by other code: {advice}"
+        )
+    source = _source_of(instance, latest)
+    if source is None:
+        raise NotOfThisFile(f"{consumer} needs {upstream} of a known file, and the last one (run {latest.run_id}) "
+                            f"cannot be traced to the file it was made from: {advice}")
+    original = source.metadata["source"].value
+    then = source.tags["dagster/data_version"]
+    observed = instance.fetch_observations(dg.AssetKey("bot_data_file"), limit=1).records
+    last_look = {k: v.value for k, v in observed[0].asset_observation.metadata.items()} if observed else None
+    try:
+        now = look_at_file(original, last_look if last_look and last_look.get("path") == original else None)[0].sha256
+    except FileNotFoundError:
+        now = None
+    if now != then:
+        state = "the file is gone" if now is None else f"sha256 {then[:12]}… then, {now[:12]}… now"
+        raise NotOfThisFile(
+            f"{consumer} needs {upstream} from a run of {original} as it is now, and the last {upstream} "
+            f"(run {latest.run_id}) was made from it when it held other bytes ({state}). {advice[0].upper()}{advice[1:]}"
+        )
+    path = where(instance, _Made(latest.run_id, key))
+    if not path.exists():
+        raise NotOfThisFile(
+            f"{consumer} needs {upstream} from run {latest.run_id}, the last to materialize it, and that run's step "
+            f"values are gone (kept for the newest {KEEP_RUNS} runs and the latest failed run of each target): {advice}"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class _Made:
+    """Where an earlier run's output lives: its run and asset, as `_name` and `_path` read them."""
+
+    run_id: str
+    asset_key: dg.AssetKey
+    has_asset_key: bool = True
+
+
+def _source_of(instance: dg.DagsterInstance, record) -> dg.AssetMaterialization | None:
+    """The `source_backup` materialization a value was made from, followed through the event each step
+    read its input from (every asset between has one input of the migration besides the file)."""
+    materialization = record.asset_materialization
+    while materialization.asset_key != SOURCE_BACKUP:
+        pointers = {
+            name[len(INPUT_EVENT_POINTER):]: int(storage_id)
+            for name, storage_id in (materialization.tags or {}).items()
+            if name.startswith(INPUT_EVENT_POINTER) and name != f"{INPUT_EVENT_POINTER}bot_data_file"
+        }
+        if len(pointers) != 1:
+            return None
+        [(parent, storage_id)] = pointers.items()
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_user_string(parent), storage_ids=[storage_id]), limit=1
+        ).records
+        if not found:
+            return None
+        materialization = found[0].asset_materialization
+    return materialization
 
 
 def _targets(instance: dg.DagsterInstance) -> Path:
