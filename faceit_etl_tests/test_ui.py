@@ -215,6 +215,6 @@ def test_the_database_password_is_nowhere_in_the_ui_or_the_instance(dagster_ui_w
         browser.close()
 
     configured = graphql(dagster_ui_with_password, POSTGRES_RESOURCE)["topLevelResourceDetailsOrError"]
-    assert configured["configuredValues"] == [{"key": "database_url", "value": "DATABASE_URL", "type": "ENV_VAR"}]
+    assert configured["configuredValues"] == [{"key": "url_from_environment_variable", "value": '"DATABASE_URL"', "type": "VALUE"}]
     holding = [path for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
     assert holding == []
