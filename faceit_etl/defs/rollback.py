@@ -63,6 +63,8 @@ def restore_tables(
         description=f"rolled back to the snapshot taken before run {result.run_id}",
         metadata={
             "rolled_back_run": result.run_id,
+            "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
+            "schema": migration_settings.target_schema,
             "snapshot": dg.MetadataValue.path(str(folder)),
             "restored": dg.MetadataValue.json(restored),
             "dropped_tables": dg.MetadataValue.json(result.dropped),
