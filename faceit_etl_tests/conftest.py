@@ -127,8 +127,17 @@ def write_json(path: Path, document) -> Path:
     return path
 
 
+class PostgresAt(PostgresResource):
+    """The tool's target resource aimed at a test's own database: the tool's own reads DATABASE_URL only."""
+
+    url: str
+
+    def configured_url(self) -> str:
+        return self.url
+
+
 def make_resources(database_url: str, source: Path, tmp_path: Path, **overrides) -> dict:
     """What a run of the migration is given: its settings, and the target as the `postgres` resource."""
     settings = {"source_path": str(source), "backup_dir": str(tmp_path / "backups")}
     return {"migration_settings": MigrationSettings(**(settings | overrides)),
-            "postgres": PostgresResource(database_url=database_url)}
+            "postgres": PostgresAt(url=database_url)}

@@ -7,10 +7,11 @@ import json
 import os
 
 import dagster as dg
+import pytest
 
 from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs import automation
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, SettingsError
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
 
@@ -158,3 +159,27 @@ def test_the_schedule_runs_migrate_job_on_the_configured_cron(monkeypatch):
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED  # MIGRATION_SENSOR_ENABLED unset
     assert defs.get_schedule_def("migrate_schedule").cron_schedule == "0 3 * * *"
     assert defs.get_schedule_def("migrate_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+@pytest.mark.parametrize(("variable", "value"), [("MIGRATION_SENSOR_ENABLED", "maybe"), ("MIGRATION_SCHEDULE_ENABLED", "2")])
+def test_a_switch_that_is_no_boolean_is_refused_when_the_location_loads(monkeypatch, variable, value):
+    """The same strict rule as every setting: a word that is neither true nor false never means off."""
+    monkeypatch.setenv(variable, value)
+    try:
+        with pytest.raises(SettingsError) as refused:
+            importlib.reload(automation)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(automation)
+    assert str(refused.value) == f"{variable}={value!r}: expected true or false"
+
+
+@pytest.mark.parametrize(("value", "running"), [("off", False), ("No", False), ("0", False), ("ON", True), ("1", True), ("", False)])
+def test_each_word_for_true_or_false_switches_the_sensor(monkeypatch, value, running):
+    monkeypatch.setenv("MIGRATION_SENSOR_ENABLED", value)
+    try:
+        sensor = importlib.reload(automation).source_file_changed
+    finally:
+        monkeypatch.undo()
+        importlib.reload(automation)
+    assert sensor.default_status == (dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from faceit_etl.cli import RedactingFormatter
 from faceit_etl.postgres.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
-from faceit_etl.defs.resources import PostgresResource, postgres_from_environment
+from faceit_etl.defs.resources import postgres_from_environment
+from faceit_etl_tests.conftest import PostgresAt
 
 # Any characters but `*`, which the mask itself is made of; at least 4 so a hit is not a coincidence.
 passwords = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="*\0"), min_size=4)
@@ -59,8 +60,8 @@ def test_a_url_libpq_refuses_is_refused_without_quoting_any_of_it(secret, broken
     the refusal is a fixed text, whether at settings time or at connect time."""
     written = quote(secret, safe="") + broken
     url = f"postgresql://bot:{written}@db.example/faceit_bot"
-    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: PostgresResource(database_url=url).check_database_url(),
-                    lambda: PostgresResource(database_url=url).url_starting_embedded_server()):
+    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: PostgresAt(url=url).check_database_url(),
+                    lambda: PostgresAt(url=url).url_starting_embedded_server()):
         with pytest.raises(InvalidConnectionString) as refused:
             attempt()
         assert str(refused.value) == INVALID_URL

@@ -27,3 +27,20 @@ def sources() -> list[Path]:
     nested = [path for folder in ("faceit_etl", "faceit_etl_tests", "docker", ".ci") for path in (ROOT / folder).rglob("*")
               if path.is_file() and "__pycache__" not in path.parts and path.name != Path(__file__).name]
     return [path for path in (*top, *nested) if path.is_file()]
+
+
+ASSIGNED = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+# Where a variable is read: Python's environment, the instance files' `{env: NAME}`, compose's `${NAME}`
+# and its service `environment:` keys, a Caddyfile's `{$NAME}`, the Makefile's and Dockerfile's `$(NAME)`/`$NAME`.
+READERS = (r'environ(?:\.get)?\(\s*"{name}"|environ\["{name}"\]|EnvVar\("{name}"\)|"{name}"', r"\{{env: {name}\}}",
+           r"\$\{{{name}[}}:?-]", r"\{{\${name}\}}", r"\$\(?{name}\b")
+
+
+def test_every_variable_of_the_env_example_is_read_somewhere():
+    """`.env.example` promises what each variable does: one that no file reads would do nothing, silently."""
+    named = ASSIGNED.findall((ROOT / ".env.example").read_text())
+    readers = [path for path in sources() if path.suffix != ".md" and "faceit_etl_tests" not in path.parts]
+    texts = [path.read_text(errors="replace") for path in readers]
+    unread = [name for name in named
+              if not any(re.search(pattern.format(name=name), text) for pattern in READERS for text in texts)]
+    assert len(named) > 20 and unread == []

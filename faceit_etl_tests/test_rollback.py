@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import psycopg
@@ -579,16 +580,17 @@ def test_rollback_job_records_a_materialization_of_postgres_tables(database_url,
 
 
 def job_run(instance, settings, **options):
-    """migrate_job as the CLI and the UI launch it, so that it can be re-executed."""
+    """migrate_job as the CLI and the UI launch it, so that it can be re-executed: the target in
+    DATABASE_URL, where the run's process reads it."""
     config = settings["migration_settings"].model_dump(include={"source_path", "backup_dir"})
-    target = {"database_url": settings["postgres"].database_url}
-    return dg.execute_job(
-        dg.reconstructable(get_migrate_job),
-        instance=instance,
-        run_config={"resources": {"migration_settings": {"config": config}, "postgres": {"config": target}}},
-        raise_on_error=False,
-        **options,
-    )
+    with mock.patch.dict(os.environ, {"DATABASE_URL": settings["postgres"].url}):
+        return dg.execute_job(
+            dg.reconstructable(get_migrate_job),
+            instance=instance,
+            run_config={"resources": {"migration_settings": {"config": config}}},
+            raise_on_error=False,
+            **options,
+        )
 
 
 def from_failure(instance, settings, failed):

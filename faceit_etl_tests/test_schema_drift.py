@@ -67,3 +67,26 @@ def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_dr
     assert after.description == unchanged.description
     assert restored.metadata["dagster/column_schema"] == loaded.metadata["dagster/column_schema"]
     assert restored.metadata["dagster/row_count"].value == users
+
+
+def test_the_drift_check_compares_only_with_the_last_load_of_the_same_target(tmp_path, monkeypatch, database_url, db):
+    """postgres_tables is one asset for every target: a load into schema `other`, whose tables have a column
+    the bot's Alembic added, is no earlier state of `public`'s tables, and the reverse."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
+    with dg.instance_for_test() as instance:
+        first = migrate(instance)["column_schema_change"]
+        monkeypatch.setenv("MIGRATION_TARGET_SCHEMA", "other")
+        elsewhere = migrate(instance)["column_schema_change"]
+        db.execute("ALTER TABLE other.users ADD COLUMN premium_until timestamptz")
+        drifted = migrate(instance)["column_schema_change"]
+        monkeypatch.setenv("MIGRATION_TARGET_SCHEMA", "public")
+        back = migrate(instance)["column_schema_change"]
+
+    assert elsewhere.passed and elsewhere.description == "The asset has been materialized fewer than 2 times"
+    assert not drifted.passed and "Added columns: users.premium_until" in drifted.description
+    assert drifted.metadata["compared_with_run"].value == elsewhere.target_materialization_data.run_id
+    assert back.passed, back.description  # compared with the first load of public, not with `other`'s
+    assert back.metadata["compared_with_run"].value == first.target_materialization_data.run_id
+    assert back.metadata["target"].value.endswith(f"/{db.info.dbname}/public")

@@ -77,7 +77,7 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [*ASSETS, *CHECKS],
-            resources={"migration_settings": settings, "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL"))},
+            resources={"migration_settings": settings, "postgres": PostgresResource()},
             instance=instance,
             run_config={"resources": {"migration_settings": {"config": {"source_path": str(NESTED_SAMPLE)}}}},
         )
@@ -332,13 +332,14 @@ def test_run_config_beats_the_environment_which_beats_the_default_for_every_sett
 
 
 def test_the_target_is_chosen_where_the_definitions_load_from_that_processs_environment(monkeypatch):
-    """Every run's process loads the definitions itself: with DATABASE_URL there, `postgres` holds the
-    variable (resolved when the run builds the resource; the UI shows its name), else nothing, the
-    embedded server. The URL and the executor's step count are no migration settings."""
+    """Every run's process loads the definitions itself and `postgres` reads DATABASE_URL there, else it is
+    the embedded server; its one config field names the variable (the UI shows it), never a URL. The URL
+    and the executor's step count are no migration settings."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:Hunter2secret@db:5432/faceit")
-    chosen = load_definitions().resources["postgres"].database_url
-    assert isinstance(chosen, dg.EnvVar) and chosen.env_var_name == "DATABASE_URL"
+    target = load_definitions().resources["postgres"]
+    assert target.url_from_environment_variable == "DATABASE_URL"
+    assert target.configured_url() == "postgresql://bot:Hunter2secret@db:5432/faceit"
 
     monkeypatch.delenv("DATABASE_URL")
-    assert load_definitions().resources["postgres"].database_url is None
+    assert load_definitions().resources["postgres"].safe_summary() == {"embedded_database": True}
     assert {"database_url", "max_concurrent"}.isdisjoint(MigrationSettings.model_fields)

@@ -7,7 +7,7 @@ import dagster as dg
 from faceit_etl.cli.progress import RunWatcher
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.postgres.load import PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
-from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, make_resources
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, PostgresAt, make_resources
 
 TAGS = {"test": "progress"}
 
@@ -70,17 +70,16 @@ def test_the_load_learns_its_backup_folder_from_source_backups_output_not_from_t
 def test_the_postgres_resource_hands_out_connections_in_known_sessions(database_url, db):
     """Steps take connections from the resource, never a URL: the session settings are set, the block
     commits, and a database that cannot be reached is named without its password after bounded retries."""
-    from faceit_etl.defs.resources import PostgresResource
     from faceit_etl.postgres.database import CONNECT_ATTEMPTS, DatabaseUnavailable
 
-    with PostgresResource(database_url=database_url).get_connection() as conn:
+    with PostgresAt(url=database_url).get_connection() as conn:
         assert conn.execute(
             "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path')"
         ).fetchone() == ("UTC", "ISO, MDY", "pg_catalog, pg_temp")
         conn.execute("CREATE TABLE public.handed_out (n int)")
     assert db.execute("SELECT to_regclass('public.handed_out') IS NOT NULL").fetchone()[0]  # committed at the block's end
 
-    dead = PostgresResource(database_url="postgresql://bot:Hunter2secret@127.0.0.1:1/faceit")
+    dead = PostgresAt(url="postgresql://bot:Hunter2secret@127.0.0.1:1/faceit")
     try:
         with dead.get_connection():
             raise AssertionError("connected to a closed port")

@@ -26,7 +26,15 @@ from typing import NoReturn
 
 import yaml
 
-from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString, connect, describe, project_home, redact
+from faceit_etl.postgres.database import (
+    DatabaseUnavailable,
+    InvalidConnectionString,
+    checked_url,
+    connect,
+    describe,
+    project_home,
+    redact,
+)
 from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
@@ -186,12 +194,14 @@ def handed_over_database_url(args: argparse.Namespace) -> str | None:
     """The URL of --database-url (else of the --config file) when DATABASE_URL does not hold it yet: the
     command must then start again with it there. Decided before a verb imports Dagster or pandas, so
     the first start costs little more than reading the arguments."""
-    url = args.database_url
+    url, source = args.database_url, "--database-url"
     if not url and args.config:
-        url = config_file_settings(args.config).get("database_url")
+        url, source = config_file_settings(args.config).get("database_url"), f"database_url in --config {args.config}"
         if url is not None and not isinstance(url, str):
             raise UsageError(f"--config {args.config}: database_url must be text (a PostgreSQL URL)")
-    return url if url and url != os.environ.get("DATABASE_URL") else None
+    if not url or url == os.environ.get("DATABASE_URL"):
+        return None
+    return checked_url(url, source)  # refused here, naming where it was given: after the restart it is DATABASE_URL
 
 
 def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
@@ -266,6 +276,11 @@ def config_file_settings(path: Path) -> dict:
         raise UsageError(f"--config {path}: cannot read it: {exc.strerror}") from None
     settings = {} if loaded is None else loaded
     if isinstance(settings, dict) and "resources" in settings:  # the layout of run config
+        resources = settings["resources"]
+        others = sorted(str(key) for key in resources if key != "migration_settings") if isinstance(resources, dict) else []
+        if others:  # never dropped unread; postgres has no URL field: the URL is DATABASE_URL's
+            raise UsageError(f"--config {path}: resources {', '.join(others)}: only migration_settings is read here; "
+                             "give the database URL in DATABASE_URL or --database-url")
         try:
             settings = settings["resources"]["migration_settings"]["config"]
         except (KeyError, TypeError):

@@ -87,6 +87,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
 @dg.asset(
     **ABOUT_THE_BOT,
     kinds={"json"},
+    deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     description=(
         "The user entries of the backed-up file, in file order, parsed (no JSON text). A list of "
         f"users bigger than one piece ({PIECE_BYTES >> 20} MiB) is held not as its entries but as where each piece of "
@@ -112,6 +113,7 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
 @dg.asset(
     **ABOUT_THE_BOT,
     kinds={"pandas", "pandera"},
+    deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     description=(
         "Not one frame: the validation outcome. Every entry judged by the pandera schemas for users "
         "and subscriptions, after the coercions that keep meaning; it holds the accepted entries as "
@@ -152,6 +154,7 @@ def validated_frame(
 
 @dg.multi_asset(
     group_name=GROUP,
+    deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     outs={
         "mapped_users": dg.AssetOut(
             owners=OWNERS,
@@ -202,6 +205,7 @@ def mapped_frames(validated_frame: ValidationOutcome):
         "Any failure leaves the target as it was. Rejects go to `migration_rejects`, the run to "
         "`migration_logs`."
     ))},
+    deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     check_specs=TABLE_CHECK_SPECS,
     can_subset=True,  # the checks alone re-verify the tables without loading
 )

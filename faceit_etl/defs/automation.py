@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, SettingsError, strict_bool
 from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -35,7 +35,15 @@ ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus
 
 
 def _running_if(variable: str) -> bool:
-    return os.environ.get(variable, "").lower() in {"1", "true", "yes", "on"}
+    """Unset or empty: off. Else true or false by the rule of every setting; any other word is refused
+    when the location loads, naming the variable, never read as off."""
+    raw = os.environ.get(variable, "")
+    if not raw:
+        return False
+    try:
+        return strict_bool(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{variable}={raw!r}: {exc}") from None
 
 
 migrate_schedule = dg.ScheduleDefinition(

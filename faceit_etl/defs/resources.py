@@ -16,14 +16,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import psycopg
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from faceit_etl.postgres.database import checked_url, connect, describe, resolve_database_url
+from faceit_etl.postgres.database import URL_VARIABLE, checked_url, connect, describe, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
 from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 
@@ -167,21 +167,24 @@ def describe_invalid(error: ValidationError) -> str:
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """The target PostgreSQL: its URL (which may hold a password, so no error quotes it), and
-    connections to it in the tool's session settings."""
+    """The target PostgreSQL: the URL in DATABASE_URL, read in the process that uses it; without it, an
+    embedded PostgreSQL under .faceit-etl/. No config field holds a URL: run config, which the instance
+    stores and the UI shows, cannot carry one (a `database_url` there is an unknown field, refused before
+    the run is created, by an error that shows the one field there is). The URL may hold a password, so no
+    error quotes it."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
-    database_url: str | None = Field(
-        default=None,
-        description=(
-            "PostgreSQL URL of the target: the environment variable DATABASE_URL (the UI shows its name, "
-            "never its value). Unset: an embedded PostgreSQL under .faceit-etl/."
-        ),
+    url_from_environment_variable: Literal["DATABASE_URL"] = Field(
+        default=URL_VARIABLE,
+        description="The URL of the target is read from this environment variable only, never from config.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A URL libpq cannot use fails the run as the resource is built, before any step."""
+        self.check_database_url()
 
     def url_starting_embedded_server(self) -> str:
         """The target's URL; with none configured this starts (or reuses) the embedded server."""
-        return resolve_database_url(self._configured_url())
+        return resolve_database_url(self.configured_url())
 
     @contextmanager
     def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
@@ -195,27 +198,23 @@ class PostgresResource(dg.ConfigurableResource):
         return describe(self.url_starting_embedded_server())
 
     def check_database_url(self) -> None:
-        """Refuse a configured URL libpq cannot parse, in a fixed text that quotes none of it. Not a
-        validator: pydantic's error would carry the value, password and all."""
-        if self._configured_url():
-            checked_url(self._configured_url())
+        """Refuse a configured URL libpq cannot parse or whose options it refuses, in words that quote no
+        password. Not a validator: pydantic's error would carry the value, password and all."""
+        if self.configured_url():
+            checked_url(self.configured_url())
 
     def safe_summary(self) -> dict:
         """What a run may record about its target: whether it is the embedded server, never the URL."""
-        return {"embedded_database": not self._configured_url()}
+        return {"embedded_database": not self.configured_url()}
 
-    def _configured_url(self) -> str:
-        """A run resolves an EnvVar when it builds the resource; used outside a run (the CLI), it is read now."""
-        url = self.database_url
-        if isinstance(url, dg.EnvVar):
-            url = url.get_value()
-        return url or ""
+    def configured_url(self) -> str:
+        """DATABASE_URL as this process has it now, or "" for the embedded server."""
+        return os.environ.get(self.url_from_environment_variable, "")
 
 
 def postgres_from_environment() -> PostgresResource:
-    """DATABASE_URL when this process has it, as an EnvVar (resolved when a run builds the resource, shown
-    by name), else the embedded server."""
-    return PostgresResource(database_url=dg.EnvVar("DATABASE_URL")) if os.environ.get("DATABASE_URL") else PostgresResource()
+    """The target of this process: DATABASE_URL, else the embedded server."""
+    return PostgresResource()
 
 
 class MigrationSettings(dg.ConfigurableResource):

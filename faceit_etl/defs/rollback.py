@@ -65,6 +65,8 @@ def restore_tables(
         description=f"rolled back to the snapshot taken before run {result.run_id}",
         metadata={
             "rolled_back_run": result.run_id,
+            "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
+            "schema": migration_settings.target_schema,
             "snapshot": dg.MetadataValue.path(str(folder)),
             # Per table restored: its rows (a number, plotted) and the full sha256 of its content.
             **{f"restored_{name}_rows": d.rows for name, d in result.restored.items()},

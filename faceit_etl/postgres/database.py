@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 CONNECT_ATTEMPTS = 3
@@ -27,31 +27,59 @@ _URL_USERINFO_SECRET = re.compile(r"^[a-z0-9+.-]+://[^:/@\s]*:(?P<secret>.*)@", 
 _KEYWORD_SECRET = re.compile(r"password\s*=\s*(?P<secret>'(?:[^'\\]|\\.)*'?|\S+(?:\s+[^\s=]+(?=\s|$))*)", re.I)
 
 
-INVALID_URL = (
-    "the database URL (--database-url or DATABASE_URL) is not a valid PostgreSQL connection string "
-    "(expected postgresql://user:password@host:port/database)"
-)
+URL_VARIABLE = "DATABASE_URL"
+EXPECTED_FORM = "expected postgresql://user:password@host:port/database"
+INVALID_URL = f"the database URL ({URL_VARIABLE}) is not a valid PostgreSQL connection string ({EXPECTED_FORM})"
+# What libpq says of an option value it refuses, before it contacts any server (`invalid sslmode value:
+# "bogus"`, `could not match 2 host names to 1 hostaddr values`, `invalid port number`).
+_REFUSED_OPTION = re.compile(r"^(invalid |could not match |weak sslmode |\S+ value \"[^\"]*\" invalid |require_auth )")
+_AUTHENTICATION_FAILED = re.compile(r"authentication failed for user|no password supplied")
 
 
 class DatabaseUnavailable(RuntimeError):
     """The target database cannot be reached; the message names it without its password."""
 
 
+class AuthenticationFailed(DatabaseUnavailable):
+    """The server refused the user or password: trying again cannot help."""
+
+
 class InvalidConnectionString(ValueError):
-    """libpq cannot parse the connection string. The message never quotes it: libpq's own would, and the
-    part it quotes may be the password."""
+    """libpq cannot use the connection string: a usage error, named by where the string came from
+    (`source`). A string it cannot parse is never quoted: libpq's own message would, and the part it quotes
+    may be the password; an option value it refuses is named (with any password removed)."""
 
-    def __init__(self) -> None:
-        super().__init__(INVALID_URL)
+    def __init__(self, source: str = URL_VARIABLE, refused_option: str = "") -> None:
+        self.source = source
+        if refused_option:
+            super().__init__(f"the database URL ({source}) has an option libpq refuses: {refused_option}")
+        else:
+            super().__init__(f"the database URL ({source}) is not a valid PostgreSQL connection string ({EXPECTED_FORM})")
 
 
-def checked_url(url: str) -> str:
-    """`url` if libpq can parse it; refused before any step runs, so no error can echo it."""
+def checked_url(url: str, source: str = URL_VARIABLE) -> str:
+    """`url` if libpq can parse it and takes its option values; refused before any step runs (the option
+    check starts a connection and drops it before a word is said), so no error can echo it."""
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        raise InvalidConnectionString from None
+        raise InvalidConnectionString(source) from None
+    refused = refused_option(url)
+    if refused:
+        raise InvalidConnectionString(source, refused)
     return url
+
+
+def refused_option(url: str) -> str | None:
+    """libpq's words for an option value of `url` it refuses (without the password), else None. libpq checks
+    every value when a connection starts, before it reaches any server."""
+    attempt = pq.PGconn.connect_start(url.encode())
+    try:
+        message = attempt.get_error_message() if attempt.status == pq.ConnStatus.BAD else ""
+    finally:
+        attempt.finish()
+    message = message.strip().splitlines()[0] if message.strip() else ""
+    return redact(message, url) if _REFUSED_OPTION.match(message) else None
 
 
 def project_home() -> Path:
@@ -162,13 +190,23 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
         except psycopg.ProgrammingError:  # a malformed connection string: libpq's message may quote its password
             raise InvalidConnectionString from None
         except psycopg.OperationalError as exc:
+            refused = refused_option(url)
+            if refused:  # no attempt can succeed
+                raise InvalidConnectionString(refused_option=refused) from None
+            if _AUTHENTICATION_FAILED.search(str(exc)):
+                raise AuthenticationFailed(
+                    f"authentication failed at {describe(url)} (wrong user or password): {_first_line(exc, url)}"
+                ) from None
             last_error = exc
             if attempt + 1 < CONNECT_ATTEMPTS:  # no point waiting after the last attempt
                 time.sleep(0.5 * (attempt + 1))
-    detail = redact(str(last_error).strip().splitlines()[0] if last_error else "", url)
     raise DatabaseUnavailable(
-        f"cannot connect to PostgreSQL at {describe(url)} after {CONNECT_ATTEMPTS} attempts: {detail}"
+        f"cannot connect to PostgreSQL at {describe(url)} after {CONNECT_ATTEMPTS} attempts: {_first_line(last_error, url)}"
     ) from None
+
+
+def _first_line(error: Exception | None, url: str) -> str:
+    return redact(str(error).strip().splitlines()[0] if error else "", url)
 
 
 def _set_session(conn: psycopg.Connection) -> None:
