@@ -121,7 +121,7 @@ def test_the_table_checks_alone_run_on_the_last_runs_mapping_through_the_run_sco
     failed = {e.check_name: e for e in again.get_asset_check_evaluations() if not e.passed}
     assert not again.success and list(failed) == ["content_matches"]
     assert "content_matches" in _failure(again) and "DagsterStepOutputNotFoundError" not in _failure(again)
-    assert failed["content_matches"].metadata["users"].value["differing_cells"] == {"total_requests": 1}
+    assert failed["content_matches"].metadata["users.differing_cells.total_requests"].value == 1
 
 
 def _dg_launch(tmp_path: Path, database_url: str, source: Path, assets: str) -> subprocess.CompletedProcess:

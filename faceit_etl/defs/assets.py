@@ -15,8 +15,8 @@ import psycopg
 from faceit_etl import backup, mapping, resume
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.checks import (
-    SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, judge_tables_now, planned_checks, previous_column_schema,
-    schema_change, table_check_results,
+    LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, earlier_of_target,
+    judge_tables_now, planned_checks, schema_target, table_check_results,
 )
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
@@ -229,7 +229,7 @@ def postgres_tables(
         record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
     # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
     resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
-    before = previous_column_schema(context.instance)
+    earlier = context.instance.fetch_materializations(TABLES, limit=LOOKED_AT).records  # for column_schema_change
     options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
@@ -248,8 +248,10 @@ def postgres_tables(
     for result in results:
         if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
             context.log_event(as_evaluation(result))
-    if SCHEMA_CHANGE not in planned_checks(context):  # a dry run: the change its load would have made
-        context.log_event(schema_change(before, metadata["dagster/column_schema"]))
+    if SCHEMA_CHANGE not in planned_checks(context):  # migrate_job, or a dry run: the change this load made (or would)
+        target = schema_target(metadata)
+        change = column_schema_change_result(earlier_of_target(earlier, target), metadata["dagster/column_schema"], target)
+        context.log_event(as_evaluation(change))
 
 
 def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, postgres: PostgresResource) -> dict:

@@ -8,6 +8,8 @@ prevents), and returns them as its check results, so a run never pays for the fu
 The checks selected without the load judge the tables as they are now.
 """
 
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -158,41 +160,53 @@ def flat(metadata: dict, prefix: str = "") -> dict:
     return shown
 
 
-SCHEMA_CHANGE = dg.AssetCheckKey(TABLES, "column_schema_change")  # built in defs/drift.py
+SCHEMA_CHANGE = dg.AssetCheckKey(TABLES, "column_schema_change")  # the check is built in defs/drift.py
+SCHEMA_TARGET = ("database", "schema")  # what a materialization of the tables records of its target
+LOOKED_AT = 100  # earlier materializations searched for one of the same target
 
 
-def previous_column_schema(instance: dg.DagsterInstance) -> tuple[bool, dg.TableSchema | None]:
-    """Whether the tables were materialized before, and the column schema that recorded."""
-    records = instance.fetch_materializations(TABLES, limit=1).records
-    if not records:
-        return False, None
-    recorded = records[0].asset_materialization.metadata.get("dagster/column_schema")
-    return True, recorded.schema if isinstance(recorded, dg.TableSchemaMetadataValue) else None
+def schema_target(metadata: Mapping) -> tuple:
+    """The target (database without the password, schema) a materialization's metadata names."""
+    return tuple(getattr(metadata.get(key), "value", metadata.get(key)) for key in SCHEMA_TARGET)
 
 
-def schema_change(before: tuple[bool, dg.TableSchema | None], latest: dg.TableSchema) -> dg.AssetCheckEvaluation:
-    """column_schema_change as Dagster's own check judges it (the latest two materializations' column
-    schemas), for a run that reports it from the load instead of planning it (see migrate_job)."""
-    materialized, previous = before
-    passed, description = True, "No changes to column schema between previous and latest materialization"
-    if not materialized:
-        description = "The asset has been materialized fewer than 2 times"
-    elif previous is None:
-        passed, description = False, "Previous materialization has no column schema metadata"
-    else:
-        old = {c.name: c.type for c in previous.columns}
-        new = {c.name: c.type for c in latest.columns}
-        added = [name for name in new if name not in old]
-        removed = [name for name in old if name not in new]
-        retyped = [f"\n- {name}: {old[name]} -> {new[name]}" for name in new if name in old and old[name] != new[name]]
-        if added or removed or retyped:
-            passed, description = False, "Column schema changed between previous and latest materialization."
-            description += f"\n\nAdded columns: {', '.join(added)}" if added else ""
-            description += f"\n\nRemoved columns: {', '.join(removed)}" if removed else ""
-            description += "\n\nColumn type changes:" + "".join(retyped) if retyped else ""
-    return dg.AssetCheckEvaluation(
-        asset_key=TABLES, check_name=SCHEMA_CHANGE.name, passed=passed, description=description, severity=WARN
-    )
+def earlier_of_target(records: Sequence[dg.EventLogRecord], target: tuple) -> dg.EventLogRecord | None:
+    """The newest of these materializations of the tables made in `target`: one asset serves every target,
+    and tables of another database or schema are no earlier state of these."""
+    return next((r for r in records if schema_target(r.asset_materialization.metadata) == target), None)
+
+
+def _columns(value) -> dg.TableSchema | None:
+    return value.schema if isinstance(value, dg.TableSchemaMetadataValue) else value
+
+
+def column_schema_change_result(
+    previous: dg.EventLogRecord | None, latest: dg.TableSchema | dg.TableSchemaMetadataValue | None, target: tuple
+) -> dg.AssetCheckResult:
+    """column_schema_change: the latest load's columns against the last earlier materialization of the
+    same target, naming every column added, removed or retyped. A warning: the load writes only the
+    columns it knows."""
+    metadata = {"target": "/".join(str(part) for part in target),
+                "compared_with_run": previous.run_id if previous else "none: the first materialization of this target"}
+    result = partial(dg.AssetCheckResult, asset_key=TABLES, check_name=SCHEMA_CHANGE.name, severity=WARN, metadata=metadata)
+    if previous is None:
+        return result(passed=True, description="The asset has been materialized fewer than 2 times")
+    columns = [_columns(previous.asset_materialization.metadata.get("dagster/column_schema")), _columns(latest)]
+    if None in columns:
+        which = "Latest" if columns[1] is None else "Previous"
+        return result(passed=False, description=f"{which} materialization has no column schema metadata")
+    before = {column.name: column.type for column in columns[0].columns}
+    after = {column.name: column.type for column in columns[1].columns}
+    added = [name for name in after if name not in before]
+    removed = [name for name in before if name not in after]
+    retyped = [f"\n- {name}: {before[name]} -> {after[name]}" for name in after if name in before and before[name] != after[name]]
+    if not (added or removed or retyped):
+        return result(passed=True, description="No changes to column schema between previous and latest materialization")
+    return result(passed=False, description=(
+        "Column schema changed between previous and latest materialization."
+        + (f"\n\nAdded columns: {', '.join(added)}" if added else "")
+        + (f"\n\nRemoved columns: {', '.join(removed)}" if removed else "")
+        + ("\n\nColumn type changes:" + "".join(retyped) if retyped else "")))
 
 
 def planned_checks(context: dg.AssetExecutionContext) -> set[dg.AssetCheckKey]:
