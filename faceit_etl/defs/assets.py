@@ -4,6 +4,7 @@ source_backup → raw_json → validated_frame → mapped_users / mapped_subscri
 """
 
 
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -220,35 +221,52 @@ def postgres_tables(
 ):
     _refuse_another_file(context.run, source_backup, migration_settings)
     _refuse_another_time_zone(validated_frame, source_backup, migration_settings.source_timezone)
-    selected_checks = set(context.selected_asset_check_keys)
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
+        selected_checks = set(context.selected_asset_check_keys)
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
         return
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
-    if not migration_settings.dry_run:  # a dry run changes nothing: it neither supersedes nor is resumed
-        record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
-    # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
-    resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
+    options = _start_load(context, migration_settings, postgres, source_backup)
     earlier = context.instance.fetch_materializations(TABLES, limit=LOOKED_AT).records  # for column_schema_change
-    options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
         verdicts = {VERIFICATION: _verdicts_metadata(exc.verdicts)} if exc.verdicts else {}
         raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
-    # The verdicts its transaction took before committing (or rolling back a dry run).
-    results = table_check_results(done.verdicts, dry_run=migration_settings.dry_run, seen_before_commit=True)
     metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings, postgres)
+    yield from _report(context, done.verdicts, metadata, earlier, dry_run=migration_settings.dry_run)
+
+
+def _start_load(
+    context: dg.AssetExecutionContext, settings: MigrationSettings, postgres: PostgresResource, source: backup.SourceSnapshot
+) -> LoadOptions:
+    """The load's options; its target recorded (for resume's step values) unless a dry run, which neither
+    supersedes nor is resumed. A resume (re-execution from failure) is refused if the file changed; its
+    tables are checked in the load."""
+    if not settings.dry_run:
+        record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{settings.target_schema}")
+    resumes = resume.in_load_step(context.instance, context.run, source, settings.backup_dir)
+    return replace(_load_options(context.run, settings, postgres, source), resumes=resumes)
+
+
+def _report(
+    context: dg.AssetExecutionContext, verdicts: list, metadata: dict, earlier: list[dg.EventLogRecord], *, dry_run: bool
+) -> Iterator:
+    """The verdicts the load's transaction took before committing (or rolling back a dry run): the selected
+    checks' results; those migrate_job does not plan (see defs/jobs.py) as evaluations it reports, with
+    column_schema_change; a dry run as an observation, never a materialization."""
+    selected_checks = set(context.selected_asset_check_keys)
+    results = table_check_results(verdicts, dry_run=dry_run, seen_before_commit=True)
     selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
-    if migration_settings.dry_run:
+    if dry_run:
         context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata))
         yield from selected
     else:
         yield dg.MaterializeResult(metadata=metadata, check_results=selected)
     for result in results:
-        if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:  # migrate_job: reported, never planned
+        if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:
             context.log_event(as_evaluation(result))
-    if SCHEMA_CHANGE not in planned_checks(context):  # migrate_job, or a dry run: the change this load made (or would)
+    if SCHEMA_CHANGE not in planned_checks(context):
         target = schema_target(metadata)
         change = column_schema_change_result(earlier_of_target(earlier, target), metadata["dagster/column_schema"], target)
         context.log_event(as_evaluation(change))
