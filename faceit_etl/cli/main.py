@@ -451,7 +451,7 @@ def print_summary(summary, args) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import private_writer
+    from faceit_etl.backups import private_writer
     from faceit_etl.mapping import map_frames
     from faceit_etl.cli.report import validation_report
     from faceit_etl.source import SourceError, read_source
@@ -561,8 +561,8 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 
 
 def rollback(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import BackupError
-    from faceit_etl.rollback import RollbackError, RollbackRefused
+    from faceit_etl.backups import BackupError
+    from faceit_etl.restore import RollbackError, RollbackRefused
 
     settings, overrides = settings_for(args)
     backup_path = args.backup_path
@@ -609,7 +609,7 @@ def rollback(args: argparse.Namespace) -> int:
         for name in dropped:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
         if not event.metadata["origin_checked"].value:
-            from faceit_etl.rollback import UNCHECKED_ORIGIN
+            from faceit_etl.restore import UNCHECKED_ORIGIN
 
             say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True)
         return EXIT_OK
@@ -622,8 +622,8 @@ def rollback(args: argparse.Namespace) -> int:
 
 def rollback_question(settings, args) -> tuple[Path, str]:
     """The snapshot a rollback would restore, and the question that names it and its migration."""
-    from faceit_etl.backup import read_manifest
-    from faceit_etl.rollback import find_backup
+    from faceit_etl.backups import read_manifest
+    from faceit_etl.restore import find_backup
     from faceit_etl.postgres import state
 
     with settings.get_connection() as conn:
@@ -646,7 +646,7 @@ def rollback_question(settings, args) -> tuple[Path, str]:
 
 
 def backup(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import backup_source, manual_backup_name, update_manifest
+    from faceit_etl.backups import backup_source, manual_backup_name, update_manifest
     from faceit_etl.postgres.snapshot import take_snapshot
 
     settings, _ = settings_for(args)

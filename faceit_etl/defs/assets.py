@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from faceit_etl import backup, mapping
+from faceit_etl import backups as backup, mapping
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
 from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
 from faceit_etl.defs.resources import MigrationSettings

@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings
-from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
+from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback
 from faceit_etl.postgres.ddl import USERS, column_types
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES

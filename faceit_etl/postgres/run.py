@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from faceit_etl import backup
+from faceit_etl import backups as backup
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.database import connect, describe, redact, server_error_text
