@@ -17,7 +17,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from faceit_etl.cli.main import UsageError, build_parser, settings_for
+from faceit_etl.api import resolved_settings
+from faceit_etl.cli.main import UsageError, build_parser, cli_settings
+from faceit_etl.errors import SettingsInvalid
 from faceit_etl.defs.resources import ENVIRONMENT, MigrationSettings, SettingsError, describe_invalid
 
 FLAGS = {
@@ -66,10 +68,10 @@ def read(source: str, name: str, value, *, yaml_text: str | None = None):
                     except SystemExit:
                         return "refused: " + errors.getvalue().strip().splitlines()[-1]
                 args.argv = argv
-                return getattr(settings_for(args)[0], name)
+                return getattr(resolved_settings(cli_settings(args)), name)
         except ValidationError as exc:
             return "refused: " + describe_invalid(exc)
-        except (UsageError, SettingsError) as exc:
+        except (UsageError, SettingsError, SettingsInvalid) as exc:
             return f"refused: {exc}"
 
 
