@@ -29,7 +29,8 @@ class SourceFileError(ValidationError):
 
 
 class MappingError(MigrationError):
-    """Accepted entries could not be mapped to the bot's tables."""
+    """The replaced system's error for entries it could not map. Kept so that callers' `except` clauses
+    still work: here validation admits only what maps, so mapping has no failure of its own."""
 
 
 class BackupFailed(MigrationError):
