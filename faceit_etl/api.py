@@ -284,17 +284,21 @@ def migrate(
     started_by: str = "api",
     log_level: str = "CRITICAL",
     watch: Watch | None = None,
+    main_guarded: bool = False,
     **settings: Any,
 ) -> MigrationResult:
     """Run `migrate_job` on the file: back up, read, validate, map, load, verify. Returns the run's
     outcome; a run that failed (rejects over the limit, a failed check, a database error) has
-    `success=False`, its `errors` saying why, and wrote nothing."""
+    `success=False`, its `errors` saying why, and wrote nothing.
+
+    Step processes (`max_concurrent` above 1) start by importing the caller's __main__ module: a script
+    not guarded by `if __name__ == "__main__"` would run again in each. Such a run is started from a
+    process of its own, whose __main__ is ours, unless the caller says its __main__ is guarded (the CLI's is)."""
     source = checked_source(path)
     tags = {INVOCATION_TAG: uuid.uuid4().hex}  # execute_job picks the run id: a watcher finds the run by this tag
-    # Step processes start by importing the __main__ module of the process that runs the job: a caller's
-    # script that is not guarded by `if __name__ == "__main__"` would run again in each. Such a run gets
-    # a process of its own, whose __main__ is ours.
-    if _elsewhere(database_url) or resolved_settings(_overrides(settings, source)).max_concurrent > 1:
+    if _elsewhere(database_url) or (
+        not main_guarded and resolved_settings(_overrides(settings, source)).max_concurrent > 1
+    ):
         call = {"path": source, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
         return _in_child("migrate", database_url or os.environ.get("DATABASE_URL", ""), watch, call)
     return _migrate_here(source, started_by, log_level, watch, tags, settings)

@@ -283,7 +283,7 @@ def migrate(args: argparse.Namespace) -> int:
     settings = cli_settings(args)
     log.info("migrate %s settings %s", args.json_file, settings)
     result = api.migrate(args.json_file, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
-                         watch=watch, **settings)
+                         watch=watch, main_guarded=True, **settings)
     if result.interrupted:
         note = result.details["interrupt"]
         if note["unmarked"]:
