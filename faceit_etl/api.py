@@ -33,6 +33,7 @@ from typing import Any
 
 from faceit_etl.errors import (
     MigrationError,
+    ResumeRefusedError,
     SettingsInvalid,
     SourceFileError,
     wrapped,
@@ -42,6 +43,7 @@ from faceit_etl.postgres.database import describe, project_home, redact
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
 STARTED_BY_TAG = "faceit_etl/started_by"
+MAX_CONCURRENT = "max_concurrent"
 # watch(instance, tags) wraps a run: the CLI's progress display finds the run by these tags.
 Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
 
@@ -174,19 +176,22 @@ def checked_source(path: str | Path) -> Path:
 
 def resolved_settings(overrides: dict[str, Any]):
     """MigrationSettings from the given values (None: unset), the environment filling the rest, by the
-    rule every run follows; a refused value raises SettingsInvalid naming it."""
+    rule every run follows; a refused value raises SettingsInvalid naming it. `max_concurrent` is the
+    executor's, not a field of them: it is judged here too (max_concurrent_of), as every setting is."""
     from pydantic import ValidationError
 
     from faceit_etl.defs.resources import MigrationSettings, describe_invalid
     from faceit_etl.errors import InvalidDatabaseUrl
     from faceit_etl.postgres.database import InvalidConnectionString
 
-    unknown = sorted(set(overrides) - set(MigrationSettings.model_fields))
+    known = [*MigrationSettings.model_fields, MAX_CONCURRENT]
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise SettingsInvalid(f"unknown setting {unknown[0]!r} (known: {', '.join(MigrationSettings.model_fields)})")
+        raise SettingsInvalid(f"unknown setting {unknown[0]!r} (known: {', '.join(known)})")
     try:
-        settings = MigrationSettings(**overrides)
-        settings.check_database_url()
+        settings = MigrationSettings(**{k: v for k, v in overrides.items() if k != MAX_CONCURRENT})
+        target_database().check_database_url()
+        max_concurrent_of(overrides)
         return settings
     except ValidationError as exc:
         raise SettingsInvalid(describe_invalid(exc)) from None
@@ -194,6 +199,32 @@ def resolved_settings(overrides: dict[str, Any]):
         raise InvalidDatabaseUrl(str(exc)) from None
     except ValueError as exc:
         raise SettingsInvalid(str(exc)) from None
+
+
+def max_concurrent_of(overrides: dict[str, Any]) -> int:
+    """Steps migrate_job's executor runs at once: the given value, else MIGRATION_MAX_CONCURRENT, else 1;
+    read as strictly as every setting, a refusal naming it."""
+    from faceit_etl.defs.resources import SettingsError, max_concurrent_from_environment, strict_max_concurrent
+
+    given = overrides.get(MAX_CONCURRENT)
+    try:
+        return max_concurrent_from_environment() if given is None else strict_max_concurrent(given)
+    except SettingsError as exc:
+        raise SettingsInvalid(str(exc)) from None
+    except ValueError as exc:
+        raise SettingsInvalid(f"max_concurrent {given!r}: {exc}") from None
+
+
+def target_database():
+    """The target PostgreSQL, as a run in this process chooses it: DATABASE_URL, else the embedded server."""
+    from faceit_etl.defs.resources import postgres_from_environment
+
+    return postgres_from_environment()
+
+
+def _run_config_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings resource's run config: max_concurrent goes to the executor instead."""
+    return {k: v for k, v in overrides.items() if k != MAX_CONCURRENT}
 
 
 def _overrides(settings: dict[str, Any], source: Path | None = None) -> dict[str, Any]:
@@ -209,7 +240,8 @@ def _overrides(settings: dict[str, Any], source: Path | None = None) -> dict[str
 
 
 def target_label(settings) -> str:
-    return f"{settings.database_label()}/{settings.target_schema}"
+    """`host:port/database/schema`: how runs are tagged with their target, never the password."""
+    return f"{target_database().database_label()}/{settings.target_schema}"
 
 
 def _raising(call: Callable[[], Any]) -> Any:
@@ -297,7 +329,7 @@ def migrate(
     source = checked_source(path)
     tags = {INVOCATION_TAG: uuid.uuid4().hex}  # execute_job picks the run id: a watcher finds the run by this tag
     if _elsewhere(database_url) or (
-        not main_guarded and resolved_settings(_overrides(settings, source)).max_concurrent > 1
+        not main_guarded and max_concurrent_of(_overrides(settings, source)) > 1
     ):
         call = {"path": source, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
         return _in_child("migrate", database_url or os.environ.get("DATABASE_URL", ""), watch, call)
@@ -315,8 +347,8 @@ def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | 
     overrides = _overrides(settings, source)
     chosen = resolved_settings(overrides)
     run_config = {
-        "resources": {"migration_settings": {"config": overrides}},
-        "execution": execution_config(chosen.max_concurrent),
+        "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
+        "execution": execution_config(max_concurrent_of(overrides)),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     run_tags = {STARTED_BY_TAG: started_by, **tags, TARGET_TAG: target_label(chosen)}
@@ -325,11 +357,16 @@ def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | 
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                                       tags=run_tags)
         summary = summarize(executed)
+    return _run_result("migrate", summary, chosen)
+
+
+def _run_result(verb: str, summary, settings) -> MigrationResult:
+    """A migration run's result, from its summary; an interrupted run's log row is marked failed."""
     from faceit_etl.backups import run_folder
 
-    folder = run_folder(chosen.backup_dir, summary.run_id)
+    folder = run_folder(settings.backup_dir, summary.run_id)
     result = MigrationResult(
-        verb="migrate",
+        verb=verb,
         success=summary.success,
         run_id=summary.run_id,
         backup_path=str(folder) if folder.is_dir() else None,
@@ -346,7 +383,7 @@ def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | 
         interrupted=summary.interrupted,
     )
     if result.interrupted:
-        _mark_interrupted(chosen, result)
+        _mark_interrupted(settings, result)
     return result
 
 
@@ -370,7 +407,7 @@ def _mark_interrupted(settings, result: MigrationResult) -> None:
 
     status, unmarked = None, None
     try:
-        with settings.get_connection(autocommit=True) as conn:
+        with target_database().get_connection(autocommit=True) as conn:
             if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
                 status = runlog.fail_interrupted(conn, settings.target_schema, result.run_id)
     except DatabaseUnavailable as exc:
@@ -385,6 +422,81 @@ def _mark_interrupted(settings, result: MigrationResult) -> None:
 
 def _safe(text: str) -> str:
     return redact(text, os.environ.get("DATABASE_URL"))
+
+
+# ---------------------------------------------------------------- resume
+
+
+def resume(
+    run_id: str | None = None,
+    *,
+    database_url: str | None = None,
+    started_by: str = "api",
+    log_level: str = "CRITICAL",
+    watch: Watch | None = None,
+    main_guarded: bool = False,
+    **settings: Any,
+) -> MigrationResult:
+    """Resume a failed migration (typically after the ALTER TABLE its failed load printed): re-execute
+    `run_id`, else the latest failed migration of this target, from its failed step, with that run's own
+    file and settings, reusing its backup, validation and mapping. Only `target_schema` may be given.
+
+    As every verb: no run to resume (none failed, a later one of the target succeeded, `run_id` unknown or
+    not failed) raises ResumeRefusedError before any run; a resume its load step refuses (the file changed,
+    the reused step values are gone, the tables changed since the failed run's snapshot) returns
+    `success=False`, `refused=True`, `errors` saying why. Nothing was written either way. `details`
+    names the resumed run (`resumed_run`)."""
+    given = sorted(name for name, value in settings.items() if value is not None and name != "target_schema")
+    if given:
+        raise SettingsInvalid(f"resume takes no {', '.join(given)}: a resume reuses the failed run's file and "
+                              "settings; start a new run to change them")
+    tags = {INVOCATION_TAG: uuid.uuid4().hex}
+    call = {"run_id": run_id, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
+    if _elsewhere(database_url):
+        return _in_child("resume", database_url, watch, {**call, "main_guarded": main_guarded})
+    return _resume_here(run_id, started_by, log_level, watch, tags, main_guarded, settings)
+
+
+def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
+                 main_guarded: bool, settings: dict[str, Any]) -> MigrationResult:
+    import dagster as dg
+
+    from faceit_etl import resume as resumption
+    from faceit_etl.cli.summary import summarize
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.io import StepValuesGone, target_of
+    from faceit_etl.defs.jobs import executor_max_concurrent
+
+    label = target_label(resolved_settings(_overrides(settings)))
+    with open_instance() as instance:
+        try:
+            failed = resumption.choose(instance, label, lambda run: target_of(instance, run), run_id)
+        except resumption.ResumeRefused as exc:
+            raise ResumeRefusedError(str(exc)) from exc
+        # Its step processes import __main__ (see migrate): an unguarded caller's resume runs in a process of its own.
+        if not main_guarded and executor_max_concurrent(failed.run_config) > 1:
+            return _in_child("resume", os.environ.get("DATABASE_URL", ""), watch,
+                             {"run_id": failed.run_id, "started_by": started_by, "log_level": log_level,
+                              "_tags": tags, "main_guarded": True, **settings})
+        with watch(instance, tags) if watch else contextlib.nullcontext():
+            executed = resumption.resume(
+                dg.reconstructable(get_migrate_job), instance, failed,
+                tags={STARTED_BY_TAG: started_by, **tags, TARGET_TAG: label},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            )
+        summary = summarize(executed)
+    ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
+    result = _run_result("resume", summary, resolved_settings(dict(ran)))
+    result.details["resumed_run"] = failed.run_id
+    refusals = (resumption.ResumeRefused.__name__, StepValuesGone.__name__)
+    for event in executed.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cls_name not in refusals:  # under Dagster's step and input errors
+            error = error.cause
+        if error is not None:
+            result.refused = True
+            result.errors = [_safe(error.message.split(": ", 1)[1].strip())]
+    return result
 
 
 # ---------------------------------------------------------------- validate
@@ -440,7 +552,7 @@ def _target_state(settings, mapped) -> dict:
     from faceit_etl.postgres import state
     from faceit_etl.postgres.database import DatabaseUnavailable, connect
 
-    url = settings.url_starting_embedded_server()
+    url = target_database().url_starting_embedded_server()
     try:
         with connect(url) as conn:
             schema = settings.target_schema
@@ -479,7 +591,7 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     from faceit_etl.postgres.database import DatabaseUnavailable, connect
 
     chosen = resolved_settings(_overrides(settings))
-    url = chosen.url_starting_embedded_server()
+    url = target_database().url_starting_embedded_server()
     report: dict = {"database": describe(url), "schema": chosen.target_schema}
     try:
         with connect(url) as conn:
@@ -530,7 +642,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
     chosen = resolved_settings(_overrides(settings))
 
     def find() -> dict[str, Any]:
-        with chosen.get_connection() as conn:
+        with target_database().get_connection() as conn:
             folder = find_backup(conn, chosen.target_schema, chosen.backup_dir,
                                  backup_path=backup_path, migration_id=migration_id)
             manifest = read_manifest(folder)
@@ -565,17 +677,17 @@ def rollback(
     if _elsewhere(database_url):
         return _in_child("rollback", database_url, None, call)
     from faceit_etl.cli.summary import step_causes
-    from faceit_etl.definitions import defs
+    from faceit_etl.definitions import load_definitions
 
     overrides = _overrides(settings)
     resolved_settings(overrides)
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
     with open_instance() as instance:
-        executed = defs.resolve_job_def("rollback_job").execute_in_process(
+        executed = load_definitions().resolve_job_def("rollback_job").execute_in_process(
             run_config={
                 "ops": {"restore_tables": {"config": op_config}},
-                "resources": {"migration_settings": {"config": overrides}},
+                "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
                 "loggers": {"console": {"config": {"log_level": log_level}}},
             },
             instance=instance,
@@ -621,7 +733,7 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
     result = MigrationResult(verb="backup", success=True, backup_path=str(copied.folder),
                              details={"source": str(copied.original), "sha256": copied.sha256})
     try:
-        with chosen.get_connection() as conn:
+        with target_database().get_connection() as conn:
             target = _raising(lambda: take_snapshot(conn, chosen.target_schema, Path(copied.folder)))
     except DatabaseUnavailable as exc:
         result.success = False
@@ -637,6 +749,8 @@ VERBS: dict[str, Callable[..., MigrationResult]] = {
                                           kw.pop("_tags"), kw),
     "validate": validate,
     "status": status,
+    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("started_by"), kw.pop("log_level"), None,
+                                        kw.pop("_tags"), kw.pop("main_guarded"), kw),
     "rollback": rollback,
     "rollback_candidate": _candidate_result,
     "backup": backup,
@@ -674,6 +788,11 @@ class DataMigration:
                 return judged
         given = {**self.settings, "truncate": truncate_tables, "dry_run": dry_run, **settings}
         return await asyncio.to_thread(migrate, self.json_file_path, database_url=self.database_url, **given)
+
+    async def resume_migration(self, run_id: str | None = None, **options: Any) -> MigrationResult:
+        """`resume` in a worker thread: the failed migration of this target (or `run_id`) from its failed step."""
+        schema = {"target_schema": self.settings["target_schema"]} if self.settings.get("target_schema") else {}
+        return await asyncio.to_thread(resume, run_id, database_url=self.database_url, **schema, **options)
 
     async def rollback_migration(self, backup_path: str | Path | None = None, migration_id: str | None = None,
                                  **options: Any) -> MigrationResult:

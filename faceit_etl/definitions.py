@@ -11,9 +11,17 @@ import dagster as dg
 warnings.filterwarnings("ignore", message="Parameter `data_version` of initializer `Output.__init__`",
                         category=dg.BetaWarning)
 
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+def load_definitions() -> dg.Definitions:
+    """The location as a process loads it now: its resources (the target among them) chosen from this
+    process's environment as it is now."""
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+
+defs = load_definitions()
 
 
 def get_migrate_job() -> dg.JobDefinition:
-    """For dg.reconstructable: the CLI runs the job with its executor, as the UI does."""
-    return defs.resolve_job_def("migrate_job")
+    """For dg.reconstructable: the CLI runs the job with its executor, as the UI does. Loaded anew, as a
+    run's own process loads it, so the run reaches the database this process's environment names."""
+    return load_definitions().resolve_job_def("migrate_job")

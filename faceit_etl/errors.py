@@ -57,6 +57,11 @@ class RollbackRefusedError(RollbackFailed):
     """The rollback cannot be honoured as asked (no such snapshot, tables changed since): nothing changed."""
 
 
+class ResumeRefusedError(MigrationError):
+    """No failed migration of this target can be resumed (none failed, a later one succeeded): nothing
+    was written; start a new run."""
+
+
 def wrapped(error: BaseException) -> MigrationError | None:
     """The API's error for a domain error (its message kept), or None for one the API does not know."""
     from faceit_etl.backups import BackupError

@@ -29,6 +29,7 @@ from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exis
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
+from faceit_etl.resume import SNAPSHOT_FOLDER
 from faceit_etl.postgres.snapshot import (
     SNAPSHOT_TABLES,
     UNCHANGED_SINCE,
@@ -133,7 +134,8 @@ def rollback(
         _refuse_dependents_of_dropped(conn, schema, target, existing)
         if not discard_later_changes:
             _refuse_later_changes(conn, schema, existing, folder, target, logged)
-        restored = restore_snapshot(conn, folder, target)
+        # A resumed migration's snapshot is the one its failed run's load took, in that run's folder.
+        restored = restore_snapshot(conn, Path(target.get(SNAPSHOT_FOLDER, folder)), target)
         if logged:
             # The snapshot holds every migration committed before this one: it and the later ones are undone.
             conn.execute(

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from faceit_etl.defs.assets import mapped_frames, postgres_tables, raw_json, source_backup, validated_frame
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FLAT_SAMPLE = SAMPLES / "bot_flat_format.json"
@@ -127,6 +127,8 @@ def write_json(path: Path, document) -> Path:
     return path
 
 
-def make_settings(database_url: str, source: Path, tmp_path: Path, **overrides) -> MigrationSettings:
-    settings = {"database_url": database_url, "source_path": str(source), "backup_dir": str(tmp_path / "backups")}
-    return MigrationSettings(**(settings | overrides))
+def make_resources(database_url: str, source: Path, tmp_path: Path, **overrides) -> dict:
+    """What a run of the migration is given: its settings, and the target as the `postgres` resource."""
+    settings = {"source_path": str(source), "backup_dir": str(tmp_path / "backups")}
+    return {"migration_settings": MigrationSettings(**(settings | overrides)),
+            "postgres": PostgresResource(database_url=database_url)}

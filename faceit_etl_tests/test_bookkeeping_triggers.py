@@ -14,7 +14,7 @@ from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import VerificationFailed
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_load import chain, document
 from faceit_etl_tests.test_pipeline import run
@@ -105,7 +105,7 @@ def test_the_testers_trigger_on_the_success_update_refuses_the_cli_run_before_an
 def test_a_dagster_run_with_a_log_row_trigger_is_refused_and_wrote_nothing(db, database_url, tmp_path):
     entries = generate_users(8, seed=32)
     source = write_json(tmp_path / "data.json", {"users": entries})
-    settings = make_settings(database_url, source, tmp_path)
+    settings = make_resources(database_url, source, tmp_path)
     with dg.instance_for_test() as instance:
         assert run(settings, instance).success
         sneaky(db, "migration_logs", "UPDATE", "deferred to the commit",

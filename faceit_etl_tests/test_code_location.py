@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faceit_etl.definitions import defs
+from faceit_etl.definitions import defs, load_definitions
 from faceit_etl.defs.assets import CODE_VERSION
 from faceit_etl.defs.metadata import rules_schema
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.source_file import bot_data_file
 from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
-from faceit_etl_tests.conftest import NESTED_SAMPLE, make_settings
+from faceit_etl_tests.conftest import NESTED_SAMPLE
 
 USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA = schemas()
 
@@ -100,7 +100,7 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root():
     listed = dg_command("list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr
     for name in ["bot_data_file", *MIGRATION_ASSETS, "migrate_job", "rollback_job", "migrate_schedule",
-                 "source_file_changed", "migration_settings", "io_manager"]:
+                 "source_file_changed", "migration_settings", "postgres", "io_manager"]:
         assert f'"{name}"' in listed.stdout, name
 
 
@@ -192,7 +192,7 @@ def test_a_migrate_job_run_records_the_file_version_and_validated_frame_its_inpu
     sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
     monkeypatch.setenv("DATABASE_URL", database_url)
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("migrate_job").execute_in_process(
+        result = load_definitions().resolve_job_def("migrate_job").execute_in_process(
             run_config={"resources": {"migration_settings": {"config": {
                 "source_path": str(source), "backup_dir": str(tmp_path / "backups")}}}},
             instance=instance,

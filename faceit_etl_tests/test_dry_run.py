@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl.generate import generate_users
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
 from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, nasty_file, run
 
@@ -99,7 +99,7 @@ def fresh_database(db, database_url, tmp_path) -> Path:
 def existing_rows(db, database_url, tmp_path) -> Path:
     """50 users loaded; the file changes 10 of them, keeps 30 as they are and adds 10."""
     users = generate_users(60, seed=11)
-    assert run(make_settings(database_url, document(tmp_path, "first.json", users[:50]), tmp_path)).success
+    assert run(make_resources(database_url, document(tmp_path, "first.json", users[:50]), tmp_path)).success
     for user in users[:10]:
         user["language"] = "en" if user["language"] != "en" else "ru"
         user["subscription"]["daily_requests"] += 1
@@ -107,14 +107,14 @@ def existing_rows(db, database_url, tmp_path) -> Path:
 
 
 def rows_the_file_lacks(db, database_url, tmp_path) -> Path:
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
     return NESTED_SAMPLE
 
 
 def loaded_before(db, database_url, tmp_path) -> Path:
     """The same file again: recognised, nothing compared or written."""
     source = document(tmp_path, "data.json", entries(NESTED_SAMPLE))
-    assert run(make_settings(database_url, source, tmp_path)).success
+    assert run(make_resources(database_url, source, tmp_path)).success
     return source
 
 
@@ -123,7 +123,7 @@ def rejects_on_existing_rows(db, database_url, tmp_path) -> Path:
     nasty = nasty_file(tmp_path)
     loaded = entries(nasty)[:3]
     loaded[1] = {**loaded[1], "total_requests": loaded[1]["total_requests"] + 5}
-    assert run(make_settings(database_url, document(tmp_path, "first.json", loaded), tmp_path)).success
+    assert run(make_resources(database_url, document(tmp_path, "first.json", loaded), tmp_path)).success
     return nasty
 
 
@@ -131,7 +131,7 @@ def code_held_outside_the_file(db, database_url, tmp_path) -> Path:
     """A newcomer gets the referral code of a loaded user the file no longer has."""
     users = generate_users(31, seed=12)
     holder = next(u for u in users[:30] if u["subscription"]["referral_code"])
-    assert run(make_settings(database_url, document(tmp_path, "first.json", users[:30]), tmp_path)).success
+    assert run(make_resources(database_url, document(tmp_path, "first.json", users[:30]), tmp_path)).success
     users[30]["subscription"]["referral_code"] = holder["subscription"]["referral_code"]
     return document(tmp_path, "second.json", [u for u in users if u is not holder])
 
@@ -149,7 +149,7 @@ def rows_the_bot_wrote(db, database_url, tmp_path) -> Path:
 def dropped_users(db, database_url, tmp_path) -> Path:
     """60 users loaded; the file lacks 5 of them, changes 10."""
     users = generate_users(60, seed=13)
-    assert run(make_settings(database_url, document(tmp_path, "first.json", users), tmp_path)).success
+    assert run(make_resources(database_url, document(tmp_path, "first.json", users), tmp_path)).success
     for user in users[5:15]:
         user["total_requests"] += 1
     return document(tmp_path, "second.json", users[5:])
@@ -208,9 +208,9 @@ def test_a_dry_run_predicts_the_real_run_and_changes_nothing(db, database_url, t
     before = database_state(db)
 
     with dg.instance_for_test() as instance:
-        dry = run(make_settings(database_url, source, tmp_path, dry_run=True, **case.settings), instance)
+        dry = run(make_resources(database_url, source, tmp_path, dry_run=True, **case.settings), instance)
         assert database_state(db) == before
-        real = run(make_settings(database_url, source, tmp_path, **case.settings), instance)
+        real = run(make_resources(database_url, source, tmp_path, **case.settings), instance)
 
     predicted, happened = outcome(dry), outcome(real)
     assert predicted == happened

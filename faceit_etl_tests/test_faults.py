@@ -22,7 +22,7 @@ import pytest
 from faceit_etl.backups import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres.snapshot import digest_table
-from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_settings
+from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_resources
 from faceit_etl_tests.test_pipeline import run
 from faceit_etl_tests.test_serialised import migration_lock, wait_for_waiters
 
@@ -248,7 +248,7 @@ def failed_step_message(result) -> tuple[str, str]:
 
 def test_a_full_disk_stops_the_run_before_the_load(full_disk, tmp_path, database_url, db):
     source = write_data_file(tmp_path / "data.json", 2_000, seed=8)  # ~1.4 MB: does not fit
-    result = run(make_settings(database_url, source, tmp_path, backup_dir=str(full_disk / "backups")))
+    result = run(make_resources(database_url, source, tmp_path, backup_dir=str(full_disk / "backups")))
 
     assert not result.success
     step, message = failed_step_message(result)
@@ -261,7 +261,7 @@ def test_a_full_disk_stops_the_run_before_the_load(full_disk, tmp_path, database
 def test_an_unusable_backup_folder_stops_the_run_before_the_load(tmp_path, database_url, db):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the backup folder should be")
-    result = run(make_settings(database_url, FLAT_SAMPLE, tmp_path, backup_dir=str(blocker / "backups")))
+    result = run(make_resources(database_url, FLAT_SAMPLE, tmp_path, backup_dir=str(blocker / "backups")))
 
     assert not result.success
     step, message = failed_step_message(result)

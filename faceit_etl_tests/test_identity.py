@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from faceit_etl import identity
 from faceit_etl.identity import code_version, input_identity
-from faceit_etl_tests.conftest import NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import NESTED_SAMPLE, make_resources, write_json
 from faceit_etl_tests.test_pipeline import metadata_of, run
 
 SHA = hashlib.sha256(b"a bot file").hexdigest()
@@ -87,10 +87,10 @@ def test_the_same_file_in_another_time_zone_is_judged_again_and_its_timestamps_m
     document = json.loads(NESTED_SAMPLE.read_text())
     source = write_json(tmp_path / "data.json", document)
     with dg.instance_for_test() as instance:
-        first = run(make_settings(database_url, source, tmp_path), instance)
+        first = run(make_resources(database_url, source, tmp_path), instance)
         assert first.success and table_timestamps(db) == file_timestamps(document, "UTC")
 
-        tokyo = run(make_settings(database_url, source, tmp_path, source_timezone="Asia/Tokyo"), instance)
+        tokyo = run(make_resources(database_url, source, tmp_path, source_timezone="Asia/Tokyo"), instance)
 
         assert tokyo.success
         assert table_timestamps(db) == file_timestamps(document, "Asia/Tokyo")
@@ -100,7 +100,7 @@ def test_the_same_file_in_another_time_zone_is_judged_again_and_its_timestamps_m
         assert metadata_of(tokyo, "postgres_tables")["nothing_to_compare"] == "no: compared row by row"
         assert table_timestamps(db) != file_timestamps(document, "UTC")  # the zone really moves them
 
-        back = run(make_settings(database_url, source, tmp_path), instance)  # UTC again: the first outcome
+        back = run(make_resources(database_url, source, tmp_path), instance)  # UTC again: the first outcome
 
         assert back.success and metadata_of(back, "validated_frame")["reused_earlier_outcome"]
         assert metadata_of(back, "validated_frame")["input_identity"] == metadata_of(first, "validated_frame")["input_identity"]

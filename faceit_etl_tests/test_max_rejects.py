@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from faceit_etl.defs.resources import MigrationSettings, describe_invalid
 from faceit_etl.generate import generate_users
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_pipeline import checks_by_name, run
 
@@ -58,7 +58,7 @@ BOUNDARIES = {
 def test_exactly_at_the_limit_loads_and_one_more_fails_before_writing(db, database_url, tmp_path, max_rejects, rejected, loads):
     source = file_with_rejects(tmp_path, rejected)
     given = {} if max_rejects is None else {"max_rejects": max_rejects}
-    result = run(make_settings(database_url, source, tmp_path, **given))
+    result = run(make_resources(database_url, source, tmp_path, **given))
 
     assert result.success is loads
     check = checks_by_name(result)["no_rejected_entries"]
@@ -82,7 +82,7 @@ def test_exactly_at_the_limit_loads_and_one_more_fails_before_writing(db, databa
 
 
 def test_force_loads_whatever_the_limit_and_shows_it(db, database_url, tmp_path):
-    result = run(make_settings(database_url, file_with_rejects(tmp_path, 5), tmp_path, max_rejects="1", force=True))
+    result = run(make_resources(database_url, file_with_rejects(tmp_path, 5), tmp_path, max_rejects="1", force=True))
 
     assert result.success
     check = checks_by_name(result)["no_rejected_entries"]
@@ -94,7 +94,7 @@ def test_force_loads_whatever_the_limit_and_shows_it(db, database_url, tmp_path)
 
 
 def test_no_reject_passes_and_shows_the_limit(db, database_url, tmp_path):
-    result = run(make_settings(database_url, file_with_rejects(tmp_path, 0), tmp_path, max_rejects="1%"))
+    result = run(make_resources(database_url, file_with_rejects(tmp_path, 0), tmp_path, max_rejects="1%"))
 
     assert result.success
     check = checks_by_name(result)["no_rejected_entries"]

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl.postgres.snapshot import digest_table, restore_snapshot, take_snapshot
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
 from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, run
 from faceit_etl_tests.test_rollback import rolled_back
@@ -54,12 +54,12 @@ def test_a_migration_and_its_rollback_keep_every_column_of_every_kind(database_u
     options = {"prune": {"prune": True, "max_prune_fraction": 0.5}, "truncate": {"truncate": True}}.get(mode, {})
 
     with dg.instance_for_test() as instance:
-        result = run(make_settings(database_url, source, tmp_path, **options), instance)
+        result = run(make_resources(database_url, source, tmp_path, **options), instance)
         assert result.success, [(c.check_name, c.description) for c in checks_by_name(result).values() if not c.passed]
         loaded = metadata_of(result, "postgres_tables")
         assert loaded["users_deleted"] == {"default": 0, "prune": 2, "truncate": 10}[mode]
         assert dump(db) != before
-        rolled_back(make_settings(database_url, source, tmp_path), instance)
+        rolled_back(make_resources(database_url, source, tmp_path), instance)
 
     assert dump(db) == before
 

@@ -16,7 +16,7 @@ from faceit_etl.definitions import defs
 from faceit_etl.defs.assets import postgres_tables
 from faceit_etl.defs.checks import CHECKS, TABLE_CHECK_SPECS, judge_tables_now
 from faceit_etl.defs.io import RunScopedPickleIOManager
-from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def run(settings, instance=None):
     with dg.instance_for_test() as temporary:
         return dg.materialize(
             [*ASSETS, *CHECKS],
-            resources={"migration_settings": settings},
+            resources=settings,
             instance=instance or temporary,
             raise_on_error=False,
         )
@@ -56,7 +56,7 @@ def users_in(db) -> dict[int, tuple]:
 
 
 def test_full_run_loads_the_nested_sample_and_every_check_passes(database_url, db, tmp_path):
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path))
 
     assert result.success
     assert materialized(result) == {
@@ -84,7 +84,7 @@ def test_full_run_loads_the_nested_sample_and_every_check_passes(database_url, d
 
 
 def test_a_second_run_on_the_same_file_changes_no_row(database_url, db, tmp_path):
-    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    settings = make_resources(database_url, NESTED_SAMPLE, tmp_path)
     assert run(settings).success
     before = users_in(db)
 
@@ -99,7 +99,7 @@ def test_a_second_run_on_the_same_file_changes_no_row(database_url, db, tmp_path
 
 def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(database_url, db, tmp_path):
     source = write_json(tmp_path / "data.json", json.loads(NESTED_SAMPLE.read_text()))
-    settings = make_settings(database_url, source, tmp_path)
+    settings = make_resources(database_url, source, tmp_path)
     with dg.instance_for_test() as instance:
         first = run(settings, instance)
         identity = metadata_of(first, "validated_frame")["input_identity"]
@@ -139,10 +139,7 @@ def test_step_values_of_only_the_newest_runs_are_kept(database_url, tmp_path):
 
         result = dg.materialize(
             [*ASSETS, *CHECKS],
-            resources={
-                "migration_settings": make_settings(database_url, FLAT_SAMPLE, tmp_path),
-                "io_manager": RunScopedPickleIOManager(),
-            },
+            resources={**make_resources(database_url, FLAT_SAMPLE, tmp_path), "io_manager": RunScopedPickleIOManager()},
             instance=instance,
         )
 
@@ -160,7 +157,7 @@ def nasty_file(tmp_path: Path) -> Path:
 
 
 def test_rejects_fail_the_run_before_anything_is_loaded(database_url, db, tmp_path):
-    result = run(make_settings(database_url, nasty_file(tmp_path), tmp_path))
+    result = run(make_resources(database_url, nasty_file(tmp_path), tmp_path))
 
     assert not result.success
     assert "postgres_tables" not in materialized(result)
@@ -178,7 +175,7 @@ def test_rejects_fail_the_run_before_anything_is_loaded(database_url, db, tmp_pa
 
 
 def test_force_loads_the_valid_entries_and_keeps_the_rejects(database_url, db, tmp_path):
-    result = run(make_settings(database_url, nasty_file(tmp_path), tmp_path, force=True))
+    result = run(make_resources(database_url, nasty_file(tmp_path), tmp_path, force=True))
 
     assert result.success
     check = checks_by_name(result)["no_rejected_entries"]
@@ -197,8 +194,8 @@ def test_force_loads_the_valid_entries_and_keeps_the_rejects(database_url, db, t
 
 
 def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_path):
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True))
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True))
 
     assert result.success, checks_by_name(result)
     nested_ids = {u["user_id"] for u in json.loads(NESTED_SAMPLE.read_text())["users"]}
@@ -208,9 +205,9 @@ def test_truncate_replaces_what_an_earlier_file_loaded(database_url, db, tmp_pat
 def test_rows_the_file_does_not_have_are_kept_with_a_warning(database_url, db, tmp_path):
     """The flat sample's 25 users are not in the nested sample: the run keeps them, succeeds and
     says so (counts, a WARN check with their Telegram ids); the blocking checks judge the file's rows."""
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
     flat_ids = sorted(u["user_id"] for u in json.loads(FLAT_SAMPLE.read_text())["users"])
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path))
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path))
 
     assert result.success, checks_by_name(result)
     checks = checks_by_name(result)
@@ -233,14 +230,15 @@ def test_rows_the_file_does_not_have_are_kept_with_a_warning(database_url, db, t
 
 
 def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
-    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    settings = make_resources(database_url, NESTED_SAMPLE, tmp_path)
     result = run(settings)
     users = result.output_for_node("mapped_frames", "mapped_users")
     subscriptions = result.output_for_node("mapped_frames", "mapped_subscriptions")
     victim = int(users["user_id"].iloc[3])
 
     def checks() -> dict[str, dg.AssetCheckResult]:
-        results = judge_tables_now(settings, users, subscriptions, {spec.key for spec in TABLE_CHECK_SPECS})
+        results = judge_tables_now(settings["migration_settings"], settings["postgres"], users, subscriptions,
+                                   {spec.key for spec in TABLE_CHECK_SPECS})
         return {result.check_name: result for result in results}
 
     assert all(result.passed for result in checks().values())
@@ -256,7 +254,7 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
     broken = tmp_path / "data.json"
     broken.write_text('{"users": [{"user_id": 1,}]}')
-    result = run(make_settings(database_url, broken, tmp_path))
+    result = run(make_resources(database_url, broken, tmp_path))
 
     assert not result.success
     failure = result.get_step_failure_events()[0]
@@ -282,7 +280,7 @@ def test_big_ids_into_the_bots_alembic_tables_stop_before_writing(database_url, 
                referrals_count integer, created_at timestamptz NOT NULL DEFAULT now(),
                updated_at timestamptz NOT NULL DEFAULT now());"""
     )
-    result = run(make_settings(database_url, FLAT_SAMPLE, tmp_path))
+    result = run(make_resources(database_url, FLAT_SAMPLE, tmp_path))
 
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
@@ -359,10 +357,10 @@ def database_state(db) -> dict:
 
 
 def test_a_dry_run_verifies_inside_the_transaction_and_leaves_the_database_identical(database_url, db, tmp_path):
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
     before = database_state(db)
 
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True, dry_run=True))
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True, dry_run=True))
 
     assert result.success
     load = metadata_of(result, "postgres_tables")
@@ -376,7 +374,7 @@ def test_a_dry_run_verifies_inside_the_transaction_and_leaves_the_database_ident
 
 
 def test_a_dry_run_on_an_empty_database_creates_nothing(database_url, db, tmp_path):
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
 
     assert result.success
     assert metadata_of(result, "postgres_tables")["created_tables"] is True
@@ -385,10 +383,10 @@ def test_a_dry_run_on_an_empty_database_creates_nothing(database_url, db, tmp_pa
 
 
 def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(database_url, db, tmp_path):
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
     db.execute(ALTERING_TRIGGER)
 
-    result = run(make_settings(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
+    result = run(make_resources(database_url, NESTED_SAMPLE, tmp_path, dry_run=True))
 
     assert not result.success
     [failure] = result.get_step_failure_events()
@@ -400,13 +398,13 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
 
 
 def test_a_log_row_left_running_by_a_dead_run_is_marked_failed_by_the_next_run(database_url, db, tmp_path):
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
     db.execute(
         "INSERT INTO migration_logs (migration_type, start_time, status, metadata) "
         "VALUES ('json_to_postgresql', now() - interval '1 hour', 'running', '{\"run_id\": \"killed-run\"}')"
     )
 
-    assert run(make_settings(database_url, FLAT_SAMPLE, tmp_path)).success
+    assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path)).success
 
     rows = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
     assert rows["killed-run"] == "failed"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from faceit_etl.cli import RedactingFormatter
 from faceit_etl.postgres.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import PostgresResource, postgres_from_environment
 
 # Any characters but `*`, which the mask itself is made of; at least 4 so a hit is not a coincidence.
 passwords = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="*\0"), min_size=4)
@@ -59,8 +59,8 @@ def test_a_url_libpq_refuses_is_refused_without_quoting_any_of_it(secret, broken
     the refusal is a fixed text, whether at settings time or at connect time."""
     written = quote(secret, safe="") + broken
     url = f"postgresql://bot:{written}@db.example/faceit_bot"
-    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: MigrationSettings(database_url=url).check_database_url(),
-                    lambda: MigrationSettings(database_url=url).url_starting_embedded_server()):
+    for attempt in (lambda: connect(url), lambda: checked_url(url), lambda: PostgresResource(database_url=url).check_database_url(),
+                    lambda: PostgresResource(database_url=url).url_starting_embedded_server()):
         with pytest.raises(InvalidConnectionString) as refused:
             attempt()
         assert str(refused.value) == INVALID_URL
@@ -74,11 +74,11 @@ def test_words_after_an_unquoted_keyword_password_are_redacted_too():
     assert redact("hunter2 Zebra7 port=5432 db.example", url) == "*** port=5432 db.example"
 
 
-def test_a_url_from_the_environment_is_refused_when_a_run_builds_its_settings(monkeypatch):
+def test_a_url_from_the_environment_is_refused_when_a_step_asks_for_the_target(monkeypatch):
     """The Dagster entry points (UI, `dagster job execute`, schedule) resolve the URL in the resource."""
     monkeypatch.setenv("DATABASE_URL", "bob:Secret123@127.0.0.1/db")
     with pytest.raises(InvalidConnectionString) as refused:
-        MigrationSettings().url_starting_embedded_server()
+        postgres_from_environment().url_starting_embedded_server()
     assert "Secret123" not in str(refused.value)
 
 

@@ -34,7 +34,7 @@ from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.snapshot import SnapshotError, digest_table
 from faceit_etl.validation.validate import validate_entries
-from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 
 TABLES = ("users", "user_subscriptions")
 CLI = str(Path(sys.executable).parent / "faceit-etl")
@@ -54,7 +54,7 @@ def run(settings, instance):
     """One migration (every asset and check), as test_pipeline.py runs it."""
     return dg.materialize(
         [*ASSETS, *CHECKS],
-        resources={"migration_settings": settings},
+        resources=settings,
         instance=instance,
         raise_on_error=False,
     )
@@ -70,7 +70,7 @@ def roll_back(settings, instance, **config):
     """rollback_job through Dagster, with RollbackConfig fields as op config."""
     return defs.resolve_job_def("rollback_job").execute_in_process(
         run_config={"ops": {"restore_tables": {"config": config}}},
-        resources={"migration_settings": settings},
+        resources=settings,
         instance=instance,
         raise_on_error=False,
     )
@@ -159,7 +159,7 @@ def generated_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, db, tmp_path, instance):
-    first_settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    first_settings = make_resources(database_url, NESTED_SAMPLE, tmp_path)
     first = migrate(first_settings, instance)
 
     manifest = manifest_of(tmp_path, first.run_id)
@@ -177,7 +177,7 @@ def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, d
         tmp_path / "second.json",
         {"users": json.loads(NESTED_SAMPLE.read_text())["users"][:20] + json.loads(FLAT_SAMPLE.read_text())["users"][:5]},
     )
-    second = migrate(make_settings(database_url, second_file, tmp_path, truncate=True), instance)
+    second = migrate(make_resources(database_url, second_file, tmp_path, truncate=True), instance)
 
     folder = backup_folder(tmp_path, second.run_id)
     manifest = manifest_of(tmp_path, second.run_id)
@@ -224,11 +224,11 @@ def test_each_run_folder_holds_a_private_manifest_and_copy_files(database_url, d
 
 def test_rollback_after_a_changed_file_restores_the_previous_state_exactly(database_url, db, tmp_path, instance):
     file_a, file_b = generated_files(tmp_path)
-    first = migrate(make_settings(database_url, file_a, tmp_path), instance)
+    first = migrate(make_resources(database_url, file_a, tmp_path), instance)
     after_a = target_state(db)
     assert after_a["users"]["digest"].rows == after_a["user_subscriptions"]["digest"].rows == 1000
 
-    second = migrate(make_settings(database_url, file_b, tmp_path, truncate=True), instance)
+    second = migrate(make_resources(database_url, file_b, tmp_path, truncate=True), instance)
     after_b = target_state(db)
     user_ids_b = {r[1] for r in after_b["users"]["rows"]}
     user_ids_a = {r[1] for r in after_a["users"]["rows"]}
@@ -238,7 +238,7 @@ def test_rollback_after_a_changed_file_restores_the_previous_state_exactly(datab
     assert after_b["users"]["digest"] != after_a["users"]["digest"]
     assert after_b["user_subscriptions"]["digest"] != after_a["user_subscriptions"]["digest"]
 
-    result = rolled_back(make_settings(database_url, file_b, tmp_path), instance)
+    result = rolled_back(make_resources(database_url, file_b, tmp_path), instance)
 
     assert target_state(db) == after_a  # every column of every row: ids, created_at, updated_at
     assert db.execute(renamed).fetchone()[0] == 0
@@ -249,7 +249,7 @@ def test_rollback_after_a_changed_file_restores_the_previous_state_exactly(datab
     ).fetchone()[0]
     assert metadata["rolled_back_to_snapshot"] == str(backup_folder(tmp_path, second.run_id))
     # the restored tables still have their keys: a new migration of B works on top of them
-    again = migrate(make_settings(database_url, file_b, tmp_path, truncate=True), instance)
+    again = migrate(make_resources(database_url, file_b, tmp_path, truncate=True), instance)
     assert {r[1] for r in target_state(db)["users"]["rows"]} == user_ids_b
     assert statuses(db)[again.run_id] == "success"
 
@@ -260,7 +260,7 @@ def test_rollback_after_a_changed_file_restores_the_previous_state_exactly(datab
 def test_rolling_back_the_run_that_created_the_tables_drops_them(database_url, db, tmp_path, instance):
     users = json.loads(FLAT_SAMPLE.read_text())["users"][:10] + [{"user_id": "not-a-number"}]
     source = write_json(tmp_path / "with_reject.json", {"users": users})
-    settings = make_settings(database_url, source, tmp_path, force=True)
+    settings = make_resources(database_url, source, tmp_path, force=True)
     first = migrate(settings, instance)
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 10
     rejects_before = db.execute("SELECT * FROM migration_rejects ORDER BY source_index").fetchall()
@@ -295,7 +295,7 @@ def three_migrations(database_url, db, tmp_path, instance) -> tuple[list, list]:
     generated = write_data_file(tmp_path / "generated.json", 120, seed=5)
     results, states = [], []
     for source in (FLAT_SAMPLE, NESTED_SAMPLE, generated):
-        results.append(migrate(make_settings(database_url, source, tmp_path, truncate=bool(results)), instance))
+        results.append(migrate(make_resources(database_url, source, tmp_path, truncate=bool(results)), instance))
         states.append(target_state(db))
     assert states[0] != states[1] != states[2] != states[0]
     return results, states
@@ -303,13 +303,13 @@ def three_migrations(database_url, db, tmp_path, instance) -> tuple[list, list]:
 
 def test_rollback_picks_the_snapshot_named_by_run_id_log_id_or_folder(database_url, db, tmp_path, instance):
     (a, b, c), (after_a, _, after_c) = three_migrations(database_url, db, tmp_path, instance)
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     folder = {r.run_id: backup_folder(tmp_path, r.run_id) for r in (a, b, c)}
     log_id = dict(db.execute("SELECT metadata->>'run_id', id::text FROM migration_logs").fetchall())
 
     with psycopg.connect(database_url) as conn:  # the choice alone, for every way of naming a snapshot
         def choose(**named) -> Path:
-            return Path(find_backup(conn, "public", settings.backup_dir, **named)).resolve()
+            return Path(find_backup(conn, "public", settings["migration_settings"].backup_dir, **named)).resolve()
 
         assert choose() == folder[c.run_id]  # default: the latest successful migration
         assert choose(migration_id=a.run_id) == folder[a.run_id]
@@ -336,7 +336,7 @@ def test_rollback_picks_the_snapshot_named_by_run_id_log_id_or_folder(database_u
 
 def test_rolling_back_twice_walks_back_one_successful_migration_each_time(database_url, db, tmp_path, instance):
     (a, b, c), (after_a, after_b, _) = three_migrations(database_url, db, tmp_path, instance)
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
 
     assert rollback_materialization(rolled_back(settings, instance))["rolled_back_run"] == c.run_id
     assert target_state(db) == after_b
@@ -363,12 +363,12 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
     users = generate_users(60, seed=3)
     first_file = write_json(tmp_path / "first.json", {"users": users[:40]})
     second_file = write_json(tmp_path / "second.json", {"users": users})  # 20 more users
-    migrate(make_settings(database_url, first_file, tmp_path), instance)
+    migrate(make_resources(database_url, first_file, tmp_path), instance)
     after_first = target_state(db)
-    changing = migrate(make_settings(database_url, second_file, tmp_path), instance)
+    changing = migrate(make_resources(database_url, second_file, tmp_path), instance)
     after_second = target_state(db)
 
-    rerun = migrate(make_settings(database_url, second_file, tmp_path), instance)
+    rerun = migrate(make_resources(database_url, second_file, tmp_path), instance)
 
     manifest = manifest_of(tmp_path, rerun.run_id)
     assert manifest["target"] == {
@@ -379,7 +379,7 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
     }
     assert not list(backup_folder(tmp_path, rerun.run_id).glob("*.copy"))  # no 2M-row snapshot of nothing
     assert target_state(db) == after_second
-    settings = make_settings(database_url, second_file, tmp_path)
+    settings = make_resources(database_url, second_file, tmp_path)
 
     named = roll_back(settings, instance, migration_id=rerun.run_id)
     assert not named.success
@@ -399,20 +399,20 @@ def test_a_rerun_that_found_the_tables_as_left_takes_no_snapshot_and_rollback_un
 
 
 def test_rollback_leaves_an_unrelated_table_byte_identical(database_url, db, tmp_path, instance):
-    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
+    migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance)
     after_a = target_state(db)
     db.execute(
         """CREATE TABLE bot_settings (id integer PRIMARY KEY, key text NOT NULL, value jsonb, changed_at timestamptz);
            INSERT INTO bot_settings VALUES (1, 'maintenance', 'false', '2025-01-02 03:04:05.123456+00'),
                                            (2, 'greeting', '"Привет"', NULL), (3, 'limits', '{"free": 10}', now())"""
     )
-    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     untouched = "SELECT xmin::text, ctid::text, * FROM bot_settings ORDER BY id"  # a rewritten row changes xmin/ctid
     before = db.execute(untouched).fetchall()
     before_digest = digest_table(db, "public", "bot_settings")
     relfilenode = db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'bot_settings'").fetchone()[0]
 
-    rolled_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    rolled_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
 
     assert target_state(db) == after_a
     assert statuses(db)[second.run_id] == "rolled_back"
@@ -424,8 +424,8 @@ def test_rollback_leaves_an_unrelated_table_byte_identical(database_url, db, tmp
 def test_a_foreign_key_from_another_table_refuses_the_rollback_in_plain_words_and_changes_nothing(
     database_url, db, tmp_path, instance
 ):
-    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
-    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     db.execute(
         """CREATE TABLE user_notes (id serial PRIMARY KEY, user_id uuid NOT NULL REFERENCES users (id)
                                     ON DELETE CASCADE, note text);
@@ -436,7 +436,7 @@ def test_a_foreign_key_from_another_table_refuses_the_rollback_in_plain_words_an
 
     # Even when later changes may be discarded: PostgreSQL would refuse to empty the table.
     for options in ({}, {"discard_later_changes": True}):
-        result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance, **options)
+        result = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance, **options)
 
         assert not result.success
         assert failure_of(result) == (
@@ -454,9 +454,9 @@ def test_a_foreign_key_from_another_table_refuses_the_rollback_in_plain_words_an
 
 
 def test_no_migration_logs_means_a_clear_rollback_error(database_url, db, tmp_path, instance):
-    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path)
+    settings = make_resources(database_url, NESTED_SAMPLE, tmp_path)
     with psycopg.connect(database_url) as conn, pytest.raises(RollbackError) as raised:
-        find_backup(conn, "public", settings.backup_dir)
+        find_backup(conn, "public", settings["migration_settings"].backup_dir)
     assert str(raised.value) == "no migration has been recorded in public.migration_logs: nothing to roll back"
 
     result = roll_back(settings, instance)
@@ -467,14 +467,14 @@ def test_no_migration_logs_means_a_clear_rollback_error(database_url, db, tmp_pa
 
 
 def test_a_run_without_table_backup_cannot_be_rolled_back(database_url, db, tmp_path, instance):
-    first = migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
-    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True, backup_tables=False), instance)
+    first = migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True, backup_tables=False), instance)
     folder = backup_folder(tmp_path, second.run_id)
     assert "target" not in json.loads((folder / "manifest.json").read_text())
     assert not list(folder.glob("*.copy"))
     before = database_state(db)
 
-    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    result = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
 
     assert not result.success
     kind, message = failure_of(result)
@@ -502,8 +502,8 @@ def tamper(path: Path) -> None:
 
 
 def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_was(database_url, db, tmp_path, instance):
-    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path), instance)
-    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance)
+    second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     folder = backup_folder(tmp_path, second.run_id)
     tamper(folder / "users.copy")
     before = database_state(db)
@@ -511,7 +511,7 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
 
     with psycopg.connect(database_url) as conn, pytest.raises(SnapshotError, match="does not match the snapshot"):
         rollback(conn, "public", folder)
-    result = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    result = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
 
     assert not result.success
     kind, message = failure_of(result)
@@ -521,7 +521,7 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
     assert statuses(db)[second.run_id] == "success"
 
     shutil.rmtree(folder)  # a pruned backup: the error names the folder it looked for
-    gone = roll_back(make_settings(database_url, NESTED_SAMPLE, tmp_path), instance)
+    gone = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
     assert not gone.success
     kind, message = failure_of(gone)
     assert kind in {"BackupError", "RollbackError"}
@@ -535,16 +535,16 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
 
 
 def test_rollback_job_records_a_materialization_of_postgres_tables(database_url, db, tmp_path):
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     job = defs.resolve_job_def("rollback_job")
     with dg.instance_for_test() as instance:
         migrate(settings, instance)
         after_a = target_state(db)
-        second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+        second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
         manifest = manifest_of(tmp_path, second.run_id)
 
         result = job.execute_in_process(
-            resources={"migration_settings": settings},
+            resources=settings,
             run_config={"ops": {"restore_tables": {"config": {"migration_id": second.run_id}}}},
             instance=instance,
         )
@@ -569,11 +569,12 @@ def test_rollback_job_records_a_materialization_of_postgres_tables(database_url,
 
 def job_run(instance, settings, **options):
     """migrate_job as the CLI and the UI launch it, so that it can be re-executed."""
-    config = settings.model_dump(include={"database_url", "source_path", "backup_dir"})
+    config = settings["migration_settings"].model_dump(include={"source_path", "backup_dir"})
+    target = {"database_url": settings["postgres"].database_url}
     return dg.execute_job(
         dg.reconstructable(get_migrate_job),
         instance=instance,
-        run_config={"resources": {"migration_settings": {"config": config}}},
+        run_config={"resources": {"migration_settings": {"config": config}, "postgres": {"config": target}}},
         raise_on_error=False,
         **options,
     )
@@ -588,10 +589,10 @@ def a_load_that_fails_on_a_32_bit_column(database_url, db, tmp_path, instance):
     users = generate_users(200, seed=13)
     small = [u for u in users if u["user_id"] < 2**31][:40]
     big = [u for u in users if u["user_id"] >= 2**31][:60]
-    baseline = job_run(instance, make_settings(database_url, write_json(tmp_path / "small.json", {"users": small}), tmp_path))
+    baseline = job_run(instance, make_resources(database_url, write_json(tmp_path / "small.json", {"users": small}), tmp_path))
     assert baseline.success
     db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
-    settings = make_settings(database_url, write_json(tmp_path / "big.json", {"users": small + big}), tmp_path)
+    settings = make_resources(database_url, write_json(tmp_path / "big.json", {"users": small + big}), tmp_path)
     failed = job_run(instance, settings)
     assert not failed.success
     assert [e.step_key for e in failed.get_step_failure_events()] == ["postgres_tables"]
@@ -643,9 +644,9 @@ def test_re_executing_a_run_whose_step_values_were_pruned_says_to_start_a_new_ru
         kind, message = failure_of(again)
         assert kind == "StepValuesGone"  # the first of the load's inputs that Dagster asks for
         assert re.fullmatch(
-            rf"the value of (validated_frame|mapped_users|mapped_subscriptions) from run {failed.run_id} is gone: "
-            r"only the newest 5 runs' step values are kept, so this run cannot be re-executed\. "
-            r"Start a new run instead\.",
+            rf"the value of (source_backup|validated_frame|mapped_users|mapped_subscriptions) from run {failed.run_id} is "
+            r"gone \(step values are kept for the newest 5 runs and the latest failed run of each target, until a later "
+            r"run of it succeeds\), so this run cannot be re-executed or resumed\. Start a new run instead\.",
             message,
         ), message
         assert target_state(db) == before
@@ -654,9 +655,9 @@ def test_re_executing_a_run_whose_step_values_were_pruned_says_to_start_a_new_ru
 def test_re_executing_a_successful_run_in_full_keeps_its_snapshot_for_rollback(database_url, db, tmp_path):
     users = generate_users(80, seed=17)
     with dg.instance_for_test() as instance:
-        assert job_run(instance, make_settings(database_url, write_json(tmp_path / "a.json", {"users": users[:40]}), tmp_path)).success
+        assert job_run(instance, make_resources(database_url, write_json(tmp_path / "a.json", {"users": users[:40]}), tmp_path)).success
         after_first = target_state(db)
-        settings = make_settings(database_url, write_json(tmp_path / "b.json", {"users": users}), tmp_path)
+        settings = make_resources(database_url, write_json(tmp_path / "b.json", {"users": users}), tmp_path)
         changing = job_run(instance, settings)
         assert changing.success
 
@@ -675,11 +676,11 @@ def test_re_executing_a_successful_run_in_full_keeps_its_snapshot_for_rollback(d
 
 def test_rollback_refuses_to_discard_rows_written_since_the_migration_unless_told(database_url, db, tmp_path, instance):
     users = generate_users(60, seed=4)
-    settings = make_settings(database_url, write_json(tmp_path / "first.json", {"users": users[:40]}), tmp_path)
+    settings = make_resources(database_url, write_json(tmp_path / "first.json", {"users": users[:40]}), tmp_path)
     first = migrate(settings, instance)
     after_first = target_state(db)
     second_file = write_json(tmp_path / "second.json", {"users": users})
-    second = migrate(make_settings(database_url, second_file, tmp_path), instance)  # upsert over the first
+    second = migrate(make_resources(database_url, second_file, tmp_path), instance)  # upsert over the first
     users_then = db.execute("SELECT count(*) FROM users").fetchone()[0]
     subscriptions_then = db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0]
     db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 424242, 'written by bot')")
@@ -735,7 +736,7 @@ def test_every_committed_load_records_the_fingerprint_of_the_tables_it_left(data
 
     db.execute("SET TIME ZONE 'Asia/Tokyo'")  # another zone than the loads': the same fingerprint
     for source, options in runs:
-        result = migrate(make_settings(database_url, source, tmp_path, **options), instance)
+        result = migrate(make_resources(database_url, source, tmp_path, **options), instance)
         assert recorded(result.run_id) == fingerprint(db, "public"), source
     assert db.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "Asia/Tokyo"
 
@@ -751,11 +752,11 @@ def test_every_committed_load_records_the_fingerprint_of_the_tables_it_left(data
 
 def test_rollback_recreates_the_schema_dropped_since_its_snapshot(database_url, db, tmp_path, instance):
     db.execute("CREATE SCHEMA nb")
-    migrate(make_settings(database_url, FLAT_SAMPLE, tmp_path, target_schema="nb"), instance)
+    migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path, target_schema="nb"), instance)
     with psycopg.connect(database_url) as conn:
         after_first = {name: digest_table(conn, "nb", name) for name in TABLES}
     labels = db.execute("SELECT enum_range(NULL::nb.subscriptiontier)::text").fetchone()[0]
-    settings = make_settings(database_url, NESTED_SAMPLE, tmp_path, target_schema="nb", truncate=True)
+    settings = make_resources(database_url, NESTED_SAMPLE, tmp_path, target_schema="nb", truncate=True)
     second = migrate(settings, instance)
     db.execute("DROP SCHEMA nb CASCADE")
 
@@ -807,7 +808,7 @@ def test_the_cli_refuses_a_rollback_over_later_rows_and_discards_them_only_when_
 def test_rolling_back_the_creating_run_under_a_view_or_a_column_of_the_enum_is_refused_in_plain_words(
     database_url, db, tmp_path, instance
 ):
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     created = migrate(settings, instance)
     db.execute("CREATE VIEW pro_users AS SELECT u.user_id FROM users u JOIN user_subscriptions s ON s.user_id = u.id")
     db.execute("CREATE TABLE tier_prices (tier subscriptiontier PRIMARY KEY, price numeric)")
@@ -849,8 +850,8 @@ def test_a_snapshot_of_another_database_is_refused_and_changes_nothing(
     database_url, other_database_url, db, tmp_path, instance
 ):
     """Each database migrated, then the other's run snapshot named: its rows would replace these."""
-    other = migrate(make_settings(other_database_url, NESTED_SAMPLE, tmp_path), instance)
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    other = migrate(make_resources(other_database_url, NESTED_SAMPLE, tmp_path), instance)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     here = migrate(settings, instance)
     taken = manifest_of(tmp_path, other.run_id)["target"]["database"]
     with psycopg.connect(other_database_url) as conn:
@@ -875,10 +876,10 @@ def test_a_snapshot_that_records_no_database_is_restored_and_says_its_origin_was
     database_url, db, tmp_path, instance
 ):
     """Snapshots written before the origin was recorded stay usable, with the check's absence stated."""
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     migrate(settings, instance)
     after_first = target_state(db)
-    second = migrate(make_settings(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
+    second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     folder = backup_folder(tmp_path, second.run_id)
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["target"]["database"]

@@ -45,8 +45,7 @@ def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_n
 def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_drift(
     tmp_path, monkeypatch, database_url, db
 ):
-    from faceit_etl.definitions import defs
-    from faceit_etl.defs.resources import MigrationSettings
+    from faceit_etl.definitions import load_definitions
     from faceit_etl_tests.conftest import FLAT_SAMPLE
 
     monkeypatch.setenv("DATABASE_URL", database_url)
@@ -57,9 +56,7 @@ def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_dr
         monkeypatch.setenv("DATA_FILE_PATH", str(FLAT_SAMPLE))
         unchanged = migrate(instance)["column_schema_change"]
         loaded = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables")).asset_materialization
-        rolled = defs.resolve_job_def("rollback_job").execute_in_process(
-            resources={"migration_settings": MigrationSettings()}, instance=instance
-        )
+        rolled = load_definitions().resolve_job_def("rollback_job").execute_in_process(instance=instance)
         assert rolled.success
         restored = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables")).asset_materialization
         users = db.execute("SELECT count(*) FROM users").fetchone()[0]

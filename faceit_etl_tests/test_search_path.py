@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from faceit_etl.generate import generate_users
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_pipeline import run
 from faceit_etl_tests.test_rollback import rolled_back, statuses
 
@@ -51,7 +51,7 @@ def test_a_search_path_set_on_the_database_or_role_changes_nothing_we_store_or_o
     database = sql.Identifier(db.execute("SELECT current_database()").fetchone()[0])
     entries = generate_users(6, seed=41)
     source = write_json(tmp_path / "data.json", {"users": entries})
-    settings = make_settings(database_url, source, tmp_path)
+    settings = make_resources(database_url, source, tmp_path)
     with dg.instance_for_test() as instance:
         first = run(settings, instance)
         assert first.success

@@ -15,14 +15,21 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from faceit_etl.definitions import defs, get_migrate_job
+from faceit_etl.definitions import defs, get_migrate_job, load_definitions
 from faceit_etl.defs.checks import CHECKS
 from pydantic import ValidationError
 
 from faceit_etl.defs.resources import ENVIRONMENT as VARIABLES
-from faceit_etl.defs.resources import MigrationSettings, describe_invalid
+from faceit_etl.defs.resources import (
+    MigrationSettings,
+    PostgresResource,
+    describe_invalid,
+    max_concurrent_from_environment,
+    postgres_from_environment,
+)
 from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, write_json
 
+ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENT = {
     "DATA_FILE_PATH": "/data/bot.json",
     "MIGRATION_BATCH_SIZE": "500",
@@ -45,15 +52,16 @@ def test_defaults_come_from_the_replaced_systems_environment_names(monkeypatch):
 
     settings = MigrationSettings()
 
-    assert (settings.source_path, settings.batch_size, settings.max_concurrent) == ("/data/bot.json", 500, 3)
+    assert (settings.source_path, settings.batch_size, max_concurrent_from_environment()) == ("/data/bot.json", 500, 3)
     assert (settings.backup_dir, settings.force, settings.truncate, settings.dry_run) == (
         "/var/backups/faceit", True, True, False
     )
     assert (settings.source_timezone, settings.target_schema) == ("Europe/Moscow", "bot")
     assert (settings.prune, settings.max_prune_fraction) == (False, 0.3)
-    assert settings.url_starting_embedded_server() == "postgresql://bot:hunter2@db:5432/faceit"
-    assert "hunter2" not in str(settings.safe_summary())
-    assert settings.safe_summary()["embedded_database"] is False
+    target = postgres_from_environment()
+    assert target.url_starting_embedded_server() == "postgresql://bot:hunter2@db:5432/faceit"
+    assert "hunter2" not in str(settings.safe_summary() | target.safe_summary())
+    assert target.safe_summary()["embedded_database"] is False
     # truncate and prune are refused together when the settings are built: each is read on its own.
     monkeypatch.setenv("MIGRATION_TRUNCATE", "0")
     monkeypatch.setenv("MIGRATION_PRUNE", "yes")
@@ -69,7 +77,7 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [*ASSETS, *CHECKS],
-            resources={"migration_settings": settings},
+            resources={"migration_settings": settings, "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL"))},
             instance=instance,
             run_config={"resources": {"migration_settings": {"config": {"source_path": str(NESTED_SAMPLE)}}}},
         )
@@ -100,12 +108,13 @@ def test_unusable_settings_are_refused_naming_the_setting(field, value, message)
         ({"truncate": True, "prune": True}, "truncate and prune cannot be combined: truncate replaces every row"),
     ],
 )
-def test_settings_are_validated_once_when_built_and_the_error_quotes_no_database_url(given, message):
+def test_settings_are_validated_once_when_built_and_the_error_quotes_no_database_url(given, message, monkeypatch):
     """Steps use the resource as built: no step checks it again. The refusal names the setting, never
     the URL (a pydantic error would print every value given, the password with them)."""
     url = "host=db.example dbname=faceit_bot user=bot password=Zebra7secret"  # last: a cut-short value shows its end
+    monkeypatch.setenv("DATABASE_URL", url)
     with pytest.raises(ValidationError) as refused:
-        MigrationSettings(**given, database_url=url)
+        MigrationSettings(**given)
     assert describe_invalid(refused.value).startswith(message)
     assert "Zebra7secret" not in str(refused.value)
     assert "Zebra7secret" not in describe_invalid(refused.value)
@@ -183,11 +192,22 @@ def run_dagster_job_execute(tmp_path, env, source):
     return done.returncode, done.stdout + done.stderr
 
 
+def run_dg_launch(tmp_path, env, source):
+    """`dg launch` from the project root: it loads the definitions in its own process and runs there."""
+    assets = "bot_data_file,source_backup,raw_json,validated_frame,mapped_users,mapped_subscriptions,postgres_tables"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "launch", "--assets", assets],
+        cwd=ROOT, env={**env, "VIRTUAL_ENV": sys.prefix}, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 def run_in_process(tmp_path, env, source, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("migrate_job").execute_in_process(
+        result = load_definitions().resolve_job_def("migrate_job").execute_in_process(
             run_config={"resources": {"migration_settings": {"config": {"source_path": str(source)}}}},
             instance=instance, raise_on_error=False,
         )
@@ -210,6 +230,7 @@ def run_as_scheduled(tmp_path, env, source, monkeypatch):
 ENTRY_POINTS = {
     "cli": lambda tmp_path, env, source, monkeypatch: run_cli(tmp_path, env, source),
     "dagster_job_execute": lambda tmp_path, env, source, monkeypatch: run_dagster_job_execute(tmp_path, env, source),
+    "dg_launch": lambda tmp_path, env, source, monkeypatch: run_dg_launch(tmp_path, env, source),
     "execute_in_process": run_in_process,
     "schedule": run_as_scheduled,
 }
@@ -275,7 +296,6 @@ def test_a_dry_run_from_the_environment_writes_nothing(entry, tmp_path, database
 CHOICES = {
     "source_path": ("a.json", "b.json"),
     "batch_size": (3, 9),
-    "max_concurrent": (2, 4),
     "backup_dir": ("x", "y"),
     "backup_tables": (False, True),
     "force": (True, False),
@@ -309,3 +329,16 @@ def test_run_config_beats_the_environment_which_beats_the_default_for_every_sett
             else VARIABLES[name][1]
         )
         assert getattr(resolved, name) == expected, name
+
+
+def test_the_target_is_chosen_where_the_definitions_load_from_that_processs_environment(monkeypatch):
+    """Every run's process loads the definitions itself: with DATABASE_URL there, `postgres` holds the
+    variable (resolved when the run builds the resource; the UI shows its name), else nothing, the
+    embedded server. The URL and the executor's step count are no migration settings."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:Hunter2secret@db:5432/faceit")
+    chosen = load_definitions().resources["postgres"].database_url
+    assert isinstance(chosen, dg.EnvVar) and chosen.env_var_name == "DATABASE_URL"
+
+    monkeypatch.delenv("DATABASE_URL")
+    assert load_definitions().resources["postgres"].database_url is None
+    assert {"database_url", "max_concurrent"}.isdisjoint(MigrationSettings.model_fields)

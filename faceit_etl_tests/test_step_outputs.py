@@ -7,7 +7,7 @@ import dagster as dg
 from faceit_etl.cli.progress import RunWatcher
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.postgres.load import PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
-from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, make_settings
+from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, make_resources
 
 TAGS = {"test": "progress"}
 
@@ -20,9 +20,9 @@ def _watched_lines(instance: dg.DagsterInstance) -> list[str]:
 
 
 def test_the_load_publishes_its_copy_progress_as_observations_and_the_watcher_shows_them(database_url, db, tmp_path):
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path, batch_size=10)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path, batch_size=10)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ASSETS, *CHECKS], resources={"migration_settings": settings}, instance=instance, tags=TAGS)
+        result = dg.materialize([*ASSETS, *CHECKS], resources=settings, instance=instance, tags=TAGS)
         assert result.success
         observed = [
             {key: value.value for key, value in event.asset_observation_data.asset_observation.metadata.items()}
@@ -67,21 +67,20 @@ def test_the_load_learns_its_backup_folder_from_source_backups_output_not_from_t
     assert postgres_tables.keys_by_input_name["source_backup"] == source_backup.key
 
 
-def test_the_settings_resource_hands_out_connections_in_known_sessions(database_url, db, tmp_path):
+def test_the_postgres_resource_hands_out_connections_in_known_sessions(database_url, db):
     """Steps take connections from the resource, never a URL: the session settings are set, the block
     commits, and a database that cannot be reached is named without its password after bounded retries."""
-    from faceit_etl.defs.resources import MigrationSettings
+    from faceit_etl.defs.resources import PostgresResource
     from faceit_etl.postgres.database import CONNECT_ATTEMPTS, DatabaseUnavailable
 
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
-    with settings.get_connection() as conn:
+    with PostgresResource(database_url=database_url).get_connection() as conn:
         assert conn.execute(
             "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path')"
         ).fetchone() == ("UTC", "ISO, MDY", "pg_catalog, pg_temp")
         conn.execute("CREATE TABLE public.handed_out (n int)")
     assert db.execute("SELECT to_regclass('public.handed_out') IS NOT NULL").fetchone()[0]  # committed at the block's end
 
-    dead = MigrationSettings(database_url="postgresql://bot:Hunter2secret@127.0.0.1:1/faceit")
+    dead = PostgresResource(database_url="postgresql://bot:Hunter2secret@127.0.0.1:1/faceit")
     try:
         with dead.get_connection():
             raise AssertionError("connected to a closed port")
@@ -106,9 +105,9 @@ def test_the_load_returns_the_verdicts_it_took_before_commit_as_its_own_check_re
     yields the seven results, with their severities and the verdicts' metadata."""
     from faceit_etl.postgres.verdicts import BLOCKING
 
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ASSETS, *CHECKS], resources={"migration_settings": settings}, instance=instance)
+        result = dg.materialize([*ASSETS, *CHECKS], resources=settings, instance=instance)
     events = _table_check_events(result)
 
     assert set(events) == {
@@ -129,13 +128,13 @@ def test_the_load_returns_the_verdicts_it_took_before_commit_as_its_own_check_re
 
 
 def test_the_table_checks_alone_judge_the_tables_as_they_are_now_without_loading(database_url, db, tmp_path):
-    settings = make_settings(database_url, FLAT_SAMPLE, tmp_path)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
     with dg.instance_for_test() as instance:
-        assert dg.materialize([*ASSETS, *CHECKS], resources={"migration_settings": settings}, instance=instance).success
+        assert dg.materialize([*ASSETS, *CHECKS], resources=settings, instance=instance).success
         victim = db.execute("SELECT user_id FROM users ORDER BY user_id LIMIT 1").fetchone()[0]
         db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
         checked = dg.materialize(
-            [*ASSETS, *CHECKS], resources={"migration_settings": settings}, instance=instance,
+            [*ASSETS, *CHECKS], resources=settings, instance=instance,
             selection=dg.AssetSelection.checks_for_assets("postgres_tables"), raise_on_error=False,
         )
     events = _table_check_events(checked)

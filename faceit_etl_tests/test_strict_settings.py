@@ -11,16 +11,24 @@ import os
 import tempfile
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from faceit_etl.api import resolved_settings
+from faceit_etl.api import max_concurrent_of, resolved_settings
 from faceit_etl.cli.main import UsageError, build_parser, cli_settings
+from faceit_etl.definitions import defs
 from faceit_etl.errors import SettingsInvalid
-from faceit_etl.defs.resources import ENVIRONMENT, MigrationSettings, SettingsError, describe_invalid
+from faceit_etl.defs.resources import (
+    ENVIRONMENT,
+    MAX_CONCURRENT_VARIABLE,
+    MigrationSettings,
+    SettingsError,
+    describe_invalid,
+)
 
 FLAGS = {
     "batch_size": "--batch-size", "max_concurrent": "--max-concurrent",
@@ -28,6 +36,8 @@ FLAGS = {
 }
 BOOLEANS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 SOURCES = ("flag", "environment", "config", "run config")
+# max_concurrent is the executor's: its variable is read for the job, its run config is the executor's own section.
+VARIABLES = {**{name: variable for name, (variable, _) in ENVIRONMENT.items()}, "max_concurrent": MAX_CONCURRENT_VARIABLE}
 
 
 @contextlib.contextmanager
@@ -52,7 +62,7 @@ def read(source: str, name: str, value, *, yaml_text: str | None = None):
         if source == "flag":
             argv += [FLAGS[name], value]
         elif source == "environment":
-            variables[ENVIRONMENT[name][0]] = value
+            variables[VARIABLES[name]] = value
         elif source == "config":
             config = Path(folder, "settings.yaml")
             config.write_text(yaml_text if yaml_text is not None else yaml.safe_dump({name: value}))
@@ -60,6 +70,8 @@ def read(source: str, name: str, value, *, yaml_text: str | None = None):
         try:
             with environment(**variables):
                 if source == "run config":
+                    if name == "max_concurrent":
+                        return executor_max_concurrent(value)
                     return getattr(MigrationSettings(**{name: value}), name)
                 errors = io.StringIO()
                 with contextlib.redirect_stderr(errors):
@@ -68,17 +80,29 @@ def read(source: str, name: str, value, *, yaml_text: str | None = None):
                     except SystemExit:
                         return "refused: " + errors.getvalue().strip().splitlines()[-1]
                 args.argv = argv
-                return getattr(resolved_settings(cli_settings(args)), name)
+                given = cli_settings(args)
+                settings = resolved_settings(given)
+                return max_concurrent_of(given) if name == "max_concurrent" else getattr(settings, name)
         except ValidationError as exc:
             return "refused: " + describe_invalid(exc)
         except (UsageError, SettingsError, SettingsInvalid) as exc:
             return f"refused: {exc}"
 
 
+def executor_max_concurrent(value):
+    """max_concurrent in the run config of migrate_job's executor, as Dagster judges it."""
+    execution = {"execution": {"config": {"multiprocess": {"max_concurrent": value}}}}
+    try:
+        resolved = dg.validate_run_config(defs.resolve_job_def("migrate_job"), execution)
+    except dg.DagsterInvalidConfigError as exc:
+        return f"refused: {exc}"
+    return resolved["execution"]["multi_or_in_process_executor"]["multiprocess"]["max_concurrent"]
+
+
 def names(refused: str, source: str, name: str) -> bool:
     """The refusal names the setting: its flag (or, for a flag's text judged with the others, its
     name), its variable, or its key."""
-    return {"flag": FLAGS.get(name), "environment": ENVIRONMENT[name][0]}.get(source, name) in refused or (
+    return {"flag": FLAGS.get(name), "environment": VARIABLES[name]}.get(source, name) in refused or (
         source == "flag" and f"{name} " in refused
     )
 
@@ -112,7 +136,8 @@ def numeric_texts():
 @given(setting=numeric_texts(), spoiler=st.sampled_from(sorted(SPOILERS)), source=st.sampled_from(SOURCES))
 def test_a_number_spelled_any_other_way_than_ascii_digits_is_refused_from_every_source(setting, spoiler, source):
     name, text = setting
-    clean = read(source, name, text)
+    # In the executor's run config a count is a YAML number; the other settings take their text too.
+    clean = read(source, name, int(text) if (source, name) == ("run config", "max_concurrent") else text)
     assert not str(clean).startswith("refused"), clean
     assert clean == (float(text) if name == "max_prune_fraction" else text if name == "max_rejects" else int(text))
 

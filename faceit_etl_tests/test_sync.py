@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.load import PruneRefused, load, prune_allowance
 from faceit_etl.postgres.verdicts import VerificationFailed, all_verdicts, judge_before_commit
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
 from faceit_etl_tests.test_load import (
     ALEMBIC_DDL,
@@ -330,10 +330,10 @@ def test_a_pruning_run_deletes_lists_them_and_rollback_brings_them_back(database
     tables are as that first load of this file left them, and still the kept users are deleted."""
     first, second, gone = _files(tmp_path)
     with dg.instance_for_test() as instance:
-        assert run(make_settings(database_url, first, tmp_path), instance).success
-        assert run(make_settings(database_url, second, tmp_path), instance).success
+        assert run(make_resources(database_url, first, tmp_path), instance).success
+        assert run(make_resources(database_url, second, tmp_path), instance).success
         before = dump(db)
-        result = run(make_settings(database_url, second, tmp_path, prune=True), instance)
+        result = run(make_resources(database_url, second, tmp_path, prune=True), instance)
 
         assert result.success, checks_by_name(result)
         loaded = metadata_of(result, "postgres_tables")
@@ -344,16 +344,16 @@ def test_a_pruning_run_deletes_lists_them_and_rollback_brings_them_back(database
         logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
         assert (logged["users"]["deleted"], logged["pruned"], logged["absent_user_ids"]) == (10, True, gone)
 
-        assert roll_back(make_settings(database_url, second, tmp_path), instance).success
+        assert roll_back(make_resources(database_url, second, tmp_path), instance).success
     assert dump(db) == before
 
 
 def test_a_run_refused_by_the_prune_guard_fails_and_leaves_the_tables_identical(database_url, db, tmp_path):
     first, second, _ = _files(tmp_path)
     with dg.instance_for_test() as instance:
-        assert run(make_settings(database_url, first, tmp_path), instance).success
+        assert run(make_resources(database_url, first, tmp_path), instance).success
         before = dump(db)
-        result = run(make_settings(database_url, second, tmp_path, prune=True, max_prune_fraction=0.05), instance)
+        result = run(make_resources(database_url, second, tmp_path, prune=True, max_prune_fraction=0.05), instance)
 
     assert not result.success
     (failure,) = result.get_step_failure_events()
@@ -485,8 +485,8 @@ def test_every_pruned_user_is_listed_in_a_private_file_the_metadata_and_log_name
     first_path = write_json(tmp_path / "first.json", {"users": first})
     second_path = write_json(tmp_path / "second.json", {"users": second})
     with dg.instance_for_test() as instance:
-        assert run(make_settings(database_url, first_path, tmp_path), instance).success
-        result = run(make_settings(database_url, second_path, tmp_path, prune=True, max_prune_fraction=0.3), instance)
+        assert run(make_resources(database_url, first_path, tmp_path), instance).success
+        result = run(make_resources(database_url, second_path, tmp_path, prune=True, max_prune_fraction=0.3), instance)
 
     assert result.success, checks_by_name(result)
     loaded = metadata_of(result, "postgres_tables")

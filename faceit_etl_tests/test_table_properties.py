@@ -20,7 +20,7 @@ from faceit_etl.defs.checks import CHECKS
 from faceit_etl.postgres.keys import KeysNotRestored, refuse_changed_catalog
 from faceit_etl.postgres.load import load
 from faceit_etl.restore import find_backup, rollback
-from faceit_etl_tests.conftest import ASSETS, make_settings, write_json
+from faceit_etl_tests.conftest import ASSETS, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 
 # Every property a key or index can carry that its CREATE statement does not restate.
@@ -133,16 +133,16 @@ def test_a_migration_and_its_rollback_keep_every_property(db, database_url, tmp_
     """Through Dagster: the run loads the empty tables; rollback empties them again; the catalog is the
     same after each."""
     source = write_json(tmp_path / "data.json", {"users": ENTRIES})
-    settings = make_settings(database_url, source, tmp_path)
+    settings = make_resources(database_url, source, tmp_path)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ASSETS, *CHECKS], resources={"migration_settings": settings}, instance=instance,
+        result = dg.materialize([*ASSETS, *CHECKS], resources=settings, instance=instance,
                                 raise_on_error=False)
     assert result.success, [e.step_failure_data.error for e in result.get_step_failure_events()]
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 3
     assert catalog(db) == alembic_tables_with_properties
 
     with psycopg.connect(database_url) as conn:
-        folder = find_backup(conn, SCHEMA, settings.backup_dir)
+        folder = find_backup(conn, SCHEMA, settings["migration_settings"].backup_dir)
         restored = rollback(conn, SCHEMA, folder)
 
     assert {name: digest.rows for name, digest in restored.restored.items()} == {"users": 0, "user_subscriptions": 0}

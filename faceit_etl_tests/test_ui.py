@@ -1,9 +1,11 @@
 """The user's day in the Dagster UI, in a real Chromium: open the asset graph, observe the bot's file,
 click "Materialize all", see the run succeed and every asset check pass, then see the assets unsynced
-once the file changes. Keeps screenshots in test-artifacts/."""
+once the file changes and the file's new sha256 as its data version; and the database's password
+nowhere. Keeps screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS
 from faceit_etl.defs.drift import column_schema_checks
-from faceit_etl_tests.conftest import NESTED_SAMPLE
+from faceit_etl_tests.conftest import BOT_PASSWORD, NESTED_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -45,6 +47,19 @@ def graphql(base: str, query: str) -> dict:
 @pytest.fixture
 def dagster_ui(tmp_path, database_url):
     """`dagster dev` (webserver and daemon) on this project, its own instance, the test database."""
+    with running_ui(tmp_path, database_url) as base:
+        yield base
+
+
+@pytest.fixture
+def dagster_ui_with_password(tmp_path, password_database_url):
+    """The same, its database reached as a role that must give its password (in DATABASE_URL)."""
+    with running_ui(tmp_path, password_database_url) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def running_ui(tmp_path: Path, database_url: str):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     shutil.copy(NESTED_SAMPLE, tmp_path / "data.json")  # the bot's file, which the test then changes
     port = free_port()
@@ -153,9 +168,121 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         page.goto(f"{dagster_ui}/assets/bot_data_file")
         expect(page.get_by_text(hashlib.sha256(source.read_bytes()).hexdigest()[:12]).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "ui-bot-data-file-observed.png"))
+        # An observable source (Observe, nothing to materialize) whose latest observation's data version,
+        # shown among its tags, is the changed file's sha256.
+        page.goto(f"{dagster_ui}/assets/bot_data_file?view=events")
+        expect(page.get_by_role("button", name="Observe")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="Materialize")).to_have_count(0)
+        page.get_by_text("Show tags").click()
+        version = page.locator("tr", has=page.get_by_text("data_version", exact=True))
+        expect(version).to_contain_text(hashlib.sha256(source.read_bytes()).hexdigest(), timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-bot-data-file-data-version.png"))
         page.goto(f"{dagster_ui}/assets/source_backup")
         expect(page.get_by_text("Unsynced").first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "ui-unsynced-after-the-file-changed.png"))
         browser.close()
 
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
+def step_keys(base: str, run_id: str) -> list[str]:
+    """The steps a run executed, as the UI's run page lists them."""
+    query = '{ runOrError(runId: "%s") { ... on Run { stepStats { stepKey } } } }' % run_id
+    return sorted(step["stepKey"] for step in graphql(base, query)["runOrError"]["stepStats"])
+
+
+def re_execute_from_failure(page, base: str, run_id: str, runs: int) -> list[dict]:
+    """On the failed run's page: the menu beside "Re-execute all (*)", then "From failure"."""
+    page.goto(f"{base}/runs/{run_id}")
+    reexecute = page.get_by_role("button", name=re.compile(r"^Re-execute"))
+    expect(reexecute.first).to_be_visible(timeout=60_000)
+    reexecute.first.locator("xpath=following-sibling::*[1]//button").click()
+    page.get_by_role("menuitem", name="From failure").click()
+    return finished_runs(base, runs)
+
+
+def test_re_execute_from_failure_in_the_ui_resumes_only_the_load(dagster_ui, db, tmp_path):
+    """The CLI's `migrate --resume` case, clicked in the UI: a 32-bit `users.user_id` stops the load;
+    re-executed from failure while a row was written since, it is refused as the CLI's resume is; after
+    the ALTER it prints, it runs only the load and its checks."""
+    from faceit_etl.generate import generate_users
+    from faceit_etl.postgres.ddl import ensure_target_tables
+
+    users = [u for u in generate_users(200, seed=21) if u["user_id"] >= 2**31][:30]
+    (tmp_path / "data.json").write_text(json.dumps({"users": users}), encoding="utf-8")
+    with db.transaction():
+        ensure_target_tables(db, "public")
+        db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")  # as the bot's Alembic made it
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{dagster_ui}/asset-groups/faceit_migration")
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+        failed = finished_runs(dagster_ui, 1)[0]
+        assert failed["status"] == "FAILURE"
+
+        db.execute("INSERT INTO users (id, user_id) VALUES (gen_random_uuid(), 424242)")  # the bot wrote a row
+        refused = re_execute_from_failure(page, dagster_ui, failed["runId"], 2)[0]
+        assert refused["status"] == "FAILURE"
+        page.goto(f"{dagster_ui}/runs/{refused['runId']}")
+        expect(page.get_by_text("the tables changed since run").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-resume-refused.png"))
+
+        db.execute("DELETE FROM users WHERE user_id = 424242")
+        db.execute('ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;')  # what the failure says
+        runs = re_execute_from_failure(page, dagster_ui, refused["runId"], 3)
+        assert [r["status"] for r in runs] == ["SUCCESS", "FAILURE", "FAILURE"]
+        page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
+        expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Loading run logs")).to_have_count(0, timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-resumed-from-failure.png"))
+        browser.close()
+
+    # The file was not read, validated or backed up again: the load and its checks only (the column schema
+    # check is a step of its own).
+    assert [s for s in step_keys(dagster_ui, runs[0]["runId"]) if not s.startswith("asset_check_")] == ["postgres_tables"]
+    assert {"source_backup", "raw_json", "validated_frame", "mapped_frames"} < set(step_keys(dagster_ui, failed["runId"]))
+    assert sorted(r[0] for r in db.execute("SELECT user_id FROM users")) == sorted(u["user_id"] for u in users)
+    logs = {row[0]: row[1:] for row in db.execute("SELECT metadata->>'run_id', status, error_message FROM migration_logs")}
+    assert logs[runs[0]["runId"]] == ("success", None)
+    assert logs[refused["runId"]] == ("failed", (
+        f"the tables changed since run {failed['runId']} took its snapshot (users: 1 rows now, 0 then); resuming it "
+        "would not load what a new run loads; start a new run instead"))
+    assert logs[failed["runId"]][0] == "failed"
+
+
+POSTGRES_RESOURCE = """{ topLevelResourceDetailsOrError(resourceSelector: {repositoryLocationName: "faceit_etl",
+    repositoryName: "__repository__", resourceName: "postgres"}) {
+    ... on ResourceDetails { configuredValues { key value type } } } }"""
+
+
+def test_the_database_password_is_nowhere_in_the_ui_or_the_instance(dagster_ui_with_password, tmp_path):
+    """The target comes from DATABASE_URL in each run's own process: "Materialize all" reaches a database
+    that demands the password, and neither the resource page (the variable's name), run config,
+    events, metadata, logs nor any file of the instance holds it."""
+    secret = BOT_PASSWORD.split()[0]  # its random part: found in any encoding that keeps it
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{dagster_ui_with_password}/asset-groups/faceit_migration")
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+        (run,) = finished_runs(dagster_ui_with_password, 1)
+        assert run["status"] == "SUCCESS"
+
+        page.goto(f"{dagster_ui_with_password}/locations/faceit_etl/resources/postgres")
+        expect(page.get_by_text("DATABASE_URL").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-postgres-resource.png"))
+        assert secret not in page.content()
+        page.goto(f"{dagster_ui_with_password}/runs/{run['runId']}")
+        expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
+        assert secret not in page.content()
+        browser.close()
+
+    configured = graphql(dagster_ui_with_password, POSTGRES_RESOURCE)["topLevelResourceDetailsOrError"]
+    assert configured["configuredValues"] == [{"key": "database_url", "value": "DATABASE_URL", "type": "ENV_VAR"}]
+    holding = [path for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert holding == []

@@ -20,7 +20,7 @@ from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_dry_run import database_state
 from faceit_etl_tests.test_load import chain, document
@@ -144,7 +144,7 @@ def test_a_dagster_run_whose_verdict_fails_commits_nothing_logs_failed_and_rollb
 ):
     entries = generate_users(30, seed=23)
     source = write_json(tmp_path / "data.json", {"users": entries})
-    settings = make_settings(database_url, source, tmp_path)
+    settings = make_resources(database_url, source, tmp_path)
     with dg.instance_for_test() as instance:
         first = run(settings, instance)
         assert first.success

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
-    migrate.add_argument("json_file", type=Path)
+    migrate.add_argument("json_file", type=Path, nargs="?", help="the bot's data file (not with --resume)")
+    migrate.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
+                         help="re-execute a failed migration from its failed step (default: the latest of this target)")
     migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
     migrate.add_argument("--max-concurrent", type=positive_int, help="steps run at once (default 1: one process)")
     migrate.add_argument("--dry-run", action="store_true", default=None, help="load and verify, then roll back")
@@ -199,7 +201,7 @@ def read_config(path: Path) -> dict:
     from faceit_etl.defs.resources import MigrationSettings
 
     settings = config_file_settings(path)
-    known = list(MigrationSettings.model_fields)
+    known = [*MigrationSettings.model_fields, "database_url", "max_concurrent"]
     for key in settings:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -270,6 +272,46 @@ def stdout_gone() -> None:
 def migrate(args: argparse.Namespace) -> int:
     from faceit_etl import api
 
+    if args.resume is not None:
+        return resume_migration(args)
+    if args.json_file is None:
+        raise UsageError("migrate needs the bot's JSON_FILE (or --resume to resume a failed migration)")
+    settings = cli_settings(args)
+    log.info("migrate %s settings %s", args.json_file, settings)
+    result = api.migrate(args.json_file, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
+                         watch=_watch(args), main_guarded=True, **settings)
+    return _migration_outcome(result, args)
+
+
+def resume_migration(args: argparse.Namespace) -> int:
+    """`migrate --resume [RUN_ID]`: api.resume, which re-executes the latest failed migration of this
+    target (or RUN_ID) from its failed step, with its own file and settings; exit 2 when refused."""
+    from faceit_etl import api
+
+    given = [f"--{name.replace('_', '-')}" for name in (*SETTING_FLAGS, "backup_tables")
+             if name != "target_schema" and getattr(args, name, None) is not None]
+    if args.json_file is not None or given:
+        raise UsageError(
+            f"--resume takes no {' or '.join([*(['JSON_FILE'] if args.json_file else []), *given])}: a resume reuses the "
+            "failed run's file and settings; start a new run to change them"
+        )
+    settings = {k: v for k, v in cli_settings(args).items() if k == "target_schema"}
+    try:
+        result = api.resume(args.resume or None, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
+                            watch=_watch(args), **settings)
+    except api.ResumeRefusedError as exc:
+        say(f"resume refused, nothing was written: {exc}", quiet_too=True)
+        return EXIT_USAGE
+    if result.refused:
+        for error in result.errors:
+            say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True)
+        return EXIT_USAGE
+    say(f"resuming run {result.details['resumed_run']} from its failed step", args=args)
+    return _migration_outcome(result, args)
+
+
+def _watch(args: argparse.Namespace):
+    """The API's watch: the progress display (a terminal) or its lines, with Dagster's console lines dropped."""
     console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
 
     @contextlib.contextmanager
@@ -280,10 +322,10 @@ def migrate(args: argparse.Namespace) -> int:
         with quiet_steps, RunWatcher(instance, tags, console, line=lambda text: say(text, args=args)):
             yield
 
-    settings = cli_settings(args)
-    log.info("migrate %s settings %s", args.json_file, settings)
-    result = api.migrate(args.json_file, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
-                         watch=watch, main_guarded=True, **settings)
+    return watch
+
+
+def _migration_outcome(result, args: argparse.Namespace) -> int:
     if result.interrupted:
         note = result.details["interrupt"]
         if note["unmarked"]:

@@ -11,10 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from faceit_etl import backups as backup, mapping
+from faceit_etl import backups as backup, mapping, resume
+from faceit_etl.defs.io import record_target
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
 from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.jobs import executor_max_concurrent
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.identity import code_version
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.source.pieces import PIECE_BYTES
@@ -181,6 +183,7 @@ def mapped_frames(validated_frame: ValidationOutcome):
 def postgres_tables(
     context: dg.AssetExecutionContext,
     migration_settings: MigrationSettings,
+    postgres: PostgresResource,
     source_backup: backup.SourceSnapshot,
     validated_frame: ValidationOutcome,
     mapped_users: pd.DataFrame,
@@ -188,10 +191,14 @@ def postgres_tables(
 ):
     selected_checks = set(context.selected_asset_check_keys)
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
-        yield from judge_tables_now(migration_settings, mapped_users, mapped_subscriptions, selected_checks)
+        yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
         return
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
-    options = _load_options(context.run, migration_settings, source_backup)
+    if not migration_settings.dry_run:  # a dry run changes nothing: it neither supersedes nor is resumed
+        record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
+    # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
+    resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
+    options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
@@ -206,13 +213,16 @@ def postgres_tables(
     )
 
 
-def _load_options(run: dg.DagsterRun, settings: MigrationSettings, source_backup: backup.SourceSnapshot) -> LoadOptions:
+def _load_options(
+    run: dg.DagsterRun, settings: MigrationSettings, postgres: PostgresResource, source_backup: backup.SourceSnapshot
+) -> LoadOptions:
     folder = backup.run_folder(settings.backup_dir, run.run_id)
     return LoadOptions(
-        url=settings.url_starting_embedded_server(), schema=settings.target_schema, run_id=run.run_id,
+        url=postgres.url_starting_embedded_server(), schema=settings.target_schema, run_id=run.run_id,
         root_run_id=run.root_run_id or run.run_id, folder=folder,
         folder_has_manifest=Path(source_backup.folder) == folder,  # this run's source backup made the folder
-        settings_summary=settings.safe_summary(),
+        settings_summary={**settings.safe_summary(), "max_concurrent": executor_max_concurrent(run.run_config),
+                          **postgres.safe_summary()},
         **settings.model_dump(include={"backup_tables", "dry_run", "truncate", "prune", "max_prune_fraction", "batch_size"}),
     )
 

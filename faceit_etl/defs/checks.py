@@ -15,7 +15,7 @@ import pandas as pd
 
 from faceit_etl import backups as backup
 from faceit_etl.defs.metadata import preview
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome
 from faceit_etl.validation.limit import RejectLimit
@@ -140,8 +140,8 @@ def table_check_results(
 
 
 def judge_tables_now(
-    settings: MigrationSettings, mapped_users: pd.DataFrame, mapped_subscriptions: pd.DataFrame,
-    selected: set[dg.AssetCheckKey],
+    settings: MigrationSettings, postgres: PostgresResource, mapped_users: pd.DataFrame,
+    mapped_subscriptions: pd.DataFrame, selected: set[dg.AssetCheckKey],
 ) -> list[dg.AssetCheckResult]:
     """The checks run without the load: the tables as they are now, on one connection. A dry run has
     nothing loaded to judge: its checks fail saying so."""
@@ -149,7 +149,7 @@ def judge_tables_now(
         missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
         verdicts = dict.fromkeys(VERDICTS, missing)
     else:
-        with settings.get_connection() as conn:
+        with postgres.get_connection() as conn:
             verdicts = all_verdicts(conn, settings.target_schema, mapped_users, mapped_subscriptions)
     return table_check_results(verdicts, dry_run=settings.dry_run, seen_before_commit=False, selected=selected)
 

@@ -4,8 +4,12 @@ Dagster's default filesystem IO manager keeps one file per asset, shared by ever
 migrations running at once (the CLI and the UI, say) could read each other's half-written values.
 Here each run writes under its own id; an input is read from the run that produced it.
 
-Only the newest `KEEP_RUNS` runs' values are kept (enough to re-execute a recent run from the UI):
-at a million users one run leaves 0.7 GiB here, which a daily schedule would otherwise pile up.
+The newest `KEEP_RUNS` runs' values are kept, and those a resume needs: the latest failed run of each
+target (with the runs it re-executed, whose values it reads) until a later run of that target succeeds.
+At a million users one run leaves 0.7 GiB here, which a daily schedule would otherwise pile up. A run's
+target (`host:port/database/schema`) is recorded by its load step (`record_target`), in a small file
+kept apart from the values: a run that failed before its load has read no table, and resuming it
+would do what a new run does.
 
 The parsed source travels by reference. Its bytes are already on disk (the run's backup copy), and
 pickling a million parsed entries, then reading them back, cost 10 s at 1M users: more than parsing
@@ -24,6 +28,8 @@ from faceit_etl.source import SourceData, read_source
 
 _HANDED_OVER: dict[Path, SourceData] = {}
 KEEP_RUNS = 5
+_UNFINISHED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 
 
 class StepValuesGone(RuntimeError):
@@ -43,7 +49,7 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         path = self._path(context.step_context.instance, context)
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
-            _prune(path.parent.parent)
+            _prune(context.step_context.instance, path.parent.parent)
         if isinstance(obj, SourceData) and obj.path is not None:
             _HANDED_OVER[path] = obj
             obj = replace(obj, entries=[], id_keys=None)  # the reference: where to read it again
@@ -60,9 +66,9 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
             data = path.read_bytes()
         except FileNotFoundError:
             raise StepValuesGone(
-                f"the value of {path.name} from run {context.upstream_output.run_id} is gone: only the "
-                f"newest {KEEP_RUNS} runs' step values are kept, so this run cannot be re-executed. "
-                "Start a new run instead."
+                f"the value of {path.name} from run {context.upstream_output.run_id} is gone (step values are "
+                f"kept for the newest {KEEP_RUNS} runs and the latest failed run of each target, until a later "
+                "run of it succeeds), so this run cannot be re-executed or resumed. Start a new run instead."
             ) from None
         value = pickle.loads(data)
         if isinstance(value, SourceData) and value.path is not None and value.pieces is None:
@@ -70,8 +76,56 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         return value  # a source read in pieces parses them when asked: nothing to read here
 
 
-def _prune(runs: Path) -> None:
-    """Delete the step values of all but the newest `KEEP_RUNS` runs."""
-    by_age = sorted(runs.iterdir(), key=lambda folder: folder.stat().st_mtime_ns, reverse=True)
-    for old in by_age[KEEP_RUNS:]:
-        shutil.rmtree(old, ignore_errors=True)
+def _targets(instance: dg.DagsterInstance) -> Path:
+    return Path(instance.storage_directory()) / "run_targets"
+
+
+def record_target(instance: dg.DagsterInstance, run_id: str, target: str) -> None:
+    """Which target (`host:port/database/schema`, no password) this run's load is for. A few bytes a
+    run, kept after its values are deleted: whether a later run of the target succeeded stays known."""
+    folder = _targets(instance)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / run_id).write_text(target)
+
+
+def target_of(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The target a run's load was for; None when its load never started."""
+    try:
+        return (_targets(instance) / run_id).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _prune(instance: dg.DagsterInstance, runs: Path) -> None:
+    """Delete the step values of all runs but the newest `KEEP_RUNS`, those still going, and those a
+    resume of each target's latest failed run reads."""
+    folders = {folder.name: folder for folder in runs.iterdir()}
+    by_age = sorted(folders.values(), key=lambda folder: folder.stat().st_mtime_ns, reverse=True)
+    keep = {folder.name for folder in by_age[:KEEP_RUNS]} | _needed(instance, list(folders))
+    for name, folder in folders.items():
+        if name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _needed(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:
+    """Runs still going, and per target its latest failed run that has values, with the runs it
+    re-executed, unless a migration of that target succeeded after it."""
+    records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
+    runs = {r.dagster_run.run_id: r.dagster_run for r in records}
+    needed = {run_id for run_id, run in runs.items() if run.status in _UNFINISHED}
+    latest_failed: dict[str, dg.RunRecord] = {}
+    for record in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
+        target = target_of(instance, record.dagster_run.run_id)
+        if target is not None and target not in latest_failed and record.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+            latest_failed[target] = record
+    for target, record in latest_failed.items():
+        later = instance.get_run_records(dg.RunsFilter(
+            job_name=record.dagster_run.job_name, statuses=[dg.DagsterRunStatus.SUCCESS], created_after=record.create_timestamp
+        ))
+        if any(target_of(instance, r.dagster_run.run_id) == target for r in later):
+            continue  # superseded
+        run = record.dagster_run
+        while run is not None:
+            needed.add(run.run_id)
+            run = runs.get(run.parent_run_id) if run.parent_run_id else None
+    return needed

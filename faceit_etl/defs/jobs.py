@@ -1,8 +1,12 @@
 """The location's jobs: the migration over every asset, and the rollback."""
 
+import multiprocessing
+import os
+from collections.abc import Mapping
+
 import dagster as dg
 
-from faceit_etl.defs.resources import environment_or_default
+from faceit_etl.defs.resources import max_concurrent_from_environment
 from faceit_etl.defs.rollback import restore_tables
 
 
@@ -14,13 +18,24 @@ def execution_config(max_concurrent: int) -> dict:
     return {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}
 
 
+def executor_max_concurrent(run_config: Mapping) -> int:
+    """Steps a run of migrate_job runs at once: as its run config's executor section says, else as the
+    job's default does (MIGRATION_MAX_CONCURRENT, read in this process as when the job was built). An
+    unset multiprocess count is Dagster's own default."""
+    execution = (run_config.get("execution") or execution_config(max_concurrent_from_environment()))["config"]
+    if "multiprocess" not in execution:
+        return 1
+    count = (execution["multiprocess"] or {}).get("max_concurrent")
+    return count or int(os.environ.get("DAGSTER_MULTIPROCESS_EXECUTOR_MAX_CONCURRENT") or multiprocessing.cpu_count())
+
+
 # The run observes bot_data_file first, so each materialization records the file version it was made from.
 migrate_job = dg.define_asset_job(
     "migrate_job",
     selection=dg.AssetSelection.all(include_sources=True),
     description="Observe, back up, read, validate, map and load the bot's file into PostgreSQL, then verify it.",
     executor_def=dg.multi_or_in_process_executor,
-    config={"execution": execution_config(environment_or_default("max_concurrent"))},
+    config={"execution": execution_config(max_concurrent_from_environment())},
 )
 
 

@@ -1,11 +1,12 @@
-"""`migration_settings`: every knob of a migration in one resource.
+"""The location's resources: `migration_settings`, every knob of a migration, and `postgres`, the target.
 
 One precedence rule for every entry point (CLI verbs, `dagster job execute`, the UI, schedule and
 sensor): CLI flag > `--config` file > run config > environment > default. The CLI turns its flags
 and `--config` into run config; every field left unset (None) there is filled from the environment
 *when the resource is built for a run*, so a run config that sets only `source_path` keeps the
 environment's other values, and code imported long before the run cannot freeze stale ones.
-The database URL is read from `DATABASE_URL` at run time and never enters run config or metadata.
+The database URL is `postgres`'s alone: `DATABASE_URL`, read in the run's own process, never in run
+config or metadata. How many steps run at once is the executor's (defs/jobs.py), not a setting here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "source_path": ("DATA_FILE_PATH", "data.json"),
     "batch_size": ("MIGRATION_BATCH_SIZE", 10_000),
-    "max_concurrent": ("MIGRATION_MAX_CONCURRENT", 1),
     "backup_dir": ("MIGRATION_BACKUP_DIR", "backups"),
     "backup_tables": ("MIGRATION_BACKUP_TABLES", True),
     "force": ("MIGRATION_FORCE", False),
@@ -54,7 +54,8 @@ EXPECTED_INT = "expected a whole number"
 EXPECTED_FRACTION = "expected a fraction from 0 to 1, such as 0.1"
 INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 significant digits"
 EXPECTED_BOOL = "expected true or false"
-INT_SETTINGS = ("batch_size", "max_concurrent")
+INT_SETTINGS = ("batch_size",)
+MAX_CONCURRENT_VARIABLE = "MIGRATION_MAX_CONCURRENT"
 BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 
 
@@ -97,6 +98,26 @@ def strict_bool(value: Any) -> bool:
     if isinstance(value, str) and value.lower() in _BOOLEANS:
         return _BOOLEANS[value.lower()]
     raise ValueError(EXPECTED_BOOL)
+
+
+def strict_max_concurrent(value: Any) -> int:
+    """Steps the executor runs at once: a whole number (strict, as every setting) from 1 to LARGEST_INT."""
+    count = strict_int(value)
+    if not 1 <= count <= LARGEST_INT:
+        raise ValueError(f"expected a whole number from 1 to {LARGEST_INT}")
+    return count
+
+
+def max_concurrent_from_environment() -> int:
+    """MIGRATION_MAX_CONCURRENT, else 1 (every step in one process): the migration executor's default,
+    read in the process that builds the job. A value that means nothing is refused, naming the variable."""
+    raw = os.environ.get(MAX_CONCURRENT_VARIABLE, "")
+    if not raw:
+        return 1
+    try:
+        return strict_max_concurrent(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{MAX_CONCURRENT_VARIABLE}={raw!r}: {exc}") from None
 
 
 def environment_value(name: str) -> Any:
@@ -145,26 +166,67 @@ def describe_invalid(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+class PostgresResource(dg.ConfigurableResource):
+    """The target PostgreSQL: its URL (which may hold a password, so no error quotes it), and
+    connections to it in the tool's session settings."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL of the target: the environment variable DATABASE_URL (the UI shows its name, "
+            "never its value). Unset: an embedded PostgreSQL under .faceit-etl/."
+        ),
+    )
+
+    def url_starting_embedded_server(self) -> str:
+        """The target's URL; with none configured this starts (or reuses) the embedded server."""
+        return resolve_database_url(self._configured_url())
+
+    @contextmanager
+    def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection to the target in the tool's session settings, after a few bounded retries; a failure
+        names host and database only. Committed when the block ends normally, rolled back otherwise."""
+        with connect(self.url_starting_embedded_server(), autocommit=autocommit) as conn:
+            yield conn
+
+    def database_label(self) -> str:
+        """`host:port/database` of the target: what may be shown, never the password."""
+        return describe(self.url_starting_embedded_server())
+
+    def check_database_url(self) -> None:
+        """Refuse a configured URL libpq cannot parse, in a fixed text that quotes none of it. Not a
+        validator: pydantic's error would carry the value, password and all."""
+        if self._configured_url():
+            checked_url(self._configured_url())
+
+    def safe_summary(self) -> dict:
+        """What a run may record about its target: whether it is the embedded server, never the URL."""
+        return {"embedded_database": not self._configured_url()}
+
+    def _configured_url(self) -> str:
+        """A run resolves an EnvVar when it builds the resource; used outside a run (the CLI), it is read now."""
+        url = self.database_url
+        if isinstance(url, dg.EnvVar):
+            url = url.get_value()
+        return url or ""
+
+
+def postgres_from_environment() -> PostgresResource:
+    """DATABASE_URL when this process has it, as an EnvVar (resolved when a run builds the resource, shown
+    by name), else the embedded server."""
+    return PostgresResource(database_url=dg.EnvVar("DATABASE_URL")) if os.environ.get("DATABASE_URL") else PostgresResource()
+
+
 class MigrationSettings(dg.ConfigurableResource):
     """Validated once, when built (for a run: in its own process, at its start); an error never
-    quotes the values given, since `database_url` may hold a password."""
+    quotes the values given."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
     # Every field defaults to None ("not set here"): a concrete default in the config schema would be
     # filled in by Dagster and could not be told apart from a value someone chose.
-    database_url: str | None = Field(
-        default=None,
-        description=(
-            "PostgreSQL URL of the target. Unset: DATABASE_URL from the environment when the run "
-            "starts, else an embedded PostgreSQL under .faceit-etl/. Keep it out of run config."
-        ),
-    )
     source_path: str | None = Field(default=None, description="The bot's JSON data file. Unset: DATA_FILE_PATH, else data.json.")
     batch_size: int | None = Field(default=None, gt=0, le=LARGEST_INT, description="Rows per COPY chunk. Unset: MIGRATION_BATCH_SIZE, else 10000.")
-    max_concurrent: int | None = Field(
-        default=None, gt=0, le=LARGEST_INT,
-        description="Steps run at once by the job's executor (set by the CLI). Unset: MIGRATION_MAX_CONCURRENT, else 1.",
-    )
     backup_dir: str | None = Field(default=None, description="Where each run's backup folder is written. Unset: MIGRATION_BACKUP_DIR, else backups.")
     backup_tables: bool | None = Field(
         default=None,
@@ -257,46 +319,24 @@ class MigrationSettings(dg.ConfigurableResource):
         """The reject limit of a run; None with `force`, which loads whatever was rejected."""
         return None if self.force else parse_max_rejects(self.max_rejects)
 
-    def url_starting_embedded_server(self) -> str:
-        """The target's URL; with none configured this starts (or reuses) the embedded server."""
-        return resolve_database_url(self._configured_url())
-
-    @contextmanager
-    def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A connection to the target in the tool's session settings, after a few bounded retries; a failure
-        names host and database only. Committed when the block ends normally, rolled back otherwise."""
-        with connect(self.url_starting_embedded_server(), autocommit=autocommit) as conn:
-            yield conn
-
-    def database_label(self) -> str:
-        """`host:port/database` of the target: what may be shown, never the password."""
-        return describe(self.url_starting_embedded_server())
-
-    def _configured_url(self) -> str:
-        url = self.database_url
-        if isinstance(url, dg.EnvVar):
-            url = url.get_value() or ""
-        return url or os.environ.get("DATABASE_URL", "")
-
-    def check_database_url(self) -> None:
-        """Refuse a configured URL libpq cannot parse, in a fixed text that quotes none of it. Not a
-        validator: pydantic's error would carry the value, password and all."""
-        if self._configured_url():
-            checked_url(self._configured_url())
-
     def safe_summary(self) -> dict:
-        """The settings a run used, as they may be shown or stored: no database URL, which may hold a password."""
-        return self.model_dump(exclude={"database_url"}) | {"embedded_database": not self._configured_url()}
+        """The settings a run used, as they may be shown or stored (none of them is a secret)."""
+        return self.model_dump()
 
 
 @dg.definitions
 def run_environment() -> dg.Definitions:
     """What every run is given. Nothing is set on the settings here: each run fills every setting it is
-    not given from the environment of its own process. One process for all steps, as migrate_job runs
-    by default, is the executor of "Materialize all" in the UI."""
+    not given from the environment of its own process. The target is chosen here, and every run's
+    process loads the definitions itself, so it is chosen from the run's own environment. One process
+    for all steps, as migrate_job runs by default, is the executor of "Materialize all" in the UI."""
     from faceit_etl.defs.io import RunScopedPickleIOManager
 
     return dg.Definitions(
-        resources={"migration_settings": MigrationSettings(), "io_manager": RunScopedPickleIOManager()},
+        resources={
+            "migration_settings": MigrationSettings(),
+            "postgres": postgres_from_environment(),
+            "io_manager": RunScopedPickleIOManager(),
+        },
         executor=dg.in_process_executor,
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback
 from faceit_etl.postgres.ddl import USERS, column_types
 from faceit_etl.postgres.lock import lock_schema
@@ -32,8 +32,10 @@ class RollbackConfig(dg.Config):
         "transaction verified against the manifest's row counts and hashes; no other table is touched."
     ),
 )
-def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings):
-    with migration_settings.get_connection() as conn, conn.transaction():
+def restore_tables(
+    context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings, postgres: PostgresResource
+):
+    with postgres.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
         lock_schema(conn, migration_settings.target_schema)
         folder = find_backup(
@@ -53,7 +55,7 @@ def restore_tables(context: dg.OpExecutionContext, config: RollbackConfig, migra
             for column, data_type, nullable in column_types(conn, migration_settings.target_schema, name)
         ]
     restored = {name: {"rows": d.rows, "sha256": d.sha256} for name, d in result.restored.items()}
-    context.log.info(f"restored {migration_settings.database_label()} to the snapshot in {folder}")
+    context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
     if result.origin_unchecked:
         context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
     yield dg.AssetMaterialization(

@@ -335,7 +335,8 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             "; ".join(problems)
             + ". The existing tables' columns are narrower than the data"
             + (" (Telegram ids need 64 bits)" if integers else "")
-            + ". Nothing was written. Widen the columns, then run again:\n  "
+            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or "
+            + "Re-execute → From failure in the UI: the file is not read again) or run again:\n  "
             + "\n  ".join(fixes)
         )
 

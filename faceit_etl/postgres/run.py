@@ -22,6 +22,7 @@ from faceit_etl.postgres.database import connect, describe, redact, server_error
 from faceit_etl.postgres.load import LoadStats, Progress, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
+from faceit_etl.resume import ResumeRefused, refuse_changed_tables, reused_snapshot
 from faceit_etl.validation import ValidationOutcome
 
 DELETED_USER_IDS_FILE = "deleted_user_ids.json"  # every user prune deleted, in the run's backup folder
@@ -46,6 +47,9 @@ class LoadOptions:
     prune: bool = False
     max_prune_fraction: float = 0.1
     batch_size: int = 10_000
+    # A resume: the snapshot its failed run's load took (folder of its files, manifest record). The
+    # tables must still hold exactly its rows; the load then records it as its own instead of taking one.
+    resumes: tuple[Path, dict] | None = None
 
 
 @dataclass
@@ -103,10 +107,15 @@ def load_run(
         )
 
     def snapshot(conn, recognised: str | None, found: dict) -> None:
+        if options.resumes is not None:
+            refuse_changed_tables(conn, options.schema, options.resumes[1])
         if options.backup_tables and not options.dry_run:  # a dry run changes nothing to undo
             if not options.folder_has_manifest:
                 backup.start_manifest(options.folder, options.run_id, options.root_run_id)
-            target = snapshot_for_load(conn, options.url, options.schema, options.folder, options.run_id, recognised, found)
+            if options.resumes is not None and recognised is None:
+                target = backup.update_manifest(options.folder, target=reused_snapshot(options.resumes, options.run_id))["target"]
+            else:
+                target = snapshot_for_load(conn, options.url, options.schema, options.folder, options.run_id, recognised, found)
             seen["snapshot"] = (
                 {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
                 if recognised is None
@@ -130,6 +139,8 @@ def load_run(
                     runlog.finish(log, "failed", failed_items=outcome.rejected_count, error_message=message)
             if isinstance(exc, VerificationFailed):
                 raise LoadFailed(message, exc.verdicts) from None
+            if isinstance(exc, ResumeRefused):
+                raise
             raise LoadFailed(f"load into {describe(options.url)} failed, nothing was written: {message}") from None
     return LoadRun(stats, seen["columns"], seen["verdicts"], seen["snapshot"], log.log_id if log else None,
                    describe(options.url))
