@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_API = ("migrate", "validate", "status", "rollback", "backup", "DataMigration", "DataValidator", "MigrationResult")
-_ERRORS = ("MigrationError", "ValidationError", "MappingError", "DatabaseOperationError")
+_API = ("migrate", "validate", "resume", "status", "rollback", "backup", "DataMigration", "DataValidator", "MigrationResult")
+_ERRORS = ("MigrationError", "ValidationError", "MappingError", "DatabaseOperationError", "ResumeRefusedError")
 __all__ = [*_API, *_ERRORS]
 
 

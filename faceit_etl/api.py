@@ -461,7 +461,7 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
                  main_guarded: bool, settings: dict[str, Any]) -> MigrationResult:
     import dagster as dg
 
-    from faceit_etl import resume as resumption
+    from faceit_etl import resumption
     from faceit_etl.cli.summary import summarize
     from faceit_etl.definitions import get_migrate_job
     from faceit_etl.defs.io import StepValuesGone, target_of

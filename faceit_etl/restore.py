@@ -29,7 +29,7 @@ from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exis
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
-from faceit_etl.resume import SNAPSHOT_FOLDER
+from faceit_etl.resumption import SNAPSHOT_FOLDER
 from faceit_etl.postgres.snapshot import (
     SNAPSHOT_TABLES,
     UNCHANGED_SINCE,

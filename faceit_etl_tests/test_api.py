@@ -26,6 +26,7 @@ from faceit_etl.errors import (
     DatabaseOperationError,
     DatabaseUnavailableError,
     MappingError,
+    ResumeRefusedError,
     RollbackRefusedError,
     SettingsInvalid,
     SourceFileError,
@@ -311,11 +312,11 @@ def test_the_package_exports_the_verbs_even_after_its_modules_are_loaded():
     import faceit_etl.definitions  # noqa: F401 (loads every module of the pipeline)
     from faceit_etl import api
 
-    for name in ("migrate", "validate", "rollback", "status", "backup"):
+    for name in ("migrate", "validate", "resume", "rollback", "status", "backup"):
         assert getattr(faceit_etl, name) is getattr(api, name)
-    from faceit_etl import backup, rollback
+    from faceit_etl import backup, resume, rollback
 
-    assert (backup, rollback) == (api.backup, api.rollback)
+    assert (backup, resume, rollback) == (api.backup, api.resume, api.rollback)
 
 
 def environment_writes(source: str) -> list[int]:
@@ -426,3 +427,73 @@ def test_the_readmes_api_examples_run_as_printed(here, db):
     assert result.get_summary()["tables"]["users"]["inserted"] == 25
     assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)  # the rollback dropped what the run made
     assert (report.is_valid, report.errors, report.accepted_entries) == (True, [], 25)
+
+
+# ---------------------------------------------------------------- resume
+
+
+def failed_on_a_32_bit_user_id(db) -> list[dict]:
+    """A baseline of small ids, `users.user_id` made 32-bit as the bot's Alembic makes it, then a file of
+    64-bit ids: that load fails, nothing written. The users of the failed file."""
+    from faceit_etl_tests.test_resume import small_and_big
+
+    small, big = small_and_big()
+    assert faceit_etl.migrate(write_json(Path("small.json"), {"users": small})).success
+    db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
+    failed = faceit_etl.migrate(write_json(Path("data.json"), {"users": small + big}))
+    assert not failed.success and any("ALTER COLUMN" in e for e in failed.errors), failed.errors
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == len(small)
+    return small + big
+
+
+def load_only(run_id: str) -> list[str]:
+    from faceit_etl_tests.test_resume import steps_run
+
+    from faceit_etl.api import open_instance
+
+    with open_instance() as instance:
+        return [s for s in steps_run(instance, run_id) if not s.startswith("asset_check_")]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_resume_after_the_alter_runs_only_the_load_and_its_rows_are_the_files(here, db, mode):
+    from faceit_etl_tests.test_resume import ALTER
+
+    users = failed_on_a_32_bit_user_id(db)
+    failed_run = faceit_etl.status().details["dagster_runs"][0]
+    assert failed_run["status"] == "FAILURE"
+    db.execute(ALTER)
+
+    if mode == "sync":
+        result = faceit_etl.resume()
+    else:
+        result = asyncio.run(DataMigration("data.json").resume_migration())
+
+    assert (result.verb, result.success, result.refused, result.errors) == ("resume", True, False, [])
+    assert result.details["resumed_run"] == failed_run["run_id"]
+    assert result.tables["users"] == counts(inserted=60, unchanged=40)
+    assert all(c.passed for c in result.checks if c.severity == "ERROR")
+    assert load_only(result.run_id) == ["postgres_tables"]
+    assert table_users(db) == sorted((u["user_id"], u["faceit_nickname"]) for u in users)
+    statuses = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
+    assert (statuses[failed_run["run_id"]], statuses[result.run_id]) == ("failed", "success")
+
+
+def test_resume_refusals_raise_before_a_run_or_return_refused_from_the_load(here, db):
+    from faceit_etl_tests.test_resume import ALTER
+
+    with pytest.raises(ResumeRefusedError, match=r"^no failed migration of .*/public to resume"):
+        faceit_etl.resume()
+    with pytest.raises(SettingsInvalid, match=r"^resume takes no truncate: a resume reuses the failed run's file"):
+        faceit_etl.resume(truncate=True)
+
+    failed_on_a_32_bit_user_id(db)
+    db.execute(ALTER)
+    db.execute("DELETE FROM users WHERE user_id = (SELECT min(user_id) FROM users)")  # a change since the snapshot
+    before = tables_digest(db)
+    result = asyncio.run(DataMigration("data.json").resume_migration())
+
+    assert (result.success, result.refused) == (False, True)
+    assert len(result.errors) == 1 and result.errors[0].startswith("the tables changed since run ")
+    assert result.errors[0].endswith("start a new run instead")
+    assert tables_digest(db) == before

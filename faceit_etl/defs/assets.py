@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from faceit_etl import backups as backup, mapping, resume
+from faceit_etl import backups as backup, mapping, resumption
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS, TABLES, judge_tables_now, table_check_results
 from faceit_etl.defs.metadata import frame_metadata, preview, rules_schema
@@ -197,7 +197,7 @@ def postgres_tables(
     if not migration_settings.dry_run:  # a dry run changes nothing: it neither supersedes nor is resumed
         record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{migration_settings.target_schema}")
     # A resume (re-execution from failure): refused if the file changed; its tables checked in the load.
-    resumes = resume.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
+    resumes = resumption.in_load_step(context.instance, context.run, source_backup, migration_settings.backup_dir)
     options = replace(_load_options(context.run, migration_settings, postgres, source_backup), resumes=resumes)
     try:
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
