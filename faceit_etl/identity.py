@@ -15,7 +15,7 @@ from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-from faceit_etl.backup import sha256_of
+from faceit_etl.backups import sha256_of
 
 _LIBRARIES = ("numpy", "orjson", "pandas", "pandera", "pyarrow", "pysimdjson")
 PACKAGE = Path(__file__).resolve().parent

@@ -332,20 +332,26 @@ def test_an_unusable_config_file_is_named_in_one_plain_line_exit_2_before_any_wo
     assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
 
 
+LARGEST = "input should be less than or equal to 2147483647"
+
+
 @pytest.mark.parametrize(
-    ("args", "env"),
+    ("args", "env", "said"),
     [
-        (["migrate", "{sample}", "--batch-size", "99999999999999999999"], {}),
-        (["migrate", "{sample}", "--max-concurrent", "2147483648"], {}),
-        (["migrate", "{sample}"], {"MIGRATION_BATCH_SIZE": "2147483648"}),
+        (["migrate", "{sample}", "--batch-size", "99999999999999999999"], {}, LARGEST),
+        # The executor's count, judged as the executor's: from 1 to the largest 32-bit integer.
+        (["migrate", "{sample}", "--max-concurrent", "2147483648"], {},
+         "faceit-etl: max_concurrent 2147483648: expected a whole number from 1 to 2147483647"),
+        (["migrate", "{sample}"], {"MIGRATION_BATCH_SIZE": "2147483648"}, LARGEST),
     ],
     ids=["flag", "max concurrent", "environment"],
 )
-def test_an_integer_setting_too_large_for_its_use_is_a_usage_error_before_any_work(workdir, database_url, db, args, env):
+def test_an_integer_setting_too_large_for_its_use_is_a_usage_error_before_any_work(workdir, database_url, db, args,
+                                                                                   env, said):
     done = faceit_etl(workdir, database_url, *[a.format(sample=FLAT_SAMPLE) for a in args], env=env)
 
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "input should be less than or equal to 2147483647" in done.stdout
+    assert said in done.stdout
     assert not (workdir / "backups").exists()
 
 

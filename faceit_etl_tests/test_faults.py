@@ -19,7 +19,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from faceit_etl.backup import SOURCE_COPY, BackupError, backup_source
+from faceit_etl.backups import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres.snapshot import digest_table
 from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_resources
@@ -420,7 +420,7 @@ def rewrite_mid_copy(victim: subprocess.Popen, source: Path, new_content: bytes)
 
 BACKUP_ONCE = """
 import sys
-from faceit_etl.backup import BackupError, backup_source
+from faceit_etl.backups import BackupError, backup_source
 try:
     print(backup_source(sys.argv[1], sys.argv[2], sys.argv[3]).sha256)
 except BackupError as exc:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from faceit_etl.backup import MANIFEST, backup_source
+from faceit_etl.backups import MANIFEST, backup_source
 from faceit_etl.mapping import map_frames
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, load_run
 from faceit_etl.source import read_source

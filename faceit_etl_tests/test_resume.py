@@ -19,7 +19,8 @@ from faceit_etl.definitions import get_migrate_job
 from faceit_etl.defs.checks import TABLE_CHECK_SPECS
 from faceit_etl.defs import io
 from faceit_etl.generate import generate_users
-from faceit_etl_tests.conftest import make_settings, write_json
+from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl_tests.conftest import write_json
 from faceit_etl_tests.test_cli import faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
 
 ALTER = 'ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;'
@@ -200,8 +201,13 @@ def test_migrate_resume_takes_no_file_or_settings(workdir, database_url, db):
 # ------------------------------------------------------------------------- retention
 
 
+def make_settings(source: Path, tmp_path: Path, **overrides) -> MigrationSettings:
+    return MigrationSettings(source_path=str(source), backup_dir=str(tmp_path / "backups"), **overrides)
+
+
 def job_run(instance, settings, **options):
-    config = settings.model_dump(include={"database_url", "source_path", "backup_dir", "target_schema"})
+    """migrate_job in this process; its target is the `postgres` resource, from DATABASE_URL (set by the test)."""
+    config = settings.model_dump(include={"source_path", "backup_dir", "target_schema"})
     return dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, raise_on_error=False,
                           run_config={"resources": {"migration_settings": {"config": config}}}, **options)
 
@@ -209,15 +215,16 @@ def job_run(instance, settings, **options):
 def test_step_values_are_kept_for_the_latest_failed_run_of_each_target_until_superseded(
     database_url, db, tmp_path, monkeypatch
 ):
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setattr(io, "KEEP_RUNS", 1)  # the runs execute in this process
     small, big = small_and_big()
-    other = make_settings(database_url, write_json(tmp_path / "other.json", {"users": small[:5]}), tmp_path,
+    other = make_settings(write_json(tmp_path / "other.json", {"users": small[:5]}), tmp_path,
                           target_schema="other")
     with dg.instance_for_test() as instance:
         kept = lambda: {p.name for p in (Path(instance.storage_directory()) / "runs").iterdir()}  # noqa: E731
-        assert job_run(instance, make_settings(database_url, write_json(tmp_path / "s.json", {"users": small}), tmp_path)).success
+        assert job_run(instance, make_settings(write_json(tmp_path / "s.json", {"users": small}), tmp_path)).success
         db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
-        settings = make_settings(database_url, write_json(tmp_path / "b.json", {"users": small + big}), tmp_path)
+        settings = make_settings(write_json(tmp_path / "b.json", {"users": small + big}), tmp_path)
         failed = job_run(instance, settings)
         assert not failed.success
         first_other = job_run(instance, other)
@@ -235,11 +242,12 @@ def test_step_values_are_kept_for_the_latest_failed_run_of_each_target_until_sup
         assert kept() == {third_other.run_id}
 
 
-def test_re_executing_the_load_of_a_successful_run_is_no_resume(database_url, db, tmp_path):
+def test_re_executing_the_load_of_a_successful_run_is_no_resume(database_url, db, tmp_path, monkeypatch):
     """Its parent committed, so the parent's snapshot is no longer the tables' state: the load
     snapshots as any run's does instead of being refused for tables that run itself changed."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
     small, big = small_and_big()
-    settings = make_settings(database_url, write_json(tmp_path / "a.json", {"users": small}), tmp_path)
+    settings = make_settings(write_json(tmp_path / "a.json", {"users": small}), tmp_path)
     with dg.instance_for_test() as instance:
         first = job_run(instance, settings)
         assert first.success

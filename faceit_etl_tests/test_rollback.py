@@ -23,12 +23,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from faceit_etl.backup import BackupError
+from faceit_etl.backups import BackupError
 from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import map_frames
-from faceit_etl.rollback import RollbackError, find_backup, rollback
+from faceit_etl.restore import RollbackError, find_backup, rollback
 from faceit_etl.source import read_source
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.fingerprint import fingerprint

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from faceit_etl.backup import manual_backup_name, sha256_of
+from faceit_etl.backups import manual_backup_name, sha256_of
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.lock import advisory_lock_key
 from faceit_etl_tests.conftest import FLAT_SAMPLE, write_json

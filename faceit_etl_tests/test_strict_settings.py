@@ -18,8 +18,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from faceit_etl.cli.main import UsageError, build_parser, max_concurrent_for, settings_for
+from faceit_etl.api import max_concurrent_of, resolved_settings
+from faceit_etl.cli.main import UsageError, build_parser, cli_settings
 from faceit_etl.definitions import defs
+from faceit_etl.errors import SettingsInvalid
 from faceit_etl.defs.resources import (
     ENVIRONMENT,
     MAX_CONCURRENT_VARIABLE,
@@ -78,11 +80,12 @@ def read(source: str, name: str, value, *, yaml_text: str | None = None):
                     except SystemExit:
                         return "refused: " + errors.getvalue().strip().splitlines()[-1]
                 args.argv = argv
-                settings = settings_for(args)[0]
-                return max_concurrent_for(args) if name == "max_concurrent" else getattr(settings, name)
+                given = cli_settings(args)
+                settings = resolved_settings(given)
+                return max_concurrent_of(given) if name == "max_concurrent" else getattr(settings, name)
         except ValidationError as exc:
             return "refused: " + describe_invalid(exc)
-        except (UsageError, SettingsError) as exc:
+        except (UsageError, SettingsError, SettingsInvalid) as exc:
             return f"refused: {exc}"
 
 

@@ -19,7 +19,7 @@ from psycopg import sql
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.postgres.keys import KeysNotRestored, refuse_changed_catalog
 from faceit_etl.postgres.load import load
-from faceit_etl.rollback import find_backup, rollback
+from faceit_etl.restore import find_backup, rollback
 from faceit_etl_tests.conftest import ASSETS, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 

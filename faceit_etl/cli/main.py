@@ -1,6 +1,8 @@
 """`faceit-etl`: the replaced system's verbs, running the Dagster jobs on the persistent instance.
 
-Runs started here appear in the Dagster UI next to the ones started there. Exit codes: 0 success,
+Each verb parses its flags, calls the Python API's function of the same name (faceit_etl.api) and
+prints its result, so the command line and the API cannot drift apart. Runs started here appear in
+the Dagster UI next to the ones started there. Exit codes: 0 success,
 1 the migration, the rollback or a blocking check failed, 2 a usage error, failed validation or a
 refused rollback, 130 interrupted (Ctrl-C), 141 the reader of stdout went away (`| head`).
 Everything said here also goes to `migration.log`, passwords removed.
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import fcntl
 import json
 import logging
 import math
@@ -19,30 +20,20 @@ import os
 import re
 import sys
 import threading
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import NoReturn
 
 import yaml
 
-from faceit_etl.postgres.database import (
-    DatabaseUnavailable,
-    InvalidConnectionString,
-    checked_url,
-    connect,
-    describe,
-    project_home,
-    redact,
-)
+from faceit_etl import errors
+from faceit_etl.postgres.database import InvalidConnectionString, checked_url, redact
 from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| head`) stopped reading
 LOG_FILE = "migration.log"
-INVOCATION_TAG = "faceit_etl/invocation"
-TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
-SETTING_FLAGS = ("batch_size", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
+SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
                  "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
 
@@ -126,49 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def instance_folder() -> Path:
-    """The Dagster instance's folder: DAGSTER_HOME when set, else this folder when it holds a
-    dagster.yaml (the project's, as `make ui` uses: its runs show there), else one under .faceit-etl/."""
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    if Path("dagster.yaml").is_file():
-        return Path.cwd()
-    home = project_home() / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-def open_instance():
-    """The project's Dagster instance. Two commands started at once on a fresh project would both
-    create its SQLite storage and one would fail: the first opening is serialised by a file lock."""
-    import dagster as dg
-
-    lock = project_home() / "instance.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.from_config(str(instance_folder()))
-        instance.get_runs(limit=1)  # storage is created here on first use
-    return instance
-
-
-def settings_overrides(args: argparse.Namespace) -> dict:
-    """Resource config from --config and flags. The database URL never goes into run config (the UI
-    shows run config): it travels in the DATABASE_URL environment variable instead. max_concurrent is
-    the executor's: see max_concurrent_for."""
+def cli_settings(args: argparse.Namespace) -> dict:
+    """The settings of --config and the flags, for the API (which puts them in run config): flags over
+    --config. The database URL is not among them: it is in DATABASE_URL by now (handed_over_database_url)."""
     config: dict = read_config(args.config) if args.config else {}
     if "max_rejects" in config:
         config["max_rejects"] = yaml_max_rejects(config["max_rejects"], args.config)
-    config.pop("database_url", None)  # in DATABASE_URL by now: see handed_over_database_url
-    config.pop("max_concurrent", None)
+    config.pop("database_url", None)
     if getattr(args, "json_file", None):
-        if not args.json_file.exists():
-            raise UsageError(f"{args.json_file}: no such file")
-        if args.json_file.is_dir():
-            raise UsageError(f"{args.json_file}: is a folder, not the bot's data file")
-        if not args.json_file.is_file():
-            raise UsageError(f"{args.json_file}: not a regular file (a named pipe or device); give the data file itself")
-        config["source_path"] = str(args.json_file.resolve())
+        config.pop("source_path", None)  # the verb's file argument is the source
     for name in (*SETTING_FLAGS, "backup_tables"):
         value = getattr(args, name, None)
         if value is not None:
@@ -290,59 +247,6 @@ def config_file_settings(path: Path) -> dict:
     return dict(settings)
 
 
-def settings_for(args: argparse.Namespace):
-    """The settings this command uses, and the run config that makes a run use the same: flags over
-    --config in run config; the run fills the rest from the environment by the same rule as here."""
-    from pydantic import ValidationError
-
-    from faceit_etl.defs.resources import MigrationSettings, describe_invalid
-
-    overrides = settings_overrides(args)
-    try:
-        settings = MigrationSettings(**overrides)
-        target_database().check_database_url()
-        max_concurrent_for(args)  # refused by every verb, as every setting is
-        return settings, overrides
-    except ValidationError as exc:
-        raise UsageError(describe_invalid(exc)) from None
-    except InvalidConnectionString:  # a ValueError whose fixed text main() prints as it is, unredacted
-        raise
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def max_concurrent_for(args: argparse.Namespace) -> int:
-    """Steps migrate_job's executor runs at once: --max-concurrent > --config > MIGRATION_MAX_CONCURRENT > 1."""
-    from faceit_etl.defs.resources import max_concurrent_from_environment, strict_max_concurrent
-
-    if getattr(args, "max_concurrent", None) is not None:
-        return args.max_concurrent
-    configured = read_config(args.config).get("max_concurrent") if args.config else None
-    if configured is None:
-        return max_concurrent_from_environment()
-    try:
-        return strict_max_concurrent(configured)
-    except ValueError as exc:
-        raise UsageError(f"max_concurrent {configured!r}: {exc}") from None
-
-
-def target_database():
-    """The target PostgreSQL of this command: DATABASE_URL (where --database-url is by now), else embedded."""
-    from faceit_etl.defs.resources import postgres_from_environment
-
-    return postgres_from_environment()
-
-
-def target_label(settings) -> str:
-    return f"{target_database().database_label()}/{settings.target_schema}"
-
-
-def migration_line(m: dict) -> str:
-    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "never started"
-    return (f"migration {m['id']} {m['status']} at {start}: {m['processed_items']} loaded, "
-            f"{m['failed_items']} rejected (run {m['run_id']})")
-
-
 def load_counts(counts: dict, would: str = "") -> str:
     """What a load did to one table, in the words of every summary."""
     return (f"{counts['inserted']} {would}inserted, {counts['updated']} {would}updated, "
@@ -373,52 +277,23 @@ def stdout_gone() -> None:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from faceit_etl.definitions import get_migrate_job
-    from faceit_etl.defs.jobs import execution_config
-    from faceit_etl.cli.progress import RunWatcher
-    from faceit_etl.cli.summary import summarize
+    from faceit_etl import api
 
     if args.resume is not None:
         return resume_migration(args)
     if args.json_file is None:
         raise UsageError("migrate needs the bot's JSON_FILE (or --resume to resume a failed migration)")
-    settings, overrides = settings_for(args)
-    run_config = {
-        "resources": {"migration_settings": {"config": overrides}},
-        "execution": execution_config(max_concurrent_for(args)),
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
-    }
-    invocation = uuid.uuid4().hex  # execute_job picks the run id: the watcher finds the run by this tag
-    console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
-    log.info("migrate %s settings %s", settings.source_path, settings.safe_summary())
-    with open_instance() as instance:
-        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
-        with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
-            result = dg.execute_job(
-                dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation, TARGET_TAG: target_label(settings)},
-            )
-        summary = summarize(result)
-    if summary.interrupted:
-        return interrupted_run(settings, summary.run_id)
-    print_summary(summary, args)
-    if summary.success:
-        return EXIT_OK
-    return EXIT_USAGE if summary.validation_failed else EXIT_FAILED
+    settings = cli_settings(args)
+    log.info("migrate %s settings %s", args.json_file, settings)
+    result = api.migrate(args.json_file, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
+                         watch=_watch(args), main_guarded=True, **settings)
+    return _migration_outcome(result, args)
 
 
 def resume_migration(args: argparse.Namespace) -> int:
-    """`migrate --resume [RUN_ID]`: re-execute the latest failed migration of this target (or RUN_ID)
-    from its failed step, with its own file and settings; exit 2 when the resume is refused."""
-    import dagster as dg
-
-    from faceit_etl import resume
-    from faceit_etl.cli.progress import RunWatcher
-    from faceit_etl.cli.summary import summarize
-    from faceit_etl.definitions import get_migrate_job
-    from faceit_etl.defs.io import StepValuesGone, target_of
+    """`migrate --resume [RUN_ID]`: api.resume, which re-executes the latest failed migration of this
+    target (or RUN_ID) from its failed step, with its own file and settings; exit 2 when refused."""
+    from faceit_etl import api
 
     given = [f"--{name.replace('_', '-')}" for name in (*SETTING_FLAGS, "backup_tables")
              if name != "target_schema" and getattr(args, name, None) is not None]
@@ -427,55 +302,47 @@ def resume_migration(args: argparse.Namespace) -> int:
             f"--resume takes no {' or '.join([*(['JSON_FILE'] if args.json_file else []), *given])}: a resume reuses the "
             "failed run's file and settings; start a new run to change them"
         )
-    settings, _ = settings_for(args)
-    invocation = uuid.uuid4().hex
-    console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
-    with open_instance() as instance:
-        try:
-            failed = resume.choose(instance, target_label(settings), lambda run_id: target_of(instance, run_id), args.resume or None)
-        except resume.ResumeRefused as exc:
-            say(f"resume refused, nothing was written: {exc}", quiet_too=True)
-            return EXIT_USAGE
-        say(f"resuming run {failed.run_id} from its failed step", args=args)
-        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
-        with quiet_steps, RunWatcher(instance, {INVOCATION_TAG: invocation}, console, line=lambda text: say(text, args=args)):
-            result = resume.resume(
-                dg.reconstructable(get_migrate_job), instance, failed,
-                tags={"faceit_etl/started_by": "cli", INVOCATION_TAG: invocation, TARGET_TAG: target_label(settings)},
-                run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}}},
-            )
-        summary = summarize(result)
-    refusals = (resume.ResumeRefused.__name__, StepValuesGone.__name__)
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cls_name not in refusals:  # under Dagster's step and input errors
-            error = error.cause
-        if error is not None:
-            say(f"resume of run {failed.run_id} refused, nothing was written: {error.message.split(': ', 1)[1].strip()}",
-                quiet_too=True)
-            return EXIT_USAGE
-    if summary.interrupted:
-        return interrupted_run(settings, summary.run_id)
-    print_summary(summary, args)
-    return EXIT_OK if summary.success else EXIT_FAILED
-
-
-def interrupted_run(settings, run_id: str) -> int:
-    """Ctrl-C stopped a step: its log row would stay `running` until the next run; mark it now."""
-    from faceit_etl.postgres import ddl, runlog
-
-    status = None
+    settings = {k: v for k, v in cli_settings(args).items() if k == "target_schema"}
     try:
-        with target_database().get_connection(autocommit=True) as conn:
-            if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
-                status = runlog.fail_interrupted(conn, settings.target_schema, run_id)
-    except DatabaseUnavailable as exc:
-        say(f"the run's migration_logs row could not be marked failed: {exc}; the next run will do it", quiet_too=True)
-    if status == "success":
-        say(f"faceit-etl: interrupted after run {run_id} committed its load; the tables hold it", quiet_too=True)
-    else:
-        say("faceit-etl: interrupted; nothing was written", quiet_too=True)
-    return EXIT_INTERRUPTED
+        result = api.resume(args.resume or None, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
+                            watch=_watch(args), **settings)
+    except api.ResumeRefusedError as exc:
+        say(f"resume refused, nothing was written: {exc}", quiet_too=True)
+        return EXIT_USAGE
+    if result.refused:
+        for error in result.errors:
+            say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True)
+        return EXIT_USAGE
+    say(f"resuming run {result.details['resumed_run']} from its failed step", args=args)
+    return _migration_outcome(result, args)
+
+
+def _watch(args: argparse.Namespace):
+    """The API's watch: the progress display (a terminal) or its lines, with Dagster's console lines dropped."""
+    console = _console() if sys.stdout.isatty() and not args.quiet and not args.verbose else None
+
+    @contextlib.contextmanager
+    def watch(instance, tags):
+        from faceit_etl.cli.progress import RunWatcher
+
+        quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
+        with quiet_steps, RunWatcher(instance, tags, console, line=lambda text: say(text, args=args)):
+            yield
+
+    return watch
+
+
+def _migration_outcome(result, args: argparse.Namespace) -> int:
+    if result.interrupted:
+        note = result.details["interrupt"]
+        if note["unmarked"]:
+            say(note["unmarked"], quiet_too=True)
+        say(f"faceit-etl: {note['outcome']}", quiet_too=True)
+        return EXIT_INTERRUPTED
+    print_summary(result, args)
+    if result.success:
+        return EXIT_OK
+    return EXIT_USAGE if result.validation_failed else EXIT_FAILED
 
 
 DAGSTER_CONSOLE_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - ")
@@ -515,32 +382,32 @@ def _console():
     return Console(stderr=False)
 
 
-def print_summary(summary, args) -> None:
-    status = "succeeded" if summary.success else "FAILED"
-    say(f"Migration run {summary.run_id} {status}", quiet_too=True)
-    if summary.input_entries is not None:
+def print_summary(result, args) -> None:
+    status = "succeeded" if result.success else "FAILED"
+    say(f"Migration run {result.run_id} {status}", quiet_too=True)
+    if result.input_entries is not None:
         say(
-            f"  entries: {summary.input_entries} read, {summary.accepted_entries} accepted, "
-            f"{summary.rejected_entries} rejected",
+            f"  entries: {result.input_entries} read, {result.accepted_entries} accepted, "
+            f"{result.rejected_entries} rejected",
             quiet_too=True,
         )
-    if summary.reused_validation:
+    if result.reused_validation:
         say("  validation: the outcome of an earlier run of the same file, time zone and code", args=args)
-    if summary.nothing_to_compare:
-        say(f"  load: {summary.nothing_to_compare}; nothing to compare or write", args=args)
-    if summary.dry_run:
+    if result.nothing_to_compare:
+        say(f"  load: {result.nothing_to_compare}; nothing to compare or write", args=args)
+    if result.dry_run:
         say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
-    would = "would be " if summary.dry_run else ""
-    for table, counts in summary.load.items():
+    would = "would be " if result.dry_run else ""
+    for table, counts in result.tables.items():
         say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
-    for check in summary.checks:
+    for check in result.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
         say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
         if failed and check.description:
             for line in check.description.splitlines():
                 say(f"      {line}", quiet_too=True)
-    for error in summary.errors:
+    for error in result.errors:
         say(f"  error: {error}", quiet_too=True)
 
 
@@ -548,82 +415,37 @@ def print_summary(summary, args) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import private_writer
-    from faceit_etl.mapping import map_frames
-    from faceit_etl.cli.report import validation_report
-    from faceit_etl.source import SourceError, read_source
-    from faceit_etl.postgres import state
-    from faceit_etl.validation import validate_entries
+    from faceit_etl import api
+    from faceit_etl.backups import private_writer
 
-    settings, _ = settings_for(args)
+    settings = cli_settings(args)
     if args.report and not args.report.parent.is_dir():
         raise UsageError(f"--report {args.report}: the folder {args.report.parent} does not exist")
-    try:
-        source = read_source(args.json_file)
-    except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    outcome = validate_entries(source, settings.source_timezone)
-    mapped = map_frames(outcome.valid)
-    target = None
-    if args.database:
-        url = target_database().url_starting_embedded_server()
-        try:
-            with connect(url) as conn:
-                schema = settings.target_schema
-                last = state.latest_migrations(conn, schema, 1)
-                target = {
-                    "database": f"{describe(url)} (schema {schema})",
-                    "tables": ", ".join(
-                        f"{name} {'absent' if rows is None else f'{rows} rows'}"
-                        for name, rows in state.table_rows(conn, schema).items()
-                    ),
-                    "users of this file already in the table": state.users_already_present(
-                        conn, schema, [int(i) for i in mapped.users["user_id"]]
-                    ),
-                    "last migration": migration_line(last[0]) if last else "none",
-                }
-        except DatabaseUnavailable as exc:
-            target = {"database": str(exc)}
-    report = validation_report(str(args.json_file), source.layout, outcome, mapped, target)
+    result = api.validate(args.json_file, database=args.database, **settings)
     if args.report:
         try:
             with private_writer(args.report) as handle:
-                handle.write(report.encode())
+                handle.write(result.report.encode())
         except OSError as exc:
             raise UsageError(f"--report {args.report}: cannot write it: {exc.strerror}") from None
         say(f"report written to {args.report}", args=args)
     elif not args.quiet:
-        print(report)
+        print(result.report)
     say(
-        f"{args.json_file}: {outcome.input_count} entries, {len(outcome.valid)} valid, "
-        f"{outcome.rejected_count} rejected",
+        f"{args.json_file}: {result.input_entries} entries, {result.accepted_entries} valid, "
+        f"{result.rejected_entries} rejected",
         quiet_too=True,
     )
-    return EXIT_OK if outcome.rejects.empty else EXIT_USAGE
+    return EXIT_OK if result.is_valid else EXIT_USAGE
 
 
 # ---------------------------------------------------------------- status
 
 
 def status(args: argparse.Namespace) -> int:
-    from faceit_etl.postgres import state
+    from faceit_etl import api
 
-    settings, _ = settings_for(args)
-    url = target_database().url_starting_embedded_server()
-    report: dict = {"database": describe(url), "schema": settings.target_schema}
-    try:
-        with connect(url) as conn:
-            report["reachable"] = True
-            report["tables"] = state.table_rows(conn, settings.target_schema)
-            report["migrations"] = state.latest_migrations(conn, settings.target_schema)
-    except DatabaseUnavailable as exc:
-        report |= {"reachable": False, "error": str(exc)}
-    with open_instance() as instance:
-        runs = target_runs(instance, settings, [m["run_id"] for m in report.get("migrations", [])])
-        report["dagster_runs"] = [
-            {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get("faceit_etl/started_by", "dagster")}
-            for r in runs
-        ]
+    report = api.status(**cli_settings(args)).details
     if args.json:
         print(json.dumps(report, default=str, indent=2))
     else:
@@ -632,7 +454,7 @@ def status(args: argparse.Namespace) -> int:
         for name, rows in report.get("tables", {}).items():
             print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
         for m in report.get("migrations", []):
-            print(f"  {migration_line(m)}")
+            print(f"  {api.migration_line(m)}")
             for table, counts in (m["load"] or {}).items():
                 print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
@@ -640,126 +462,71 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 
-def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
-    """The Dagster runs of migrate_job that concern this database and schema: those the CLI tagged
-    with it, and those its migration_logs names (runs started from the UI or the daemon)."""
-    import dagster as dg
-
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
-    )
-    if logged_run_ids:
-        records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
-    unique = {r.dagster_run.run_id: r for r in records}.values()
-    return [r.dagster_run for r in sorted(unique, key=lambda r: r.create_timestamp, reverse=True)[:limit]]
-
-
 # ---------------------------------------------------------------- rollback
 
 
 def rollback(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import BackupError
-    from faceit_etl.rollback import RollbackError, RollbackRefused
+    from faceit_etl import api
+    from faceit_etl.errors import RollbackRefusedError
 
-    settings, overrides = settings_for(args)
+    settings = cli_settings(args)
+    api.resolved_settings(settings)  # a wrong setting is a usage error before the question
     backup_path = args.backup_path
     if not args.confirm:
         if not sys.stdin.isatty():
             say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
             return EXIT_USAGE
         try:
-            backup_path, question = rollback_question(settings, args)
-        except RollbackRefused as exc:
+            candidate = api.rollback_candidate(args.backup_path, args.migration_id, **settings)
+        except RollbackRefusedError as exc:
             say(f"rollback refused, nothing changed: {exc}", quiet_too=True)
             return EXIT_USAGE
-        except (RollbackError, BackupError, DatabaseUnavailable) as exc:
+        except api.MigrationError as exc:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
             return EXIT_FAILED
+        which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
+        question = (
+            f"Restore users and user_subscriptions in {candidate['target']}\n"
+            f"  to the snapshot {candidate['folder']} (taken {candidate['taken_at']}),\n"
+            f"  undoing {which}? [y/N] "
+        )
         if input(question).strip().lower() not in ("y", "yes"):
             say("rollback cancelled; nothing changed", quiet_too=True)
             return EXIT_USAGE
-    # After a yes, exactly the snapshot that was named: not whatever is latest by then.
-    op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", args.migration_id)) if v}
-    op_config |= {"discard_later_changes": True} if args.discard_later_changes else {}
-    from faceit_etl.definitions import defs  # pandas and pandera: not before a refusal or the question
-
-    with open_instance() as instance:
-        result = defs.resolve_job_def("rollback_job").execute_in_process(
-            run_config={
-                "ops": {"restore_tables": {"config": op_config}},
-                "resources": {"migration_settings": {"config": overrides}},
-                "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
-            },
-            instance=instance,
-            raise_on_error=False,
-            tags={"faceit_etl/started_by": "cli"},
-        )
-    from faceit_etl.cli.summary import step_causes
-
+        backup_path = candidate["folder"]  # after a yes, exactly the snapshot named: not whatever is latest by then
+    result = api.rollback(backup_path, args.migration_id, discard_later_changes=args.discard_later_changes,
+                          started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
     if result.success:
-        event = result.get_asset_materialization_events()[0].event_specific_data.materialization
-        restored = {key[len("restored_"):-len("_rows")]: entry.value for key, entry in event.metadata.items()
-                    if key.startswith("restored_") and key.endswith("_rows")}
-        dropped = [name for name in event.metadata["dropped_tables"].value.split(", ") if name != "none"]
-        say(f"Rolled back to the snapshot taken before run {event.metadata['rolled_back_run'].value}", quiet_too=True)
-        for name, rows in restored.items():
-            say(f"  {name}: {rows} rows restored, content hash verified", quiet_too=True)
-        for name in dropped:
+        say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
+        for name, digest in result.details["restored"].items():
+            say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
+        for name in result.details["dropped_tables"]:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
-        if not event.metadata["origin_checked"].value:
-            from faceit_etl.rollback import UNCHECKED_ORIGIN
+        if not result.details["origin_checked"]:
+            from faceit_etl.restore import UNCHECKED_ORIGIN
 
             say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True)
         return EXIT_OK
-    causes = step_causes(result)
-    refused = any(cls == "RollbackRefused" for cls, _ in causes)
-    for _, message in causes:
-        say(f"rollback {'refused' if refused else 'failed'}, nothing changed: {message}", quiet_too=True)
-    return EXIT_USAGE if refused else EXIT_FAILED
-
-
-def rollback_question(settings, args) -> tuple[Path, str]:
-    """The snapshot a rollback would restore, and the question that names it and its migration."""
-    from faceit_etl.backup import read_manifest
-    from faceit_etl.rollback import find_backup
-    from faceit_etl.postgres import state
-
-    with target_database().get_connection() as conn:
-        folder = find_backup(conn, settings.target_schema, settings.backup_dir,
-                             backup_path=args.backup_path, migration_id=args.migration_id)
-        manifest = read_manifest(folder)
-        run_id = manifest.get("run_id", "?")
-        recent = state.latest_migrations(conn, settings.target_schema, limit=100)
-        logged = [m for m in recent if m["run_id"] == run_id]
-    which = migration_line(logged[0]) if logged else f"run {run_id}"
-    question = (
-        f"Restore users and user_subscriptions in {target_label(settings)}\n"
-        f"  to the snapshot {folder} (taken {manifest.get('taken_at', '?')}),\n"
-        f"  undoing {which}? [y/N] "
-    )
-    return folder, question
+    for message in result.errors:
+        say(f"rollback {'refused' if result.refused else 'failed'}, nothing changed: {message}", quiet_too=True)
+    return EXIT_USAGE if result.refused else EXIT_FAILED
 
 
 # ---------------------------------------------------------------- backup
 
 
 def backup(args: argparse.Namespace) -> int:
-    from faceit_etl.backup import backup_source, manual_backup_name, update_manifest
-    from faceit_etl.postgres.snapshot import take_snapshot
+    from faceit_etl import api
 
-    settings, _ = settings_for(args)
-    name = manual_backup_name()
-    copied = backup_source(args.json_file, args.output_dir or settings.backup_dir, name)
-    say(f"source {copied.original} (sha256 {copied.sha256}) copied to {copied.folder}", quiet_too=True)
-    try:
-        with target_database().get_connection() as conn:
-            target = take_snapshot(conn, settings.target_schema, Path(copied.folder))
-    except DatabaseUnavailable as exc:
-        say(f"tables not backed up: {exc}", quiet_too=True)
+    result = api.backup(args.json_file, output_dir=args.output_dir, **cli_settings(args))
+    source = result.details
+    say(f"source {source['source']} (sha256 {source['sha256']}) copied to {result.backup_path}", quiet_too=True)
+    if not result.success:
+        for error in result.errors:
+            say(error, quiet_too=True)
         return EXIT_FAILED
-    update_manifest(copied.folder, target=target)
-    for table_name, snap in target["tables"].items():
-        say(f"  {table_name}: {'absent' if snap is None else str(snap['rows']) + ' rows'}", quiet_too=True)
+    for table_name, rows in result.details["tables"].items():
+        say(f"  {table_name}: {'absent' if rows is None else str(rows) + ' rows'}", quiet_too=True)
     return EXIT_OK
 
 
@@ -820,10 +587,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
         say("faceit-etl: interrupted", quiet_too=True)
         return EXIT_INTERRUPTED
-    except InvalidConnectionString as exc:  # a fixed text that quotes nothing: its example form stays readable
+    except (InvalidConnectionString, errors.InvalidDatabaseUrl) as exc:  # a fixed text that quotes nothing: its example form stays readable
         say(f"faceit-etl: {exc}", quiet_too=True)
         return EXIT_USAGE
-    except UsageError as exc:
+    except (UsageError, errors.SettingsInvalid, errors.ValidationError) as exc:  # bad arguments, or a file that is not the bot's
         say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 
-from faceit_etl import backup, mapping, resume
+from faceit_etl import backups as backup, mapping, resumption
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.checks import (
     LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, earlier_of_target,
@@ -245,7 +245,7 @@ def _start_load(
     tables are checked in the load."""
     if not settings.dry_run:
         record_target(context.instance, context.run.run_id, f"{postgres.database_label()}/{settings.target_schema}")
-    resumes = resume.in_load_step(context.instance, context.run, source, settings.backup_dir)
+    resumes = resumption.in_load_step(context.instance, context.run, source, settings.backup_dir)
     return replace(_load_options(context.run, settings, postgres, source), resumes=resumes)
 
 

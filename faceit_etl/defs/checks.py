@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from faceit_etl import backup
+from faceit_etl import backups as backup
 from faceit_etl.defs.metadata import rejects_table
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts

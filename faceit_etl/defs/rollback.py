@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
-from faceit_etl.rollback import UNCHECKED_ORIGIN, find_backup, rollback
+from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import column_types

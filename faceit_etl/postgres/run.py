@@ -15,14 +15,14 @@ from pathlib import Path
 
 import psycopg
 
-from faceit_etl import backup
+from faceit_etl import backups as backup
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.database import connect, describe, redact, server_error_text
 from faceit_etl.postgres.load import LoadStats, Progress, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
-from faceit_etl.resume import ResumeRefused, refuse_changed_tables, reused_snapshot
+from faceit_etl.resumption import ResumeRefused, refuse_changed_tables, reused_snapshot
 from faceit_etl.validation import ValidationOutcome
 
 DELETED_USER_IDS_FILE = "deleted_user_ids.json"  # every user prune deleted, in the run's backup folder

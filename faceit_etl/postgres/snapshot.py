@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from faceit_etl.backup import private_writer, update_manifest
+from faceit_etl.backups import private_writer, update_manifest
 from faceit_etl.postgres.database import connect
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
 

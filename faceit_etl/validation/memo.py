@@ -11,7 +11,7 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
-from faceit_etl.backup import private_folder, private_writer
+from faceit_etl.backups import private_folder, private_writer
 from faceit_etl.identity import input_identity
 from faceit_etl.source import SourceData
 from faceit_etl.validation.validate import ValidationOutcome, validate_entries

@@ -24,12 +24,12 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.backup import read_manifest, run_folder
+from faceit_etl.backups import read_manifest, run_folder
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
-from faceit_etl.resume import SNAPSHOT_FOLDER
+from faceit_etl.resumption import SNAPSHOT_FOLDER
 from faceit_etl.postgres.snapshot import (
     SNAPSHOT_TABLES,
     UNCHANGED_SINCE,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from faceit_etl.backup import BackupError, SourceSnapshot, read_manifest, run_folder
+from faceit_etl.backups import BackupError, SourceSnapshot, read_manifest, run_folder
 from faceit_etl.identity import look_at_file
 from faceit_etl.postgres.ddl import table_exists
 from faceit_etl.postgres.fingerprint import fingerprint

@@ -1,0 +1,844 @@
+"""faceit-etl's Python API: one function per verb, one result type, and async wrappers for asyncio code.
+
+The command line is built on these functions, so a script, the bot's admin commands and `faceit-etl`
+start the same Dagster jobs (`migrate_job`, `rollback_job`) on the same instance: their runs show in the
+UI. Settings are `MigrationSettings`' fields as keyword arguments; what is not given comes from the
+environment, as for every run.
+
+What raises and what returns: a verb that could not start (a bad argument, a file that is not the
+bot's JSON, an unreachable database before any run) raises a `MigrationError`; a verb that ran returns
+a `MigrationResult`, `success=False` with its `errors` when it failed (a failed run wrote nothing).
+
+`database_url` never enters run config (the UI shows run config) and this package never writes
+`os.environ`: when it differs from the `DATABASE_URL` this process has, the verb runs in a child
+process whose environment holds it, as every run's steps read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceit_etl.errors import (
+    MigrationError,
+    ResumeRefusedError,
+    SettingsInvalid,
+    SourceFileError,
+    wrapped,
+)
+from faceit_etl.postgres.database import describe, project_home, redact
+
+INVOCATION_TAG = "faceit_etl/invocation"
+TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
+STARTED_BY_TAG = "faceit_etl/started_by"
+MAX_CONCURRENT = "max_concurrent"
+# watch(instance, tags) wraps a run: the CLI's progress display finds the run by these tags.
+Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
+
+
+@dataclass
+class Check:
+    asset: str
+    name: str
+    passed: bool
+    severity: str
+    description: str | None = None
+
+
+@dataclass
+class Reject:
+    """One reason an entry was refused: its place in the file (0-based), its user_id when known, the field."""
+
+    source_index: int
+    user_id: int | None
+    field: str | None
+    reason: str
+
+
+@dataclass
+class MigrationResult:
+    """What a verb did. `tables` holds, per table, the load's counts (inserted, updated, unchanged,
+    kept_absent, kept_rejected, deleted); on a dry run what would have been written. `details` holds
+    the verb's own facts: status' report, the rollback's restored tables, the backup's tables."""
+
+    verb: str
+    success: bool
+    run_id: str | None = None
+    backup_path: str | None = None
+    dry_run: bool = False
+    input_entries: int | None = None
+    accepted_entries: int | None = None
+    rejected_entries: int | None = None
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    reused_validation: bool = False  # the same file, time zone and code were judged by an earlier run
+    nothing_to_compare: str | None = None  # why the load compared no row, when it did not
+    interrupted: bool = False  # Ctrl-C stopped a step
+    refused: bool = False  # the request cannot be honoured as asked (a rollback refused); nothing changed
+    report: str | None = None  # validate: the Markdown report
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def migrated_users(self) -> int:
+        """Users of the file the tables hold after a committed run (inserted, updated or already there)."""
+        users = self.tables.get("users")
+        if not self.success or self.dry_run or not users:
+            return 0
+        return users["inserted"] + users["updated"] + users["unchanged"]
+
+    @property
+    def is_valid(self) -> bool:
+        """validate: every entry was accepted."""
+        return self.success
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def validation_failed(self) -> bool:
+        """A migration stopped by its rejects (more than max_rejects allows)."""
+        return any(c.name == "no_rejected_entries" and not c.passed and c.severity == "ERROR" for c in self.checks)
+
+    def get_summary(self) -> dict[str, Any]:
+        """The result as plain JSON values (datetimes as ISO text)."""
+        summary = asdict(self)
+        summary["migrated_users"] = self.migrated_users
+        return _plain(summary)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+# ---------------------------------------------------------------- the instance and the settings
+
+
+def instance_folder() -> Path:
+    """The Dagster instance's folder: DAGSTER_HOME when set, else this folder when it holds a
+    dagster.yaml (the project's, as `make ui` uses: its runs show there), else one under .faceit-etl/."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    if Path("dagster.yaml").is_file():
+        return Path.cwd()
+    home = project_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def open_instance():
+    """The project's Dagster instance. Two verbs started at once on a fresh project would both create
+    its SQLite storage and one would fail: the first opening is serialised by a file lock."""
+    import dagster as dg
+
+    lock = project_home() / "instance.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.from_config(str(instance_folder()))
+        instance.get_runs(limit=1)  # storage is created here on first use
+    return instance
+
+
+def checked_source(path: str | Path) -> Path:
+    """The data file, resolved; a missing file, a folder or a device is refused before anything runs."""
+    source = Path(path)
+    if not source.exists():
+        raise SourceFileError(f"{source}: no such file")
+    if source.is_dir():
+        raise SourceFileError(f"{source}: is a folder, not the bot's data file")
+    if not source.is_file():
+        raise SourceFileError(f"{source}: not a regular file (a named pipe or device); give the data file itself")
+    return source.resolve()
+
+
+def resolved_settings(overrides: dict[str, Any]):
+    """MigrationSettings from the given values (None: unset), the environment filling the rest, by the
+    rule every run follows; a refused value raises SettingsInvalid naming it. `max_concurrent` is the
+    executor's, not a field of them: it is judged here too (max_concurrent_of), as every setting is."""
+    from pydantic import ValidationError
+
+    from faceit_etl.defs.resources import MigrationSettings, describe_invalid
+    from faceit_etl.errors import InvalidDatabaseUrl
+    from faceit_etl.postgres.database import InvalidConnectionString
+
+    known = [*MigrationSettings.model_fields, MAX_CONCURRENT]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise SettingsInvalid(f"unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+    try:
+        settings = MigrationSettings(**{k: v for k, v in overrides.items() if k != MAX_CONCURRENT})
+        target_database().check_database_url()
+        max_concurrent_of(overrides)
+        return settings
+    except ValidationError as exc:
+        raise SettingsInvalid(describe_invalid(exc)) from None
+    except InvalidConnectionString as exc:
+        raise InvalidDatabaseUrl(str(exc)) from None
+    except ValueError as exc:
+        raise SettingsInvalid(str(exc)) from None
+
+
+def max_concurrent_of(overrides: dict[str, Any]) -> int:
+    """Steps migrate_job's executor runs at once: the given value, else MIGRATION_MAX_CONCURRENT, else 1;
+    read as strictly as every setting, a refusal naming it."""
+    from faceit_etl.defs.resources import SettingsError, max_concurrent_from_environment, strict_max_concurrent
+
+    given = overrides.get(MAX_CONCURRENT)
+    try:
+        return max_concurrent_from_environment() if given is None else strict_max_concurrent(given)
+    except SettingsError as exc:
+        raise SettingsInvalid(str(exc)) from None
+    except ValueError as exc:
+        raise SettingsInvalid(f"max_concurrent {given!r}: {exc}") from None
+
+
+def target_database():
+    """The target PostgreSQL, as a run in this process chooses it: DATABASE_URL, else the embedded server."""
+    from faceit_etl.defs.resources import postgres_from_environment
+
+    return postgres_from_environment()
+
+
+def _run_config_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings resource's run config: max_concurrent goes to the executor instead."""
+    return {k: v for k, v in overrides.items() if k != MAX_CONCURRENT}
+
+
+def _overrides(settings: dict[str, Any], source: Path | None = None) -> dict[str, Any]:
+    """The run config's settings: those given (None is unset); the URL never goes there."""
+    if "database_url" in settings:
+        raise SettingsInvalid("give database_url as its own argument: it never goes into run config")
+    if "source_path" in settings:
+        raise SettingsInvalid("give the data file as the first argument, not as source_path")
+    chosen = {k: v for k, v in settings.items() if v is not None}
+    if source is not None:
+        chosen["source_path"] = str(source)
+    return chosen
+
+
+def target_label(settings) -> str:
+    """`host:port/database/schema`: how runs are tagged with their target, never the password."""
+    return f"{target_database().database_label()}/{settings.target_schema}"
+
+
+def _raising(call: Callable[[], Any]) -> Any:
+    """Run a domain call, its known errors raised as the API's."""
+    try:
+        return call()
+    except MigrationError:
+        raise
+    except Exception as exc:
+        mine = wrapped(exc)
+        if mine is None:
+            raise
+        raise mine from exc
+
+
+# ---------------------------------------------------------------- in a child process, for another URL
+
+
+def _elsewhere(database_url: str | None) -> bool:
+    return bool(database_url) and database_url != os.environ.get("DATABASE_URL")
+
+
+def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[str, Any]) -> MigrationResult:
+    """Run `verb` in a child process whose DATABASE_URL is `database_url` (this process's environment is
+    left alone), watched from here: both use the same instance."""
+    from faceit_etl.postgres.database import checked_url
+
+    if database_url:
+        _raising(lambda: checked_url(database_url))
+    with tempfile.TemporaryDirectory(prefix="faceit-etl-call-") as folder:
+        call, answer = Path(folder) / "call", Path(folder) / "answer"
+        call.write_bytes(pickle.dumps((verb, kwargs)))
+        code = f"from faceit_etl.api import _serve; _serve({folder!r})"
+        env = {**os.environ, **({"DATABASE_URL": database_url} if database_url else {})}
+        instance = open_instance() if watch else contextlib.nullcontext()
+        with instance as opened, (watch(opened, kwargs["_tags"]) if watch else contextlib.nullcontext()):
+            child = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
+            while child.poll() is None:
+                try:
+                    child.wait()
+                except KeyboardInterrupt:  # Ctrl-C reached the child too: its run stops and it answers so
+                    continue
+        if not answer.exists():
+            raise MigrationError(f"faceit-etl {verb}: the process that ran it ended without an answer")
+        kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
+    if kind == "error":
+        raise value
+    return value
+
+
+def _serve(folder: str) -> None:
+    """The child's side of `_in_child`: the verb's result, or its error, pickled for the parent."""
+    verb, kwargs = pickle.loads((Path(folder) / "call").read_bytes())  # noqa: S301 (written by our parent)
+    try:
+        answer = ("result", VERBS[verb](**kwargs))
+    except KeyboardInterrupt:  # outside a run's steps (a step's Ctrl-C ends the run, which then answers)
+        answer = ("error", KeyboardInterrupt())
+    except MigrationError as exc:
+        answer = ("error", type(exc)(str(exc)))
+    except Exception as exc:  # not one of ours: its words, never its object (it may not pickle)
+        answer = ("error", MigrationError(redact(f"{type(exc).__name__}: {exc}", os.environ.get("DATABASE_URL"))))
+    (Path(folder) / "answer").write_bytes(pickle.dumps(answer))
+
+
+# ---------------------------------------------------------------- migrate
+
+
+def migrate(
+    path: str | Path,
+    *,
+    database_url: str | None = None,
+    started_by: str = "api",
+    log_level: str = "CRITICAL",
+    watch: Watch | None = None,
+    main_guarded: bool = False,
+    **settings: Any,
+) -> MigrationResult:
+    """Run `migrate_job` on the file: back up, read, validate, map, load, verify. Returns the run's
+    outcome; a run that failed (rejects over the limit, a failed check, a database error) has
+    `success=False`, its `errors` saying why, and wrote nothing.
+
+    Step processes (`max_concurrent` above 1) start by importing the caller's __main__ module: a script
+    not guarded by `if __name__ == "__main__"` would run again in each. Such a run is started from a
+    process of its own, whose __main__ is ours, unless the caller says its __main__ is guarded (the CLI's is)."""
+    source = checked_source(path)
+    tags = {INVOCATION_TAG: uuid.uuid4().hex}  # execute_job picks the run id: a watcher finds the run by this tag
+    if _elsewhere(database_url) or (
+        not main_guarded and max_concurrent_of(_overrides(settings, source)) > 1
+    ):
+        call = {"path": source, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
+        return _in_child("migrate", database_url or os.environ.get("DATABASE_URL", ""), watch, call)
+    return _migrate_here(source, started_by, log_level, watch, tags, settings)
+
+
+def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
+                  settings: dict[str, Any]) -> MigrationResult:
+    import dagster as dg
+
+    from faceit_etl.cli.summary import summarize
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.jobs import execution_config
+
+    overrides = _overrides(settings, source)
+    chosen = resolved_settings(overrides)
+    run_config = {
+        "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
+        "execution": execution_config(max_concurrent_of(overrides)),
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    run_tags = {STARTED_BY_TAG: started_by, **tags, TARGET_TAG: target_label(chosen)}
+    with open_instance() as instance:
+        with watch(instance, tags) if watch else contextlib.nullcontext():
+            executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
+                                      tags=run_tags)
+        summary = summarize(executed)
+    return _run_result("migrate", summary, chosen)
+
+
+def _run_result(verb: str, summary, settings) -> MigrationResult:
+    """A migration run's result, from its summary; an interrupted run's log row is marked failed."""
+    from faceit_etl.backups import run_folder
+
+    folder = run_folder(settings.backup_dir, summary.run_id)
+    result = MigrationResult(
+        verb=verb,
+        success=summary.success,
+        run_id=summary.run_id,
+        backup_path=str(folder) if folder.is_dir() else None,
+        dry_run=summary.dry_run,
+        input_entries=summary.input_entries,
+        accepted_entries=summary.accepted_entries,
+        rejected_entries=summary.rejected_entries,
+        tables=summary.load,
+        rejects=_run_rejects(folder),
+        checks=[Check(c.asset, c.name, c.passed, c.severity, c.description) for c in summary.checks],
+        errors=[_safe(e) for e in summary.errors],
+        reused_validation=summary.reused_validation,
+        nothing_to_compare=summary.nothing_to_compare,
+        interrupted=summary.interrupted,
+    )
+    if result.interrupted:
+        _mark_interrupted(settings, result)
+    return result
+
+
+def _run_rejects(folder: Path) -> list[Reject]:
+    """Every entry the run rejected, with its reasons, as its validation step wrote them."""
+    import json
+
+    from faceit_etl.backups import REJECTS_FILE
+
+    file = folder / REJECTS_FILE
+    if not file.is_file():
+        return []
+    records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line]
+    return [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records]
+
+
+def _mark_interrupted(settings, result: MigrationResult) -> None:
+    """Ctrl-C stopped a step: its log row would stay `running` until the next run; mark it now."""
+    from faceit_etl.postgres import ddl, runlog
+    from faceit_etl.postgres.database import DatabaseUnavailable
+
+    status, unmarked = None, None
+    try:
+        with target_database().get_connection(autocommit=True) as conn:
+            if ddl.table_exists(conn, settings.target_schema, ddl.MIGRATION_LOGS):
+                status = runlog.fail_interrupted(conn, settings.target_schema, result.run_id)
+    except DatabaseUnavailable as exc:
+        unmarked = f"the run's migration_logs row could not be marked failed: {exc}; the next run will do it"
+    if status == "success":  # Ctrl-C came after the commit: the run is reported failed, but its load holds
+        outcome = f"interrupted after run {result.run_id} committed its load; the tables hold it"
+    else:
+        outcome = "interrupted; nothing was written"
+    result.details["interrupt"] = {"unmarked": unmarked, "outcome": outcome}
+    result.errors += [line for line in (unmarked, outcome) if line]
+
+
+def _safe(text: str) -> str:
+    return redact(text, os.environ.get("DATABASE_URL"))
+
+
+# ---------------------------------------------------------------- resume
+
+
+def resume(
+    run_id: str | None = None,
+    *,
+    database_url: str | None = None,
+    started_by: str = "api",
+    log_level: str = "CRITICAL",
+    watch: Watch | None = None,
+    main_guarded: bool = False,
+    **settings: Any,
+) -> MigrationResult:
+    """Resume a failed migration (typically after the ALTER TABLE its failed load printed): re-execute
+    `run_id`, else the latest failed migration of this target, from its failed step, with that run's own
+    file and settings, reusing its backup, validation and mapping. Only `target_schema` may be given.
+
+    As every verb: no run to resume (none failed, a later one of the target succeeded, `run_id` unknown or
+    not failed) raises ResumeRefusedError before any run; a resume its load step refuses (the file changed,
+    the reused step values are gone, the tables changed since the failed run's snapshot) returns
+    `success=False`, `refused=True`, `errors` saying why. Nothing was written either way. `details`
+    names the resumed run (`resumed_run`)."""
+    given = sorted(name for name, value in settings.items() if value is not None and name != "target_schema")
+    if given:
+        raise SettingsInvalid(f"resume takes no {', '.join(given)}: a resume reuses the failed run's file and "
+                              "settings; start a new run to change them")
+    tags = {INVOCATION_TAG: uuid.uuid4().hex}
+    call = {"run_id": run_id, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
+    if _elsewhere(database_url):
+        return _in_child("resume", database_url, watch, {**call, "main_guarded": main_guarded})
+    return _resume_here(run_id, started_by, log_level, watch, tags, main_guarded, settings)
+
+
+def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
+                 main_guarded: bool, settings: dict[str, Any]) -> MigrationResult:
+    import dagster as dg
+
+    from faceit_etl import resumption
+    from faceit_etl.cli.summary import summarize
+    from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.io import StepValuesGone, target_of
+    from faceit_etl.defs.jobs import executor_max_concurrent
+
+    label = target_label(resolved_settings(_overrides(settings)))
+    with open_instance() as instance:
+        try:
+            failed = resumption.choose(instance, label, lambda run: target_of(instance, run), run_id)
+        except resumption.ResumeRefused as exc:
+            raise ResumeRefusedError(str(exc)) from exc
+        # Its step processes import __main__ (see migrate): an unguarded caller's resume runs in a process of its own.
+        if not main_guarded and executor_max_concurrent(failed.run_config) > 1:
+            return _in_child("resume", os.environ.get("DATABASE_URL", ""), watch,
+                             {"run_id": failed.run_id, "started_by": started_by, "log_level": log_level,
+                              "_tags": tags, "main_guarded": True, **settings})
+        with watch(instance, tags) if watch else contextlib.nullcontext():
+            executed = resumption.resume(
+                dg.reconstructable(get_migrate_job), instance, failed,
+                tags={STARTED_BY_TAG: started_by, **tags, TARGET_TAG: label},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            )
+        summary = summarize(executed)
+    ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
+    result = _run_result("resume", summary, resolved_settings(dict(ran)))
+    result.details["resumed_run"] = failed.run_id
+    refusals = (resumption.ResumeRefused.__name__, StepValuesGone.__name__)
+    for event in executed.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cls_name not in refusals:  # under Dagster's step and input errors
+            error = error.cause
+        if error is not None:
+            result.refused = True
+            result.errors = [_safe(error.message.split(": ", 1)[1].strip())]
+    return result
+
+
+# ---------------------------------------------------------------- validate
+
+
+def validate(path: str | Path, *, database: bool = False, database_url: str | None = None,
+             **settings: Any) -> MigrationResult:
+    """Judge the file without loading it: `success` (`is_valid`) when every entry is accepted; `rejects`
+    with their reasons; `report` the Markdown report. `database=True` adds the target's state."""
+    source = checked_source(path)
+    if database and _elsewhere(database_url):
+        return _in_child("validate", database_url, None, {"path": source, "database": True, **settings})
+    chosen = resolved_settings(_overrides(settings))
+    return judge(_raising(lambda: _read(source)), str(path), chosen, database=database)
+
+
+def _read(source: Path):
+    from faceit_etl.source import read_source
+
+    return read_source(source)
+
+
+def judge(data, name: str, settings, *, database: bool = False) -> MigrationResult:
+    """The validation verdict on a file already read (`read_source`)."""
+    from faceit_etl.cli.report import validation_report
+    from faceit_etl.mapping import map_frames
+    from faceit_etl.validation import validate_entries
+
+    outcome = validate_entries(data, settings.source_timezone)
+    mapped = map_frames(outcome.valid)
+    target = _target_state(settings, mapped) if database else None
+    rejects = [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()]
+    return MigrationResult(
+        verb="validate",
+        success=outcome.rejects.empty,
+        input_entries=outcome.input_count,
+        accepted_entries=len(outcome.valid),
+        rejected_entries=outcome.rejected_count,
+        rejects=rejects,
+        errors=[_reject_line(r) for r in rejects],
+        report=validation_report(name, data.layout, outcome, mapped, target),
+        details={"layout": data.layout, **({"target": target} if target is not None else {})},
+    )
+
+
+def _reject_line(reject: Reject) -> str:
+    who = f" (user_id {reject.user_id})" if reject.user_id is not None else ""
+    where = f" {reject.field}:" if reject.field else ""
+    return f"entry {reject.source_index}{who}:{where} {reject.reason}"
+
+
+def _target_state(settings, mapped) -> dict:
+    from faceit_etl.postgres import state
+    from faceit_etl.postgres.database import DatabaseUnavailable, connect
+
+    url = target_database().url_starting_embedded_server()
+    try:
+        with connect(url) as conn:
+            schema = settings.target_schema
+            last = state.latest_migrations(conn, schema, 1)
+            return {
+                "database": f"{describe(url)} (schema {schema})",
+                "tables": ", ".join(
+                    f"{name} {'absent' if rows is None else f'{rows} rows'}"
+                    for name, rows in state.table_rows(conn, schema).items()
+                ),
+                "users of this file already in the table": state.users_already_present(
+                    conn, schema, [int(i) for i in mapped.users["user_id"]]
+                ),
+                "last migration": migration_line(last[0]) if last else "none",
+            }
+    except DatabaseUnavailable as exc:
+        return {"database": str(exc)}
+
+
+def migration_line(m: dict) -> str:
+    """One migration_logs row in words."""
+    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "never started"
+    return (f"migration {m['id']} {m['status']} at {start}: {m['processed_items']} loaded, "
+            f"{m['failed_items']} rejected (run {m['run_id']})")
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(*, database_url: str | None = None, **settings: Any) -> MigrationResult:
+    """Whether the database is reachable (host and database, never the password), the rows of each
+    table, the last runs in migration_logs and the Dagster runs of this target, in `details`."""
+    if _elsewhere(database_url):
+        return _in_child("status", database_url, None, settings)
+    from faceit_etl.postgres import state
+    from faceit_etl.postgres.database import DatabaseUnavailable, connect
+
+    chosen = resolved_settings(_overrides(settings))
+    url = target_database().url_starting_embedded_server()
+    report: dict = {"database": describe(url), "schema": chosen.target_schema}
+    try:
+        with connect(url) as conn:
+            report["reachable"] = True
+            report["tables"] = state.table_rows(conn, chosen.target_schema)
+            report["migrations"] = state.latest_migrations(conn, chosen.target_schema)
+    except DatabaseUnavailable as exc:
+        report |= {"reachable": False, "error": str(exc)}
+    with open_instance() as instance:
+        runs = target_runs(instance, chosen, [m["run_id"] for m in report.get("migrations", [])])
+        report["dagster_runs"] = [
+            {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
+            for r in runs
+        ]
+    return MigrationResult(verb="status", success=report["reachable"],
+                           errors=[report["error"]] if "error" in report else [], details=report)
+
+
+def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
+    """The Dagster runs of migrate_job that concern this database and schema: those tagged with it
+    (by the API and the CLI), and those its migration_logs names (runs started from the UI or the daemon)."""
+    import dagster as dg
+
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
+    )
+    if logged_run_ids:
+        records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
+    unique = {r.dagster_run.run_id: r for r in records}.values()
+    return [r.dagster_run for r in sorted(unique, key=lambda r: r.create_timestamp, reverse=True)[:limit]]
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def rollback_candidate(backup_path: str | Path | None = None, migration_id: str | None = None, *,
+                       database_url: str | None = None, **settings: Any) -> dict[str, Any]:
+    """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
+    run and that run's migration_logs row (None when it has none). For a question before a rollback."""
+    if _elsewhere(database_url):
+        result = _in_child("rollback_candidate", database_url, None,
+                           {"backup_path": backup_path, "migration_id": migration_id, **settings})
+        return result.details
+    from faceit_etl.backups import read_manifest
+    from faceit_etl.postgres import state
+    from faceit_etl.restore import find_backup
+
+    chosen = resolved_settings(_overrides(settings))
+
+    def find() -> dict[str, Any]:
+        with target_database().get_connection() as conn:
+            folder = find_backup(conn, chosen.target_schema, chosen.backup_dir,
+                                 backup_path=backup_path, migration_id=migration_id)
+            manifest = read_manifest(folder)
+            run_id = manifest.get("run_id", "?")
+            logged = [m for m in state.latest_migrations(conn, chosen.target_schema, limit=100) if m["run_id"] == run_id]
+        return {"folder": str(folder), "taken_at": manifest.get("taken_at", "?"), "run_id": run_id,
+                "migration": logged[0] if logged else None, "target": target_label(chosen)}
+
+    return _raising(find)
+
+
+def _candidate_result(**kwargs: Any) -> MigrationResult:
+    return MigrationResult(verb="rollback_candidate", success=True, details=rollback_candidate(**kwargs))
+
+
+def rollback(
+    backup_path: str | Path | None = None,
+    migration_id: str | None = None,
+    *,
+    discard_later_changes: bool = False,
+    database_url: str | None = None,
+    started_by: str = "api",
+    log_level: str = "CRITICAL",
+    **settings: Any,
+) -> MigrationResult:
+    """Run `rollback_job`: restore users and user_subscriptions to the snapshot in `backup_path` (a
+    run's backup folder, as `MigrationResult.backup_path`), or the one before `migration_id`, else
+    before the latest successful migration. A refused or failed rollback changed nothing: `success=False`,
+    `refused` for a request that cannot be honoured as asked, `errors` saying why."""
+    call = {"backup_path": backup_path, "migration_id": migration_id, "discard_later_changes": discard_later_changes,
+            "started_by": started_by, "log_level": log_level, **settings}
+    if _elsewhere(database_url):
+        return _in_child("rollback", database_url, None, call)
+    from faceit_etl.cli.summary import step_causes
+    from faceit_etl.definitions import load_definitions
+
+    overrides = _overrides(settings)
+    resolved_settings(overrides)
+    op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
+    op_config |= {"discard_later_changes": True} if discard_later_changes else {}
+    with open_instance() as instance:
+        executed = load_definitions().resolve_job_def("rollback_job").execute_in_process(
+            run_config={
+                "ops": {"restore_tables": {"config": op_config}},
+                "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+            },
+            instance=instance,
+            raise_on_error=False,
+            tags={STARTED_BY_TAG: started_by},
+        )
+    if not executed.success:
+        causes = step_causes(executed)
+        return MigrationResult(verb="rollback", success=False, run_id=executed.run_id,
+                               refused=any(cls == "RollbackRefused" for cls, _ in causes),
+                               errors=[_safe(message) for _, message in causes])
+    metadata = executed.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+    return MigrationResult(
+        verb="rollback",
+        success=True,
+        run_id=executed.run_id,
+        backup_path=str(metadata["snapshot"].value),
+        details={
+            "rolled_back_run": metadata["rolled_back_run"].value,
+            "restored": {
+                key.removeprefix("restored_").removesuffix("_rows"): {
+                    "rows": entry.value, "sha256": metadata[key.removesuffix("_rows") + "_sha256"].value,
+                }
+                for key, entry in metadata.items() if key.startswith("restored_") and key.endswith("_rows")
+            },
+            "dropped_tables": [name for name in metadata["dropped_tables"].value.split(", ") if name != "none"],
+            "origin_checked": metadata["origin_checked"].value,
+        },
+    )
+
+
+# ---------------------------------------------------------------- backup
+
+
+def backup(path: str | Path, *, output_dir: str | Path | None = None, database_url: str | None = None,
+           **settings: Any) -> MigrationResult:
+    """Back up the file and the tables without migrating, into a new folder (`backup_path`) under
+    `output_dir` (default: backup_dir). Tables that cannot be reached: `success=False`, the file's copy kept."""
+    source = checked_source(path)
+    if _elsewhere(database_url):
+        return _in_child("backup", database_url, None, {"path": source, "output_dir": output_dir, **settings})
+    from faceit_etl.backups import backup_source, manual_backup_name, update_manifest
+    from faceit_etl.postgres.database import DatabaseUnavailable
+    from faceit_etl.postgres.snapshot import take_snapshot
+
+    chosen = resolved_settings(_overrides(settings))
+    copied = _raising(lambda: backup_source(source, output_dir or chosen.backup_dir, manual_backup_name()))
+    result = MigrationResult(verb="backup", success=True, backup_path=str(copied.folder),
+                             details={"source": str(copied.original), "sha256": copied.sha256})
+    try:
+        with target_database().get_connection() as conn:
+            target = _raising(lambda: take_snapshot(conn, chosen.target_schema, Path(copied.folder)))
+    except DatabaseUnavailable as exc:
+        result.success = False
+        result.errors.append(f"tables not backed up: {exc}")
+        return result
+    update_manifest(copied.folder, target=target)
+    result.details["tables"] = {name: None if snap is None else snap["rows"] for name, snap in target["tables"].items()}
+    return result
+
+
+VERBS: dict[str, Callable[..., MigrationResult]] = {
+    "migrate": lambda **kw: _migrate_here(kw.pop("path"), kw.pop("started_by"), kw.pop("log_level"), None,
+                                          kw.pop("_tags"), kw),
+    "validate": validate,
+    "status": status,
+    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("started_by"), kw.pop("log_level"), None,
+                                        kw.pop("_tags"), kw.pop("main_guarded"), kw),
+    "rollback": rollback,
+    "rollback_candidate": _candidate_result,
+    "backup": backup,
+}
+
+
+# ---------------------------------------------------------------- async, the names of the replaced system
+
+
+class DataMigration:
+    """The replaced system's class for asyncio code: each call runs its verb in a worker thread
+    (`asyncio.to_thread`), so the event loop keeps running during a whole migration.
+
+    `validate_before=True` judges the file first, without a run, and starts none when any entry is
+    rejected (even with `force` or `max_rejects`). The load is always verified cell by cell before it
+    commits, so `validate_after` is always true; False is refused rather than silently ignored."""
+
+    def __init__(self, json_file_path: str | Path, batch_size: int | None = None, max_concurrent: int | None = None,
+                 *, validate_before: bool = False, validate_after: bool = True, database_url: str | None = None,
+                 **settings: Any):
+        if validate_after is not True:
+            raise SettingsInvalid("validate_after cannot be turned off: every load is verified before it commits")
+        self.json_file_path = json_file_path
+        self.validate_before = validate_before
+        self.database_url = database_url
+        self.settings = {"batch_size": batch_size, "max_concurrent": max_concurrent, **settings}
+
+    async def migrate(self, truncate_tables: bool | None = None, dry_run: bool | None = None,
+                      **settings: Any) -> MigrationResult:
+        if self.validate_before:
+            judged = await self.validate()
+            if not judged.is_valid:
+                judged.errors.insert(0, f"validate_before: {judged.rejected_entries} of {judged.input_entries} "
+                                        "entries rejected; no migration was started")
+                return judged
+        given = {**self.settings, "truncate": truncate_tables, "dry_run": dry_run, **settings}
+        return await asyncio.to_thread(migrate, self.json_file_path, database_url=self.database_url, **given)
+
+    async def resume_migration(self, run_id: str | None = None, **options: Any) -> MigrationResult:
+        """`resume` in a worker thread: the failed migration of this target (or `run_id`) from its failed step."""
+        schema = {"target_schema": self.settings["target_schema"]} if self.settings.get("target_schema") else {}
+        return await asyncio.to_thread(resume, run_id, database_url=self.database_url, **schema, **options)
+
+    async def rollback_migration(self, backup_path: str | Path | None = None, migration_id: str | None = None,
+                                 **options: Any) -> MigrationResult:
+        return await asyncio.to_thread(rollback, backup_path, migration_id, database_url=self.database_url,
+                                       **self._database_settings(), **options)
+
+    async def validate(self) -> MigrationResult:
+        return await asyncio.to_thread(validate, self.json_file_path,
+                                       source_timezone=self.settings.get("source_timezone"))
+
+    async def status(self) -> MigrationResult:
+        return await asyncio.to_thread(status, database_url=self.database_url, **self._database_settings())
+
+    async def backup(self, output_dir: str | Path | None = None) -> MigrationResult:
+        return await asyncio.to_thread(backup, self.json_file_path, output_dir=output_dir,
+                                       database_url=self.database_url, **self._database_settings())
+
+    def _database_settings(self) -> dict[str, Any]:
+        return {k: self.settings[k] for k in ("target_schema", "backup_dir") if self.settings.get(k) is not None}
+
+
+class DataValidator:
+    """The replaced system's validator: `await load_json_data()` reads the file (in a worker thread),
+    then `validate_json_structure()` judges it (`.is_valid`, `.errors`, `.rejects`)."""
+
+    def __init__(self, json_file_path: str | Path, source_timezone: str | None = None):
+        self.json_file_path = json_file_path
+        self.source_timezone = source_timezone
+        self.data = None
+
+    async def load_json_data(self):
+        source = checked_source(self.json_file_path)
+        self.data = await asyncio.to_thread(_raising, lambda: _read(source))
+        return self.data
+
+    def validate_json_structure(self) -> MigrationResult:
+        if self.data is None:
+            raise MigrationError("call `await load_json_data()` first: no file has been read")
+        settings = resolved_settings(_overrides({"source_timezone": self.source_timezone}))
+        return judge(self.data, str(self.json_file_path), settings)
+
+    async def validate(self) -> MigrationResult:
+        """Read and judge in one call, in a worker thread."""
+        return await asyncio.to_thread(validate, self.json_file_path, source_timezone=self.source_timezone)

@@ -1,0 +1,93 @@
+"""The errors of faceit-etl's Python API: one hierarchy, the names of the system it replaces.
+
+`except MigrationError` catches every failure a verb raises. The domain modules raise their own
+errors (SourceError, BackupError, ...); the API wraps each into its place here, keeping the original
+as `__cause__`, so the domain stays free of the API and a caller needs to know only these names.
+"""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """A verb could not do what it was asked; nothing was written."""
+
+
+class SettingsInvalid(MigrationError, ValueError):
+    """An argument or setting cannot be used (named with its value, never a password)."""
+
+
+class InvalidDatabaseUrl(SettingsInvalid):
+    """libpq cannot parse the database URL; the message is a fixed text that quotes none of it."""
+
+
+class ValidationError(MigrationError):
+    """The data file cannot be judged: unreadable, not JSON, or not one of the bot's layouts."""
+
+
+class SourceFileError(ValidationError):
+    """The data file is missing, unreadable or not the bot's JSON (the reader's SourceError)."""
+
+
+class MappingError(MigrationError):
+    """The replaced system's error for entries it could not map. Kept so that callers' `except` clauses
+    still work: here validation admits only what maps, so mapping has no failure of its own."""
+
+
+class BackupFailed(MigrationError):
+    """The file or the tables could not be backed up."""
+
+
+class DatabaseOperationError(MigrationError):
+    """PostgreSQL refused or failed an operation; the target is as it was."""
+
+
+class DatabaseUnavailableError(DatabaseOperationError):
+    """The target database cannot be reached (named by host and database, never the password)."""
+
+
+class TargetInvalid(DatabaseOperationError):
+    """The target's tables cannot take the data as they are (a 32-bit id column, a foreign hook...)."""
+
+
+class RollbackFailed(DatabaseOperationError):
+    """No usable snapshot, or the restore failed; the tables are as they were."""
+
+
+class RollbackRefusedError(RollbackFailed):
+    """The rollback cannot be honoured as asked (no such snapshot, tables changed since): nothing changed."""
+
+
+class ResumeRefusedError(MigrationError):
+    """No failed migration of this target can be resumed (none failed, a later one succeeded): nothing
+    was written; start a new run."""
+
+
+def wrapped(error: BaseException) -> MigrationError | None:
+    """The API's error for a domain error (its message kept), or None for one the API does not know."""
+    from faceit_etl.backups import BackupError
+    from faceit_etl.defs.resources import SettingsError
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
+    from faceit_etl.postgres.ddl import TargetError
+    from faceit_etl.postgres.snapshot import SnapshotError
+    from faceit_etl.restore import RollbackError, RollbackRefused
+    from faceit_etl.source import SourceError
+
+    if isinstance(error, MigrationError):
+        return error
+    # Most specific first: RollbackRefused is a RollbackError.
+    for domain, ours in (
+        (SettingsError, SettingsInvalid),
+        (InvalidConnectionString, InvalidDatabaseUrl),
+        (SourceError, SourceFileError),
+        (RollbackRefused, RollbackRefusedError),
+        (RollbackError, RollbackFailed),
+        (BackupError, BackupFailed),
+        (SnapshotError, BackupFailed),
+        (DatabaseUnavailable, DatabaseUnavailableError),
+        (TargetError, TargetInvalid),
+    ):
+        if isinstance(error, domain):
+            mine = ours(str(error))
+            mine.__cause__ = error
+            return mine
+    return None

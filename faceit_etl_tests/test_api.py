@@ -1,0 +1,499 @@
+"""The Python API, called as a script or the bot's asyncio code calls it: real files, the real database,
+real Dagster runs on the folder's instance (the CLI's), every verb sync and async."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import dagster as dg
+import pytest
+
+import faceit_etl
+from faceit_etl import DataMigration, DataValidator, MigrationError
+from faceit_etl.api import Reject
+from faceit_etl.backups import read_manifest, sha256_of
+from faceit_etl.errors import (
+    DatabaseOperationError,
+    DatabaseUnavailableError,
+    MappingError,
+    ResumeRefusedError,
+    RollbackRefusedError,
+    SettingsInvalid,
+    SourceFileError,
+    ValidationError,
+)
+from faceit_etl_tests.conftest import BOT_PASSWORD, FLAT_SAMPLE, NESTED_SAMPLE, SAMPLES, write_json
+from faceit_etl_tests.test_cli import instance_at, tables_digest, workdir  # noqa: F401 (workdir: a fixture)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+COUNTS = ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")
+
+
+@pytest.fixture
+def here(workdir, database_url, monkeypatch):
+    """A user's project folder with its own instance, the target in DATABASE_URL, as a script runs."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return workdir
+
+
+def counts(**given: int) -> dict[str, int]:
+    return {name: given.get(name, 0) for name in COUNTS}
+
+
+def sample_users(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["users"]
+
+
+def table_users(db) -> list[tuple]:
+    return db.execute("SELECT user_id, faceit_nickname FROM users ORDER BY user_id").fetchall()
+
+
+def with_a_bad_entry(folder: Path) -> Path:
+    users = sample_users(FLAT_SAMPLE)[:3]
+    users[1]["user_id"] = "abc"
+    return write_json(folder / "bad.json", {"users": users})
+
+
+# ---------------------------------------------------------------- migrate
+
+
+def test_migrate_returns_the_runs_counts_checks_and_backup_and_runs_the_clis_job(here, db):
+    result = faceit_etl.migrate(NESTED_SAMPLE)
+
+    assert (result.success, result.errors, result.rejects) == (True, [], [])
+    assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (25, 25, 0)
+    assert result.tables == {"users": counts(inserted=25), "user_subscriptions": counts(inserted=25)}
+    assert result.migrated_users == 25
+    verdicts = {(c.asset, c.name): (c.passed, c.severity) for c in result.checks}
+    assert verdicts[("postgres_tables", "content_matches")] == (True, "ERROR")
+    assert verdicts[("validated_frame", "no_rejected_entries")] == (True, "WARN")
+    expected = sorted((u["user_id"], u["faceit_nickname"]) for u in sample_users(NESTED_SAMPLE))
+    assert table_users(db) == expected
+    assert read_manifest(result.backup_path)["run_id"] == result.run_id
+    with instance_at(here) as instance:
+        run = instance.get_run_by_id(result.run_id)
+    assert (run.job_name, run.status, run.tags["faceit_etl/started_by"]) == ("migrate_job", dg.DagsterRunStatus.SUCCESS, "api")
+    summary = result.get_summary()
+    assert json.loads(json.dumps(summary)) == summary
+    assert (summary["success"], summary["migrated_users"], summary["run_id"]) == (True, 25, result.run_id)
+    assert summary["tables"]["users"] == counts(inserted=25)
+
+    again = faceit_etl.migrate(NESTED_SAMPLE)
+    assert again.tables["users"] == counts(unchanged=25)
+    assert (again.reused_validation, again.migrated_users) == (True, 25)
+
+
+def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing(here, db):
+    result = faceit_etl.migrate(with_a_bad_entry(here))
+
+    assert result.success is False
+    assert result.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
+    assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (3, 2, 1)
+    assert result.validation_failed and result.migrated_users == 0
+    assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
+    assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)
+
+    forced = faceit_etl.migrate(here / "bad.json", force=True)
+    assert (forced.success, forced.migrated_users, len(forced.rejects)) == (True, 2, 1)
+    assert [u for u, _ in table_users(db)] == sorted(u["user_id"] for i, u in enumerate(sample_users(FLAT_SAMPLE)[:3]) if i != 1)
+
+
+def test_async_migrate_never_blocks_the_event_loop(here, db):
+    async def scenario():
+        ticks, stop = [], asyncio.Event()
+
+        async def ticker():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)  # the ticker's first tick
+        started = time.monotonic()
+        result = await DataMigration(json_file_path=str(FLAT_SAMPLE), batch_size=100).migrate(truncate_tables=True)
+        finished = time.monotonic()
+        stop.set()
+        await task
+        return result, [started, *(t for t in ticks if started < t < finished), finished]
+
+    result, moments = asyncio.run(scenario())
+
+    assert result.success and result.migrated_users == 25
+    assert len(table_users(db)) == 25
+    assert moments[-1] - moments[0] > 2  # long enough that a blocked loop would show as one long gap
+    assert max(b - a for a, b in zip(moments, moments[1:])) < 1.0  # the loop ticked all along
+
+
+def test_validate_before_starts_no_run_when_an_entry_is_rejected(here, db):
+    async def scenario():
+        migration = DataMigration(json_file_path=str(with_a_bad_entry(here)), validate_before=True,
+                                  validate_after=True, force=True)
+        return await migration.migrate()
+
+    result = asyncio.run(scenario())
+
+    assert (result.success, result.run_id, result.verb) == (False, None, "validate")
+    assert result.errors == ["validate_before: 1 of 3 entries rejected; no migration was started",
+                             "entry 1: user_id: expected a whole number, got 'abc'"]
+    with instance_at(here) as instance:
+        assert instance.get_runs() == []
+    with pytest.raises(SettingsInvalid, match="validate_after cannot be turned off"):
+        DataMigration(json_file_path=str(FLAT_SAMPLE), validate_after=False)
+
+
+def test_a_database_url_argument_reaches_the_run_never_its_config_nor_this_process_environment(
+    workdir, password_database_url, db, monkeypatch
+):
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+
+    result = faceit_etl.migrate(FLAT_SAMPLE, database_url=password_database_url)
+
+    assert result.success, result.errors
+    assert len(table_users(db)) == 25  # in the database the URL names, not an embedded one
+    assert "DATABASE_URL" not in os.environ
+    with instance_at(workdir) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name="migrate_job"))
+        stored = json.dumps(run.run_config) + json.dumps(run.tags)
+    for secret in (BOT_PASSWORD, quote(BOT_PASSWORD, safe="")):
+        assert secret not in stored
+        assert secret not in json.dumps(result.get_summary())
+    assert run.run_id == result.run_id and "database_url" not in stored
+
+    status = faceit_etl.status(database_url=password_database_url)
+    assert status.details["tables"]["users"] == 25
+
+
+def test_a_script_that_is_not_guarded_by_main_runs_once_under_step_processes(here, db):
+    """Step processes import the __main__ module of the process that runs the job: a caller's script
+    without `if __name__ == "__main__"` would start again in each, migrating again and again."""
+    starts = here / "starts.txt"
+    script = here / "script.py"
+    script.write_text(
+        "import faceit_etl\n"
+        f"open({str(starts)!r}, 'a').write('started\\n')\n"
+        f"result = faceit_etl.migrate({str(FLAT_SAMPLE)!r}, max_concurrent=2)\n"
+        "print(result.success, result.migrated_users)\n"
+    )
+
+    done = subprocess.run([sys.executable, str(script)], cwd=here, capture_output=True, text=True, timeout=600)
+
+    assert done.stdout == "True 25\n", done.stdout + done.stderr[-3000:]
+    assert starts.read_text() == "started\n"
+    assert len(table_users(db)) == 25
+
+
+# ---------------------------------------------------------------- validate
+
+
+def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here):
+    bad = with_a_bad_entry(here)
+
+    result = faceit_etl.validate(bad)
+    validator = DataValidator(str(bad))
+    asyncio.run(validator.load_json_data())
+    report = validator.validate_json_structure()
+    judged_async = asyncio.run(validator.validate())
+
+    for judged in (result, report, judged_async):
+        assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
+        assert judged.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
+        assert judged.errors == ["entry 1: user_id: expected a whole number, got 'abc'"]
+        assert "| 1 |  | user_id | expected a whole number, got 'abc' |" in judged.report
+    good = faceit_etl.validate(FLAT_SAMPLE)
+    assert (good.is_valid, good.errors, good.accepted_entries) == (True, [], 25)
+    with instance_at(here) as instance:
+        assert instance.get_runs() == []  # validating loads nothing and starts no run
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def test_rollback_restores_a_runs_snapshot_sync_and_async(here, db):
+    first = faceit_etl.migrate(FLAT_SAMPLE)
+    after_first = tables_digest(db)
+    users = sample_users(FLAT_SAMPLE)
+    users[0]["faceit_nickname"] = "renamed"
+    second = faceit_etl.migrate(write_json(here / "changed.json", {"users": users}))
+    assert second.tables["users"] == counts(updated=1, unchanged=24)
+
+    undone = faceit_etl.rollback(second.backup_path)
+
+    assert undone.success, undone.errors
+    assert undone.details["rolled_back_run"] == second.run_id
+    assert {n: d["rows"] for n, d in undone.details["restored"].items()} == {"users": 25, "user_subscriptions": 25}
+    assert tables_digest(db) == after_first
+
+    async def undo_first():
+        return await DataMigration(json_file_path=str(FLAT_SAMPLE)).rollback_migration(first.backup_path)
+
+    dropped = asyncio.run(undo_first())
+    assert (dropped.success, dropped.details["dropped_tables"]) == (True, ["users", "user_subscriptions"])
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+    with instance_at(here) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="rollback_job"))
+    assert [r.tags["faceit_etl/started_by"] for r in runs] == ["api", "api"]
+
+
+def test_a_refused_rollback_returns_refused_and_says_why(here, db):
+    faceit_etl.migrate(FLAT_SAMPLE)
+    missing = here / "backups" / "no-such-run"
+
+    result = faceit_etl.rollback(missing)
+
+    assert (result.success, result.refused) == (False, True)
+    assert len(result.errors) == 1 and str(missing) in result.errors[0]
+    with pytest.raises(RollbackRefusedError) as raised:
+        faceit_etl.api.rollback_candidate(missing)
+    assert isinstance(raised.value, MigrationError) and str(missing) in str(raised.value)
+    assert len(table_users(db)) == 25
+
+
+# ---------------------------------------------------------------- status and backup
+
+
+def test_status_sync_and_async_name_the_tables_the_migrations_and_the_runs(here, database_url, db):
+    migrated = faceit_etl.migrate(FLAT_SAMPLE)
+
+    now = faceit_etl.status()
+    later = asyncio.run(DataMigration(json_file_path=str(FLAT_SAMPLE)).status())
+
+    for result in (now, later):
+        assert result.success and result.details["reachable"] is True
+        assert result.details["tables"] == {"users": 25, "user_subscriptions": 25, "migration_logs": 1, "migration_rejects": 0}
+        [logged] = result.details["migrations"]
+        assert (logged["run_id"], logged["status"], logged["load"]["users"]["inserted"]) == (migrated.run_id, "success", 25)
+        assert result.details["dagster_runs"] == [{"run_id": migrated.run_id, "status": "SUCCESS", "started_by": "api"}]
+
+
+def test_status_of_an_unreachable_database_returns_its_error_without_the_password(here):
+    result = faceit_etl.status(database_url="postgresql://bot:Status-Secret-7@127.0.0.1:1/faraway")
+
+    assert (result.success, result.details["reachable"]) == (False, False)
+    assert "127.0.0.1" in result.errors[0] and "faraway" in result.errors[0]
+    assert "Status-Secret-7" not in json.dumps(result.get_summary())
+
+
+def test_backup_sync_and_async_copy_the_file_and_snapshot_the_tables(here, db):
+    faceit_etl.migrate(FLAT_SAMPLE)
+
+    made = faceit_etl.backup(NESTED_SAMPLE, output_dir=here / "manual")
+    made_async = asyncio.run(DataMigration(json_file_path=str(NESTED_SAMPLE)).backup(here / "manual"))
+
+    assert made.backup_path != made_async.backup_path
+    for result in (made, made_async):
+        assert result.success and Path(result.backup_path).parent == here / "manual"
+        assert result.details["sha256"] == sha256_of(NESTED_SAMPLE)
+        assert result.details["tables"] == {"users": 25, "user_subscriptions": 25}
+        assert read_manifest(result.backup_path)["target"]["tables"]["users"]["rows"] == 25
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_the_package_exports_the_verbs_even_after_its_modules_are_loaded():
+    """`faceit_etl.backup` and `faceit_etl.rollback` are the API's functions, not modules of the same name
+    that the pipeline's own imports would put in their place."""
+    import faceit_etl.definitions  # noqa: F401 (loads every module of the pipeline)
+    from faceit_etl import api
+
+    for name in ("migrate", "validate", "resume", "rollback", "status", "backup"):
+        assert getattr(faceit_etl, name) is getattr(api, name)
+    from faceit_etl import backup, resume, rollback
+
+    assert (backup, resume, rollback) == (api.backup, api.resume, api.rollback)
+
+
+def environment_writes(source: str) -> list[int]:
+    """Lines of `source` that change the process environment: os.environ[...] = / del, its mutating
+    methods, os.putenv / os.unsetenv."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target] if isinstance(node, ast.AugAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Subscript) and ast.unparse(target.value) == "os.environ":
+                lines.append(node.lineno)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner, method = ast.unparse(node.func.value), node.func.attr
+            if (owner == "os.environ" and method in ("update", "setdefault", "pop", "popitem", "clear")) or (
+                owner == "os" and method in ("putenv", "unsetenv")
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_in_the_package_writes_the_process_environment():
+    """A database URL travels to a run in a child's environment, never by rewriting this process's."""
+    assert environment_writes("import os\nos.environ['A'] = 'x'\nos.environ.update(B='y')\nos.putenv('C', 'z')\n") == [2, 3, 4]
+    package = Path(faceit_etl.__file__).parent
+    found = {str(path.relative_to(package)): environment_writes(path.read_text(encoding="utf-8"))
+             for path in sorted(package.rglob("*.py"))}
+    assert {name: lines for name, lines in found.items() if lines} == {}
+    assert len(found) > 40  # every module was read
+
+
+def test_the_seeds_error_names_are_one_hierarchy():
+    for name in ("ValidationError", "MappingError", "DatabaseOperationError"):
+        assert issubclass(getattr(faceit_etl, name), faceit_etl.MigrationError)
+    assert issubclass(DatabaseUnavailableError, DatabaseOperationError)
+    assert issubclass(RollbackRefusedError, DatabaseOperationError)
+    assert issubclass(SourceFileError, ValidationError)
+    assert MappingError.__mro__[1] is MigrationError
+
+
+def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
+    from faceit_etl.backups import BackupError
+    from faceit_etl.defs.resources import SettingsError
+    from faceit_etl.errors import wrapped
+    from faceit_etl.postgres.database import DatabaseUnavailable
+    from faceit_etl.postgres.ddl import TargetError
+    from faceit_etl.postgres.snapshot import SnapshotError
+    from faceit_etl.restore import RollbackError, RollbackRefused
+    from faceit_etl.source import SourceError
+
+    for domain, ours in [(SourceError, SourceFileError), (BackupError, faceit_etl.errors.BackupFailed),
+                         (SnapshotError, faceit_etl.errors.BackupFailed), (TargetError, faceit_etl.errors.TargetInvalid),
+                         (DatabaseUnavailable, DatabaseUnavailableError), (RollbackError, faceit_etl.errors.RollbackFailed),
+                         (RollbackRefused, RollbackRefusedError), (SettingsError, SettingsInvalid)]:
+        error = domain("what went wrong, and where")
+        mine = wrapped(error)
+        assert type(mine) is ours and isinstance(mine, MigrationError)
+        assert (str(mine), mine.__cause__) == ("what went wrong, and where", error)
+    assert wrapped(KeyError("x")) is None
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda tmp: faceit_etl.migrate(tmp / "absent.json"), SourceFileError, "absent.json: no such file"),
+        (lambda tmp: faceit_etl.validate(tmp), SourceFileError, "is a folder, not the bot's data file"),
+        (lambda tmp: faceit_etl.validate(write_json(tmp / "x.json", 5)), SourceFileError, "a number"),
+        (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, batch_size=0), SettingsInvalid, "batch_size 0: input should be greater than 0"),
+        (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, batch_sise=5), SettingsInvalid, "unknown setting 'batch_sise'"),
+        (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, truncate=True, prune=True), SettingsInvalid, "truncate and prune cannot be combined"),
+        (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d"),
+         faceit_etl.errors.InvalidDatabaseUrl, "is not a valid PostgreSQL connection string"),
+    ],
+    ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url"],
+)
+def test_bad_arguments_raise_a_migration_error_naming_what_is_wrong(tmp_path, call, error, message):
+    with pytest.raises(error) as raised:
+        call(tmp_path)
+    assert isinstance(raised.value, MigrationError)
+    assert message in str(raised.value) and "Pw-9" not in str(raised.value)
+
+
+# ---------------------------------------------------------------- the README's examples, as printed
+
+
+def readme_api_examples() -> list[str]:
+    section = README.read_text(encoding="utf-8").split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_readmes_api_examples_run_as_printed(here, db):
+    shutil.copytree(SAMPLES, here / "samples")
+    examples = readme_api_examples()
+    assert len(examples) == 2
+    assert "from faceit_etl import DataMigration, DataValidator" in examples[0]
+    names: dict = {}
+
+    async def run_all():
+        for example in examples:
+            code = compile(example, str(README), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            pending = eval(code, names)  # noqa: S307 (the README's own examples)
+            if pending is not None:
+                await pending
+
+    asyncio.run(run_all())
+
+    result, report = names["result"], names["report"]
+    assert (result.success, result.migrated_users, result.errors) == (True, 25, [])
+    assert result.get_summary()["tables"]["users"]["inserted"] == 25
+    assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)  # the rollback dropped what the run made
+    assert (report.is_valid, report.errors, report.accepted_entries) == (True, [], 25)
+
+
+# ---------------------------------------------------------------- resume
+
+
+def failed_on_a_32_bit_user_id(db) -> list[dict]:
+    """A baseline of small ids, `users.user_id` made 32-bit as the bot's Alembic makes it, then a file of
+    64-bit ids: that load fails, nothing written. The users of the failed file."""
+    from faceit_etl_tests.test_resume import small_and_big
+
+    small, big = small_and_big()
+    assert faceit_etl.migrate(write_json(Path("small.json"), {"users": small})).success
+    db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
+    failed = faceit_etl.migrate(write_json(Path("data.json"), {"users": small + big}))
+    assert not failed.success and any("ALTER COLUMN" in e for e in failed.errors), failed.errors
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == len(small)
+    return small + big
+
+
+def load_only(run_id: str) -> list[str]:
+    from faceit_etl_tests.test_resume import steps_run
+
+    from faceit_etl.api import open_instance
+
+    with open_instance() as instance:
+        return [s for s in steps_run(instance, run_id) if not s.startswith("asset_check_")]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_resume_after_the_alter_runs_only_the_load_and_its_rows_are_the_files(here, db, mode):
+    from faceit_etl_tests.test_resume import ALTER
+
+    users = failed_on_a_32_bit_user_id(db)
+    failed_run = faceit_etl.status().details["dagster_runs"][0]
+    assert failed_run["status"] == "FAILURE"
+    db.execute(ALTER)
+
+    if mode == "sync":
+        result = faceit_etl.resume()
+    else:
+        result = asyncio.run(DataMigration("data.json").resume_migration())
+
+    assert (result.verb, result.success, result.refused, result.errors) == ("resume", True, False, [])
+    assert result.details["resumed_run"] == failed_run["run_id"]
+    assert result.tables["users"] == counts(inserted=60, unchanged=40)
+    assert all(c.passed for c in result.checks if c.severity == "ERROR")
+    assert load_only(result.run_id) == ["postgres_tables"]
+    assert table_users(db) == sorted((u["user_id"], u["faceit_nickname"]) for u in users)
+    statuses = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
+    assert (statuses[failed_run["run_id"]], statuses[result.run_id]) == ("failed", "success")
+
+
+def test_resume_refusals_raise_before_a_run_or_return_refused_from_the_load(here, db):
+    from faceit_etl_tests.test_resume import ALTER
+
+    with pytest.raises(ResumeRefusedError, match=r"^no failed migration of .*/public to resume"):
+        faceit_etl.resume()
+    with pytest.raises(SettingsInvalid, match=r"^resume takes no truncate: a resume reuses the failed run's file"):
+        faceit_etl.resume(truncate=True)
+
+    failed_on_a_32_bit_user_id(db)
+    db.execute(ALTER)
+    db.execute("DELETE FROM users WHERE user_id = (SELECT min(user_id) FROM users)")  # a change since the snapshot
+    before = tables_digest(db)
+    result = asyncio.run(DataMigration("data.json").resume_migration())
+
+    assert (result.success, result.refused) == (False, True)
+    assert len(result.errors) == 1 and result.errors[0].startswith("the tables changed since run ")
+    assert result.errors[0].endswith("start a new run instead")
+    assert tables_digest(db) == before
