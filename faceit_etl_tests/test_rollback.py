@@ -7,6 +7,7 @@ transaction, marks the run `rolled_back`, drops tables the run created, and touc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from unittest import mock
@@ -67,14 +69,37 @@ def migrate(settings, instance):
     return result
 
 
+@contextlib.contextmanager
+def target_in_environment(resources: dict) -> Iterator[None]:
+    """The test's database as DATABASE_URL, where the tool's postgres resource reads it, for the run."""
+    before = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = resources["postgres"].url
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["DATABASE_URL"]
+        else:
+            os.environ["DATABASE_URL"] = before
+
+
+def execute_rollback_job(resources: dict, instance, config: dict, **options):
+    """rollback_job as the location defines it: its default run config (the launchpad's own options) fixes
+    its config schema to the location's resources, so the test's settings go in as run config and its
+    database in DATABASE_URL."""
+    settings = resources["migration_settings"].model_dump(exclude_none=True)
+    with target_in_environment(resources):
+        return defs.resolve_job_def("rollback_job").execute_in_process(
+            run_config={"ops": {"restore_tables": {"config": config}},
+                        "resources": {"migration_settings": {"config": settings}}},
+            instance=instance,
+            **options,
+        )
+
+
 def roll_back(settings, instance, **config):
     """rollback_job through Dagster, with RollbackConfig fields as op config."""
-    return defs.resolve_job_def("rollback_job").execute_in_process(
-        run_config={"ops": {"restore_tables": {"config": config}}},
-        resources=settings,
-        instance=instance,
-        raise_on_error=False,
-    )
+    return execute_rollback_job(settings, instance, config, raise_on_error=False)
 
 
 def rolled_back(settings, instance, **config):
@@ -544,18 +569,13 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
 
 def test_rollback_job_records_a_materialization_of_postgres_tables(database_url, db, tmp_path):
     settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
-    job = defs.resolve_job_def("rollback_job")
     with dg.instance_for_test() as instance:
         migrate(settings, instance)
         after_a = target_state(db)
         second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
         manifest = manifest_of(tmp_path, second.run_id)
 
-        result = job.execute_in_process(
-            resources=settings,
-            run_config={"ops": {"restore_tables": {"config": {"migration_id": second.run_id}}}},
-            instance=instance,
-        )
+        result = execute_rollback_job(settings, instance, {"migration_id": second.run_id})
 
         assert result.success
         metadata = rollback_materialization(result)

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.postgres.ddl import MIGRATION_LOGS, table
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, table, table_exists
 
 MIGRATION_TYPE = "json_to_postgresql"
 
@@ -93,6 +93,9 @@ def fingerprints_left(conn: psycopg.Connection, schema: str, input_identity: str
 
 
 def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
+    """The newest migrations of `schema`; none where it has no log (a schema dropped, then recreated by a rollback)."""
+    if not table_exists(conn, schema, MIGRATION_LOGS):
+        return []
     rows = conn.execute(
         sql.SQL(
             """SELECT id::text, status, start_time, end_time, total_items, processed_items, failed_items,
