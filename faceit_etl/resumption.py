@@ -172,7 +172,12 @@ def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | N
             raise ResumeRefused(f"no migration run {run_id!r} in this Dagster instance")
         if chosen.status != dg.DagsterRunStatus.FAILURE:
             raise ResumeRefused(f"run {run_id} did not fail (it is {chosen.status.value}): there is nothing to resume")
-        if target_of(run_id) not in (None, target):
+        if target_of(run_id) is None:
+            raise ResumeRefused(
+                f"run {run_id} never started its load (it stopped before the load, or was a dry run, which writes "
+                f"nothing to resume); {START_A_NEW_RUN}"
+            )
+        if target_of(run_id) != target:
             raise ResumeRefused(f"run {run_id} loaded into {target_of(run_id)}, not {target}")
     later = next((run for run in mine if run.status == dg.DagsterRunStatus.SUCCESS), None)
     if later is not None and mine.index(later) < mine.index(chosen):

@@ -258,3 +258,28 @@ def test_re_executing_the_load_of_a_successful_run_is_no_resume(database_url, db
         target = json.loads((tmp_path / "backups" / again.run_id / "manifest.json").read_text())["target"]
         assert (target["run_id"], target["unchanged_since_run"]) == (again.run_id, first.run_id)
         assert "snapshot_folder" not in target
+
+
+@pytest.mark.parametrize("stopped", ["a dry run", "rejected entries"])
+def test_a_run_whose_load_never_started_is_refused_by_name_in_words(workdir, database_url, db, stopped):
+    """A dry run writes nothing and records no target; a run stopped by rejects never reached the load:
+    named with --resume, each is refused in a sentence (it once crashed with a run's repr)."""
+    small, big = small_and_big()
+    assert faceit_etl(workdir, database_url, "migrate", str(write_json(workdir / "small.json", {"users": small}))).returncode == 0
+    if stopped == "a dry run":
+        db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
+        args = ["migrate", "--dry-run", str(write_json(workdir / "data.json", {"users": small + big}))]
+    else:
+        args = ["migrate", str(write_json(workdir / "data.json", {"users": [*small, {"user_id": "x"}]}))]
+    assert faceit_etl(workdir, database_url, *args).returncode != 0
+    with instance_at(workdir) as instance:
+        failed = migrate_runs(instance)[0]
+    before = tables_digest(db)
+
+    done = faceit_etl(workdir, database_url, "migrate", "--resume", failed.run_id)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert tables_digest(db) == before
+    assert (f"resume refused, nothing was written: run {failed.run_id} never started its load (it stopped before the "
+            "load, or was a dry run, which writes nothing to resume); resuming it would not load what a new run loads; "
+            "start a new run instead") in done.stdout, done.stdout
