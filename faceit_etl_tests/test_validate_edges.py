@@ -84,3 +84,16 @@ def test_a_held_referral_code_names_its_holder_by_its_english_ordinal():
         "which is accepted"
         for i, ordinal in ordinals.items()
     ]
+
+
+def test_the_validate_report_counts_entries_from_1_and_shows_the_offending_value():
+    """As the run page and migrate's output count them: an operator edits the entry the report names."""
+    from faceit_etl.cli.report import validation_report
+    from faceit_etl.mapping import map_frames
+
+    raw = b'[{"user_id": 1}, {"user_id": 2, "subscription": {"tier": "gold"}}, {"user_id": 3}, {"user_id": "4x"}]'
+    outcome = validate_entries(parse_source(raw, "bare.json"))
+    report = validation_report("bare.json", "list", outcome, map_frames(outcome.valid))
+    rows = report.split("## Rejects")[1].strip().splitlines()
+    assert rows[0] == "| entry | user_id | field | value | reason |"
+    assert [row.split(" | ")[:4] for row in rows[2:]] == [["| 2", "2", "tier", '"gold"'], ["| 4", "", "user_id", '"4x"']]

@@ -6,6 +6,7 @@ import pandas as pd
 
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.validation import ValidationOutcome
+from faceit_etl.validation.report import reject_rows
 
 
 def _table(counts: dict, key: str, value: str = "count") -> str:
@@ -59,10 +60,11 @@ def validation_report(source_name: str, layout: str, outcome: ValidationOutcome,
     if outcome.rejects.empty:
         lines.append("none")
     else:
-        lines += ["| entry | user_id | field | reason |", "|---|---|---|---|"]
+        # Entries counted from 1, as the run page and migrate's output count them.
+        lines += ["| entry | user_id | field | value | reason |", "|---|---|---|---|---|"]
         lines += [
-            f"| {r.source_index} | {_cell(r.user_id)} | {_cell(r.field)} | {_cell(r.reason)} |"
-            for r in outcome.rejects.itertuples()
+            f"| {r['entry']} | {_cell(r['user_id'])} | {_cell(r['field'])} | {_cell(r['value'])} | {_cell(r['reason'])} |"
+            for r in reject_rows(outcome.rejects)
         ]
     if target_state is not None:
         lines += ["", "## Target database", ""]
