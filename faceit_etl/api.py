@@ -479,7 +479,7 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
                              {"run_id": failed.run_id, "started_by": started_by, "log_level": log_level,
                               "_tags": tags, "main_guarded": True, **settings})
         with watch(instance, tags) if watch else contextlib.nullcontext():
-            executed = resumption.resume(
+            executed = resumption.reexecute_failed_run(
                 dg.reconstructable(get_migrate_job), instance, failed,
                 tags={STARTED_BY_TAG: started_by, **tags, TARGET_TAG: label},
                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},

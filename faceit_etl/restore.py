@@ -104,7 +104,7 @@ def find_backup(
     return run_folder(backup_dir, row[0])
 
 
-def rollback(
+def rollback_to_snapshot(
     conn: psycopg.Connection, schema: str, folder: Path, *, discard_later_changes: bool = False
 ) -> RollbackResult:
     """Restore `folder`'s snapshot; refused if the tables changed since the latest migration

@@ -188,7 +188,7 @@ def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | N
     return chosen
 
 
-def resume(
+def reexecute_failed_run(
     job, instance: dg.DagsterInstance, failed: dg.DagsterRun, *, tags: Mapping[str, str], run_config: dict | None = None
 ) -> dg.ExecutionResult:
     """Re-execute `failed` from its failed step, with its own run config (`run_config` entries replace

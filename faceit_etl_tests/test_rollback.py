@@ -30,7 +30,7 @@ from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import map_frames
-from faceit_etl.restore import RollbackError, find_backup, rollback
+from faceit_etl.restore import RollbackError, find_backup, rollback_to_snapshot
 from faceit_etl.source import read_source
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.fingerprint import fingerprint
@@ -514,7 +514,7 @@ def test_a_run_without_table_backup_cannot_be_rolled_back(database_url, db, tmp_
     assert kind == "RollbackRefused"
     assert str(folder) in message and "cannot roll back" in message
     with psycopg.connect(database_url) as conn, pytest.raises(RollbackError, match="holds no snapshot of the tables"):
-        rollback(conn, "public", folder)
+        rollback_to_snapshot(conn, "public", folder)
     assert database_state(db) == before
     assert statuses(db) == {first.run_id: "success", second.run_id: "success"}
 
@@ -543,7 +543,7 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
     before_target = target_state(db)
 
     with psycopg.connect(database_url) as conn, pytest.raises(SnapshotError, match="does not match the snapshot"):
-        rollback(conn, "public", folder)
+        rollback_to_snapshot(conn, "public", folder)
     result = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
 
     assert not result.success
@@ -560,7 +560,7 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
     assert kind in {"BackupError", "RollbackError"}
     assert str(folder) in message and "manifest.json" in message
     with pytest.raises((BackupError, RollbackError)):
-        rollback(db, "public", folder)
+        rollback_to_snapshot(db, "public", folder)
     assert database_state(db) == before
 
 

@@ -19,7 +19,7 @@ from psycopg import sql
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.postgres.keys import KeysNotRestored, refuse_changed_catalog
 from faceit_etl.postgres.load import load
-from faceit_etl.restore import find_backup, rollback
+from faceit_etl.restore import find_backup, rollback_to_snapshot
 from faceit_etl_tests.conftest import ASSETS, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 
@@ -143,7 +143,7 @@ def test_a_migration_and_its_rollback_keep_every_property(db, database_url, tmp_
 
     with psycopg.connect(database_url) as conn:
         folder = find_backup(conn, SCHEMA, settings["migration_settings"].backup_dir)
-        restored = rollback(conn, SCHEMA, folder)
+        restored = rollback_to_snapshot(conn, SCHEMA, folder)
 
     assert {name: digest.rows for name, digest in restored.restored.items()} == {"users": 0, "user_subscriptions": 0}
     assert catalog(db) == alembic_tables_with_properties

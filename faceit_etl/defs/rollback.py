@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
-from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback
+from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import column_types
@@ -47,7 +47,7 @@ def restore_tables(
             backup_path=config.backup_path,
             migration_id=config.migration_id,
         )
-        result = rollback(
+        result = rollback_to_snapshot(
             conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
         )
         recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
