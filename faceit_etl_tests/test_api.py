@@ -214,7 +214,7 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
         assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
         assert judged.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
         assert judged.errors == ["entry 1: user_id: expected a whole number, got 'abc'"]
-        assert "| 1 |  | user_id | expected a whole number, got 'abc' |" in judged.report
+        assert "| 2 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in judged.report
     good = faceit_etl.validate(FLAT_SAMPLE)
     assert (good.is_valid, good.errors, good.accepted_entries) == (True, [], 25)
     with instance_at(here) as instance:
