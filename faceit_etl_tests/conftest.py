@@ -25,8 +25,20 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FLAT_SAMPLE = SAMPLES / "bot_flat_format.json"
 NESTED_SAMPLE = SAMPLES / "bot_nested_subscription_format.json"
 _names = itertools.count()
-# `make mutate` runs the tests once per mutant: fewer generated examples keep a run to about half an hour.
+# Generated examples per property test, as a share of Hypothesis's default 100: all of them on CI (its
+# built-in `ci` profile, chosen when CI is set; `--hypothesis-profile=ci` elsewhere), a fifth in `dev`,
+# the default here so that `pytest -m unit` takes seconds (the example database in .hypothesis/ replays
+# any failure found before), a tenth in `mutate` since `make mutate` runs the tests once per mutant.
+hypothesis.settings.register_profile("dev", max_examples=20)
 hypothesis.settings.register_profile("mutate", max_examples=10, deadline=None)
+if hypothesis.settings.get_current_profile_name() == "default":
+    hypothesis.settings.load_profile("dev")
+
+
+def examples(thorough: int) -> int:
+    """A property test's example count: `thorough` under the `ci` profile, scaled down as the profile
+    in use is (never below 5, so each test still tries a handful)."""
+    return max(5, thorough * hypothesis.settings.default.max_examples // 100)
 # Fixtures that give a test a PostgreSQL: the session's, or one of its own (`own_server`).
 # What migrate_job materializes, for dg.materialize in tests (bot_data_file is observed, not materialized).
 ASSETS = [source_backup, raw_json, validated_frame, mapped_frames, postgres_tables]

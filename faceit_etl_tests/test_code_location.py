@@ -23,7 +23,7 @@ from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.defs.source_file import bot_data_file
 from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
-from faceit_etl_tests.conftest import NESTED_SAMPLE
+from faceit_etl_tests.conftest import NESTED_SAMPLE, examples
 
 USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA = schemas()
 
@@ -159,7 +159,7 @@ def test_the_observed_data_version_is_the_files_sha256_and_moves_with_content_on
         assert changed["data_version"] == hashlib.sha256(source.read_bytes()).hexdigest() != first["data_version"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(content=st.binary(max_size=3000), other=st.binary(max_size=3000))
 def test_a_look_reuses_a_hash_only_for_the_same_stat(tmp_path_factory, content, other):
     path = tmp_path_factory.mktemp("look") / "data.json"

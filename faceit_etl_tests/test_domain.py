@@ -17,6 +17,7 @@ from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, ensure_target_tables, 
 from faceit_etl.postgres.load import copy_frame
 from faceit_etl.validation import validate_entries
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, Kind
+from faceit_etl_tests.conftest import examples
 
 INT64_MAX = 2**63 - 1
 YEARS_ONLY = "the target holds years 1 to 9999 only (PostgreSQL writes no year 0; the bot's datetimes end at 9999)"
@@ -244,7 +245,7 @@ def expected_rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
     source_timezone="Asia/Tokyo",
 )
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import BLOCKING, all_verdicts
+from faceit_etl_tests.conftest import examples
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, conn, document, subscription_rows, user_rows  # noqa: F401
 from faceit_etl_tests.test_sync import counts, dump
 
@@ -155,7 +156,7 @@ FILE_SUBSCRIPTION = {
 DB_NAME = {"referred_by": "referred_by_user_id"}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     user_keys=st.sets(st.sampled_from(sorted(FILE_USER))),
     subscription_keys=st.one_of(st.none(), st.sets(st.sampled_from(sorted(FILE_SUBSCRIPTION)))),

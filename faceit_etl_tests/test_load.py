@@ -27,7 +27,7 @@ from faceit_etl.postgres import ddl, runlog, verify
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
 from faceit_etl.validation.validate import validate_entries
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 
 SCHEMA = "public"
 INT32_MAX = 2**31 - 1
@@ -644,7 +644,7 @@ CODES = [f"C0DE000{i}" for i in range(5)]
 _holders = st.permutations([*CODES, *[None] * 6]).map(lambda drawn: drawn[:6])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     in_table=_holders,
     kept=st.lists(st.booleans(), min_size=6, max_size=6),

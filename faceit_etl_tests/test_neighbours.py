@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from faceit_etl.source import SourceData
 from faceit_etl.validation import validate_entries
+from faceit_etl_tests.conftest import examples
 
 INTEGERS = [
     0, 1, -1, 7, "12", "0042", " 1", "1 ", "+1", "-1", "1_000", "١٢٣", "5004\n", "", "x", 1.0, 1.5,
@@ -85,7 +86,7 @@ def alone(entry, source_timezone):
 ZONES = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=entries(), source_timezone=ZONES)
 def test_each_entrys_verdict_is_the_same_alone_as_among_others(batch, source_timezone):
     together = validate_entries(SourceData(entries=batch, layout="test"), source_timezone)
@@ -100,7 +101,7 @@ class InBatches(SourceData):
             yield offset, self.entries[offset : offset + size], None
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=entries(), source_timezone=ZONES, batch_size=st.integers(min_value=1, max_value=3))
 def test_each_entrys_verdict_is_the_same_across_batch_boundaries(batch, source_timezone, batch_size):
     source = InBatches(entries=batch, layout="test")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.source import SourceError, parse_source, read_source
 from faceit_etl.validation import validate_entries
+from faceit_etl_tests.conftest import examples
 
 SMALL = 600  # bytes per piece: several entries per cut at most
 
@@ -104,7 +105,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=st.lists(JSON, max_size=40), style=st.sampled_from(["compact", "indent 2", "indent 4"]),
        piece_bytes=st.integers(1, 200))
 def test_any_list_of_json_values_reads_the_same_in_pieces(tmp_path, entries, style, piece_bytes):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from faceit_etl.source import SourceError, read_source
 from faceit_etl.validation import validate_entries
+from faceit_etl_tests.conftest import examples
 
 WHOLE, IN_PIECES = 1 << 30, 300  # piece sizes: the file read whole, or cut into many pieces
 READS = pytest.mark.parametrize("piece_bytes", [WHOLE, IN_PIECES], ids=["whole", "pieces"])
@@ -139,7 +140,7 @@ def files(draw):
     return written
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(written=files(), piece_bytes=st.sampled_from([WHOLE, 40, 120]))
 def test_every_entry_that_repeats_a_key_is_rejected_and_every_other_is_judged(tmp_path, written, piece_bytes):
     text = '{"users": [' + ",\n".join(t for t, _ in written) + '], "analytics": {"a:b": "c:d"}}'

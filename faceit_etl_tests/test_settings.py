@@ -27,7 +27,7 @@ from faceit_etl.defs.resources import (
     max_concurrent_from_environment,
     postgres_from_environment,
 )
-from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, write_json
+from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, examples, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENT = {
@@ -311,7 +311,7 @@ CHOICES = {
     in_run_config=st.sets(st.sampled_from(sorted(CHOICES))),
     in_environment=st.sets(st.sampled_from(sorted(CHOICES))),
 )
-@hypothesis_settings(max_examples=60, deadline=None)
+@hypothesis_settings(max_examples=examples(60), deadline=None)
 def test_run_config_beats_the_environment_which_beats_the_default_for_every_setting(in_run_config, in_environment):
     """Each setting: the run config's value when given, else the environment's, else the default."""
     environment = {VARIABLES[name][0]: str(CHOICES[name][1]) for name in in_environment}

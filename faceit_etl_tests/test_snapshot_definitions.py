@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from faceit_etl.postgres.ddl import ensure_target_tables
 from faceit_etl.postgres.snapshot import digest_table, restore_snapshot, take_snapshot
+from faceit_etl_tests.conftest import examples
 
 TYPES = ["integer", "bigint", "text", "varchar(17)", "numeric(12,3)", "boolean", "timestamptz", "date", "jsonb",
          "uuid", "integer[]", "subscriptiontier"]
@@ -46,7 +47,7 @@ def shape(db) -> dict:
     }
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(columns=st.lists(extra_column, max_size=5), rows=st.integers(0, 3))
 def test_restoring_a_snapshot_of_dropped_tables_makes_them_again_exactly(db, tmp_path, columns, rows):
     db.execute("DROP TABLE IF EXISTS user_subscriptions, users; DROP TYPE IF EXISTS subscriptiontier")

@@ -29,6 +29,7 @@ from faceit_etl.defs.resources import (
     SettingsError,
     describe_invalid,
 )
+from faceit_etl_tests.conftest import examples
 
 FLAGS = {
     "batch_size": "--batch-size", "max_concurrent": "--max-concurrent",
@@ -216,7 +217,7 @@ def fraction_texts():
     )
 
 
-@settings(deadline=None, max_examples=150)
+@settings(deadline=None, max_examples=examples(150))
 @given(text=fraction_texts(), users=st.integers(0, 10**9), source=st.sampled_from(SOURCES))
 def test_the_prune_guard_allows_exactly_the_fraction_written_or_refuses_it_from_every_source(text, users, source):
     """`0.39999999999999999999` of 5 users allows 1; read through a float it became 0.4 and allowed 2."""

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.load import PruneRefused, load, prune_allowance
 from faceit_etl.postgres.verdicts import VerificationFailed, all_verdicts, judge_before_commit
-from faceit_etl_tests.conftest import make_resources, write_json
+from faceit_etl_tests.conftest import examples, make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
 from faceit_etl_tests.test_load import (
     ALEMBIC_DDL,
@@ -266,7 +266,7 @@ def test_prune_frees_the_referral_code_of_a_deleted_user_for_the_file(db, conn):
     assert subscription_rows(db) == expected_subscriptions(second)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.data(),
     prune=st.booleans(),

@@ -15,6 +15,7 @@ from faceit_etl.mapping import map_frames
 from faceit_etl.source import SourceData, parse_source
 from faceit_etl.validation import REJECT_COLUMNS, validate_entries
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS
+from faceit_etl_tests.conftest import examples
 
 GOOD = {
     "user_id": 5836464178,
@@ -709,7 +710,7 @@ def _check_outcome(outcome, entries):
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
