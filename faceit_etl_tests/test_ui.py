@@ -109,6 +109,13 @@ def finished_runs(base: str, count: int) -> list[dict]:
         time.sleep(0.5)
 
 
+def materialize_all(page, base: str, runs: int) -> list[dict]:
+    """Click "Materialize all" on the page open now, see the run launched, and wait until it ends."""
+    page.get_by_role("button", name="Materialize all").click()
+    expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+    return finished_runs(base, runs)
+
+
 def stale_status(base: str) -> dict[str, str]:
     nodes = graphql(base, "{ assetNodes { assetKey { path } staleStatus } }")["assetNodes"]
     return {"/".join(node["assetKey"]["path"]): node["staleStatus"] for node in nodes}
@@ -133,9 +140,7 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         assert [r["status"] for r in observe_sources(page, dagster_ui, 1)] == ["SUCCESS"]
         page.goto(f"{dagster_ui}/asset-groups/faceit_migration")
         expect(page.get_by_text("postgres_tables").first).to_be_visible(timeout=60_000)
-        page.get_by_role("button", name="Materialize all").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
-        runs = finished_runs(dagster_ui, 2)
+        runs = materialize_all(page, dagster_ui, 2)
         assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"]
 
         page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
@@ -221,9 +226,7 @@ def test_re_execute_from_failure_in_the_ui_resumes_only_the_load(dagster_ui, db,
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{dagster_ui}/asset-groups/faceit_migration")
-        page.get_by_role("button", name="Materialize all").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
-        failed = finished_runs(dagster_ui, 1)[0]
+        failed = materialize_all(page, dagster_ui, 1)[0]
         assert failed["status"] == "FAILURE"
 
         db.execute("INSERT INTO users (id, user_id) VALUES (gen_random_uuid(), 424242)")  # the bot wrote a row
@@ -271,9 +274,7 @@ def test_the_database_password_is_nowhere_in_the_ui_or_the_instance(dagster_ui_w
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{dagster_ui_with_password}/asset-groups/faceit_migration")
-        page.get_by_role("button", name="Materialize all").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
-        (run,) = finished_runs(dagster_ui_with_password, 1)
+        (run,) = materialize_all(page, dagster_ui_with_password, 1)
         assert run["status"] == "SUCCESS"
 
         page.goto(f"{dagster_ui_with_password}/locations/faceit_etl/resources/postgres")
@@ -307,9 +308,7 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
 
         # A migration started from migrate_job's page runs as migrate_job, tagged with the file it migrated.
         page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/migrate_job")
-        page.get_by_role("button", name="Materialize all").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
-        runs = finished_runs(dagster_ui, 1)
+        runs = materialize_all(page, dagster_ui, 1)
         assert runs[0]["status"] == "SUCCESS"
         tags = run_tags(dagster_ui, runs[0]["runId"])
         sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -332,9 +331,7 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
         users[6]["total_requests"] = "many"
         source.write_text(json.dumps({"users": users}), encoding="utf-8")
         page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/migrate_job")
-        page.get_by_role("button", name="Materialize all").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
-        runs = finished_runs(dagster_ui, 2)
+        runs = materialize_all(page, dagster_ui, 2)
         assert runs[0]["status"] == "FAILURE"
         page.goto(f"{dagster_ui}/runs/{runs[0]['runId']}")
         reason = page.get_by_text(re.compile(
