@@ -36,21 +36,32 @@ def test_a_content_failure_names_the_files_rows_not_the_kept_ones(db, database_u
     )
 
 
-def test_a_server_error_names_table_and_column_never_the_rows_values(workdir, database_url, db):  # noqa: F811
-    """A NOT NULL column the bot added without a default: PostgreSQL's DETAIL quotes the failing row."""
-    source = write_json(workdir / "f1.json", {"users": [{"user_id": 2000, "faceit_nickname": "n2000"}]})
+def failed_migration_after(workdir, database_url, db, first: dict, change: list[str], users: list[dict]):  # noqa: F811
+    """`migrate` of a file holding `first`, the tables then changed by the `change` statements, then
+    `migrate` of `users`, which must fail leaving the tables as they were: its outcome, and the error
+    message stored in migration_logs."""
+    source = write_json(workdir / "f1.json", {"users": [first]})
     assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
-    db.execute("ALTER TABLE public.users ADD COLUMN team text NOT NULL DEFAULT 't'")
-    db.execute("ALTER TABLE public.users ALTER COLUMN team DROP DEFAULT")
-    write_json(source, {"users": [{"user_id": 2000, "faceit_nickname": "n2000"},
-                                  {"user_id": 2001, "faceit_player_id": "p2001", "faceit_nickname": "n2001"}]})
+    for statement in change:
+        db.execute(statement)
+    write_json(source, {"users": users})
     before = target_state(db)
 
     done = faceit_etl(workdir, database_url, "migrate", str(source))
 
     assert done.returncode == 1, done.stdout + done.stderr
     assert target_state(db) == before
-    stored = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    return done, db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+
+
+def test_a_server_error_names_table_and_column_never_the_rows_values(workdir, database_url, db):  # noqa: F811
+    """A NOT NULL column the bot added without a default: PostgreSQL's DETAIL quotes the failing row."""
+    done, stored = failed_migration_after(
+        workdir, database_url, db, {"user_id": 2000, "faceit_nickname": "n2000"},
+        ["ALTER TABLE public.users ADD COLUMN team text NOT NULL DEFAULT 't'",
+         "ALTER TABLE public.users ALTER COLUMN team DROP DEFAULT"],
+        [{"user_id": 2000, "faceit_nickname": "n2000"}, {"user_id": 2001, "faceit_player_id": "p2001", "faceit_nickname": "n2001"}],
+    )
     assert stored.endswith(
         'null value in column "team" of relation "users" violates not-null constraint (table public.users, column team)'
     ), stored
@@ -79,18 +90,11 @@ def test_a_truncate_with_no_user_to_load_says_why(db, database_url, entries, why
 
 
 def test_a_dropped_column_is_named_with_its_fix_before_any_write(workdir, database_url, db):  # noqa: F811
-    source = write_json(workdir / "f1.json", {"users": [{"user_id": 3000, "faceit_nickname": "n3000"}]})
-    assert faceit_etl(workdir, database_url, "migrate", str(source)).returncode == 0
-    db.execute("ALTER TABLE public.users DROP COLUMN last_active_at")
-    db.execute("ALTER TABLE public.user_subscriptions DROP COLUMN tier")
-    write_json(source, {"users": [{"user_id": 3000, "faceit_nickname": "renamed"}, {"user_id": 3001}]})
-    before = target_state(db)
-
-    done = faceit_etl(workdir, database_url, "migrate", str(source))
-
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert target_state(db) == before
-    stored = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    done, stored = failed_migration_after(
+        workdir, database_url, db, {"user_id": 3000, "faceit_nickname": "n3000"},
+        ["ALTER TABLE public.users DROP COLUMN last_active_at", "ALTER TABLE public.user_subscriptions DROP COLUMN tier"],
+        [{"user_id": 3000, "faceit_nickname": "renamed"}, {"user_id": 3001}],
+    )
     assert stored.endswith(
         "the existing tables lack column(s) the bot's models have: public.users.last_active_at, "
         "public.user_subscriptions.tier. Nothing was written. Add them back (the bot's Alembic revision creates them), "
