@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from faceit_etl.definitions import get_migrate_job
 from faceit_etl_tests.conftest import NESTED_SAMPLE
+
+
+@pytest.fixture
+def environment(tmp_path, monkeypatch, database_url):
+    """What migrate_job's definitions read from the environment: the test's database, a backup folder,
+    the nested sample; a test changes it through the returned monkeypatch."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
+    return monkeypatch
 
 
 def migrate(instance) -> dict[str, dg.AssetCheckEvaluation]:
@@ -18,12 +29,7 @@ def migrate_run(instance) -> tuple[str, dict[str, dg.AssetCheckEvaluation]]:
         return result.run_id, {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_name(
-    tmp_path, monkeypatch, database_url, db
-):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
+def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_name(environment, db):
     with dg.instance_for_test() as instance:
         first = migrate(instance)["column_schema_change"]
         assert first.passed and first.description == "The asset has been materialized fewer than 2 times"
@@ -46,18 +52,13 @@ def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_n
         assert settled.passed
 
 
-def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_drift(
-    tmp_path, monkeypatch, database_url, db
-):
+def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_drift(environment, db):
     from faceit_etl.definitions import load_definitions
     from faceit_etl_tests.conftest import FLAT_SAMPLE
 
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
     with dg.instance_for_test() as instance:
         migrate(instance)
-        monkeypatch.setenv("DATA_FILE_PATH", str(FLAT_SAMPLE))
+        environment.setenv("DATA_FILE_PATH", str(FLAT_SAMPLE))
         unchanged = migrate(instance)["column_schema_change"]
         loaded = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables")).asset_materialization
         rolled = load_definitions().resolve_job_def("rollback_job").execute_in_process(instance=instance)
@@ -73,20 +74,17 @@ def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_dr
     assert restored.metadata["dagster/row_count"].value == users
 
 
-def test_the_drift_check_compares_only_with_the_last_load_of_the_same_target(tmp_path, monkeypatch, database_url, db):
+def test_the_drift_check_compares_only_with_the_last_load_of_the_same_target(environment, db):
     """postgres_tables is one asset for every target: a load into schema `other`, whose tables have a column
     the bot's Alembic added, is no earlier state of `public`'s tables, and the reverse."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("DATA_FILE_PATH", str(NESTED_SAMPLE))
     with dg.instance_for_test() as instance:
         first_run = migrate_run(instance)[0]
-        monkeypatch.setenv("MIGRATION_TARGET_SCHEMA", "other")
+        environment.setenv("MIGRATION_TARGET_SCHEMA", "other")
         elsewhere_run, checks = migrate_run(instance)
         elsewhere = checks["column_schema_change"]
         db.execute("ALTER TABLE other.users ADD COLUMN premium_until timestamptz")
         drifted = migrate(instance)["column_schema_change"]
-        monkeypatch.setenv("MIGRATION_TARGET_SCHEMA", "public")
+        environment.setenv("MIGRATION_TARGET_SCHEMA", "public")
         back = migrate(instance)["column_schema_change"]
 
     assert elsewhere.passed and elsewhere.description == "The asset has been materialized fewer than 2 times"
