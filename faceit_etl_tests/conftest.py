@@ -47,7 +47,8 @@ DATABASE_FIXTURES = {"postgres_server_url", "database_url", "db", "password_role
 
 def pytest_collection_modifyitems(items):
     """Every test is `unit`, `db` or `ui`, so `pytest -m unit` runs only fast tests: a test using a
-    database fixture is `db`, the browser tests `ui`, a test already marked `db` keeps it."""
+    database fixture is `db`, the browser tests `ui`, a test already marked `db` keeps it. Then the
+    longest kinds run first."""
     for item in items:
         if item.path.name == "test_ui.py":
             item.add_marker(pytest.mark.ui)
@@ -55,6 +56,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.db)
         else:
             item.add_marker(pytest.mark.unit)
+    # Longest first: two workers (`make test`) handed the browser tests and the modules that start their own
+    # servers at the end would have one worker run them while the other idles; the quick `unit` tests come
+    # last and even out the end. The order within each kind is kept.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("ui") or item.get_closest_marker("xdist_group")
+               else 1 if item.get_closest_marker("db") else 2)
 
 
 @pytest.fixture(autouse=True)
