@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 
 import orjson
 import pandas as pd
@@ -148,3 +149,26 @@ def test_a_file_changed_after_it_was_read_is_not_misread(tmp_path):
 
     with pytest.raises(SourceError, match="changed since it was first read"):
         entries_in_batches(source)
+
+
+def test_batches_read_each_piece_from_the_file_never_the_whole_file(tmp_path):
+    """Memory is bounded by a batch, not by the file: the batches read their pieces from the file one
+    at a time, so at no point do the file's bytes all exist in memory."""
+    users = generate_users(4000, seed=5)
+    path = tmp_path / "data.json"
+    path.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"users": users}, option=orjson.OPT_INDENT_2))
+    size = path.stat().st_size
+    source = read_source(path, piece_bytes=16 << 10)
+
+    tracemalloc.start()
+    try:
+        count = 0
+        for _, batch, _ in source.batches(100):
+            count += len(batch)
+            del batch
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert count == 4000 and size > 2 << 20
+    assert peak < size / 4, f"peak {peak} bytes while batching a file of {size} bytes"

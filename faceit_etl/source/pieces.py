@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import simdjson
@@ -46,11 +46,13 @@ class Pieces:
     def entry_count(self) -> int:
         return sum(self.counts)
 
-    def entries(self, raw: bytes, name: str) -> Iterator[list[Any]]:
-        """Each piece's entries, parsed as they are asked for; an entry that repeats a name is
-        handed over as a `RefusedEntry`."""
+    def entries(self, handle: BinaryIO, name: str) -> Iterator[list[Any]]:
+        """Each piece's entries, read from `handle` (positioned where the offsets count from) and
+        parsed as they are asked for; an entry that repeats a name is handed over as a `RefusedEntry`."""
+        base = handle.tell()
         for start, end in self.bounds:
-            text = b"[" + raw[start:end] + b"]"
+            handle.seek(base + start)
+            text = b"[" + handle.read(end - start) + b"]"
             try:
                 entries = orjson.loads(text)
             except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read

@@ -5,16 +5,19 @@ read as a whole (not JSON, wrong top level, a top-level key given twice) fails h
 file and the position. An entry that repeats a key is handed over as a `RefusedEntry` (`repeats.py`).
 
 A file bigger than one piece (`pieces.py`) with its users in a list is checked here but parsed
-later, piece by piece, as validation asks for batches: its entries never all exist at once.
+later, piece by piece, as validation asks for batches, each piece read from the file then: neither
+its entries nor its bytes ever all exist at once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -72,23 +75,28 @@ class SourceData:
         if self.pieces is None:
             yield 0, self.entries, self.id_keys
             return
-        raw = self._raw_again()
         offset, batch = 0, []
-        for entries in self.pieces.entries(raw, self.path):
-            batch.extend(entries)
-            if len(batch) >= size:
-                yield offset, batch, None
-                offset, batch = offset + len(batch), []
+        with self._reopened() as handle:
+            for entries in self.pieces.entries(handle, self.path):
+                batch.extend(entries)
+                if len(batch) >= size:
+                    yield offset, batch, None
+                    offset, batch = offset + len(batch), []
         if batch or offset == 0:
             yield offset, batch, None
 
-    def _raw_again(self) -> bytes:
+    @contextmanager
+    def _reopened(self) -> Iterator[BinaryIO]:
+        """The file, positioned past a BOM (pieces' offsets count from there): each piece is read
+        from it when asked for, so the file's bytes are never all in memory at once."""
         path = Path(self.path)
-        stat = path.stat()
-        if (stat.st_size, stat.st_mtime_ns) != self.stamp:
-            raise SourceError(f"{path}: changed since it was first read; run again")
-        raw = path.read_bytes()
-        return raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw
+        with path.open("rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if (stat.st_size, stat.st_mtime_ns) != self.stamp:
+                raise SourceError(f"{path}: changed since it was first read; run again")
+            if handle.read(len(UTF8_BOM)) != UTF8_BOM:
+                handle.seek(0)
+            yield handle
 
 
 def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES) -> SourceData:
