@@ -169,18 +169,20 @@ def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tu
     Only accepted entries hold a code: one whose entry is rejected for anything else leaves the
     code free, so no entry is refused for a code that nothing loaded holds; as every other rule
     is judged first, the holder is the first entry with that code that passes them all."""
-    codes = frame[REFERRAL_CODE]
-    for index, code in zip(codes.index.tolist(), codes.tolist()):
-        if pd.isna(code) or index in reasons:
+    with_code = frame[frame[REFERRAL_CODE].notna()]  # values read column-wise: a lookup per row costs ~20 µs
+    for index, code, user_id in zip(
+        with_code.index.tolist(), with_code[REFERRAL_CODE].tolist(), with_code["user_id"].tolist()
+    ):
+        if index in reasons:
             continue
         if code in holders:
-            held_by, user_id = holders[code]
+            held_by, holder_id = holders[code]
             reject(index, REFERRAL_CODE, (
                 f"referral_code {describe_value(code)} is already held by entry {held_by + 1} (the "
-                f"{_ordinal(held_by + 1)} in the file, user_id {user_id}), which is accepted"
+                f"{_ordinal(held_by + 1)} in the file, user_id {holder_id}), which is accepted"
             ))
         else:
-            holders[code] = (index, int(frame.at[index, "user_id"]))
+            holders[code] = (index, int(user_id))
 
 
 def _ordinal(number: int) -> str:
