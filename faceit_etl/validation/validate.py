@@ -19,7 +19,7 @@ import pandera.pandas as pa
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
-from faceit_etl.validation.coerce import _integer, coerce_column, describe_value
+from faceit_etl.validation.coerce import _integer, coerce_column, describe_value, flag_series
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
     KNOWN_USER_KEYS,
@@ -120,9 +120,7 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
-    columns["has_subscription"] = pd.Series(
-        pd.array([s is not None for s in subscriptions], dtype="boolean")
-    )
+    columns["has_subscription"] = flag_series([s is not None for s in subscriptions])
     columns[USER_PRESENT] = _presence(USER_FIELDS, users)
     columns[SUBSCRIPTION_PRESENT] = _presence(SUBSCRIPTION_FIELDS, subscriptions)
     frame = pd.DataFrame(columns)
