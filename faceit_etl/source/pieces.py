@@ -15,6 +15,7 @@ the caller, which gives the exact error. The result is the same list of entries 
 from __future__ import annotations
 
 import json
+import mmap
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,10 +63,11 @@ class Pieces:
             yield entries
 
 
-def find_pieces(raw: bytes, piece_bytes: int = PIECE_BYTES) -> Pieces | None:
-    """The pieces of a `{"users": [...], ...}` or `[...]` document, or None when it has another
-    shape, is not valid JSON, or cannot be cut (the caller then parses it whole)."""
-    opening = _OPENING.match(raw)
+def find_pieces(raw: bytes | mmap.mmap, piece_bytes: int = PIECE_BYTES, begin: int = 0) -> Pieces | None:
+    """The pieces of the `{"users": [...], ...}` or `[...]` document that starts at `begin` (past a
+    BOM), as offsets in `raw`; None when it has another shape, is not valid JSON, or cannot be cut
+    (the caller then parses it whole). `raw` may be a mapped file, read one stretch at a time."""
+    opening = _OPENING.match(raw, begin)
     if opening is None:
         return None
     start = opening.end()
@@ -82,6 +84,7 @@ def find_pieces(raw: bytes, piece_bytes: int = PIECE_BYTES) -> Pieces | None:
         bounds.append((start, piece))
         counts.append(count)
         start = piece + 1  # past the comma
+        release(raw, start)
     layout = "bare list" if raw[opening.start() : opening.end()].strip() == b"[" else "users list"
     return Pieces(bounds, counts, ignored, layout)
 
@@ -143,9 +146,10 @@ def _list_end(raw: bytes, opening: re.Match, piece_bytes: int) -> tuple[int, lis
 def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str] | None:
     """The document with its list replaced by a marker must be valid JSON whose `users` (if an
     object) is that marker, nothing after a bare list. A top-level key given twice (a second
-    `users` too) raises `RepeatedKeyError` with its offset in `raw`."""
+    `users` too) raises `RepeatedKeyError` with its offset from the document's start."""
     marker = orjson.dumps(_PLACEHOLDER)
-    skeleton = raw[: opening.end() - 1] + marker + raw[end + 1 :]
+    head = raw[opening.start() : opening.end() - 1]
+    skeleton = head + marker + raw[end + 1 :]
     try:
         document = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
@@ -156,7 +160,7 @@ def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str
         if found is not None:
             name, at = found
             offset = len(text[:at].encode("utf-8"))
-            if offset >= opening.end() - 1:  # after the list: back to the file's own offsets
+            if offset >= len(head):  # after the list: back to the document's own offsets
                 offset += end + 1 - (opening.end() - 1) - len(marker)
             raise RepeatedKeyError(name, offset)
     if document == _PLACEHOLDER:
@@ -164,3 +168,10 @@ def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str
     if isinstance(document, dict) and document.get("users") == _PLACEHOLDER:
         return sorted(key for key in document if key != "users")
     return None
+
+
+def release(raw: bytes | mmap.mmap, upto: int) -> None:
+    """A mapped file's pages before `upto` leave this process's memory (the page cache keeps them):
+    a scan of a file mapped whole then holds a stretch of it at a time, never the file."""
+    if isinstance(raw, mmap.mmap) and upto >= mmap.PAGESIZE:
+        raw.madvise(mmap.MADV_DONTNEED, 0, upto - upto % mmap.PAGESIZE)

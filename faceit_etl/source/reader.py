@@ -12,7 +12,9 @@ its entries nor its bytes ever all exist at once.
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces
+from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces, release
 from faceit_etl.source.repeats import (
     Repeated,
     RepeatedKeyError,
@@ -87,50 +89,58 @@ class SourceData:
 
     @contextmanager
     def _reopened(self) -> Iterator[BinaryIO]:
-        """The file, positioned past a BOM (pieces' offsets count from there): each piece is read
-        from it when asked for, so the file's bytes are never all in memory at once."""
+        """The file, whose pieces are read from it when asked for: its bytes are never all in memory
+        at once."""
         path = Path(self.path)
         with path.open("rb") as handle:
-            stat = os.fstat(handle.fileno())
-            if (stat.st_size, stat.st_mtime_ns) != self.stamp:
+            now = os.fstat(handle.fileno())
+            if (now.st_size, now.st_mtime_ns) != self.stamp:
                 raise SourceError(f"{path}: changed since it was first read; run again")
-            if handle.read(len(UTF8_BOM)) != UTF8_BOM:
-                handle.seek(0)
             yield handle
 
 
 def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES) -> SourceData:
     """Read `path`; errors name the file as `name` (the original when reading a backup copy). A
-    file of more than `piece_bytes` is read in pieces when its shape allows."""
+    file of more than `piece_bytes` is read in pieces when its shape allows: it is then mapped and
+    scanned a stretch at a time, never held whole."""
     path = Path(path)
     name = name or path
     try:
-        before = path.stat()
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            before = os.fstat(handle.fileno())
+            if before.st_size > piece_bytes and stat.S_ISREG(before.st_mode):
+                pieces = _pieces(handle, name, piece_bytes)
+                if pieces is not None:
+                    return SourceData(
+                        entries=[],
+                        layout=pieces.layout,
+                        ignored_top_level_keys=pieces.ignored_top_level_keys,
+                        path=str(path),
+                        pieces=pieces,
+                        stamp=(before.st_size, before.st_mtime_ns),
+                    )
+            raw = handle.read()
     except FileNotFoundError:
         raise SourceError(f"{name}: source file not found") from None
     except IsADirectoryError:
         raise SourceError(f"{name}: is a directory, expected the bot's JSON data file") from None
     except OSError as exc:
         raise SourceError(f"{name}: cannot be read: {exc.strerror}") from None
-    stamp = (before.st_size, before.st_mtime_ns)
-    body = raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw
-    if len(body) > piece_bytes and len(raw) == before.st_size and not _has_long_digit_run(body):
+    return replace(parse_source(raw, name), path=str(path))
+
+
+def _pieces(handle: BinaryIO, name: str | Path, piece_bytes: int) -> Pieces | None:
+    """The pieces of the open file, or None when it must be parsed whole."""
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        begin = len(UTF8_BOM) if raw[: len(UTF8_BOM)] == UTF8_BOM else 0
+        if _has_long_digit_run(raw, begin):
+            return None
         try:
-            pieces = find_pieces(body, piece_bytes)
+            return find_pieces(raw, piece_bytes, begin)
         except RepeatedKeyError as exc:
+            body = raw[begin:]
             at = len(body[: exc.offset].decode("utf-8"))
             raise _repeated_key_error(name, exc.name, at, body.decode("utf-8")) from None
-        if pieces is not None:
-            return SourceData(
-                entries=[],
-                layout=pieces.layout,
-                ignored_top_level_keys=pieces.ignored_top_level_keys,
-                path=str(path),
-                pieces=pieces,
-                stamp=stamp,
-            )
-    return replace(parse_source(raw, name), path=str(path))
 
 
 def parse_source(raw: bytes, path: str | Path) -> SourceData:
@@ -205,12 +215,13 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
 # stay in the CPU cache: ~0.3 s for a 700 MB file, where `re.search(rb"\d{19,}")` takes ~10 s.
 _LONG_DIGIT_RUN = 19
 _SCAN_CHUNK = 1 << 16
+_RELEASE_EVERY = 64 * _SCAN_CHUNK  # a mapped file's pages scanned are let go every 4 MiB
 
 
-def _has_long_digit_run(raw: bytes) -> bool:
-    """Whether `raw` holds `_LONG_DIGIT_RUN` or more ASCII digits in a row."""
+def _has_long_digit_run(raw: bytes | mmap.mmap, begin: int = 0) -> bool:
+    """Whether `raw` from `begin` holds `_LONG_DIGIT_RUN` or more ASCII digits in a row."""
     data = np.frombuffer(raw, dtype=np.uint8)
-    for start in range(0, len(data), _SCAN_CHUNK):
+    for start in range(begin, len(data), _SCAN_CHUNK):
         chunk = data[start : start + _SCAN_CHUNK + _LONG_DIGIT_RUN - 1]  # runs crossing the end too
         run = (chunk - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around to >= 208
         # run[i] becomes "bytes i..i+1 are digits", then i..i+3, i..i+7, i..i+15, i..i+18
@@ -218,6 +229,8 @@ def _has_long_digit_run(raw: bytes) -> bool:
             run = run[:-width] & run[width:]
         if run.any():
             return True
+        if (start - begin) % _RELEASE_EVERY == 0:
+            release(raw, start)
     return False
 
 
