@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from faceit_etl.source.pieces import PIECE_BYTES, Pieces, find_pieces, release
+from faceit_etl.source.pieces import KEYED, PIECE_BYTES, Pieces, find_pieces, release
 from faceit_etl.source.repeats import (
     Repeated,
     RepeatedKeyError,
@@ -77,15 +77,17 @@ class SourceData:
         if self.pieces is None:
             yield 0, self.entries, self.id_keys
             return
-        offset, batch = 0, []
+        keyed = self.layout == KEYED
+        offset, batch, batch_keys = 0, [], []
         with self._reopened() as handle:
-            for entries in self.pieces.entries(handle, self.path):
+            for entries, keys in self.pieces.entries(handle, self.path):
                 batch.extend(entries)
+                batch_keys.extend(keys or ())
                 if len(batch) >= size:
-                    yield offset, batch, None
-                    offset, batch = offset + len(batch), []
+                    yield offset, batch, batch_keys if keyed else None
+                    offset, batch, batch_keys = offset + len(batch), [], []
         if batch or offset == 0:
-            yield offset, batch, None
+            yield offset, batch, batch_keys if keyed else None
 
     @contextmanager
     def _reopened(self) -> Iterator[BinaryIO]:
@@ -252,7 +254,7 @@ def _user_entries(document: Any, path: str | Path) -> SourceData:
         pairs = users.pairs if isinstance(users, Repeated) else list(users.items())
         return SourceData(
             entries=[entry for _, entry in pairs],
-            layout="users keyed by id",
+            layout=KEYED,
             id_keys=[key for key, _ in pairs],
             ignored_top_level_keys=ignored,
         )
