@@ -4,18 +4,15 @@ nor cut into crumbs (speed), whatever its formatting and wherever strings fake a
 from __future__ import annotations
 
 import json
-import mmap
 import os
-import re
 import tracemalloc
-from pathlib import Path
 
 import orjson
 import pytest
 
 from faceit_etl.generate import generate_users
 from faceit_etl.source import SourceError, parse_source, read_source
-from faceit_etl.source.pieces import release
+from faceit_etl.source.pieces import FileBytes
 
 PIECE = 600
 
@@ -69,7 +66,7 @@ def test_a_file_with_a_byte_order_mark_reads_the_same_in_pieces(tmp_path):
 def test_a_repeated_top_level_key_found_while_cutting_pieces_is_refused_where_a_whole_parse_says(
     tmp_path, bom, before, after
 ):
-    """A file scanned in pieces, mapped and never held whole, names the same line and column as a
+    """A file scanned in pieces, never held whole, names the same line and column as a
     whole parse of the same bytes, a byte-order mark or not."""
     users = generate_users(60, seed=3)
     text = bom + before.encode() + orjson.dumps(users, option=orjson.OPT_INDENT_2) + after.encode()
@@ -86,8 +83,8 @@ def test_a_repeated_top_level_key_found_while_cutting_pieces_is_refused_where_a_
 
 
 def test_reading_a_big_file_in_pieces_never_holds_its_bytes(tmp_path):
-    """The file is mapped and scanned, not read into memory: what Python allocates while finding
-    the pieces is a small part of the file."""
+    """The file is scanned a stretch at a time, not read into memory: what Python allocates while
+    finding the pieces is a small part of the file."""
     users = generate_users(3000, seed=4)
     path = tmp_path / "data.json"
     path.write_bytes(orjson.dumps({"users": users}, option=orjson.OPT_INDENT_2))
@@ -104,22 +101,35 @@ def test_reading_a_big_file_in_pieces_never_holds_its_bytes(tmp_path):
     assert peak < size / 4, f"peak {peak} bytes while reading a file of {size} bytes"
 
 
-def _mapped_resident_kib() -> int:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"RssFile:\s+(\d+) kB", status).group(1))
+def test_a_file_cut_short_while_it_is_scanned_reads_short_and_never_kills_the_process(tmp_path):
+    """The bot rewrites its file in place; a file mapped into memory and cut short meanwhile would
+    kill the process (SIGBUS) at the first page past its new end. Read where asked for, it reads
+    short, and the file is then refused as changed while read."""
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": generate_users(400, seed=6)}, option=orjson.OPT_INDENT_2))
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw = FileBytes(handle.fileno(), size)
+        head = raw[0:100]
+        os.truncate(path, size // 2)
+
+        assert raw[size - 100 : size] == b"" and len(raw[size // 2 - 10 : size]) == 10
+        assert raw.find(b",", size // 2, size) == -1 and head == path.read_bytes()[:100]
 
 
-def test_a_scanned_stretch_of_a_mapped_file_leaves_this_process(tmp_path):
-    """Pages of the mapped file behind the scan are let go, so a scan of a file of any size holds
-    a stretch of it, never the file: here 32 MiB read, then released up to its last page."""
-    path = tmp_path / "big"
-    path.write_bytes(os.urandom(1 << 20) * 32)
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-        before = _mapped_resident_kib()
-        sum(raw[at] for at in range(0, len(raw), mmap.PAGESIZE))  # every page resident
-        touched = _mapped_resident_kib()
-        release(raw, len(raw))
-        released = _mapped_resident_kib()
+def test_a_file_changed_while_its_pieces_are_found_is_refused(tmp_path, monkeypatch):
+    from faceit_etl.source import reader
 
-    assert touched - before > 30 << 10
-    assert released - before < 1 << 10, (before, touched, released)
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": generate_users(200, seed=6)}, option=orjson.OPT_INDENT_2))
+    found = reader.find_pieces
+
+    def rewritten_meanwhile(raw, piece_bytes, begin):
+        pieces = found(raw, piece_bytes, begin)
+        with path.open("ab") as handle:
+            handle.write(b" ")
+        return pieces
+
+    monkeypatch.setattr(reader, "find_pieces", rewritten_meanwhile)
+    with pytest.raises(SourceError, match="data.json: changed while it was read; run again"):
+        read_source(path, name="data.json", piece_bytes=PIECE)

@@ -15,7 +15,7 @@ the caller, which gives the exact error. The result is the same list of entries 
 from __future__ import annotations
 
 import json
-import mmap
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +42,8 @@ _BRACKETS = {b"[": (b"[", b"]", b"{"), b"{": (b"{", b"}", b'"')}  # opener: (ope
 KEYED = "users keyed by id"
 _WHITESPACE = b" \t\r\n"
 _RECUTS = 8  # candidates tried for one cut before giving up on pieces
+_HEAD_BYTES = 1 << 16  # where the list's opening must be found
+_FIND_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,16 @@ class Pieces:
             yield (refuse_repeats(entries) if repeats else entries), keys
 
 
-def find_pieces(raw: bytes | mmap.mmap, piece_bytes: int = PIECE_BYTES, begin: int = 0) -> Pieces | None:
+def find_pieces(raw: bytes | FileBytes, piece_bytes: int = PIECE_BYTES, begin: int = 0) -> Pieces | None:
     """The pieces of the `{"users": [...], ...}` or `[...]` document that starts at `begin` (past a
     BOM), as offsets in `raw`; None when it has another shape, is not valid JSON, or cannot be cut
-    (the caller then parses it whole). `raw` may be a mapped file, read one stretch at a time."""
-    opening = _OPENING.match(raw, begin)
-    if opening is None:
+    (the caller then parses it whole). `raw` may be a file's `FileBytes`, read a stretch at a time."""
+    matched = _OPENING.match(raw[begin : begin + _HEAD_BYTES])
+    if matched is None:
         return None
-    brackets = _BRACKETS[raw[opening.end() - 1 : opening.end()]]
-    start = opening.end()
+    opening = (begin + matched.start(), begin + matched.end())
+    brackets = _BRACKETS[raw[opening[1] - 1 : opening[1]]]
+    start = opening[1]
     found = _list_end(raw, opening, piece_bytes, brackets)
     if found is None:
         return None
@@ -102,11 +105,10 @@ def find_pieces(raw: bytes | mmap.mmap, piece_bytes: int = PIECE_BYTES, begin: i
         bounds.append((start, piece))
         counts.append(count)
         start = piece + 1  # past the comma
-        release(raw, start)
     if brackets[0] == b"{":
         layout = KEYED
     else:
-        layout = "bare list" if raw[opening.start() : opening.end()].strip() == b"[" else "users list"
+        layout = "bare list" if raw[opening[0] : opening[1]].strip() == b"[" else "users list"
     return Pieces(bounds, counts, ignored, layout)
 
 
@@ -141,11 +143,11 @@ def _candidate(raw: bytes, at: int, end: int, entry: bytes = b"{") -> int:
     return end
 
 
-def _list_end(raw: bytes, opening: re.Match, piece_bytes: int, brackets) -> tuple[int, list[str]] | None:
+def _list_end(raw: bytes, opening: tuple[int, int], piece_bytes: int, brackets) -> tuple[int, list[str]] | None:
     """Offset of the list's closing `]`, and the document's other top-level keys. The standard
     parser reads the list's last stretch from a cut near the file's end and says where that value
     ends; the rest of the document around the list must then be valid JSON."""
-    start = opening.end()
+    start = opening[1]
     at = max(start, len(raw) - piece_bytes)
     for _ in range(_RECUTS):
         cut = _candidate(raw, at, len(raw), brackets[2])
@@ -166,12 +168,12 @@ def _list_end(raw: bytes, opening: re.Match, piece_bytes: int, brackets) -> tupl
     return None
 
 
-def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str] | None:
+def _ignored_top_level_keys(raw: bytes, opening: tuple[int, int], end: int) -> list[str] | None:
     """The document with its list replaced by a marker must be valid JSON whose `users` (if an
     object) is that marker, nothing after a bare list. A top-level key given twice (a second
     `users` too) raises `RepeatedKeyError` with its offset from the document's start."""
     marker = orjson.dumps(_PLACEHOLDER)
-    head = raw[opening.start() : opening.end() - 1]
+    head = raw[opening[0] : opening[1] - 1]
     skeleton = head + marker + raw[end + 1 :]
     try:
         document = orjson.loads(skeleton)
@@ -184,7 +186,7 @@ def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str
             name, at = found
             offset = len(text[:at].encode("utf-8"))
             if offset >= len(head):  # after the list: back to the document's own offsets
-                offset += end + 1 - (opening.end() - 1) - len(marker)
+                offset += end + 1 - (opening[1] - 1) - len(marker)
             raise RepeatedKeyError(name, offset)
     if document == _PLACEHOLDER:
         return []
@@ -193,8 +195,30 @@ def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str
     return None
 
 
-def release(raw: bytes | mmap.mmap, upto: int) -> None:
-    """A mapped file's pages before `upto` leave this process's memory (the page cache keeps them):
-    a scan of a file mapped whole then holds a stretch of it at a time, never the file."""
-    if isinstance(raw, mmap.mmap) and upto >= mmap.PAGESIZE:
-        raw.madvise(mmap.MADV_DONTNEED, 0, upto - upto % mmap.PAGESIZE)
+class FileBytes:
+    """An open file's bytes, read where they are asked for (`os.pread`), never held whole. Unlike a
+    mapping, a file rewritten meanwhile only reads short (its pieces then fail to parse or its
+    stamp differs), never kills the process with SIGBUS."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, _ = key.indices(self.size)
+        return os.pread(self.fd, stop - start, start) if stop > start else b""
+
+    def find(self, sub: bytes, start: int, end: int) -> int:
+        """The first `sub` (one byte) in [start, end), or -1."""
+        at = start
+        while at < end:
+            chunk = self[at : min(at + _FIND_CHUNK, end)]
+            if not chunk:
+                break
+            found = chunk.find(sub)
+            if found >= 0:
+                return at + found
+            at += len(chunk)
+        return -1

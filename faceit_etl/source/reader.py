@@ -12,7 +12,6 @@ its entries nor its bytes ever all exist at once.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import stat
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from faceit_etl.source.pieces import KEYED, PIECE_BYTES, Pieces, find_pieces, release
+from faceit_etl.source.pieces import KEYED, PIECE_BYTES, FileBytes, Pieces, find_pieces
 from faceit_etl.source.repeats import (
     Repeated,
     RepeatedKeyError,
@@ -103,15 +102,18 @@ class SourceData:
 
 def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES) -> SourceData:
     """Read `path`; errors name the file as `name` (the original when reading a backup copy). A
-    file of more than `piece_bytes` is read in pieces when its shape allows: it is then mapped and
-    scanned a stretch at a time, never held whole."""
+    file of more than `piece_bytes` is read in pieces when its shape allows: it is then scanned a
+    stretch at a time, never held whole."""
     path = Path(path)
     name = name or path
     try:
         with path.open("rb") as handle:
             before = os.fstat(handle.fileno())
             if before.st_size > piece_bytes and stat.S_ISREG(before.st_mode):
-                pieces = _pieces(handle, name, piece_bytes)
+                pieces = _pieces(FileBytes(handle.fileno(), before.st_size), name, piece_bytes)
+                now = os.fstat(handle.fileno())
+                if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    raise SourceError(f"{name}: changed while it was read; run again")
                 if pieces is not None:
                     return SourceData(
                         entries=[],
@@ -131,18 +133,17 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
     return replace(parse_source(raw, name), path=str(path))
 
 
-def _pieces(handle: BinaryIO, name: str | Path, piece_bytes: int) -> Pieces | None:
-    """The pieces of the open file, or None when it must be parsed whole."""
-    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-        begin = len(UTF8_BOM) if raw[: len(UTF8_BOM)] == UTF8_BOM else 0
-        if _has_long_digit_run(raw, begin):
-            return None
-        try:
-            return find_pieces(raw, piece_bytes, begin)
-        except RepeatedKeyError as exc:
-            body = raw[begin:]
-            at = len(body[: exc.offset].decode("utf-8"))
-            raise _repeated_key_error(name, exc.name, at, body.decode("utf-8")) from None
+def _pieces(raw: FileBytes, name: str | Path, piece_bytes: int) -> Pieces | None:
+    """The pieces of the file, or None when it must be parsed whole."""
+    begin = len(UTF8_BOM) if raw[: len(UTF8_BOM)] == UTF8_BOM else 0
+    if _has_long_digit_run(raw, begin):
+        return None
+    try:
+        return find_pieces(raw, piece_bytes, begin)
+    except RepeatedKeyError as exc:
+        body = raw[begin:]
+        at = len(body[: exc.offset].decode("utf-8"))
+        raise _repeated_key_error(name, exc.name, at, body.decode("utf-8")) from None
 
 
 def parse_source(raw: bytes, path: str | Path) -> SourceData:
@@ -217,22 +218,19 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
 # stay in the CPU cache: ~0.3 s for a 700 MB file, where `re.search(rb"\d{19,}")` takes ~10 s.
 _LONG_DIGIT_RUN = 19
 _SCAN_CHUNK = 1 << 16
-_RELEASE_EVERY = 64 * _SCAN_CHUNK  # a mapped file's pages scanned are let go every 4 MiB
 
 
-def _has_long_digit_run(raw: bytes | mmap.mmap, begin: int = 0) -> bool:
+def _has_long_digit_run(raw: bytes | FileBytes, begin: int = 0) -> bool:
     """Whether `raw` from `begin` holds `_LONG_DIGIT_RUN` or more ASCII digits in a row."""
-    data = np.frombuffer(raw, dtype=np.uint8)
-    for start in range(begin, len(data), _SCAN_CHUNK):
-        chunk = data[start : start + _SCAN_CHUNK + _LONG_DIGIT_RUN - 1]  # runs crossing the end too
+    for start in range(begin, len(raw), _SCAN_CHUNK):
+        # runs crossing the chunk's end too
+        chunk = np.frombuffer(raw[start : start + _SCAN_CHUNK + _LONG_DIGIT_RUN - 1], dtype=np.uint8)
         run = (chunk - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around to >= 208
         # run[i] becomes "bytes i..i+1 are digits", then i..i+3, i..i+7, i..i+15, i..i+18
         for width in (1, 2, 4, 8, 3):
             run = run[:-width] & run[width:]
         if run.any():
             return True
-        if (start - begin) % _RELEASE_EVERY == 0:
-            release(raw, start)
     return False
 
 
