@@ -90,12 +90,13 @@ def map_frames(valid: pd.DataFrame) -> MappedFrames:
                 frame[column] = frame[column].mask(absent, value)
         return frame
 
-    users = valid[USER_COLUMNS[1:]].copy()
+    # The selections share the validated columns (pandas copies on write): only columns written here are new.
+    users = valid[USER_COLUMNS[1:]]
     users.insert(0, "id", derive_ids(valid["user_id"], USER_ID_KIND))
     users = with_defaults(users, USER_DEFAULTS, "users", USER_FIELDS, valid[USER_PRESENT].to_numpy(dtype="int64"))
     users[PRESENT] = valid[USER_PRESENT].to_numpy()
 
-    subscriptions = valid[SUBSCRIPTION_COLUMNS[2:]].copy()
+    subscriptions = valid[SUBSCRIPTION_COLUMNS[2:]]
     subscriptions.insert(0, "id", derive_ids(valid["user_id"], SUBSCRIPTION_ID_KIND))
     subscriptions.insert(1, "user_id", users["id"])
     subscriptions = with_defaults(

@@ -67,3 +67,34 @@ def test_both_64_bit_bounds_are_accepted_next_to_a_value_that_is_not_an_integer(
         3: "'123456789012345678901' does not fit a 64-bit integer",
         4: "-9223372036854775809 does not fit a 64-bit integer",
     }
+
+
+def _built(build, values):
+    try:
+        return build(values)
+    except Exception as exc:  # an unpaired surrogate is no UTF-8: both ways refuse it alike
+        return type(exc)
+
+
+@given(st.lists(st.none() | st.text() | st.sampled_from(["\ud800", "a\x00b", "", "ß-Ünïcødé"])))
+def test_text_built_by_arrow_is_what_pandas_builds_value_for_value(values):
+    """Text columns are built by Arrow in one pass: the column is the one pandas' own constructor
+    builds, dtype and missing values too, and a string no UTF-8 can hold is refused alike."""
+    import pandas as pd
+
+    from faceit_etl.validation.coerce import text_series
+
+    ours, theirs = _built(text_series, values), _built(lambda v: pd.Series(v, dtype="str"), values)
+    if isinstance(theirs, pd.Series):
+        pd.testing.assert_series_equal(ours, theirs)
+    else:
+        assert ours is theirs is UnicodeEncodeError
+
+
+@given(st.lists(st.none() | st.booleans()))
+def test_flags_built_by_arrow_are_what_pandas_builds(values):
+    import pandas as pd
+
+    from faceit_etl.validation.coerce import flag_series
+
+    pd.testing.assert_series_equal(flag_series(values), pd.Series(pd.array(values, dtype="boolean")))

@@ -332,3 +332,21 @@ def test_mapping_defaults_match_the_brief():
         "daily_requests": 0,
         "referrals_count": 0,
     }
+
+
+def test_mapping_shares_the_columns_it_does_not_change_and_leaves_the_validated_frame_as_it_was():
+    """Mapping copies only what it changes (ids, defaults): a million users' text and numbers are
+    held once, not once more for the mapped frames; the validated frame is never written to."""
+    import numpy as np
+
+    from faceit_etl.generate import generate_users
+
+    users = generate_users(50, seed=2, layout="first")
+    valid = validate_entries(SourceData(entries=users, layout="test")).valid
+    before = valid.copy()
+
+    frames = map_frames(valid)
+
+    assert np.shares_memory(frames.users["user_id"].array._data, valid["user_id"].array._data)
+    assert frames.users["language"].tolist() == ["ru"] * 50  # a default, written into the mapped frame only
+    pd.testing.assert_frame_equal(valid, before)

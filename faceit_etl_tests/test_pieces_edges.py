@@ -4,12 +4,15 @@ nor cut into crumbs (speed), whatever its formatting and wherever strings fake a
 from __future__ import annotations
 
 import json
+import os
+import tracemalloc
 
 import orjson
 import pytest
 
 from faceit_etl.generate import generate_users
-from faceit_etl.source import read_source
+from faceit_etl.source import SourceError, parse_source, read_source
+from faceit_etl.source.pieces import FileBytes
 
 PIECE = 600
 
@@ -52,3 +55,81 @@ def test_a_file_with_a_byte_order_mark_reads_the_same_in_pieces(tmp_path):
 
     assert source.pieces is not None and len(source.pieces.bounds) > 10
     assert [entry for _, batch, _ in source.batches(7) for entry in batch] == users
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["no BOM", "BOM"])
+@pytest.mark.parametrize(
+    "before, after",
+    [('{"analytics": {},\n "analytics": 1,\n "users": ', "}"), ('{"analytics": {},\n "users": ', ',\n "users": []}')],
+    ids=["repeat before the list", "repeat after the list"],
+)
+def test_a_repeated_top_level_key_found_while_cutting_pieces_is_refused_where_a_whole_parse_says(
+    tmp_path, bom, before, after
+):
+    """A file scanned in pieces, never held whole, names the same line and column as a
+    whole parse of the same bytes, a byte-order mark or not."""
+    users = generate_users(60, seed=3)
+    text = bom + before.encode() + orjson.dumps(users, option=orjson.OPT_INDENT_2) + after.encode()
+    path = tmp_path / "data.json"
+    path.write_bytes(text)
+    with pytest.raises(SourceError) as whole:
+        parse_source(text, "data.json")
+
+    with pytest.raises(SourceError) as in_pieces:
+        read_source(path, name="data.json", piece_bytes=PIECE)
+
+    assert str(in_pieces.value) == str(whole.value)
+    assert "appears more than once (again at line " in str(whole.value)
+
+
+def test_reading_a_big_file_in_pieces_never_holds_its_bytes(tmp_path):
+    """The file is scanned a stretch at a time, not read into memory: what Python allocates while
+    finding the pieces is a small part of the file."""
+    users = generate_users(3000, seed=4)
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": users}, option=orjson.OPT_INDENT_2))
+    size = path.stat().st_size
+
+    tracemalloc.start()
+    try:
+        source = read_source(path, piece_bytes=16 << 10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert source.pieces is not None and source.entry_count == 3000 and size > 2 << 20
+    assert peak < size / 4, f"peak {peak} bytes while reading a file of {size} bytes"
+
+
+def test_a_file_cut_short_while_it_is_scanned_reads_short_and_never_kills_the_process(tmp_path):
+    """The bot rewrites its file in place; a file mapped into memory and cut short meanwhile would
+    kill the process (SIGBUS) at the first page past its new end. Read where asked for, it reads
+    short, and the file is then refused as changed while read."""
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": generate_users(400, seed=6)}, option=orjson.OPT_INDENT_2))
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw = FileBytes(handle.fileno(), size)
+        head = raw[0:100]
+        os.truncate(path, size // 2)
+
+        assert raw[size - 100 : size] == b"" and len(raw[size // 2 - 10 : size]) == 10
+        assert raw.find(b",", size // 2, size) == -1 and head == path.read_bytes()[:100]
+
+
+def test_a_file_changed_while_its_pieces_are_found_is_refused(tmp_path, monkeypatch):
+    from faceit_etl.source import reader
+
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": generate_users(200, seed=6)}, option=orjson.OPT_INDENT_2))
+    found = reader.find_pieces
+
+    def rewritten_meanwhile(raw, piece_bytes, begin):
+        pieces = found(raw, piece_bytes, begin)
+        with path.open("ab") as handle:
+            handle.write(b" ")
+        return pieces
+
+    monkeypatch.setattr(reader, "find_pieces", rewritten_meanwhile)
+    with pytest.raises(SourceError, match="data.json: changed while it was read; run again"):
+        read_source(path, name="data.json", piece_bytes=PIECE)

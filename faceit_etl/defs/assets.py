@@ -91,7 +91,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     description=(
         "The user entries of the backed-up file, in file order, parsed (no JSON text). A list of "
-        f"users bigger than one piece ({PIECE_BYTES >> 20} MiB) is held not as its entries but as where each piece of "
+        f"users (or users keyed by id) bigger than one piece ({PIECE_BYTES >> 20} MiB) is held not as its entries but as where each piece of "
         "them lies in the backup copy: validated_frame parses them piece by piece, so they never all "
         "exist at once. Reads every layout the bot ever wrote: {'users': [...]}, "
         "{'users': {'<id>': {...}}} and a bare list."
@@ -105,7 +105,7 @@ def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
             "dagster/row_count": source.entry_count,
             "layout": source.layout,
             "ignored_top_level_keys": ", ".join(source.ignored_top_level_keys) or "none",
-            # How many pieces the users list was parsed in, one at a time; 0: parsed whole.
+            # How many pieces the users were parsed in, one at a time; 0: parsed whole.
             "pieces_parsed_one_at_a_time": len(source.pieces.bounds) if source.pieces else 0,
         },
     )

@@ -1,10 +1,10 @@
 """A big file's user list read in pieces, so that only one piece's parsed entries exist at a time.
 
 Parsed whole, 700 MiB of the bot's JSON become 2.9 GiB of Python objects (1M users). Here the
-list is cut into pieces of about `piece_bytes` at commas between two entries; each piece is parsed
-on its own when validation asks for it.
+list (or the object of entries keyed by id) is cut into pieces of about `piece_bytes` at commas
+between two entries; each piece is parsed on its own when validation asks for it.
 
-A cut is chosen by a glance at the bytes (`}` before the comma, `{` after it), which a string or
+A cut is chosen by a glance at the bytes (`}` before the comma, `{` or a key's `"` after it), which a string or
 an inner list of objects can fool. But a piece starting between two entries and cut anywhere
 else than between two entries is never valid JSON on its own, so every piece is parsed once when
 the file is read (by simdjson, which builds no Python objects): a piece that does not parse moves
@@ -15,22 +15,35 @@ the caller, which gives the exact error. The result is the same list of entries 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import simdjson
 
-from faceit_etl.source.repeats import RepeatedKeyError, loads_exact, loses_pairs, refuse_repeats, top_level_repeat
+from faceit_etl.source.repeats import (
+    Repeated,
+    RepeatedKeyError,
+    loads_exact,
+    loses_pairs,
+    refuse_repeats,
+    top_level_repeat,
+)
 
 PIECE_BYTES = 8 << 20
 _PLACEHOLDER = "\x00faceit-etl: the user list\x00"
-# The list is the value of a leading "users" key, or the document itself.
-_OPENING = re.compile(rb'\s*(?:\{\s*"users"\s*:\s*)?\[')
+# The list is the value of a leading "users" key, or the document itself; or a leading "users" key
+# holds an object of entries keyed by id.
+_OPENING = re.compile(rb'\s*(?:\{\s*"users"\s*:\s*)?\[|\s*\{\s*"users"\s*:\s*\{')
+_BRACKETS = {b"[": (b"[", b"]", b"{"), b"{": (b"{", b"}", b'"')}  # opener: (open, close, what starts an entry)
+KEYED = "users keyed by id"
 _WHITESPACE = b" \t\r\n"
 _RECUTS = 8  # candidates tried for one cut before giving up on pieces
+_HEAD_BYTES = 1 << 16  # where the list's opening must be found
+_FIND_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -46,52 +59,68 @@ class Pieces:
     def entry_count(self) -> int:
         return sum(self.counts)
 
-    def entries(self, raw: bytes, name: str) -> Iterator[list[Any]]:
-        """Each piece's entries, parsed as they are asked for; an entry that repeats a name is
-        handed over as a `RefusedEntry`."""
+    def entries(self, handle: BinaryIO, name: str) -> Iterator[tuple[list[Any], list[str] | None]]:
+        """Each piece's entries and, in the keyed layout, the keys they stand under, read from
+        `handle` and parsed as they are asked for; an entry that repeats a name is handed over as a
+        `RefusedEntry`, an id given twice keeps both entries in order, as a whole parse does."""
+        opening, closing, _ = _BRACKETS[b"{" if self.layout == KEYED else b"["]
         for start, end in self.bounds:
-            text = b"[" + raw[start:end] + b"]"
+            handle.seek(start)
+            text = opening + handle.read(end - start) + closing
             try:
-                entries = orjson.loads(text)
+                parsed = orjson.loads(text)
             except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read
                 raise ValueError(f"{name}: not valid JSON between bytes {start} and {end}: {exc}") from None
-            if loses_pairs(text, entries):
-                entries = refuse_repeats(loads_exact(text.decode("utf-8"))[0])
-            yield entries
+            repeats = loses_pairs(text, parsed)
+            if repeats:
+                parsed = loads_exact(text.decode("utf-8"))[0]
+            if self.layout == KEYED:
+                pairs = parsed.pairs if isinstance(parsed, Repeated) else list(parsed.items())
+                keys, entries = [key for key, _ in pairs], [entry for _, entry in pairs]
+            else:
+                keys, entries = None, parsed
+            yield (refuse_repeats(entries) if repeats else entries), keys
 
 
-def find_pieces(raw: bytes, piece_bytes: int = PIECE_BYTES) -> Pieces | None:
-    """The pieces of a `{"users": [...], ...}` or `[...]` document, or None when it has another
-    shape, is not valid JSON, or cannot be cut (the caller then parses it whole)."""
-    opening = _OPENING.match(raw)
-    if opening is None:
+def find_pieces(raw: bytes | FileBytes, piece_bytes: int = PIECE_BYTES, begin: int = 0) -> Pieces | None:
+    """The pieces of the `{"users": [...], ...}` or `[...]` document that starts at `begin` (past a
+    BOM), as offsets in `raw`; None when it has another shape, is not valid JSON, or cannot be cut
+    (the caller then parses it whole). `raw` may be a file's `FileBytes`, read a stretch at a time."""
+    matched = _OPENING.match(raw[begin : begin + _HEAD_BYTES])
+    if matched is None:
         return None
-    start = opening.end()
-    found = _list_end(raw, opening, piece_bytes)
+    opening = (begin + matched.start(), begin + matched.end())
+    brackets = _BRACKETS[raw[opening[1] - 1 : opening[1]]]
+    start = opening[1]
+    found = _list_end(raw, opening, piece_bytes, brackets)
     if found is None:
         return None
     end, ignored = found
     parser = simdjson.Parser()
     bounds, counts = [], []
     while start < end:
-        piece, count = _next_piece(parser, raw, start, end, piece_bytes)
+        piece, count = _next_piece(parser, raw, start, end, piece_bytes, brackets)
         if piece is None:
             return None
         bounds.append((start, piece))
         counts.append(count)
         start = piece + 1  # past the comma
-    layout = "bare list" if raw[opening.start() : opening.end()].strip() == b"[" else "users list"
+    if brackets[0] == b"{":
+        layout = KEYED
+    else:
+        layout = "bare list" if raw[opening[0] : opening[1]].strip() == b"[" else "users list"
     return Pieces(bounds, counts, ignored, layout)
 
 
-def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int) -> tuple[int | None, int]:
+def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int, brackets) -> tuple[int | None, int]:
     """The end of the piece that starts at `start` (a comma between entries, or the list's end)
-    and its number of entries; (None, 0) when no cut gives valid JSON."""
+    and its number of entries (ids given twice counted twice); (None, 0) when no cut gives valid JSON."""
+    opening, closing, entry = brackets
     cut = start + piece_bytes
     for _ in range(_RECUTS):
-        cut = _candidate(raw, cut, end)
+        cut = _candidate(raw, cut, end, entry)
         try:
-            return cut, len(parser.parse(b"[" + raw[start:cut] + b"]"))
+            return cut, len(parser.parse(opening + raw[start:cut] + closing))
         except (ValueError, RuntimeError):  # not valid JSON: the cut was not between two entries
             if cut >= end:
                 return None, 0
@@ -99,32 +128,33 @@ def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int) -> t
     return None, 0
 
 
-def _candidate(raw: bytes, at: int, end: int) -> int:
-    """The first comma from `at` with `}` before and `{` after it (whitespace aside), or `end`."""
+def _candidate(raw: bytes, at: int, end: int, entry: bytes = b"{") -> int:
+    """The first comma from `at` with `}` before and `entry` (`{`, or `"` for a key) after it
+    (whitespace aside), or `end`."""
     while at < end:
         comma = raw.find(b",", at, end)
         if comma < 0:
             return end
         before = raw[max(comma - 64, 0) : comma].rstrip(_WHITESPACE)[-1:]
         after = raw[comma + 1 : comma + 65].lstrip(_WHITESPACE)[:1]
-        if before == b"}" and after == b"{":
+        if before == b"}" and after == entry:
             return comma
         at = comma + 1
     return end
 
 
-def _list_end(raw: bytes, opening: re.Match, piece_bytes: int) -> tuple[int, list[str]] | None:
+def _list_end(raw: bytes, opening: tuple[int, int], piece_bytes: int, brackets) -> tuple[int, list[str]] | None:
     """Offset of the list's closing `]`, and the document's other top-level keys. The standard
     parser reads the list's last stretch from a cut near the file's end and says where that value
     ends; the rest of the document around the list must then be valid JSON."""
-    start = opening.end()
+    start = opening[1]
     at = max(start, len(raw) - piece_bytes)
     for _ in range(_RECUTS):
-        cut = _candidate(raw, at, len(raw))
+        cut = _candidate(raw, at, len(raw), brackets[2])
         tail_start = start if cut >= len(raw) else cut + 1
         try:
             tail = raw[tail_start:].decode("utf-8")
-            _, consumed = json.JSONDecoder().raw_decode("[" + tail)
+            _, consumed = json.JSONDecoder().raw_decode(brackets[0].decode() + tail)
         except (UnicodeDecodeError, ValueError, RecursionError):
             consumed = None
         if consumed is not None:
@@ -138,12 +168,13 @@ def _list_end(raw: bytes, opening: re.Match, piece_bytes: int) -> tuple[int, lis
     return None
 
 
-def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str] | None:
+def _ignored_top_level_keys(raw: bytes, opening: tuple[int, int], end: int) -> list[str] | None:
     """The document with its list replaced by a marker must be valid JSON whose `users` (if an
     object) is that marker, nothing after a bare list. A top-level key given twice (a second
-    `users` too) raises `RepeatedKeyError` with its offset in `raw`."""
+    `users` too) raises `RepeatedKeyError` with its offset from the document's start."""
     marker = orjson.dumps(_PLACEHOLDER)
-    skeleton = raw[: opening.end() - 1] + marker + raw[end + 1 :]
+    head = raw[opening[0] : opening[1] - 1]
+    skeleton = head + marker + raw[end + 1 :]
     try:
         document = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
@@ -154,11 +185,40 @@ def _ignored_top_level_keys(raw: bytes, opening: re.Match, end: int) -> list[str
         if found is not None:
             name, at = found
             offset = len(text[:at].encode("utf-8"))
-            if offset >= opening.end() - 1:  # after the list: back to the file's own offsets
-                offset += end + 1 - (opening.end() - 1) - len(marker)
+            if offset >= len(head):  # after the list: back to the document's own offsets
+                offset += end + 1 - (opening[1] - 1) - len(marker)
             raise RepeatedKeyError(name, offset)
     if document == _PLACEHOLDER:
         return []
     if isinstance(document, dict) and document.get("users") == _PLACEHOLDER:
         return sorted(key for key in document if key != "users")
     return None
+
+
+class FileBytes:
+    """An open file's bytes, read where they are asked for (`os.pread`), never held whole. Unlike a
+    mapping, a file rewritten meanwhile only reads short (its pieces then fail to parse or its
+    stamp differs), never kills the process with SIGBUS."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, _ = key.indices(self.size)
+        return os.pread(self.fd, stop - start, start) if stop > start else b""
+
+    def find(self, sub: bytes, start: int, end: int) -> int:
+        """The first `sub` (one byte) in [start, end), or -1."""
+        at = start
+        while at < end:
+            chunk = self[at : min(at + _FIND_CHUNK, end)]
+            if not chunk:
+                break
+            found = chunk.find(sub)
+            if found >= 0:
+                return at + found
+            at += len(chunk)
+        return -1

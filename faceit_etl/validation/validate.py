@@ -19,7 +19,7 @@ import pandera.pandas as pa
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
-from faceit_etl.validation.coerce import _integer, coerce_column, describe_value
+from faceit_etl.validation.coerce import _integer, coerce_column, describe_value, flag_series
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
     KNOWN_USER_KEYS,
@@ -120,9 +120,7 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
-    columns["has_subscription"] = pd.Series(
-        pd.array([s is not None for s in subscriptions], dtype="boolean")
-    )
+    columns["has_subscription"] = flag_series([s is not None for s in subscriptions])
     columns[USER_PRESENT] = _presence(USER_FIELDS, users)
     columns[SUBSCRIPTION_PRESENT] = _presence(SUBSCRIPTION_FIELDS, subscriptions)
     frame = pd.DataFrame(columns)
@@ -169,18 +167,20 @@ def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tu
     Only accepted entries hold a code: one whose entry is rejected for anything else leaves the
     code free, so no entry is refused for a code that nothing loaded holds; as every other rule
     is judged first, the holder is the first entry with that code that passes them all."""
-    codes = frame[REFERRAL_CODE]
-    for index, code in zip(codes.index.tolist(), codes.tolist()):
-        if pd.isna(code) or index in reasons:
+    with_code = frame[frame[REFERRAL_CODE].notna()]  # values read column-wise: a lookup per row costs ~20 µs
+    for index, code, user_id in zip(
+        with_code.index.tolist(), with_code[REFERRAL_CODE].tolist(), with_code["user_id"].tolist()
+    ):
+        if index in reasons:
             continue
         if code in holders:
-            held_by, user_id = holders[code]
+            held_by, holder_id = holders[code]
             reject(index, REFERRAL_CODE, (
                 f"referral_code {describe_value(code)} is already held by entry {held_by + 1} (the "
-                f"{_ordinal(held_by + 1)} in the file, user_id {user_id}), which is accepted"
+                f"{_ordinal(held_by + 1)} in the file, user_id {holder_id}), which is accepted"
             ))
         else:
-            holders[code] = (index, int(frame.at[index, "user_id"]))
+            holders[code] = (index, int(user_id))
 
 
 def _ordinal(number: int) -> str:
