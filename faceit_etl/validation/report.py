@@ -92,6 +92,15 @@ def reject_head(rejected: int, entries: int, limit: RejectLimit | None, allowed:
     return f"{counted}, more than max_rejects {limit.text} allows ({allowed}); {NOTHING_WRITTEN}"
 
 
+def too_many_rejects(rejects: pd.DataFrame, rejected: int, entries: int, limit: RejectLimit | None) -> str | None:
+    """Why a run with these rejects must load nothing, in one line; None when it may load (always with
+    `force`, whose limit is None). The one judgement of the check on the validated entries and of the load
+    itself, which refuses on its own: a selection without the check must not load past the limit."""
+    if limit is None or limit.allows(rejected, entries):
+        return None
+    return stopped_line(rejects, rejected, entries, limit, limit.allowed(entries))
+
+
 def stopped_line(rejects: pd.DataFrame, rejected: int, entries: int, limit: RejectLimit, allowed: int) -> str:
     """A run stopped by its rejects, in one line: how many, the first few, what to do."""
     first = rejects.drop_duplicates("source_index").head(SHOWN_REJECTS)
