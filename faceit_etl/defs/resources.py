@@ -23,7 +23,7 @@ import dagster as dg
 import psycopg
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from faceit_etl.postgres.database import URL_VARIABLE, checked_url, connect, describe, resolve_database_url
+from faceit_etl.postgres.database import URL_VARIABLE, checked_url, connect, describe, redact, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
 from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 
@@ -61,6 +61,19 @@ BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 
 class SettingsError(ValueError):
     """A setting's value cannot be used; the message names the setting and where it came from."""
+
+
+HOLDS_A_PASSWORD = (
+    "holds a password (a URL with credentials, a password keyword or DATABASE_URL's password), so it is "
+    "not quoted; the database URL belongs in DATABASE_URL only"
+)
+
+
+def refuse_a_secret(where: str, value: Any) -> None:
+    """A setting is quoted in errors, logs, run metadata and migration_logs; one whose value carries a
+    password (`{env: DATABASE_URL}` given as a path or a schema) is refused by name, never quoted."""
+    if isinstance(value, str) and redact(value, os.environ.get(URL_VARIABLE)) != value:
+        raise SettingsError(f"{where} {HOLDS_A_PASSWORD}")
 
 
 def strict_int(value: Any) -> int:
@@ -114,6 +127,7 @@ def max_concurrent_from_environment() -> int:
     raw = os.environ.get(MAX_CONCURRENT_VARIABLE, "")
     if not raw:
         return 1
+    refuse_a_secret(MAX_CONCURRENT_VARIABLE, raw)
     try:
         return strict_max_concurrent(raw)
     except ValueError as exc:
@@ -127,6 +141,7 @@ def environment_value(name: str) -> Any:
     raw = os.environ.get(variable, "")
     if not raw:
         return None
+    refuse_a_secret(variable, raw)
     parse = {bool: strict_bool, int: strict_int, float: strict_fraction}.get(type(default))
     if parse is not None:
         try:
@@ -162,7 +177,7 @@ def describe_invalid(error: ValidationError) -> str:
         if problem["loc"]:
             setting = ".".join(str(part) for part in problem["loc"])
             message = f"{setting} {problem['input']!r}: {message[:1].lower()}{message[1:]}"
-        lines.append(message)
+        lines.append(redact(message, os.environ.get(URL_VARIABLE)))
     return "; ".join(lines)
 
 
@@ -256,8 +271,11 @@ class MigrationSettings(dg.ConfigurableResource):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_environment(cls, data: Any) -> Any:
-        """Runs whenever the resource is built, so in the run's own process at run time."""
+        """Runs whenever the resource is built, so in the run's own process at run time; before any field's
+        own validator, which may quote the value."""
         if isinstance(data, dict):
+            for name, value in data.items():
+                refuse_a_secret(name, value)
             data = {**data, **resolve(data)}
         return data
 
