@@ -55,6 +55,9 @@ EXPECTED_FRACTION = "expected a fraction from 0 to 1, such as 0.1"
 INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 significant digits"
 EXPECTED_BOOL = "expected true or false"
 INT_SETTINGS = ("batch_size",)
+TEXT_SETTINGS = ("source_path", "backup_dir", "max_rejects", "source_timezone", "target_schema")
+# An empty backup_dir would put every run's folder in the current directory, an empty source_path name it.
+EMPTY = "empty or only white space, which names nothing: give a value, or leave it unset for its default"
 MAX_CONCURRENT_VARIABLE = "MIGRATION_MAX_CONCURRENT"
 BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 
@@ -142,6 +145,8 @@ def environment_value(name: str) -> Any:
     if not raw:
         return None
     refuse_a_secret(variable, raw)
+    if not raw.strip():
+        raise SettingsError(f"{variable}={raw!r}: {EMPTY}")
     parse = {bool: strict_bool, int: strict_int, float: strict_fraction}.get(type(default))
     if parse is not None:
         try:
@@ -320,6 +325,14 @@ class MigrationSettings(dg.ConfigurableResource):
                 ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError("not a known time zone") from None
+        return value
+
+    @field_validator(*TEXT_SETTINGS, mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        """Defined last, so it runs before the fields' other validators (pydantic runs `before` ones last first)."""
+        if isinstance(value, str) and not value.strip():
+            raise SettingsError(EMPTY)
         return value
 
     @model_validator(mode="after")
