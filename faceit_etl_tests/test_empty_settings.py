@@ -28,7 +28,7 @@ def test_an_empty_or_blank_text_setting_is_refused_by_name(name, blank):
 
 
 @given(name=st.sampled_from(TEXT_SETTINGS), blank=BLANKS.filter(bool))
-def test_a_blank_environment_variable_is_refused_by_its_name(name, blank, ):
+def test_a_blank_environment_variable_is_refused_by_its_name(name, blank):
     variable = ENVIRONMENT[name][0]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(variable, blank)
