@@ -87,9 +87,11 @@ def reject_head(rejected: int, entries: int, limit: RejectLimit | None, allowed:
     counted = f"{rejected} of {entries} entries rejected"
     if limit is None:
         return f"{counted} (force: loading the rest)"
+    # A count is the limit itself; a percentage also says how many entries it comes to.
+    share = "" if limit.percent is None else f" (at most {allowed} of {entries})"
     if rejected <= allowed:
-        return f"{counted}, within max_rejects {limit.text} (at most {allowed}): loading the rest"
-    return f"{counted}, more than max_rejects {limit.text} allows ({allowed}); {NOTHING_WRITTEN}"
+        return f"{counted}, within max_rejects {limit.text}{share}: loading the rest"
+    return f"{counted}, more than max_rejects {limit.text} allows{share}; {NOTHING_WRITTEN}"
 
 
 def too_many_rejects(rejects: pd.DataFrame, rejected: int, entries: int, limit: RejectLimit | None) -> str | None:
