@@ -82,7 +82,7 @@ def test_a_stopped_run_says_why_in_one_line_with_the_first_rejects_and_what_to_d
 
     assert "\n" not in line
     assert line == (
-        "3 of 5 entries rejected, more than max_rejects 1 allows (1); nothing was written. "
+        "3 of 5 entries rejected, more than max_rejects 1 allows; nothing was written. "
         "entry 2 (no valid user_id): user_id: must be a positive Telegram id; "
         f"entry 3 (user_id 12): tier: {outcome.rejects.iloc[1].reason}; "
         f"entry 4 (user_id 13): total_requests: {outcome.rejects.iloc[2].reason}. {WHAT_TO_DO}."
@@ -101,7 +101,7 @@ def test_a_run_stopped_by_rejects_fails_with_that_line_not_with_dagsters_check_e
     error = failure.step_failure_data.error
     assert "DagsterAssetCheckFailedError" not in error.to_string()
     description = failure.step_failure_data.user_failure_data.description
-    assert description.startswith("3 of 5 entries rejected, more than max_rejects 0 allows (0); nothing was written. entry 2")
+    assert description.startswith("3 of 5 entries rejected, more than max_rejects 0 allows; nothing was written. entry 2")
     # The run page's first ERROR line is the reason itself; the others are Dagster's notices of the skipped steps.
     assert errors[0] == description
     assert all(e.startswith("Dependencies for step") for e in errors[1:])

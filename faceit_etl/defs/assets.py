@@ -17,7 +17,7 @@ from faceit_etl import backups as backup, mapping, resumption
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.checks import (
     LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, earlier_of_target,
-    judge_tables_now, planned_checks, schema_target, table_check_results,
+    judge_tables_now, planned_checks, refuse_too_many_rejects, schema_target, table_check_results,
 )
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
@@ -225,6 +225,7 @@ def postgres_tables(
         selected_checks = set(context.selected_asset_check_keys)
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
         return
+    refuse_too_many_rejects(context, validated_frame, migration_settings)
     mapped = mapping.MappedFrames(mapped_users, mapped_subscriptions, {})
     options = _start_load(context, migration_settings, postgres, source_backup)
     earlier = context.instance.fetch_materializations(TABLES, limit=LOOKED_AT).records  # for column_schema_change

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from faceit_etl.defs.resources import MigrationSettings, SettingsError, strict_bool
+from faceit_etl.defs.resources import MigrationSettings, SettingsError, refuse_a_secret, strict_bool
 from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -40,6 +40,7 @@ def _running_if(variable: str) -> bool:
     raw = os.environ.get(variable, "")
     if not raw:
         return False
+    refuse_a_secret(variable, raw)
     try:
         return strict_bool(raw)
     except ValueError as exc:

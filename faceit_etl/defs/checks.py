@@ -44,7 +44,7 @@ def no_rejected_entries(
     by_field = rejects.groupby("field").size().sort_values(ascending=False).to_dict()
     limit = migration_settings.reject_limit()
     allowed = validated_frame.input_count if limit is None else limit.allowed(validated_frame.input_count)
-    stops = validated_frame.rejected_count > allowed
+    stops = report.too_many_rejects(rejects, validated_frame.rejected_count, validated_frame.input_count, limit)
     yield dg.AssetCheckResult(
         passed=rejects.empty,
         severity=ERROR if stops else WARN,
@@ -62,9 +62,22 @@ def no_rejected_entries(
         },
     )
     if stops:
-        line = report.stopped_line(rejects, validated_frame.rejected_count, validated_frame.input_count, limit, allowed)
-        context.log.error(line)
-        raise dg.Failure(description=line, metadata={STOPPED_BY: "rejects"}, allow_retries=False)
+        stop_for_rejects(context, stops)
+
+
+def refuse_too_many_rejects(
+    context: dg.AssetExecutionContext, outcome: ValidationOutcome, settings: MigrationSettings
+) -> None:
+    """The load's own refusal, judged as no_rejected_entries judges: a run that selects the load without
+    that check (Materialize unsynced, `dg launch --assets`) must not load past `max_rejects`."""
+    line = report.too_many_rejects(outcome.rejects, outcome.rejected_count, outcome.input_count, settings.reject_limit())
+    if line:
+        stop_for_rejects(context, line)
+
+
+def stop_for_rejects(context: dg.OpExecutionContext, line: str) -> None:
+    context.log.error(line)
+    raise dg.Failure(description=line, metadata={STOPPED_BY: "rejects"}, allow_retries=False)
 
 
 def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:

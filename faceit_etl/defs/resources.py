@@ -23,7 +23,7 @@ import dagster as dg
 import psycopg
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from faceit_etl.postgres.database import URL_VARIABLE, checked_url, connect, describe, resolve_database_url
+from faceit_etl.postgres.database import URL_VARIABLE, checked_url, connect, describe, redact, resolve_database_url
 from faceit_etl.postgres.ddl import checked_identifier
 from faceit_etl.validation.limit import EXPECTED, RejectLimit, parse_max_rejects
 
@@ -55,12 +55,28 @@ EXPECTED_FRACTION = "expected a fraction from 0 to 1, such as 0.1"
 INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 significant digits"
 EXPECTED_BOOL = "expected true or false"
 INT_SETTINGS = ("batch_size",)
+TEXT_SETTINGS = ("source_path", "backup_dir", "max_rejects", "source_timezone", "target_schema")
+# An empty backup_dir would put every run's folder in the current directory, an empty source_path name it.
+EMPTY = "empty or only white space, which names nothing: give a value, or leave it unset for its default"
 MAX_CONCURRENT_VARIABLE = "MIGRATION_MAX_CONCURRENT"
 BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
 
 
 class SettingsError(ValueError):
     """A setting's value cannot be used; the message names the setting and where it came from."""
+
+
+HOLDS_A_PASSWORD = (
+    "holds a password (a URL with credentials, a password keyword or DATABASE_URL's password), so it is "
+    "not quoted; the database URL belongs in DATABASE_URL only"
+)
+
+
+def refuse_a_secret(where: str, value: Any) -> None:
+    """A setting is quoted in errors, logs, run metadata and migration_logs; one whose value carries a
+    password (`{env: DATABASE_URL}` given as a path or a schema) is refused by name, never quoted."""
+    if isinstance(value, str) and redact(value, os.environ.get(URL_VARIABLE)) != value:
+        raise SettingsError(f"{where} {HOLDS_A_PASSWORD}")
 
 
 def strict_int(value: Any) -> int:
@@ -114,6 +130,7 @@ def max_concurrent_from_environment() -> int:
     raw = os.environ.get(MAX_CONCURRENT_VARIABLE, "")
     if not raw:
         return 1
+    refuse_a_secret(MAX_CONCURRENT_VARIABLE, raw)
     try:
         return strict_max_concurrent(raw)
     except ValueError as exc:
@@ -127,6 +144,9 @@ def environment_value(name: str) -> Any:
     raw = os.environ.get(variable, "")
     if not raw:
         return None
+    refuse_a_secret(variable, raw)
+    if not raw.strip():
+        raise SettingsError(f"{variable}={raw!r}: {EMPTY}")
     parse = {bool: strict_bool, int: strict_int, float: strict_fraction}.get(type(default))
     if parse is not None:
         try:
@@ -162,7 +182,7 @@ def describe_invalid(error: ValidationError) -> str:
         if problem["loc"]:
             setting = ".".join(str(part) for part in problem["loc"])
             message = f"{setting} {problem['input']!r}: {message[:1].lower()}{message[1:]}"
-        lines.append(message)
+        lines.append(redact(message, os.environ.get(URL_VARIABLE)))
     return "; ".join(lines)
 
 
@@ -256,8 +276,11 @@ class MigrationSettings(dg.ConfigurableResource):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_environment(cls, data: Any) -> Any:
-        """Runs whenever the resource is built, so in the run's own process at run time."""
+        """Runs whenever the resource is built, so in the run's own process at run time; before any field's
+        own validator, which may quote the value."""
         if isinstance(data, dict):
+            for name, value in data.items():
+                refuse_a_secret(name, value)
             data = {**data, **resolve(data)}
         return data
 
@@ -302,6 +325,14 @@ class MigrationSettings(dg.ConfigurableResource):
                 ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError("not a known time zone") from None
+        return value
+
+    @field_validator(*TEXT_SETTINGS, mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        """Defined last, so it runs before the fields' other validators (pydantic runs `before` ones last first)."""
+        if isinstance(value, str) and not value.strip():
+            raise SettingsError(EMPTY)
         return value
 
     @model_validator(mode="after")

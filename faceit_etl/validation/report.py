@@ -87,9 +87,20 @@ def reject_head(rejected: int, entries: int, limit: RejectLimit | None, allowed:
     counted = f"{rejected} of {entries} entries rejected"
     if limit is None:
         return f"{counted} (force: loading the rest)"
+    # A count is the limit itself; a percentage also says how many entries it comes to.
+    share = "" if limit.percent is None else f" (at most {allowed} of {entries})"
     if rejected <= allowed:
-        return f"{counted}, within max_rejects {limit.text} (at most {allowed}): loading the rest"
-    return f"{counted}, more than max_rejects {limit.text} allows ({allowed}); {NOTHING_WRITTEN}"
+        return f"{counted}, within max_rejects {limit.text}{share}: loading the rest"
+    return f"{counted}, more than max_rejects {limit.text} allows{share}; {NOTHING_WRITTEN}"
+
+
+def too_many_rejects(rejects: pd.DataFrame, rejected: int, entries: int, limit: RejectLimit | None) -> str | None:
+    """Why a run with these rejects must load nothing, in one line; None when it may load (always with
+    `force`, whose limit is None). The one judgement of the check on the validated entries and of the load
+    itself, which refuses on its own: a selection without the check must not load past the limit."""
+    if limit is None or limit.allows(rejected, entries):
+        return None
+    return stopped_line(rejects, rejected, entries, limit, limit.allowed(entries))
 
 
 def stopped_line(rejects: pd.DataFrame, rejected: int, entries: int, limit: RejectLimit, allowed: int) -> str:
