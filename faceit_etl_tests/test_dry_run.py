@@ -24,7 +24,7 @@ from faceit_etl_tests.test_pipeline import checks_by_name, dry_run_of, materiali
 LOAD_FACTS = (
     *(f"{table}_{count}" for table in ("users", "subscriptions")
       for count in ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")),
-    "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "nothing_to_compare", "dagster/row_count",
+    "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "compared", "dagster/row_count",
 )
 
 

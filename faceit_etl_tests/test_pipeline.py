@@ -124,7 +124,11 @@ def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(dat
         assert again.success and metadata_of(again, "validated_frame")["input_identity"] == identity
         assert metadata_of(again, "validated_frame")["reused_earlier_outcome"]
         load = metadata_of(again, "postgres_tables")
-        assert load["nothing_to_compare"].startswith(f"the tables hold what run {first.run_id} loaded")
+        assert load["compared"] == (
+            f"the tables hold what run {first.run_id} loaded from the same input (the same file bytes, time zone and "
+            "code): no row was compared or written"
+        )
+        assert load["same_as_run"] == first.run_id
         assert users_in(db) == before
         assert all(e.passed for e in checks_by_name(again).values())  # still compared cell by cell
 
@@ -135,7 +139,8 @@ def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(dat
         assert metadata_of(changed, "validated_frame")["input_identity"] != identity
         assert not metadata_of(changed, "validated_frame")["reused_earlier_outcome"]
         load = metadata_of(changed, "postgres_tables")
-        assert load["nothing_to_compare"] == "no: compared row by row"
+        assert load["compared"] == "every row of the file was compared with the tables"
+        assert "same_as_run" not in load
         assert (load["users_updated"], load["users_unchanged"]) == (1, 24)
 
 

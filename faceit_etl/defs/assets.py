@@ -39,13 +39,16 @@ from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 GROUP = "faceit_migration"
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
-# The package's code and the parsing libraries' versions: a change shows the assets as unsynced in the UI.
-CODE_VERSION = code_version()[:16]
+# The package's code and the parsing libraries' versions, whole (the UI shows it as it is): a change shows
+# the assets as unsynced.
+CODE_VERSION = code_version()
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
 VALIDATED = "validated"
+COMPARED = "compared"  # postgres_tables' metadata key: what the load compared, in words
+SAME_AS_RUN = "same_as_run"  # the run whose load left the tables exactly as this input gives them, when one did
 DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the tables are unchanged"  # where outcomes are kept for re-runs, in the instance's storage
 
 
@@ -368,11 +371,13 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
         "created_tables": stats.created_tables,
         "truncated": stats.truncated,
         **_snapshot_metadata(done.snapshot),
-        "nothing_to_compare": (
-            f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
+        COMPARED: (
+            f"the tables hold what run {stats.recognised_from_run} loaded from the same input (the same file bytes, "
+            "time zone and code): no row was compared or written"
             if stats.recognised_from_run
-            else "no: compared row by row"
+            else "every row of the file was compared with the tables"
         ),
+        **({SAME_AS_RUN: stats.recognised_from_run} if stats.recognised_from_run else {}),
         **tables_metadata(settings.target_schema, done.columns, _table_rows(done, users)),
         "preview": preview(as_people_see_it(users)),
         **({"migration_log_id": done.log_id} if done.log_id else {}),

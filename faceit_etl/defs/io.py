@@ -107,7 +107,7 @@ def _last_of_this_file(instance: dg.DagsterInstance, consumer: str, key: dg.Asse
     if latest is None:
         raise NotOfThisFile(f"{consumer} needs {upstream}, which was never materialized: {advice}")
     made_by = (latest.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
-    if made_by != code_version()[:16]:
+    if made_by != code_version():
         raise NotOfThisFile(
             f"{consumer} needs {upstream} made by this code, and the last {upstream} (run {latest.run_id}) was "
             f"made by other code: {advice}"
