@@ -72,10 +72,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     copied = backup.backup_source(
         migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen
     )
-    # The Runs list shows and filters by tags: every migration run names the file it migrated, however launched.
-    context.instance.add_run_tags(
-        context.run.run_id, {SOURCE_FILE_TAG: str(copied.original), SOURCE_SHA256_TAG: copied.sha256}
-    )
+    tag_run_with_file(context, copied.original, copied.sha256)
     return dg.Output(
         copied,
         data_version=dg.DataVersion(copied.sha256),  # a copy of the same bytes leaves raw_json synced
@@ -100,8 +97,9 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
         "{'users': {'<id>': {...}}} and a bare list."
     ),
 )
-def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
+def raw_json(context: dg.AssetExecutionContext, source_backup: backup.SourceSnapshot) -> dg.Output:
     source = replace(read_source(source_backup.copy, name=source_backup.original), sha256=source_backup.sha256)
+    tag_run_with_file(context, source_backup.original, source_backup.sha256)
     return dg.Output(
         source,
         metadata={
@@ -223,7 +221,10 @@ def postgres_tables(
     mapped_subscriptions: pd.DataFrame,
 ):
     _refuse_another_file(context.run, source_backup, migration_settings)
-    _refuse_another_time_zone(validated_frame, source_backup, migration_settings.source_timezone)
+    why_not = why_not_this_input(validated_frame, source_backup.sha256, migration_settings.source_timezone)
+    if why_not:
+        raise dg.Failure(description=why_not, allow_retries=False)
+    tag_run_with_file(context, source_backup.original, source_backup.sha256)  # a subset run names its file too
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
         selected_checks = set(context.selected_asset_check_keys)
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
@@ -304,17 +305,27 @@ def _refuse_another_file(run: dg.DagsterRun, source: backup.SourceSnapshot, sett
         )
 
 
-def _refuse_another_time_zone(outcome: ValidationOutcome, source: backup.SourceSnapshot, timezone: str) -> None:
-    """A subset reads validated_frame from an earlier run, which may have judged the file's local times in
-    another source time zone: loading it would store other instants than this run's settings say."""
-    if outcome.input_identity != input_identity(source.sha256, timezone):
-        raise dg.Failure(
-            description=(
-                f"postgres_tables needs validated_frame judged with this run's source time zone ({timezone}), and the "
-                "last one was judged with another: materialize all (or select validated_frame and what it needs too)"
-            ),
-            allow_retries=False,
-        )
+def why_not_this_input(outcome: ValidationOutcome, sha256: str, timezone: str) -> str | None:
+    """Why a validated_frame read from an earlier run (a subset) cannot be loaded with this source_backup,
+    or None: judged from other file bytes (named first: the bytes decide every row), in another source time
+    zone (other instants than this run's settings say), or by other code."""
+    if outcome.input_identity == input_identity(sha256, timezone):
+        return None
+    if outcome.source_sha256 != sha256:
+        judged = f"from other bytes (sha256 {outcome.source_sha256})" if outcome.source_sha256 else "from bytes it did not record"
+        why = f"of the bytes source_backup copied (sha256 {sha256}), and the last one was judged {judged}"
+    elif outcome.source_timezone != timezone:
+        why = (f"judged with this run's source time zone ({timezone}), and the last one was judged with "
+               f"{outcome.source_timezone or 'another'}")
+    else:
+        why = "judged by this code, and the last one was judged by other code"
+    return f"postgres_tables needs validated_frame {why}: materialize all (or select validated_frame and what it needs too)"
+
+
+def tag_run_with_file(context: dg.AssetExecutionContext, path: str | Path, sha256: str) -> None:
+    """The Runs list shows and filters by tags: every run that reads the bot's file names it and its full
+    sha256, whichever assets it was launched with."""
+    context.instance.add_run_tags(context.run.run_id, {SOURCE_FILE_TAG: str(path), SOURCE_SHA256_TAG: sha256})
 
 
 def _load_options(
