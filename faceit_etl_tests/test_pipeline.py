@@ -257,6 +257,11 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
         return {result.check_name: result for result in results}
 
     assert all(result.passed for result in checks().values())
+    # Checks run alone write nothing: with dry_run set they still judge the real tables (their verdicts replace
+    # the load's), never fail for want of a dry run's.
+    dry = make_resources(database_url, NESTED_SAMPLE, tmp_path, dry_run=True)["migration_settings"]
+    judged = judge_tables_now(dry, settings["postgres"], users, subscriptions, {spec.key for spec in TABLE_CHECK_SPECS})
+    assert [(r.passed, r.metadata["dry_run"].value) for r in judged] == [(True, False)] * len(TABLE_CHECK_SPECS)
     db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
 
     tampered = checks()
@@ -382,10 +387,12 @@ def test_a_dry_run_verifies_inside_the_transaction_and_leaves_the_database_ident
     load = dry_run_of(result)
     assert load["dry_run"] is True
     assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (25, 0, 0)
-    checks = checks_by_name(result)
-    assert all(e.passed for e in checks.values())
-    assert checks["row_counts_match"].metadata["users_in_database"].value == 25  # seen inside the transaction
-    assert checks["content_matches"].metadata["dry_run"].value is True
+    # Its verdicts are its observation's, never the checks' results: those stay the real tables'.
+    assert set(checks_by_name(result)) == {"no_rejected_entries"}
+    assert {k: v for k, v in load.items() if k.startswith("dry_run.")} == {
+        f"dry_run.{spec.name}": "passed" for spec in TABLE_CHECK_SPECS
+    }
+    assert load["verification"]["row_counts_match"]["metadata"]["users_in_database"] == 25  # seen inside the transaction
     assert database_state(db) == before
 
 

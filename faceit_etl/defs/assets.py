@@ -47,6 +47,7 @@ ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
 VALIDATED = "validated"
+DRY_RUN_CHECK = "dry_run."  # a dry run's observation: each check's verdict on the tables it rolled back
 COMPARED = "compared"  # postgres_tables' metadata key: what the load compared, in words
 SAME_AS_RUN = "same_as_run"  # the run whose load left the tables exactly as this input gives them, when one did
 DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the tables are unchanged"  # where outcomes are kept for re-runs, in the instance's storage
@@ -256,17 +257,19 @@ def _start_load(
 def _report(
     context: dg.AssetExecutionContext, verdicts: list, metadata: dict, earlier: list[dg.EventLogRecord], *, dry_run: bool
 ) -> Iterator:
-    """The verdicts the load's transaction took before committing (or rolling back a dry run): the selected
-    checks' results; those migrate_job does not plan (see defs/jobs.py) as evaluations it reports, with
-    column_schema_change; a dry run as an observation, never a materialization."""
+    """The verdicts the load's transaction took before committing: the selected checks' results; those
+    migrate_job does not plan (see defs/jobs.py) as evaluations it reports, with column_schema_change.
+    A dry run's verdicts are of tables it rolled back: they go with its observation (never a
+    materialization), each under a name of its own, and the checks keep the verdicts of what the tables
+    really hold."""
     selected_checks = set(context.selected_asset_check_keys)
     results = table_check_results(verdicts, dry_run=dry_run, seen_before_commit=True)
-    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
     if dry_run:
-        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata))
-        yield from selected
-    else:
-        yield dg.MaterializeResult(metadata=metadata, check_results=selected)
+        would = {f"{DRY_RUN_CHECK}{r.check_name}": "passed" if r.passed else f"failed: {r.description}" for r in results}
+        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata | would))
+        return
+    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
+    yield dg.MaterializeResult(metadata=metadata, check_results=selected)
     for result in results:
         if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:
             context.log_event(as_evaluation(result))
