@@ -269,6 +269,12 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     figures = {key: value.value for key, value in tampered["content_matches"].metadata.items()}
     assert figures["users.differing_cells.total_requests"] == 1  # a flat number per column
     assert figures["users.examples.total_requests"] == str(victim)  # rows are named by Telegram id
+    # The differing cell as a person checks it: which user and column, the database's value and the file's.
+    requests = int(users.loc[users["user_id"] == victim, "total_requests"].iloc[0])
+    assert [r.data for r in figures["differing_values"].records] == [
+        {"user_id": str(victim), "column": "users.total_requests", "in_database": str(requests + 1), "from_file": str(requests)}
+    ]
+    assert [c.name for c in figures["differing_values"].schema.columns] == ["user_id", "column", "in_database", "from_file"]
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
@@ -417,6 +423,10 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
     verdict = failure.step_failure_data.user_failure_data.metadata["verification"].value["content_matches"]
     assert not verdict["passed"]
     assert verdict["metadata"]["users"]["differing_cells"] == {"total_requests": 25}
+    # Beside the failure, the first 20 of those cells as a table: the trigger added one to each.
+    shown = failure.step_failure_data.user_failure_data.metadata["differing_values"].value.records
+    assert len(shown) == 20 and {r.data["column"] for r in shown} == {"users.total_requests"}
+    assert all(int(r.data["in_database"]) == int(r.data["from_file"]) + 1 for r in shown)
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the dry run wrote nothing
 
 

@@ -16,8 +16,8 @@ import psycopg
 from faceit_etl import backups as backup, mapping, resumption
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.checks import (
-    LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, earlier_of_target,
-    judge_tables_now, planned_checks, schema_target, table_check_results,
+    LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, differing_values_table,
+    earlier_of_target, judge_tables_now, planned_checks, schema_target, table_check_results,
 )
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
@@ -33,6 +33,7 @@ from faceit_etl.postgres.run import LoadFailed, LoadOptions, LoadRun, load_run
 from faceit_etl.validation import ValidationOutcome, memo
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.postgres.verdicts import DIFFERING_VALUES
 from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
@@ -237,6 +238,9 @@ def postgres_tables(
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
         verdicts = {VERIFICATION: _verdicts_metadata(exc.verdicts)} if exc.verdicts else {}
+        cells = [c for v in (exc.verdicts or {}).values() for c in v.metadata.get(DIFFERING_VALUES, [])]
+        if cells:  # a mismatch shows which cells, with both values, beside the failure
+            verdicts[DIFFERING_VALUES] = differing_values_table(cells)
         raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
     metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings, postgres)
     yield from _report(context, done.verdicts, metadata, earlier, dry_run=migration_settings.dry_run)

@@ -18,7 +18,7 @@ import pandas as pd
 from faceit_etl import backups as backup
 from faceit_etl.defs.metadata import rejects_table
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
-from faceit_etl.postgres.verdicts import BLOCKING, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome, report
 from faceit_etl.validation.limit import STOPPED_BY, RejectLimit
 
@@ -128,7 +128,7 @@ def table_check_results(
             metadata={
                 "dry_run": dry_run,
                 "seen_before_commit": seen_before_commit,
-                **flat(verdict.metadata),
+                **shown(verdict.metadata),
             },
         )
         for name, verdict in verdicts.items()
@@ -142,6 +142,24 @@ def as_evaluation(result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
         asset_key=TABLES, check_name=result.check_name, passed=result.passed, metadata=result.metadata,
         severity=result.severity, description=result.description, blocking=result.check_name in BLOCKING,
     )
+
+
+def shown(metadata: dict) -> dict:
+    """A verdict's figures as the UI shows them: flat numbers, and differing cells as a table."""
+    cells = metadata.get(DIFFERING_VALUES)
+    figures = flat({k: v for k, v in metadata.items() if k != DIFFERING_VALUES})
+    return figures | ({DIFFERING_VALUES: differing_values_table(cells)} if cells else {})
+
+
+def differing_values_table(cells: list[dict]) -> dg.TableMetadataValue:
+    """The cells where the tables differ from the file, one row each, with the database's and the file's value."""
+    columns = [
+        dg.TableColumn("user_id", "string", description="the row's Telegram user_id"),
+        dg.TableColumn("column", "string", description="table.column"),
+        dg.TableColumn("in_database", "string", description="what the table holds"),
+        dg.TableColumn("from_file", "string", description="what the file says it should hold"),
+    ]
+    return dg.MetadataValue.table([dg.TableRecord(cell) for cell in cells], schema=dg.TableSchema(columns=columns))
 
 
 def flat(metadata: dict, prefix: str = "") -> dict:
