@@ -38,6 +38,14 @@ from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
 GROUP = "faceit_migration"
+# What Dagster 1.13's UI does, said where a person launches a migration: the asset graph's button launches the
+# first job by name that holds every selected asset (__ASSET_JOB), and no definition can choose another.
+FROM_MIGRATE_JOB = (
+    "Start a migration from migrate_job's page (Jobs → migrate_job → Materialize all): the asset graph's own "
+    "Materialize all runs Dagster's __ASSET_JOB instead, which plans these checks too, so a run stopped by "
+    "rejects marks them Execution failed and a dry run Skipped, hiding the last load's verdicts. Dagster 1.13 "
+    "lets no definition choose the job that button launches."
+)
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
 # The package's code and the parsing libraries' versions, whole (the UI shows it as it is): a change shows
@@ -207,7 +215,7 @@ def mapped_frames(validated_frame: ValidationOutcome):
         "new rows, update changed ones, leave unchanged ones untouched. Then, still inside the "
         "transaction, every check's verdict is taken: it commits only when the blocking ones pass. "
         "Any failure leaves the target as it was. Rejects go to `migration_rejects`, the run to "
-        "`migration_logs`."
+        "`migration_logs`. " + FROM_MIGRATE_JOB
     ))},
     deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     check_specs=TABLE_CHECK_SPECS,
