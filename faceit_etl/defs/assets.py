@@ -22,7 +22,7 @@ from faceit_etl.defs.checks import (
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
 from faceit_etl.defs.metadata import (
-    RECENT_MIGRATIONS, as_people_see_it, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
+    RECENT_MIGRATIONS, as_people_see_it, refusal, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
 )
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.identity import code_version, input_identity, look_at_file
@@ -230,10 +230,11 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
-    _refuse_another_file(context.run, source_backup, migration_settings)
-    why_not = why_not_this_input(validated_frame, source_backup.sha256, migration_settings.source_timezone)
+    why_not = _why_not_this_file(context.run, source_backup, migration_settings) or why_not_this_input(
+        validated_frame, source_backup.sha256, migration_settings.source_timezone
+    )
     if why_not:
-        raise dg.Failure(description=why_not, allow_retries=False)
+        raise refusal(context, why_not)
     tag_run_with_file(context, source_backup.original, source_backup.sha256)  # a subset run names its file too
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
         selected_checks = set(context.selected_asset_check_keys)
@@ -249,7 +250,7 @@ def postgres_tables(
         cells = [c for v in (exc.verdicts or {}).values() for c in v.metadata.get(DIFFERING_VALUES, [])]
         if cells:  # a mismatch shows which cells, with both values, beside the failure
             verdicts[DIFFERING_VALUES] = differing_values_table(cells)
-        raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
+        raise refusal(context, str(exc), verdicts) from None
     metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings, postgres)
     yield from _report(context, done.verdicts, metadata, earlier, dry_run=migration_settings.dry_run)
 
@@ -303,21 +304,19 @@ def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, post
     return {"recent_migrations": migrations_table(recent)}
 
 
-def _refuse_another_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> None:
+def _why_not_this_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> str | None:
     """A subset reads source_backup from an earlier run: the file this run names must hold its bytes now.
     A resume (a re-execution) refuses a changed file itself, in its own words."""
     if run.parent_run_id is not None or Path(source.folder) == backup.run_folder(settings.backup_dir, run.run_id):
-        return
+        return None
     path = Path(settings.source_path).resolve()
-    if (look_at_file(path)[0].sha256 if path.is_file() else None) != source.sha256:
-        raise dg.Failure(
-            description=(
-                f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
-                f"(from {source.original}, sha256 {source.sha256[:12]}…): materialize all (or select source_backup "
-                "and what it needs too)"
-            ),
-            allow_retries=False,
-        )
+    if (look_at_file(path)[0].sha256 if path.is_file() else None) == source.sha256:
+        return None
+    return (
+        f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
+        f"(from {source.original}, sha256 {source.sha256}): materialize all (or select source_backup "
+        "and what it needs too)"
+    )
 
 
 def why_not_this_input(outcome: ValidationOutcome, sha256: str, timezone: str) -> str | None:

@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backups as backup
-from faceit_etl.defs.metadata import rejects_table
+from faceit_etl.defs.metadata import refusal, rejects_table
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome, report
@@ -63,8 +63,7 @@ def no_rejected_entries(
     )
     if stops:
         line = report.stopped_line(rejects, validated_frame.rejected_count, validated_frame.input_count, limit, allowed)
-        context.log.error(line)
-        raise dg.Failure(description=line, metadata={STOPPED_BY: "rejects"}, allow_retries=False)
+        raise refusal(context, line, {STOPPED_BY: "rejects"})
 
 
 def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:
