@@ -35,3 +35,23 @@ def test_source_backup_says_it_backs_up_the_file_and_who_snapshots_the_tables():
     description = source_backup.descriptions_by_key[source_backup.key]
     assert description.startswith("A backup of the bot's data file, not of the tables.")
     assert "The tables' snapshot that `rollback_job` restores is added to the run's folder by `postgres_tables`" in description
+
+
+def test_where_a_migration_starts_is_said_where_it_is_launched_and_is_what_the_jobs_plan():
+    """Dagster 1.13's asset graph launches __ASSET_JOB, which plans the tables' checks that migrate_job
+    leaves to its load: the tables' page and migrate_job's page say so, and the two plans differ so."""
+    import dagster as dg
+
+    from faceit_etl.definitions import defs
+    from faceit_etl.defs.assets import postgres_tables
+    from faceit_etl.defs.checks import TABLE_CHECK_SPECS
+
+    tables = {spec.key for spec in TABLE_CHECK_SPECS}
+    graph_button = defs.resolve_implicit_global_asset_job_def()
+    assert graph_button.name == "__ASSET_JOB"
+    assert tables <= graph_button.asset_layer.asset_graph.asset_check_keys
+    assert tables & defs.resolve_job_def("migrate_job").asset_layer.asset_graph.asset_check_keys == set()
+    description = postgres_tables.descriptions_by_key[dg.AssetKey("postgres_tables")]
+    assert "Start a migration from migrate_job's page (Jobs → migrate_job → Materialize all)" in description
+    assert "Materialize all runs Dagster's __ASSET_JOB instead, which plans these checks too" in description
+    assert "the asset graph's own button runs Dagster's __ASSET_JOB" in defs.resolve_job_def("migrate_job").description

@@ -16,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from faceit_etl.definitions import get_migrate_job
+from faceit_etl.defs.checks import TABLE_CHECK_SPECS
 from faceit_etl.generate import generate_users
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 from faceit_etl_tests.test_load import ALEMBIC_DDL, small_id_entries
@@ -24,7 +26,7 @@ from faceit_etl_tests.test_pipeline import checks_by_name, dry_run_of, materiali
 LOAD_FACTS = (
     *(f"{table}_{count}" for table in ("users", "subscriptions")
       for count in ("inserted", "updated", "unchanged", "kept_absent", "kept_rejected", "deleted")),
-    "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "nothing_to_compare", "dagster/row_count",
+    "pruned", "absent_user_ids", "rejected_entries", "created_tables", "truncated", "compared", "dagster/row_count",
 )
 
 
@@ -51,8 +53,13 @@ def database_state(db) -> dict:
     return state
 
 
+TABLE_CHECKS = {spec.name for spec in TABLE_CHECK_SPECS} | {"column_schema_change"}
+
+
 def outcome(result) -> dict:
-    """What a run predicts: success, the load's counts (or its failure), every check's verdict."""
+    """What a run predicts: success, the load's counts (or its failure), every check's verdict: those
+    on the tables as the load's transaction took them (a dry run records them with its observation,
+    never as the checks' results), the others as the checks' results."""
     failures = [
         (e.step_key, e.step_failure_data.error.message.splitlines()[0]) for e in result.get_step_failure_events()
     ]
@@ -63,6 +70,7 @@ def outcome(result) -> dict:
         "success": result.success,
         "failures": failures,
         "load": {k: load[k] for k in LOAD_FACTS} if load else None,
+        "verdicts": load["verification"] if load else _failure_verdicts(result),
         "checks": {
             name: (
                 e.passed,
@@ -71,8 +79,18 @@ def outcome(result) -> dict:
                 {k: v.value for k, v in e.metadata.items() if k != "dry_run"},
             )
             for name, e in sorted(checks_by_name(result).items())
+            if name not in TABLE_CHECKS
         },
     }
+
+
+def _failure_verdicts(result) -> dict | None:
+    """The verdicts a failed load took before refusing to commit, when it got that far."""
+    for event in result.get_step_failure_events():
+        failure = event.step_failure_data.user_failure_data
+        if failure and "verification" in failure.metadata:
+            return failure.metadata["verification"].value
+    return None
 
 
 def entries(path: Path) -> list[dict]:
@@ -218,7 +236,40 @@ def test_a_dry_run_predicts_the_real_run_and_changes_nothing(db, database_url, t
     assert happened["success"] is case.succeeds, happened
     load_failures = [message for step, message in happened["failures"] if step == "postgres_tables"]
     assert [case.load_fails_with in message for message in load_failures] == ([True] if case.load_fails_with else [])
+    assert TABLE_CHECKS & set(checks_by_name(dry)) == set()  # the tables' checks keep the real verdicts
     if predicted["load"] is not None:
         assert dry_run_of(dry)["dry_run"] is True
+        assert {k: v for k, v in dry_run_of(dry).items() if k.startswith("dry_run.")} == {
+            f"dry_run.{name}": "passed" if verdict["passed"] else f"failed: {verdict['description']}"
+            for name, verdict in predicted["verdicts"].items()
+        }
         assert "postgres_tables" not in materialized(dry)  # a dry run never makes the tables look synced
         assert metadata_of(real, "postgres_tables")["dry_run"] is False
+
+
+def test_a_dry_run_leaves_the_tables_checks_with_the_verdicts_of_what_they_hold(tmp_path, monkeypatch, database_url, db):
+    """migrate_job, as the CLI and the UI's migrate_job page run it: a dry run after a load adds no
+    evaluation of the tables' checks, so each still shows the load's verdict; its own are its observation's."""
+    source = write_json(tmp_path / "data.json", {"users": entries(NESTED_SAMPLE)})
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as loaded:
+            assert loaded.success
+        write_json(source, {"users": entries(NESTED_SAMPLE)[:20]})
+        monkeypatch.setenv("MIGRATION_DRY_RUN", "true")
+        with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as dry:
+            assert dry.success
+            [observed] = [e.event_specific_data.asset_observation.metadata for e in dry.get_asset_observation_events()
+                          if "dry_run" in e.event_specific_data.asset_observation.metadata]
+        evaluated = instance.all_logs(dry.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        latest = {name: instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("postgres_tables"), name), limit=1)[0] for name in TABLE_CHECKS}
+
+    assert {e.dagster_event.event_specific_data.check_name for e in evaluated} == {"no_rejected_entries"}
+    assert {name: record.run_id for name, record in latest.items()} == dict.fromkeys(TABLE_CHECKS, loaded.run_id)
+    # What the dry run found, under its own names: the 5 users the file no longer has would be kept.
+    assert observed["dry_run.rows_not_in_file"].value.startswith("failed: ")
+    assert observed["dry_run.content_matches"].value == "passed"
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25

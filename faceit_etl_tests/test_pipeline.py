@@ -124,7 +124,11 @@ def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(dat
         assert again.success and metadata_of(again, "validated_frame")["input_identity"] == identity
         assert metadata_of(again, "validated_frame")["reused_earlier_outcome"]
         load = metadata_of(again, "postgres_tables")
-        assert load["nothing_to_compare"].startswith(f"the tables hold what run {first.run_id} loaded")
+        assert load["compared"] == (
+            f"the tables hold what run {first.run_id} loaded from the same input (the same file bytes, time zone and "
+            "code): no row was compared or written"
+        )
+        assert load["same_as_run"] == first.run_id
         assert users_in(db) == before
         assert all(e.passed for e in checks_by_name(again).values())  # still compared cell by cell
 
@@ -135,7 +139,8 @@ def test_a_rerun_reuses_the_validation_outcome_and_recognises_what_it_loaded(dat
         assert metadata_of(changed, "validated_frame")["input_identity"] != identity
         assert not metadata_of(changed, "validated_frame")["reused_earlier_outcome"]
         load = metadata_of(changed, "postgres_tables")
-        assert load["nothing_to_compare"] == "no: compared row by row"
+        assert load["compared"] == "every row of the file was compared with the tables"
+        assert "same_as_run" not in load
         assert (load["users_updated"], load["users_unchanged"]) == (1, 24)
 
 
@@ -252,6 +257,11 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
         return {result.check_name: result for result in results}
 
     assert all(result.passed for result in checks().values())
+    # Checks run alone write nothing: with dry_run set they still judge the real tables (their verdicts replace
+    # the load's), never fail for want of a dry run's.
+    dry = make_resources(database_url, NESTED_SAMPLE, tmp_path, dry_run=True)["migration_settings"]
+    judged = judge_tables_now(dry, settings["postgres"], users, subscriptions, {spec.key for spec in TABLE_CHECK_SPECS})
+    assert [(r.passed, r.metadata["dry_run"].value) for r in judged] == [(True, False)] * len(TABLE_CHECK_SPECS)
     db.execute("UPDATE users SET total_requests = total_requests + 1 WHERE user_id = %s", [victim])
 
     tampered = checks()
@@ -259,6 +269,12 @@ def test_checks_called_directly_see_a_tampered_cell(database_url, db, tmp_path):
     figures = {key: value.value for key, value in tampered["content_matches"].metadata.items()}
     assert figures["users.differing_cells.total_requests"] == 1  # a flat number per column
     assert figures["users.examples.total_requests"] == str(victim)  # rows are named by Telegram id
+    # The differing cell as a person checks it: which user and column, the database's value and the file's.
+    requests = int(users.loc[users["user_id"] == victim, "total_requests"].iloc[0])
+    assert [r.data for r in figures["differing_values"].records] == [
+        {"user_id": str(victim), "column": "users.total_requests", "in_database": str(requests + 1), "from_file": str(requests)}
+    ]
+    assert [c.name for c in figures["differing_values"].schema.columns] == ["user_id", "column", "in_database", "from_file"]
 
 
 def test_a_broken_file_fails_naming_it_and_writes_nothing(database_url, db, tmp_path):
@@ -377,10 +393,12 @@ def test_a_dry_run_verifies_inside_the_transaction_and_leaves_the_database_ident
     load = dry_run_of(result)
     assert load["dry_run"] is True
     assert (load["users_inserted"], load["users_updated"], load["users_unchanged"]) == (25, 0, 0)
-    checks = checks_by_name(result)
-    assert all(e.passed for e in checks.values())
-    assert checks["row_counts_match"].metadata["users_in_database"].value == 25  # seen inside the transaction
-    assert checks["content_matches"].metadata["dry_run"].value is True
+    # Its verdicts are its observation's, never the checks' results: those stay the real tables'.
+    assert set(checks_by_name(result)) == {"no_rejected_entries"}
+    assert {k: v for k, v in load.items() if k.startswith("dry_run.")} == {
+        f"dry_run.{spec.name}": "passed" for spec in TABLE_CHECK_SPECS
+    }
+    assert load["verification"]["row_counts_match"]["metadata"]["users_in_database"] == 25  # seen inside the transaction
     assert database_state(db) == before
 
 
@@ -405,6 +423,10 @@ def test_a_dry_run_reports_a_failing_verdict_from_inside_the_transaction(databas
     verdict = failure.step_failure_data.user_failure_data.metadata["verification"].value["content_matches"]
     assert not verdict["passed"]
     assert verdict["metadata"]["users"]["differing_cells"] == {"total_requests": 25}
+    # Beside the failure, the first 20 of those cells as a table: the trigger added one to each.
+    shown = failure.step_failure_data.user_failure_data.metadata["differing_values"].value.records
+    assert len(shown) == 20 and {r.data["column"] for r in shown} == {"users.total_requests"}
+    assert all(int(r.data["in_database"]) == int(r.data["from_file"]) + 1 for r in shown)
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25  # the dry run wrote nothing
 
 

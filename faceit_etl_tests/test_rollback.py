@@ -592,6 +592,14 @@ def test_rollback_job_records_a_materialization_of_postgres_tables(database_url,
         latest = instance.get_latest_materialization_event(dg.AssetKey("postgres_tables"))
         assert latest.run_id == result.run_id
         assert latest.asset_materialization.metadata["rolled_back_run"].value == second.run_id
+        # Its data version names the snapshot; no version of the file or of any step made from it made it.
+        tags = latest.asset_materialization.tags
+        restored_to = f"rolled back to the snapshot taken before run {second.run_id}"
+        assert tags["dagster/data_version"] == restored_to
+        assert {k: v for k, v in tags.items() if k.startswith("dagster/input_data_version/")} == {
+            f"dagster/input_data_version/{parent}": f"none: {restored_to}"
+            for parent in ("bot_data_file", "source_backup", "validated_frame", "mapped_users", "mapped_subscriptions")
+        }
     assert target_state(db) == after_a
     assert statuses(db)[second.run_id] == "rolled_back"
 

@@ -4,6 +4,7 @@ the step that needs them runs, saying what to select: never loaded from another 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,10 +13,16 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from faceit_etl.defs.assets import why_not_this_input
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.defs.io import RunScopedPickleIOManager
+from faceit_etl.identity import input_identity
+from faceit_etl.validation import ValidationOutcome
 from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, make_resources, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +68,16 @@ def test_a_subset_loads_the_last_runs_values_of_the_same_file_and_refuses_anothe
         assert (load["users_inserted"].value, load["users_updated"].value, load["users_unchanged"].value) == (0, 0, 25)
         assert _rows(db) == before  # not a row written: the same file's mapping
 
+        # The load alone ("Materialize unsynced" after a rollback) names the file it loaded, as a full run does.
+        alone = dg.materialize(
+            [*ASSETS, *CHECKS], resources=_resources(settings), instance=instance,
+            selection=dg.AssetSelection.assets("postgres_tables"),
+        )
+        tags = instance.get_run_by_id(alone.run_id).tags
+        assert (tags["faceit_etl/source_file"], tags["faceit_etl/source_sha256"]) == (
+            str(source), hashlib.sha256(source.read_bytes()).hexdigest()
+        )
+
         other = write_json(tmp_path / "other.json", {"users": json.loads(FLAT_SAMPLE.read_text())["users"][:3]})
         other_file = dg.materialize(
             [*ASSETS, *CHECKS], resources=_resources(make_resources(database_url, other, tmp_path)), instance=instance,
@@ -78,7 +95,7 @@ def test_a_subset_loads_the_last_runs_values_of_the_same_file_and_refuses_anothe
         )
         assert not other_zone.success and other_zone.get_asset_materialization_events() == []
         assert ("postgres_tables needs validated_frame judged with this run's source time zone (Europe/Moscow), and "
-                "the last one was judged with another") in _failure(other_zone)
+                "the last one was judged with UTC") in _failure(other_zone)
         assert _rows(db) == before
 
         _changed_copy(source)
@@ -92,10 +109,13 @@ def test_a_subset_loads_the_last_runs_values_of_the_same_file_and_refuses_anothe
         needed = re.search(rf"postgres_tables needs ({INPUTS}) from a run of {re.escape(str(source))} as it is now", message)
         assert needed, message
         assert f"(run {full.run_id}) was made from it when it held other bytes" in message
+        # Whole hashes, as the file's tags hold them: a cut one cannot be checked against anything.
+        then, now = hashlib.sha256(FLAT_SAMPLE.read_bytes()).hexdigest(), hashlib.sha256(source.read_bytes()).hexdigest()
+        assert f"(sha256 {then} then, {now} now)" in message
         assert f"Materialize all (or select {needed[1]} and what it needs too)" in message
         assert "EPHEMERAL" not in message and "re-execute" not in message
         assert _rows(db) == before
-        assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 2  # the two loads; the refused run none
+        assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 3  # the three loads; the refused run none
 
 
 def test_the_table_checks_alone_run_on_the_last_runs_mapping_through_the_run_scoped_values(database_url, db, tmp_path):
@@ -157,3 +177,29 @@ def test_dg_launch_of_the_load_alone_runs_on_the_same_file_and_is_refused_once_i
     assert "Materialize all" in refused.stderr
     assert "EPHEMERAL" not in refused.stderr
     assert _rows(db) == before
+
+
+def _outcome(sha256: str, timezone: str) -> ValidationOutcome:
+    return ValidationOutcome(valid=pd.DataFrame(), rejects=pd.DataFrame(), input_count=0,
+                             input_identity=input_identity(sha256, timezone), source_sha256=sha256, source_timezone=timezone)
+
+
+SHAS = st.sampled_from(["a" * 64, "b" * 64])
+ZONES = st.sampled_from(["UTC", "Europe/Moscow"])
+
+
+@given(SHAS, ZONES, SHAS, ZONES)
+def test_a_refused_subset_names_the_bytes_first_then_the_time_zone(judged_sha, judged_zone, sha, zone):
+    """The bytes decide every row: when they differ, the refusal says so, whatever the time zones."""
+    why = why_not_this_input(_outcome(judged_sha, judged_zone), sha, zone)
+
+    if judged_sha != sha:
+        assert why == (f"postgres_tables needs validated_frame of the bytes source_backup copied (sha256 {sha}), and "
+                       f"the last one was judged from other bytes (sha256 {judged_sha}): materialize all (or select "
+                       "validated_frame and what it needs too)")
+    elif judged_zone != zone:
+        assert why == (f"postgres_tables needs validated_frame judged with this run's source time zone ({zone}), and "
+                       f"the last one was judged with {judged_zone}: materialize all (or select validated_frame and "
+                       "what it needs too)")
+    else:
+        assert why is None

@@ -386,3 +386,58 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
     # The first load created the tables: undoing it leaves none.
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
     assert db.execute("SELECT status FROM migration_logs WHERE id = %s", [migration_id]).fetchone()[0] == "rolled_back"
+
+
+def data_version(base: str, asset: str) -> str | None:
+    query = '{ assetNodeOrError(assetKey: {path: ["%s"]}) { ... on AssetNode { dataVersion } } }' % asset
+    return graphql(base, query)["assetNodeOrError"]["dataVersion"]
+
+
+def test_after_a_rollback_the_tables_show_unsynced_and_materialize_unsynced_loads_the_file_again(dagster_ui, db, tmp_path):
+    """A rollback puts earlier data in the tables: the UI shows them as that (a data version naming the
+    snapshot, unsynced with the file), not as a load of the file, and "Materialize unsynced" loads it again."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    migration = {"source_backup", "raw_json", "validated_frame", "mapped_users", "mapped_subscriptions"}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/migrate_job")
+        page.get_by_role("button", name="Materialize all").click()
+        expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+        (loaded,) = finished_runs(dagster_ui, 1)
+        assert loaded["status"] == "SUCCESS"
+        assert stale_status(dagster_ui) == dict.fromkeys(migration | {"bot_data_file", "postgres_tables"}, "FRESH")
+
+        page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/rollback_job/playground")
+        expect(page.locator(".CodeMirror").first).to_contain_text("migration_id", timeout=30_000)
+        page.get_by_role("button", name=re.compile("Launch Run", re.I)).click()
+        rolled_back = finished_runs(dagster_ui, 2)[0]
+        assert rolled_back["status"] == "SUCCESS"
+        assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None  # the first load made the tables
+
+        # The tables are what the snapshot held, unsynced with the file; nothing made from the file changed.
+        assert stale_status(dagster_ui) == {**dict.fromkeys(migration | {"bot_data_file"}, "FRESH"),
+                                            "postgres_tables": "STALE"}
+        assert data_version(dagster_ui, "postgres_tables") == (
+            f"rolled back to the snapshot taken before run {loaded['runId']}"
+        )
+        page.goto(f"{dagster_ui}/assets/postgres_tables")
+        expect(page.get_by_text("Unsynced").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-tables-unsynced-after-a-rollback.png"))
+
+        page.goto(f"{dagster_ui}/asset-groups/faceit_migration")
+        materialize = page.get_by_role("button", name="Materialize all")
+        expect(materialize).to_be_visible(timeout=60_000)
+        materialize.locator("xpath=../following-sibling::*[1]//button").click()
+        page.get_by_role("menuitem", name="Materialize unsynced").click()
+        launch = page.get_by_role("button", name=re.compile(r"^Materialize"))
+        expect(launch.last).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-materialize-unsynced-after-a-rollback.png"))
+        launch.last.click()
+        reloaded = finished_runs(dagster_ui, 3)[0]
+        assert reloaded["status"] == "SUCCESS"
+        browser.close()
+
+    assert step_keys(dagster_ui, reloaded["runId"])[0] == "postgres_tables"  # only the load (and its checks)
+    assert stale_status(dagster_ui) == dict.fromkeys(migration | {"bot_data_file", "postgres_tables"}, "FRESH")
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25

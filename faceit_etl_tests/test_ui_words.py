@@ -190,3 +190,20 @@ def test_a_migrate_job_run_its_rejects_stop_leaves_the_tables_checks_as_the_last
     assert planned_names & names == set()  # nothing of the tables' checks that the failed run could mark
     assert "no_rejected_entries" in planned_names
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 2
+
+
+def test_a_refused_load_says_why_in_its_own_error_line(database_url, db, tmp_path):
+    """A failure the tool means is a sentence on the run page, logged at ERROR, and the failure's own
+    description: a refused prune, as any load the tool refuses."""
+    from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
+
+    with dg.instance_for_test() as instance:
+        assert run(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance).success
+        refused = run(make_resources(database_url, NESTED_SAMPLE, tmp_path, prune=True), instance)
+        errors = [e.user_message for e in instance.all_logs(refused.run_id) if e.level == logging.ERROR and not e.is_dagster_event]
+
+    [failure] = refused.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("load into ") and "failed, nothing was written: refusing to prune: 25 of the 25 users" in description
+    assert errors == [description]
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25

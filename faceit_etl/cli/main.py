@@ -394,7 +394,7 @@ def print_summary(result, args) -> None:
     if result.reused_validation:
         say("  validation: the outcome of an earlier run of the same file, time zone and code", args=args)
     if result.nothing_to_compare:
-        say(f"  load: {result.nothing_to_compare}; nothing to compare or write", args=args)
+        say(f"  load: {result.nothing_to_compare}", args=args)
     if result.dry_run:
         say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
     would = "would be " if result.dry_run else ""

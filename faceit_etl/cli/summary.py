@@ -67,8 +67,7 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
             summary.reused_validation = bool(_value(metadata, "reused_earlier_outcome"))
         elif key == "postgres_tables":
             summary.dry_run = bool(_value(metadata, "dry_run"))
-            recognised = _value(metadata, "nothing_to_compare")
-            summary.nothing_to_compare = recognised if recognised and not recognised.startswith("no:") else None
+            summary.nothing_to_compare = _value(metadata, "compared") if _value(metadata, "same_as_run") else None
             for table, prefix in (("users", "users"), ("user_subscriptions", "subscriptions")):
                 summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
     for evaluation in result.get_asset_check_evaluations():

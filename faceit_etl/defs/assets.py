@@ -16,13 +16,13 @@ import psycopg
 from faceit_etl import backups as backup, mapping, resumption
 from faceit_etl.defs.automation import SOURCE_SHA256_TAG
 from faceit_etl.defs.checks import (
-    LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, earlier_of_target,
-    judge_tables_now, planned_checks, refuse_too_many_rejects, schema_target, table_check_results,
+    LOOKED_AT, SCHEMA_CHANGE, TABLE_CHECK_SPECS, TABLES, as_evaluation, column_schema_change_result, differing_values_table,
+    earlier_of_target, judge_tables_now, planned_checks, refuse_too_many_rejects, schema_target, table_check_results,
 )
 from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
 from faceit_etl.defs.metadata import (
-    RECENT_MIGRATIONS, as_people_see_it, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
+    RECENT_MIGRATIONS, as_people_see_it, refusal, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
 )
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.identity import code_version, input_identity, look_at_file
@@ -33,19 +33,32 @@ from faceit_etl.postgres.run import LoadFailed, LoadOptions, LoadRun, load_run
 from faceit_etl.validation import ValidationOutcome, memo
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
+from faceit_etl.postgres.verdicts import DIFFERING_VALUES
 from faceit_etl.validation.fields import TIERS
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 
 GROUP = "faceit_migration"
+# What Dagster 1.13's UI does, said where a person launches a migration: the asset graph's button launches the
+# first job by name that holds every selected asset (__ASSET_JOB), and no definition can choose another.
+FROM_MIGRATE_JOB = (
+    "Start a migration from migrate_job's page (Jobs → migrate_job → Materialize all): the asset graph's own "
+    "Materialize all runs Dagster's __ASSET_JOB instead, which plans these checks too, so a run stopped by "
+    "rejects marks them Execution failed and a dry run Skipped, hiding the last load's verdicts. Dagster 1.13 "
+    "lets no definition choose the job that button launches."
+)
 OWNERS = ["team:faceit-bot"]
 TAGS = {"domain": "faceit-bot"}
-# The package's code and the parsing libraries' versions: a change shows the assets as unsynced in the UI.
-CODE_VERSION = code_version()[:16]
+# The package's code and the parsing libraries' versions, whole (the UI shows it as it is): a change shows
+# the assets as unsynced.
+CODE_VERSION = code_version()
 ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_version": CODE_VERSION}  # on every asset
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
 VALIDATED = "validated"
+DRY_RUN_CHECK = "dry_run."  # a dry run's observation: each check's verdict on the tables it rolled back
+COMPARED = "compared"  # postgres_tables' metadata key: what the load compared, in words
+SAME_AS_RUN = "same_as_run"  # the run whose load left the tables exactly as this input gives them, when one did
 DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the tables are unchanged"  # where outcomes are kept for re-runs, in the instance's storage
 
 
@@ -69,10 +82,7 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
     copied = backup.backup_source(
         migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen
     )
-    # The Runs list shows and filters by tags: every migration run names the file it migrated, however launched.
-    context.instance.add_run_tags(
-        context.run.run_id, {SOURCE_FILE_TAG: str(copied.original), SOURCE_SHA256_TAG: copied.sha256}
-    )
+    tag_run_with_file(context, copied.original, copied.sha256)
     return dg.Output(
         copied,
         data_version=dg.DataVersion(copied.sha256),  # a copy of the same bytes leaves raw_json synced
@@ -97,8 +107,9 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
         "{'users': {'<id>': {...}}} and a bare list."
     ),
 )
-def raw_json(source_backup: backup.SourceSnapshot) -> dg.Output:
+def raw_json(context: dg.AssetExecutionContext, source_backup: backup.SourceSnapshot) -> dg.Output:
     source = replace(read_source(source_backup.copy, name=source_backup.original), sha256=source_backup.sha256)
+    tag_run_with_file(context, source_backup.original, source_backup.sha256)
     return dg.Output(
         source,
         metadata={
@@ -204,7 +215,7 @@ def mapped_frames(validated_frame: ValidationOutcome):
         "new rows, update changed ones, leave unchanged ones untouched. Then, still inside the "
         "transaction, every check's verdict is taken: it commits only when the blocking ones pass. "
         "Any failure leaves the target as it was. Rejects go to `migration_rejects`, the run to "
-        "`migration_logs`."
+        "`migration_logs`. " + FROM_MIGRATE_JOB
     ))},
     deps=["bot_data_file"],  # made from its content: unsynced as soon as it changes
     check_specs=TABLE_CHECK_SPECS,
@@ -219,8 +230,12 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
-    _refuse_another_file(context.run, source_backup, migration_settings)
-    _refuse_another_time_zone(validated_frame, source_backup, migration_settings.source_timezone)
+    why_not = _why_not_this_file(context.run, source_backup, migration_settings) or why_not_this_input(
+        validated_frame, source_backup.sha256, migration_settings.source_timezone
+    )
+    if why_not:
+        raise refusal(context, why_not)
+    tag_run_with_file(context, source_backup.original, source_backup.sha256)  # a subset run names its file too
     if TABLES not in context.selected_asset_keys:  # the checks alone: the tables as they are now
         selected_checks = set(context.selected_asset_check_keys)
         yield from judge_tables_now(migration_settings, postgres, mapped_users, mapped_subscriptions, selected_checks)
@@ -233,7 +248,10 @@ def postgres_tables(
         done = load_run(options, validated_frame, mapped, progress=partial(_progress, context), warn=context.log.warning)
     except LoadFailed as exc:
         verdicts = {VERIFICATION: _verdicts_metadata(exc.verdicts)} if exc.verdicts else {}
-        raise dg.Failure(description=str(exc), metadata=verdicts, allow_retries=False) from None
+        cells = [c for v in (exc.verdicts or {}).values() for c in v.metadata.get(DIFFERING_VALUES, [])]
+        if cells:  # a mismatch shows which cells, with both values, beside the failure
+            verdicts[DIFFERING_VALUES] = differing_values_table(cells)
+        raise refusal(context, str(exc), verdicts) from None
     metadata = _load_metadata(done, migration_settings, validated_frame, mapped_users) | _recent(context, migration_settings, postgres)
     yield from _report(context, done.verdicts, metadata, earlier, dry_run=migration_settings.dry_run)
 
@@ -253,17 +271,19 @@ def _start_load(
 def _report(
     context: dg.AssetExecutionContext, verdicts: list, metadata: dict, earlier: list[dg.EventLogRecord], *, dry_run: bool
 ) -> Iterator:
-    """The verdicts the load's transaction took before committing (or rolling back a dry run): the selected
-    checks' results; those migrate_job does not plan (see defs/jobs.py) as evaluations it reports, with
-    column_schema_change; a dry run as an observation, never a materialization."""
+    """The verdicts the load's transaction took before committing: the selected checks' results; those
+    migrate_job does not plan (see defs/jobs.py) as evaluations it reports, with column_schema_change.
+    A dry run's verdicts are of tables it rolled back: they go with its observation (never a
+    materialization), each under a name of its own, and the checks keep the verdicts of what the tables
+    really hold."""
     selected_checks = set(context.selected_asset_check_keys)
     results = table_check_results(verdicts, dry_run=dry_run, seen_before_commit=True)
-    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
     if dry_run:
-        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata))
-        yield from selected
-    else:
-        yield dg.MaterializeResult(metadata=metadata, check_results=selected)
+        would = {f"{DRY_RUN_CHECK}{r.check_name}": "passed" if r.passed else f"failed: {r.description}" for r in results}
+        context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata | would))
+        return
+    selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
+    yield dg.MaterializeResult(metadata=metadata, check_results=selected)
     for result in results:
         if dg.AssetCheckKey(TABLES, result.check_name) not in selected_checks:
             context.log_event(as_evaluation(result))
@@ -285,34 +305,42 @@ def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, post
     return {"recent_migrations": migrations_table(recent)}
 
 
-def _refuse_another_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> None:
+def _why_not_this_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> str | None:
     """A subset reads source_backup from an earlier run: the file this run names must hold its bytes now.
     A resume (a re-execution) refuses a changed file itself, in its own words."""
     if run.parent_run_id is not None or Path(source.folder) == backup.run_folder(settings.backup_dir, run.run_id):
-        return
+        return None
     path = Path(settings.source_path).resolve()
-    if (look_at_file(path)[0].sha256 if path.is_file() else None) != source.sha256:
-        raise dg.Failure(
-            description=(
-                f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
-                f"(from {source.original}, sha256 {source.sha256[:12]}…): materialize all (or select source_backup "
-                "and what it needs too)"
-            ),
-            allow_retries=False,
-        )
+    if (look_at_file(path)[0].sha256 if path.is_file() else None) == source.sha256:
+        return None
+    return (
+        f"postgres_tables needs source_backup of {path} as it is now, and the last one copied other bytes "
+        f"(from {source.original}, sha256 {source.sha256}): materialize all (or select source_backup "
+        "and what it needs too)"
+    )
 
 
-def _refuse_another_time_zone(outcome: ValidationOutcome, source: backup.SourceSnapshot, timezone: str) -> None:
-    """A subset reads validated_frame from an earlier run, which may have judged the file's local times in
-    another source time zone: loading it would store other instants than this run's settings say."""
-    if outcome.input_identity != input_identity(source.sha256, timezone):
-        raise dg.Failure(
-            description=(
-                f"postgres_tables needs validated_frame judged with this run's source time zone ({timezone}), and the "
-                "last one was judged with another: materialize all (or select validated_frame and what it needs too)"
-            ),
-            allow_retries=False,
-        )
+def why_not_this_input(outcome: ValidationOutcome, sha256: str, timezone: str) -> str | None:
+    """Why a validated_frame read from an earlier run (a subset) cannot be loaded with this source_backup,
+    or None: judged from other file bytes (named first: the bytes decide every row), in another source time
+    zone (other instants than this run's settings say), or by other code."""
+    if outcome.input_identity == input_identity(sha256, timezone):
+        return None
+    if outcome.source_sha256 != sha256:
+        judged = f"from other bytes (sha256 {outcome.source_sha256})" if outcome.source_sha256 else "from bytes it did not record"
+        why = f"of the bytes source_backup copied (sha256 {sha256}), and the last one was judged {judged}"
+    elif outcome.source_timezone != timezone:
+        why = (f"judged with this run's source time zone ({timezone}), and the last one was judged with "
+               f"{outcome.source_timezone or 'another'}")
+    else:
+        why = "judged by this code, and the last one was judged by other code"
+    return f"postgres_tables needs validated_frame {why}: materialize all (or select validated_frame and what it needs too)"
+
+
+def tag_run_with_file(context: dg.AssetExecutionContext, path: str | Path, sha256: str) -> None:
+    """The Runs list shows and filters by tags: every run that reads the bot's file names it and its full
+    sha256, whichever assets it was launched with."""
+    context.instance.add_run_tags(context.run.run_id, {SOURCE_FILE_TAG: str(path), SOURCE_SHA256_TAG: sha256})
 
 
 def _load_options(
@@ -369,11 +397,13 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
         "created_tables": stats.created_tables,
         "truncated": stats.truncated,
         **_snapshot_metadata(done.snapshot),
-        "nothing_to_compare": (
-            f"the tables hold what run {stats.recognised_from_run} loaded from the same input (same fingerprint)"
+        COMPARED: (
+            f"the tables hold what run {stats.recognised_from_run} loaded from the same input (the same file bytes, "
+            "time zone and code): no row was compared or written"
             if stats.recognised_from_run
-            else "no: compared row by row"
+            else "every row of the file was compared with the tables"
         ),
+        **({SAME_AS_RUN: stats.recognised_from_run} if stats.recognised_from_run else {}),
         **tables_metadata(settings.target_schema, done.columns, _table_rows(done, users)),
         "preview": preview(as_people_see_it(users)),
         **({"migration_log_id": done.log_id} if done.log_id else {}),

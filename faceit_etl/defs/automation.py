@@ -129,7 +129,7 @@ def last_load(instance: dg.DagsterInstance) -> Load | None:
         tags = record.asset_materialization.tags or {}
         for upstream in ("validated_frame", "raw_json"):
             pointer = tags.get(f"{INPUT_EVENT_POINTER}/{upstream}")
-            found = pointer and instance.fetch_materializations(
+            found = pointer and pointer.isdigit() and instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(upstream), storage_ids=[int(pointer)]), limit=1
             ).records
             tags = (found[0].asset_materialization.tags or {}) if found else {}

@@ -16,9 +16,9 @@ import dagster as dg
 import pandas as pd
 
 from faceit_etl import backups as backup
-from faceit_etl.defs.metadata import rejects_table
+from faceit_etl.defs.metadata import refusal, rejects_table
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
-from faceit_etl.postgres.verdicts import BLOCKING, VERDICTS, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome, report
 from faceit_etl.validation.limit import STOPPED_BY, RejectLimit
 
@@ -76,8 +76,7 @@ def refuse_too_many_rejects(
 
 
 def stop_for_rejects(context: dg.OpExecutionContext, line: str) -> None:
-    context.log.error(line)
-    raise dg.Failure(description=line, metadata={STOPPED_BY: "rejects"}, allow_retries=False)
+    raise refusal(context, line, {STOPPED_BY: "rejects"})
 
 
 def _reject_summary(outcome: ValidationOutcome, limit: RejectLimit | None, allowed: int, all_rejects: Path) -> str:
@@ -141,7 +140,7 @@ def table_check_results(
             metadata={
                 "dry_run": dry_run,
                 "seen_before_commit": seen_before_commit,
-                **flat(verdict.metadata),
+                **shown(verdict.metadata),
             },
         )
         for name, verdict in verdicts.items()
@@ -155,6 +154,24 @@ def as_evaluation(result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
         asset_key=TABLES, check_name=result.check_name, passed=result.passed, metadata=result.metadata,
         severity=result.severity, description=result.description, blocking=result.check_name in BLOCKING,
     )
+
+
+def shown(metadata: dict) -> dict:
+    """A verdict's figures as the UI shows them: flat numbers, and differing cells as a table."""
+    cells = metadata.get(DIFFERING_VALUES)
+    figures = flat({k: v for k, v in metadata.items() if k != DIFFERING_VALUES})
+    return figures | ({DIFFERING_VALUES: differing_values_table(cells)} if cells else {})
+
+
+def differing_values_table(cells: list[dict]) -> dg.TableMetadataValue:
+    """The cells where the tables differ from the file, one row each, with the database's and the file's value."""
+    columns = [
+        dg.TableColumn("user_id", "string", description="the row's Telegram user_id"),
+        dg.TableColumn("column", "string", description="table.column"),
+        dg.TableColumn("in_database", "string", description="what the table holds"),
+        dg.TableColumn("from_file", "string", description="what the file says it should hold"),
+    ]
+    return dg.MetadataValue.table([dg.TableRecord(cell) for cell in cells], schema=dg.TableSchema(columns=columns))
 
 
 def flat(metadata: dict, prefix: str = "") -> dict:
@@ -233,15 +250,11 @@ def judge_tables_now(
     settings: MigrationSettings, postgres: PostgresResource, mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame, selected: set[dg.AssetCheckKey],
 ) -> list[dg.AssetCheckResult]:
-    """The checks run without the load: the tables as they are now, on one connection. A dry run has
-    nothing loaded to judge: its checks fail saying so."""
-    if settings.dry_run:
-        missing = Verdict(False, {"error": "no dry-run verification was recorded by postgres_tables in this run"})
-        verdicts = dict.fromkeys(VERDICTS, missing)
-    else:
-        with postgres.get_connection() as conn:
-            verdicts = all_verdicts(conn, settings.target_schema, mapped_users, mapped_subscriptions)
-    return table_check_results(verdicts, dry_run=settings.dry_run, seen_before_commit=False, selected=selected)
+    """The checks run without the load: the tables as they are now, on one connection. They write
+    nothing, so `dry_run` changes nothing: their verdicts are of the real tables."""
+    with postgres.get_connection() as conn:
+        verdicts = all_verdicts(conn, settings.target_schema, mapped_users, mapped_subscriptions)
+    return table_check_results(verdicts, dry_run=False, seen_before_commit=False, selected=selected)
 
 
 CHECKS = [no_rejected_entries]

@@ -107,7 +107,7 @@ def _last_of_this_file(instance: dg.DagsterInstance, consumer: str, key: dg.Asse
     if latest is None:
         raise NotOfThisFile(f"{consumer} needs {upstream}, which was never materialized: {advice}")
     made_by = (latest.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
-    if made_by != code_version()[:16]:
+    if made_by != code_version():
         raise NotOfThisFile(
             f"{consumer} needs {upstream} made by this code, and the last {upstream} (run {latest.run_id}) was "
             f"made by other code: {advice}"
@@ -125,7 +125,7 @@ def _last_of_this_file(instance: dg.DagsterInstance, consumer: str, key: dg.Asse
     except FileNotFoundError:
         now = None
     if now != then:
-        state = "the file is gone" if now is None else f"sha256 {then[:12]}… then, {now[:12]}… now"
+        state = "the file is gone" if now is None else f"sha256 {then} then, {now} now"
         raise NotOfThisFile(
             f"{consumer} needs {upstream} from a run of {original} as it is now, and the last {upstream} "
             f"(run {latest.run_id}) was made from it when it held other bytes ({state}). {advice[0].upper()}{advice[1:]}"

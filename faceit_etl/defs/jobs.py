@@ -39,7 +39,11 @@ migrate_job = dg.define_asset_job(
     "migrate_job",
     selection=dg.AssetSelection.all(include_sources=True)
     - dg.AssetSelection.checks(*(s.key for s in TABLE_CHECK_SPECS), SCHEMA_CHANGE),
-    description="Observe, back up, read, validate, map and load the bot's file into PostgreSQL, then verify it.",
+    description=(
+        "Observe, back up, read, validate, map and load the bot's file into PostgreSQL, then verify it. Start "
+        "migrations here (Materialize all on this page): the asset graph's own button runs Dagster's __ASSET_JOB, "
+        "which plans the tables' checks, so a run it stops or a dry run hides the last load's verdicts."
+    ),
     executor_def=dg.multi_or_in_process_executor,
     config={"execution": execution_config(max_concurrent_from_environment())},
 )

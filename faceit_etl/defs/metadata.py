@@ -16,6 +16,14 @@ RECENT_MIGRATIONS = 10  # on postgres_tables' page, for rollback_job's migration
 REJECT_ROWS = 50  # rejects.jsonl in the run's backup folder holds them all
 
 
+def refusal(context: dg.OpExecutionContext, sentence: str, metadata: dict | None = None) -> dg.Failure:
+    """A failure the tool means (rejects, a refusal, a mismatch), to raise: its sentence is logged at ERROR,
+    so the run page reads it as a line of its own, and is the failure's description. Dagster 1.13 still
+    prints the Failure's trace under a step's failure event (its run page shows every failure's stack)."""
+    context.log.error(sentence)
+    return dg.Failure(description=sentence, metadata=metadata, allow_retries=False)
+
+
 def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
     descriptions = descriptions or {}
     return dg.TableSchema(

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from faceit_etl.defs.automation import INPUT_DATA_VERSION, INPUT_EVENT_POINTER
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
@@ -10,6 +11,10 @@ from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import column_types
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.snapshot import SNAPSHOT_TABLES
+
+
+# Dagster's names for a materialization's data version and provenance tags; NULL: no event of that input.
+DATA_VERSION_TAG, CODE_VERSION_TAG, NO_EVENT = "dagster/data_version", "dagster/code_version", "NULL"
 
 
 class RollbackConfig(dg.Config):
@@ -60,9 +65,11 @@ def restore_tables(
     context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
     if result.origin_unchecked:
         context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
+    restored_to = f"rolled back to the snapshot taken before run {result.run_id}"
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
-        description=f"rolled back to the snapshot taken before run {result.run_id}",
+        description=restored_to,
+        tags=restored_provenance(restored_to),
         metadata={
             "rolled_back_run": result.run_id,
             "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
@@ -80,3 +87,21 @@ def restore_tables(
         },
     )
     yield dg.Output(None)
+
+
+def restored_provenance(restored_to: str) -> dict[str, str]:
+    """The data version and provenance Dagster reads a materialization's place in the graph from (its
+    tags, as a load's own materialization carries them): the tables' version names the snapshot they now
+    hold, and every input's version says that no version of it made them. The UI then shows the tables
+    unsynced with the file, and "Materialize unsynced" loads it again; without these tags a rollback
+    would look like a load of the current file (Dagster falls back to times, and the rollback is newer)."""
+    from faceit_etl.defs.assets import CODE_VERSION, postgres_tables  # the assets import the jobs, which import this
+
+    [spec] = postgres_tables.specs
+    made_from_none = f"none: {restored_to}"
+    return {
+        DATA_VERSION_TAG: restored_to,
+        CODE_VERSION_TAG: CODE_VERSION,
+        **{f"{INPUT_DATA_VERSION}/{dep.asset_key.to_user_string()}": made_from_none for dep in spec.deps},
+        **{f"{INPUT_EVENT_POINTER}/{dep.asset_key.to_user_string()}": NO_EVENT for dep in spec.deps},
+    }

@@ -20,6 +20,7 @@ from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, presence_bit
 
 EXAMPLES = 20
+DIFFERING_VALUES = "differing_values"  # content_matches: the first differing cells with both values
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFra
         if not d.equal
     ]
     metadata = {d.table: d.summary() for d in diffs}
+    if any(d.cells for d in diffs):
+        metadata[DIFFERING_VALUES] = [cell for d in diffs for cell in d.cells]
     proof = kept.compare(conn, schema)
     if proof is not None:
         metadata["kept_as_they_were"] = {

@@ -25,6 +25,7 @@ from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, prese
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
 EXAMPLE_KEYS = 5
+CELLS_SHOWN = 20  # differing cells shown with both values, per table
 
 
 def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
@@ -118,6 +119,8 @@ class ContentDiff:
     missing: list[int] = field(default_factory=list)  # Telegram ids in the frame, not in the table
     unexpected: list[int] = field(default_factory=list)  # Telegram ids in the table, not in the frame
     differing: dict[str, list[int]] = field(default_factory=dict)  # column -> Telegram ids that differ
+    # The first differing cells as a person checks them: user_id, `table.column`, the database's value, the file's.
+    cells: list[dict[str, str | None]] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
@@ -197,7 +200,18 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked
             same |= lacked[column][positions]
         if not same.all():
             diff.differing[column] = sorted(map(int, common[~same.to_numpy()]))
+            timestamps = isinstance(frame[column].dtype, pd.DatetimeTZDtype)
+            for key in diff.differing[column][: CELLS_SHOWN - len(diff.cells)]:
+                diff.cells.append({"user_id": str(key), "column": f"{name}.{column}",
+                                   "in_database": _shown(b.loc[key], timestamps), "from_file": _shown(a.loc[key], timestamps)})
     return diff
+
+
+def _shown(value, timestamp: bool) -> str | None:
+    """A compared value as text (a timestamp, compared as epoch microseconds, in ISO 8601 UTC); None: empty."""
+    if pd.isna(value):
+        return None
+    return pd.Timestamp(int(value), unit="us", tz="UTC").isoformat() if timestamp else str(value)
 
 
 def _canonical(frame: pd.DataFrame) -> pd.DataFrame:

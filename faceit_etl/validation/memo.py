@@ -46,6 +46,9 @@ def validate_once(source: SourceData, source_timezone: str, folder: Path) -> tup
     outcome = recall(folder, identity)
     if outcome is not None:
         return outcome, True
-    outcome = replace(validate_entries(source, source_timezone), input_identity=identity)
+    outcome = replace(
+        validate_entries(source, source_timezone),
+        input_identity=identity, source_sha256=source.sha256, source_timezone=source_timezone,
+    )
     store(folder, identity, outcome)
     return outcome, False

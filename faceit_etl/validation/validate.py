@@ -48,6 +48,9 @@ class ValidationOutcome:
     input_count: int
     ignored_fields: dict[str, int] = field(default_factory=dict)
     input_identity: str | None = None  # what it was judged from (`identity.py`), when known
+    # The parts of that identity a person can compare: the file's sha256 and the time zone it was judged in.
+    source_sha256: str | None = None
+    source_timezone: str | None = None
 
     @property
     def rejected_count(self) -> int:
