@@ -1,8 +1,10 @@
 """Post-migration verification: what the database holds, compared with the mapped frames.
 
-Content is compared in full, every row and column: the tables are read back with COPY (times as
-epoch microseconds, so nothing depends on the session's time zone) and compared column by column
-against the frames. Rows are keyed by the Telegram id (a subscription by its user's), never by row
+Content is compared in full, every row and column, without reading the tables back: each row of the
+file is hashed from its canonical text (`rowhash.py`) on both sides, in SQL over the table's rows and
+in numpy over the frame's, and the counts and sums of hashes must agree. Only when they do not are
+the tables read back with COPY (times as epoch microseconds, so nothing depends on the session's
+time zone) and compared column by column against the frames, to name what differs. Rows are keyed by the Telegram id (a subscription by its user's), never by row
 id: a row that existed before the load keeps the id it had (the bot's ORM writes random ones).
 Differences are counted per column with example Telegram ids. Rows the file does not have are
 counted apart: they are the users a load keeps, not a difference in the file's rows.
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from faceit_etl.postgres import rowhash
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
@@ -116,13 +119,14 @@ class ContentDiff:
     table: str
     rows_compared: int
     missing: list[int] = field(default_factory=list)  # Telegram ids in the frame, not in the table
+    duplicated: list[int] = field(default_factory=list)  # Telegram ids the table holds more than once
     unexpected: list[int] = field(default_factory=list)  # Telegram ids in the table, not in the frame
     differing: dict[str, list[int]] = field(default_factory=dict)  # column -> Telegram ids that differ
 
     @property
     def equal(self) -> bool:
         """Every row of the file is in the table, equal in every column."""
-        return not (self.missing or self.differing)
+        return not (self.missing or self.duplicated or self.differing)
 
     def summary(self) -> dict:
         return {
@@ -130,8 +134,10 @@ class ContentDiff:
             "missing_rows": len(self.missing),
             "rows_not_in_file": len(self.unexpected),
             "differing_cells": {c: len(keys) for c, keys in self.differing.items()},
+            **({"duplicated_rows": len(self.duplicated)} if self.duplicated else {}),
             "examples": {
                 **({"missing": self.missing[:EXAMPLE_KEYS]} if self.missing else {}),
+                **({"duplicated": self.duplicated[:EXAMPLE_KEYS]} if self.duplicated else {}),
                 **({NOT_IN_FILE: self.unexpected[:EXAMPLE_KEYS]} if self.unexpected else {}),
                 **{c: keys[:EXAMPLE_KEYS] for c, keys in self.differing.items()},
             },
@@ -179,10 +185,19 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked
     if lacked and existed is not None:  # only rows that existed keep their own values
         keeps = frame[KEY].isin(existed).to_numpy(dtype=bool)
         lacked = {column: mask & keeps for column, mask in lacked.items()}
+    any_value = dict(lacked or {})
+    for column in any_value_where_missing:
+        any_value[column] = any_value.get(column, False) | frame[column].isna().to_numpy(dtype=bool)
+    agreed = _hashes_agree(conn, schema, name, columns, frame, any_value)
+    if agreed is not None:
+        return agreed
     columns = [KEY, *columns]
     expected = _canonical(frame[columns]).set_index(KEY)
     actual = _read_table(conn, schema, name, columns, frame[columns]).set_index(KEY)
     diff = ContentDiff(name, len(expected))
+    doubled = actual.index.duplicated()
+    diff.duplicated = sorted(map(int, actual.index[doubled].unique()))
+    actual = actual[~doubled]
     diff.missing = sorted(map(int, expected.index.difference(actual.index)))
     diff.unexpected = sorted(map(int, actual.index.difference(expected.index)))
     common = expected.index.intersection(actual.index)
@@ -205,10 +220,81 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
-            naive = out[column].dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-            micros = pd.Series(naive.to_numpy().view("int64"), index=out.index, dtype="Int64")
-            out[column] = micros.mask(naive.isna())
+            out[column] = _micros(out[column])
     return out
+
+
+def _micros(values: pd.Series) -> pd.Series:
+    naive = values.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
+    return pd.Series(naive.to_numpy().view("int64"), index=values.index, dtype="Int64").mask(naive.isna())
+
+
+_KEYS = sql.Identifier("_faceit_etl_verify_keys")
+
+
+def frame_hashes(frame: pd.DataFrame, any_value: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's hash of its canonical text, its columns in order; `any_value` marks, per column,
+    the cells that may hold any value."""
+    cells = []
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = _micros(values)
+        cells.append(rowhash.cell(pa.array(values, from_pandas=True), any_value.get(column)))
+    return rowhash.hash_texts(rowhash.row_text(cells))
+
+
+def table_hash(
+    key: sql.Composable, alias: str, columns: list[str], timestamps: set[str], any_value: dict[str, sql.Composable]
+) -> sql.Composable:
+    """`frame_hashes` in SQL: the row's `key` expression, then the columns of the row `alias`."""
+    cells = [rowhash.sql_cell(sql.SQL("({})::text").format(key))]
+    for column in columns:
+        value = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
+        if column in timestamps:
+            value = sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint").format(value)
+        cells.append(rowhash.sql_cell(sql.SQL("{}::text").format(value), any_value.get(column)))
+    return rowhash.sql_row_hash(cells)
+
+
+def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.ndarray]) -> ContentDiff | None:
+    """The file's rows of the table hashed in the database and in the frame: a ContentDiff naming
+    no difference when the counts and sums agree, else None (the rows must be compared). The
+    file's Telegram ids, with a bit per column whose cell may hold any value, go to a temporary
+    table: they say which rows are the file's and which cells to leave out."""
+    if frame[KEY].isna().any():  # a row without a Telegram id cannot be matched: compare row by row
+        return None
+    bits = np.zeros(len(frame), dtype=np.int64)
+    for position, column in enumerate(columns):
+        if column in any_value:
+            bits |= any_value[column].astype(np.int64) << position
+    _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
+    timestamps = {c for c in columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)}
+    marks = {
+        c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
+    }
+    source = sql.SQL("{} t JOIN {} u ON u.id = {}").format(
+        table(schema, name), table(schema, USERS), sql.SQL("t.id" if name == USERS else "t.user_id")
+    )
+    count, total, unexpected = conn.execute(
+        sql.SQL(
+            """SELECT count(*), coalesce(sum(h), 0),
+                      ARRAY(SELECT u.user_id FROM {source} WHERE NOT EXISTS (SELECT FROM {keys} k WHERE k.key = u.user_id)
+                            ORDER BY 1)
+               FROM (SELECT {hash} AS h FROM {source} JOIN {keys} k ON k.key = u.user_id) hashed"""
+        ).format(
+            source=source,
+            keys=_KEYS,
+            hash=table_hash(sql.SQL("u.user_id"), "t", columns, timestamps, marks),
+        )
+    ).fetchone()
+    conn.execute(sql.SQL("DROP TABLE {}").format(_KEYS))
+    expected = frame_hashes(frame[[KEY, *columns]], any_value)
+    if count != len(frame) or int(total) != rowhash.hash_sum(expected):
+        return None
+    diff = ContentDiff(name, len(frame))
+    diff.unexpected = list(unexpected)
+    return diff
 
 
 def _read_table(conn, schema, name, columns, like: pd.DataFrame) -> pd.DataFrame:
@@ -263,3 +349,15 @@ def _pandas_type(arrow_type: pa.DataType):
     if arrow_type in (pa.string(), pa.large_string()):
         return pd.StringDtype("pyarrow", na_value=np.nan)
     return None
+
+
+def _upload_keys(conn, keys: np.ndarray, any_value: np.ndarray) -> None:
+    """(key, any_value) rows into a fresh temporary table, by binary COPY built in numpy."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_KEYS))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (key bigint NOT NULL, any_value bigint NOT NULL)").format(_KEYS))
+    rows = np.empty(len(keys), dtype=[("n", ">i2"), ("kl", ">i4"), ("k", ">i8"), ("al", ">i4"), ("a", ">i8")])
+    rows["n"], rows["kl"], rows["al"] = 2, 8, 8
+    rows["k"], rows["a"] = keys, any_value
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(_KEYS)) as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
+    conn.execute(sql.SQL("ANALYZE {}").format(_KEYS))
