@@ -1,0 +1,62 @@
+"""Each byte of the bot's file is hashed once where it can be: a backup of the content the run
+looked at reads the file once, copying and hashing in the same pass."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from faceit_etl.backups import backup_source
+from faceit_etl_tests.test_faults import CHANGED, caught_mid_copy, two_versions
+
+
+def bytes_read() -> int:
+    """What this process has read through read() so far (the kernel's count)."""
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+
+def test_a_backup_of_the_content_looked_at_reads_the_file_once(tmp_path):
+    content = bytes(range(256)) * (64 << 12)  # 64 MiB
+    source = tmp_path / "data.json"
+    source.write_bytes(content)
+    observed = hashlib.sha256(content).hexdigest()
+
+    before = bytes_read()
+    unseen = backup_source(source, tmp_path / "backups", "unseen")
+    read_unseen = bytes_read() - before
+    before = bytes_read()
+    seen = backup_source(source, tmp_path / "backups", "seen", observed_sha256=observed)
+    read_seen = bytes_read() - before
+
+    assert read_unseen >= 2 * len(content)  # no look to rely on: read again to prove it unchanged
+    assert len(content) <= read_seen < 1.1 * len(content)
+    assert seen.sha256 == unseen.sha256 == observed
+    assert Path(seen.copy).read_bytes() == content
+
+
+@pytest.mark.db  # starts a process
+def test_a_file_rewritten_during_a_backup_of_the_content_looked_at_is_refused(tmp_path):
+    """The copy of one read is trusted only when it hashes as the look did: a mix of two versions
+    never does, and is refused as before."""
+    size = 32 << 20
+    observed = hashlib.sha256(two_versions(size)[0]).hexdigest()  # the look saw the first version
+
+    def command(source, attempt):
+        script = (
+            "import sys\n"
+            "from faceit_etl.backups import BackupError, backup_source\n"
+            "try:\n"
+            "    backup_source(sys.argv[1], sys.argv[2], sys.argv[3], observed_sha256=sys.argv[4])\n"
+            "except BackupError as exc:\n"
+            "    print(f'BackupError: {exc}')\n"
+            "    sys.exit(3)\n"
+        )
+        return [sys.executable, "-c", script, str(source), str(tmp_path / "backups"), f"run-{attempt}", observed]
+
+    victim, source, attempt, output, second = caught_mid_copy(tmp_path, command, size=size, attempts=5, timeout=120)
+
+    assert (victim.returncode, output) == (3, f"BackupError: {source}: {CHANGED}\n")
+    assert not (tmp_path / "backups" / f"run-{attempt}" / "source.json").exists()
