@@ -7,9 +7,14 @@ import hashlib
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from faceit_etl.backups import backup_source
+from faceit_etl.definitions import defs
+from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl_tests.conftest import write_json
+from faceit_etl_tests.test_automation import evaluate, run_request
 from faceit_etl_tests.test_faults import CHANGED, caught_mid_copy, two_versions
 
 
@@ -60,3 +65,27 @@ def test_a_file_rewritten_during_a_backup_of_the_content_looked_at_is_refused(tm
 
     assert (victim.returncode, output) == (3, f"BackupError: {source}: {CHANGED}\n")
     assert not (tmp_path / "backups" / f"run-{attempt}" / "source.json").exists()
+
+
+def test_new_content_is_hashed_once_between_the_sensor_and_the_run_it_requests(tmp_path, monkeypatch, database_url, db):
+    """The sensor hashes new content; the run it requests observes the file with the sensor's look, and
+    the sensor, its cursor lost, looks with the run's observation: neither reads the file again."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    source = tmp_path / "data.json"
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    write_json(source, {"users": [{"user_id": 7}], "padding": "x" * (16 << 20)})  # big enough to count
+    sensor = defs.get_sensor_def("source_file_changed")
+    settings = MigrationSettings()
+    with dg.instance_for_test() as instance:
+        request, _ = evaluate(sensor, settings, instance)
+        assert isinstance(request, dg.RunRequest)
+        assert run_request(instance, request)
+        observation = instance.fetch_observations(dg.AssetKey("bot_data_file"), limit=1).records[0]
+        metadata = observation.asset_observation.metadata
+        assert (metadata["hashed"].value, metadata["sha256"].value) == (False, request.tags["faceit_etl/source_sha256"])
+
+        before = bytes_read()
+        loaded, _ = evaluate(sensor, settings, instance)  # a reset cursor
+        assert bytes_read() - before < source.stat().st_size
+        assert isinstance(loaded, dg.SkipReason) and loaded.skip_message.startswith("the tables hold this content")
