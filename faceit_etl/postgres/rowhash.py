@@ -1,18 +1,16 @@
-"""One canonical text per row, and PostgreSQL's `hashtextextended(text, 0)` of it computed in numpy.
+"""PostgreSQL's `hash_record_extended(ROW(...), 0)` of each row, computed in numpy on the frames.
 
 The content check hashes each row on both sides, the table's in SQL and the frame's here, and
 compares the sums: equal sums mean equal rows without reading the table back. Summing (not XOR)
 keeps duplicates: a row present twice adds its hash twice.
 
-A row's text is its cells one after another, each one self-delimiting, so two different rows never
-give the same text: a NULL is `N`, a cell whose value may be anything is `*`, and a value is its
-length in bytes, `:`, then its text. Values are written as PostgreSQL's `::text` writes them:
-integers in decimal, booleans as `true`/`false`, timestamps as epoch microseconds (no time zone
-in play), text as its UTF-8 bytes.
-
-`hashtextextended` is Bob Jenkins' lookup3 over the text's bytes (PostgreSQL's `hash_bytes_extended`),
-fixed because hash partitioning stores its results; as the server computes it, it reads words
-little-endian. On a big-endian server the sums never agree and the check compares row by row.
+The record hash is the one hash partitioning stores, so it does not change between versions:
+per cell the type's extended hash (seed 0; a NULL is 0), combined as `result * 31 + cell`. Cells
+are hashed as their type does: integers (int4 and int8 agree on int4's values) and timestamps
+(microseconds since 2000-01-01) through `hashint8extended`, booleans through `hashcharextended`,
+text through `hashtextextended`, Bob Jenkins' lookup3 over its UTF-8 bytes. The server reads the
+bytes as words in its own byte order: on a big-endian server the sums never agree, and the check
+compares row by row.
 """
 
 from __future__ import annotations
@@ -20,66 +18,77 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from psycopg import sql
 
-NULL, ANY = "N", "*"
-_BATCH = 16_384  # rows hashed at once: bounds the padded byte matrix (rows x longest text)
-
-
-def cell(value: pa.Array, any_value: np.ndarray | None = None) -> pa.Array:
-    """The canonical text of one column's cells (strings, integers, booleans; timestamps as epoch
-    microseconds beforehand); `any_value` marks the cells whose value may be anything."""
-    text = value if pa.types.is_string(value.type) or pa.types.is_large_string(value.type) else pc.cast(value, pa.string())
-    text = pc.cast(text, pa.large_string())
-    length = pc.cast(pc.binary_length(text), pa.large_string())
-    out = pc.if_else(pc.is_null(text), pa.scalar(NULL, pa.large_string()), pc.binary_join_element_wise(length, text, pa.scalar(":", pa.large_string())))
-    if any_value is not None:
-        out = pc.if_else(pa.array(any_value, pa.bool_()), pa.scalar(ANY, pa.large_string()), out)
-    return out
+_INIT = 0x9E3779B9 + 3923095  # lookup3's initial state, before the length is added
+_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp zero
+_TAIL_MASK = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], dtype=np.uint32)  # by bytes of a word kept
+_BATCH = 1 << 18  # rows of text hashed at once: bounds the four shifted copies of their bytes
 
 
-def row_text(cells: list[pa.Array]) -> pa.Array:
-    """The cells of each row joined into its canonical text."""
-    return pc.binary_join_element_wise(*cells, pa.scalar("", pa.large_string()))
+def combine(cells: list[np.ndarray]) -> np.ndarray:
+    """The record hash from its cells' hashes (uint64, 0 for NULL), in column order."""
+    result = np.zeros(len(cells[0]) if cells else 0, dtype=np.uint64)
+    for cell in cells:
+        result *= np.uint64(31)
+        result += cell
+    return result
 
 
-def sql_cell(value: sql.Composable, any_value: sql.Composable | None = None) -> sql.Composable:
-    """`cell` in SQL: `value` an expression of type text, `any_value` a boolean expression."""
-    text = sql.SQL("CASE WHEN ({v}) IS NULL THEN {null} ELSE octet_length({v})::text || ':' || ({v}) END").format(
-        v=value, null=sql.Literal(NULL)
-    )
-    if any_value is None:
-        return text
-    return sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(any_value, sql.Literal(ANY), text)
+def hash_int8(values: np.ndarray) -> np.ndarray:
+    """`hashint8extended(v, 0)`: the halves folded into 32 bits (as int4 does), then hashed."""
+    values = values.astype(np.int64, copy=False)
+    low = values.astype(np.uint32)
+    high = (values >> 32).astype(np.uint32)
+    return hash_uint32(low ^ np.where(values >= 0, high, ~high))
 
 
-def sql_row_hash(cells: list[sql.Composable]) -> sql.Composable:
-    return sql.SQL("hashtextextended({}, 0)").format(sql.SQL(" || ").join(cells))
+def hash_timestamp(unix_micros: np.ndarray) -> np.ndarray:
+    return hash_int8(unix_micros.astype(np.int64, copy=False) - _PG_EPOCH_MICROS)
 
 
-def hash_texts(texts: pa.Array) -> np.ndarray:
-    """`hashtextextended(text, 0)` of each string, as the int64 PostgreSQL returns."""
+def hash_bool(values: np.ndarray) -> np.ndarray:
+    return hash_uint32(values.astype(np.uint32))
+
+
+def hash_uint32(keys: np.ndarray) -> np.ndarray:
+    """`hash_bytes_uint32_extended(k, 0)`."""
+    a = np.full(len(keys), _INIT + 4, dtype=np.uint32)
+    b, c = a.copy(), a.copy()
+    a += keys.astype(np.uint32, copy=False)
+    _final(a, b, c)
+    return _result(b, c)
+
+
+def hash_text(texts: pa.Array) -> np.ndarray:
+    """`hashtextextended(t, 0)` of each string (a NULL's is meaningless: the caller zeroes it)."""
     texts = pc.cast(texts, pa.large_string())
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    if texts.null_count:
-        raise ValueError("a canonical row text is never NULL")
     _, offsets, data = texts.buffers()
     offsets = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
     out = np.empty(len(texts), dtype=np.uint64)
-    order = np.argsort(-lengths, kind="stable")  # longest first: each block's rows are a prefix
-    for first in range(0, len(order), _BATCH):
-        rows = order[first : first + _BATCH]
-        out[rows] = _lookup3(data, starts[rows], lengths[rows])
-    return out.view(np.int64)
+    for first in range(0, len(texts), _BATCH):
+        bounds = offsets[first : first + _BATCH + 1]
+        base = int(bounds[0])
+        chunk = np.zeros(int(bounds[-1]) - base + 16, dtype=np.uint8)  # zeros past the end: tails read them
+        chunk[: len(chunk) - 16] = data[base : int(bounds[-1])]
+        words = (len(chunk) - 3) // 4
+        # shifted[k][i]: the little-endian word at byte 4i + k, so a word at any byte is one lookup
+        shifted = np.stack([np.frombuffer(chunk, dtype="<u4", count=words, offset=k) for k in range(4)])
+        out[first : first + len(bounds) - 1] = _lookup3(shifted, bounds[:-1] - base, np.diff(bounds))
+    return out
+
+
+def to_int64(hashes: np.ndarray) -> np.ndarray:
+    """As PostgreSQL returns them: bigint."""
+    return hashes.astype(np.uint64, copy=False).view(np.int64)
 
 
 def hash_sum(hashes: np.ndarray) -> int:
-    """The exact sum of int64 hashes, as PostgreSQL's `sum(bigint)` (numeric) gives it."""
-    hashes = hashes.astype(np.int64, copy=False)
-    return int(np.sum(hashes >> 32)) * (1 << 32) + int(np.sum(hashes & 0xFFFFFFFF))
+    """The exact sum of the hashes as bigints, as PostgreSQL's `sum(bigint)` (numeric) gives it."""
+    signed = to_int64(hashes)
+    return int(np.sum(signed >> 32)) * (1 << 32) + int(np.sum(signed & 0xFFFFFFFF))
 
 
 def _rot(x: np.ndarray, k: int) -> np.ndarray:
@@ -100,28 +109,34 @@ def _final(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
         x -= _rot(y, k)
 
 
-def _lookup3(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """hash_bytes_extended(seed 0) of each row's bytes, rows ordered longest first."""
-    n = len(starts)
+def _result(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+
+
+def _lookup3(shifted: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """hash_bytes_extended(seed 0) of each string at `starts` with `lengths` in the shifted words."""
+    order = np.argsort(-lengths, kind="stable")  # longest first: each block's strings are a prefix
+    starts, lengths = starts[order].astype(np.int64), lengths[order].astype(np.int64)
     blocks = lengths // 12  # full 12-byte blocks mixed; the rest (0 to 11 bytes) is the tail
-    width = (int(blocks.max(initial=0)) + 1) * 12
-    padded = np.zeros((n, width), dtype=np.uint8)
-    total = int(lengths.sum())
-    row = np.repeat(np.arange(n), lengths)
-    position = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    padded[row, position] = data[np.repeat(starts, lengths) + position]
-    words = padded.view("<u4")
-    a = (np.uint32(0x9E3779B9 + 3923095) + lengths.astype(np.uint32)).astype(np.uint32)
+
+    def word(at: np.ndarray) -> np.ndarray:
+        return shifted[at & 3, at >> 2]
+
+    a = (np.uint32(_INIT) + lengths.astype(np.uint32)).astype(np.uint32)
     b, c = a.copy(), a.copy()
     for block in range(int(blocks.max(initial=0))):
-        k = int(np.count_nonzero(blocks > block))  # a prefix: rows are ordered longest first
-        a[:k] += words[:k, 3 * block]
-        b[:k] += words[:k, 3 * block + 1]
-        c[:k] += words[:k, 3 * block + 2]
+        k = int(np.count_nonzero(blocks > block))
+        at = starts[:k] + 12 * block
+        a[:k] += word(at)
+        b[:k] += word(at + 4)
+        c[:k] += word(at + 8)
         _mix(a[:k], b[:k], c[:k])
-    everyone = np.arange(n)
-    a += words[everyone, 3 * blocks]
-    b += words[everyone, 3 * blocks + 1]
-    c += words[everyone, 3 * blocks + 2] << np.uint32(8)  # the tail's lowest byte of c is the length's
+    tail = lengths - 12 * blocks
+    at = starts + 12 * blocks
+    a += word(at) & _TAIL_MASK[np.clip(tail, 0, 4)]
+    b += word(at + 4) & _TAIL_MASK[np.clip(tail - 4, 0, 4)]
+    c += (word(at + 8) & _TAIL_MASK[np.clip(tail - 8, 0, 4)]) << np.uint32(8)  # c's lowest byte: the length's
     _final(a, b, c)
-    return (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+    out = np.empty(len(order), dtype=np.uint64)
+    out[order] = _result(b, c)
+    return out

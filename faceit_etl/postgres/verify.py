@@ -1,8 +1,8 @@
 """Post-migration verification: what the database holds, compared with the mapped frames.
 
 Content is compared in full, every row and column, without reading the tables back: each row of the
-file is hashed from its canonical text (`rowhash.py`) on both sides, in SQL over the table's rows and
-in numpy over the frame's, and the counts and sums of hashes must agree. Only when they do not are
+file is hashed (`rowhash.py`) on both sides, in SQL over the table's rows and in numpy over the
+frame's, and the counts and sums of hashes must agree. Only when they do not are
 the tables read back with COPY (times as epoch microseconds, so nothing depends on the session's
 time zone) and compared column by column against the frames, to name what differs. Rows are keyed by the Telegram id (a subscription by its user's), never by row
 id: a row that existed before the load keeps the id it had (the bot's ORM writes random ones).
@@ -233,28 +233,40 @@ _KEYS = sql.Identifier("_faceit_etl_verify_keys")
 
 
 def frame_hashes(frame: pd.DataFrame, any_value: dict[str, np.ndarray]) -> np.ndarray:
-    """Each row's hash of its canonical text, its columns in order; `any_value` marks, per column,
-    the cells that may hold any value."""
+    """Each row's `hash_record_extended` of its columns in order (as bigints), a cell that may hold
+    any value (`any_value`, per column) hashed as NULL, as `table_hash` does."""
     cells = []
     for column in frame.columns:
         values = frame[column]
+        missing = values.isna().to_numpy(dtype=bool)
+        if column in any_value:
+            missing = missing | any_value[column]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = _micros(values)
-        cells.append(rowhash.cell(pa.array(values, from_pandas=True), any_value.get(column)))
-    return rowhash.hash_texts(rowhash.row_text(cells))
+            cell = rowhash.hash_timestamp(_micros(values).to_numpy(dtype="int64", na_value=0))
+        elif pd.api.types.is_bool_dtype(values.dtype):
+            cell = rowhash.hash_bool(values.to_numpy(dtype=bool, na_value=False))
+        elif pd.api.types.is_integer_dtype(values.dtype):
+            cell = rowhash.hash_int8(values.to_numpy(dtype="int64", na_value=0))
+        else:
+            cell = rowhash.hash_text(pa.array(values, type=pa.large_string(), from_pandas=True))
+        cell[missing] = 0
+        cells.append(cell)
+    return rowhash.to_int64(rowhash.combine(cells))
 
 
-def table_hash(
-    key: sql.Composable, alias: str, columns: list[str], timestamps: set[str], any_value: dict[str, sql.Composable]
-) -> sql.Composable:
-    """`frame_hashes` in SQL: the row's `key` expression, then the columns of the row `alias`."""
-    cells = [rowhash.sql_cell(sql.SQL("({})::text").format(key))]
+def table_hash(key: sql.Composable, alias: str, columns: list[str], texts: set[str],
+               any_value: dict[str, sql.Composable]) -> sql.Composable:
+    """`frame_hashes` in SQL: the row's `key` expression, then the columns of the row `alias`, those
+    in `texts` as text (an enum's label, not its oid), a cell whose `any_value` holds as NULL."""
+    cells = [key]
     for column in columns:
         value = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
-        if column in timestamps:
-            value = sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint").format(value)
-        cells.append(rowhash.sql_cell(sql.SQL("{}::text").format(value), any_value.get(column)))
-    return rowhash.sql_row_hash(cells)
+        if column in texts:
+            value = sql.SQL("{}::text").format(value)
+        if column in any_value:
+            value = sql.SQL("CASE WHEN {} THEN NULL ELSE {} END").format(any_value[column], value)
+        cells.append(value)
+    return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(cells))
 
 
 def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.ndarray]) -> ContentDiff | None:
@@ -269,7 +281,7 @@ def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.nd
         if column in any_value:
             bits |= any_value[column].astype(np.int64) << position
     _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
-    timestamps = {c for c in columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)}
+    texts = {c for c in columns if pd.api.types.is_string_dtype(frame[c].dtype)}
     marks = {
         c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
     }
@@ -285,7 +297,7 @@ def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.nd
         ).format(
             source=source,
             keys=_KEYS,
-            hash=table_hash(sql.SQL("u.user_id"), "t", columns, timestamps, marks),
+            hash=table_hash(sql.SQL("u.user_id"), "t", columns, texts, marks),
         )
     ).fetchone()
     conn.execute(sql.SQL("DROP TABLE {}").format(_KEYS))
