@@ -13,6 +13,7 @@ counted apart: they are the users a load keeps, not a difference in the file's r
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,38 +272,50 @@ def table_hash(key: sql.Composable, alias: str, columns: list[str], texts: set[s
 
 def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.ndarray]) -> ContentDiff | None:
     """The file's rows of the table hashed in the database and in the frame: a ContentDiff naming
-    no difference when the counts and sums agree, else None (the rows must be compared). The
-    file's Telegram ids, with a bit per column whose cell may hold any value, go to a temporary
+    no difference when the counts and sums agree, else None (the rows must be compared). When every
+    cell is compared and the table holds just the file's rows, one pass over the table tells; else
+    the file's Telegram ids, with a bit per column whose cell may hold any value, go to a temporary
     table: they say which rows are the file's and which cells to leave out."""
     if frame[KEY].isna().any():  # a row without a Telegram id cannot be matched: compare row by row
         return None
-    bits = np.zeros(len(frame), dtype=np.int64)
-    for position, column in enumerate(columns):
-        if column in any_value:
-            bits |= any_value[column].astype(np.int64) << position
-    _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
     texts = {c for c in columns if pd.api.types.is_string_dtype(frame[c].dtype)}
-    marks = {
-        c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
-    }
-    source = sql.SQL("{} t JOIN {} u ON u.id = {}").format(
-        table(schema, name), table(schema, USERS), sql.SQL("t.id" if name == USERS else "t.user_id")
-    )
-    count, total, unexpected = conn.execute(
-        sql.SQL(
-            """SELECT count(*), coalesce(sum(h), 0),
-                      ARRAY(SELECT u.user_id FROM {source} WHERE NOT EXISTS (SELECT FROM {keys} k WHERE k.key = u.user_id)
-                            ORDER BY 1)
-               FROM (SELECT {hash} AS h FROM {source} JOIN {keys} k ON k.key = u.user_id) hashed"""
-        ).format(
-            source=source,
-            keys=_KEYS,
-            hash=table_hash(sql.SQL("u.user_id"), "t", columns, texts, marks),
-        )
-    ).fetchone()
+    if name == USERS:
+        source, alias = sql.SQL("{} u").format(table(schema, USERS)), "u"
+    else:
+        source, alias = sql.SQL("{} t JOIN {} u ON u.id = t.user_id").format(table(schema, name), table(schema, USERS)), "t"
+    # The database hashes its rows while this process hashes the frame's (numpy releases the GIL).
+    conn.execute("SELECT set_config('work_mem', '128MB', true)")  # a join's hash table in memory (a transaction's)
+    with ThreadPoolExecutor(1) as database:
+        if not any(mask.any() for mask in any_value.values()):
+            # Every cell is compared: a table holding exactly the file's rows needs no list of them.
+            whole = sql.SQL("SELECT count(*), coalesce(sum({hash}), 0) FROM {source}").format(
+                source=source, hash=table_hash(sql.SQL("u.user_id"), alias, columns, texts, {}))
+            counted = database.submit(lambda: conn.execute(whole).fetchone())
+            expected = rowhash.hash_sum(frame_hashes(frame[[KEY, *columns]], any_value))
+            if tuple(map(int, counted.result())) == (len(frame), expected):
+                return ContentDiff(name, len(frame))
+        else:
+            expected = None
+        bits = np.zeros(len(frame), dtype=np.int64)
+        for position, column in enumerate(columns):
+            if column in any_value:
+                bits |= any_value[column].astype(np.int64) << position
+        _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
+        marks = {
+            c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
+        }
+        # One pass over the table: its rows of the file's users hashed, the others' Telegram ids listed.
+        query = sql.SQL(
+            """SELECT count(k.key), coalesce(sum({hash}) FILTER (WHERE k.key IS NOT NULL), 0),
+                      coalesce(array_agg(u.user_id ORDER BY u.user_id) FILTER (WHERE k.key IS NULL), '{{}}')
+               FROM {source} LEFT JOIN {keys} k ON k.key = u.user_id"""
+        ).format(source=source, keys=_KEYS, hash=table_hash(sql.SQL("u.user_id"), alias, columns, texts, marks))
+        counted = database.submit(lambda: conn.execute(query).fetchone())
+        if expected is None:
+            expected = rowhash.hash_sum(frame_hashes(frame[[KEY, *columns]], any_value))
+        count, total, unexpected = counted.result()
     conn.execute(sql.SQL("DROP TABLE {}").format(_KEYS))
-    expected = frame_hashes(frame[[KEY, *columns]], any_value)
-    if count != len(frame) or int(total) != rowhash.hash_sum(expected):
+    if count != len(frame) or int(total) != expected:
         return None
     diff = ContentDiff(name, len(frame))
     diff.unexpected = list(unexpected)
