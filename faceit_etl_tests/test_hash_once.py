@@ -24,7 +24,7 @@ def bytes_read() -> int:
 
 
 def test_a_backup_of_the_content_looked_at_reads_the_file_once(tmp_path):
-    content = bytes(range(256)) * (64 << 12)  # 64 MiB
+    content = bytes(range(256)) * (16 << 12)  # 16 MiB
     source = tmp_path / "data.json"
     source.write_bytes(content)
     observed = hashlib.sha256(content).hexdigest()
