@@ -39,9 +39,14 @@ ui: setup
 	DATA_FILE_PATH=$${DATA_FILE_PATH:-samples/bot_nested_subscription_format.json} \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
 
-# Not part of `make test`: N users against the database's floor and the old way (bench-results/).
-bench: setup
-	$(BIN)/python -m faceit_etl.benchmark --users $(N) --out bench-results
+$(VENV)/.bench-installed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,bench]"
+	touch $@
+
+# Not part of `make test`: N users against the database's floor, dlt and the old way (bench-results/);
+# BENCH_FLAGS=--skip-dlt leaves dlt out.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m faceit_etl.benchmark --users $(N) --out bench-results $(BENCH_FLAGS)
 
 $(VENV)/.mutate-installed: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,mutate]"

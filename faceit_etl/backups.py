@@ -84,9 +84,11 @@ def backup_source(
     `observed_sha256` (the content a run looked at before), the copy must be of those very bytes.
 
     The copy is trusted only if the file is the same before and after it: same inode, size and
-    mtime, and the same sha256 when read a second time. The second read catches what the stat
+    mtime, and the same content. A copy whose sha256 is `observed_sha256` holds the very bytes the
+    run looked at (a mix of two versions would hash otherwise), so the file is read once, hashed as
+    it is copied. Without it the file is read and hashed a second time, which catches what the stat
     cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
-    the mtime (rsync -t, cp -p). It costs one more read of the file.
+    the mtime (rsync -t, cp -p).
     """
     source = Path(source_path).resolve()
     try:
@@ -118,7 +120,7 @@ def backup_source(
             raise BackupError(
                 f"cannot write the backup to {folder}: {exc.strerror or exc}. Nothing was loaded."
             ) from None
-    after = _unchanged_stat(source, before, digest.hexdigest())
+    after = _unchanged_stat(source, before, None if observed_sha256 == digest.hexdigest() else digest.hexdigest())
     if after is None:
         copy.unlink(missing_ok=True)  # a mix of two versions is no backup
         raise BackupError(
@@ -141,9 +143,10 @@ def backup_source(
     return snapshot
 
 
-def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str) -> os.stat_result | None:
+def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str | None) -> os.stat_result | None:
     """The file's stat if the path still names the file that was copied, with the same inode, size,
-    mtime and content (read again and hashed), else None."""
+    mtime and content (read again and hashed unless `copied_sha256` is None: the copy is already
+    known to hold the bytes looked at), else None."""
 
     def same(now: os.stat_result) -> bool:
         return all(getattr(now, key) == getattr(before, key) for key in _IDENTITY)
@@ -155,6 +158,9 @@ def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str) ->
     try:
         if not same(os.fstat(descriptor)):
             return None
+        if copied_sha256 is None:
+            after = os.stat(source)
+            return after if same(after) else None
         digest = hashlib.sha256()
         while block := os.read(descriptor, CHUNK):
             digest.update(block)

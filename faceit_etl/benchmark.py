@@ -3,8 +3,10 @@
 Each measurement runs in its own process (so its peak memory is its own) against an empty database
 on one PostgreSQL: COPY of ready CSV holding exactly the same rows (keys present / keys added after,
 in one transaction), faceit-etl's load step alone, `migrate_job` end to end, the same again on the
-unchanged file, and the way of the system faceit-etl replaces (INSERT batches of 100, a commit
-each, 5 connections) on the first 100k users. Prints a table and writes it as JSON.
+unchanged file, the tool a user would pick instead (dlt, with its default loader and with its COPY
+one; `--skip-dlt` leaves it out, it needs the `bench` extra) and the way of the system faceit-etl
+replaces (INSERT batches of 100, a commit each, 5 connections) on the first 100k users. Prints a
+table and writes it as JSON.
 """
 
 from __future__ import annotations
@@ -126,6 +128,31 @@ def _load_step(database_url: str, work: str) -> None:
         load(conn, "public", frames, pd.DataFrame(columns=["source_index", "user_id", "field", "reason", "raw"]), "bench")
 
 
+# dlt's postgres loaders: INSERT statements (its default) and CSV through COPY.
+DLT_LOADERS = {"insert_values": "dlt, default loader (INSERT)", "csv": "dlt, csv loader (COPY)"}
+
+
+def _dlt(database_url: str, data_file: str, work: str, loader: str) -> None:
+    """The bot's users loaded by dlt as its user would: the file parsed, its list handed to a pipeline.
+    dlt makes a flat table of its own (nested fields as columns, no enum, no keys between tables)."""
+    import dlt
+    import orjson
+    from psycopg.conninfo import conninfo_to_dict
+
+    users = orjson.loads(Path(data_file).read_bytes())["users"]
+    parts = conninfo_to_dict(database_url)
+    # dlt wants a host name; libpq lets the query's host (here a socket folder) override it.
+    credentials = {
+        "database": parts["dbname"], "username": parts.get("user", "postgres"), "password": parts.get("password") or "",
+        "host": "localhost", "port": int(parts.get("port") or 5432), "query": {"host": parts.get("host") or "localhost"},
+    }
+    pipeline = dlt.pipeline(
+        pipeline_name=f"bench_{loader}", destination=dlt.destinations.postgres(credentials=credentials),
+        dataset_name="dlt_bench", pipelines_dir=f"{work}/dlt-{loader}",
+    )
+    pipeline.run(users, table_name="users", loader_file_format=loader)
+
+
 def _original_way(database_url: str, work: str, users: int) -> None:
     """How the system faceit-etl replaces loaded: INSERT batches of 100 rows, a commit per batch,
     5 connections."""
@@ -181,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faceit_etl.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--skip-dlt", action="store_true", help="leave out dlt (about a minute per loader at 1M users)")
     args = parser.parse_args(argv)
 
     from faceit_etl.postgres.database import embedded_database_url
@@ -222,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     # empty, so the first run is a first run even after migrations of the same file elsewhere.
     run("migrate_job end to end", users, migrate, env=migrate_env, cwd=work)
     run("migrate_job again, unchanged file", users, migrate, env=migrate_env, fresh=False, cwd=work)
+    if not args.skip_dlt:
+        for loader, name in DLT_LOADERS.items():
+            run(name, users, [python, "-m", "faceit_etl.benchmark", "_dlt", "{db}", str(data_file), str(work), loader],
+                note="flat table of its own, no enum, no keys")
     original_users = min(ORIGINAL_WAY_USERS, users)
     run("old way: INSERT ×100, commit each, 5 conns", original_users,
         [python, "-m", "faceit_etl.benchmark", "_original", "{db}", str(work), str(original_users)],
@@ -246,6 +278,8 @@ if __name__ == "__main__":
         _prepare(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "_load":
         _load_step(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_dlt":
+        _dlt(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif len(sys.argv) > 1 and sys.argv[1] == "_original":
         _original_way(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:

@@ -56,15 +56,16 @@ class FileLook:
         return asdict(self)
 
 
-def look_at_file(path: str | Path, last: Mapping | None = None) -> tuple[FileLook, bool]:
+def look_at_file(path: str | Path, *earlier: Mapping | None) -> tuple[FileLook, bool]:
     """The file's look, and whether its bytes were hashed. When the file is the same one, of the same
-    size and mtime as at the `last` look, that look's sha256 is reused: an untouched 700 MB file is
-    not read again. Any difference (a touch, a rewrite, a file moved into place, `cp -p` restoring an
+    size and mtime as at one of the `earlier` looks (any that hashed it: the last observation, the
+    sensor's), that look's sha256 is reused: an untouched 700 MB file is not read again. Any difference (a touch, a rewrite, a file moved into place, `cp -p` restoring an
     older mtime) hashes the bytes, so equal content is recognised by its hash. Only new content of the
     same length given the very mtime (to the nanosecond) of the last look, in the same inode, goes
     unseen until the file is next touched."""
     stat = Path(path).stat()
     now = {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "device": stat.st_dev, "inode": stat.st_ino}
-    if last and last.get("sha256") and all(last.get(name) == value for name, value in now.items()):
-        return FileLook(sha256=last["sha256"], **now), False
+    for last in earlier:
+        if last and last.get("sha256") and all(last.get(name) == value for name, value in now.items()):
+            return FileLook(sha256=last["sha256"], **now), False
     return FileLook(sha256=sha256_of(path), **now), True

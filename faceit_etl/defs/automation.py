@@ -27,6 +27,9 @@ from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
 SOURCE_SHA256_TAG = "faceit_etl/source_sha256"
+# The sensor's look at the file (path, sha256, stat) on the run it requests: that run's observation
+# of bot_data_file reuses it while the file is untouched, so new content is hashed once, not twice.
+SOURCE_LOOK_TAG = "faceit_etl/source_look"
 LOADS_LOOKED_AT = 20  # the last materializations of postgres_tables searched for one that is not a dry run
 # The provenance Dagster records on each materialization: per input, its data version and its event.
 INPUT_DATA_VERSION = "dagster/input_data_version"
@@ -76,7 +79,7 @@ def source_file_changed(context: dg.SensorEvaluationContext, migration_settings:
     if not source.is_file():
         return dg.SkipReason(f"{source}: no such file")
     seen = json.loads(context.cursor) if context.cursor else {}
-    look, _ = look_at_file(source, seen)
+    look, _ = look_at_file(source, seen, observed_look(context.instance, source))
     loaded = last_load(context.instance)
     if loaded is not None and loaded.sha256 == look.sha256:
         context.update_cursor(json.dumps({**seen, **look.as_dict()}))
@@ -103,7 +106,19 @@ def source_file_changed(context: dg.SensorEvaluationContext, migration_settings:
         attempt = asked["attempt"] + 1
     request = {"target": target, "attempt": attempt, "look": look.as_dict()}
     context.update_cursor(json.dumps({**look.as_dict(), "series": series, "request": request}))
-    return dg.RunRequest(run_key=_run_key(target, series, attempt), tags={SOURCE_SHA256_TAG: look.sha256})
+    return dg.RunRequest(
+        run_key=_run_key(target, series, attempt),
+        tags={SOURCE_SHA256_TAG: look.sha256, SOURCE_LOOK_TAG: json.dumps({"path": str(source.resolve()), **look.as_dict()})},
+    )
+
+
+def observed_look(instance: dg.DagsterInstance, source: Path) -> dict | None:
+    """The latest observation's look at the bot's file, if it was of this path."""
+    latest = instance.fetch_observations(dg.AssetKey("bot_data_file"), limit=1).records
+    if not latest:
+        return None
+    look = {name: value.value for name, value in latest[0].asset_observation.metadata.items()}
+    return look if look.get("path") == str(source.resolve()) else None
 
 
 def _run_key(target: str, series: int, attempt: int) -> str:

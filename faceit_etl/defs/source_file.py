@@ -2,14 +2,17 @@
 
 Its data version is the file's sha256, so the UI shows the migration's assets as unsynced once the
 file's content differs from what they were made from. An observation reuses the last observation's
-hash while the file's size, mtime and inode are unchanged (an untouched 700 MB file is not read).
+hash while the file's size, mtime and inode are unchanged (an untouched 700 MB file is not read), or the
+look of the sensor that requested the run: new content is hashed once between them.
 """
 
+import json
 from pathlib import Path
 
 import dagster as dg
 
 from faceit_etl.defs.assets import GROUP
+from faceit_etl.defs.automation import SOURCE_LOOK_TAG, observed_look
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl.identity import look_at_file
 
@@ -23,11 +26,10 @@ def bot_data_file(context: dg.OpExecutionContext, migration_settings: MigrationS
     source = Path(migration_settings.source_path).resolve()
     if not source.is_file():  # no version to give; a migration's source_backup then fails naming the file
         return dg.ObserveResult(metadata={"path": str(source), "missing": True})
-    latest = context.instance.fetch_observations(dg.AssetKey("bot_data_file"), limit=1).records
-    last = {name: value.value for name, value in latest[0].asset_observation.metadata.items()} if latest else None
-    if last and last.get("path") != str(source):
-        last = None  # another file: its look says nothing about this one
-    look, hashed = look_at_file(source, last)
+    requested = json.loads(context.run.tags.get(SOURCE_LOOK_TAG, "{}"))  # the sensor's look, if it asked
+    if requested.get("path") != str(source):
+        requested = None  # another file: its look says nothing about this one
+    look, hashed = look_at_file(source, observed_look(context.instance, source), requested)
     return dg.ObserveResult(
         data_version=dg.DataVersion(look.sha256),
         metadata={"path": str(source), **look.as_dict(), "hashed": hashed},

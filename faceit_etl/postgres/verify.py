@@ -1,8 +1,10 @@
 """Post-migration verification: what the database holds, compared with the mapped frames.
 
-Content is compared in full, every row and column: the tables are read back with COPY (times as
-epoch microseconds, so nothing depends on the session's time zone) and compared column by column
-against the frames. Rows are keyed by the Telegram id (a subscription by its user's), never by row
+Content is compared in full, every row and column, without reading the tables back: each row of the
+file is hashed (`rowhash.py`) on both sides, in SQL over the table's rows and in numpy over the
+frame's, and the counts and sums of hashes must agree. Only when they do not are
+the tables read back with COPY (times as epoch microseconds, so nothing depends on the session's
+time zone) and compared column by column against the frames, to name what differs. Rows are keyed by the Telegram id (a subscription by its user's), never by row
 id: a row that existed before the load keeps the id it had (the bot's ORM writes random ones).
 Differences are counted per column with example Telegram ids. Rows the file does not have are
 counted apart: they are the users a load keeps, not a difference in the file's rows.
@@ -11,6 +13,7 @@ counted apart: they are the users a load keeps, not a difference in the file's r
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from faceit_etl.postgres import rowhash
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
@@ -117,6 +121,7 @@ class ContentDiff:
     table: str
     rows_compared: int
     missing: list[int] = field(default_factory=list)  # Telegram ids in the frame, not in the table
+    duplicated: list[int] = field(default_factory=list)  # Telegram ids the table holds more than once
     unexpected: list[int] = field(default_factory=list)  # Telegram ids in the table, not in the frame
     differing: dict[str, list[int]] = field(default_factory=dict)  # column -> Telegram ids that differ
     # The first differing cells as a person checks them: user_id, `table.column`, the database's value, the file's.
@@ -125,7 +130,7 @@ class ContentDiff:
     @property
     def equal(self) -> bool:
         """Every row of the file is in the table, equal in every column."""
-        return not (self.missing or self.differing)
+        return not (self.missing or self.duplicated or self.differing)
 
     def summary(self) -> dict:
         return {
@@ -133,8 +138,10 @@ class ContentDiff:
             "missing_rows": len(self.missing),
             "rows_not_in_file": len(self.unexpected),
             "differing_cells": {c: len(keys) for c, keys in self.differing.items()},
+            **({"duplicated_rows": len(self.duplicated)} if self.duplicated else {}),
             "examples": {
                 **({"missing": self.missing[:EXAMPLE_KEYS]} if self.missing else {}),
+                **({"duplicated": self.duplicated[:EXAMPLE_KEYS]} if self.duplicated else {}),
                 **({NOT_IN_FILE: self.unexpected[:EXAMPLE_KEYS]} if self.unexpected else {}),
                 **{c: keys[:EXAMPLE_KEYS] for c, keys in self.differing.items()},
             },
@@ -182,10 +189,19 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked
     if lacked and existed is not None:  # only rows that existed keep their own values
         keeps = frame[KEY].isin(existed).to_numpy(dtype=bool)
         lacked = {column: mask & keeps for column, mask in lacked.items()}
+    any_value = dict(lacked or {})
+    for column in any_value_where_missing:
+        any_value[column] = any_value.get(column, False) | frame[column].isna().to_numpy(dtype=bool)
+    agreed = _hashes_agree(conn, schema, name, columns, frame, any_value)
+    if agreed is not None:
+        return agreed
     columns = [KEY, *columns]
     expected = _canonical(frame[columns]).set_index(KEY)
     actual = _read_table(conn, schema, name, columns, frame[columns]).set_index(KEY)
     diff = ContentDiff(name, len(expected))
+    doubled = actual.index.duplicated()
+    diff.duplicated = sorted(map(int, actual.index[doubled].unique()))
+    actual = actual[~doubled]
     diff.missing = sorted(map(int, expected.index.difference(actual.index)))
     diff.unexpected = sorted(map(int, actual.index.difference(expected.index)))
     common = expected.index.intersection(actual.index)
@@ -219,10 +235,105 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
-            naive = out[column].dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-            micros = pd.Series(naive.to_numpy().view("int64"), index=out.index, dtype="Int64")
-            out[column] = micros.mask(naive.isna())
+            out[column] = _micros(out[column])
     return out
+
+
+def _micros(values: pd.Series) -> pd.Series:
+    naive = values.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
+    return pd.Series(naive.to_numpy().view("int64"), index=values.index, dtype="Int64").mask(naive.isna())
+
+
+_KEYS = sql.Identifier("_faceit_etl_verify_keys")
+
+
+def frame_hashes(frame: pd.DataFrame, any_value: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's `hash_record_extended` of its columns in order (as bigints), a cell that may hold
+    any value (`any_value`, per column) hashed as NULL, as `table_hash` does."""
+    cells = []
+    for column in frame.columns:
+        values = frame[column]
+        missing = values.isna().to_numpy(dtype=bool)
+        if column in any_value:
+            missing = missing | any_value[column]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            cell = rowhash.hash_timestamp(_micros(values).to_numpy(dtype="int64", na_value=0))
+        elif pd.api.types.is_bool_dtype(values.dtype):
+            cell = rowhash.hash_bool(values.to_numpy(dtype=bool, na_value=False))
+        elif pd.api.types.is_integer_dtype(values.dtype):
+            cell = rowhash.hash_int8(values.to_numpy(dtype="int64", na_value=0))
+        else:
+            cell = rowhash.hash_text(pa.array(values, type=pa.large_string(), from_pandas=True))
+        cell[missing] = 0
+        cells.append(cell)
+    return rowhash.to_int64(rowhash.combine(cells))
+
+
+def table_hash(key: sql.Composable, alias: str, columns: list[str], texts: set[str],
+               any_value: dict[str, sql.Composable]) -> sql.Composable:
+    """`frame_hashes` in SQL: the row's `key` expression, then the columns of the row `alias`, those
+    in `texts` as text (an enum's label, not its oid), a cell whose `any_value` holds as NULL."""
+    cells = [key]
+    for column in columns:
+        value = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
+        if column in texts:
+            value = sql.SQL("{}::text").format(value)
+        if column in any_value:
+            value = sql.SQL("CASE WHEN {} THEN NULL ELSE {} END").format(any_value[column], value)
+        cells.append(value)
+    return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(cells))
+
+
+def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.ndarray]) -> ContentDiff | None:
+    """The file's rows of the table hashed in the database and in the frame: a ContentDiff naming
+    no difference when the counts and sums agree, else None (the rows must be compared). When every
+    cell is compared and the table holds just the file's rows, one pass over the table tells; else
+    the file's Telegram ids, with a bit per column whose cell may hold any value, go to a temporary
+    table: they say which rows are the file's and which cells to leave out."""
+    if frame[KEY].isna().any():  # a row without a Telegram id cannot be matched: compare row by row
+        return None
+    texts = {c for c in columns if pd.api.types.is_string_dtype(frame[c].dtype)}
+    if name == USERS:
+        source, alias = sql.SQL("{} u").format(table(schema, USERS)), "u"
+    else:
+        source, alias = sql.SQL("{} t JOIN {} u ON u.id = t.user_id").format(table(schema, name), table(schema, USERS)), "t"
+    # The database hashes its rows while this process hashes the frame's (numpy releases the GIL).
+    conn.execute("SELECT set_config('work_mem', '128MB', true)")  # a join's hash table in memory (a transaction's)
+    with ThreadPoolExecutor(1) as database:
+        if not any(mask.any() for mask in any_value.values()):
+            # Every cell is compared: a table holding exactly the file's rows needs no list of them.
+            whole = sql.SQL("SELECT count(*), coalesce(sum({hash}), 0) FROM {source}").format(
+                source=source, hash=table_hash(sql.SQL("u.user_id"), alias, columns, texts, {}))
+            counted = database.submit(lambda: conn.execute(whole).fetchone())
+            expected = rowhash.hash_sum(frame_hashes(frame[[KEY, *columns]], any_value))
+            if tuple(map(int, counted.result())) == (len(frame), expected):
+                return ContentDiff(name, len(frame))
+        else:
+            expected = None
+        bits = np.zeros(len(frame), dtype=np.int64)
+        for position, column in enumerate(columns):
+            if column in any_value:
+                bits |= any_value[column].astype(np.int64) << position
+        _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
+        marks = {
+            c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
+        }
+        # One pass over the table: its rows of the file's users hashed, the others' Telegram ids listed.
+        query = sql.SQL(
+            """SELECT count(k.key), coalesce(sum({hash}) FILTER (WHERE k.key IS NOT NULL), 0),
+                      coalesce(array_agg(u.user_id ORDER BY u.user_id) FILTER (WHERE k.key IS NULL), '{{}}')
+               FROM {source} LEFT JOIN {keys} k ON k.key = u.user_id"""
+        ).format(source=source, keys=_KEYS, hash=table_hash(sql.SQL("u.user_id"), alias, columns, texts, marks))
+        counted = database.submit(lambda: conn.execute(query).fetchone())
+        if expected is None:
+            expected = rowhash.hash_sum(frame_hashes(frame[[KEY, *columns]], any_value))
+        count, total, unexpected = counted.result()
+    conn.execute(sql.SQL("DROP TABLE {}").format(_KEYS))
+    if count != len(frame) or int(total) != expected:
+        return None
+    diff = ContentDiff(name, len(frame))
+    diff.unexpected = list(unexpected)
+    return diff
 
 
 def _read_table(conn, schema, name, columns, like: pd.DataFrame) -> pd.DataFrame:
@@ -277,3 +388,15 @@ def _pandas_type(arrow_type: pa.DataType):
     if arrow_type in (pa.string(), pa.large_string()):
         return pd.StringDtype("pyarrow", na_value=np.nan)
     return None
+
+
+def _upload_keys(conn, keys: np.ndarray, any_value: np.ndarray) -> None:
+    """(key, any_value) rows into a fresh temporary table, by binary COPY built in numpy."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_KEYS))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (key bigint NOT NULL, any_value bigint NOT NULL)").format(_KEYS))
+    rows = np.empty(len(keys), dtype=[("n", ">i2"), ("kl", ">i4"), ("k", ">i8"), ("al", ">i4"), ("a", ">i8")])
+    rows["n"], rows["kl"], rows["al"] = 2, 8, 8
+    rows["k"], rows["a"] = keys, any_value
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(_KEYS)) as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
+    conn.execute(sql.SQL("ANALYZE {}").format(_KEYS))
