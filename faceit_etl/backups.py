@@ -25,7 +25,7 @@ CHUNK = 1 << 20
 SOURCE_COPY = "source.json"
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"  # every rejected entry of the run, with its reason
-_IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns")  # a file rewritten or replaced
+_IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")  # a file rewritten or replaced
 
 
 class BackupError(RuntimeError):

@@ -49,6 +49,7 @@ class FileLook:
     sha256: str
     size_bytes: int
     mtime_ns: int
+    ctime_ns: int
     device: int
     inode: int
 
@@ -60,11 +61,12 @@ def look_at_file(path: str | Path, *earlier: Mapping | None) -> tuple[FileLook, 
     """The file's look, and whether its bytes were hashed. When the file is the same one, of the same
     size and mtime as at one of the `earlier` looks (any that hashed it: the last observation, the
     sensor's), that look's sha256 is reused: an untouched 700 MB file is not read again. Any difference (a touch, a rewrite, a file moved into place, `cp -p` restoring an
-    older mtime) hashes the bytes, so equal content is recognised by its hash. Only new content of the
-    same length given the very mtime (to the nanosecond) of the last look, in the same inode, goes
-    unseen until the file is next touched."""
+    older mtime) hashes the bytes, so equal content is recognised by its hash. The inode's change time
+    is part of the stat because no writer can set it: a rewrite of the same length whose mtime was put
+    back (`touch -d`, `rsync -t --inplace`, one-second timestamps) still moves it."""
     stat = Path(path).stat()
-    now = {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "device": stat.st_dev, "inode": stat.st_ino}
+    now = {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+           "device": stat.st_dev, "inode": stat.st_ino}
     for last in earlier:
         if last and last.get("sha256") and all(last.get(name) == value for name, value in now.items()):
             return FileLook(sha256=last["sha256"], **now), False

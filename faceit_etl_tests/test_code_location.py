@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_a_look_reuses_a_hash_only_for_the_same_stat(tmp_path_factory, content, 
     vouched = {**look.as_dict(), "sha256": "what the last look found"}
     assert look_at_file(path, vouched) == (look.__class__(**vouched), False)  # same stat: the hash is trusted
 
-    for field in ("size_bytes", "mtime_ns", "device", "inode"):
+    for field in ("size_bytes", "mtime_ns", "ctime_ns", "device", "inode"):
         stale = {**vouched, field: vouched[field] + 1}
         again, hashed = look_at_file(path, stale)
         assert (again.sha256, hashed) == (hashlib.sha256(content).hexdigest(), True), field
@@ -179,6 +180,24 @@ def test_a_look_reuses_a_hash_only_for_the_same_stat(tmp_path_factory, content, 
     os.utime(path, ns=(look.mtime_ns + 1, look.mtime_ns + 1))
     after, hashed = look_at_file(path, look.as_dict())
     assert (after.sha256, hashed) == (hashlib.sha256(other).hexdigest(), True)
+
+
+def test_a_rewrite_of_the_same_length_with_its_mtime_put_back_is_hashed_again(tmp_path):
+    """What `touch -d <old mtime>`, `rsync -t --inplace` or a one-second-timestamp copy leave: the same
+    inode, size and mtime over other bytes. Only the change time, which no writer sets, tells."""
+    path = tmp_path / "data.json"
+    path.write_bytes(b'{"users": [{"user_id": 1, "faceit_nickname": "player_0"}]}')
+    look, _ = look_at_file(path)
+    time.sleep(0.01)  # the change time's clock must move on
+    with path.open("r+b") as handle:  # in place: the same inode
+        handle.write(b'{"users": [{"user_id": 1, "faceit_nickname": "player_Y"}]}')
+    os.utime(path, ns=(look.mtime_ns, look.mtime_ns))
+
+    after, hashed = look_at_file(path, look.as_dict())
+
+    assert (after.inode, after.size_bytes, after.mtime_ns) == (look.inode, look.size_bytes, look.mtime_ns)
+    assert (after.sha256, hashed) == (hashlib.sha256(path.read_bytes()).hexdigest(), True)
+    assert after.sha256 != look.sha256
 
 
 def test_a_migrate_job_run_records_the_file_version_and_validated_frame_its_input_identity(

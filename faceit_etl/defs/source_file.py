@@ -2,7 +2,7 @@
 
 Its data version is the file's sha256, so the UI shows the migration's assets as unsynced once the
 file's content differs from what they were made from. An observation reuses the last observation's
-hash while the file's size, mtime and inode are unchanged (an untouched 700 MB file is not read), or the
+hash while the file's size, mtime, change time and inode are unchanged (an untouched 700 MB file is not read), or the
 look of the sensor that requested the run: new content is hashed once between them.
 """
 

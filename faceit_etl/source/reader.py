@@ -63,7 +63,7 @@ class SourceData:
     # For a file read in pieces (then `entries` is empty): where they lie, and the file's
     # (size, mtime) when they were found, so a file changed since is not misread.
     pieces: Pieces | None = None
-    stamp: tuple[int, int] | None = None
+    stamp: tuple[int, int, int] | None = None  # size, mtime, change time
     sha256: str | None = None  # of the file's bytes, when the caller knows it (the backup does)
 
     @property
@@ -95,7 +95,7 @@ class SourceData:
         path = Path(self.path)
         with path.open("rb") as handle:
             now = os.fstat(handle.fileno())
-            if (now.st_size, now.st_mtime_ns) != self.stamp:
+            if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != self.stamp:
                 raise SourceError(f"{path}: changed since it was first read; run again")
             yield handle
 
@@ -112,7 +112,7 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
             if before.st_size > piece_bytes and stat.S_ISREG(before.st_mode):
                 pieces = _pieces(FileBytes(handle.fileno(), before.st_size), name, piece_bytes)
                 now = os.fstat(handle.fileno())
-                if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
                     raise SourceError(f"{name}: changed while it was read; run again")
                 if pieces is not None:
                     return SourceData(
@@ -121,7 +121,7 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
                         ignored_top_level_keys=pieces.ignored_top_level_keys,
                         path=str(path),
                         pieces=pieces,
-                        stamp=(before.st_size, before.st_mtime_ns),
+                        stamp=(before.st_size, before.st_mtime_ns, before.st_ctime_ns),
                     )
             raw = handle.read()
     except FileNotFoundError:
