@@ -92,7 +92,9 @@ def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db
     refused = faceit_etl(workdir, database_url, "migrate", str(source))
     assert refused.returncode == 2
     assert "1 of 5 entries rejected" in refused.stdout
-    assert "entry 5 (no valid user_id): user_id: must be a positive Telegram id" in refused.stdout
+    # Said once: as the error that stopped the run, not again under its check.
+    assert refused.stdout.count("entry 5 (no valid user_id): user_id: must be a positive Telegram id") == 1
+    assert refused.stdout.count("1 of 5 entries rejected") == 1
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
     forced = faceit_etl(workdir, database_url, "migrate", str(source), "--force")

@@ -404,7 +404,8 @@ def print_summary(result, args) -> None:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
         say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
-        if failed and check.description:
+        # A failed ERROR check failed the run: its reason is one of the errors below, said once.
+        if failed and check.description and check.severity != "ERROR":
             for line in check.description.splitlines():
                 say(f"      {line}", quiet_too=True)
     for error in result.errors:

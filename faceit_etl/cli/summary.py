@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from faceit_etl.postgres.load import LOAD_COUNTS
-from faceit_etl.validation.limit import STOPPED_BY
 
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
@@ -81,26 +80,25 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
                 description=evaluation.description,
             )
         )
-    summary.errors = step_errors(result)
+    summary.errors = step_errors(result, summary.checks)
     summary.interrupted = any(
         event.step_failure_data.error.cls_name == INTERRUPTED for event in result.get_step_failure_events()
     )
     return summary
 
 
-def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[str]:
-    """Why steps failed; a failed blocking check, or rejects that stopped the run, is already said by its
-    own check line."""
-    return [
-        f"{event.step_key}: {_root_message(event.step_failure_data.error)}"
-        for event in result.get_step_failure_events()
-        if event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError" and not _stopped_by_rejects(event)
-    ]
-
-
-def _stopped_by_rejects(event: dg.DagsterEvent) -> bool:
-    failure = event.step_failure_data.user_failure_data
-    return failure is not None and STOPPED_BY in failure.metadata
+def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult, checks: list[CheckOutcome]) -> list[str]:
+    """Why the run failed, one line per reason: each failed step's own message (rejects over the limit
+    say so in theirs), and for Dagster's generic "blocking check failed" the failed blocking checks' own
+    descriptions. So a failed run always says why in its errors, not only in its checks."""
+    errors = []
+    for event in result.get_step_failure_events():
+        if event.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError":
+            errors += [f"check {c.asset}.{c.name} failed: {c.description or 'no description'}"
+                       for c in checks if not c.passed and c.severity == "ERROR"]
+        else:
+            errors.append(f"{event.step_key}: {_root_message(event.step_failure_data.error)}")
+    return list(dict.fromkeys(errors))
 
 
 def step_causes(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[tuple[str, str]]:
