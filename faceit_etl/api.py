@@ -59,9 +59,10 @@ class Check:
 
 @dataclass
 class Reject:
-    """One reason an entry was refused: its place in the file (0-based), its user_id when known, the field."""
+    """One reason an entry was refused: its place in the file's list of users counted from 1 (as the
+    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field."""
 
-    source_index: int
+    entry: int
     user_id: int | None
     field: str | None
     reason: str
@@ -396,8 +397,13 @@ def _run_rejects(folder: Path) -> list[Reject]:
     file = folder / REJECTS_FILE
     if not file.is_file():
         return []
-    records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line]
-    return [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records]
+    return _rejects([json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line])
+
+
+def _rejects(records: list[dict]) -> list[Reject]:
+    from faceit_etl.validation.report import entry_number
+
+    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"]) for r in records]
 
 
 def _mark_interrupted(settings, result: MigrationResult) -> None:
@@ -524,28 +530,23 @@ def judge(data, name: str, settings, *, database: bool = False) -> MigrationResu
     from faceit_etl.cli.report import validation_report
     from faceit_etl.mapping import map_frames
     from faceit_etl.validation import validate_entries
+    from faceit_etl.validation.report import reject_line
 
     outcome = validate_entries(data, settings.source_timezone)
     mapped = map_frames(outcome.valid)
     target = _target_state(settings, mapped) if database else None
-    rejects = [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()]
+    records = outcome.reject_records()
     return MigrationResult(
         verb="validate",
         success=outcome.rejects.empty,
         input_entries=outcome.input_count,
         accepted_entries=len(outcome.valid),
         rejected_entries=outcome.rejected_count,
-        rejects=rejects,
-        errors=[_reject_line(r) for r in rejects],
+        rejects=_rejects(records),
+        errors=[reject_line(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records],
         report=validation_report(name, data.layout, outcome, mapped, target),
         details={"layout": data.layout, **({"target": target} if target is not None else {})},
     )
-
-
-def _reject_line(reject: Reject) -> str:
-    who = f" (user_id {reject.user_id})" if reject.user_id is not None else ""
-    where = f" {reject.field}:" if reject.field else ""
-    return f"entry {reject.source_index}{who}:{where} {reject.reason}"
 
 
 def _target_state(settings, mapped) -> dict:

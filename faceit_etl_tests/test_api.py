@@ -11,12 +11,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import faceit_etl
 from faceit_etl import DataMigration, DataValidator, MigrationError
@@ -101,7 +104,7 @@ def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing
     result = faceit_etl.migrate(with_a_bad_entry(here))
 
     assert result.success is False
-    assert result.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
+    assert result.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
     assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (3, 2, 1)
     assert result.validation_failed and result.migrated_users == 0
     assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
@@ -153,7 +156,7 @@ def test_validate_before_starts_no_run_when_an_entry_is_rejected(here, db):
 
     assert (result.success, result.run_id, result.verb) == (False, None, "validate")
     assert result.errors == ["validate_before: 1 of 3 entries rejected; no migration was started",
-                             "entry 1: user_id: expected a whole number, got 'abc'"]
+                             "entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
     with instance_at(here) as instance:
         assert instance.get_runs() == []
     with pytest.raises(SettingsInvalid, match="validate_after cannot be turned off"):
@@ -218,13 +221,29 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
 
     for judged in (result, report, judged_async):
         assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
-        assert judged.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
-        assert judged.errors == ["entry 1: user_id: expected a whole number, got 'abc'"]
+        assert judged.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
+        assert judged.errors == ["entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
         assert "| 2 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in judged.report
     good = faceit_etl.validate(FLAT_SAMPLE)
     assert (good.is_valid, good.errors, good.accepted_entries) == (True, [], 25)
     with instance_at(here) as instance:
         assert instance.get_runs() == []  # validating loads nothing and starts no run
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(st.integers(min_value=0, max_value=7), max_size=8))
+def test_every_surface_counts_a_rejected_entry_from_1(bad):
+    """The API's rejects, its error lines and the validation report name the same entry: the first is 1."""
+    users = sample_users(FLAT_SAMPLE)[:8]
+    for index in bad:
+        users[index]["user_id"] = "abc"
+    with tempfile.TemporaryDirectory() as folder:
+        result = faceit_etl.validate(write_json(Path(folder) / "data.json", {"users": users}))
+
+    numbers = sorted(index + 1 for index in bad)
+    assert [r.entry for r in result.rejects] == numbers
+    assert [int(re.match(r"entry (\d+) ", line)[1]) for line in result.errors] == numbers
+    assert [int(n) for n in re.findall(r"^\| (\d+) \|", result.report, re.M)] == numbers
 
 
 # ---------------------------------------------------------------- rollback
