@@ -230,6 +230,23 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
         assert instance.get_runs() == []  # validating loads nothing and starts no run
 
 
+@pytest.mark.parametrize("how", ["unreachable", "wrong password"])
+def test_validate_with_the_database_raises_when_it_cannot_reach_it_naming_it_without_the_password(
+    here, password_database_url, how
+):
+    if how == "unreachable":
+        url, named = "postgresql://bot:Validate-Secret-7@127.0.0.1:1/faraway", "127.0.0.1:1/faraway"
+    else:
+        url = password_database_url.replace(quote(BOT_PASSWORD, safe=""), "Validate-Secret-7")
+        named = "/" + password_database_url.rsplit("/", 1)[1].split("?")[0]
+
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        faceit_etl.validate(FLAT_SAMPLE, database=True, database_url=url)
+
+    assert named in str(raised.value) and "Validate-Secret-7" not in str(raised.value)
+    assert ("authentication failed" in str(raised.value)) == (how == "wrong password")
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.sets(st.integers(min_value=0, max_value=7), max_size=8))
 def test_every_surface_counts_a_rejected_entry_from_1(bad):

@@ -103,6 +103,16 @@ def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db
     assert db.execute("SELECT source_index, field FROM migration_rejects").fetchall() == [(4, "user_id")]
 
 
+def test_validate_with_the_database_fails_exit_1_when_it_cannot_reach_it(workdir, database_url):
+    done = faceit_etl(workdir, database_url, "--database-url", "postgresql://bot:Cli-Secret-7@127.0.0.1:1/faraway",
+                      "validate", str(FLAT_SAMPLE), "--database")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("faceit-etl validate failed: ")]
+    assert "127.0.0.1:1/faraway" in line
+    assert "Cli-Secret-7" not in done.stdout + done.stderr + (workdir / "migration.log").read_text()
+
+
 def test_migrate_change_migrate_rollback_restores_the_first_state_exactly(workdir, database_url, db):
     entries = generate_users(300, seed=3)
     source = write_json(workdir / "data.json", {"users": entries})
