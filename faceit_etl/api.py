@@ -606,7 +606,8 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     with open_instance() as instance:
         runs = target_runs(instance, chosen, [m["run_id"] for m in report.get("migrations", [])])
         report["dagster_runs"] = [
-            {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
+            {"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+             "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
             for r in runs
         ]
     return MigrationResult(verb="status", success=report["reachable"],
@@ -614,13 +615,12 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
 
 
 def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
-    """The Dagster runs of migrate_job that concern this database and schema: those tagged with it
-    (by the API and the CLI), and those its migration_logs names (runs started from the UI or the daemon)."""
+    """The Dagster runs that concern this database and schema: every run the API and the CLI start
+    (migrations, resumes, rollbacks) is tagged with it; and the migrations its migration_logs names
+    (runs started from the UI or the daemon)."""
     import dagster as dg
 
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
-    )
+    records = instance.get_run_records(dg.RunsFilter(tags={TARGET_TAG: target_label(settings)}), limit=limit)
     if logged_run_ids:
         records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
     unique = {r.dagster_run.run_id: r for r in records}.values()
@@ -683,7 +683,7 @@ def rollback(
     from faceit_etl.definitions import load_definitions
 
     overrides = _overrides(settings)
-    resolved_settings(overrides)
+    chosen = resolved_settings(overrides)
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
     with open_instance() as instance:
@@ -695,7 +695,7 @@ def rollback(
             },
             instance=instance,
             raise_on_error=False,
-            tags={STARTED_BY_TAG: started_by},
+            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen)},
         )
     if not executed.success:
         causes = step_causes(executed)

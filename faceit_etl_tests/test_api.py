@@ -320,7 +320,25 @@ def test_status_sync_and_async_name_the_tables_the_migrations_and_the_runs(here,
         assert result.details["tables"] == {"users": 25, "user_subscriptions": 25, "migration_logs": 1, "migration_rejects": 0}
         [logged] = result.details["migrations"]
         assert (logged["run_id"], logged["status"], logged["load"]["users"]["inserted"]) == (migrated.run_id, "success", 25)
-        assert result.details["dagster_runs"] == [{"run_id": migrated.run_id, "status": "SUCCESS", "started_by": "api"}]
+        assert result.details["dagster_runs"] == [
+            {"run_id": migrated.run_id, "job": "migrate_job", "status": "SUCCESS", "started_by": "api"}
+        ]
+
+
+def test_status_lists_every_run_the_api_made_against_its_database_rollbacks_too(here, db):
+    migrated = faceit_etl.migrate(FLAT_SAMPLE)
+    undone = faceit_etl.rollback(migrated.backup_path)
+    refused = faceit_etl.rollback(here / "backups" / "no-such-run")
+    assert (undone.success, refused.refused) == (True, True)
+
+    runs = faceit_etl.status().details["dagster_runs"]
+
+    assert [(r["run_id"], r["job"], r["status"]) for r in runs] == [
+        (refused.run_id, "rollback_job", "FAILURE"),
+        (undone.run_id, "rollback_job", "SUCCESS"),
+        (migrated.run_id, "migrate_job", "SUCCESS"),
+    ]
+    assert faceit_etl.status(target_schema="elsewhere").details["dagster_runs"] == []
 
 
 def test_status_of_an_unreachable_database_returns_its_error_without_the_password(here):

@@ -459,7 +459,7 @@ def status(args: argparse.Namespace) -> int:
             for table, counts in (m["load"] or {}).items():
                 print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
-            print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
+            print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 
