@@ -261,17 +261,22 @@ def _raising(call: Callable[[], Any]) -> Any:
 # ---------------------------------------------------------------- in a child process, for another URL
 
 
+URL_ARGUMENT = "the database_url argument"
+
+
 def _elsewhere(database_url: str | None) -> bool:
+    """Whether the call must run in a child process for `database_url`; a URL given that libpq cannot
+    use is refused here, named as the argument it is (not as DATABASE_URL, which may hold another)."""
+    from faceit_etl.postgres.database import checked_url
+
+    if database_url:
+        _raising(lambda: checked_url(database_url, URL_ARGUMENT))
     return bool(database_url) and database_url != os.environ.get("DATABASE_URL")
 
 
 def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[str, Any]) -> MigrationResult:
     """Run `verb` in a child process whose DATABASE_URL is `database_url` (this process's environment is
     left alone), watched from here: both use the same instance."""
-    from faceit_etl.postgres.database import checked_url
-
-    if database_url:
-        _raising(lambda: checked_url(database_url))
     with tempfile.TemporaryDirectory(prefix="faceit-etl-call-") as folder:
         call, answer = Path(folder) / "call", Path(folder) / "answer"
         call.write_bytes(pickle.dumps((verb, kwargs)))

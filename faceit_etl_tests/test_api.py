@@ -447,9 +447,17 @@ def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, batch_sise=5), SettingsInvalid, "unknown setting 'batch_sise'"),
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, truncate=True, prune=True), SettingsInvalid, "truncate and prune cannot be combined"),
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d"),
-         faceit_etl.errors.InvalidDatabaseUrl, "is not a valid PostgreSQL connection string"),
+         faceit_etl.errors.InvalidDatabaseUrl,
+         "the database URL (the database_url argument) is not a valid PostgreSQL connection string"),
+        (lambda tmp: faceit_etl.status(database_url="postgresql://x:Pw-9@h/d?sslmode=bogus"),
+         faceit_etl.errors.InvalidDatabaseUrl, "the database URL (the database_url argument) has an option libpq refuses"),
+        (lambda tmp: faceit_etl.validate(FLAT_SAMPLE, database=True, database_url="postgresql://x:Pw-9%zz@h/d"),
+         faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
+        (lambda tmp: asyncio.run(DataMigration(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d").status()),
+         faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
     ],
-    ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url"],
+    ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url",
+         "refused url option", "bad url to validate", "bad url to the async class"],
 )
 def test_bad_arguments_raise_a_migration_error_naming_what_is_wrong(tmp_path, call, error, message):
     with pytest.raises(error) as raised:
