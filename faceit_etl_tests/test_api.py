@@ -306,6 +306,39 @@ def test_a_refused_rollback_returns_refused_and_says_why(here, db):
     assert len(table_users(db)) == 25
 
 
+NOTHING = ", so there is nothing to roll back"
+
+
+@pytest.mark.parametrize(
+    ("run", "what"),
+    [
+        (lambda here: faceit_etl.migrate(FLAT_SAMPLE, dry_run=True), "was a dry run: it wrote nothing" + NOTHING),
+        (lambda here: faceit_etl.migrate(with_a_bad_entry(here)),
+         "failed before its load (its rejects, or a target it refused) and wrote nothing" + NOTHING),
+        (lambda here: faceit_etl.migrate(NESTED_SAMPLE, backup_tables=False),
+         "was made with --no-backup (backup_tables off), which takes none: cannot roll back to before it"),
+    ],
+    ids=["dry run", "stopped by rejects", "no backup"],
+)
+def test_rolling_back_a_run_without_a_snapshot_says_what_it_was_and_what_to_roll_back(here, db, run, what):
+    committed = faceit_etl.migrate(FLAT_SAMPLE)
+    logged = db.execute("SELECT id::text FROM migration_logs").fetchone()[0]
+    later = run(here)
+    before = tables_digest(db)
+
+    result = faceit_etl.rollback(later.backup_path)
+
+    assert (result.success, result.refused) == (False, True)
+    instead = (
+        "`faceit-etl status` lists the migrations that committed" if later.migrated_users  # it committed: the latest
+        else f"The latest committed migration is {logged} (run {committed.run_id}): roll that one back instead"
+    )
+    assert result.errors == [
+        f"{later.backup_path}: this backup holds no snapshot of the tables: run {later.run_id} {what}. {instead}"
+    ]
+    assert tables_digest(db) == before
+
+
 # ---------------------------------------------------------------- status and backup
 
 

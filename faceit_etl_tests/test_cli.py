@@ -164,7 +164,8 @@ def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
     run_id = db.execute("SELECT metadata->>'run_id' FROM migration_logs").fetchone()[0]
     assert (done.returncode, done.stdout) == (2, (
         f"rollback refused, nothing changed: {workdir}/backups/{run_id}: this backup holds no snapshot of the "
-        "tables (taken with --no-backup?): cannot roll back\n"))
+        f"tables: run {run_id} was made with --no-backup (backup_tables off), which takes none: cannot roll back to "
+        "before it. `faceit-etl status` lists the migrations that committed\n"))
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
 
 
