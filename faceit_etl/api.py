@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from faceit_etl.errors import (
+    BOTH_NAMED,
     MigrationError,
     ResumeRefusedError,
     SettingsInvalid,
@@ -639,6 +640,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
                        database_url: str | None = None, **settings: Any) -> dict[str, Any]:
     """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
     run and that run's migration_logs row (None when it has none). For a question before a rollback."""
+    _one_snapshot(backup_path, migration_id)
     if _elsewhere(database_url):
         result = _in_child("rollback_candidate", database_url, None,
                            {"backup_path": backup_path, "migration_id": migration_id, **settings})
@@ -662,6 +664,11 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
     return _raising(find)
 
 
+def _one_snapshot(backup_path: str | Path | None, migration_id: str | None) -> None:
+    if backup_path and migration_id:
+        raise SettingsInvalid(BOTH_NAMED.format(backup_path="backup_path", migration_id="migration_id"))
+
+
 def _candidate_result(**kwargs: Any) -> MigrationResult:
     return MigrationResult(verb="rollback_candidate", success=True, details=rollback_candidate(**kwargs))
 
@@ -680,6 +687,7 @@ def rollback(
     run's backup folder, as `MigrationResult.backup_path`), or the one before `migration_id`, else
     before the latest successful migration. A refused or failed rollback changed nothing: `success=False`,
     `refused` for a request that cannot be honoured as asked, `errors` saying why."""
+    _one_snapshot(backup_path, migration_id)
     call = {"backup_path": backup_path, "migration_id": migration_id, "discard_later_changes": discard_later_changes,
             "started_by": started_by, "log_level": log_level, **settings}
     if _elsewhere(database_url):

@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from faceit_etl.backups import NO_SNAPSHOT, NO_SNAPSHOT_DRY_RUN, NO_SNAPSHOT_OFF, read_manifest, run_folder
+from faceit_etl.errors import BOTH_NAMED
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
@@ -74,7 +75,10 @@ def find_backup(
     backup_path: str | Path | None = None,
     migration_id: str | None = None,
 ) -> Path:
-    """The backup folder to restore: named, or found through migration_logs."""
+    """The backup folder to restore: named, or found through migration_logs. Both named is refused:
+    each chooses a snapshot, and honouring one would silently ignore the other."""
+    if backup_path and migration_id:
+        raise RollbackRefused(BOTH_NAMED.format(backup_path="backup_path", migration_id="migration_id"))
     if backup_path:
         folder = Path(backup_path)
         folder = folder.parent if folder.name == "manifest.json" else folder

@@ -470,6 +470,18 @@ def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
     assert wrapped(KeyError("x")) is None
 
 
+BOTH = "give backup_path or migration_id, not both: each chooses the snapshot to restore, and they may name different ones"
+
+
+def test_the_rollback_step_refuses_a_snapshot_named_twice_before_reading_anything(tmp_path):
+    """As the UI's launchpad gives them to rollback_job: refused before the database or the folder is read."""
+    from faceit_etl.restore import RollbackRefused, find_backup
+
+    with pytest.raises(RollbackRefused) as raised:
+        find_backup(None, "public", tmp_path, backup_path=tmp_path, migration_id="run-1")
+    assert str(raised.value) == BOTH
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
@@ -488,9 +500,15 @@ def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
          faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
         (lambda tmp: asyncio.run(DataMigration(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d").status()),
          faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
+        (lambda tmp: faceit_etl.rollback(tmp, "run-1"), SettingsInvalid, BOTH),
+        (lambda tmp: faceit_etl.rollback(backup_path=tmp, migration_id="run-1", database_url="postgresql://x:Pw-9@h/d"),
+         SettingsInvalid, BOTH),
+        (lambda tmp: faceit_etl.api.rollback_candidate(tmp, "run-1"), SettingsInvalid, BOTH),
+        (lambda tmp: asyncio.run(DataMigration(FLAT_SAMPLE).rollback_migration(tmp, "run-1")), SettingsInvalid, BOTH),
     ],
     ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url",
-         "refused url option", "bad url to validate", "bad url to the async class"],
+         "refused url option", "bad url to validate", "bad url to the async class", "rollback: snapshot named twice",
+         "rollback elsewhere: snapshot named twice", "rollback candidate: snapshot named twice", "async rollback: snapshot named twice"],
 )
 def test_bad_arguments_raise_a_migration_error_naming_what_is_wrong(tmp_path, call, error, message):
     with pytest.raises(error) as raised:

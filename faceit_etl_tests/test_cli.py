@@ -156,6 +156,18 @@ def test_rollback_without_a_terminal_or_confirm_changes_nothing(workdir, databas
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
 
 
+def test_rollback_with_both_a_backup_path_and_a_migration_id_is_a_usage_error(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    before = tables_digest(db)
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm", "--backup-path", str(workdir), "--migration-id", "x")
+
+    assert (done.returncode, done.stdout) == (2, (
+        "faceit-etl: give --backup-path or --migration-id, not both: each chooses the snapshot to restore, and they "
+        "may name different ones\n"))
+    assert tables_digest(db) == before
+
+
 def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
     assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE), "--no-backup").returncode == 0
 

@@ -470,6 +470,8 @@ def rollback(args: argparse.Namespace) -> int:
     from faceit_etl import api
     from faceit_etl.errors import RollbackRefusedError
 
+    if args.backup_path and args.migration_id:
+        raise UsageError(errors.BOTH_NAMED.format(backup_path="--backup-path", migration_id="--migration-id"))
     settings = cli_settings(args)
     api.resolved_settings(settings)  # a wrong setting is a usage error before the question
     backup_path = args.backup_path
