@@ -17,13 +17,18 @@ process whose environment holds it, as every run's steps read it.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
+import types
+import typing
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -135,6 +140,95 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# ---------------------------------------------------------------- arguments: every failure a MigrationError
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_WORDS = {str: "text", Path: "a path", bool: "True or False", int: "a whole number", float: "a number",
+          type(None): "None"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the annotated type as it is, without conversion: "false" is no bool, 1 no bool."""
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is collections.abc.Callable:
+        return callable(value)
+    if hint in (bool, int):
+        return type(value) is hint
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is Path:
+        return isinstance(value, os.PathLike)
+    return isinstance(value, hint)
+
+
+def _expected(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_expected(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is collections.abc.Callable:
+        return "a callable"
+    return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def checked_arguments(function: Callable) -> Callable:
+    """A verb of the API: a wrong argument (unknown, missing, of another type, never converted) raises
+    SettingsInvalid naming it before anything runs, and any failure that is not already a MigrationError
+    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only."""
+    signature = inspect.signature(function)
+    name = function.__qualname__.removesuffix(".__init__")
+
+    def check(args: tuple, kwargs: dict) -> None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise SettingsInvalid(f"{name}: {exc}") from None
+        hints = typing.get_type_hints(function)
+        for parameter, value in bound.arguments.items():
+            kind = signature.parameters[parameter].kind
+            if parameter == "self" or kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                continue
+            hint = hints.get(parameter, Any)
+            if not _fits(value, hint):
+                raise SettingsInvalid(f"{name}: {parameter} {value!r}: expected {_expected(hint)}, "
+                                      f"not {type(value).__name__} (never converted)")
+        level = bound.arguments.get("log_level")
+        if level is not None and level not in LOG_LEVELS:
+            raise SettingsInvalid(f"{name}: log_level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
+
+    def as_ours(exc: Exception) -> MigrationError:
+        import dagster as dg
+
+        kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
+        mine = kind(_safe(f"{name}: {type(exc).__name__}: {exc}"))
+        mine.__cause__ = exc
+        return mine
+
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def verb_async(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            try:
+                return await function(*args, **kwargs)
+            except MigrationError:
+                raise
+            except Exception as exc:
+                raise as_ours(exc) from exc
+        return verb_async
+
+    @functools.wraps(function)
+    def verb(*args: Any, **kwargs: Any) -> Any:
+        check(args, kwargs)
+        try:
+            return function(*args, **kwargs)
+        except MigrationError:
+            raise
+        except Exception as exc:
+            raise as_ours(exc) from exc
+    return verb
+
+
 # ---------------------------------------------------------------- the instance and the settings
 
 
@@ -235,10 +329,26 @@ def _overrides(settings: dict[str, Any], source: Path | None = None) -> dict[str
         raise SettingsInvalid("give database_url as its own argument: it never goes into run config")
     if "source_path" in settings:
         raise SettingsInvalid("give the data file as the first argument, not as source_path")
-    chosen = {k: v for k, v in settings.items() if v is not None}
+    chosen = {k: str(v) if k == "max_rejects" and type(v) is int else v for k, v in settings.items() if v is not None}
+    _as_given(chosen)
     if source is not None:
         chosen["source_path"] = str(source)
     return chosen
+
+
+def _as_given(overrides: dict[str, Any]) -> None:
+    """Each setting of its field's type as given, as run config takes it (Dagster would refuse "false" for
+    a bool, "5" for a number, with an error of its own): refused here, naming it, never converted. An
+    unknown name is left to resolved_settings, which names the known ones."""
+    from faceit_etl.defs.resources import MigrationSettings
+
+    for name, value in overrides.items():
+        field_ = MigrationSettings.model_fields.get(name)
+        hint = int if name == MAX_CONCURRENT else field_.annotation if field_ else Any
+        if not _fits(value, hint):
+            kinds = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
+            raise SettingsInvalid(f"{name} {value!r}: expected {' or '.join(_expected(h) for h in kinds)}, "
+                                  f"not {type(value).__name__} (never converted)")
 
 
 def target_label(settings) -> str:
@@ -316,6 +426,7 @@ def _serve(folder: str) -> None:
 # ---------------------------------------------------------------- migrate
 
 
+@checked_arguments
 def migrate(
     path: str | Path,
     *,
@@ -439,6 +550,7 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------- resume
 
 
+@checked_arguments
 def resume(
     run_id: str | None = None,
     *,
@@ -514,6 +626,7 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
 # ---------------------------------------------------------------- validate
 
 
+@checked_arguments
 def validate(path: str | Path, *, database: bool = False, database_url: str | None = None,
              **settings: Any) -> MigrationResult:
     """Judge the file without loading it: `success` (`is_valid`) when every entry is accepted; `rejects`
@@ -591,6 +704,7 @@ def migration_line(m: dict) -> str:
 # ---------------------------------------------------------------- status
 
 
+@checked_arguments
 def status(*, database_url: str | None = None, **settings: Any) -> MigrationResult:
     """Whether the database is reachable (host and database, never the password), the rows of each
     table, the last runs in migration_logs and the Dagster runs of this target, in `details`."""
@@ -636,6 +750,7 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 # ---------------------------------------------------------------- rollback
 
 
+@checked_arguments
 def rollback_candidate(backup_path: str | Path | None = None, migration_id: str | None = None, *,
                        database_url: str | None = None, **settings: Any) -> dict[str, Any]:
     """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
@@ -673,6 +788,7 @@ def _candidate_result(**kwargs: Any) -> MigrationResult:
     return MigrationResult(verb="rollback_candidate", success=True, details=rollback_candidate(**kwargs))
 
 
+@checked_arguments
 def rollback(
     backup_path: str | Path | None = None,
     migration_id: str | None = None,
@@ -738,6 +854,7 @@ def rollback(
 # ---------------------------------------------------------------- backup
 
 
+@checked_arguments
 def backup(path: str | Path, *, output_dir: str | Path | None = None, database_url: str | None = None,
            **settings: Any) -> MigrationResult:
     """Back up the file and the tables without migrating, into a new folder (`backup_path`) under
@@ -789,6 +906,7 @@ class DataMigration:
     rejected (even with `force` or `max_rejects`). The load is always verified cell by cell before it
     commits, so `validate_after` is always true; False is refused rather than silently ignored."""
 
+    @checked_arguments
     def __init__(self, json_file_path: str | Path, batch_size: int | None = None, max_concurrent: int | None = None,
                  *, validate_before: bool = False, validate_after: bool = True, database_url: str | None = None,
                  **settings: Any):
@@ -799,6 +917,7 @@ class DataMigration:
         self.database_url = database_url
         self.settings = {"batch_size": batch_size, "max_concurrent": max_concurrent, **settings}
 
+    @checked_arguments
     async def migrate(self, truncate_tables: bool | None = None, dry_run: bool | None = None,
                       **settings: Any) -> MigrationResult:
         if self.validate_before:
@@ -810,23 +929,28 @@ class DataMigration:
         given = {**self.settings, "truncate": truncate_tables, "dry_run": dry_run, **settings}
         return await asyncio.to_thread(migrate, self.json_file_path, database_url=self.database_url, **given)
 
+    @checked_arguments
     async def resume_migration(self, run_id: str | None = None, **options: Any) -> MigrationResult:
         """`resume` in a worker thread: the failed migration of this target (or `run_id`) from its failed step."""
         schema = {"target_schema": self.settings["target_schema"]} if self.settings.get("target_schema") else {}
         return await asyncio.to_thread(resume, run_id, database_url=self.database_url, **schema, **options)
 
+    @checked_arguments
     async def rollback_migration(self, backup_path: str | Path | None = None, migration_id: str | None = None,
                                  **options: Any) -> MigrationResult:
         return await asyncio.to_thread(rollback, backup_path, migration_id, database_url=self.database_url,
                                        **self._database_settings(), **options)
 
+    @checked_arguments
     async def validate(self) -> MigrationResult:
         return await asyncio.to_thread(validate, self.json_file_path,
                                        source_timezone=self.settings.get("source_timezone"))
 
+    @checked_arguments
     async def status(self) -> MigrationResult:
         return await asyncio.to_thread(status, database_url=self.database_url, **self._database_settings())
 
+    @checked_arguments
     async def backup(self, output_dir: str | Path | None = None) -> MigrationResult:
         return await asyncio.to_thread(backup, self.json_file_path, output_dir=output_dir,
                                        database_url=self.database_url, **self._database_settings())
@@ -839,16 +963,19 @@ class DataValidator:
     """The replaced system's validator: `await load_json_data()` reads the file (in a worker thread),
     then `validate_json_structure()` judges it (`.is_valid`, `.errors`, `.rejects`)."""
 
+    @checked_arguments
     def __init__(self, json_file_path: str | Path, source_timezone: str | None = None):
         self.json_file_path = json_file_path
         self.source_timezone = source_timezone
         self.data = None
 
+    @checked_arguments
     async def load_json_data(self):
         source = checked_source(self.json_file_path)
         self.data = await asyncio.to_thread(_raising, lambda: _read(source))
         return self.data
 
+    @checked_arguments
     def validate_json_structure(self) -> MigrationResult:
         if self.data is None:
             raise MigrationError("call `await load_json_data()` first: no file has been read")

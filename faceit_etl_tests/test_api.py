@@ -540,6 +540,48 @@ def test_bad_arguments_raise_a_migration_error_naming_what_is_wrong(tmp_path, ca
     assert message in str(raised.value) and "Pw-9" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: faceit_etl.migrate(None), "migrate: path None: expected text or a path, not NoneType (never converted)"),
+        (lambda: faceit_etl.validate(123), "validate: path 123: expected text or a path, not int (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, dry_run="false"),
+         "dry_run 'false': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, batch_size="5"), "batch_size '5': expected a whole number, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, max_concurrent="2"),
+         "max_concurrent '2': expected a whole number, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, log_level="LOUD"),
+         "migrate: log_level 'LOUD': expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+        (lambda: faceit_etl.migrate(), "migrate: missing a required argument: 'path'"),
+        (lambda: faceit_etl.validate(FLAT_SAMPLE, database="yes"),
+         "validate: database 'yes': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.validate(FLAT_SAMPLE, databse=True), "unknown setting 'databse' (known: source_path, batch_size, "
+         "backup_dir, backup_tables, force, max_rejects, truncate, prune, max_prune_fraction, dry_run, source_timezone, "
+         "target_schema, max_concurrent)"),
+        (lambda: faceit_etl.rollback(discard_later_changes="yes"),
+         "rollback: discard_later_changes 'yes': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.resume(run_id=5), "resume: run_id 5: expected text or None, not int (never converted)"),
+        (lambda: faceit_etl.DataValidator("data.json", strict=True), "DataValidator: got an unexpected keyword argument 'strict'"),
+        (lambda: faceit_etl.DataMigration(FLAT_SAMPLE, batch_size="5"),
+         "DataMigration: batch_size '5': expected a whole number or None, not str (never converted)"),
+        (lambda: asyncio.run(faceit_etl.DataMigration(FLAT_SAMPLE).migrate(truncate_tables="yes")),
+         "DataMigration.migrate: truncate_tables 'yes': expected True or False or None, not str (never converted)"),
+        (lambda: asyncio.run(faceit_etl.DataMigration(FLAT_SAMPLE).migrate(dry_run="false")),
+         "DataMigration.migrate: dry_run 'false': expected True or False or None, not str (never converted)"),
+    ],
+    ids=["migrate(None)", "validate(123)", "dry_run text", "batch_size text", "max_concurrent text", "log level",
+         "no path", "validate database text", "misspelt keyword", "rollback flag text", "run id number",
+         "unknown keyword to the validator", "batch_size text to the class", "async flag text", "async dry_run text"],
+)
+def test_a_wrong_argument_is_a_settings_error_naming_it_never_converted_nor_a_dagster_error(here, db, call, message):
+    with pytest.raises(MigrationError) as raised:
+        call()
+    assert (type(raised.value), str(raised.value)) == (SettingsInvalid, message)
+    assert db.execute("SELECT to_regclass('users'), to_regclass('migration_logs')").fetchone() == (None, None)
+    with instance_at(here) as instance:
+        assert instance.get_runs() == []  # refused before any run
+
+
 # ---------------------------------------------------------------- the README's examples, as printed
 
 
