@@ -32,7 +32,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
 
 @dataclass
 class Check:
+    """One asset check's outcome in a run: the one type the API's result and the CLI's summary share."""
+
     asset: str
     name: str
     passed: bool
@@ -394,7 +396,7 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
         code = f"from faceit_etl.api import _serve; _serve({folder!r})"
         env = {**os.environ, **({"DATABASE_URL": database_url} if database_url else {})}
         instance = open_instance() if watch else contextlib.nullcontext()
-        with instance as opened, (watch(opened, kwargs["_tags"]) if watch else contextlib.nullcontext()):
+        with instance as opened, (watch(opened, kwargs["_start"].tags) if watch else contextlib.nullcontext()):
             child = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
             while child.poll() is None:
                 try:
@@ -445,17 +447,45 @@ def migrate(
     not guarded by `if __name__ == "__main__"` would run again in each. Such a run is started from a
     process of its own, whose __main__ is ours, unless the caller says its __main__ is guarded (the CLI's is)."""
     source = checked_source(path)
-    tags = {INVOCATION_TAG: uuid.uuid4().hex}  # execute_job picks the run id: a watcher finds the run by this tag
-    if _elsewhere(database_url) or (
-        not main_guarded and max_concurrent_of(_overrides(settings, source)) > 1
-    ):
-        call = {"path": source, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
-        return _in_child("migrate", database_url or os.environ.get("DATABASE_URL", ""), watch, call)
-    return _migrate_here(source, started_by, log_level, watch, tags, settings)
+    start = _Start(started_by, log_level, watch, main_guarded)
+    return _start_run("migrate", {"path": source}, start, settings, database_url,
+                      lambda: max_concurrent_of(_overrides(settings, source)) > 1)
 
 
-def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
-                  settings: dict[str, Any]) -> MigrationResult:
+@dataclass
+class _Start:
+    """How migrate and resume start their run of migrate_job: who started it, its log level, the
+    caller's watch, whether the caller's __main__ is guarded, and the tag a watcher finds the run by
+    (execute_job picks the run id)."""
+
+    started_by: str
+    log_level: str
+    watch: Watch | None
+    main_guarded: bool
+    tags: dict[str, str] = field(default_factory=lambda: {INVOCATION_TAG: uuid.uuid4().hex})
+
+    def in_child(self) -> _Start:
+        """As a child process gets it: watched from here; its __main__ is ours, so guarded."""
+        return replace(self, watch=None, main_guarded=True)
+
+    def run_tags(self, label: str) -> dict[str, str]:
+        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label}
+
+    def loggers(self) -> dict[str, Any]:
+        return {"console": {"config": {"log_level": self.log_level}}}
+
+
+def _start_run(verb: str, subject: dict[str, Any], start: _Start, settings: dict[str, Any], database_url: str | None,
+               steps_in_processes: Callable[[], bool]) -> MigrationResult:
+    """migrate's and resume's run: here, or from a child process when `database_url` names another
+    database, or when step processes would import an unguarded caller's __main__ (see migrate)."""
+    if _elsewhere(database_url) or (not start.main_guarded and steps_in_processes()):
+        return _in_child(verb, database_url or os.environ.get("DATABASE_URL", ""), start.watch,
+                         {**subject, "_start": start.in_child(), **settings})
+    return VERBS[verb](**subject, _start=start, **settings)
+
+
+def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> MigrationResult:
     import dagster as dg
 
     from faceit_etl.cli.summary import summarize
@@ -467,13 +497,12 @@ def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | 
     run_config = {
         "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
         "execution": execution_config(max_concurrent_of(overrides)),
-        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "loggers": start.loggers(),
     }
-    run_tags = {STARTED_BY_TAG: started_by, **tags, TARGET_TAG: target_label(chosen)}
     with open_instance() as instance:
-        with watch(instance, tags) if watch else contextlib.nullcontext():
+        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                                      tags=run_tags)
+                                      tags=start.run_tags(target_label(chosen)))
         summary = summarize(executed)
     return _run_result("migrate", summary, chosen)
 
@@ -494,7 +523,7 @@ def _run_result(verb: str, summary, settings) -> MigrationResult:
         rejected_entries=summary.rejected_entries,
         tables=summary.load,
         rejects=_run_rejects(folder),
-        checks=[Check(c.asset, c.name, c.passed, c.severity, c.description) for c in summary.checks],
+        checks=summary.checks,
         errors=[_safe(e) for e in summary.errors],
         reused_validation=summary.reused_validation,
         nothing_to_compare=summary.nothing_to_compare,
@@ -574,15 +603,12 @@ def resume(
     if given:
         raise SettingsInvalid(f"resume takes no {', '.join(given)}: a resume reuses the failed run's file and "
                               "settings; start a new run to change them")
-    tags = {INVOCATION_TAG: uuid.uuid4().hex}
-    call = {"run_id": run_id, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
-    if _elsewhere(database_url):
-        return _in_child("resume", database_url, watch, {**call, "main_guarded": main_guarded})
-    return _resume_here(run_id, started_by, log_level, watch, tags, main_guarded, settings)
+    # Whether steps run in processes depends on the failed run, found under the instance: _resume_here decides.
+    return _start_run("resume", {"run_id": run_id}, _Start(started_by, log_level, watch, main_guarded), settings,
+                      database_url, lambda: False)
 
 
-def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
-                 main_guarded: bool, settings: dict[str, Any]) -> MigrationResult:
+def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) -> MigrationResult:
     import dagster as dg
 
     from faceit_etl import resumption
@@ -598,15 +624,13 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
         except resumption.ResumeRefused as exc:
             raise ResumeRefusedError(str(exc)) from exc
         # Its step processes import __main__ (see migrate): an unguarded caller's resume runs in a process of its own.
-        if not main_guarded and executor_max_concurrent(failed.run_config) > 1:
-            return _in_child("resume", os.environ.get("DATABASE_URL", ""), watch,
-                             {"run_id": failed.run_id, "started_by": started_by, "log_level": log_level,
-                              "_tags": tags, "main_guarded": True, **settings})
-        with watch(instance, tags) if watch else contextlib.nullcontext():
+        if not start.main_guarded and executor_max_concurrent(failed.run_config) > 1:
+            return _in_child("resume", os.environ.get("DATABASE_URL", ""), start.watch,
+                             {"run_id": failed.run_id, "_start": start.in_child(), **settings})
+        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = resumption.reexecute_failed_run(
                 dg.reconstructable(get_migrate_job), instance, failed,
-                tags={STARTED_BY_TAG: started_by, **tags, TARGET_TAG: label},
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                tags=start.run_tags(label), run_config={"loggers": start.loggers()},
             )
         summary = summarize(executed)
     ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
@@ -883,12 +907,10 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
 
 
 VERBS: dict[str, Callable[..., MigrationResult]] = {
-    "migrate": lambda **kw: _migrate_here(kw.pop("path"), kw.pop("started_by"), kw.pop("log_level"), None,
-                                          kw.pop("_tags"), kw),
+    "migrate": lambda **kw: _migrate_here(kw.pop("path"), kw.pop("_start"), kw),
     "validate": validate,
     "status": status,
-    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("started_by"), kw.pop("log_level"), None,
-                                        kw.pop("_tags"), kw.pop("main_guarded"), kw),
+    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("_start"), kw),
     "rollback": rollback,
     "rollback_candidate": _candidate_result,
     "backup": backup,
