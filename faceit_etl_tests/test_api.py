@@ -463,6 +463,13 @@ def test_importing_the_package_and_running_verbs_leaves_the_callers_environment_
     assert json.loads(done.stdout.splitlines()[-1]) == [True, True, True, {}]
 
 
+def test_a_checks_outcome_has_one_type_for_the_api_and_the_cli():
+    from faceit_etl.cli import summary
+
+    assert summary.Check is faceit_etl.api.Check
+    assert not [name for name in vars(summary) if name.endswith("Outcome")]
+
+
 def test_the_seeds_error_names_are_one_hierarchy():
     for name in ("ValidationError", "MappingError", "DatabaseOperationError"):
         assert issubclass(getattr(faceit_etl, name), faceit_etl.MigrationError)
