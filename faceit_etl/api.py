@@ -17,21 +17,27 @@ process whose environment holds it, as every run's steps read it.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
+import types
+import typing
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from faceit_etl.errors import (
+    BOTH_NAMED,
     MigrationError,
     ResumeRefusedError,
     SettingsInvalid,
@@ -50,6 +56,8 @@ Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
 
 @dataclass
 class Check:
+    """One asset check's outcome in a run: the one type the API's result and the CLI's summary share."""
+
     asset: str
     name: str
     passed: bool
@@ -59,9 +67,10 @@ class Check:
 
 @dataclass
 class Reject:
-    """One reason an entry was refused: its place in the file (0-based), its user_id when known, the field."""
+    """One reason an entry was refused: its place in the file's list of users counted from 1 (as the
+    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field."""
 
-    source_index: int
+    entry: int
     user_id: int | None
     field: str | None
     reason: str
@@ -131,6 +140,95 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+# ---------------------------------------------------------------- arguments: every failure a MigrationError
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_WORDS = {str: "text", Path: "a path", bool: "True or False", int: "a whole number", float: "a number",
+          type(None): "None"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the annotated type as it is, without conversion: "false" is no bool, 1 no bool."""
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is collections.abc.Callable:
+        return callable(value)
+    if hint in (bool, int):
+        return type(value) is hint
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is Path:
+        return isinstance(value, os.PathLike)
+    return isinstance(value, hint)
+
+
+def _expected(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_expected(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is collections.abc.Callable:
+        return "a callable"
+    return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def checked_arguments(function: Callable) -> Callable:
+    """A verb of the API: a wrong argument (unknown, missing, of another type, never converted) raises
+    SettingsInvalid naming it before anything runs, and any failure that is not already a MigrationError
+    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only."""
+    signature = inspect.signature(function)
+    name = function.__qualname__.removesuffix(".__init__")
+
+    def check(args: tuple, kwargs: dict) -> None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise SettingsInvalid(f"{name}: {exc}") from None
+        hints = typing.get_type_hints(function)
+        for parameter, value in bound.arguments.items():
+            kind = signature.parameters[parameter].kind
+            if parameter == "self" or kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                continue
+            hint = hints.get(parameter, Any)
+            if not _fits(value, hint):
+                raise SettingsInvalid(f"{name}: {parameter} {value!r}: expected {_expected(hint)}, "
+                                      f"not {type(value).__name__} (never converted)")
+        level = bound.arguments.get("log_level")
+        if level is not None and level not in LOG_LEVELS:
+            raise SettingsInvalid(f"{name}: log_level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
+
+    def as_ours(exc: Exception) -> MigrationError:
+        import dagster as dg
+
+        kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
+        mine = kind(_safe(f"{name}: {type(exc).__name__}: {exc}"))
+        mine.__cause__ = exc
+        return mine
+
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def verb_async(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            try:
+                return await function(*args, **kwargs)
+            except MigrationError:
+                raise
+            except Exception as exc:
+                raise as_ours(exc) from exc
+        return verb_async
+
+    @functools.wraps(function)
+    def verb(*args: Any, **kwargs: Any) -> Any:
+        check(args, kwargs)
+        try:
+            return function(*args, **kwargs)
+        except MigrationError:
+            raise
+        except Exception as exc:
+            raise as_ours(exc) from exc
+    return verb
 
 
 # ---------------------------------------------------------------- the instance and the settings
@@ -233,10 +331,26 @@ def _overrides(settings: dict[str, Any], source: Path | None = None) -> dict[str
         raise SettingsInvalid("give database_url as its own argument: it never goes into run config")
     if "source_path" in settings:
         raise SettingsInvalid("give the data file as the first argument, not as source_path")
-    chosen = {k: v for k, v in settings.items() if v is not None}
+    chosen = {k: str(v) if k == "max_rejects" and type(v) is int else v for k, v in settings.items() if v is not None}
+    _as_given(chosen)
     if source is not None:
         chosen["source_path"] = str(source)
     return chosen
+
+
+def _as_given(overrides: dict[str, Any]) -> None:
+    """Each setting of its field's type as given, as run config takes it (Dagster would refuse "false" for
+    a bool, "5" for a number, with an error of its own): refused here, naming it, never converted. An
+    unknown name is left to resolved_settings, which names the known ones."""
+    from faceit_etl.defs.resources import MigrationSettings
+
+    for name, value in overrides.items():
+        field_ = MigrationSettings.model_fields.get(name)
+        hint = int if name == MAX_CONCURRENT else field_.annotation if field_ else Any
+        if not _fits(value, hint):
+            kinds = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
+            raise SettingsInvalid(f"{name} {value!r}: expected {' or '.join(_expected(h) for h in kinds)}, "
+                                  f"not {type(value).__name__} (never converted)")
 
 
 def target_label(settings) -> str:
@@ -260,24 +374,29 @@ def _raising(call: Callable[[], Any]) -> Any:
 # ---------------------------------------------------------------- in a child process, for another URL
 
 
+URL_ARGUMENT = "the database_url argument"
+
+
 def _elsewhere(database_url: str | None) -> bool:
+    """Whether the call must run in a child process for `database_url`; a URL given that libpq cannot
+    use is refused here, named as the argument it is (not as DATABASE_URL, which may hold another)."""
+    from faceit_etl.postgres.database import checked_url
+
+    if database_url:
+        _raising(lambda: checked_url(database_url, URL_ARGUMENT))
     return bool(database_url) and database_url != os.environ.get("DATABASE_URL")
 
 
 def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[str, Any]) -> MigrationResult:
     """Run `verb` in a child process whose DATABASE_URL is `database_url` (this process's environment is
     left alone), watched from here: both use the same instance."""
-    from faceit_etl.postgres.database import checked_url
-
-    if database_url:
-        _raising(lambda: checked_url(database_url))
     with tempfile.TemporaryDirectory(prefix="faceit-etl-call-") as folder:
         call, answer = Path(folder) / "call", Path(folder) / "answer"
         call.write_bytes(pickle.dumps((verb, kwargs)))
         code = f"from faceit_etl.api import _serve; _serve({folder!r})"
         env = {**os.environ, **({"DATABASE_URL": database_url} if database_url else {})}
         instance = open_instance() if watch else contextlib.nullcontext()
-        with instance as opened, (watch(opened, kwargs["_tags"]) if watch else contextlib.nullcontext()):
+        with instance as opened, (watch(opened, kwargs["_start"].tags) if watch else contextlib.nullcontext()):
             child = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
             while child.poll() is None:
                 try:
@@ -309,6 +428,7 @@ def _serve(folder: str) -> None:
 # ---------------------------------------------------------------- migrate
 
 
+@checked_arguments
 def migrate(
     path: str | Path,
     *,
@@ -327,17 +447,45 @@ def migrate(
     not guarded by `if __name__ == "__main__"` would run again in each. Such a run is started from a
     process of its own, whose __main__ is ours, unless the caller says its __main__ is guarded (the CLI's is)."""
     source = checked_source(path)
-    tags = {INVOCATION_TAG: uuid.uuid4().hex}  # execute_job picks the run id: a watcher finds the run by this tag
-    if _elsewhere(database_url) or (
-        not main_guarded and max_concurrent_of(_overrides(settings, source)) > 1
-    ):
-        call = {"path": source, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
-        return _in_child("migrate", database_url or os.environ.get("DATABASE_URL", ""), watch, call)
-    return _migrate_here(source, started_by, log_level, watch, tags, settings)
+    start = _Start(started_by, log_level, watch, main_guarded)
+    return _start_run("migrate", {"path": source}, start, settings, database_url,
+                      lambda: max_concurrent_of(_overrides(settings, source)) > 1)
 
 
-def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
-                  settings: dict[str, Any]) -> MigrationResult:
+@dataclass
+class _Start:
+    """How migrate and resume start their run of migrate_job: who started it, its log level, the
+    caller's watch, whether the caller's __main__ is guarded, and the tag a watcher finds the run by
+    (execute_job picks the run id)."""
+
+    started_by: str
+    log_level: str
+    watch: Watch | None
+    main_guarded: bool
+    tags: dict[str, str] = field(default_factory=lambda: {INVOCATION_TAG: uuid.uuid4().hex})
+
+    def in_child(self) -> _Start:
+        """As a child process gets it: watched from here; its __main__ is ours, so guarded."""
+        return replace(self, watch=None, main_guarded=True)
+
+    def run_tags(self, label: str) -> dict[str, str]:
+        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label}
+
+    def loggers(self) -> dict[str, Any]:
+        return {"console": {"config": {"log_level": self.log_level}}}
+
+
+def _start_run(verb: str, subject: dict[str, Any], start: _Start, settings: dict[str, Any], database_url: str | None,
+               steps_in_processes: Callable[[], bool]) -> MigrationResult:
+    """migrate's and resume's run: here, or from a child process when `database_url` names another
+    database, or when step processes would import an unguarded caller's __main__ (see migrate)."""
+    if _elsewhere(database_url) or (not start.main_guarded and steps_in_processes()):
+        return _in_child(verb, database_url or os.environ.get("DATABASE_URL", ""), start.watch,
+                         {**subject, "_start": start.in_child(), **settings})
+    return VERBS[verb](**subject, _start=start, **settings)
+
+
+def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> MigrationResult:
     import dagster as dg
 
     from faceit_etl.cli.summary import summarize
@@ -349,13 +497,12 @@ def _migrate_here(source: Path, started_by: str, log_level: str, watch: Watch | 
     run_config = {
         "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
         "execution": execution_config(max_concurrent_of(overrides)),
-        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "loggers": start.loggers(),
     }
-    run_tags = {STARTED_BY_TAG: started_by, **tags, TARGET_TAG: target_label(chosen)}
     with open_instance() as instance:
-        with watch(instance, tags) if watch else contextlib.nullcontext():
+        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                                      tags=run_tags)
+                                      tags=start.run_tags(target_label(chosen)))
         summary = summarize(executed)
     return _run_result("migrate", summary, chosen)
 
@@ -376,7 +523,7 @@ def _run_result(verb: str, summary, settings) -> MigrationResult:
         rejected_entries=summary.rejected_entries,
         tables=summary.load,
         rejects=_run_rejects(folder),
-        checks=[Check(c.asset, c.name, c.passed, c.severity, c.description) for c in summary.checks],
+        checks=summary.checks,
         errors=[_safe(e) for e in summary.errors],
         reused_validation=summary.reused_validation,
         nothing_to_compare=summary.nothing_to_compare,
@@ -396,8 +543,13 @@ def _run_rejects(folder: Path) -> list[Reject]:
     file = folder / REJECTS_FILE
     if not file.is_file():
         return []
-    records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line]
-    return [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records]
+    return _rejects([json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line])
+
+
+def _rejects(records: list[dict]) -> list[Reject]:
+    from faceit_etl.validation.report import entry_number
+
+    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"]) for r in records]
 
 
 def _mark_interrupted(settings, result: MigrationResult) -> None:
@@ -427,6 +579,7 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------- resume
 
 
+@checked_arguments
 def resume(
     run_id: str | None = None,
     *,
@@ -450,15 +603,12 @@ def resume(
     if given:
         raise SettingsInvalid(f"resume takes no {', '.join(given)}: a resume reuses the failed run's file and "
                               "settings; start a new run to change them")
-    tags = {INVOCATION_TAG: uuid.uuid4().hex}
-    call = {"run_id": run_id, "started_by": started_by, "log_level": log_level, "_tags": tags, **settings}
-    if _elsewhere(database_url):
-        return _in_child("resume", database_url, watch, {**call, "main_guarded": main_guarded})
-    return _resume_here(run_id, started_by, log_level, watch, tags, main_guarded, settings)
+    # Whether steps run in processes depends on the failed run, found under the instance: _resume_here decides.
+    return _start_run("resume", {"run_id": run_id}, _Start(started_by, log_level, watch, main_guarded), settings,
+                      database_url, lambda: False)
 
 
-def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Watch | None, tags: dict[str, str],
-                 main_guarded: bool, settings: dict[str, Any]) -> MigrationResult:
+def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) -> MigrationResult:
     import dagster as dg
 
     from faceit_etl import resumption
@@ -474,15 +624,13 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
         except resumption.ResumeRefused as exc:
             raise ResumeRefusedError(str(exc)) from exc
         # Its step processes import __main__ (see migrate): an unguarded caller's resume runs in a process of its own.
-        if not main_guarded and executor_max_concurrent(failed.run_config) > 1:
-            return _in_child("resume", os.environ.get("DATABASE_URL", ""), watch,
-                             {"run_id": failed.run_id, "started_by": started_by, "log_level": log_level,
-                              "_tags": tags, "main_guarded": True, **settings})
-        with watch(instance, tags) if watch else contextlib.nullcontext():
+        if not start.main_guarded and executor_max_concurrent(failed.run_config) > 1:
+            return _in_child("resume", os.environ.get("DATABASE_URL", ""), start.watch,
+                             {"run_id": failed.run_id, "_start": start.in_child(), **settings})
+        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = resumption.reexecute_failed_run(
                 dg.reconstructable(get_migrate_job), instance, failed,
-                tags={STARTED_BY_TAG: started_by, **tags, TARGET_TAG: label},
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                tags=start.run_tags(label), run_config={"loggers": start.loggers()},
             )
         summary = summarize(executed)
     ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
@@ -502,6 +650,7 @@ def _resume_here(run_id: str | None, started_by: str, log_level: str, watch: Wat
 # ---------------------------------------------------------------- validate
 
 
+@checked_arguments
 def validate(path: str | Path, *, database: bool = False, database_url: str | None = None,
              **settings: Any) -> MigrationResult:
     """Judge the file without loading it: `success` (`is_valid`) when every entry is accepted; `rejects`
@@ -524,36 +673,33 @@ def judge(data, name: str, settings, *, database: bool = False) -> MigrationResu
     from faceit_etl.cli.report import validation_report
     from faceit_etl.mapping import map_frames
     from faceit_etl.validation import validate_entries
+    from faceit_etl.validation.report import reject_line
 
     outcome = validate_entries(data, settings.source_timezone)
     mapped = map_frames(outcome.valid)
     target = _target_state(settings, mapped) if database else None
-    rejects = [Reject(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()]
+    records = outcome.reject_records()
     return MigrationResult(
         verb="validate",
         success=outcome.rejects.empty,
         input_entries=outcome.input_count,
         accepted_entries=len(outcome.valid),
         rejected_entries=outcome.rejected_count,
-        rejects=rejects,
-        errors=[_reject_line(r) for r in rejects],
+        rejects=_rejects(records),
+        errors=[reject_line(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records],
         report=validation_report(name, data.layout, outcome, mapped, target),
         details={"layout": data.layout, **({"target": target} if target is not None else {})},
     )
 
 
-def _reject_line(reject: Reject) -> str:
-    who = f" (user_id {reject.user_id})" if reject.user_id is not None else ""
-    where = f" {reject.field}:" if reject.field else ""
-    return f"entry {reject.source_index}{who}:{where} {reject.reason}"
-
-
 def _target_state(settings, mapped) -> dict:
+    """The target's tables, rows and last migration. A database that cannot be reached (or refuses the
+    password) raises DatabaseUnavailableError naming it: a report without the state asked for is no success."""
     from faceit_etl.postgres import state
-    from faceit_etl.postgres.database import DatabaseUnavailable, connect
+    from faceit_etl.postgres.database import connect
 
-    url = target_database().url_starting_embedded_server()
-    try:
+    def read() -> dict:
+        url = target_database().url_starting_embedded_server()
         with connect(url) as conn:
             schema = settings.target_schema
             last = state.latest_migrations(conn, schema, 1)
@@ -568,8 +714,8 @@ def _target_state(settings, mapped) -> dict:
                 ),
                 "last migration": migration_line(last[0]) if last else "none",
             }
-    except DatabaseUnavailable as exc:
-        return {"database": str(exc)}
+
+    return _raising(read)
 
 
 def migration_line(m: dict) -> str:
@@ -582,6 +728,7 @@ def migration_line(m: dict) -> str:
 # ---------------------------------------------------------------- status
 
 
+@checked_arguments
 def status(*, database_url: str | None = None, **settings: Any) -> MigrationResult:
     """Whether the database is reachable (host and database, never the password), the rows of each
     table, the last runs in migration_logs and the Dagster runs of this target, in `details`."""
@@ -603,7 +750,8 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     with open_instance() as instance:
         runs = target_runs(instance, chosen, [m["run_id"] for m in report.get("migrations", [])])
         report["dagster_runs"] = [
-            {"run_id": r.run_id, "status": r.status.value, "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
+            {"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+             "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
             for r in runs
         ]
     return MigrationResult(verb="status", success=report["reachable"],
@@ -611,13 +759,12 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
 
 
 def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:
-    """The Dagster runs of migrate_job that concern this database and schema: those tagged with it
-    (by the API and the CLI), and those its migration_logs names (runs started from the UI or the daemon)."""
+    """The Dagster runs that concern this database and schema: every run the API and the CLI start
+    (migrations, resumes, rollbacks) is tagged with it; and the migrations its migration_logs names
+    (runs started from the UI or the daemon)."""
     import dagster as dg
 
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name="migrate_job", tags={TARGET_TAG: target_label(settings)}), limit=limit
-    )
+    records = instance.get_run_records(dg.RunsFilter(tags={TARGET_TAG: target_label(settings)}), limit=limit)
     if logged_run_ids:
         records += instance.get_run_records(dg.RunsFilter(job_name="migrate_job", run_ids=logged_run_ids))
     unique = {r.dagster_run.run_id: r for r in records}.values()
@@ -627,10 +774,12 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 # ---------------------------------------------------------------- rollback
 
 
+@checked_arguments
 def rollback_candidate(backup_path: str | Path | None = None, migration_id: str | None = None, *,
                        database_url: str | None = None, **settings: Any) -> dict[str, Any]:
     """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
     run and that run's migration_logs row (None when it has none). For a question before a rollback."""
+    _one_snapshot(backup_path, migration_id)
     if _elsewhere(database_url):
         result = _in_child("rollback_candidate", database_url, None,
                            {"backup_path": backup_path, "migration_id": migration_id, **settings})
@@ -654,10 +803,16 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
     return _raising(find)
 
 
+def _one_snapshot(backup_path: str | Path | None, migration_id: str | None) -> None:
+    if backup_path and migration_id:
+        raise SettingsInvalid(BOTH_NAMED.format(backup_path="backup_path", migration_id="migration_id"))
+
+
 def _candidate_result(**kwargs: Any) -> MigrationResult:
     return MigrationResult(verb="rollback_candidate", success=True, details=rollback_candidate(**kwargs))
 
 
+@checked_arguments
 def rollback(
     backup_path: str | Path | None = None,
     migration_id: str | None = None,
@@ -672,6 +827,7 @@ def rollback(
     run's backup folder, as `MigrationResult.backup_path`), or the one before `migration_id`, else
     before the latest successful migration. A refused or failed rollback changed nothing: `success=False`,
     `refused` for a request that cannot be honoured as asked, `errors` saying why."""
+    _one_snapshot(backup_path, migration_id)
     call = {"backup_path": backup_path, "migration_id": migration_id, "discard_later_changes": discard_later_changes,
             "started_by": started_by, "log_level": log_level, **settings}
     if _elsewhere(database_url):
@@ -680,7 +836,7 @@ def rollback(
     from faceit_etl.definitions import load_definitions
 
     overrides = _overrides(settings)
-    resolved_settings(overrides)
+    chosen = resolved_settings(overrides)
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
     with open_instance() as instance:
@@ -692,7 +848,7 @@ def rollback(
             },
             instance=instance,
             raise_on_error=False,
-            tags={STARTED_BY_TAG: started_by},
+            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen)},
         )
     if not executed.success:
         causes = step_causes(executed)
@@ -722,6 +878,7 @@ def rollback(
 # ---------------------------------------------------------------- backup
 
 
+@checked_arguments
 def backup(path: str | Path, *, output_dir: str | Path | None = None, database_url: str | None = None,
            **settings: Any) -> MigrationResult:
     """Back up the file and the tables without migrating, into a new folder (`backup_path`) under
@@ -750,12 +907,10 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
 
 
 VERBS: dict[str, Callable[..., MigrationResult]] = {
-    "migrate": lambda **kw: _migrate_here(kw.pop("path"), kw.pop("started_by"), kw.pop("log_level"), None,
-                                          kw.pop("_tags"), kw),
+    "migrate": lambda **kw: _migrate_here(kw.pop("path"), kw.pop("_start"), kw),
     "validate": validate,
     "status": status,
-    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("started_by"), kw.pop("log_level"), None,
-                                        kw.pop("_tags"), kw.pop("main_guarded"), kw),
+    "resume": lambda **kw: _resume_here(kw.pop("run_id"), kw.pop("_start"), kw),
     "rollback": rollback,
     "rollback_candidate": _candidate_result,
     "backup": backup,
@@ -773,6 +928,7 @@ class DataMigration:
     rejected (even with `force` or `max_rejects`). The load is always verified cell by cell before it
     commits, so `validate_after` is always true; False is refused rather than silently ignored."""
 
+    @checked_arguments
     def __init__(self, json_file_path: str | Path, batch_size: int | None = None, max_concurrent: int | None = None,
                  *, validate_before: bool = False, validate_after: bool = True, database_url: str | None = None,
                  **settings: Any):
@@ -783,6 +939,7 @@ class DataMigration:
         self.database_url = database_url
         self.settings = {"batch_size": batch_size, "max_concurrent": max_concurrent, **settings}
 
+    @checked_arguments
     async def migrate(self, truncate_tables: bool | None = None, dry_run: bool | None = None,
                       **settings: Any) -> MigrationResult:
         if self.validate_before:
@@ -794,23 +951,28 @@ class DataMigration:
         given = {**self.settings, "truncate": truncate_tables, "dry_run": dry_run, **settings}
         return await asyncio.to_thread(migrate, self.json_file_path, database_url=self.database_url, **given)
 
+    @checked_arguments
     async def resume_migration(self, run_id: str | None = None, **options: Any) -> MigrationResult:
         """`resume` in a worker thread: the failed migration of this target (or `run_id`) from its failed step."""
         schema = {"target_schema": self.settings["target_schema"]} if self.settings.get("target_schema") else {}
         return await asyncio.to_thread(resume, run_id, database_url=self.database_url, **schema, **options)
 
+    @checked_arguments
     async def rollback_migration(self, backup_path: str | Path | None = None, migration_id: str | None = None,
                                  **options: Any) -> MigrationResult:
         return await asyncio.to_thread(rollback, backup_path, migration_id, database_url=self.database_url,
                                        **self._database_settings(), **options)
 
+    @checked_arguments
     async def validate(self) -> MigrationResult:
         return await asyncio.to_thread(validate, self.json_file_path,
                                        source_timezone=self.settings.get("source_timezone"))
 
+    @checked_arguments
     async def status(self) -> MigrationResult:
         return await asyncio.to_thread(status, database_url=self.database_url, **self._database_settings())
 
+    @checked_arguments
     async def backup(self, output_dir: str | Path | None = None) -> MigrationResult:
         return await asyncio.to_thread(backup, self.json_file_path, output_dir=output_dir,
                                        database_url=self.database_url, **self._database_settings())
@@ -823,16 +985,19 @@ class DataValidator:
     """The replaced system's validator: `await load_json_data()` reads the file (in a worker thread),
     then `validate_json_structure()` judges it (`.is_valid`, `.errors`, `.rejects`)."""
 
+    @checked_arguments
     def __init__(self, json_file_path: str | Path, source_timezone: str | None = None):
         self.json_file_path = json_file_path
         self.source_timezone = source_timezone
         self.data = None
 
+    @checked_arguments
     async def load_json_data(self):
         source = checked_source(self.json_file_path)
         self.data = await asyncio.to_thread(_raising, lambda: _read(source))
         return self.data
 
+    @checked_arguments
     def validate_json_structure(self) -> MigrationResult:
         if self.data is None:
             raise MigrationError("call `await load_json_data()` first: no file has been read")

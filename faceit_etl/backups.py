@@ -25,6 +25,8 @@ CHUNK = 1 << 20
 SOURCE_COPY = "source.json"
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"  # every rejected entry of the run, with its reason
+# The manifest's `no_snapshot`: why a run's load took no snapshot of the tables (a refused rollback says it).
+NO_SNAPSHOT, NO_SNAPSHOT_DRY_RUN, NO_SNAPSHOT_OFF = "no_snapshot", "dry run", "backup_tables off"
 _IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")  # a file rewritten or replaced
 
 

@@ -8,6 +8,11 @@ as `__cause__`, so the domain stays free of the API and a caller needs to know o
 from __future__ import annotations
 
 
+# A rollback given both a backup folder and a migration (in the words of the API, the CLI or the launchpad).
+BOTH_NAMED = ("give {backup_path} or {migration_id}, not both: each chooses the snapshot to restore, and they may "
+              "name different ones")
+
+
 class MigrationError(Exception):
     """A verb could not do what it was asked; nothing was written."""
 

@@ -24,7 +24,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.backups import read_manifest, run_folder
+from faceit_etl.backups import NO_SNAPSHOT, NO_SNAPSHOT_DRY_RUN, NO_SNAPSHOT_OFF, read_manifest, run_folder
+from faceit_etl.errors import BOTH_NAMED
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
@@ -74,7 +75,10 @@ def find_backup(
     backup_path: str | Path | None = None,
     migration_id: str | None = None,
 ) -> Path:
-    """The backup folder to restore: named, or found through migration_logs."""
+    """The backup folder to restore: named, or found through migration_logs. Both named is refused:
+    each chooses a snapshot, and honouring one would silently ignore the other."""
+    if backup_path and migration_id:
+        raise RollbackRefused(BOTH_NAMED.format(backup_path="backup_path", migration_id="migration_id"))
     if backup_path:
         folder = Path(backup_path)
         folder = folder.parent if folder.name == "manifest.json" else folder
@@ -92,15 +96,10 @@ def find_backup(
         if row is None:
             raise RollbackRefused(f"no migration {migration_id!r} in {schema}.{MIGRATION_LOGS}")
     else:
-        row = conn.execute(
-            sql.SQL(
-                """SELECT metadata->>'run_id' FROM {} WHERE status = 'success'
-                     AND metadata->'load'->>'recognised_from_run' IS NULL
-                   ORDER BY {} DESC LIMIT 1"""
-            ).format(logs, _ORDER)
-        ).fetchone()
-        if row is None:
+        latest = _latest_committed(conn, schema)
+        if latest is None:
             raise RollbackRefused("no successful migration to roll back (migration_logs has none)")
+        row = latest[1:]
     return run_folder(backup_dir, row[0])
 
 
@@ -112,9 +111,7 @@ def rollback_to_snapshot(
     manifest = read_manifest(folder)
     target = manifest.get("target")
     if target is None:
-        raise RollbackRefused(
-            f"{folder}: this backup holds no snapshot of the tables (taken with --no-backup?): cannot roll back"
-        )
+        raise RollbackRefused(f"{folder}: this backup holds no snapshot of the tables: {_without_snapshot(conn, schema, manifest)}")
     run_id = target.get("run_id", manifest["run_id"])  # the run whose load took it
     if UNCHANGED_SINCE in target:
         raise RollbackRefused(
@@ -148,6 +145,49 @@ def rollback_to_snapshot(
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
     return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+
+
+def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> str:
+    """Why a backup holds no snapshot, in what its run was, and what can be rolled back instead."""
+    run_id = manifest["run_id"]
+    row = None
+    if table_exists(conn, schema, MIGRATION_LOGS):
+        row = conn.execute(
+            sql.SQL("SELECT status, metadata->'settings'->>'backup_tables' FROM {} WHERE metadata->>'run_id' = %s")
+            .format(table(schema, MIGRATION_LOGS)),
+            [run_id],
+        ).fetchone()
+    why = manifest.get(NO_SNAPSHOT)
+    if why == NO_SNAPSHOT_DRY_RUN:
+        what = f"run {run_id} was a dry run: it wrote nothing, so there is nothing to roll back"
+    elif why == NO_SNAPSHOT_OFF or (row is not None and row[1] == "false"):
+        what = f"run {run_id} was made with --no-backup (backup_tables off), which takes none: cannot roll back to before it"
+    elif "source" in manifest and run_id.startswith("manual-"):
+        what = "this `backup` copied the file only (the tables could not be reached then), so it cannot be restored"
+    elif row is not None:
+        state = "failed" if row[0] == "failed" else f"is {row[0]!r} in {MIGRATION_LOGS}"
+        what = f"run {run_id} {state}: its load did not commit, it wrote nothing, so there is nothing to roll back"
+    else:
+        what = (f"run {run_id} failed before its load (its rejects, or a target it refused) and wrote nothing, so "
+                "there is nothing to roll back")
+    latest = _latest_committed(conn, schema)
+    if latest is not None and latest[1] != run_id:
+        return f"{what}. The latest committed migration is {latest[0]} (run {latest[1]}): roll that one back instead"
+    return f"{what}. `faceit-etl status` lists the migrations that committed"
+
+
+def _latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] | None:
+    """(migration_logs id, run id) of the latest successful migration that changed something: what a
+    rollback without a snapshot named restores."""
+    if not table_exists(conn, schema, MIGRATION_LOGS):
+        return None
+    return conn.execute(
+        sql.SQL(
+            """SELECT id::text, metadata->>'run_id' FROM {} WHERE status = 'success'
+                 AND metadata->'load'->>'recognised_from_run' IS NULL
+               ORDER BY {} DESC LIMIT 1"""
+        ).format(table(schema, MIGRATION_LOGS), _ORDER)
+    ).fetchone()
 
 
 def _refuse_other_database(conn: psycopg.Connection, folder: Path, target: dict) -> None:

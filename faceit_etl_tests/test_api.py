@@ -11,17 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import faceit_etl
 from faceit_etl import DataMigration, DataValidator, MigrationError
 from faceit_etl.api import Reject
 from faceit_etl.backups import read_manifest, sha256_of
+from faceit_etl.validation.report import WHAT_TO_DO
 from faceit_etl.errors import (
     DatabaseOperationError,
     DatabaseUnavailableError,
@@ -100,10 +104,14 @@ def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing
     result = faceit_etl.migrate(with_a_bad_entry(here))
 
     assert result.success is False
-    assert result.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
+    assert result.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
     assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (3, 2, 1)
     assert result.validation_failed and result.migrated_users == 0
     assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
+    assert result.errors == [
+        "validated_frame_no_rejected_entries: 1 of 3 entries rejected, more than max_rejects 0 allows (0); nothing was "
+        "written. entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'. " + WHAT_TO_DO + "."
+    ]
     assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)
 
     forced = faceit_etl.migrate(here / "bad.json", force=True)
@@ -148,7 +156,7 @@ def test_validate_before_starts_no_run_when_an_entry_is_rejected(here, db):
 
     assert (result.success, result.run_id, result.verb) == (False, None, "validate")
     assert result.errors == ["validate_before: 1 of 3 entries rejected; no migration was started",
-                             "entry 1: user_id: expected a whole number, got 'abc'"]
+                             "entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
     with instance_at(here) as instance:
         assert instance.get_runs() == []
     with pytest.raises(SettingsInvalid, match="validate_after cannot be turned off"):
@@ -213,13 +221,46 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
 
     for judged in (result, report, judged_async):
         assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
-        assert judged.rejects == [Reject(1, None, "user_id", "expected a whole number, got 'abc'")]
-        assert judged.errors == ["entry 1: user_id: expected a whole number, got 'abc'"]
+        assert judged.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
+        assert judged.errors == ["entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
         assert "| 2 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in judged.report
     good = faceit_etl.validate(FLAT_SAMPLE)
     assert (good.is_valid, good.errors, good.accepted_entries) == (True, [], 25)
     with instance_at(here) as instance:
         assert instance.get_runs() == []  # validating loads nothing and starts no run
+
+
+@pytest.mark.parametrize("how", ["unreachable", "wrong password"])
+def test_validate_with_the_database_raises_when_it_cannot_reach_it_naming_it_without_the_password(
+    here, password_database_url, how
+):
+    if how == "unreachable":
+        url, named = "postgresql://bot:Validate-Secret-7@127.0.0.1:1/faraway", "127.0.0.1:1/faraway"
+    else:
+        url = password_database_url.replace(quote(BOT_PASSWORD, safe=""), "Validate-Secret-7")
+        named = "/" + password_database_url.rsplit("/", 1)[1].split("?")[0]
+
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        faceit_etl.validate(FLAT_SAMPLE, database=True, database_url=url)
+
+    assert named in str(raised.value) and "Validate-Secret-7" not in str(raised.value)
+    assert ("authentication failed" in str(raised.value)) == (how == "wrong password")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(st.integers(min_value=0, max_value=7), max_size=8))
+def test_every_surface_counts_a_rejected_entry_from_1(bad):
+    """The API's rejects, its error lines and the validation report name the same entry: the first is 1."""
+    users = sample_users(FLAT_SAMPLE)[:8]
+    for index in bad:
+        users[index]["user_id"] = "abc"
+    with tempfile.TemporaryDirectory() as folder:
+        result = faceit_etl.validate(write_json(Path(folder) / "data.json", {"users": users}))
+
+    numbers = sorted(index + 1 for index in bad)
+    assert [r.entry for r in result.rejects] == numbers
+    assert [int(re.match(r"entry (\d+) ", line)[1]) for line in result.errors] == numbers
+    assert [int(n) for n in re.findall(r"^\| (\d+) \|", result.report, re.M)] == numbers
 
 
 # ---------------------------------------------------------------- rollback
@@ -265,6 +306,39 @@ def test_a_refused_rollback_returns_refused_and_says_why(here, db):
     assert len(table_users(db)) == 25
 
 
+NOTHING = ", so there is nothing to roll back"
+
+
+@pytest.mark.parametrize(
+    ("run", "what"),
+    [
+        (lambda here: faceit_etl.migrate(FLAT_SAMPLE, dry_run=True), "was a dry run: it wrote nothing" + NOTHING),
+        (lambda here: faceit_etl.migrate(with_a_bad_entry(here)),
+         "failed before its load (its rejects, or a target it refused) and wrote nothing" + NOTHING),
+        (lambda here: faceit_etl.migrate(NESTED_SAMPLE, backup_tables=False),
+         "was made with --no-backup (backup_tables off), which takes none: cannot roll back to before it"),
+    ],
+    ids=["dry run", "stopped by rejects", "no backup"],
+)
+def test_rolling_back_a_run_without_a_snapshot_says_what_it_was_and_what_to_roll_back(here, db, run, what):
+    committed = faceit_etl.migrate(FLAT_SAMPLE)
+    logged = db.execute("SELECT id::text FROM migration_logs").fetchone()[0]
+    later = run(here)
+    before = tables_digest(db)
+
+    result = faceit_etl.rollback(later.backup_path)
+
+    assert (result.success, result.refused) == (False, True)
+    instead = (
+        "`faceit-etl status` lists the migrations that committed" if later.migrated_users  # it committed: the latest
+        else f"The latest committed migration is {logged} (run {committed.run_id}): roll that one back instead"
+    )
+    assert result.errors == [
+        f"{later.backup_path}: this backup holds no snapshot of the tables: run {later.run_id} {what}. {instead}"
+    ]
+    assert tables_digest(db) == before
+
+
 # ---------------------------------------------------------------- status and backup
 
 
@@ -279,7 +353,25 @@ def test_status_sync_and_async_name_the_tables_the_migrations_and_the_runs(here,
         assert result.details["tables"] == {"users": 25, "user_subscriptions": 25, "migration_logs": 1, "migration_rejects": 0}
         [logged] = result.details["migrations"]
         assert (logged["run_id"], logged["status"], logged["load"]["users"]["inserted"]) == (migrated.run_id, "success", 25)
-        assert result.details["dagster_runs"] == [{"run_id": migrated.run_id, "status": "SUCCESS", "started_by": "api"}]
+        assert result.details["dagster_runs"] == [
+            {"run_id": migrated.run_id, "job": "migrate_job", "status": "SUCCESS", "started_by": "api"}
+        ]
+
+
+def test_status_lists_every_run_the_api_made_against_its_database_rollbacks_too(here, db):
+    migrated = faceit_etl.migrate(FLAT_SAMPLE)
+    undone = faceit_etl.rollback(migrated.backup_path)
+    refused = faceit_etl.rollback(here / "backups" / "no-such-run")
+    assert (undone.success, refused.refused) == (True, True)
+
+    runs = faceit_etl.status().details["dagster_runs"]
+
+    assert [(r["run_id"], r["job"], r["status"]) for r in runs] == [
+        (refused.run_id, "rollback_job", "FAILURE"),
+        (undone.run_id, "rollback_job", "SUCCESS"),
+        (migrated.run_id, "migrate_job", "SUCCESS"),
+    ]
+    assert faceit_etl.status(target_schema="elsewhere").details["dagster_runs"] == []
 
 
 def test_status_of_an_unreachable_database_returns_its_error_without_the_password(here):
@@ -344,8 +436,38 @@ def test_nothing_in_the_package_writes_the_process_environment():
     package = Path(faceit_etl.__file__).parent
     found = {str(path.relative_to(package)): environment_writes(path.read_text(encoding="utf-8"))
              for path in sorted(package.rglob("*.py"))}
-    assert {name: lines for name, lines in found.items() if lines} == {}
+    # The one write removes what pandera's import added: see the test below, which compares the environment.
+    assert [name for name, lines in found.items() if lines] == ["validation/pandera_import.py"]
     assert len(found) > 40  # every module was read
+
+
+@pytest.mark.db  # starts a process
+def test_importing_the_package_and_running_verbs_leaves_the_callers_environment_as_it_was(here, database_url):
+    """A library imported into the bot must not change the bot's environment (pandera, on import, sets
+    SPARK_LOCAL_IP and PYARROW_IGNORE_TIMEZONE for pyspark)."""
+    script = (
+        "import json, os, sys\n"
+        "before = dict(os.environ)\n"
+        "import faceit_etl\n"
+        f"judged = faceit_etl.validate({str(FLAT_SAMPLE)!r}, database=True)\n"
+        f"migrated = faceit_etl.migrate({str(FLAT_SAMPLE)!r})\n"
+        "after = dict(os.environ)\n"
+        "print(json.dumps([judged.is_valid, migrated.success, 'pandera' in sys.modules,\n"
+        "                  {k: [before.get(k), after.get(k)] for k in set(before) | set(after) if before.get(k) != after.get(k)}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "PYARROW_IGNORE_TIMEZONE")}
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=here, env=env, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [True, True, True, {}]
+
+
+def test_a_checks_outcome_has_one_type_for_the_api_and_the_cli():
+    from faceit_etl.cli import summary
+
+    assert summary.Check is faceit_etl.api.Check
+    assert not [name for name in vars(summary) if name.endswith("Outcome")]
 
 
 def test_the_seeds_error_names_are_one_hierarchy():
@@ -378,6 +500,18 @@ def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
     assert wrapped(KeyError("x")) is None
 
 
+BOTH = "give backup_path or migration_id, not both: each chooses the snapshot to restore, and they may name different ones"
+
+
+def test_the_rollback_step_refuses_a_snapshot_named_twice_before_reading_anything(tmp_path):
+    """As the UI's launchpad gives them to rollback_job: refused before the database or the folder is read."""
+    from faceit_etl.restore import RollbackRefused, find_backup
+
+    with pytest.raises(RollbackRefused) as raised:
+        find_backup(None, "public", tmp_path, backup_path=tmp_path, migration_id="run-1")
+    assert str(raised.value) == BOTH
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
@@ -388,15 +522,71 @@ def test_every_domain_error_is_caught_as_a_migration_error_with_its_message():
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, batch_sise=5), SettingsInvalid, "unknown setting 'batch_sise'"),
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, truncate=True, prune=True), SettingsInvalid, "truncate and prune cannot be combined"),
         (lambda tmp: faceit_etl.migrate(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d"),
-         faceit_etl.errors.InvalidDatabaseUrl, "is not a valid PostgreSQL connection string"),
+         faceit_etl.errors.InvalidDatabaseUrl,
+         "the database URL (the database_url argument) is not a valid PostgreSQL connection string"),
+        (lambda tmp: faceit_etl.status(database_url="postgresql://x:Pw-9@h/d?sslmode=bogus"),
+         faceit_etl.errors.InvalidDatabaseUrl, "the database URL (the database_url argument) has an option libpq refuses"),
+        (lambda tmp: faceit_etl.validate(FLAT_SAMPLE, database=True, database_url="postgresql://x:Pw-9%zz@h/d"),
+         faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
+        (lambda tmp: asyncio.run(DataMigration(FLAT_SAMPLE, database_url="postgresql://x:Pw-9%zz@h/d").status()),
+         faceit_etl.errors.InvalidDatabaseUrl, "(the database_url argument) is not a valid"),
+        (lambda tmp: faceit_etl.rollback(tmp, "run-1"), SettingsInvalid, BOTH),
+        (lambda tmp: faceit_etl.rollback(backup_path=tmp, migration_id="run-1", database_url="postgresql://x:Pw-9@h/d"),
+         SettingsInvalid, BOTH),
+        (lambda tmp: faceit_etl.api.rollback_candidate(tmp, "run-1"), SettingsInvalid, BOTH),
+        (lambda tmp: asyncio.run(DataMigration(FLAT_SAMPLE).rollback_migration(tmp, "run-1")), SettingsInvalid, BOTH),
     ],
-    ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url"],
+    ids=["missing file", "a folder", "not the bot's layout", "bad setting", "unknown setting", "conflicting settings", "bad url",
+         "refused url option", "bad url to validate", "bad url to the async class", "rollback: snapshot named twice",
+         "rollback elsewhere: snapshot named twice", "rollback candidate: snapshot named twice", "async rollback: snapshot named twice"],
 )
 def test_bad_arguments_raise_a_migration_error_naming_what_is_wrong(tmp_path, call, error, message):
     with pytest.raises(error) as raised:
         call(tmp_path)
     assert isinstance(raised.value, MigrationError)
     assert message in str(raised.value) and "Pw-9" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: faceit_etl.migrate(None), "migrate: path None: expected text or a path, not NoneType (never converted)"),
+        (lambda: faceit_etl.validate(123), "validate: path 123: expected text or a path, not int (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, dry_run="false"),
+         "dry_run 'false': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, batch_size="5"), "batch_size '5': expected a whole number, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, max_concurrent="2"),
+         "max_concurrent '2': expected a whole number, not str (never converted)"),
+        (lambda: faceit_etl.migrate(FLAT_SAMPLE, log_level="LOUD"),
+         "migrate: log_level 'LOUD': expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+        (lambda: faceit_etl.migrate(), "migrate: missing a required argument: 'path'"),
+        (lambda: faceit_etl.validate(FLAT_SAMPLE, database="yes"),
+         "validate: database 'yes': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.validate(FLAT_SAMPLE, databse=True), "unknown setting 'databse' (known: source_path, batch_size, "
+         "backup_dir, backup_tables, force, max_rejects, truncate, prune, max_prune_fraction, dry_run, source_timezone, "
+         "target_schema, max_concurrent)"),
+        (lambda: faceit_etl.rollback(discard_later_changes="yes"),
+         "rollback: discard_later_changes 'yes': expected True or False, not str (never converted)"),
+        (lambda: faceit_etl.resume(run_id=5), "resume: run_id 5: expected text or None, not int (never converted)"),
+        (lambda: faceit_etl.DataValidator("data.json", strict=True), "DataValidator: got an unexpected keyword argument 'strict'"),
+        (lambda: faceit_etl.DataMigration(FLAT_SAMPLE, batch_size="5"),
+         "DataMigration: batch_size '5': expected a whole number or None, not str (never converted)"),
+        (lambda: asyncio.run(faceit_etl.DataMigration(FLAT_SAMPLE).migrate(truncate_tables="yes")),
+         "DataMigration.migrate: truncate_tables 'yes': expected True or False or None, not str (never converted)"),
+        (lambda: asyncio.run(faceit_etl.DataMigration(FLAT_SAMPLE).migrate(dry_run="false")),
+         "DataMigration.migrate: dry_run 'false': expected True or False or None, not str (never converted)"),
+    ],
+    ids=["migrate(None)", "validate(123)", "dry_run text", "batch_size text", "max_concurrent text", "log level",
+         "no path", "validate database text", "misspelt keyword", "rollback flag text", "run id number",
+         "unknown keyword to the validator", "batch_size text to the class", "async flag text", "async dry_run text"],
+)
+def test_a_wrong_argument_is_a_settings_error_naming_it_never_converted_nor_a_dagster_error(here, db, call, message):
+    with pytest.raises(MigrationError) as raised:
+        call()
+    assert (type(raised.value), str(raised.value)) == (SettingsInvalid, message)
+    assert db.execute("SELECT to_regclass('users'), to_regclass('migration_logs')").fetchone() == (None, None)
+    with instance_at(here) as instance:
+        assert instance.get_runs() == []  # refused before any run
 
 
 # ---------------------------------------------------------------- the README's examples, as printed

@@ -92,13 +92,25 @@ def test_rejects_exit_2_and_load_nothing_unless_forced(workdir, database_url, db
     refused = faceit_etl(workdir, database_url, "migrate", str(source))
     assert refused.returncode == 2
     assert "1 of 5 entries rejected" in refused.stdout
-    assert "entry 5 (no valid user_id): user_id: must be a positive Telegram id" in refused.stdout
+    # Said once: as the error that stopped the run, not again under its check.
+    assert refused.stdout.count("entry 5 (no valid user_id): user_id: must be a positive Telegram id") == 1
+    assert refused.stdout.count("1 of 5 entries rejected") == 1
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
     forced = faceit_etl(workdir, database_url, "migrate", str(source), "--force")
     assert forced.returncode == 0
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 4
     assert db.execute("SELECT source_index, field FROM migration_rejects").fetchall() == [(4, "user_id")]
+
+
+def test_validate_with_the_database_fails_exit_1_when_it_cannot_reach_it(workdir, database_url):
+    done = faceit_etl(workdir, database_url, "--database-url", "postgresql://bot:Cli-Secret-7@127.0.0.1:1/faraway",
+                      "validate", str(FLAT_SAMPLE), "--database")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("faceit-etl validate failed: ")]
+    assert "127.0.0.1:1/faraway" in line
+    assert "Cli-Secret-7" not in done.stdout + done.stderr + (workdir / "migration.log").read_text()
 
 
 def test_migrate_change_migrate_rollback_restores_the_first_state_exactly(workdir, database_url, db):
@@ -144,6 +156,18 @@ def test_rollback_without_a_terminal_or_confirm_changes_nothing(workdir, databas
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
 
 
+def test_rollback_with_both_a_backup_path_and_a_migration_id_is_a_usage_error(workdir, database_url, db):
+    assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE)).returncode == 0
+    before = tables_digest(db)
+
+    done = faceit_etl(workdir, database_url, "rollback", "--confirm", "--backup-path", str(workdir), "--migration-id", "x")
+
+    assert (done.returncode, done.stdout) == (2, (
+        "faceit-etl: give --backup-path or --migration-id, not both: each chooses the snapshot to restore, and they "
+        "may name different ones\n"))
+    assert tables_digest(db) == before
+
+
 def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
     assert faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE), "--no-backup").returncode == 0
 
@@ -152,7 +176,8 @@ def test_a_run_without_backup_cannot_be_rolled_back(workdir, database_url, db):
     run_id = db.execute("SELECT metadata->>'run_id' FROM migration_logs").fetchone()[0]
     assert (done.returncode, done.stdout) == (2, (
         f"rollback refused, nothing changed: {workdir}/backups/{run_id}: this backup holds no snapshot of the "
-        "tables (taken with --no-backup?): cannot roll back\n"))
+        f"tables: run {run_id} was made with --no-backup (backup_tables off), which takes none: cannot roll back to "
+        "before it. `faceit-etl status` lists the migrations that committed\n"))
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
 
 

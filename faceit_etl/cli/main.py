@@ -404,7 +404,8 @@ def print_summary(result, args) -> None:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
         say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
-        if failed and check.description:
+        # A failed ERROR check failed the run: its reason is one of the errors below, said once.
+        if failed and check.description and check.severity != "ERROR":
             for line in check.description.splitlines():
                 say(f"      {line}", quiet_too=True)
     for error in result.errors:
@@ -458,7 +459,7 @@ def status(args: argparse.Namespace) -> int:
             for table, counts in (m["load"] or {}).items():
                 print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
-            print(f"  dagster run {r['run_id']} {r['status']} ({r['started_by']})")
+            print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 
@@ -469,6 +470,8 @@ def rollback(args: argparse.Namespace) -> int:
     from faceit_etl import api
     from faceit_etl.errors import RollbackRefusedError
 
+    if args.backup_path and args.migration_id:
+        raise UsageError(errors.BOTH_NAMED.format(backup_path="--backup-path", migration_id="--migration-id"))
     settings = cli_settings(args)
     api.resolved_settings(settings)  # a wrong setting is a usage error before the question
     backup_path = args.backup_path

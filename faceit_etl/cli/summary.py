@@ -7,20 +7,11 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from faceit_etl.api import Check
 from faceit_etl.postgres.load import LOAD_COUNTS
-from faceit_etl.validation.limit import STOPPED_BY
 
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
-
-
-@dataclass
-class CheckOutcome:
-    asset: str
-    name: str
-    passed: bool
-    severity: str
-    description: str | None = None
 
 
 @dataclass
@@ -34,12 +25,12 @@ class RunSummary:
     load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> each of LOAD_COUNTS
     reused_validation: bool = False  # the same file was judged by an earlier run
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
-    checks: list[CheckOutcome] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False  # a step was stopped by Ctrl-C
 
     @property
-    def failed_checks(self) -> list[CheckOutcome]:
+    def failed_checks(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
     @property
@@ -72,7 +63,7 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
                 summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
     for evaluation in result.get_asset_check_evaluations():
         summary.checks.append(
-            CheckOutcome(
+            Check(
                 asset=evaluation.asset_key.to_user_string(),
                 name=evaluation.check_name,
                 passed=evaluation.passed,
@@ -80,26 +71,25 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
                 description=evaluation.description,
             )
         )
-    summary.errors = step_errors(result)
+    summary.errors = step_errors(result, summary.checks)
     summary.interrupted = any(
         event.step_failure_data.error.cls_name == INTERRUPTED for event in result.get_step_failure_events()
     )
     return summary
 
 
-def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[str]:
-    """Why steps failed; a failed blocking check, or rejects that stopped the run, is already said by its
-    own check line."""
-    return [
-        f"{event.step_key}: {_root_message(event.step_failure_data.error)}"
-        for event in result.get_step_failure_events()
-        if event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError" and not _stopped_by_rejects(event)
-    ]
-
-
-def _stopped_by_rejects(event: dg.DagsterEvent) -> bool:
-    failure = event.step_failure_data.user_failure_data
-    return failure is not None and STOPPED_BY in failure.metadata
+def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult, checks: list[Check]) -> list[str]:
+    """Why the run failed, one line per reason: each failed step's own message (rejects over the limit
+    say so in theirs), and for Dagster's generic "blocking check failed" the failed blocking checks' own
+    descriptions. So a failed run always says why in its errors, not only in its checks."""
+    errors = []
+    for event in result.get_step_failure_events():
+        if event.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError":
+            errors += [f"check {c.asset}.{c.name} failed: {c.description or 'no description'}"
+                       for c in checks if not c.passed and c.severity == "ERROR"]
+        else:
+            errors.append(f"{event.step_key}: {_root_message(event.step_failure_data.error)}")
+    return list(dict.fromkeys(errors))
 
 
 def step_causes(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[tuple[str, str]]:

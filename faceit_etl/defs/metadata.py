@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
-import pandera.pandas as pa
 
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.validation import report
 from faceit_etl.validation.fields import column_description
+from faceit_etl.validation.pandera_import import pa
 
 PREVIEW_ROWS = 10
 INTERNAL_COLUMNS = ("fields_present", "user_fields_present", "subscription_fields_present")

@@ -121,6 +121,10 @@ def load_run(
                 if recognised is None
                 else f"not taken: the tables are as run {recognised} left them from this same file"
             )
+        elif options.folder_has_manifest:  # why there is none: a refused rollback of this run says it
+            backup.update_manifest(
+                options.folder, **{backup.NO_SNAPSHOT: backup.NO_SNAPSHOT_DRY_RUN if options.dry_run else backup.NO_SNAPSHOT_OFF}
+            )
 
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(connect(options.url))

@@ -5,8 +5,6 @@ Each check carries the reason a reject will show, so what pandera reports is wha
 
 from __future__ import annotations
 
-import pandera.pandas as pa
-
 from faceit_etl.validation.coerce import TIMESTAMP_DTYPE
 from faceit_etl.validation.fields import (
     INT32_MAX,
@@ -16,6 +14,7 @@ from faceit_etl.validation.fields import (
     Field,
     Kind,
 )
+from faceit_etl.validation.pandera_import import pa
 
 
 # Later repeats of a user_id fail, even when the first entry is itself rejected: the bot's reader

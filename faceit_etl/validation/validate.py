@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pandas as pd
-import pandera.pandas as pa
 
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
@@ -30,6 +29,7 @@ from faceit_etl.validation.fields import (
     USER_PRESENT,
     presence_mask,
 )
+from faceit_etl.validation.pandera_import import pa
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 
 ENTRY_FIELD = "(entry)"
