@@ -303,26 +303,13 @@ def _unpaired_surrogate(value: Any) -> str | None:
     return None
 
 
-def _spelled(value: Any) -> Any:
-    """Unpaired surrogates written out as escape text, so the raw entry can be stored as JSON."""
-    if isinstance(value, str):
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
-    if isinstance(value, dict):
-        return {_spelled(k): _spelled(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_spelled(v) for v in value]
-    return value
-
-
 def _raw_json(entry: Any) -> str:
     if type(entry) is RefusedEntry:
         return entry.raw
     try:
         return orjson.dumps(entry).decode()
-    except TypeError:  # big integers, unpaired surrogates, or nesting beyond orjson's 254 levels
+    except TypeError:  # big integers, numbers kept with their text, unpaired surrogates, deep nesting
         try:
-            return json.dumps(_spelled(entry), ensure_ascii=False)
-        except TypeError:  # integers too long for Python's int-to-text limit
             return written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
             return json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
