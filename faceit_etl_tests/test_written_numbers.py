@@ -13,10 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from faceit_etl.postgres.load import load
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.source.numbers import may_hold_decimal_number
 from faceit_etl.validation import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
+from faceit_etl_tests.test_load import SCHEMA, chain, conn  # noqa: F401  (fixture)
 
 OUT_OF_RANGE = " are out of range: only seconds from year 1 to 9999 are read (milliseconds would land beyond it)"
 TOO_PRECISE = " have more precision than the column holds (microseconds): rounding would change the value"
@@ -177,3 +179,22 @@ def test_the_bots_own_files_keep_the_fast_parse():
     for sample in (FLAT_SAMPLE, NESTED_SAMPLE):
         assert not may_hold_decimal_number(sample.read_bytes())
         assert not read_source(sample).lenient_parse
+
+
+def test_rejects_keep_each_numbers_text_in_the_database_and_one_jsonb_cannot_hold_as_a_string(db, conn):
+    """jsonb's numeric holds 253402300799.999999 and 1E400 as written; 1e-20000 (beyond its 16383
+    digits after the point) would fail the whole load, so that number is kept as a string of its text."""
+    raw = (b'{"users": [{"user_id": 1, "created_at": 253402300800.000001, "extra": 1E400},'
+           b' {"user_id": 2, "created_at": 1e-20000}, {"user_id": 3, "total_requests": 2.50}]}')
+    mapped, rejects = chain(raw)
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    stored = db.execute(
+        "SELECT source_index, reason, raw::text FROM migration_rejects ORDER BY source_index"
+    ).fetchall()
+    assert stored == [
+        (0, f"epoch seconds 253402300800.000001{OUT_OF_RANGE}",
+         '{"extra": 1' + "0" * 400 + ', "user_id": 1, "created_at": 253402300800.000001}'),
+        (1, f"epoch seconds 1e-20000{TOO_PRECISE}", '{"user_id": 2, "created_at": "1e-20000"}'),
+        (2, "expected a whole number, got 2.50", '{"user_id": 3, "total_requests": 2.50}'),
+    ]

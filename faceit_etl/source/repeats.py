@@ -18,6 +18,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from json.decoder import scanstring
 from typing import Any
 
@@ -242,22 +243,29 @@ def _first_repeat(value: Any, path: str) -> tuple[str, str] | None:
 
 def written(value: Any) -> str:
     """JSON text of a parsed value as it was written: repeated names, over-long integers and
-    numbers' texts kept, unpaired surrogates spelled out as escape text (PostgreSQL cannot store them)."""
+    numbers' texts kept; unpaired surrogates spelled out as escape text, and a number beyond what
+    jsonb's numeric holds (1e-20000) as a string of its text: PostgreSQL cannot store either."""
     if isinstance(value, Repeated):
         pairs = value.pairs
     elif isinstance(value, dict):
         pairs = value.items()
     elif isinstance(value, list):
         return "[" + ", ".join(written(v) for v in value) + "]"
-    elif isinstance(value, LongInteger):
-        return value.digits
-    elif isinstance(value, WrittenFloat):
-        return value.text
+    elif isinstance(value, (LongInteger, WrittenFloat)):
+        text = value.digits if isinstance(value, LongInteger) else value.text
+        return text if _jsonb_holds(text) else json.dumps(text)
     elif isinstance(value, str):
         return json.dumps(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value), ensure_ascii=False)
     else:
         return json.dumps(value)
     return "{" + ", ".join(f"{written(name)}: {written(v)}" for name, v in pairs) + "}"
+
+
+def _jsonb_holds(number: str) -> bool:
+    """Whether jsonb's numeric holds this JSON number: at most 131072 digits before the point and
+    16383 after it."""
+    exact = Decimal(number)
+    return -exact.as_tuple().exponent <= 16383 and exact.adjusted() < 131072
 
 
 def top_level_repeat(text: str) -> tuple[str, int] | None:
