@@ -4,7 +4,9 @@ quotes it as written: its nearest binary float can be another value (25340230079
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from decimal import Decimal
 
 import orjson
@@ -173,6 +175,14 @@ def test_a_number_across_the_scans_chunk_boundary_is_seen(number):
         text = head + number + b"]"
         assert text.index(b".", len(head)) == at
         assert may_hold_decimal_number(text), at
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_number_keeps_its_text_when_pickled_or_copied(protocol):
+    entries = parse_source(b'[{"created_at": 253402300799.999999}]', "data.json").entries
+    for again in (pickle.loads(pickle.dumps(entries, protocol=protocol)), copy.deepcopy(entries)):
+        number = again[0]["created_at"]
+        assert (repr(number), float(number), isinstance(number, float)) == ("253402300799.999999", 253402300800.0, True)
 
 
 def test_the_bots_own_files_keep_the_fast_parse():

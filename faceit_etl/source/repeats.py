@@ -80,6 +80,9 @@ class WrittenFloat(float):
 
     __str__ = __repr__
 
+    def __reduce__(self):  # pickled (between Dagster steps) or copied with its text
+        return WrittenFloat, (self.text,)
+
 
 @dataclass(frozen=True)
 class RefusedEntry:
