@@ -17,6 +17,7 @@ from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
 from faceit_etl.source import parse_source
 from faceit_etl.validation.validate import validate_entries
+from faceit_etl_tests.conftest import examples
 from faceit_etl_tests.test_load import SCHEMA, chain, conn, document, user_rows  # noqa: F401  (fixture)
 
 MISSING = object()
@@ -112,7 +113,7 @@ def _names_a_user(key: str) -> bool:
     return key.isascii() and key.isdigit() and key == str(int(key)) and 1 <= int(key) < 2**63
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=examples(300))
 @given(st.lists(st.tuples(ID_KEY_FORMS, st.sampled_from(SAYS), st.integers(1, 12)), unique_by=lambda t: t[0], max_size=8))
 def test_every_keyed_entry_is_loaded_as_the_id_its_key_names_or_rejected_naming_its_key(items):
     users = {}

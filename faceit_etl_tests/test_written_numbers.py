@@ -19,7 +19,7 @@ from faceit_etl.postgres.load import load
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.source.numbers import may_hold_decimal_number
 from faceit_etl.validation import validate_entries
-from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE
+from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 from faceit_etl_tests.test_load import SCHEMA, chain, conn  # noqa: F401  (fixture)
 
 OUT_OF_RANGE = " are out of range: only seconds from year 1 to 9999 are read (milliseconds would land beyond it)"
@@ -124,7 +124,7 @@ decimal_texts = st.builds(
 ).filter(lambda text: "." in text or "e" in text.lower())
 
 
-@settings(deadline=None, max_examples=400)
+@settings(deadline=None, max_examples=examples(400))
 @given(decimal_texts)
 def test_any_epoch_decimal_is_the_exact_instant_it_writes_or_rejected_quoting_it(text):
     seconds = Decimal(text)
@@ -153,7 +153,7 @@ def _holds_float(value) -> bool:
     return isinstance(value, list) and any(map(_holds_float, value))
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=examples(300))
 @given(json_values, st.sampled_from([0, 2, None]), st.integers(0, 600_000))
 def test_a_text_holding_a_number_with_a_point_or_exponent_is_always_seen(value, indent, padding):
     """Never missed, wherever it stands (across the scan's 64 KiB chunks too): a miss would let
