@@ -119,8 +119,8 @@ def test_every_keyed_entry_is_loaded_as_the_id_its_key_names_or_rejected_naming_
     users = {}
     for key, says, other in items:
         key_id = int(key) if _names_a_user(key) else other
-        user_id = {"its key's id": key_id, "its key's id as text": str(key_id), "another id": key_id + 1 if key_id == other else other,
-                   "null": None, "no number": "x"}.get(says, MISSING)
+        user_id = {"its key's id": key_id, "its key's id as text": str(key_id),
+                   "another id": key_id + 1 if key_id == other else other, "null": None, "no number": "x"}.get(says, MISSING)
         users[key] = {"language": "en"} if user_id is MISSING else {"user_id": user_id, "language": "en"}
     outcome = validate_entries(parse_source(keyed(users), "keyed.json"))
 

@@ -2,10 +2,11 @@
 
 Coercions applied (and only these): strings of ASCII digits only (no sign, space or underscore)
 and numbers with a point or exponent whose decimal text is a whole number below 2**53 (beyond it a
-float stands for several integers) to integers; tiers spelled free, premium or pro in any ASCII letter case (nothing around them) to the
-enum name; timestamps in ISO 8601 calendar form `YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][offset]]` (`T`,
-`t` or a space; `.` or `,` before at most 6 fraction digits; offset `Z`, `z`, `+hh`, `+hhmm` or
-`+hh:mm`), or epoch seconds as a JSON number, judged on its decimal text (never its nearest float). Naive timestamps are read in the source timezone.
+float stands for several integers) to integers; tiers spelled free, premium or pro in any ASCII
+letter case (nothing around them) to the enum name; timestamps in ISO 8601 calendar form
+`YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][offset]]` (`T`, `t` or a space; `.` or `,` before at most 6
+fraction digits; offset `Z`, `z`, `+hh`, `+hhmm` or `+hh:mm`), or epoch seconds as a JSON number,
+judged on its decimal text (never its nearest float). Naive timestamps are read in the source timezone.
 A value is never trimmed, case-folded beyond ASCII or rounded: such a value is rejected.
 Everything else is left missing and reported as an error `{position: reason}`.
 Absent and null values stay missing without an error: the mapping gives absent ones the bot's defaults.
