@@ -96,7 +96,10 @@ def test_a_non_ascii_digit_id_does_not_take_a_real_users_place():
 def test_a_keyed_layout_key_of_5000_digits_is_a_reject_not_a_crash():
     outcome = judge([{"language": "en"}, {"language": "ru"}], id_keys=["9" * 5000, "5"])
     assert outcome.valid["user_id"].tolist() == [5]
-    assert triples(outcome) == [(0, "user_id", repr("9" * 56)[:57] + "... does not fit a 64-bit integer")]
+    assert triples(outcome) == [(0, "user_id", (
+        f"key {repr('9' * 56)[:57]}... names no user: the bot reads this layout by the user id written in plain "
+        "digits (1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"
+    ))]
 
 
 def test_a_5000_digit_number_in_the_file_rejects_its_entry_only():

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
+from faceit_etl.source import parse_source
+from faceit_etl.validation.validate import validate_entries
+from faceit_etl_tests.conftest import examples
 from faceit_etl_tests.test_load import SCHEMA, chain, conn, document, user_rows  # noqa: F401  (fixture)
 
 MISSING = object()
@@ -38,7 +41,8 @@ def rejected_entry(user_id=MISSING) -> dict:
     (keyed({"9": rejected_entry("x")}), 9),  # an invalid user_id under a valid key
     (keyed({"9": rejected_entry(-1)}), 9),
     (keyed({"9": rejected_entry(None)}), 9),
-    (keyed({"abc": rejected_entry(5)}), 5),  # a key that is no integer: the user_id names the user
+    (keyed({"abc": rejected_entry(5)}), None),  # a key that names no user: the bot never reads it as user 5
+    (keyed({"007": rejected_entry(7)}), None),
     (keyed({"abc": rejected_entry()}), None),  # neither names a user
     (keyed({"0": rejected_entry()}), None),
     (document([rejected_entry(5)]), 5),  # the list layout: only the user_id
@@ -61,6 +65,76 @@ user_id_values = st.one_of(
 def test_any_rejected_entry_under_a_valid_key_names_the_keys_user(key, user_id):
     _, rejects = chain(keyed({str(key): rejected_entry(user_id)}))
     assert rejects["user_id"].tolist() == [key] * len(rejects)
+
+
+def key_reason(key: str) -> str:
+    return (
+        f"key {key!r} names no user: the bot reads this layout by the user id written in plain digits "
+        "(1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"
+    )
+
+
+def test_an_entry_under_a_key_that_is_no_user_id_is_rejected_naming_the_key_not_loaded_as_its_user_id():
+    """The bot reads this layout by key: it never reaches the entry under "x" as user 8."""
+    raw = keyed({"5": {"faceit_nickname": "first"}, "6": {"user_id": "6"}, "x": {"user_id": 8}, "2": {"user_id": 99}})
+    outcome = validate_entries(parse_source(raw, "keyed.json"))
+    assert outcome.valid["user_id"].tolist() == [5, 6]
+    assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
+        [2, pd.NA, "user_id", key_reason("x")],
+        [3, 2, "user_id", "user_id 99 differs from its key '2'"],
+    ]
+
+
+@pytest.mark.parametrize("key", ["007", "05", " 5", "5 ", "5.0", "-5", "+5", "0", "", "1e3", "٥", "5_0", "x",
+                                 "9223372036854775808", "9" * 5000])
+@pytest.mark.parametrize("user_id", [MISSING, 5, "5", 7])
+def test_a_key_the_bot_cannot_read_as_an_id_rejects_its_entry_and_is_never_read_as_another_number(key, user_id):
+    """Whatever number the key might be read as ("007" as 7, "5.0" as 5), the entry takes no user's place:
+    a later entry under the key "5" (or "7") is the user, as the bot reads it."""
+    entry = {"language": "en"} if user_id is MISSING else {"user_id": user_id, "language": "en"}
+    outcome = validate_entries(parse_source(keyed({key: entry, "5": {"user_id": 5}, "7": {}}), "keyed.json"))
+    assert outcome.valid["user_id"].tolist() == [5, 7]
+    reason = key_reason(key) if len(key) < 50 else key_reason(key).replace(repr(key), repr(key)[:57] + "...")
+    assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
+        [0, pd.NA, "user_id", reason]
+    ]
+
+
+ID_KEY_FORMS = st.one_of(
+    st.integers(1, 12).map(str), st.integers(1, 2**63 - 1).map(str),
+    st.sampled_from(["007", "05", " 5", "5.0", "-5", "+5", "0", "", "1e1", "٥", "9223372036854775808"]),
+    st.text(max_size=3),
+)
+SAYS = ("nothing", "its key's id", "its key's id as text", "another id", "null", "no number")
+
+
+def _names_a_user(key: str) -> bool:
+    """An independent reading of what the bot looks up: `str(user_id)` for a 64-bit positive id."""
+    return key.isascii() and key.isdigit() and key == str(int(key)) and 1 <= int(key) < 2**63
+
+
+@settings(deadline=None, max_examples=examples(300))
+@given(st.lists(st.tuples(ID_KEY_FORMS, st.sampled_from(SAYS), st.integers(1, 12)), unique_by=lambda t: t[0], max_size=8))
+def test_every_keyed_entry_is_loaded_as_the_id_its_key_names_or_rejected_naming_its_key(items):
+    users = {}
+    for key, says, other in items:
+        key_id = int(key) if _names_a_user(key) else other
+        user_id = {"its key's id": key_id, "its key's id as text": str(key_id),
+                   "another id": key_id + 1 if key_id == other else other, "null": None, "no number": "x"}.get(says, MISSING)
+        users[key] = {"language": "en"} if user_id is MISSING else {"user_id": user_id, "language": "en"}
+    outcome = validate_entries(parse_source(keyed(users), "keyed.json"))
+
+    valid = outcome.valid["user_id"]
+    assert sorted(valid.index.tolist() + outcome.rejects["source_index"].unique().tolist()) == list(range(len(items)))
+    for index, (key, says, _) in enumerate(items):
+        reasons = outcome.rejects.loc[outcome.rejects["source_index"] == index]
+        if _names_a_user(key) and says in SAYS[:3]:
+            assert valid.get(index) == int(key), (key, says)
+            continue
+        assert index not in valid.index, (key, says)
+        assert reasons["user_id"].tolist() == [int(key) if _names_a_user(key) else pd.NA] * len(reasons)
+        if not _names_a_user(key) or says == "another id":
+            assert any(repr(key)[:20] in reason for reason in reasons["reason"]), (key, says, reasons["reason"].tolist())
 
 
 def _ten_users() -> list[dict]:

@@ -123,7 +123,8 @@ def test_keyed_by_a_key_that_is_not_an_id_and_no_user_id():
     outcome = validate_entries(source)
     assert outcome.valid.empty
     assert outcome.rejects[["source_index", "field", "reason"]].values.tolist() == [
-        [0, "user_id", "expected a whole number, got 'alice'"]
+        [0, "user_id", "key 'alice' names no user: the bot reads this layout by the user id written in plain "
+                       "digits (1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"]
     ]
 
 

@@ -657,7 +657,8 @@ def test_invariant_holds_on_keyed_layout_with_bad_keys():
     assert outcome.valid["user_id"].tolist() == [1]
     assert reasons(outcome) == [
         (1, "user_id", "user_id 3 differs from its key '2'"),
-        (2, "user_id", "expected a whole number, got 'x'"),
+        (2, "user_id", "key 'x' names no user: the bot reads this layout by the user id written in plain digits "
+                       "(1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"),
         (3, "(entry)", "entry is not an object: got 'not an object'"),
     ]
     assert_invariant(outcome)

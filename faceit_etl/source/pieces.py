@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import orjson
 import simdjson
 
+from faceit_etl.source.numbers import may_hold_decimal_number
 from faceit_etl.source.repeats import (
     Repeated,
     RepeatedKeyError,
@@ -67,13 +68,16 @@ class Pieces:
         for start, end in self.bounds:
             handle.seek(start)
             text = opening + handle.read(end - start) + closing
-            try:
-                parsed = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read
-                raise ValueError(f"{name}: not valid JSON between bytes {start} and {end}: {exc}") from None
-            repeats = loses_pairs(text, parsed)
-            if repeats:
-                parsed = loads_exact(text.decode("utf-8"))[0]
+            if may_hold_decimal_number(text):  # their texts, which orjson forgets
+                parsed, repeats = loads_exact(text.decode("utf-8"))
+            else:
+                try:
+                    parsed = orjson.loads(text)
+                except orjson.JSONDecodeError as exc:  # simdjson accepted it when the file was read
+                    raise ValueError(f"{name}: not valid JSON between bytes {start} and {end}: {exc}") from None
+                repeats = loses_pairs(text, parsed)
+                if repeats:
+                    parsed = loads_exact(text.decode("utf-8"))[0]
             if self.layout == KEYED:
                 pairs = parsed.pairs if isinstance(parsed, Repeated) else list(parsed.items())
                 keys, entries = [key for key, _ in pairs], [entry for _, entry in pairs]

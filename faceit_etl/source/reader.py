@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
+from faceit_etl.source.numbers import may_hold_decimal_number
 from faceit_etl.source.pieces import KEYED, PIECE_BYTES, FileBytes, Pieces, find_pieces
 from faceit_etl.source.repeats import (
     Repeated,
@@ -178,7 +179,7 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
     """The document, whether the lenient standard parser had to read it, and whether any of its
     objects repeats a name (those are then `Repeated`)."""
     fast_error: orjson.JSONDecodeError | None = None
-    if not _has_long_digit_run(raw):
+    if not _has_long_digit_run(raw) and not may_hold_decimal_number(raw):
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -188,9 +189,9 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
                 return document, False, False
             document, repeats = loads_exact(raw.decode("utf-8"))
             return document, False, repeats
-    # orjson refuses integers beyond 64 bits or turns them into floats, and refuses unpaired
-    # surrogates; the standard parser reads both exactly, and validation judges such a value per
-    # entry instead of failing the whole file.
+    # orjson refuses integers beyond 64 bits or turns them into floats, refuses unpaired surrogates
+    # and forgets the text of a number with a point; the standard parser reads all of them exactly,
+    # and validation judges such a value per entry instead of failing the whole file.
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

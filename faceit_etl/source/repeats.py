@@ -18,6 +18,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from json.decoder import scanstring
 from typing import Any
 
@@ -60,6 +61,27 @@ class LongInteger:
 
     def __repr__(self) -> str:
         return f"{self.digits[:20]}... ({len(self.digits.lstrip('+-'))} digits)"
+
+
+class WrittenFloat(float):
+    """A JSON number with a point or an exponent, kept with its text: the float a parser makes of
+    `253402300799.999999` is 253402300800.0, another value. Its repr is the text, so a reject
+    quotes what the file holds, and validation judges the decimal text, never the rounded float."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> WrittenFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # pickled (between Dagster steps) or copied with its text
+        return WrittenFloat, (self.text,)
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,8 @@ def _escaped(text: bytes, quote: int) -> bool:
 
 def loads_exact(text: str) -> tuple[Any, bool]:
     """The document as the standard parser reads it, with every repeating object kept as a
-    `Repeated` and over-long integers as `LongInteger`; and whether any object repeated a name."""
+    `Repeated`, over-long integers as `LongInteger` and numbers with a point or exponent as
+    `WrittenFloat`; and whether any object repeated a name."""
     repeats = False
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> Any:
@@ -159,7 +182,9 @@ def loads_exact(text: str) -> tuple[Any, bool]:
         return Repeated(pairs)
 
     try:
-        return json.loads(text, object_pairs_hook=pairs_hook, parse_int=_integer, parse_constant=_no_constant), repeats
+        return json.loads(
+            text, object_pairs_hook=pairs_hook, parse_int=_integer, parse_float=WrittenFloat, parse_constant=_no_constant
+        ), repeats
     except _NonStandardConstant as exc:
         at = next(m.start(1) for m in _CONSTANT.finditer(text) if m.group(1))
         raise json.JSONDecodeError(f"{exc.args[0]} is not JSON (a non-standard constant, no number)", text, at) from None
@@ -220,21 +245,30 @@ def _first_repeat(value: Any, path: str) -> tuple[str, str] | None:
 
 
 def written(value: Any) -> str:
-    """JSON text of a parsed value as it was written: repeated names and over-long integers
-    kept, unpaired surrogates spelled out as escape text (PostgreSQL cannot store them)."""
+    """JSON text of a parsed value as it was written: repeated names, over-long integers and
+    numbers' texts kept; unpaired surrogates spelled out as escape text, and a number beyond what
+    jsonb's numeric holds (1e-20000) as a string of its text: PostgreSQL cannot store either."""
     if isinstance(value, Repeated):
         pairs = value.pairs
     elif isinstance(value, dict):
         pairs = value.items()
     elif isinstance(value, list):
         return "[" + ", ".join(written(v) for v in value) + "]"
-    elif isinstance(value, LongInteger):
-        return value.digits
+    elif isinstance(value, (LongInteger, WrittenFloat)):
+        text = value.digits if isinstance(value, LongInteger) else value.text
+        return text if _jsonb_holds(text) else json.dumps(text)
     elif isinstance(value, str):
         return json.dumps(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value), ensure_ascii=False)
     else:
         return json.dumps(value)
     return "{" + ", ".join(f"{written(name)}: {written(v)}" for name, v in pairs) + "}"
+
+
+def _jsonb_holds(number: str) -> bool:
+    """Whether jsonb's numeric holds this JSON number: at most 131072 digits before the point and
+    16383 after it."""
+    exact = Decimal(number)
+    return -exact.as_tuple().exponent <= 16383 and exact.adjusted() < 131072
 
 
 def top_level_repeat(text: str) -> tuple[str, int] | None:

@@ -1,11 +1,12 @@
 """Turn one column of raw JSON values into a typed pandas column, keeping the meaning of each value.
 
 Coercions applied (and only these): strings of ASCII digits only (no sign, space or underscore)
-and floats that are whole numbers below 2**53 (beyond it a float stands for several integers) to
-integers; tiers spelled free, premium or pro in any ASCII letter case (nothing around them) to the
-enum name; timestamps in ISO 8601 calendar form `YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][offset]]` (`T`,
-`t` or a space; `.` or `,` before at most 6 fraction digits; offset `Z`, `z`, `+hh`, `+hhmm` or
-`+hh:mm`), or epoch seconds as a JSON number. Naive timestamps are read in the source timezone.
+and numbers with a point or exponent whose decimal text is a whole number below 2**53 (beyond it a
+float stands for several integers) to integers; tiers spelled free, premium or pro in any ASCII
+letter case (nothing around them) to the enum name; timestamps in ISO 8601 calendar form
+`YYYY-MM[-DD[Thh[:mm[:ss[.f]]]][offset]]` (`T`, `t` or a space; `.` or `,` before at most 6
+fraction digits; offset `Z`, `z`, `+hh`, `+hhmm` or `+hh:mm`), or epoch seconds as a JSON number,
+judged on its decimal text (never its nearest float). Naive timestamps are read in the source timezone.
 A value is never trimmed, case-folded beyond ASCII or rounded: such a value is rejected.
 Everything else is left missing and reported as an error `{position: reason}`.
 Absent and null values stay missing without an error: the mapping gives absent ones the bot's defaults.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -106,11 +108,12 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
-        if not value.is_integer():
+        written = _decimal(value)
+        if not written.is_finite() or written != written.to_integral_value():
             return None, f"expected a whole number, got {describe_value(value)}"
-        if abs(value) >= FLOAT_EXACT:
+        if abs(written) >= FLOAT_EXACT:
             return None, f"{describe_value(value)} is a decimal number beyond 2**53, where it is no exact whole number"
-        number = int(value)
+        number = int(written)
     elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         if len(value.lstrip("0")) > INT64_DIGITS:  # before int(): no digit limit
             return None, f"{describe_value(value)} does not fit a 64-bit integer"
@@ -120,6 +123,33 @@ def _integer(value: Any) -> tuple[int | None, str | None]:
     if not INT64_MIN <= number <= INT64_MAX:
         return None, f"{describe_value(value)} does not fit a 64-bit integer"
     return number, None
+
+
+def _decimal(value: float) -> Decimal:
+    """The decimal a float was written as: a file's own text (`WrittenFloat`), else its shortest
+    spelling. Judged so, `5.00000000000000000001` is no whole number though its float is 5.0."""
+    return Decimal(repr(value))
+
+
+def _epoch_instant(value: int | float) -> tuple[pd.Timestamp | None, str | None]:
+    """The instant of epoch seconds, judged on the decimal written: `253402300799.999999` is
+    9999-12-31T23:59:59.999999 exactly, though its nearest float is a moment of year 10000."""
+    seconds = Decimal(value) if isinstance(value, int) else _decimal(value)
+    if not seconds.is_finite() or not _EPOCH_RANGE[0] <= seconds <= _EPOCH_RANGE[1]:
+        return None, (
+            f"epoch seconds {describe_value(value)} are out of range: only seconds from year 1 to "
+            "9999 are read (milliseconds would land beyond it)"
+        )
+    sign, digits, exponent = seconds.as_tuple()
+    shift = exponent + FRACTION_DIGITS  # where the microseconds end among the digits
+    if shift < 0 and any(digits[shift:]):
+        return None, (
+            f"epoch seconds {describe_value(value)} have more precision than the column holds "
+            "(microseconds): rounding would change the value"
+        )
+    whole = digits[:shift] if shift < 0 else digits
+    micros = int("".join(map(str, whole)) or "0") * 10 ** max(shift, 0) if any(whole) else 0
+    return pd.Timestamp(-micros if sign else micros, unit="us", tz="UTC"), None
 
 
 def _only(values: list[Any], kind: type, expected: str) -> tuple[list[Any], Errors]:
@@ -200,24 +230,9 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
     for position in [p for p, v in enumerate(values) if v is not None and type(v) is not str]:
         value = values[position]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                stamp = pd.Timestamp(value, unit="s", tz="UTC")
-                if pd.isna(stamp):  # NaN is no instant
-                    raise ValueError(value)
-                if isinstance(value, float) and round(value, FRACTION_DIGITS) != value:
-                    errors[position] = (
-                        f"epoch seconds {describe_value(value)} have more precision than the column holds "
-                        "(microseconds): rounding would change the value"
-                    )
-                    continue
-                if not YEARS[0] <= stamp.year <= YEARS[1]:
-                    raise ValueError(value)
-                result.iat[position] = stamp.round("us")  # the float nearest the decimal written
-            except (OverflowError, ValueError):
-                errors[position] = (
-                    f"epoch seconds {describe_value(value)} are out of range: only seconds from year 1 to "
-                    "9999 are read (milliseconds would land beyond it)"
-                )
+            result.iat[position], reason = _epoch_instant(value)
+            if reason:
+                errors[position] = reason
         else:
             errors[position] = f"expected a timestamp, got {describe_value(value)}"
     return result, errors
@@ -248,6 +263,7 @@ def _normalised(text: str) -> tuple[str, str | None]:
 
 
 _SAFE_LOCAL = (pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30"))
+_EPOCH_RANGE = (Decimal(-62135596800), Decimal("253402300799.999999"))  # 0001-01-01 to 9999-12-31T23:59:59.999999
 
 
 def _localized_at_the_edge(local: pd.Timestamp, source_timezone: str) -> pd.Timestamp:

@@ -18,7 +18,7 @@ import pandas as pd
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
-from faceit_etl.validation.coerce import _integer, coerce_column, describe_value, flag_series
+from faceit_etl.validation.coerce import INT64_DIGITS, INT64_MAX, _integer, coerce_column, describe_value, flag_series
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
     KNOWN_USER_KEYS,
@@ -34,6 +34,7 @@ from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schema
 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ID_KEY = re.compile(r"[1-9][0-9]*")
 REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "raw"]
 REFERRAL_CODE = "referral_code"
 
@@ -110,12 +111,19 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
             )
             subscriptions[position] = None
 
+    if id_keys is not None:
+        for i, key in enumerate(id_keys, start=offset):
+            if key_user_id(key) is None:
+                reject(i, "user_id", _bad_key_reason(key))
+
     columns: dict[str, pd.Series] = {}
     for spec in USER_FIELDS:
         raw = [user.get(spec.source_key) for user in users]
-        if spec.name == "user_id" and id_keys is not None:
-            raw = _fill_ids_from_keys(raw, users, [id_keys[i - offset] for i in positions], positions, reject)
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
+        if spec.name == "user_id" and id_keys is not None:
+            columns[spec.name] = _user_ids_from_keys(
+                columns[spec.name], errors, users, [id_keys[i - offset] for i in positions], positions, reject
+            )
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
     for spec in SUBSCRIPTION_FIELDS:
@@ -191,20 +199,40 @@ def _ordinal(number: int) -> str:
     return f"{number}{suffix}"
 
 
-def _fill_ids_from_keys(raw, users, keys, positions, reject) -> list[Any]:
-    """In the `{"users": {"<id>": {...}}}` layout the key is the id: it fills a missing user_id,
-    and an entry whose user_id says otherwise is rejected rather than guessed at."""
-    filled = []
-    for position, (value, key) in enumerate(zip(raw, keys)):
+def key_user_id(key: str) -> int | None:
+    """The user id a key of the `{"users": {"<id>": {...}}}` layout names, or None. The bot reads
+    that layout by `str(user_id)`, so a key names a user only as that text: ASCII digits without a
+    leading zero, sign, space, point or exponent, from 1 to 2**63-1. "007", " 5", "5.0", "-5", "0"
+    or "" name no user: read as 7 or 5 they would be entries the bot never reaches under that id."""
+    if _ID_KEY.fullmatch(key) is None or len(key) > INT64_DIGITS or int(key) > INT64_MAX:
+        return None
+    return int(key)
+
+
+def _bad_key_reason(key: str) -> str:
+    return (
+        f"key {describe_value(key)} names no user: the bot reads this layout by the user id written in "
+        f"plain digits (1 to {INT64_MAX}, no leading zero, sign, space or point), so it never reads "
+        "this entry"
+    )
+
+
+def _user_ids_from_keys(values: pd.Series, errors: dict[int, str], users, keys, positions, reject) -> pd.Series:
+    """In the `{"users": {"<id>": {...}}}` layout the key is the id: the entry's user is the one its
+    key names (it fills a missing user_id), and an entry whose user_id says otherwise is rejected
+    rather than guessed at. An entry under a key that names no user has no id, so it takes no
+    real user's place."""
+    ids = []
+    for position, (value_id, key) in enumerate(zip(values.tolist(), keys)):
+        key_id = key_user_id(key)
         if "user_id" not in users[position]:
-            filled.append(key)
+            ids.append(key_id)
             continue
-        key_id, _ = _integer(key)
-        value_id, _ = _integer(value)
-        if key_id is not None and value_id is not None and key_id != value_id:
-            reject(positions[position], "user_id", f"user_id {value_id} differs from its key {key!r}")
-        filled.append(value)
-    return filled
+        if key_id is not None and not pd.isna(value_id) and value_id != key_id and position not in errors:
+            raw = users[position]["user_id"]
+            reject(positions[position], "user_id", f"user_id {describe_value(raw)} differs from its key {key!r}")
+        ids.append(key_id if not pd.isna(value_id) and value_id == key_id else None)
+    return pd.Series(pd.array(ids, dtype="Int64"))
 
 
 def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
@@ -220,16 +248,12 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
 
 def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: list[str] | None) -> pd.DataFrame:
     user_ids = frame["user_id"]
-    keys = id_keys or [None] * len(entries)
     rows = [
         (
             index,
-            _keyed_user_id(keys[index - offset])
-            or (
-                _known_user_id(user_ids, index)
-                if index in user_ids.index
-                else _own_user_id(entries[index - offset], keys[index - offset])
-            ),
+            key_user_id(id_keys[index - offset]) if id_keys is not None  # the bot reads this layout by key
+            else _known_user_id(user_ids, index) if index in user_ids.index
+            else _own_user_id(entries[index - offset]),
             field_name,
             reason,
             _raw_json(entries[index - offset]),
@@ -243,20 +267,12 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: 
     return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "raw": "str"})
 
 
-def _keyed_user_id(key: str | None) -> int | None:
-    """In the `{"users": {"<id>": {...}}}` layout the bot reads an entry by its key, so a valid key
-    names the entry's user whatever its user_id says (a user_id that differs from the key, or is
-    invalid, is the entry's error): that user is in the file, never absent or pruned."""
-    number = _integer(key)[0] if key is not None else None
-    return number if number is not None and number >= 1 else None
-
-
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
     value = user_ids.at[index]
     return None if pd.isna(value) or value < 1 else int(value)
 
 
-def _own_user_id(entry: Any, key: str | None) -> int | None:
+def _own_user_id(entry: Any) -> int | None:
     """The valid user_id of an entry refused before coercion (a repeated key, a lone surrogate),
     so its reject names the user; None when it has no single valid one."""
     if type(entry) is RefusedEntry:
@@ -270,7 +286,7 @@ def _own_user_id(entry: Any, key: str | None) -> int | None:
         values = [entry["user_id"]] if "user_id" in entry else []
     else:
         return None
-    ids = {_integer(value)[0] for value in values or ([key] if key is not None else [])}
+    ids = {_integer(value)[0] for value in values}
     number = ids.pop() if len(ids) == 1 else None
     return number if number is not None and number >= 1 else None
 
@@ -287,26 +303,13 @@ def _unpaired_surrogate(value: Any) -> str | None:
     return None
 
 
-def _spelled(value: Any) -> Any:
-    """Unpaired surrogates written out as escape text, so the raw entry can be stored as JSON."""
-    if isinstance(value, str):
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
-    if isinstance(value, dict):
-        return {_spelled(k): _spelled(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_spelled(v) for v in value]
-    return value
-
-
 def _raw_json(entry: Any) -> str:
     if type(entry) is RefusedEntry:
         return entry.raw
     try:
         return orjson.dumps(entry).decode()
-    except TypeError:  # big integers, unpaired surrogates, or nesting beyond orjson's 254 levels
+    except TypeError:  # big integers, numbers kept with their text, unpaired surrogates, deep nesting
         try:
-            return json.dumps(_spelled(entry), ensure_ascii=False)
-        except TypeError:  # integers too long for Python's int-to-text limit
             return written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
             return json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
