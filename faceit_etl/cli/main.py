@@ -403,7 +403,8 @@ def print_summary(result, args) -> None:
     for check in result.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
-        say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
+        said = " (dry run)" if check.dry_run else ""
+        say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args)
         # A failed ERROR check failed the run: its reason is one of the errors below, said once.
         if failed and check.description and check.severity != "ERROR":
             for line in check.description.splitlines():
