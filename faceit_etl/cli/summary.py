@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from faceit_etl.api import Check
-from faceit_etl.defs.assets import DRY_RUN_CHECK
 from faceit_etl.postgres.load import LOAD_COUNTS
 from faceit_etl.postgres.verdicts import BLOCKING
 
-DRY_RUN_FAILED = "failed: "  # a failed verdict of a dry run's observation, before its description
+# A dry run's observation holds each verdict as `dry_run.<check>`: `passed` or `failed: <description>`
+# (defs/assets.py writes them; not imported from there, which would load the definitions with the summary).
+DRY_RUN_CHECK, DRY_RUN_FAILED = "dry_run.", "failed: "
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
