@@ -56,13 +56,15 @@ Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
 
 @dataclass
 class Check:
-    """One asset check's outcome in a run: the one type the API's result and the CLI's summary share."""
+    """One asset check's outcome in a run: the one type the API's result and the CLI's summary share.
+    `dry_run`: the verdict a dry run took on the tables it rolled back, not a result of the check itself."""
 
     asset: str
     name: str
     passed: bool
     severity: str
     description: str | None = None
+    dry_run: bool = False
 
 
 @dataclass

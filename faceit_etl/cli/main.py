@@ -38,8 +38,31 @@ SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune
 log = logging.getLogger("faceit_etl.cli")
 
 
+FILE_VARIABLE = "DATA_FILE_PATH"
+FILE_DEFAULT = f"default: source_path in --config, else {FILE_VARIABLE}"
+
+
 class UsageError(Exception):
     """Wrong arguments or an unusable file: exit 2."""
+
+
+def source_file(args: argparse.Namespace, verb: str, alternative: str = "") -> Path:
+    """The bot's data file of a verb that reads one, by the rule every setting follows: its JSON_FILE
+    argument, else `source_path` in --config, else DATA_FILE_PATH; with none, a usage error naming all
+    three. A file not given as the argument is said, with where it came from."""
+    if args.json_file is not None:
+        return args.json_file
+    given = read_config(args.config).get("source_path") if args.config else None
+    where = f"source_path in --config {args.config}"
+    if given is None:
+        given, where = os.environ.get(FILE_VARIABLE), FILE_VARIABLE
+    if given is None:
+        raise UsageError(f"{verb} needs the bot's data file: give it as JSON_FILE, as source_path in --config, "
+                         f"or in {FILE_VARIABLE}{alternative}")
+    if not isinstance(given, str) or not given.strip():
+        raise UsageError(f"{where}: {given!r} names no file: give the path of the bot's data file")
+    say(f"{verb}: the bot's data file {given} (from {where})", args=args)
+    return Path(given)
 
 
 def positive_int(text: str) -> int:
@@ -73,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
-    migrate.add_argument("json_file", type=Path, nargs="?", help="the bot's data file (not with --resume)")
+    migrate.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file (not with --resume; {FILE_DEFAULT})")
     migrate.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                          help="re-execute a failed migration from its failed step (default: the latest of this target)")
     migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
@@ -94,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
     validate = commands.add_parser("validate", help="check a data file without loading it")
-    validate.add_argument("json_file", type=Path)
+    validate.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
     validate.add_argument("--database", action="store_true", help="add the target database's state")
     validate.add_argument("--report", type=Path, help="write the Markdown report here (0600)")
     validate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
@@ -110,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="restore even if the tables changed since the latest migration (those changes are lost)")
 
     backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
-    backup.add_argument("json_file", type=Path)
+    backup.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
     backup.add_argument("--output-dir", type=Path, help="where to put the backup folder (default: backup_dir)")
     for command in commands.choices.values():
         command.add_argument("--target-schema", help="schema of the bot's tables (default: MIGRATION_TARGET_SCHEMA, else public)")
@@ -124,8 +147,7 @@ def cli_settings(args: argparse.Namespace) -> dict:
     if "max_rejects" in config:
         config["max_rejects"] = yaml_max_rejects(config["max_rejects"], args.config)
     config.pop("database_url", None)
-    if getattr(args, "json_file", None):
-        config.pop("source_path", None)  # the verb's file argument is the source
+    config.pop("source_path", None)  # a verb's file is its argument (source_file), never a setting of the API's
     for name in (*SETTING_FLAGS, "backup_tables"):
         value = getattr(args, name, None)
         if value is not None:
@@ -281,11 +303,10 @@ def migrate(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         return resume_migration(args)
-    if args.json_file is None:
-        raise UsageError("migrate needs the bot's JSON_FILE (or --resume to resume a failed migration)")
+    source = source_file(args, "migrate", " (or --resume to resume a failed migration)")
     settings = cli_settings(args)
-    log.info("migrate %s settings %s", args.json_file, settings)
-    result = api.migrate(args.json_file, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
+    log.info("migrate %s settings %s", source, settings)
+    result = api.migrate(source, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
                          watch=_watch(args), main_guarded=True, **settings)
     return _migration_outcome(result, args)
 
@@ -403,7 +424,8 @@ def print_summary(result, args) -> None:
     for check in result.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
-        say(f"  check {check.asset}.{check.name}: {mark}", quiet_too=failed, args=args)
+        said = " (dry run)" if check.dry_run else ""
+        say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args)
         # A failed ERROR check failed the run: its reason is one of the errors below, said once.
         if failed and check.description and check.severity != "ERROR":
             for line in check.description.splitlines():
@@ -419,10 +441,11 @@ def validate(args: argparse.Namespace) -> int:
     from faceit_etl import api
     from faceit_etl.backups import private_writer
 
+    source = source_file(args, "validate")
     settings = cli_settings(args)
     if args.report and not args.report.parent.is_dir():
         raise UsageError(f"--report {args.report}: the folder {args.report.parent} does not exist")
-    result = api.validate(args.json_file, database=args.database, **settings)
+    result = api.validate(source, database=args.database, **settings)
     if args.report:
         try:
             with private_writer(args.report) as handle:
@@ -433,7 +456,7 @@ def validate(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.report)
     say(
-        f"{args.json_file}: {result.input_entries} entries, {result.accepted_entries} valid, "
+        f"{source}: {result.input_entries} entries, {result.accepted_entries} valid, "
         f"{result.rejected_entries} rejected",
         quiet_too=True,
     )
@@ -521,7 +544,8 @@ def rollback(args: argparse.Namespace) -> int:
 def backup(args: argparse.Namespace) -> int:
     from faceit_etl import api
 
-    result = api.backup(args.json_file, output_dir=args.output_dir, **cli_settings(args))
+    source = source_file(args, "backup")
+    result = api.backup(source, output_dir=args.output_dir, **cli_settings(args))
     source = result.details
     say(f"source {source['source']} (sha256 {source['sha256']}) copied to {result.backup_path}", quiet_too=True)
     if not result.success:

@@ -9,7 +9,11 @@ import dagster as dg
 
 from faceit_etl.api import Check
 from faceit_etl.postgres.load import LOAD_COUNTS
+from faceit_etl.postgres.verdicts import BLOCKING
 
+# A dry run's observation holds each verdict as `dry_run.<check>`: `passed` or `failed: <description>`
+# (defs/assets.py writes them; not imported from there, which would load the definitions with the summary).
+DRY_RUN_CHECK, DRY_RUN_FAILED = "dry_run.", "failed: "
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
@@ -61,6 +65,7 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
             summary.nothing_to_compare = _value(metadata, "compared") if _value(metadata, "same_as_run") else None
             for table, prefix in (("users", "users"), ("user_subscriptions", "subscriptions")):
                 summary.load[table] = {n: _value(metadata, f"{prefix}_{n}") for n in LOAD_COUNTS}
+            summary.checks += dry_run_verdicts(key, metadata)
     for evaluation in result.get_asset_check_evaluations():
         summary.checks.append(
             Check(
@@ -72,10 +77,29 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
             )
         )
     summary.errors = step_errors(result, summary.checks)
+    # A blocking verdict the dry run took failed: the real run would have failed, so the dry run fails too.
+    blocked = [c for c in summary.checks if c.dry_run and not c.passed and c.severity == "ERROR"]
+    if blocked:
+        summary.success = False
+        summary.errors += [f"check {c.asset}.{c.name} failed in the dry run: {c.description}" for c in blocked]
     summary.interrupted = any(
         event.step_failure_data.error.cls_name == INTERRUPTED for event in result.get_step_failure_events()
     )
     return summary
+
+
+def dry_run_verdicts(asset: str, metadata: dict) -> list[Check]:
+    """The verdicts a dry run recorded with its observation (`dry_run.<check>`), as checks marked dry_run,
+    with the severity the check itself has: it reports no evaluation of the tables' checks."""
+    verdicts = []
+    for key in metadata:
+        if not key.startswith(DRY_RUN_CHECK):
+            continue
+        name, said = key.removeprefix(DRY_RUN_CHECK), str(_value(metadata, key))
+        passed = said == "passed"
+        verdicts.append(Check(asset=asset, name=name, passed=passed, severity="ERROR" if name in BLOCKING else "WARN",
+                              description=None if passed else said.removeprefix(DRY_RUN_FAILED), dry_run=True))
+    return verdicts
 
 
 def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult, checks: list[Check]) -> list[str]:

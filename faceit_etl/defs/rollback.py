@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from faceit_etl.api import TARGET_TAG
 from faceit_etl.defs.automation import INPUT_DATA_VERSION, INPUT_EVENT_POINTER
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource
 from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
@@ -42,6 +43,11 @@ class RollbackConfig(dg.Config):
 def restore_tables(
     context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings, postgres: PostgresResource
 ):
+    # `status` lists a target's runs by this tag: a run launched from the UI or the launchpad has none until
+    # here, where its target is known; tagged before the restore, a refused or failed rollback is listed too.
+    context.instance.add_run_tags(
+        context.run_id, {TARGET_TAG: f"{postgres.database_label()}/{migration_settings.target_schema}"}
+    )
     with postgres.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
         lock_schema(conn, migration_settings.target_schema)
