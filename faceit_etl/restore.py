@@ -134,14 +134,16 @@ def rollback_to_snapshot(
         # A resumed migration's snapshot is the one its failed run's load took, in that run's folder.
         restored = restore_snapshot(conn, Path(target.get(SNAPSHOT_FOLDER, folder)), target)
         if logged:
-            # The snapshot holds every migration committed before this one: it and the later ones are undone.
+            # The snapshot holds every migration committed before it was taken: the later ones are undone.
+            # A load's snapshot is taken when its migration took the lock (it is undone too); a manual
+            # backup's has no migration and records its own lock time.
             conn.execute(
                 sql.SQL(
                     """UPDATE {logs} SET status = 'rolled_back', metadata = metadata || %s
-                       WHERE status = 'success' AND {order} >= (
-                           SELECT min({order}) FROM {logs} WHERE metadata->>'run_id' = %s)"""
+                       WHERE status = 'success' AND {order} >= coalesce(
+                           (SELECT min({order}) FROM {logs} WHERE metadata->>'run_id' = %s), %s::timestamptz)"""
                 ).format(logs=table(schema, MIGRATION_LOGS), order=_ORDER),
-                [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id],
+                [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id, _taken_at(manifest, target)],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
     return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
@@ -188,6 +190,13 @@ def _latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] 
                ORDER BY {} DESC LIMIT 1"""
         ).format(table(schema, MIGRATION_LOGS), _ORDER)
     ).fetchone()
+
+
+def _taken_at(manifest: dict, target: dict) -> str:
+    """When the snapshot's instant was fixed: the lock time it records, or for a snapshot written before
+    that was recorded, the time its backup started, the nearest earlier bound known (a migration that
+    took the lock between the two is counted as undone)."""
+    return target.get("locked_at", manifest["taken_at"])
 
 
 def _refuse_other_database(conn: psycopg.Connection, folder: Path, target: dict) -> None:

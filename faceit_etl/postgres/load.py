@@ -581,21 +581,31 @@ def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscri
         )
 
 
+_RELEASED = sql.Identifier("_faceit_etl_released")
+
+
 def _release_moving_referral_codes(conn, schema, stage) -> None:
-    """Codes that move between users in this file (a swap, a code passed on) would collide with
+    """Codes that leave a row in this file (cleared, changed, passed on, swapped) would collide with
     the row that still holds them, since the unique key is checked row by row: clear them first.
-    The upsert then writes the new codes and counts those rows as updated."""
+    The cleared rows are kept in `_RELEASED`: each is a change of its row (its code differs from the
+    file's), which the upsert must write and count even when the file's code is null, so the
+    release never leaves a row changed but uncounted, with its `updated_at` unmoved."""
     conn.execute(
         sql.SQL(
-            """UPDATE {target} AS t SET referral_code = NULL FROM {stage} AS s
-               WHERE s.user_id = t.user_id AND t.referral_code IS NOT NULL AND s.{present} & {bit} <> 0
-                 AND t.referral_code IS DISTINCT FROM s.referral_code"""
-        ).format(target=table(schema, SUBSCRIPTIONS), stage=stage, present=sql.Identifier(PRESENT),
+            """CREATE TEMP TABLE {released} ON COMMIT DROP AS
+               WITH cleared AS (
+                   UPDATE {target} AS t SET referral_code = NULL FROM {stage} AS s
+                   WHERE s.user_id = t.user_id AND t.referral_code IS NOT NULL AND s.{present} & {bit} <> 0
+                     AND t.referral_code IS DISTINCT FROM s.referral_code
+                   RETURNING t.id)
+               SELECT id FROM cleared"""
+        ).format(released=_RELEASED, target=table(schema, SUBSCRIPTIONS), stage=stage, present=sql.Identifier(PRESENT),
                  bit=sql.Literal(presence_bit(SUBSCRIPTION_FIELDS, "referral_code")))
     )
 
 
 def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
+    """A row whose code was released counts as changed whatever the comparison now sees."""
     _release_moving_referral_codes(conn, schema, stage)
     columns = sql.SQL(", ").join(map(sql.Identifier, SUBSCRIPTION_COLUMNS))
     values = _kept_unless_present(SUBSCRIPTION_FIELDS, _SUBSCRIPTION_DATA)
@@ -603,13 +613,15 @@ def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
         """INSERT INTO {target} AS t ({columns}) SELECT {s_columns} FROM {stage} s
            LEFT JOIN {target} existing ON existing.user_id = s.user_id
            WHERE existing.user_id IS NULL OR {changed_existing}
+              OR EXISTS (SELECT FROM {released} r WHERE r.id = existing.id)
            ON CONFLICT (user_id) DO UPDATE SET {assign}, updated_at = now()
-           WHERE {changed}
+           WHERE {changed} OR EXISTS (SELECT FROM {released} r WHERE r.id = t.id)
            RETURNING (xmax = 0) AS inserted"""
     ).format(
         target=table(schema, SUBSCRIPTIONS),
         columns=columns,
         stage=stage,
+        released=_RELEASED,
         assign=_assignments(_SUBSCRIPTION_DATA),
         changed=_differs("t", "excluded", _SUBSCRIPTION_DATA),
         s_columns=sql.SQL(", ").join([sql.SQL("s.id, s.user_id"), *(values[c] for c in _SUBSCRIPTION_DATA)]),

@@ -19,6 +19,7 @@ from psycopg import sql
 from faceit_etl.backups import private_writer, update_manifest
 from faceit_etl.postgres.database import connect
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
+from faceit_etl.postgres.lock import advisory_lock_key
 
 # Restored parents first; emptied children first.
 SNAPSHOT_TABLES = (USERS, SUBSCRIPTIONS)
@@ -94,10 +95,29 @@ def database_identity(conn: psycopg.Connection) -> dict:
 
 def take_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict:
     """Write each existing table to `folder/<table>.copy` (0600) in a transaction of its own, both
-    tables at one instant; returns the manifest's part."""
+    tables at one instant; returns the manifest's part.
+
+    That instant is taken under the schema's lock, and its time recorded (`locked_at`) as a load records
+    its own: a rollback to this snapshot undoes exactly the migrations that took the lock after it. The
+    lock is taken before the transaction starts (the instant is fixed by its first statement, which
+    would otherwise come before the wait) and let go once the instant is fixed, so loads wait only for
+    that, not for the copy."""
+    key = advisory_lock_key(schema)
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # both tables at one instant
-        return _write_snapshot(conn, schema, folder)
+        conn.execute("SELECT pg_advisory_lock(%s)", [key])  # the session's: it outlives this transaction
+    held = True
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # both tables at one instant
+            locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            held = False
+            return _write_snapshot(conn, schema, folder) | {"locked_at": locked_at.isoformat()}
+    finally:
+        if held and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            if not conn.autocommit:
+                conn.commit()
 
 
 def take_snapshot_in_transaction(conn: psycopg.Connection, url: str, schema: str, folder: Path) -> dict:
