@@ -109,7 +109,7 @@ def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing
     assert result.validation_failed and result.migrated_users == 0
     assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
     assert result.errors == [
-        "validated_frame_no_rejected_entries: 1 of 3 entries rejected, more than max_rejects 0 allows (0); nothing was "
+        "validated_frame_no_rejected_entries: 1 of 3 entries rejected, more than max_rejects 0 allows; nothing was "
         "written. entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'. " + WHAT_TO_DO + "."
     ]
     assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)
