@@ -76,10 +76,15 @@ def find_backup(
     migration_id: str | None = None,
 ) -> Path:
     """The backup folder to restore: named, or found through migration_logs. Both named is refused:
-    each chooses a snapshot, and honouring one would silently ignore the other."""
-    if backup_path and migration_id:
+    each chooses a snapshot, and honouring one would silently ignore the other. A blank name names
+    nothing: read as "not given", it would roll back the latest migration, which nobody asked for."""
+    for name, value in (("backup_path", backup_path), ("migration_id", migration_id)):
+        if value is not None and not str(value).strip():
+            raise RollbackRefused(f"{name} is empty or only white space, which names nothing: name a migration or a "
+                                  "backup folder, or leave it out to roll back the latest migration")
+    if backup_path is not None and migration_id is not None:
         raise RollbackRefused(BOTH_NAMED.format(backup_path="backup_path", migration_id="migration_id"))
-    if backup_path:
+    if backup_path is not None:
         folder = Path(backup_path)
         folder = folder.parent if folder.name == "manifest.json" else folder
         if not (folder / "manifest.json").is_file():
@@ -88,7 +93,7 @@ def find_backup(
     if not table_exists(conn, schema, MIGRATION_LOGS):
         raise RollbackRefused(f"no migration has been recorded in {schema}.{MIGRATION_LOGS}: nothing to roll back")
     logs = table(schema, MIGRATION_LOGS)
-    if migration_id:
+    if migration_id is not None:
         row = conn.execute(
             sql.SQL("SELECT metadata->>'run_id' FROM {} WHERE id::text = %s OR metadata->>'run_id' = %s").format(logs),
             [migration_id, migration_id],

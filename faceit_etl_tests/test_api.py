@@ -512,6 +512,19 @@ def test_the_rollback_step_refuses_a_snapshot_named_twice_before_reading_anythin
     assert str(raised.value) == BOTH
 
 
+@pytest.mark.parametrize("named", [{"migration_id": ""}, {"migration_id": " \t"}, {"backup_path": " "}])
+def test_a_blank_snapshot_name_is_refused_never_read_as_the_latest_migration(tmp_path, named):
+    """An empty variable in a script (`--migration-id "$ID"`) names nothing: read as "not given" it rolled
+    back the latest migration, which nobody asked for."""
+    from faceit_etl.restore import RollbackRefused, find_backup
+
+    with pytest.raises(RollbackRefused) as raised:
+        find_backup(None, "public", tmp_path, **named)
+    (name,) = named
+    assert str(raised.value) == (f"{name} is empty or only white space, which names nothing: name a migration or a "
+                                 "backup folder, or leave it out to roll back the latest migration")
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
