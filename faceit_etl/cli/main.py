@@ -421,17 +421,20 @@ def print_summary(result, args) -> None:
     would = "would be " if result.dry_run else ""
     for table, counts in result.tables.items():
         say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
+    described = []  # how an error raised by a check whose description is printed begins
     for check in result.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
         said = " (dry run)" if check.dry_run else ""
         say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args)
-        # A failed ERROR check failed the run: its reason is one of the errors below, said once.
-        if failed and check.description and check.severity != "ERROR":
+        if failed and check.description:
             for line in check.description.splitlines():
                 say(f"      {line}", quiet_too=True)
+            described += [f"check {check.asset}.{check.name} failed: ", f"{check.asset}_{check.name}: "]
+    # The check's description (every reject listed, where the rest are) already says why: not twice.
     for error in result.errors:
-        say(f"  error: {error}", quiet_too=True)
+        if not error.startswith(tuple(described)):
+            say(f"  error: {error}", quiet_too=True)
 
 
 # ---------------------------------------------------------------- validate
