@@ -444,7 +444,7 @@ def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db,
         load(conn, SCHEMA, *chain(document(second)), "run-2", prune=True, max_prune_fraction=1.0)
 
     assert str(refused.value) == (
-        "refusing to prune: 2 rejected entries of the file (#3, #7) have no valid user_id, so the users meant "
+        "refusing to prune: 2 rejected entries of the file (entries 4, 8) have no valid user_id, so the users meant "
         "cannot be told from users the file lacks in public.users; nothing was written. Correct the entries, "
         "or migrate without prune to keep every user"
     )

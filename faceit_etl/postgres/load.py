@@ -290,10 +290,12 @@ def _refuse_unmatched_prune(rejects: pd.DataFrame, users_in_table: int, schema: 
     delete the very user it was meant to be, so it refuses before writing anything."""
     unmatched = sorted(int(i) for i in rejects.loc[rejects["user_id"].isna(), "source_index"].unique())
     if unmatched and users_in_table:
-        named = ", ".join(f"#{i}" for i in unmatched[:_SAMPLE]) + (", …" if len(unmatched) > _SAMPLE else "")
+        # Entries counted from 1, as every reject line says them.
+        named = ", ".join(str(i + 1) for i in unmatched[:_SAMPLE]) + (", …" if len(unmatched) > _SAMPLE else "")
+        entries = f"entr{'y' if len(unmatched) == 1 else 'ies'}"
         raise PruneRefused(
-            f"refusing to prune: {len(unmatched)} rejected entr{'y' if len(unmatched) == 1 else 'ies'} of the file "
-            f"({named}) {'has' if len(unmatched) == 1 else 'have'} no valid user_id, so the user{'' if len(unmatched) == 1 else 's'} "
+            f"refusing to prune: {len(unmatched)} rejected {entries} of the file "
+            f"({entries} {named}) {'has' if len(unmatched) == 1 else 'have'} no valid user_id, so the user{'' if len(unmatched) == 1 else 's'} "
             f"meant cannot be told from users the file lacks in {schema}.{USERS}; nothing was written. Correct the "
             "entries, or migrate without prune to keep every user"
         )
