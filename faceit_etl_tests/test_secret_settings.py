@@ -93,3 +93,15 @@ def test_env_database_url_in_run_config_fails_the_run_naming_the_setting_and_no_
     assert password not in done.stdout + done.stderr
     assert password.encode() not in every_byte_below(home)  # runs, event logs, compute logs
     assert not (tmp_path / "backups").exists()
+
+
+@pytest.mark.parametrize("field", ["backup_path", "migration_id"])
+def test_rollback_jobs_snapshot_names_refuse_a_password_unquoted(field):
+    """`{env: DATABASE_URL}` as rollback_job's migration_id was quoted by its refusal: in the run's log and the UI."""
+    from faceit_etl.defs.rollback import RollbackConfig
+
+    with pytest.raises(ValueError) as refused:
+        RollbackConfig(**{field: "postgresql://faceit:Rb-Secret-41@db.example/faceit_bot"})
+
+    assert f"{field} holds a password" in str(refused.value)
+    assert "Rb-Secret-41" not in str(refused.value)

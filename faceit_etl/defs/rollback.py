@@ -1,11 +1,11 @@
 """`restore_tables`, the step of `rollback_job` (defs/jobs.py): restore the migration's tables to a run's pre-load snapshot."""
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from faceit_etl.api import TARGET_TAG
 from faceit_etl.defs.automation import INPUT_DATA_VERSION, INPUT_EVENT_POINTER
-from faceit_etl.defs.resources import MigrationSettings, PostgresResource
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource, refuse_a_secret
 from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
 from faceit_etl.postgres import runlog
@@ -32,6 +32,13 @@ class RollbackConfig(dg.Config):
         description="Restore even if the tables changed since the latest migration committed "
         "(rows the bot wrote since are lost). Default: refuse, changing nothing.",
     )
+
+    @field_validator("backup_path", "migration_id")
+    @classmethod
+    def _no_secret(cls, value: str | None, info) -> str | None:
+        """Both are quoted by a refusal (`{env: DATABASE_URL}` given as either would show its password)."""
+        refuse_a_secret(info.field_name, value)
+        return value
 
 
 @dg.op(
