@@ -105,3 +105,42 @@ def test_rollback_jobs_snapshot_names_refuse_a_password_unquoted(field):
 
     assert f"{field} holds a password" in str(refused.value)
     assert "Rb-Secret-41" not in str(refused.value)
+
+
+@pytest.mark.db  # starts `dagster`
+@pytest.mark.parametrize(("name", "variable", "text"), [("truncate", "MIGRATION_TRUNCATE", "no"), ("batch_size", "MIGRATION_BATCH_SIZE", "٥")])
+def test_env_of_a_setting_that_is_not_text_is_refused_before_any_step(tmp_path, name, variable, text):
+    """Dagster read `truncate: {env: XT}` with XT=no as true (the tables were emptied), and a number with int()."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"resources": {"migration_settings": {"config": {name: {"env": "XT"}}}}}))
+    source = shutil.copy(FLAT_SAMPLE, tmp_path / "data.json")
+    (tmp_path / "home").mkdir()
+
+    done = dagster_execute(tmp_path / "home", {"XT": text, "DATA_FILE_PATH": str(source),
+                                               "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}, "-c", str(config))
+
+    assert done.returncode == 1
+    assert (f"migration_settings.{name}: {{env: XT}} is refused for a setting that is not text" in done.stdout + done.stderr)
+    assert f"set {variable} (read strictly)" in done.stdout + done.stderr
+    assert not (tmp_path / "backups").exists()  # refused before any step: nothing backed up, nothing loaded
+
+
+@pytest.mark.db  # starts `dagster`
+def test_env_of_rollback_jobs_discard_later_changes_is_refused_before_anything_is_restored(tmp_path):
+    """`discard_later_changes: {env: XDLC}` with XDLC=no was read as true: the bot's later rows were discarded."""
+    import subprocess
+
+    from faceit_etl_tests.test_target_url import BIN, ROOT
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"restore_tables": {"config": {"discard_later_changes": {"env": "XDLC"}}}}}))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    done = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "faceit_etl.definitions", "-j", "rollback_job",
+                           "-c", str(config)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "DAGSTER_HOME": str(tmp_path), "XDLC": "no"})
+
+    assert done.returncode == 1
+    assert ("restore_tables.discard_later_changes: {env: XDLC} is refused for a setting that is not text"
+            in done.stdout + done.stderr)
+    assert "restored" not in done.stdout + done.stderr

@@ -79,6 +79,21 @@ def refuse_a_secret(where: str, value: Any) -> None:
         raise SettingsError(f"{where} {HOLDS_A_PASSWORD}")
 
 
+def refuse_loose_environment(config: Any, where: str, text_settings: tuple[str, ...] = TEXT_SETTINGS) -> None:
+    """Dagster reads `{env: NAME}` given for a boolean as true unless the variable says false, 0 or none
+    ("no" and "maybe" are true), and for a number with Python's int() ("٥" is 5): looser than faceit-etl
+    reads every other source. Given for a setting that is not text, it is refused, naming the setting's
+    own variable, which is read strictly."""
+    for name, value in (config if isinstance(config, dict) else {}).items():
+        if isinstance(value, dict) and "env" in value and name not in text_settings:
+            own = ENVIRONMENT.get(name, (None,))[0]
+            instead = f"set {own} (read strictly) or write the value" if own else "write the value"
+            raise SettingsError(
+                f"{where}.{name}: {{env: {value['env']}}} is refused for a setting that is not text, since Dagster "
+                f'reads such a variable more loosely than faceit-etl ("no" as true); {instead}'
+            )
+
+
 def strict_int(value: Any) -> int:
     """A whole number: an int (a bool is no number) or its ASCII digits; ValueError otherwise."""
     if type(value) is int:
@@ -344,6 +359,11 @@ class MigrationSettings(dg.ConfigurableResource):
                 "the file lacks, within max_prune_fraction; choose one"
             )
         return self
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """The run's config as given (`{env: NAME}` unresolved), which the fields no longer show."""
+        given = ((context.dagster_run.run_config if context.dagster_run else None) or {}).get("resources") or {}
+        refuse_loose_environment((given.get("migration_settings") or {}).get("config"), "migration_settings")
 
     def reject_limit(self) -> RejectLimit | None:
         """The reject limit of a run; None with `force`, which loads whatever was rejected."""
