@@ -87,16 +87,27 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
 
+def named(text: str) -> str:
+    """A value that names something: blank, it would name the current folder (`Path("")` is `.`) or nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty or only white space, which names nothing: give a value or leave it out")
+    return text
+
+
+def named_path(text: str) -> Path:
+    return Path(named(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceit-etl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="also show Dagster's own log lines")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the outcome")
-    parser.add_argument("--config", type=Path, help="YAML file of migration settings (keys as in run_config.example.yaml)")
-    parser.add_argument("--database-url", help="target PostgreSQL URL (default: DATABASE_URL, else the embedded one)")
+    parser.add_argument("--config", type=named_path, help="YAML file of migration settings (keys as in run_config.example.yaml)")
+    parser.add_argument("--database-url", type=named, help="target PostgreSQL URL (default: DATABASE_URL, else the embedded one)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="migrate a bot data file into PostgreSQL")
-    migrate.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file (not with --resume; {FILE_DEFAULT})")
+    migrate.add_argument("json_file", type=named_path, nargs="?", help=f"the bot's data file (not with --resume; {FILE_DEFAULT})")
     migrate.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                          help="re-execute a failed migration from its failed step (default: the latest of this target)")
     migrate.add_argument("--batch-size", type=positive_int, help="rows per COPY chunk (default 10000)")
@@ -117,24 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
     validate = commands.add_parser("validate", help="check a data file without loading it")
-    validate.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
+    validate.add_argument("json_file", type=named_path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
     validate.add_argument("--database", action="store_true", help="add the target database's state")
-    validate.add_argument("--report", type=Path, help="write the Markdown report here (0600)")
+    validate.add_argument("--report", type=named_path, help="write the Markdown report here (0600)")
     validate.add_argument("--source-timezone", help="time zone of the file's naive timestamps (default UTC)")
 
     status = commands.add_parser("status", help="database, tables and the last runs")
     status.add_argument("--json", action="store_true", help="print JSON")
 
     rollback = commands.add_parser("rollback", help="restore the tables from the snapshot taken before a migration")
-    rollback.add_argument("--backup-path", type=Path, help="a run's backup folder (default: see --migration-id)")
+    rollback.add_argument("--backup-path", type=named_path, help="a run's backup folder (default: see --migration-id)")
     rollback.add_argument("--migration-id", help="migration_logs id or run id (default: the latest successful one)")
     rollback.add_argument("--confirm", action="store_true", help="do not ask")
     rollback.add_argument("--discard-later-changes", action="store_true",
                           help="restore even if the tables changed since the latest migration (those changes are lost)")
 
     backup = commands.add_parser("backup", help="back up a data file and the tables, without migrating")
-    backup.add_argument("json_file", type=Path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
-    backup.add_argument("--output-dir", type=Path, help="where to put the backup folder (default: backup_dir)")
+    backup.add_argument("json_file", type=named_path, nargs="?", help=f"the bot's data file ({FILE_DEFAULT})")
+    backup.add_argument("--output-dir", type=named_path, help="where to put the backup folder (default: backup_dir)")
     for command in commands.choices.values():
         command.add_argument("--target-schema", help="schema of the bot's tables (default: MIGRATION_TARGET_SCHEMA, else public)")
     return parser
