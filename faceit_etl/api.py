@@ -176,6 +176,11 @@ def _expected(hint: Any) -> str:
     return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+# Raised as they are: ours, and a closed pipe of the caller's own output (its progress callback), which
+# is the caller's to handle (the CLI ends quietly), not a failure of the migration.
+_PASSED_THROUGH = (MigrationError, BrokenPipeError)
+
+
 def checked_arguments(function: Callable) -> Callable:
     """A verb of the API: a wrong argument (unknown, missing, of another type, never converted) raises
     SettingsInvalid naming it before anything runs, and any failure that is not already a MigrationError
@@ -215,7 +220,7 @@ def checked_arguments(function: Callable) -> Callable:
             check(args, kwargs)
             try:
                 return await function(*args, **kwargs)
-            except MigrationError:
+            except _PASSED_THROUGH:
                 raise
             except Exception as exc:
                 raise as_ours(exc) from exc
@@ -226,7 +231,7 @@ def checked_arguments(function: Callable) -> Callable:
         check(args, kwargs)
         try:
             return function(*args, **kwargs)
-        except MigrationError:
+        except _PASSED_THROUGH:
             raise
         except Exception as exc:
             raise as_ours(exc) from exc
