@@ -44,3 +44,14 @@ def test_every_variable_of_the_env_example_is_read_somewhere():
     unread = [name for name in named
               if not any(re.search(pattern.format(name=name), text) for pattern in READERS for text in texts)]
     assert len(named) > 20 and unread == []
+
+
+def test_the_readmes_layout_names_every_module_of_the_package():
+    """The Layout section is where a reader looks for a module: one it leaves out cannot be found in one hop."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"[a-z_]+", layout))
+    package = ROOT / "faceit_etl"
+    modules = {path.stem for path in package.rglob("*.py") if path.stem not in {"__init__", "__main__"}}
+    folders = {path.name for path in package.iterdir() if path.is_dir() and path.name != "__pycache__"}
+    assert sorted((modules | folders) - named) == []
