@@ -28,10 +28,11 @@ $(TEST_TOOLS) &:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose caddy >/dev/null
 
 # Two workers (pytest-xdist), each with its own embedded PostgreSQL, handed tests one at a time as they
-# finish; the tests of a module that starts servers once (xdist_group) stay on one worker.
+# finish; the tests of a module that starts servers once (xdist_group) stay on one worker. The 30
+# slowest tests are listed at the end, to show where the time goes.
 test: setup $(TEST_TOOLS)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=30
 
 # The Dagster UI and daemon on http://localhost:3000, on the embedded PostgreSQL unless DATABASE_URL
 # is set; "Materialize all" migrates DATA_FILE_PATH (default: the sample file).
