@@ -157,6 +157,27 @@ def test_a_load_records_each_tables_figures(database_url, db, tmp_path):
     assert "id" not in {c.name for c in loaded["preview"].schema.columns}
 
 
+def test_recent_migrations_list_each_load_newest_first_with_what_it_changed(database_url, db, tmp_path):
+    """rollback_job takes a migration id: the table beside it says which load it was and what it changed."""
+    source = write_json(tmp_path / "data.json", {"users": [ENTRIES[0], ENTRIES[4]]})
+    resources = make_resources(database_url, source, tmp_path)
+    first = run(resources)
+    write_json(source, {"users": [ENTRIES[0], ENTRIES[4], {"user_id": 15}]})
+    second = run(resources)
+
+    listed = metadata_of(second, "postgres_tables")["recent_migrations"]
+    assert [c.name for c in listed.schema.columns] == ["migration_id", "finished", "status", "rows_changed", "run_id"]
+    logged = db.execute(
+        "SELECT id::text, metadata->>'run_id', to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        "FROM migration_logs ORDER BY end_time DESC"
+    ).fetchall()
+    assert [(r.data["migration_id"], r.data["run_id"], r.data["finished"][:19], r.data["status"], r.data["rows_changed"])
+            for r in listed.records] == [
+        (logged[0][0], second.run_id, logged[0][2], "success", 2),  # one user and its subscription inserted
+        (logged[1][0], first.run_id, logged[1][2], "success", 4),
+    ]
+
+
 def test_a_migrate_job_run_its_rejects_stop_leaves_the_tables_checks_as_the_last_load_judged_them(
     tmp_path, monkeypatch, database_url, db
 ):

@@ -52,7 +52,7 @@ migrate_job = dg.define_asset_job(
 @dg.job(
     description=(
         "Undo a migration: restore the tables from the snapshot taken before it. Choose it by migration_id "
-        "from postgres_tables' recent_migrations (id, run, when, rows changed); unset, the latest "
+        "from postgres_tables' recent_migrations (id, when, rows changed, run); unset, the latest "
         "migration that changed something."
     ),
     # The launchpad opens with rollback's own options, not the migration's settings.

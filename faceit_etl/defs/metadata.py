@@ -113,13 +113,14 @@ def frame_metadata(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> di
 
 
 def migrations_table(migrations: list[dict]) -> dg.TableMetadataValue:
-    """The latest migrations as rollback_job's `migration_id` takes them, newest first."""
+    """The latest migrations as rollback_job's `migration_id` takes them, newest first. The page shows a
+    table's first columns: what a person chooses by (when, what it changed) comes right after the id."""
     columns = [
         dg.TableColumn("migration_id", "string", description="migration_logs id: rollback_job's migration_id"),
-        dg.TableColumn("run_id", "string", description="the Dagster run (rollback_job takes it too)"),
         dg.TableColumn("finished", "string"),
         dg.TableColumn("status", "string"),
         dg.TableColumn("rows_changed", "int", description="rows inserted, updated or deleted in both tables"),
+        dg.TableColumn("run_id", "string", description="the Dagster run (rollback_job takes it too)"),
     ]
     records = [
         dg.TableRecord({
