@@ -131,6 +131,14 @@ def observe_sources(page, base: str, runs: int) -> list[dict]:
     return finished_runs(base, runs)
 
 
+def graph_screenshot(page, base: str, name: str) -> None:
+    """The whole asset graph as a person sees it, every asset's synced state on its node."""
+    page.goto(f"{base}/asset-groups/faceit_migration")
+    expect(page.get_by_text("postgres_tables").first).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(2000)  # the nodes' states arrive after the graph is drawn
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
 def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, db, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -163,6 +171,7 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("Unsynced")).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "ui-synced-after-the-run.png"))
+        graph_screenshot(page, dagster_ui, "ui-graph-synced-after-the-run.png")
 
         source = tmp_path / "data.json"
         os.utime(source)  # touched, same content: the same data version, nothing unsynced
@@ -188,6 +197,7 @@ def test_materialize_all_in_the_ui_succeeds_and_every_check_passes(dagster_ui, d
         page.goto(f"{dagster_ui}/assets/source_backup")
         expect(page.get_by_text("Unsynced").first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "ui-unsynced-after-the-file-changed.png"))
+        graph_screenshot(page, dagster_ui, "ui-graph-unsynced-after-the-file-changed.png")
         browser.close()
 
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
@@ -321,8 +331,10 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
         page.goto(f"{dagster_ui}/assets/postgres_tables")
         expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=30_000)
         page.wait_for_timeout(2000)
-        page.screenshot(path=str(ARTIFACTS / "ui-tables-figures.png"), full_page=True)
-        expect(page.get_by_text("user_subscriptions_rows").first).to_be_visible(timeout=30_000)
+        figures = page.get_by_text("user_subscriptions_rows").first
+        expect(figures).to_be_visible(timeout=30_000)
+        figures.scroll_into_view_if_needed()  # the page scrolls inside its own pane: full_page shows the top only
+        page.screenshot(path=str(ARTIFACTS / "ui-tables-figures.png"))
 
         # Three broken entries: the run page says why, in words, without a click.
         users = json.loads(source.read_text(encoding="utf-8"))["users"]
@@ -362,8 +374,10 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
         ).fetchall()
         page.goto(f"{dagster_ui}/assets/postgres_tables")
         expect(page.get_by_text("recent_migrations").first).to_be_visible(timeout=30_000)
-        expect(page.get_by_text(migration_id).first).to_be_visible(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "ui-recent-migrations.png"), full_page=True)
+        listed = page.get_by_text(migration_id).first
+        expect(listed).to_be_visible(timeout=30_000)
+        listed.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "ui-recent-migrations.png"))
         page.goto(f"{dagster_ui}/locations/faceit_etl/jobs/rollback_job/playground")
         editor = page.locator(".CodeMirror").first
         expect(editor).to_contain_text("migration_id", timeout=30_000)
@@ -371,8 +385,8 @@ def test_a_migration_from_migrate_job_shows_its_file_and_a_rejected_file_says_wh
         expect(editor).not_to_contain_text("max_rejects")  # the migration's settings stay out of it
         editor.click()
         page.keyboard.press("Control+A")
-        page.keyboard.insert_text(
-            f'{{ops: {{restore_tables: {{config: {{migration_id: "{migration_id}", discard_later_changes: false}}}}}}}}'
+        page.keyboard.insert_text(  # as a person types it: one option a line, all of it in sight
+            f'ops:\n  restore_tables:\n    config:\n      migration_id: "{migration_id}"\n      discard_later_changes: false\n'
         )
         page.screenshot(path=str(ARTIFACTS / "ui-rollback-launchpad.png"))
         page.get_by_role("button", name=re.compile("Launch Run", re.I)).click()
