@@ -83,26 +83,37 @@ def backup_source(
     source_path: str | Path, backup_dir: str | Path, run_id: str, *, observed_sha256: str | None = None
 ) -> SourceSnapshot:
     """Copy the source into the run's folder with its sha256, or raise BackupError. With
-    `observed_sha256` (the content a run looked at before), the copy must be of those very bytes.
-
-    The copy is trusted only if the file is the same before and after it: same inode, size and
-    mtime, and the same content. A copy whose sha256 is `observed_sha256` holds the very bytes the
-    run looked at (a mix of two versions would hash otherwise), so the file is read once, hashed as
-    it is copied. Without it the file is read and hashed a second time, which catches what the stat
-    cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
-    the mtime (rsync -t, cp -p).
-    """
+    `observed_sha256` (the content a run looked at before), the copy must be of those very bytes."""
     source = Path(source_path).resolve()
+    descriptor = _open_source(source)
+    folder = run_folder(backup_dir, run_id)
+    copy = folder / SOURCE_COPY
+    before = _regular_file_stat(source, descriptor)
+    sha256 = _copy_hashing(descriptor, folder, copy)
+    after = _trusted_copy_stat(source, copy, before, sha256, observed_sha256)
+    snapshot = SourceSnapshot(str(source), str(copy), sha256, after.st_size, str(folder))
+    manifest = {
+        "run_id": run_id,
+        "taken_at": datetime.now(UTC).isoformat(),
+        "source": {"path": snapshot.original, "sha256": snapshot.sha256, "size_bytes": snapshot.size_bytes},
+    }
+    write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return snapshot
+
+
+def _open_source(source: Path) -> int:
     try:
         # O_NONBLOCK: opening a named pipe would otherwise wait for a writer, before it is refused
-        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+        return os.open(source, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BackupError(f"{source}: source file not found") from None
     except OSError as exc:
         raise BackupError(f"{source}: cannot be read: {exc.strerror or exc}. Nothing was loaded.") from None
-    folder = run_folder(backup_dir, run_id)
-    copy = folder / SOURCE_COPY
-    digest = hashlib.sha256()
+
+
+def _regular_file_stat(source: Path, descriptor: int) -> os.stat_result:
+    """The open source's stat, made blocking again for the copy; anything but a regular file is
+    closed and refused."""
     before = os.fstat(descriptor)
     if not stat.S_ISREG(before.st_mode):  # a pipe or device cannot be read twice and compared
         os.close(descriptor)
@@ -111,6 +122,12 @@ def backup_source(
             "JSON data file. Nothing was loaded."
         )
     os.set_blocking(descriptor, True)
+    return before
+
+
+def _copy_hashing(descriptor: int, folder: Path, copy: Path) -> str:
+    """Copy the open source into the run's private folder, hashing each block as it is copied; the sha256."""
+    digest = hashlib.sha256()
     with os.fdopen(descriptor, "rb") as reader:
         try:
             private_folder(folder)
@@ -122,27 +139,35 @@ def backup_source(
             raise BackupError(
                 f"cannot write the backup to {folder}: {exc.strerror or exc}. Nothing was loaded."
             ) from None
-    after = _unchanged_stat(source, before, None if observed_sha256 == digest.hexdigest() else digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _trusted_copy_stat(source: Path, copy: Path, before: os.stat_result, sha256: str,
+                       observed_sha256: str | None) -> os.stat_result:
+    """The source's stat after the copy, when the copy can be trusted; otherwise the copy is removed
+    and BackupError raised.
+
+    The copy is trusted only if the file is the same before and after it: same inode, size and
+    mtime, and the same content. A copy whose sha256 is `observed_sha256` holds the very bytes the
+    run looked at (a mix of two versions would hash otherwise), so the file is read once, hashed as
+    it is copied. Without it the file is read and hashed a second time, which catches what the stat
+    cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
+    the mtime (rsync -t, cp -p).
+    """
+    after = _unchanged_stat(source, before, None if observed_sha256 == sha256 else sha256)
     if after is None:
         copy.unlink(missing_ok=True)  # a mix of two versions is no backup
         raise BackupError(
             f"{source}: the file changed while it was being copied (it was written to meanwhile); "
             "nothing was loaded. Run again."
         )
-    if observed_sha256 is not None and observed_sha256 != digest.hexdigest():
+    if observed_sha256 is not None and observed_sha256 != sha256:
         copy.unlink()
         raise BackupError(
             f"{source}: the file changed between this run's look at it and its backup (it was "
             "written to meanwhile); nothing was loaded. Run again."
         )
-    snapshot = SourceSnapshot(str(source), str(copy), digest.hexdigest(), after.st_size, str(folder))
-    manifest = {
-        "run_id": run_id,
-        "taken_at": datetime.now(UTC).isoformat(),
-        "source": {"path": snapshot.original, "sha256": snapshot.sha256, "size_bytes": snapshot.size_bytes},
-    }
-    write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
-    return snapshot
+    return after
 
 
 def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str | None) -> os.stat_result | None:

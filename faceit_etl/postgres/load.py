@@ -20,6 +20,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from fractions import Fraction
 
 import pandas as pd
@@ -112,22 +113,11 @@ class LoadStats:
 
 
 def load(
-    conn: psycopg.Connection,
-    schema: str,
-    mapped: MappedFrames,
-    rejects: pd.DataFrame,
-    run_id: str,
-    *,
-    truncate: bool = False,
-    batch_size: int = 10_000,
-    progress: Progress | None = None,
+    conn: psycopg.Connection, schema: str, mapped: MappedFrames, rejects: pd.DataFrame, run_id: str, *,
+    truncate: bool = False, batch_size: int = 10_000, progress: Progress | None = None,
     before_commit: Callable[[psycopg.Connection, LoadStats], None] | None = None,
-    before_log: Callable[[LoadStats], None] | None = None,
-    dry_run: bool = False,
-    log: runlog.RunLog | None = None,
-    input_identity: str | None = None,
-    before_write: BeforeWrite | None = None,
-    prune: bool = False,
+    before_log: Callable[[LoadStats], None] | None = None, dry_run: bool = False, log: runlog.RunLog | None = None,
+    input_identity: str | None = None, before_write: BeforeWrite | None = None, prune: bool = False,
     max_prune_fraction: float = 0.1,
 ) -> LoadStats:
     """Load in one transaction. `before_commit` (the verdicts) runs inside it with the stats, after every
@@ -136,107 +126,26 @@ def load(
     `before_log` runs just before that row is written, for what it must name. With `dry_run` the
     transaction is then rolled back, so the stats say what would have been written.
 
-    With `input_identity` (see `identity.py`) the log row keeps it with the tables' fingerprint,
-    and a load of an input whose earlier load left the tables as they are now writes nothing
-    without comparing a row: loading the same rows again is a no-op.
-
     `before_write` (the table snapshot) runs under the lock, before anything is written, with the
     earlier run recognised (or None): the state it sees is exactly the one this load changes, as no
-    other load or rollback can commit in between.
-
-    With `prune` the users the file does not have are deleted (their subscriptions with them);
-    more than `max_prune_fraction` of the users is refused before anything is written."""
+    other load or rollback can commit in between."""
     with conn.transaction():
-        lock_schema(conn, schema)
-        ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
-        # Loads commit in the order they take the lock: rollback orders migrations by this time.
-        locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        recognised, found = None, {}
-        if input_identity is not None and not truncate:
-            recognised, found = left_by(conn, schema, input_identity)
-        rows_before = _row_counts(conn, schema)
-        # The file's users are its accepted entries and its rejected ones whose Telegram id is known.
-        rejected_ids = sorted(set(int(i) for i in rejects["user_id"].dropna()) - set(int(i) for i in mapped.users["user_id"]))
-        file_ids = [int(i) for i in mapped.users["user_id"]] + rejected_ids
-        kept_rejected = (0, 0) if truncate or not rejected_ids or not rows_before[0] else _rows_of(conn, schema, rejected_ids)
-        absent = Absent()
-        if prune and not truncate:
-            _refuse_unmatched_prune(rejects, rows_before[0], schema)
-            absent = _absent(conn, schema, file_ids)
-            _refuse_large_prune(absent, schema, max_prune_fraction)
-            if absent.users:  # the tables hold users to delete: not as the earlier load left them
-                recognised = None
-        if before_write is not None:
-            before_write(conn, recognised, found)
-        created = ensure_target_tables(conn, schema)
-        telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
-        targets = [
-            TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
-            TargetFrame(
-                SUBSCRIPTIONS, mapped.subscriptions,
-                pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
-                          index=mapped.subscriptions.index),
-            ),
-        ]
-        check_columns_present(conn, schema)
-        check_column_widths(conn, schema, targets)
-        check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
-        if truncate and mapped.users.empty:
-            why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
-            raise TargetError(f"refusing to truncate the tables with no user to load: {why}")
-        if recognised is not None:
-            users, subscriptions = TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
-        elif _empty_after_lock(conn, schema, truncate):
-            users, subscriptions = _fill_empty(conn, schema, mapped, batch_size, progress)
-        else:
-            stage_users = _stage(conn, schema, USERS, mapped.users, USER_COLUMNS, batch_size, progress)
-            stage_subscriptions = _stage(
-                conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
-            )
-            _keep_existing_ids(conn, schema, stage_users, stage_subscriptions)
-            kept.record(conn, schema, _ABSENT if prune and absent.users else None)
-            if prune and absent.users:
-                _delete_absent(conn, schema)
-            _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions, set(rejected_ids))
-            users = _upsert_users(conn, schema, stage_users, len(mapped.users))
-            subscriptions = _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
-        if truncate:
-            users.deleted, subscriptions.deleted = rows_before
-        else:
-            if prune:
-                users.deleted, subscriptions.deleted = absent.users, absent.subscriptions
-            # What was kept, from the tables as they were before the writes (the rows there minus those the
-            # file matched or prune deleted), never recounted after them: a row the writes removed or added
-            # beside the file's then shows in the count check.
-            for stats_of, before, rejected in zip((users, subscriptions), rows_before, kept_rejected):
-                stats_of.kept_rejected = rejected
-                stats_of.kept_absent = before - stats_of.updated - stats_of.unchanged - stats_of.deleted - rejected
-            if not prune and users.kept_absent:
-                absent = _absent(conn, schema, file_ids)  # for the sample of ids only
-        written = _write_rejects(conn, schema, rejects, run_id)
-        stats = LoadStats(
-            users, subscriptions, written, created, truncate, recognised,
-            pruned=prune and not truncate, absent_user_ids=[] if truncate else absent.sample,
-            absent_users=0 if truncate else absent.users,
-            deleted_user_ids=_deleted_ids(conn) if prune and not truncate and absent.users else [],
+        plan = _plan_under_lock(
+            conn, schema, mapped, rejects,
+            truncate=truncate, prune=prune, max_prune_fraction=max_prune_fraction, input_identity=input_identity,
         )
+        if before_write is not None:
+            before_write(conn, plan.recognised, plan.found)
+        created = ensure_target_tables(conn, schema)
+        _refuse_rows_the_tables_cannot_take(conn, schema, mapped, rejects, truncate)
+        users, subscriptions = _write_rows(conn, schema, mapped, plan, batch_size, progress)
+        absent = _count_deleted_and_kept(conn, schema, plan, users, subscriptions)
+        written = _write_rejects(conn, schema, rejects, run_id)
+        stats = _load_stats(conn, plan, users, subscriptions, absent, written, created)
         if before_log is not None:
             before_log(stats)
         if log is not None and not dry_run:
-            runlog.finish(
-                log,
-                "success",
-                processed_items=len(mapped.users),
-                failed_items=int(rejects["source_index"].nunique()),
-                # What the load leaves, whatever its path: rollback compares the tables with it.
-                metadata={
-                    "load": stats.as_dict(),
-                    "locked_at": locked_at.isoformat(),
-                    "fingerprint": found if recognised else fingerprint(conn, schema),
-                }
-                | ({"input_identity": input_identity} if input_identity is not None else {}),
-                conn=conn,
-            )
+            _log_success(conn, schema, log, plan, stats, mapped, rejects, input_identity)
         # Every write of this transaction is done: what it queued to run later (deferred constraints and
         # constraint triggers, ours or queued by our bookkeeping) runs now, so the verdicts come last.
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -245,6 +154,157 @@ def load(
         if dry_run:
             raise psycopg.Rollback()
     return stats
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the load decided under the lock before its first write; the later phases only read it."""
+
+    truncate: bool
+    prune: bool  # prune asked for and no truncate (which deletes every row anyway)
+    locked_at: datetime
+    recognised: str | None  # the earlier run of this input that left the tables as they are now
+    found: dict  # the tables' fingerprint, when it was read to recognise them
+    rows_before: tuple[int, int]  # (users, subscriptions) in the tables
+    rejected_ids: list[int]  # Telegram ids of rejected entries that no accepted entry has
+    file_ids: list[int]  # the file's users: its accepted entries and those rejected ids
+    kept_rejected: tuple[int, int]  # rows of the rejected ids, which the load leaves as they are
+    absent: Absent  # the users prune deletes (none without prune)
+
+
+def _plan_under_lock(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, *, truncate: bool, prune: bool,
+                     max_prune_fraction: float, input_identity: str | None) -> _Plan:
+    """Take the schema's lock and decide what the load does, writing no row yet. With `input_identity`
+    (see `identity.py`) a load of an input whose earlier load left the tables as they are now is
+    recognised: it will write nothing without comparing a row. A refused prune raises here."""
+    lock_schema(conn, schema)
+    ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
+    # Loads commit in the order they take the lock: rollback orders migrations by this time.
+    locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    recognised, found = None, {}
+    if input_identity is not None and not truncate:
+        recognised, found = left_by(conn, schema, input_identity)
+    rows_before = _row_counts(conn, schema)
+    # The file's users are its accepted entries and its rejected ones whose Telegram id is known.
+    rejected_ids = sorted(set(int(i) for i in rejects["user_id"].dropna()) - set(int(i) for i in mapped.users["user_id"]))
+    file_ids = [int(i) for i in mapped.users["user_id"]] + rejected_ids
+    kept_rejected = (0, 0) if truncate or not rejected_ids or not rows_before[0] else _rows_of(conn, schema, rejected_ids)
+    absent = Absent()
+    if prune and not truncate:
+        absent = _absent_to_prune(conn, schema, rejects, rows_before[0], file_ids, max_prune_fraction)
+        if absent.users:  # the tables hold users to delete: not as the earlier load left them
+            recognised = None
+    return _Plan(truncate, prune and not truncate, locked_at, recognised, found, rows_before, rejected_ids, file_ids,
+                 kept_rejected, absent)
+
+
+def _absent_to_prune(conn, schema, rejects: pd.DataFrame, users_in_table: int, file_ids: list[int],
+                     max_prune_fraction: float) -> Absent:
+    """The users `prune` deletes (their subscriptions with them), counted and judged before anything
+    is written: refused when a rejected entry cannot be matched, or when they are more than
+    `max_prune_fraction` of the users."""
+    _refuse_unmatched_prune(rejects, users_in_table, schema)
+    absent = _absent(conn, schema, file_ids)
+    _refuse_large_prune(absent, schema, max_prune_fraction)
+    return absent
+
+
+def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, truncate: bool) -> None:
+    """Before any row is written: every column of the bot present, every value fitting its column
+    (width, NOT NULL), and no truncate with no user to load."""
+    telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
+    targets = [
+        TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
+        TargetFrame(
+            SUBSCRIPTIONS, mapped.subscriptions,
+            pd.Series(telegram_id_of.reindex(mapped.subscriptions["user_id"]).to_numpy(),
+                      index=mapped.subscriptions.index),
+        ),
+    ]
+    check_columns_present(conn, schema)
+    check_column_widths(conn, schema, targets)
+    check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
+    if truncate and mapped.users.empty:
+        why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
+        raise TargetError(f"refusing to truncate the tables with no user to load: {why}")
+
+
+def _write_rows(conn, schema, mapped: MappedFrames, plan: _Plan, batch_size: int,
+                progress: Progress | None) -> tuple[TableStats, TableStats]:
+    """The rows, by one of three paths: none over tables recognised as this input's (loading the same
+    rows again is a no-op), COPY straight into empty tables, else staging and the upsert."""
+    if plan.recognised is not None:
+        return TableStats(unchanged=len(mapped.users)), TableStats(unchanged=len(mapped.subscriptions))
+    if _empty_after_lock(conn, schema, plan.truncate):
+        return _fill_empty(conn, schema, mapped, batch_size, progress)
+    return _stage_and_upsert(conn, schema, mapped, plan, batch_size, progress)
+
+
+def _stage_and_upsert(conn, schema, mapped: MappedFrames, plan: _Plan, batch_size: int,
+                      progress: Progress | None) -> tuple[TableStats, TableStats]:
+    """Stage the frames, give them the existing rows' ids, delete what prune deletes, then upsert:
+    only the rows that differ are written."""
+    stage_users = _stage(conn, schema, USERS, mapped.users, USER_COLUMNS, batch_size, progress)
+    stage_subscriptions = _stage(
+        conn, schema, SUBSCRIPTIONS, mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress
+    )
+    _keep_existing_ids(conn, schema, stage_users, stage_subscriptions)
+    deletes = plan.prune and plan.absent.users > 0
+    kept.record(conn, schema, _ABSENT if deletes else None)
+    if deletes:
+        _delete_absent(conn, schema)
+    _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions, set(plan.rejected_ids))
+    users = _upsert_users(conn, schema, stage_users, len(mapped.users))
+    return users, _upsert_subscriptions(conn, schema, stage_subscriptions, len(mapped.subscriptions))
+
+
+def _count_deleted_and_kept(conn, schema, plan: _Plan, users: TableStats, subscriptions: TableStats) -> Absent:
+    """Fill in each table's deleted and kept counts; return the users the file does not have, counted
+    again (for the sample of their ids) when rows were kept without prune."""
+    if plan.truncate:
+        users.deleted, subscriptions.deleted = plan.rows_before
+        return plan.absent
+    if plan.prune:
+        users.deleted, subscriptions.deleted = plan.absent.users, plan.absent.subscriptions
+    # What was kept, from the tables as they were before the writes (the rows there minus those the
+    # file matched or prune deleted), never recounted after them: a row the writes removed or added
+    # beside the file's then shows in the count check.
+    for stats_of, before, rejected in zip((users, subscriptions), plan.rows_before, plan.kept_rejected):
+        stats_of.kept_rejected = rejected
+        stats_of.kept_absent = before - stats_of.updated - stats_of.unchanged - stats_of.deleted - rejected
+    if not plan.prune and users.kept_absent:
+        return _absent(conn, schema, plan.file_ids)  # for the sample of ids only
+    return plan.absent
+
+
+def _load_stats(conn, plan: _Plan, users: TableStats, subscriptions: TableStats, absent: Absent,
+                rejects_written: int, created: bool) -> LoadStats:
+    return LoadStats(
+        users, subscriptions, rejects_written, created, plan.truncate, plan.recognised,
+        pruned=plan.prune, absent_user_ids=[] if plan.truncate else absent.sample,
+        absent_users=0 if plan.truncate else absent.users,
+        deleted_user_ids=_deleted_ids(conn) if plan.prune and absent.users else [],
+    )
+
+
+def _log_success(conn, schema, log: runlog.RunLog, plan: _Plan, stats: LoadStats, mapped: MappedFrames,
+                 rejects: pd.DataFrame, input_identity: str | None) -> None:
+    """The run's log row, marked `success` inside the load's transaction. It keeps the `input_identity`
+    with the tables' fingerprint, by which a later load of the same input recognises them."""
+    runlog.finish(
+        log,
+        "success",
+        processed_items=len(mapped.users),
+        failed_items=int(rejects["source_index"].nunique()),
+        # What the load leaves, whatever its path: rollback compares the tables with it.
+        metadata={
+            "load": stats.as_dict(),
+            "locked_at": plan.locked_at.isoformat(),
+            "fingerprint": plan.found if plan.recognised else fingerprint(conn, schema),
+        }
+        | ({"input_identity": input_identity} if input_identity is not None else {}),
+        conn=conn,
+    )
 
 
 @dataclass(frozen=True)

@@ -84,29 +84,43 @@ def load_run(
 ) -> LoadRun:
     """Load `mapped` in one transaction, logged in `migration_logs` (not in a dry run, which leaves the
     database byte-identical), or raise `LoadFailed` with the log row marked failed."""
-    seen: dict = {"snapshot": "skipped (backup_tables off)"}
+    hooks = _Hooks(options, outcome, mapped)
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connect(options.url))
+        log = None if options.dry_run else _start_log(stack, options, outcome.input_count, warn)
+        try:
+            stats = load(
+                conn, options.schema, mapped, outcome.rejects, options.run_id,
+                truncate=options.truncate, prune=options.prune, max_prune_fraction=options.max_prune_fraction,
+                batch_size=options.batch_size, progress=progress, before_commit=hooks.before_commit,
+                before_log=hooks.before_log, dry_run=options.dry_run, log=log, input_identity=outcome.input_identity,
+                before_write=hooks.before_write,
+            )
+        except Exception as exc:
+            message = redact(server_error_text(exc), options.url)
+            _mark_failed(log, outcome.rejected_count, message)
+            if isinstance(exc, ResumeRefused):
+                raise
+            raise _load_failed(exc, message, options.url) from None
+    return LoadRun(stats, hooks.columns, hooks.verdicts, hooks.snapshot, log.log_id if log else None, describe(options.url))
 
-    def before_log(stats: LoadStats) -> None:
-        """Before the log row is written, so migration_logs names the file of pruned users."""
-        if stats.deleted_user_ids and not options.dry_run:
-            backup.private_folder(options.folder)
-            path = options.folder / DELETED_USER_IDS_FILE
-            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
-            stats.deleted_user_ids_file = str(path)
 
-    def before_commit(conn, stats: LoadStats) -> None:
-        """Read what only the open transaction can show: the schema, and the verdicts on what it
-        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
-        seen["columns"] = [
-            (f"{name}.{column}", data_type, nullable)
-            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
-            for column, data_type, nullable in ddl.column_types(conn, options.schema, name)
-        ]
-        seen["verdicts"] = judge_before_commit(
-            conn, options.schema, mapped.users, mapped.subscriptions, stats.kept_absent(), outcome.rejects["user_id"]
-        )
+@dataclass
+class _Hooks:
+    """The load's hooks for one run, and what they saw inside its transaction."""
 
-    def snapshot(conn, recognised: str | None, found: dict) -> None:
+    options: LoadOptions
+    outcome: ValidationOutcome
+    mapped: MappedFrames
+    snapshot: dict | str = "skipped (backup_tables off)"  # rows per table snapshotted, or why none was taken
+    columns: list[tuple[str, str, bool]] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def before_write(self, conn, recognised: str | None, found: dict) -> None:
+        """Under the lock, before any write: a resume refuses tables changed since its failed run's
+        snapshot; a run that backs up its tables snapshots them (or records the one it resumes), else
+        its manifest says why there is none."""
+        options = self.options
         if options.resumes is not None:
             refuse_changed_tables(conn, options.schema, options.resumes[1])
         if options.backup_tables and not options.dry_run:  # a dry run changes nothing to undo
@@ -116,7 +130,7 @@ def load_run(
                 target = backup.update_manifest(options.folder, target=reused_snapshot(options.resumes, options.run_id))["target"]
             else:
                 target = snapshot_for_load(conn, options.url, options.schema, options.folder, options.run_id, recognised, found)
-            seen["snapshot"] = (
+            self.snapshot = (
                 {name: snap["rows"] if snap else "absent" for name, snap in target["tables"].items()}
                 if recognised is None
                 else f"not taken: the tables are as run {recognised} left them from this same file"
@@ -126,28 +140,39 @@ def load_run(
                 options.folder, **{backup.NO_SNAPSHOT: backup.NO_SNAPSHOT_DRY_RUN if options.dry_run else backup.NO_SNAPSHOT_OFF}
             )
 
-    with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(connect(options.url))
-        log = None if options.dry_run else _start_log(stack, options, outcome.input_count, warn)
-        try:
-            stats = load(
-                conn, options.schema, mapped, outcome.rejects, options.run_id,
-                truncate=options.truncate, prune=options.prune, max_prune_fraction=options.max_prune_fraction,
-                batch_size=options.batch_size, progress=progress, before_commit=before_commit, before_log=before_log,
-                dry_run=options.dry_run, log=log, input_identity=outcome.input_identity, before_write=snapshot,
-            )
-        except Exception as exc:
-            message = redact(server_error_text(exc), options.url)
-            if log is not None:
-                with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
-                    runlog.finish(log, "failed", failed_items=outcome.rejected_count, error_message=message)
-            if isinstance(exc, VerificationFailed):
-                raise LoadFailed(message, exc.verdicts) from None
-            if isinstance(exc, ResumeRefused):
-                raise
-            raise LoadFailed(f"load into {describe(options.url)} failed, nothing was written: {message}") from None
-    return LoadRun(stats, seen["columns"], seen["verdicts"], seen["snapshot"], log.log_id if log else None,
-                   describe(options.url))
+    def before_log(self, stats: LoadStats) -> None:
+        """Before the log row is written, so migration_logs names the file of pruned users."""
+        if stats.deleted_user_ids and not self.options.dry_run:
+            backup.private_folder(self.options.folder)
+            path = self.options.folder / DELETED_USER_IDS_FILE
+            backup.write_private(path, json.dumps(stats.deleted_user_ids).encode())
+            stats.deleted_user_ids_file = str(path)
+
+    def before_commit(self, conn, stats: LoadStats) -> None:
+        """Read what only the open transaction can show: the schema, and the verdicts on what it
+        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
+        self.columns = [
+            (f"{name}.{column}", data_type, nullable)
+            for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
+            for column, data_type, nullable in ddl.column_types(conn, self.options.schema, name)
+        ]
+        self.verdicts = judge_before_commit(
+            conn, self.options.schema, self.mapped.users, self.mapped.subscriptions, stats.kept_absent(),
+            self.outcome.rejects["user_id"],
+        )
+
+
+def _mark_failed(log: runlog.RunLog | None, rejected_count: int, message: str) -> None:
+    if log is not None:
+        with contextlib.suppress(psycopg.Error):  # a lost database: the next run marks the row failed
+            runlog.finish(log, "failed", failed_items=rejected_count, error_message=message)
+
+
+def _load_failed(exc: Exception, message: str, url: str) -> LoadFailed:
+    """A failed verification keeps its own message and verdicts; any other failure says where it happened."""
+    if isinstance(exc, VerificationFailed):
+        return LoadFailed(message, exc.verdicts)
+    return LoadFailed(f"load into {describe(url)} failed, nothing was written: {message}")
 
 
 def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:

@@ -92,6 +92,28 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     def reject(index: int, field_name: str, reason: str) -> None:
         reasons.setdefault(index, []).append((field_name, reason))
 
+    _refuse_unreadable_entries(entries, offset, lenient_parse, reject)
+    positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
+    users = [entries[i - offset] for i in positions]
+    subscriptions = _subscriptions(users, positions, reject)
+    keys = None
+    if id_keys is not None:
+        _refuse_keys_naming_no_user(id_keys, offset, reject)
+        keys = [id_keys[i - offset] for i in positions]
+    frame = _typed_frame(users, subscriptions, positions, keys, source_timezone, reject)
+    _refuse_rule_breakers(frame, reasons, seen, reject)
+    rejected = sorted(reasons)
+    return ValidationOutcome(
+        valid=frame.drop(index=[i for i in rejected if i in frame.index]),
+        rejects=_rejects_frame(reasons, entries, offset, frame, id_keys),
+        input_count=len(entries),
+        ignored_fields=_ignored_fields(users, subscriptions),
+    )
+
+
+def _refuse_unreadable_entries(entries: list, offset: int, lenient_parse: bool, reject) -> None:
+    """An entry refused while it was read (`RefusedEntry`), one that is not an object, and, from a
+    leniently parsed file, one holding an unpaired surrogate are rejected whole: no field of theirs is judged."""
     for i, entry in enumerate(entries, start=offset):
         if type(entry) is RefusedEntry:
             reject(i, ENTRY_FIELD, entry.reason)
@@ -99,8 +121,10 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
             reject(i, ENTRY_FIELD, f"entry is not an object: got {describe_value(entry)}")
         elif lenient_parse and (bad := _unpaired_surrogate(entry)):
             reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
-    positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
-    users = [entries[i - offset] for i in positions]
+
+
+def _subscriptions(users: list[dict], positions: list[int], reject) -> list[dict | None]:
+    """Each user's subscription object, or None; a subscription that is neither is rejected and read as None."""
     subscriptions = [user.get(SUBSCRIPTION_KEY) for user in users]
     for position, subscription in enumerate(subscriptions):
         if subscription is not None and type(subscription) is not dict:
@@ -110,20 +134,26 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
                 f"expected an object or null, got {describe_value(subscription)}",
             )
             subscriptions[position] = None
+    return subscriptions
 
-    if id_keys is not None:
-        for i, key in enumerate(id_keys, start=offset):
-            if key_user_id(key) is None:
-                reject(i, "user_id", _bad_key_reason(key))
 
+def _refuse_keys_naming_no_user(id_keys: list[str], offset: int, reject) -> None:
+    for i, key in enumerate(id_keys, start=offset):
+        if key_user_id(key) is None:
+            reject(i, "user_id", _bad_key_reason(key))
+
+
+def _typed_frame(users: list[dict], subscriptions: list[dict | None], positions: list[int], keys: list[str] | None,
+                 source_timezone: str, reject) -> pd.DataFrame:
+    """The users' and subscriptions' fields coerced to typed columns with each entry's presence bits,
+    indexed by source_index; every value that cannot be coerced is rejected. With `keys` (the
+    `{"users": {"<id>": {...}}}` layout) each user's id is the one its key names."""
     columns: dict[str, pd.Series] = {}
     for spec in USER_FIELDS:
         raw = [user.get(spec.source_key) for user in users]
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
-        if spec.name == "user_id" and id_keys is not None:
-            columns[spec.name] = _user_ids_from_keys(
-                columns[spec.name], errors, users, [id_keys[i - offset] for i in positions], positions, reject
-            )
+        if spec.name == "user_id" and keys is not None:
+            columns[spec.name] = _user_ids_from_keys(columns[spec.name], errors, users, keys, positions, reject)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
     for spec in SUBSCRIPTION_FIELDS:
@@ -136,7 +166,13 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     columns[SUBSCRIPTION_PRESENT] = _presence(SUBSCRIPTION_FIELDS, subscriptions)
     frame = pd.DataFrame(columns)
     frame.index = pd.Index(positions, name="source_index", dtype="int64")
+    return frame
 
+
+def _refuse_rule_breakers(frame: pd.DataFrame, reasons: dict, seen: dict[str, Any], reject) -> None:
+    """The typed frame judged by the schemas' rules, the unique columns (against this batch and the
+    values `seen` in earlier ones, which it then holds too) and the referral codes held, in that
+    order. A field rejected before (as read or coerced) is not rejected again by the first two."""
     already = {(i, name) for i, items in reasons.items() for name, _ in items}
     for schema in schemas():
         for index, column, reason in _schema_failures(schema, frame[list(schema.columns)]):
@@ -150,14 +186,6 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
                 reject(index, column, reason)
         earlier.update(values.tolist())
     _refuse_held_codes(frame, reasons, seen[REFERRAL_CODE], reject)
-
-    rejected = sorted(reasons)
-    return ValidationOutcome(
-        valid=frame.drop(index=[i for i in rejected if i in frame.index]),
-        rejects=_rejects_frame(reasons, entries, offset, frame, id_keys),
-        input_count=len(entries),
-        ignored_fields=_ignored_fields(users, subscriptions),
-    )
 
 
 def _presence(fields, entries: list[dict | None]) -> pd.Series:
