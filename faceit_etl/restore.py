@@ -1,8 +1,8 @@
 """Rollback: put the migration's tables back as a run's pre-load snapshot holds them.
 
 The default snapshot is the one taken before the latest successful migration that changed
-anything (a re-run that found the tables as an earlier load left them has none); a backup folder or a
-migration (its migration_logs id or its Dagster run id) can be named instead. Only `users` and
+anything (a re-run, or a load that only kept rows its file lacks, inserted, updated and deleted none);
+a backup folder or a migration (its migration_logs id or its Dagster run id) can be named instead. Only `users` and
 `user_subscriptions` are touched, in one transaction verified against the manifest's hashes; the
 migration's log row then says `rolled_back`.
 
@@ -42,6 +42,15 @@ from faceit_etl.postgres.snapshot import (
 
 # When a migration's load took the lock (older rows: when the run started).
 _ORDER = sql.SQL("coalesce((metadata->>'locked_at')::timestamptz, start_time)")
+# A migration changed something when it created the tables or inserted, updated or deleted a row of either;
+# one that kept rows (users its file lacks) or found the tables as an earlier load left them changed nothing.
+# A log row without its load's counts (an older faceit-etl's) is taken to have changed something.
+_CHANGED_SOMETHING = sql.SQL(
+    """(metadata->'load' IS NULL OR (metadata->'load'->>'created_tables')::boolean IS NOT FALSE
+        OR EXISTS (SELECT FROM unnest(ARRAY['users', 'subscriptions']) AS t(name),
+                               unnest(ARRAY['inserted', 'updated', 'deleted']) AS c(name)
+                   WHERE (metadata->'load'->t.name->>c.name)::bigint IS DISTINCT FROM 0))"""
+)
 
 
 UNCHECKED_ORIGIN = "the snapshot does not record which database it was taken from (made by an older faceit-etl): restored without that check"
@@ -185,15 +194,15 @@ def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> 
 
 def _latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] | None:
     """(migration_logs id, run id) of the latest successful migration that changed something: what a
-    rollback without a snapshot named restores."""
+    rollback without a snapshot named restores. The snapshot of a later one that changed nothing holds
+    the same tables, so restoring it would undo nothing."""
     if not table_exists(conn, schema, MIGRATION_LOGS):
         return None
     return conn.execute(
         sql.SQL(
-            """SELECT id::text, metadata->>'run_id' FROM {} WHERE status = 'success'
-                 AND metadata->'load'->>'recognised_from_run' IS NULL
+            """SELECT id::text, metadata->>'run_id' FROM {} WHERE status = 'success' AND {}
                ORDER BY {} DESC LIMIT 1"""
-        ).format(table(schema, MIGRATION_LOGS), _ORDER)
+        ).format(table(schema, MIGRATION_LOGS), _CHANGED_SOMETHING, _ORDER)
     ).fetchone()
 
 

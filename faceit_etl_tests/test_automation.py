@@ -7,20 +7,27 @@ import json
 import os
 
 import dagster as dg
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from faceit_etl.definitions import defs, get_migrate_job
+from faceit_etl.definitions import defs, get_migrate_job, load_definitions
 from faceit_etl.defs import automation
-from faceit_etl.defs.resources import MigrationSettings, SettingsError
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 
 
 def evaluate(sensor, settings, instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"migration_settings": settings})
+    """One tick, the target read from DATABASE_URL as the daemon's process reads it."""
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"migration_settings": settings, "postgres": PostgresResource()}
+    )
     return sensor(context), context.cursor
 
 
-def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path):
+def test_the_sensor_requests_a_run_per_new_content_and_never_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://localhost/never_connected")  # the target it is named by
     sensor = defs.get_sensor_def("source_file_changed")
     source = write_json(tmp_path / "data.json", {"users": [{"user_id": 1}]})
     settings = MigrationSettings(source_path=str(source))
@@ -117,9 +124,7 @@ def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_to
         for step, nickname in enumerate(["first", "second", "first"]):
             write_json(source, {"users": [{"user_id": 7, "faceit_nickname": nickname}]})
             os.utime(source, ns=(mtimes[nickname], mtimes[nickname]))
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"migration_settings": MigrationSettings()})
-            request = sensor(context)
-            cursor = context.cursor
+            request, cursor = evaluate(sensor, MigrationSettings(), instance, cursor)
             assert isinstance(request, dg.RunRequest), f"change {step + 1} ({nickname}) requested no run: {request}"
             used = {r.tags.get("dagster/run_key") for r in instance.get_runs()}
             assert request.run_key not in used, f"change {step + 1}: run key already used, the daemon would skip it"
@@ -130,6 +135,105 @@ def test_the_sensor_follows_the_file_back_to_earlier_content_and_the_database_to
                 assert result.success
             nicknames.append(db.execute("SELECT faceit_nickname FROM users WHERE user_id = 7").fetchone()[0])
     assert nicknames == ["first", "second", "first"]
+
+
+@pytest.fixture
+def other_database_url(postgres_server_url, database_url):
+    """Another empty database on the test server, beside `database_url`'s."""
+    name = f"{psycopg.conninfo.conninfo_to_dict(database_url)['dbname']}_other"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres_server_url, dbname=name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def nicknames(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT user_id, faceit_nickname FROM users ORDER BY user_id").fetchall()
+
+
+def sensor_on(tmp_path, monkeypatch, nickname: str):
+    """The sensor, and the bot's file holding one user of this nickname, in the environment of a daemon."""
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(tmp_path / "backups"))
+    source = write_json(tmp_path / "data.json", {"users": [{"user_id": 7, "faceit_nickname": nickname}]})
+    monkeypatch.setenv("DATA_FILE_PATH", str(source))
+    return defs.get_sensor_def("source_file_changed")
+
+
+def test_a_load_into_another_database_is_no_load_of_the_sensors_target(tmp_path, monkeypatch, database_url, other_database_url):
+    """C loaded into X; the sensor restarted aimed at an empty Y requests C, and then skips."""
+    sensor = sensor_on(tmp_path, monkeypatch, "C")
+    with dg.instance_for_test() as instance:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        request, _ = evaluate(sensor, MigrationSettings(), instance)
+        assert run_request(instance, request)
+
+        monkeypatch.setenv("DATABASE_URL", other_database_url)
+        into_y, cursor = evaluate(sensor, MigrationSettings(), instance)
+        assert isinstance(into_y, dg.RunRequest), into_y
+        assert run_request(instance, into_y)
+        loaded, _ = evaluate(sensor, MigrationSettings(), instance, cursor)
+        assert isinstance(loaded, dg.SkipReason)
+        assert loaded.skip_message == f"the tables hold this content: run {run_id_of(instance, into_y)} loaded it"
+    assert nicknames(other_database_url) == [(7, "C")]
+
+
+def test_a_load_of_other_content_into_another_database_requests_nothing(
+    tmp_path, monkeypatch, database_url, other_database_url
+):
+    """C loaded into Y by the sensor's run; then the CLI (another DATABASE_URL, the same instance) loads
+    other content into Z: the sensor aimed at Y still finds C loaded there, by its cursor or without."""
+    sensor = sensor_on(tmp_path, monkeypatch, "C")
+    with dg.instance_for_test() as instance:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        request, cursor = evaluate(sensor, MigrationSettings(), instance)
+        assert run_request(instance, request)
+
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setenv("DATABASE_URL", other_database_url)
+            elsewhere.setenv("DATA_FILE_PATH", str(write_json(tmp_path / "other.json", {"users": [{"user_id": 8}]})))
+            with dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance) as other:
+                assert other.success
+
+        untouched, _ = evaluate(sensor, MigrationSettings(), instance, cursor)
+        after_restart, _ = evaluate(sensor, MigrationSettings(), instance)
+        said = f"the tables hold this content: run {run_id_of(instance, request)} loaded it"
+    assert isinstance(untouched, dg.SkipReason) and untouched.skip_message == said
+    assert isinstance(after_restart, dg.SkipReason) and after_restart.skip_message == said
+    assert nicknames(other_database_url) == [(8, None)]
+
+
+def test_a_rollback_is_not_undone_by_the_sensor_while_the_file_is_unchanged(tmp_path, monkeypatch, database_url, db):
+    """A then B loaded, B rolled back: the file still holds B, and the sensor leaves the tables as the
+    rollback made them, saying so, until the file's content changes."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    sensor = sensor_on(tmp_path, monkeypatch, "A")
+    source = tmp_path / "data.json"
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for nickname in ("A", "B"):
+            write_json(source, {"users": [{"user_id": 7, "faceit_nickname": nickname}]})
+            request, cursor = evaluate(sensor, MigrationSettings(), instance, cursor)
+            assert run_request(instance, request)
+        loaded_b = run_id_of(instance, request)
+        rollback = load_definitions().resolve_job_def("rollback_job").execute_in_process(instance=instance)
+        assert rollback.success
+        assert nicknames(database_url) == [(7, "A")]
+
+        kept, cursor = evaluate(sensor, MigrationSettings(), instance, cursor)
+        after_restart, _ = evaluate(sensor, MigrationSettings(), instance)
+        assert nicknames(database_url) == [(7, "A")]
+
+        write_json(source, {"users": [{"user_id": 7, "faceit_nickname": "C"}]})
+        changed, cursor = evaluate(sensor, MigrationSettings(), instance, cursor)
+        assert isinstance(changed, dg.RunRequest), changed
+        assert run_request(instance, changed)
+    assert nicknames(database_url) == [(7, "C")]
+    said = (f"the tables were rolled back from this content by run {rollback.run_id} (run {loaded_b} "
+            "loaded it): a new content of the file, or a manual run of migrate_job, loads it again")
+    assert isinstance(kept, dg.SkipReason) and kept.skip_message == said
+    assert isinstance(after_restart, dg.SkipReason) and after_restart.skip_message == said
 
 
 def test_the_sensor_skips_a_missing_file(tmp_path):

@@ -3,9 +3,12 @@
 A re-run on unchanged data writes no row (the load leaves unchanged rows untouched), so both can
 fire freely. The sensor looks at the file as `bot_data_file` does (its sha256, not hashed again
 while size, mtime and inode stay as they were) and requests a run when that content differs from
-the content of the last load that committed, read from the instance: A → B → A gives three runs,
-and the third puts A back. A request the run key of which Dagster has seen is dropped, so the key
-names the content and the load it would follow (A after B's load is a key never used before); a
+the content of the last load that committed into its own target (the database its process loads,
+without the password, and the schema), read from the instance: A → B → A gives three runs, and the
+third puts A back. Loads into other databases or schemas of the same instance are no state of this
+target. A rollback is the operator's decision: while the file holds the content of the load it undid,
+the sensor skips (a new content of the file, or a manual run, loads it again). A request the run key
+of which Dagster has seen is dropped, so the key names the content and the load it would follow (A after B's load is a key never used before); a
 re-evaluation while the run is queued or running repeats its key. After a failed (or canceled)
 load the same content is requested again, under a new key, once the file has been written again
 (the bot rewrites it on every save; `touch` does too): never in a loop while the cause stays.
@@ -22,7 +25,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from faceit_etl.defs.resources import MigrationSettings, SettingsError, refuse_a_secret, strict_bool
+from faceit_etl.defs.checks import schema_target
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError, refuse_a_secret, strict_bool
 from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -30,7 +34,7 @@ SOURCE_SHA256_TAG = "faceit_etl/source_sha256"
 # The sensor's look at the file (path, sha256, stat) on the run it requests: that run's observation
 # of bot_data_file reuses it while the file is untouched, so new content is hashed once, not twice.
 SOURCE_LOOK_TAG = "faceit_etl/source_look"
-LOADS_LOOKED_AT = 20  # the last materializations of postgres_tables searched for one that is not a dry run
+LOADS_LOOKED_AT = 100  # the last materializations of postgres_tables (every target's) searched for the target's load
 # The provenance Dagster records on each materialization: per input, its data version and its event.
 INPUT_DATA_VERSION = "dagster/input_data_version"
 INPUT_EVENT_POINTER = "dagster/input_event_pointer"
@@ -71,18 +75,26 @@ migrate_schedule = dg.ScheduleDefinition(
     ),
     description=(
         "Request a migration when the bot's data file (bot_data_file) holds content, by sha256, other than "
-        "the last successful load's; after a failed load, again when the bot next writes the file."
+        "that of the last successful load into this target (database and schema); after a failed load, again "
+        "when the bot next writes the file. A rollback is kept until the file's content changes."
     ),
 )
-def source_file_changed(context: dg.SensorEvaluationContext, migration_settings: MigrationSettings):
+def source_file_changed(
+    context: dg.SensorEvaluationContext, migration_settings: MigrationSettings, postgres: PostgresResource
+):
     source = Path(migration_settings.source_path)
     if not source.is_file():
         return dg.SkipReason(f"{source}: no such file")
     seen = json.loads(context.cursor) if context.cursor else {}
     look, _ = look_at_file(source, seen, observed_look(context.instance, source))
-    loaded = last_load(context.instance)
+    loaded = last_load(context.instance, (postgres.database_label(), migration_settings.target_schema))
     if loaded is not None and loaded.sha256 == look.sha256:
         context.update_cursor(json.dumps({**seen, **look.as_dict()}))
+        if loaded.rolled_back_by:
+            return dg.SkipReason(
+                f"the tables were rolled back from this content by run {loaded.rolled_back_by} (run {loaded.run_id} "
+                "loaded it): a new content of the file, or a manual run of migrate_job, loads it again"
+            )
         return dg.SkipReason(f"the tables hold this content: run {loaded.run_id} loaded it")
     # A fresh cursor (first look, or a reset) starts a new series of keys, so that it does not
     # repeat the keys of the series before the reset.
@@ -130,15 +142,24 @@ class Load:
     storage_id: int
     run_id: str
     sha256: str | None
+    rolled_back_by: str | None = None  # the run of the latest rollback of the target since this load
 
 
-def last_load(instance: dg.DagsterInstance) -> Load | None:
-    """The last load that committed (a dry run writes nothing), with the sha256 of the file it loaded,
-    followed through the inputs Dagster recorded for each step: postgres_tables ← validated_frame ←
-    raw_json ← source_backup, whose data version is that sha256 (a re-execution's inputs point to the
-    steps of the run it re-executes)."""
+def last_load(instance: dg.DagsterInstance, target: tuple[str, str]) -> Load | None:
+    """The last load into `target` (database without the password, schema) that committed (a dry run
+    writes nothing), with the sha256 of the file it loaded, followed through the inputs Dagster recorded
+    for each step: postgres_tables ← validated_frame ← raw_json ← source_backup, whose data version is
+    that sha256 (a re-execution's inputs point to the steps of the run it re-executes). A rollback since
+    is named, not taken for a load: its tables are what the operator chose, not a content to replace."""
+    rolled_back_by = None
     for record in instance.fetch_materializations(dg.AssetKey("postgres_tables"), limit=LOADS_LOOKED_AT).records:
-        dry_run = record.asset_materialization.metadata.get("dry_run")
+        metadata = record.asset_materialization.metadata
+        if schema_target(metadata) != target:
+            continue
+        if "rolled_back_run" in metadata:
+            rolled_back_by = rolled_back_by or record.run_id
+            continue
+        dry_run = metadata.get("dry_run")
         if dry_run is not None and dry_run.value:
             continue
         tags = record.asset_materialization.tags or {}
@@ -148,5 +169,5 @@ def last_load(instance: dg.DagsterInstance) -> Load | None:
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(upstream), storage_ids=[int(pointer)]), limit=1
             ).records
             tags = (found[0].asset_materialization.tags or {}) if found else {}
-        return Load(record.storage_id, record.run_id, tags.get(f"{INPUT_DATA_VERSION}/source_backup"))
+        return Load(record.storage_id, record.run_id, tags.get(f"{INPUT_DATA_VERSION}/source_backup"), rolled_back_by)
     return None
