@@ -70,12 +70,14 @@ class Check:
 @dataclass
 class Reject:
     """One reason an entry was refused: its place in the file's list of users counted from 1 (as the
-    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field."""
+    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field,
+    and the value as the file wrote it (JSON text, as the rejects table and the report show it: `1E400`, `"abc"`)."""
 
     entry: int
     user_id: int | None
     field: str | None
     reason: str
+    value: str
 
 
 @dataclass
@@ -554,9 +556,10 @@ def _run_rejects(folder: Path) -> list[Reject]:
 
 
 def _rejects(records: list[dict]) -> list[Reject]:
-    from faceit_etl.validation.report import entry_number
+    from faceit_etl.validation.report import entry_number, offending_value
 
-    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"]) for r in records]
+    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"],
+                   offending_value(r["raw"], r["field"])) for r in records]
 
 
 def _mark_interrupted(settings, result: MigrationResult) -> None:
