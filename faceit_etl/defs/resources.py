@@ -56,8 +56,8 @@ INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 signif
 EXPECTED_BOOL = "expected true or false"
 INT_SETTINGS = ("batch_size",)
 TEXT_SETTINGS = ("source_path", "backup_dir", "max_rejects", "source_timezone", "target_schema")
-# An empty backup_dir would put every run's folder in the current directory, an empty source_path name it.
 TABLES_ASSET = dg.AssetKey("postgres_tables")  # the load: a run that selects it is a migration
+# An empty backup_dir would put every run's folder in the current directory, an empty source_path name it.
 EMPTY = "empty or only white space, which names nothing: give a value, or leave it unset for its default"
 MAX_CONCURRENT_VARIABLE = "MIGRATION_MAX_CONCURRENT"
 BOOL_SETTINGS = ("backup_tables", "force", "truncate", "prune", "dry_run")
