@@ -70,12 +70,14 @@ class Check:
 @dataclass
 class Reject:
     """One reason an entry was refused: its place in the file's list of users counted from 1 (as the
-    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field."""
+    validation report, the run page and the CLI count it: "entry 1" is the first), its user_id when known, the field,
+    and the value as the file wrote it (JSON text, as the rejects table and the report show it: `1E400`, `"abc"`)."""
 
     entry: int
     user_id: int | None
     field: str | None
     reason: str
+    value: str
 
 
 @dataclass
@@ -176,6 +178,18 @@ def _expected(hint: Any) -> str:
     return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+NAMES_NOTHING = "empty or only white space, which names nothing: give a value or leave it out"
+
+
+def _blank(value: Any) -> bool:
+    """A text or path argument that names nothing, refused as the CLI refuses its flags: `Path("")` is the
+    current folder, `output_dir=" "` would make a folder named by a space, `database_url=""` read as unset
+    would silently use another database."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return isinstance(value, str) and not value.strip()
+
+
 # Raised as they are: ours, and a closed pipe of the caller's own output (its progress callback), which
 # is the caller's to handle (the CLI ends quietly), not a failure of the migration.
 _PASSED_THROUGH = (MigrationError, BrokenPipeError)
@@ -202,6 +216,8 @@ def checked_arguments(function: Callable) -> Callable:
             if not _fits(value, hint):
                 raise SettingsInvalid(f"{name}: {parameter} {value!r}: expected {_expected(hint)}, "
                                       f"not {type(value).__name__} (never converted)")
+            if _blank(value):
+                raise SettingsInvalid(f"{name}: {parameter} {value!r}: {NAMES_NOTHING}")
         level = bound.arguments.get("log_level")
         if level is not None and level not in LOG_LEVELS:
             raise SettingsInvalid(f"{name}: log_level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
@@ -283,11 +299,24 @@ def resolved_settings(overrides: dict[str, Any]):
     """MigrationSettings from the given values (None: unset), the environment filling the rest, by the
     rule every run follows; a refused value raises SettingsInvalid naming it. `max_concurrent` is the
     executor's, not a field of them: it is judged here too (max_concurrent_of), as every setting is."""
+    from faceit_etl.errors import InvalidDatabaseUrl
+    from faceit_etl.postgres.database import InvalidConnectionString
+
+    settings = checked_settings(overrides)
+    try:
+        target_database().check_database_url()
+    except InvalidConnectionString as exc:
+        raise InvalidDatabaseUrl(str(exc)) from None
+    return settings
+
+
+def checked_settings(overrides: dict[str, Any]):
+    """MigrationSettings from the given values and the environment, each judged as a run judges it (and
+    `max_concurrent`): what resolved_settings does but the target's URL, so a class's constructor refuses a
+    bad setting when it is given, not when its verb is called."""
     from pydantic import ValidationError
 
     from faceit_etl.defs.resources import MigrationSettings, describe_invalid
-    from faceit_etl.errors import InvalidDatabaseUrl
-    from faceit_etl.postgres.database import InvalidConnectionString
 
     known = [*MigrationSettings.model_fields, MAX_CONCURRENT]
     unknown = sorted(set(overrides) - set(known))
@@ -295,15 +324,12 @@ def resolved_settings(overrides: dict[str, Any]):
         raise SettingsInvalid(f"unknown setting {unknown[0]!r} (known: {', '.join(known)})")
     try:
         settings = MigrationSettings(**{k: v for k, v in overrides.items() if k != MAX_CONCURRENT})
-        target_database().check_database_url()
-        max_concurrent_of(overrides)
-        return settings
     except ValidationError as exc:
         raise SettingsInvalid(describe_invalid(exc)) from None
-    except InvalidConnectionString as exc:
-        raise InvalidDatabaseUrl(str(exc)) from None
     except ValueError as exc:
         raise SettingsInvalid(str(exc)) from None
+    max_concurrent_of(overrides)
+    return settings
 
 
 def max_concurrent_of(overrides: dict[str, Any]) -> int:
@@ -387,11 +413,15 @@ URL_ARGUMENT = "the database_url argument"
 def _elsewhere(database_url: str | None) -> bool:
     """Whether the call must run in a child process for `database_url`; a URL given that libpq cannot
     use is refused here, named as the argument it is (not as DATABASE_URL, which may hold another)."""
+    _check_url_argument(database_url)
+    return bool(database_url) and database_url != os.environ.get("DATABASE_URL")
+
+
+def _check_url_argument(database_url: str | None) -> None:
     from faceit_etl.postgres.database import checked_url
 
     if database_url:
         _raising(lambda: checked_url(database_url, URL_ARGUMENT))
-    return bool(database_url) and database_url != os.environ.get("DATABASE_URL")
 
 
 def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[str, Any]) -> MigrationResult:
@@ -554,9 +584,10 @@ def _run_rejects(folder: Path) -> list[Reject]:
 
 
 def _rejects(records: list[dict]) -> list[Reject]:
-    from faceit_etl.validation.report import entry_number
+    from faceit_etl.validation.report import entry_number, offending_value
 
-    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"]) for r in records]
+    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"],
+                   offending_value(r["raw"], r["field"])) for r in records]
 
 
 def _mark_interrupted(settings, result: MigrationResult) -> None:
@@ -945,6 +976,9 @@ class DataMigration:
         self.validate_before = validate_before
         self.database_url = database_url
         self.settings = {"batch_size": batch_size, "max_concurrent": max_concurrent, **settings}
+        # Judged now, as they are given (max_concurrent=0 was refused only by the first migrate()).
+        checked_settings(_overrides(self.settings))
+        _check_url_argument(database_url)
 
     @checked_arguments
     async def migrate(self, truncate_tables: bool | None = None, dry_run: bool | None = None,
@@ -997,6 +1031,7 @@ class DataValidator:
         self.json_file_path = json_file_path
         self.source_timezone = source_timezone
         self.data = None
+        checked_settings(_overrides({"source_timezone": source_timezone}))  # judged as given, not when used
 
     @checked_arguments
     async def load_json_data(self):

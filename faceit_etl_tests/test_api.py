@@ -104,7 +104,7 @@ def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing
     result = faceit_etl.migrate(with_a_bad_entry(here))
 
     assert result.success is False
-    assert result.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
+    assert result.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'", '"abc"')]
     assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (3, 2, 1)
     assert result.validation_failed and result.migrated_users == 0
     assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
@@ -221,7 +221,7 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
 
     for judged in (result, report, judged_async):
         assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
-        assert judged.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'")]
+        assert judged.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'", '"abc"')]
         assert judged.errors == ["entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
         assert "| 2 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in judged.report
     good = faceit_etl.validate(FLAT_SAMPLE)

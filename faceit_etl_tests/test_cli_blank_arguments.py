@@ -15,6 +15,7 @@ from faceit_etl.cli.main import build_parser
         (["validate", "data.json", "--report", "{}"], "--report"),
         (["backup", "data.json", "--output-dir", "{}"], "--output-dir"),
         (["rollback", "--backup-path", "{}"], "--backup-path"),
+        (["rollback", "--migration-id", "{}"], "--migration-id"),
         (["--database-url", "{}", "status"], "--database-url"),
         (["--config", "{}", "status"], "--config"),
         (["migrate", "{}"], "json_file"),

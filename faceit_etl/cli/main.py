@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollback = commands.add_parser("rollback", help="restore the tables from the snapshot taken before a migration")
     rollback.add_argument("--backup-path", type=named_path, help="a run's backup folder (default: see --migration-id)")
-    rollback.add_argument("--migration-id", help="migration_logs id or run id (default: the latest successful one)")
+    rollback.add_argument("--migration-id", type=named, help="migration_logs id or run id (default: the latest successful one)")
     rollback.add_argument("--confirm", action="store_true", help="do not ask")
     rollback.add_argument("--discard-later-changes", action="store_true",
                           help="restore even if the tables changed since the latest migration (those changes are lost)")

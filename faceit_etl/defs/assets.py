@@ -24,7 +24,7 @@ from faceit_etl.defs.jobs import executor_max_concurrent
 from faceit_etl.defs.metadata import (
     RECENT_MIGRATIONS, as_people_see_it, refusal, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
 )
-from faceit_etl.defs.resources import MigrationSettings, PostgresResource
+from faceit_etl.defs.resources import MigrationSettings, PostgresResource, tag_run_with_target
 from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.source.pieces import PIECE_BYTES
@@ -74,7 +74,10 @@ DRY_RUN_SAID = "dry run: what the load would have written; it rolled back, the t
         "just before it writes: each run, re-executions too, has its own."
     ),
 )
-def source_backup(context: dg.AssetExecutionContext, migration_settings: MigrationSettings) -> dg.Output:
+def source_backup(
+    context: dg.AssetExecutionContext, migration_settings: MigrationSettings, postgres: PostgresResource
+) -> dg.Output:
+    tag_run_with_target(context, migration_settings, postgres)  # first: a run stopped at any later step is listed
     observed = context.instance.get_latest_data_version_record(dg.AssetKey("bot_data_file"), is_source=True)
     # The run records the version it observed as the one it loaded: they must be the same bytes.
     in_this_run = observed is not None and observed.run_id == context.run.run_id
@@ -107,7 +110,13 @@ def source_backup(context: dg.AssetExecutionContext, migration_settings: Migrati
         "{'users': {'<id>': {...}}} and a bare list."
     ),
 )
-def raw_json(context: dg.AssetExecutionContext, source_backup: backup.SourceSnapshot) -> dg.Output:
+def raw_json(
+    context: dg.AssetExecutionContext,
+    source_backup: backup.SourceSnapshot,
+    migration_settings: MigrationSettings,
+    postgres: PostgresResource,
+) -> dg.Output:
+    tag_run_with_target(context, migration_settings, postgres)  # a subset run may start here
     source = replace(read_source(source_backup.copy, name=source_backup.original), sha256=source_backup.sha256)
     tag_run_with_file(context, source_backup.original, source_backup.sha256)
     return dg.Output(
@@ -135,8 +144,10 @@ def raw_json(context: dg.AssetExecutionContext, source_backup: backup.SourceSnap
     ),
 )
 def validated_frame(
-    context: dg.AssetExecutionContext, raw_json: SourceData, migration_settings: MigrationSettings
+    context: dg.AssetExecutionContext, raw_json: SourceData, migration_settings: MigrationSettings,
+    postgres: PostgresResource,
 ) -> dg.Output:
+    tag_run_with_target(context, migration_settings, postgres)  # a subset run may start here, and stop on rejects
     judged_before = Path(context.instance.storage_directory()) / VALIDATED
     outcome, reused = memo.validate_once(raw_json, migration_settings.source_timezone, judged_before)
     if not outcome.rejects.empty:
@@ -230,6 +241,7 @@ def postgres_tables(
     mapped_users: pd.DataFrame,
     mapped_subscriptions: pd.DataFrame,
 ):
+    tag_run_with_target(context, migration_settings, postgres)  # before any refusal: a refused load is listed too
     why_not = _why_not_this_file(context.run, source_backup, migration_settings) or why_not_this_input(
         validated_frame, source_backup.sha256, migration_settings.source_timezone
     )

@@ -17,7 +17,7 @@ import pandas as pd
 
 from faceit_etl import backups as backup
 from faceit_etl.defs.metadata import refusal, rejects_table
-from faceit_etl.defs.resources import MigrationSettings, PostgresResource
+from faceit_etl.defs.resources import TABLES_ASSET, MigrationSettings, PostgresResource
 from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts
 from faceit_etl.validation import ValidationOutcome, report
 from faceit_etl.validation.limit import STOPPED_BY, RejectLimit
@@ -118,7 +118,7 @@ def _severity(name: str) -> dg.AssetCheckSeverity:
     return ERROR if name in BLOCKING else WARN
 
 
-TABLES = dg.AssetKey("postgres_tables")
+TABLES = TABLES_ASSET
 # The checks of `postgres_tables`, declared on the asset: its load returns their results.
 TABLE_CHECK_SPECS = [
     dg.AssetCheckSpec(name, asset=TABLES, blocking=name in BLOCKING, description=description)

@@ -56,6 +56,7 @@ INEXACT_FRACTION = "more digits than can be kept exactly; give at most 15 signif
 EXPECTED_BOOL = "expected true or false"
 INT_SETTINGS = ("batch_size",)
 TEXT_SETTINGS = ("source_path", "backup_dir", "max_rejects", "source_timezone", "target_schema")
+TABLES_ASSET = dg.AssetKey("postgres_tables")  # the load: a run that selects it is a migration
 # An empty backup_dir would put every run's folder in the current directory, an empty source_path name it.
 EMPTY = "empty or only white space, which names nothing: give a value, or leave it unset for its default"
 MAX_CONCURRENT_VARIABLE = "MIGRATION_MAX_CONCURRENT"
@@ -372,6 +373,22 @@ class MigrationSettings(dg.ConfigurableResource):
     def safe_summary(self) -> dict:
         """The settings a run used, as they may be shown or stored (none of them is a secret)."""
         return self.model_dump()
+
+
+def tag_run_with_target(context: dg.OpExecutionContext, settings: MigrationSettings, postgres: PostgresResource) -> None:
+    """Tag the run with its target (`host:port/database/schema`, never the password): `status` lists a
+    target's runs by this tag. The CLI and the API tag the runs they start; a run launched from the UI, the
+    launchpad, a sensor or `dagster job execute` has no tag until a step that knows the target adds it. Each
+    step of the migration does, from the first, so a run stopped before its load (by rejects, say) or a dry
+    run is listed too; a run that selects neither the tables nor the whole job (a preview of the file) is no migration."""
+    from faceit_etl.api import TARGET_TAG
+
+    selection = context.run.asset_selection  # None or empty: the whole job (execute_in_process leaves it empty)
+    if selection and TABLES_ASSET not in selection:
+        return
+    label = f"{postgres.database_label()}/{settings.target_schema}"
+    if context.run.tags.get(TARGET_TAG) != label:
+        context.instance.add_run_tags(context.run_id, {TARGET_TAG: label})
 
 
 @dg.definitions

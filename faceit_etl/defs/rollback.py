@@ -3,9 +3,14 @@
 import dagster as dg
 from pydantic import Field, field_validator
 
-from faceit_etl.api import TARGET_TAG
 from faceit_etl.defs.automation import INPUT_DATA_VERSION, INPUT_EVENT_POINTER
-from faceit_etl.defs.resources import MigrationSettings, PostgresResource, refuse_a_secret, refuse_loose_environment
+from faceit_etl.defs.resources import (
+    MigrationSettings,
+    PostgresResource,
+    refuse_a_secret,
+    refuse_loose_environment,
+    tag_run_with_target,
+)
 from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
 from faceit_etl.postgres import runlog
@@ -52,11 +57,8 @@ def restore_tables(
 ):
     given = ((context.run.run_config or {}).get("ops") or {}).get("restore_tables") or {}
     refuse_loose_environment(given.get("config"), "restore_tables", text_settings=("backup_path", "migration_id"))
-    # `status` lists a target's runs by this tag: a run launched from the UI or the launchpad has none until
-    # here, where its target is known; tagged before the restore, a refused or failed rollback is listed too.
-    context.instance.add_run_tags(
-        context.run_id, {TARGET_TAG: f"{postgres.database_label()}/{migration_settings.target_schema}"}
-    )
+    # Tagged before the restore: a refused or failed rollback is listed by `status` too.
+    tag_run_with_target(context, migration_settings, postgres)
     with postgres.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
         lock_schema(conn, migration_settings.target_schema)

@@ -17,7 +17,6 @@ nothing to compare against, so staging and the upsert would only cost time.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -49,6 +48,8 @@ from faceit_etl.postgres.ddl import (
 from faceit_etl.postgres.fingerprint import fingerprint, left_by
 from faceit_etl.postgres.keys import catalog_of, drop_keys, outside_references, refuse_changed_catalog, restore_keys, table_keys
 from faceit_etl.postgres.lock import lock_schema
+from faceit_etl.source.numbers import may_hold_decimal_number
+from faceit_etl.source.repeats import loads_exact, written
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
 REJECTS_TABLE_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
@@ -701,17 +702,8 @@ def _write_rejects(conn, schema, rejects: pd.DataFrame, run_id: str) -> int:
 
 
 def jsonb_safe(raw_json: str) -> str:
-    """jsonb cannot hold U+0000: such a raw entry is kept with the character spelled out as text."""
-    if "\\u0000" not in raw_json:
+    """A reject's entry as jsonb can hold it: its text as written, except U+0000 spelled out as text and a
+    number beyond jsonb's numeric (1e-20000) kept as a string of its text (`written(for_jsonb=True)`)."""
+    if "\\u0000" not in raw_json and not may_hold_decimal_number(raw_json.encode()):
         return raw_json
-
-    def spell(value):
-        if isinstance(value, str):
-            return value.replace("\x00", "\\u0000")
-        if isinstance(value, list):
-            return [spell(v) for v in value]
-        if isinstance(value, dict):
-            return {spell(k): spell(v) for k, v in value.items()}
-        return value
-
-    return json.dumps(spell(json.loads(raw_json)), ensure_ascii=False)
+    return written(loads_exact(raw_json)[0], for_jsonb=True)

@@ -244,24 +244,27 @@ def _first_repeat(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
-def written(value: Any) -> str:
-    """JSON text of a parsed value as it was written: repeated names, over-long integers and
-    numbers' texts kept; unpaired surrogates spelled out as escape text, and a number beyond what
-    jsonb's numeric holds (1e-20000) as a string of its text: PostgreSQL cannot store either."""
+def written(value: Any, *, for_jsonb: bool = False) -> str:
+    """JSON text of a parsed value as the file wrote it: repeated names, over-long integers and numbers'
+    texts kept (`1E400` stays `1E400`, never `Infinity`); unpaired surrogates spelled out as escape text.
+    The one rendering of a file's value for people (a reject's value) and for storage. `for_jsonb`: what
+    PostgreSQL's jsonb cannot hold changed only as far as it must, a number beyond its numeric (1e-20000)
+    made a string of its text and U+0000 in a string spelled out as text."""
     if isinstance(value, Repeated):
         pairs = value.pairs
     elif isinstance(value, dict):
         pairs = value.items()
     elif isinstance(value, list):
-        return "[" + ", ".join(written(v) for v in value) + "]"
+        return "[" + ", ".join(written(v, for_jsonb=for_jsonb) for v in value) + "]"
     elif isinstance(value, (LongInteger, WrittenFloat)):
         text = value.digits if isinstance(value, LongInteger) else value.text
-        return text if _jsonb_holds(text) else json.dumps(text)
+        return json.dumps(text) if for_jsonb and not _jsonb_holds(text) else text
     elif isinstance(value, str):
-        return json.dumps(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value), ensure_ascii=False)
+        spelled = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+        return json.dumps(spelled.replace("\x00", "\\u0000") if for_jsonb else spelled, ensure_ascii=False)
     else:
         return json.dumps(value)
-    return "{" + ", ".join(f"{written(name)}: {written(v)}" for name, v in pairs) + "}"
+    return "{" + ", ".join(f"{written(k, for_jsonb=for_jsonb)}: {written(v, for_jsonb=for_jsonb)}" for k, v in pairs) + "}"
 
 
 def _jsonb_holds(number: str) -> bool:

@@ -3,11 +3,11 @@ value it was rejected for, and a stopped run's reason in one line that says what
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
+from faceit_etl.source.repeats import loads_exact, written
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, SUBSCRIPTION_KEY, USER_FIELDS
 from faceit_etl.validation.limit import RejectLimit
 
@@ -30,11 +30,13 @@ def entry_number(source_index: int) -> int:
 
 
 def offending_value(raw: str, field: str) -> str:
-    """The value the entry's JSON holds for `field`, as JSON text (a string keeps its quotes, so "5"
-    and 5 stay apart), cut to VALUE_CHARS; the whole entry when the reason is about the entry."""
+    """The value the entry's JSON holds for `field`, as the file wrote it (a string keeps its quotes, so
+    "5" and 5 stay apart; `1E400` stays `1E400`), cut to VALUE_CHARS; the whole entry when the reason is
+    about the entry. Every surface that shows a reject's value (the run's rejects table, the validation
+    report, the API's `Reject.value`) shows this."""
     try:
-        entry = json.loads(raw)
-    except ValueError:
+        entry = loads_exact(raw)[0]
+    except (ValueError, RecursionError):
         return _cut(raw)
     if not isinstance(entry, dict):
         return _cut(raw)
@@ -45,7 +47,7 @@ def offending_value(raw: str, field: str) -> str:
         found = _lookup(nested if isinstance(nested, dict) else entry, _SUBSCRIPTION_KEYS[field])
     else:
         return _cut(raw)
-    return ABSENT if found is _MISSING else _cut(json.dumps(found, ensure_ascii=False))
+    return ABSENT if found is _MISSING else _cut(written(found))
 
 
 _MISSING = object()
