@@ -335,8 +335,9 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             "; ".join(problems)
             + ". The existing tables' columns are narrower than the data"
             + (" (Telegram ids need 64 bits)" if integers else "")
-            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or "
-            + "Re-execute → From failure in the UI: the file is not read again) or run again:\n  "
+            # The UI's re-execution needs the run's workspace origin, which runs launched outside the UI lack.
+            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or, for "
+            + "a run launched from the UI, Re-execute → From failure: the file is not read again) or run again:\n  "
             + "\n  ".join(fixes)
         )
 
