@@ -756,11 +756,28 @@ def _target_state(settings, mapped) -> dict:
     return _raising(read)
 
 
+ENDED_RUN_STATUSES = ("FAILURE", "CANCELED")
+
+
 def migration_line(m: dict) -> str:
-    """One migration_logs row in words."""
-    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "never started"
-    return (f"migration {m['id']} {m['status']} at {start}: {m['processed_items']} loaded, "
-            f"{m['failed_items']} rejected (run {m['run_id']})")
+    """One migration_logs row in words; a field the row leaves empty is said in words, never as None. A
+    `running` row whose session is gone, or whose Dagster run (`run_status`) ended, was left by a run that
+    died mid-load: its load, one transaction, committed nothing."""
+    start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "no recorded time"
+    if m["status"] == "running":
+        ended = m.get("session_alive") is False or m.get("run_status") in ENDED_RUN_STATUSES
+        what = ("its run ended without finishing (killed or lost); nothing was written" if ended
+                else "still loading, nothing committed yet")
+    elif m["processed_items"] is None and m["failed_items"] is None:
+        what = "no counts recorded"
+    else:
+        what = f"{_counted(m['processed_items'])} loaded, {_counted(m['failed_items'])} rejected"
+    run = f"run {m['run_id']}" if m["run_id"] else "no run recorded"
+    return f"migration {m['id']} {m['status'] or 'without a status'} at {start}: {what} ({run})"
+
+
+def _counted(count: int | None) -> str:
+    return "an unrecorded number" if count is None else str(count)
 
 
 # ---------------------------------------------------------------- status
@@ -786,7 +803,11 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     except DatabaseUnavailable as exc:
         report |= {"reachable": False, "error": str(exc)}
     with open_instance() as instance:
-        runs = target_runs(instance, chosen, [m["run_id"] for m in report.get("migrations", [])])
+        migrations = report.get("migrations", [])
+        runs = target_runs(instance, chosen, [m["run_id"] for m in migrations if m["run_id"]])
+        for m in migrations:
+            run = instance.get_run_by_id(m["run_id"]) if m["status"] == "running" and m["run_id"] else None
+            m["run_status"] = run.status.value if run else None
         report["dagster_runs"] = [
             {"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
              "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}

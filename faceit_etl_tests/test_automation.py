@@ -278,6 +278,24 @@ def test_a_switch_that_is_no_boolean_is_refused_when_the_location_loads(monkeypa
     assert str(refused.value) == f"{variable}={value!r}: expected true or false"
 
 
+@pytest.mark.parametrize(("variable", "value", "why"), [
+    ("MIGRATION_SCHEDULE_CRON", "61 * * * *", "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')"),
+    ("MIGRATION_SCHEDULE_CRON", "daily", "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')"),
+    ("MIGRATION_SCHEDULE_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+])
+def test_a_schedule_setting_dagster_cannot_use_is_refused_naming_the_variable(monkeypatch, variable, value, why):
+    """Dagster's own refusal ("invalid cron schedule … for schedule 'migrate_schedule'") names neither the
+    variable nor where to fix it."""
+    monkeypatch.setenv(variable, value)
+    try:
+        with pytest.raises(SettingsError) as refused:
+            importlib.reload(automation)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(automation)
+    assert str(refused.value) == f"{variable}={value!r}: {why}"
+
+
 @pytest.mark.parametrize(("value", "running"), [("off", False), ("No", False), ("0", False), ("ON", True), ("1", True), ("", False)])
 def test_each_word_for_true_or_false_switches_the_sensor(monkeypatch, value, running):
     monkeypatch.setenv("MIGRATION_SENSOR_ENABLED", value)

@@ -750,6 +750,27 @@ def test_rejects_are_written_with_their_raw_entry(db, conn):
     assert counts == {"run-42": len(rejects), "run-43": len(rejects)}
 
 
+def test_migration_rejects_counts_entries_from_1_as_every_report_does(db, conn):
+    """`entry` is the number the UI, the CLI, the report and the API give; `source_index` stays the 0-based
+    index it always was, for its readers."""
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    good = generate_users(3, seed=4)
+    entries = [good[0], good[1], {"user_id": "abc"}, good[2], 42]  # entries 3 and 5 are rejected
+    mapped, rejects = chain(document(entries))
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    assert db.execute("SELECT entry, source_index FROM migration_rejects ORDER BY entry").fetchall() == [(3, 2), (5, 4)]
+
+
+def test_an_existing_migration_rejects_table_of_the_old_layout_gets_the_entry_column(db, conn):
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    db.execute("ALTER TABLE migration_rejects DROP COLUMN entry")  # as an older faceit-etl made it
+    db.execute("INSERT INTO migration_rejects (run_id, source_index, field, reason) VALUES ('old', 6, 'user_id', 'missing')")
+
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+
+    assert db.execute("SELECT run_id, entry, source_index FROM migration_rejects").fetchall() == [("old", 7, 6)]
+
+
 # ---------------------------------------------------------------------------------------------
 # batch size
 

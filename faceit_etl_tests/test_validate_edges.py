@@ -59,6 +59,13 @@ def test_a_reject_names_its_user_only_by_a_valid_telegram_id():
     assert outcome.valid["user_id"].tolist() == [2]
 
 
+def test_the_rejects_file_counts_entries_from_1_beside_the_0_based_source_index():
+    """rejects.jsonl is read by people, as the UI, CLI and report are: its `entry` is their number."""
+    raw = b'[{"user_id": 1}, {"user_id": 2}, {"user_id": "x"}, {"user_id": 3}, {"user_id": -4}]'
+    records = validate_entries(parse_source(raw, "ids.json")).reject_records()
+    assert [(r["entry"], r["source_index"]) for r in records] == [(3, 2), (5, 4)]
+
+
 def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json():
     """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full;
     beyond what that can write, a placeholder says why, so the reject is still stored."""

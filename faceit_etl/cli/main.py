@@ -432,10 +432,14 @@ def print_summary(result, args) -> None:
     would = "would be " if result.dry_run else ""
     for table, counts in result.tables.items():
         say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
+    from faceit_etl.postgres.verdicts import COMPARED_NOTHING
+
     described = []  # how an error raised by a check whose description is printed begins
     for check in result.checks:
         failed = not check.passed
         mark = f"FAILED ({check.severity})" if failed else "passed"
+        if not failed and (check.description or "").startswith(COMPARED_NOTHING):  # never a bare "passed"
+            mark += f" ({check.description.removesuffix('.').lower()})"
         said = " (dry run)" if check.dry_run else ""
         say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args)
         if failed and check.description:

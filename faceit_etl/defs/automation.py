@@ -20,8 +20,10 @@ MIGRATION_SCHEDULE_CRON and MIGRATION_SCHEDULE_TIMEZONE when the code location l
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
@@ -54,11 +56,42 @@ def _running_if(variable: str) -> bool:
         raise SettingsError(f"{variable}={raw!r}: {exc}") from None
 
 
+def _schedule_setting(variable: str, default: str, usable: Callable[[str], bool], why_not: str) -> str:
+    """Unset or empty: the default. A value Dagster would refuse is refused here, naming the variable:
+    Dagster's own error names only the schedule."""
+    raw = os.environ.get(variable, "")
+    if not raw:
+        return default
+    refuse_a_secret(variable, raw)
+    if not usable(raw):
+        raise SettingsError(f"{variable}={raw!r}: {why_not}")
+    return raw
+
+
+def _a_cron(text: str) -> bool:
+    try:
+        dg.ScheduleDefinition(name="cron_probe", job_name="migrate_job", cron_schedule=text)
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
+
+def _a_time_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 migrate_schedule = dg.ScheduleDefinition(
     name="migrate_schedule",
     job_name="migrate_job",
-    cron_schedule=os.environ.get("MIGRATION_SCHEDULE_CRON", "0 3 * * *"),
-    execution_timezone=os.environ.get("MIGRATION_SCHEDULE_TIMEZONE", "UTC"),
+    cron_schedule=_schedule_setting(
+        "MIGRATION_SCHEDULE_CRON", "0 3 * * *", _a_cron,
+        "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')",
+    ),
+    execution_timezone=_schedule_setting("MIGRATION_SCHEDULE_TIMEZONE", "UTC", _a_time_zone, "not a known time zone"),
     default_status=(
         dg.DefaultScheduleStatus.RUNNING if _running_if("MIGRATION_SCHEDULE_ENABLED") else dg.DefaultScheduleStatus.STOPPED
     ),

@@ -18,7 +18,7 @@ import pandas as pd
 from faceit_etl import backups as backup
 from faceit_etl.defs.metadata import refusal, rejects_table
 from faceit_etl.defs.resources import TABLES_ASSET, MigrationSettings, PostgresResource
-from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts
+from faceit_etl.postgres.verdicts import BLOCKING, DIFFERING_VALUES, Verdict, all_verdicts, nothing_to_compare
 from faceit_etl.validation import ValidationOutcome, report
 from faceit_etl.validation.limit import STOPPED_BY, RejectLimit
 
@@ -45,14 +45,15 @@ def no_rejected_entries(
     limit = migration_settings.reject_limit()
     allowed = validated_frame.input_count if limit is None else limit.allowed(validated_frame.input_count)
     stops = report.too_many_rejects(rejects, validated_frame.rejected_count, validated_frame.input_count, limit)
+    nothing, said = ({}, None) if validated_frame.input_count else nothing_to_compare("the file holds no entry")
     yield dg.AssetCheckResult(
         passed=rejects.empty,
         severity=ERROR if stops else WARN,
-        description=None if rejects.empty else _reject_summary(
+        description=said if nothing else None if rejects.empty else _reject_summary(
             validated_frame, limit, allowed,
             backup.run_folder(migration_settings.backup_dir, context.run.run_id) / backup.REJECTS_FILE,
         ),
-        metadata={
+        metadata=nothing | {
             "rejected": validated_frame.rejected_count,
             "limit": allowed,  # the most rejects this run may have and still load
             "max_rejects": "force: any number" if limit is None else limit.text,

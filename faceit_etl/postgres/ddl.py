@@ -78,7 +78,10 @@ CREATE TABLE IF NOT EXISTS {rejects} (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS {rejects_run_index} ON {rejects} (run_id);
+ALTER TABLE {rejects} ADD COLUMN IF NOT EXISTS {entry} integer GENERATED ALWAYS AS (source_index + 1) STORED;
 """
+# The entry's number as every report counts it (from 1); source_index stays the 0-based index its readers know.
+REJECT_ENTRY = "entry"
 
 # Each field's column type, from the field catalog (its varchar length too): the catalog is the one
 # place a column's size is written.
@@ -132,7 +135,8 @@ _TARGET = target_tables_sql()
 
 
 def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
-    """Our own tables (run log, rejects) and the schema. A real run makes them in their own
+    """Our own tables (run log, rejects) and the schema, and the rejects' `entry` column on a table an older
+    faceit-etl made. A real run makes them in their own
     transaction before its load; the load makes them too, so that a dry run does inside its
     transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
     would still lock the rejects table until the load commits.
@@ -151,12 +155,16 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
                 logs=table(schema, MIGRATION_LOGS),
                 rejects=table(schema, MIGRATION_REJECTS),
                 rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
+                entry=sql.Identifier(REJECT_ENTRY),
             )
         )
 
 
 def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
-    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS))
+    """Both tables, and the rejects' `entry` column, which tables of an older faceit-etl lack."""
+    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)) and any(
+        column == REJECT_ENTRY for column, _, _ in column_types(conn, schema, MIGRATION_REJECTS)
+    )
 
 
 def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None:
@@ -335,8 +343,9 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             "; ".join(problems)
             + ". The existing tables' columns are narrower than the data"
             + (" (Telegram ids need 64 bits)" if integers else "")
-            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or "
-            + "Re-execute → From failure in the UI: the file is not read again) or run again:\n  "
+            # The UI's re-execution needs the run's workspace origin, which runs launched outside the UI lack.
+            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or, for "
+            + "a run launched from the UI, Re-execute → From failure: the file is not read again) or run again:\n  "
             + "\n  ".join(fixes)
         )
 

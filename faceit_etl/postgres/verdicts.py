@@ -21,6 +21,9 @@ from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, presence_bit
 
 EXAMPLES = 20
 DIFFERING_VALUES = "differing_values"  # content_matches: the first differing cells with both values
+COMPARED = "compared"  # set only when a verdict had nothing to judge: "nothing: <why>"
+COMPARED_NOTHING = "Compared nothing: "  # how such a check's description begins
+NO_REFERRER = "no subscription in the table names a referrer"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,17 @@ class Verdict:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def nothing_to_compare(why: str) -> tuple[dict, str]:
+    """The metadata and description of a check that had nothing to judge: a bare pass would read as a
+    comparison made."""
+    return {COMPARED: f"nothing: {why}"}, f"{COMPARED_NOTHING}{why}."
+
+
+def compared_nothing(verdict: Verdict, why: str) -> Verdict:
+    metadata, description = nothing_to_compare(why)
+    return Verdict(verdict.passed, verdict.metadata | metadata, verdict.description or description)
 
 
 def row_counts_match(
@@ -67,7 +81,9 @@ def _count_differs(name: str, actual: int, expected: int, kept: int) -> str:
 
 
 def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    """Counted over the users whose entry states a tier: one without keeps the tier its row has."""
+    """Counted over the users whose entry states a tier: one without keeps the tier its row has (the flat
+    layout states none: then nothing is compared, and said so)."""
+    file_users = len(users)
     if PRESENT in subscriptions.columns:
         stated = (subscriptions[PRESENT].to_numpy(dtype="int64") & presence_bit(SUBSCRIPTION_FIELDS, "tier")) != 0
         subscriptions = subscriptions[stated]
@@ -75,11 +91,16 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
     actual = verify.tier_counts(conn, schema, users["user_id"])
     counts = subscriptions["tier"].value_counts(dropna=False)
     expected = dict(sorted((str(k) if pd.notna(k) else "NULL", int(v)) for k, v in counts.items()))
-    return Verdict(
+    verdict = Verdict(
         actual == expected,
         {"in_database": actual, "expected": expected, "users_compared": len(users)},
         None if actual == expected else _tiers_differ(actual, expected),
     )
+    if len(users):
+        return verdict
+    return compared_nothing(verdict, "the file has no user" if not file_users else (
+        "no entry of the file states a tier (an entry without `subscription`, as in the flat layout, keeps its "
+        "row's tier; content_matches judges a new row's default)"))
 
 
 def _tiers_differ(actual: dict[str, int], expected: dict[str, int]) -> str:
@@ -93,11 +114,14 @@ def _tiers_differ(actual: dict[str, int], expected: dict[str, int]) -> str:
 
 def subscriptions_have_users(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     orphans = verify.orphan_subscriptions(conn, schema)
-    return Verdict(
+    verdict = Verdict(
         orphans == 0,
         {"orphan_subscriptions": orphans},
         f"{orphans} subscription(s) whose user is not in {USERS}" if orphans else None,
     )
+    if orphans or verify.has_rows(conn, schema, SUBSCRIPTIONS):
+        return verdict
+    return compared_nothing(verdict, f"{SUBSCRIPTIONS} holds no row")
 
 
 def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
@@ -131,7 +155,10 @@ def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFra
             for name, ids in proof.changed.items()
             if ids
         ]
-    return Verdict(not problems, metadata, "; ".join(problems) if problems else None)
+    verdict = Verdict(not problems, metadata, "; ".join(problems) if problems else None)
+    if len(users) or (proof is not None and proof.compared):
+        return verdict
+    return compared_nothing(verdict, "the file has no user" + (", and the tables held none to keep" if proof is not None else ""))
 
 
 def rows_not_in_file(
@@ -141,7 +168,7 @@ def rows_not_in_file(
     whose entry the file has but rejected (`rejected_user_ids`, Telegram ids) is in the file."""
     ids = users["user_id"] if rejected_user_ids is None else pd.concat([users["user_id"], rejected_user_ids.dropna()])
     absent = verify.users_not_in(conn, schema, ids)
-    return Verdict(
+    verdict = Verdict(
         not absent.count,
         {"users_not_in_file": absent.count, "examples": absent.sample},
         f"{absent.count} user(s) in {schema}.{USERS} are not in the file and were kept "
@@ -150,16 +177,21 @@ def rows_not_in_file(
         if absent.count
         else None,
     )
+    if absent.count or verify.has_rows(conn, schema, USERS):
+        return verdict
+    return compared_nothing(verdict, f"{USERS} holds no row")
 
 
 def referrers_present(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     missing = verify.missing_referrers(conn, schema)
-    return Verdict(not missing, {"missing_referrers": len(missing), "examples": missing[:EXAMPLES]})
+    verdict = Verdict(not missing, {"missing_referrers": len(missing), "examples": missing[:EXAMPLES]})
+    return verdict if missing or verify.names_a_referrer(conn, schema) else compared_nothing(verdict, NO_REFERRER)
 
 
 def no_self_referrals(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
     found = verify.self_referrals(conn, schema)
-    return Verdict(not found, {"self_referrals": len(found), "examples": found[:EXAMPLES]})
+    verdict = Verdict(not found, {"self_referrals": len(found), "examples": found[:EXAMPLES]})
+    return verdict if found or verify.names_a_referrer(conn, schema) else compared_nothing(verdict, NO_REFERRER)
 
 
 VerdictFunction = Callable[[psycopg.Connection, str, pd.DataFrame, pd.DataFrame], Verdict]

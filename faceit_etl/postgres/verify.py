@@ -49,6 +49,16 @@ def tier_counts(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) 
     return {tier or "NULL": count for tier, count in rows}
 
 
+def has_rows(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    return conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(table(schema, name))).fetchone()[0]
+
+
+def names_a_referrer(conn: psycopg.Connection, schema: str) -> bool:
+    """Whether any subscription names a referrer: else the referral checks have nothing to judge."""
+    query = sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE referred_by_user_id IS NOT NULL)").format(table(schema, SUBSCRIPTIONS))
+    return conn.execute(query).fetchone()[0]
+
+
 def orphan_subscriptions(conn: psycopg.Connection, schema: str) -> int:
     query = sql.SQL(
         "SELECT count(*) FROM {subs} s LEFT JOIN {users} u ON u.id = s.user_id WHERE u.id IS NULL"

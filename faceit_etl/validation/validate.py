@@ -30,6 +30,7 @@ from faceit_etl.validation.fields import (
     presence_mask,
 )
 from faceit_etl.validation.pandera_import import pa
+from faceit_etl.validation.report import entry_number
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 
 ENTRY_FIELD = "(entry)"
@@ -58,8 +59,10 @@ class ValidationOutcome:
         return int(self.rejects["source_index"].nunique())
 
     def reject_records(self) -> list[dict]:
-        """The rejects as plain dicts (missing values as None), for files and reports."""
-        return self.rejects.astype(object).where(self.rejects.notna(), None).to_dict("records")
+        """The rejects as plain dicts (missing values as None), for files and reports; `entry` counts from 1,
+        as every report does, beside the 0-based `source_index`."""
+        records = self.rejects.astype(object).where(self.rejects.notna(), None).to_dict("records")
+        return [{"entry": entry_number(r["source_index"]), **r} for r in records]
 
 
 def validate_entries(
