@@ -206,7 +206,33 @@ def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
 
 class _DecimalLoader(yaml.SafeLoader):
     """YAML 1.1 reads `0x3` as 3, `1_0` as 10, `0o7`, `0b1` and `1:30` (90) as numbers: here they stay
-    text, which no numeric setting takes, so a setting is never a number its writer did not write."""
+    text, which no numeric setting takes, so a setting is never a number its writer did not write.
+    A key given twice is refused: PyYAML would keep its last value without a word (`truncate: false`,
+    then `truncate: true` further down, truncates)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: explicit keys override merged ones
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                except TypeError:  # unhashable: the mapping's own construction says so
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given more than once, so which value is meant is ambiguous",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class _InexactNumber(str):
+    """A decimal with more digits than a float keeps (`0.39999999999999999999`): refused by read_config,
+    naming the key, rather than passed on as text that a setting refuses as "not a number"."""
 
 
 def _decimal_or_text(kind: str, pattern: str):
@@ -219,7 +245,7 @@ def _decimal_or_text(kind: str, pattern: str):
         value = construct(loader, node)
         # A decimal with more digits than a float keeps stays text, which the setting refuses.
         if kind == "float" and math.isfinite(value) and Fraction(node.value) != Fraction(repr(value)):
-            return loader.construct_scalar(node)
+            return _InexactNumber(loader.construct_scalar(node))
         return value
     return constructor
 
@@ -233,7 +259,7 @@ _DecimalLoader.add_constructor(
 def read_config(path: Path) -> dict:
     """The settings of a `--config` file: a mapping of known keys (flat, or as in run config), else a
     usage error naming the file and what is wrong with it."""
-    from faceit_etl.defs.resources import MigrationSettings
+    from faceit_etl.defs.resources import INEXACT_FRACTION, MigrationSettings
 
     settings = config_file_settings(path)
     known = [*MigrationSettings.model_fields, "database_url", "max_concurrent"]
@@ -244,6 +270,8 @@ def read_config(path: Path) -> dict:
             raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
         if settings[key] is None:  # null or ~ would silently mean "unset": the environment's value or the default
             raise UsageError(f"--config {path}: {key} has no value (null); give one, or remove the key")
+        if isinstance(settings[key], _InexactNumber):
+            raise UsageError(f"--config {path}: {key} {settings[key]}: {INEXACT_FRACTION}")
     return settings
 
 
