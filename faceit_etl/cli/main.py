@@ -184,6 +184,8 @@ def handed_over_database_url(args: argparse.Namespace) -> str | None:
     """The URL of --database-url (else of the --config file) when DATABASE_URL does not hold it yet: the
     command must then start again with it there. Decided before a verb imports Dagster or pandas, so
     the first start costs little more than reading the arguments."""
+    if os.environ.get(URL_FROM_FLAG) and os.environ.get("DATABASE_URL"):  # restarted: --database-url wins over --config
+        return None
     url, source = args.database_url, "--database-url"
     if not url and args.config:
         url, source = config_file_settings(args.config).get("database_url"), f"database_url in --config {args.config}"
@@ -196,12 +198,36 @@ def handed_over_database_url(args: argparse.Namespace) -> str | None:
 
 def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
     """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
-    step processes too) read it from their environment, and the command never rewrites its own."""
+    step processes too) read it from their environment, and the command never rewrites its own. The
+    URL leaves the argument list, which any user on the machine reads (`ps`) for the whole run."""
     for handler in log.handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *argv], {**os.environ, "DATABASE_URL": url})
+    kept = without_database_url(argv)
+    marker = {URL_FROM_FLAG: "1"} if kept != argv else {}
+    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *kept], {**os.environ, "DATABASE_URL": url, **marker})
+
+
+# Set when the restart took the URL from --database-url out of the arguments: that URL, now DATABASE_URL's,
+# still wins over a database_url in --config.
+URL_FROM_FLAG = "FACEIT_ETL_DATABASE_URL_FROM_FLAG"
+
+
+def without_database_url(argv: list[str]) -> list[str]:
+    """`argv` without each `--database-url URL` and `--database-url=URL` (also as argparse's abbreviations,
+    `--data URL`) among the options before the command, the only place the parser reads it."""
+    def abbreviates(word: str, option: str) -> bool:
+        return len(word) > 2 and option.startswith(word)
+
+    kept, i = [], 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        name, equals, _ = argv[i].partition("=")
+        width = 1 if equals or not (abbreviates(name, "--database-url") or abbreviates(name, "--config")) else 2
+        if not abbreviates(name, "--database-url"):
+            kept += argv[i : i + width]
+        i += width
+    return kept + argv[i:]
 
 
 class _DecimalLoader(yaml.SafeLoader):
