@@ -470,7 +470,7 @@ def _console():
 
 def print_summary(result, args) -> None:
     status = "succeeded" if result.success else "FAILED"
-    say(f"Migration run {result.run_id} {status}", quiet_too=True)
+    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True)
     if result.input_entries is not None:
         say(
             f"  entries: {result.input_entries} read, {result.accepted_entries} accepted, "
@@ -482,7 +482,8 @@ def print_summary(result, args) -> None:
     if result.nothing_to_compare:
         say(f"  load: {result.nothing_to_compare}", args=args)
     if result.dry_run:
-        say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
+        done = "the load was verified, then rolled back" if result.success else "it stopped before its end"
+        say(f"  dry run: {done}; the database is unchanged", quiet_too=True)
     would = "would be " if result.dry_run else ""
     for table, counts in result.tables.items():
         say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)

@@ -289,12 +289,13 @@ def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
-def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame]) -> None:
+def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame], dry_run: bool = False) -> None:
     """Stop before writing when a value would not fit the existing table's actual column: a string
     longer than its varchar(n)/char(n), a number beyond its smallint/integer (the bot's Alembic
     tables have 32-bit Telegram ids). Validation knows only our own DDL's sizes; without this check
     COPY would fail the whole load on the first such value. Names each column, its size, how many
-    values do not fit and whose, and the ALTER that makes them fit."""
+    values do not fit and whose, and the ALTER that makes them fit; a dry run's failure offers no resume,
+    since a dry run is never resumed."""
     problems, fixes, integers = [], [], False
     for target in targets:
         columns = conn.execute(
@@ -335,8 +336,10 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             "; ".join(problems)
             + ". The existing tables' columns are narrower than the data"
             + (" (Telegram ids need 64 bits)" if integers else "")
-            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or "
-            + "Re-execute → From failure in the UI: the file is not read again) or run again:\n  "
+            + ". Nothing was written. Widen the columns, then "
+            + ("run again (this dry run cannot be resumed):\n  " if dry_run else
+               "resume this run (faceit-etl migrate --resume, or "
+               + "Re-execute → From failure in the UI: the file is not read again) or run again:\n  ")
             + "\n  ".join(fixes)
         )
 

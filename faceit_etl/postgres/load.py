@@ -179,7 +179,7 @@ def load(
             ),
         ]
         check_columns_present(conn, schema)
-        check_column_widths(conn, schema, targets)
+        check_column_widths(conn, schema, targets, dry_run)
         check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
         if truncate and mapped.users.empty:
             why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
