@@ -376,12 +376,23 @@ def migrate(args: argparse.Namespace) -> int:
     return _migration_outcome(result, args)
 
 
+def typed_flag(name: str, value) -> str:
+    """The flag as the user typed it: `backup_tables` is set by --backup or --no-backup."""
+    if name == "backup_tables":
+        return "--backup" if value else "--no-backup"
+    return f"--{name.replace('_', '-')}"
+
+
+def rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
 def resume_migration(args: argparse.Namespace) -> int:
     """`migrate --resume [RUN_ID]`: api.resume, which re-executes the latest failed migration of this
     target (or RUN_ID) from its failed step, with its own file and settings; exit 2 when refused."""
     from faceit_etl import api
 
-    given = [f"--{name.replace('_', '-')}" for name in (*SETTING_FLAGS, "backup_tables")
+    given = [typed_flag(name, getattr(args, name)) for name in (*SETTING_FLAGS, "backup_tables")
              if name != "target_schema" and getattr(args, name, None) is not None]
     if args.json_file is not None or given:
         raise UsageError(
@@ -544,8 +555,8 @@ def status(args: argparse.Namespace) -> int:
     else:
         reach = "reachable" if report["reachable"] else f"NOT reachable: {report.get('error')}"
         print(f"database {report['database']} (schema {report['schema']}): {reach}")
-        for name, rows in report.get("tables", {}).items():
-            print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
+        for name, count in report.get("tables", {}).items():
+            print(f"  {name}: {'absent' if count is None else rows(count)}")
         for m in report.get("migrations", []):
             print(f"  {api.migration_line(m)}")
             for table, counts in (m["load"] or {}).items():
@@ -594,7 +605,7 @@ def rollback(args: argparse.Namespace) -> int:
     if result.success:
         say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
         for name, digest in result.details["restored"].items():
-            say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
+            say(f"  {name}: {rows(digest['rows'])} restored, content hash verified", quiet_too=True)
         for name in result.details["dropped_tables"]:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
         if not result.details["origin_checked"]:
@@ -621,8 +632,8 @@ def backup(args: argparse.Namespace) -> int:
         for error in result.errors:
             say(error, quiet_too=True)
         return EXIT_FAILED
-    for table_name, rows in result.details["tables"].items():
-        say(f"  {table_name}: {'absent' if rows is None else str(rows) + ' rows'}", quiet_too=True)
+    for table_name, count in result.details["tables"].items():
+        say(f"  {table_name}: {'absent' if count is None else rows(count)}", quiet_too=True)
     return EXIT_OK
 
 
