@@ -344,7 +344,8 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
         )
 
 
-_FILLED_BY_THE_LOAD = {"id", "user_id", "created_at"}  # never null in a frame, or given the load's time
+_FILLED_BY_THE_LOAD = {"id", "user_id"}  # never null in a frame
+_LOAD_TIME_WHEN_ABSENT = {"created_at"}  # a new row whose entry lacks it gets the load's time; a null given stays null
 
 
 def check_nulls_fit(
@@ -372,7 +373,7 @@ def check_nulls_fit(
             if existing is None:
                 existing = existing_user_ids(sorted({int(i) for i in target.user_ids[null].dropna()}))
             given = (target.frame[PRESENT].to_numpy(dtype="int64") & presence_bit(fields, column)) != 0
-            new = ~target.user_ids.isin(existing).to_numpy()
+            new = ~target.user_ids.isin(existing).to_numpy() & (column not in _LOAD_TIME_WHEN_ABSENT)
             written = target.frame.index[null & (given | new)]
             if written.empty:
                 continue

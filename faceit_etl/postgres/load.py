@@ -417,9 +417,10 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
     keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
     before = catalog_of(conn, schema, [USERS, SUBSCRIPTIONS])
     drop_keys(conn, schema, keys)
-    # As in the upsert: a user without created_at in the file is created now (the load's time).
+    # As in the upsert: a user whose entry lacks created_at is created now (the load's time); a null given stays null.
     now = conn.execute("SELECT now()").fetchone()[0]
-    users = mapped.users.assign(created_at=mapped.users["created_at"].fillna(pd.Timestamp(now)))
+    lacked = (mapped.users[PRESENT].to_numpy(dtype="int64") & presence_bit(USER_FIELDS, "created_at")) == 0
+    users = mapped.users.assign(created_at=mapped.users["created_at"].mask(lacked, pd.Timestamp(now)))
     copy_frame(conn, table(schema, USERS), users, USER_COLUMNS, batch_size, progress, f"copy {USERS}")
     copy_frame(
         conn, table(schema, SUBSCRIPTIONS), mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress,
@@ -523,16 +524,20 @@ def _assignments(columns: list[str]) -> sql.Composed:
 
 
 def _upsert_users(conn, schema, stage, total) -> TableStats:
-    """A user absent from the file's `created_at` keeps the one it has, or gets the load's time."""
+    """A user whose entry lacks `created_at` keeps the one it has, or gets the load's time; a null given
+    is the file's value, as for every field."""
     users = table(schema, USERS)
-    data = [c for c in _USER_DATA if c != "created_at"]
-    values = _kept_unless_present(USER_FIELDS, data) | {"created_at": sql.SQL("COALESCE(s.created_at, existing.created_at)")}
+    data = list(_USER_DATA)
+    values = _kept_unless_present(USER_FIELDS, data) | {"created_at": sql.SQL(
+        "CASE WHEN s.{present} & {bit} <> 0 THEN s.created_at WHEN existing.user_id IS NULL THEN now() "
+        "ELSE existing.created_at END"
+    ).format(present=sql.Identifier(PRESENT), bit=sql.Literal(presence_bit(USER_FIELDS, "created_at")))}
     statement = sql.SQL(
-        """INSERT INTO {users} AS t (id, user_id, {data}, created_at)
-           SELECT s.id, s.user_id, {s_data}, COALESCE(s.created_at, existing.created_at, now())
+        """INSERT INTO {users} AS t (id, user_id, {data})
+           SELECT s.id, s.user_id, {s_data}
            FROM {stage} s LEFT JOIN {users} existing ON existing.user_id = s.user_id
            WHERE existing.user_id IS NULL OR {changed_existing}
-           ON CONFLICT (user_id) DO UPDATE SET {assign}, created_at = excluded.created_at, updated_at = now()
+           ON CONFLICT (user_id) DO UPDATE SET {assign}, updated_at = now()
            WHERE {changed}
            RETURNING (xmax = 0) AS inserted"""
     ).format(
