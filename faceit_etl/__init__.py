@@ -10,7 +10,10 @@ import importlib
 from typing import Any
 
 _API = ("migrate", "validate", "resume", "status", "rollback", "backup", "DataMigration", "DataValidator", "MigrationResult")
-_ERRORS = ("MigrationError", "ValidationError", "MappingError", "DatabaseOperationError", "ResumeRefusedError")
+# Every class of errors.py, for a caller's `except`: the README's hierarchy, importable from here.
+_ERRORS = ("MigrationError", "SettingsInvalid", "InvalidDatabaseUrl", "ValidationError", "SourceFileError",
+           "MappingError", "BackupFailed", "DatabaseOperationError", "DatabaseUnavailableError", "TargetInvalid",
+           "RollbackFailed", "RollbackRefusedError", "ResumeRefusedError")
 __all__ = [*_API, *_ERRORS]
 
 

@@ -554,7 +554,7 @@ def _run_result(verb: str, summary, settings) -> MigrationResult:
         success=summary.success,
         run_id=summary.run_id,
         backup_path=str(folder) if folder.is_dir() else None,
-        dry_run=summary.dry_run,
+        dry_run=summary.dry_run or bool(getattr(settings, "dry_run", False)),  # a dry run that failed says so too
         input_entries=summary.input_entries,
         accepted_entries=summary.accepted_entries,
         rejected_entries=summary.rejected_entries,

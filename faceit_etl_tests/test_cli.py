@@ -339,8 +339,13 @@ def test_usage_errors_exit_2_with_a_clear_line(workdir, database_url, db, args, 
         ("batch_size: 99999999999999999999\n", None),
         (None, "no such file"),
         ("folder", "is a folder, not a YAML file"),
+        ("truncate: false\ntruncate: true\n",
+         "not valid YAML at line 2, column 1: key 'truncate' given more than once, so which value is meant is ambiguous"),
+        ("max_prune_fraction: 0.39999999999999999999\n",
+         "max_prune_fraction 0.39999999999999999999: more digits than can be kept exactly; give at most 15 significant digits"),
     ],
-    ids=["misspelt key", "a list", "bad YAML", "run config without config", "huge batch size", "absent", "folder"],
+    ids=["misspelt key", "a list", "bad YAML", "run config without config", "huge batch size", "absent", "folder",
+         "key given twice", "more digits than a float keeps"],
 )
 def test_an_unusable_config_file_is_named_in_one_plain_line_exit_2_before_any_work(workdir, database_url, db, config, message):
     path = workdir / "settings.yaml"

@@ -49,7 +49,8 @@ def test_the_clis_dry_run_prints_every_verdict_it_took_as_check_lines_marked_dry
     assert set(verdicts) == set(VERDICTS)
     assert verdicts["rows_not_in_file"].startswith("failed: ")
     lines = done.stdout.splitlines()
-    said = [line for line in lines if "(dry run)" in line]
+    assert f"Migration run {run.run_id} succeeded (dry run)" in lines
+    said = [line for line in lines if line.startswith("  check ") and "(dry run)" in line]
     assert said == [
         f"  check postgres_tables.{name} (dry run): "
         + ("passed" if verdict == "passed" else f"FAILED ({'ERROR' if name in BLOCKING else 'WARN'})")

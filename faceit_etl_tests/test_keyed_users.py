@@ -5,6 +5,7 @@ the file: prune never deletes it and the load counts it kept."""
 from __future__ import annotations
 
 import copy
+import json
 
 import orjson
 import pandas as pd
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
-from faceit_etl.source import parse_source
+from faceit_etl.source import parse_source, read_source
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import examples
 from faceit_etl_tests.test_load import SCHEMA, chain, conn, document, user_rows  # noqa: F401  (fixture)
@@ -135,6 +136,31 @@ def test_every_keyed_entry_is_loaded_as_the_id_its_key_names_or_rejected_naming_
         assert reasons["user_id"].tolist() == [int(key) if _names_a_user(key) else pd.NA] * len(reasons)
         if not _names_a_user(key) or says == "another id":
             assert any(repr(key)[:20] in reason for reason in reasons["reason"]), (key, says, reasons["reason"].tolist())
+
+
+@settings(deadline=None, max_examples=examples(200))
+@given(keys=st.lists(st.sampled_from(["1", "2", "3", "4", "05"]), min_size=1, max_size=30),
+       piece_bytes=st.integers(1, 400), batch_size=st.integers(1, 7))
+def test_of_a_repeated_key_the_last_entry_is_loaded_as_the_bot_reads_it_whole_or_in_pieces(
+        tmp_path_factory, keys, piece_bytes, batch_size):
+    """Wherever a key repeats (next to each other, far apart, across pieces and batches), the entry
+    loaded under it is the one Python's json gives the bot, and each earlier one is rejected naming it."""
+    text = '{"users": {' + ", ".join(f'"{key}": {{"faceit_nickname": "entry {i}"}}' for i, key in enumerate(keys)) + "}}"
+    path = tmp_path_factory.mktemp("keyed") / "data.json"
+    path.write_text(text)
+    last = {key: i for i, key in enumerate(keys)}
+    bot = {int(key): entry["faceit_nickname"] for key, entry in json.loads(text)["users"].items() if _names_a_user(key)}
+
+    for source in (parse_source(path.read_bytes(), path), read_source(path, piece_bytes=piece_bytes)):
+        outcome = validate_entries(source, batch_size=batch_size)
+
+        loaded = outcome.valid
+        assert dict(zip(loaded["user_id"].tolist(), loaded["faceit_nickname"].tolist())) == bot
+        assert loaded.index.tolist() == sorted(last[str(user_id)] for user_id in bot)
+        superseded = [(i, f"key {key!r} repeated: the bot reads the last one, entry {last[key] + 1}")
+                      for i, key in enumerate(keys) if last[key] != i]
+        assert [(r["source_index"], r["reason"]) for r in outcome.reject_records()
+                if "repeated" in r["reason"]] == superseded
 
 
 def _ten_users() -> list[dict]:

@@ -85,3 +85,43 @@ def test_a_null_the_target_column_cannot_hold_stops_the_load_naming_field_and_us
         "(ALTER TABLE \"public\".\"users\" ALTER COLUMN \"language\" DROP NOT NULL;), then run again"
     )
     assert db.execute("SELECT u::text FROM users u").fetchall() == before
+
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty tables", "upsert"])
+def test_a_created_at_given_as_null_is_never_the_load_time_the_not_null_column_refuses_it(db, database_url, empty):
+    if empty:
+        db.execute(ALEMBIC_DDL)
+    else:
+        loaded_first(db, database_url, [101])
+    before = db.execute("SELECT u::text FROM users u").fetchall()
+    mapped, rejects = chain(document([entry(101, created_at=None), entry(102, created_at=None), entry(103)]))
+
+    with psycopg.connect(database_url) as conn, pytest.raises(TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    assert str(refused.value) == (
+        "2 value(s) of users.created_at are null in the file (user_id 101, 102), but the column is NOT NULL. "
+        "Nothing was written. Give those entries a created_at, or let the column hold NULL "
+        "(ALTER TABLE \"public\".\"users\" ALTER COLUMN \"created_at\" DROP NOT NULL;), then run again"
+    )
+    assert db.execute("SELECT u::text FROM users u").fetchall() == before
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty tables", "upsert"])
+def test_a_created_at_given_as_null_is_stored_as_null_where_the_column_holds_null_and_verified(db, database_url, empty):
+    if empty:
+        db.execute(ALEMBIC_DDL)
+    else:
+        loaded_first(db, database_url, [101])
+    db.execute("ALTER TABLE users ALTER COLUMN created_at DROP NOT NULL")
+    mapped, rejects = chain(document([entry(101, created_at=None), entry(102, created_at=None)]))
+
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+
+    assert db.execute("SELECT user_id, created_at FROM users ORDER BY user_id").fetchall() == [(101, None), (102, None)]
+    with psycopg.connect(database_url) as conn:
+        again = load(conn, SCHEMA, mapped, rejects, "run-3", before_commit=judged(mapped, rejects))
+    assert again.users.unchanged == 2
+

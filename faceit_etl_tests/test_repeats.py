@@ -84,20 +84,23 @@ def test_an_entry_with_a_repeated_key_is_rejected_and_its_raw_keeps_both_values(
     )
 
 
-def test_a_repeated_id_in_the_keyed_layout_keeps_the_first_entry(tmp_path):
+@READS
+def test_a_repeated_id_in_the_keyed_layout_loads_the_last_entry_as_the_bot_reads_it(tmp_path, piece_bytes):
+    """The bot reads this layout with Python's json, which keeps the last of a repeated key's values."""
+    pad = "x" * 60  # long enough to be cut into pieces
     text = (
-        '{"users": {"7": {"faceit_nickname": "first"}, "8": {"faceit_nickname": "other"}, '
-        '"7": {"faceit_nickname": "second"}, "7": {"user_id": 7, "faceit_nickname": "third"}}}'
+        f'{{"users": {{"7": {{"faceit_nickname": "first", "note": "{pad}"}}, "8": {{"faceit_nickname": "other"}}, '
+        f'"7": {{"faceit_nickname": "second", "note": "{pad}"}}, "7": {{"user_id": 7, "faceit_nickname": "third"}}}}}}'
     )
-    source, outcome = read(tmp_path, text, WHOLE)
+    source, outcome = read(tmp_path, text, piece_bytes)
 
-    assert source.id_keys == ["7", "8", "7", "7"]
-    assert outcome.valid[["user_id", "faceit_nickname"]].values.tolist() == [[7, "first"], [8, "other"]]
-    assert [(r["source_index"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
-        (2, "user_id", "user_id seen before: the first entry wins, as in the bot"),
-        (3, "user_id", "user_id seen before: the first entry wins, as in the bot"),
+    assert outcome.valid[["user_id", "faceit_nickname"]].values.tolist() == [[8, "other"], [7, "third"]]
+    assert [(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
+        (0, 7, "(entry)", "key '7' repeated: the bot reads the last one, entry 4"),
+        (2, 7, "(entry)", "key '7' repeated: the bot reads the last one, entry 4"),
     ]
-    assert json.loads(outcome.reject_records()[0]["raw"]) == {"faceit_nickname": "second"}
+    assert json.loads(outcome.reject_records()[1]["raw"]) == {"faceit_nickname": "second", "note": pad}
+    assert json.loads(text)["users"]["7"]["faceit_nickname"] == "third"  # what the bot reads
 
 
 def test_an_integer_beyond_pythons_digit_limit_rejects_its_entry_not_the_file(tmp_path):

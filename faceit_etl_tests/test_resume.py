@@ -286,3 +286,21 @@ def test_a_run_whose_load_never_started_is_refused_by_name_in_words(workdir, dat
     assert (f"resume refused, nothing was written: run {failed.run_id} never started its load (it stopped before the "
             "load, or was a dry run, which writes nothing to resume); resuming it would not load what a new run loads; "
             "start a new run instead") in done.stdout, done.stdout
+
+
+def test_a_failed_dry_run_says_it_was_one_and_offers_no_resume(workdir, database_url, db):
+    """A dry run counts for no resume (the resume refuses it), so its failure must not offer one."""
+    small, big = small_and_big()
+    assert faceit_etl(workdir, database_url, "migrate", str(write_json(workdir / "small.json", {"users": small}))).returncode == 0
+    db.execute("ALTER TABLE users ALTER COLUMN user_id TYPE integer")
+
+    failed = faceit_etl(workdir, database_url, "migrate", "--dry-run", str(write_json(workdir / "data.json", {"users": small + big})))
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    with instance_at(workdir) as instance:
+        run = migrate_runs(instance)[0]
+    lines = failed.stdout.splitlines()
+    assert f"Migration run {run.run_id} FAILED (dry run)" in lines
+    assert "  dry run: it stopped before its end; the database is unchanged" in lines
+    assert f"Nothing was written. Widen the columns, then run again (this dry run cannot be resumed):\n  {ALTER}" in failed.stdout
+    assert "resume" not in failed.stdout.replace("cannot be resumed", "")

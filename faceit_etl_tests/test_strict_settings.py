@@ -235,3 +235,29 @@ def test_the_prune_guard_allows_exactly_the_fraction_written_or_refuses_it_from_
     else:
         assert Fraction(repr(value)) == Fraction(text)  # the guard reads exactly what was written
         assert prune_allowance(users, value) == users * Fraction(text) // 1
+
+
+def test_a_decimal_with_more_digits_than_a_float_keeps_is_refused_in_config_saying_why():
+    """Handed on as text, the API refused it as "expected a number, not str" though a number was written."""
+    refused = read("config", "max_prune_fraction", None, yaml_text="max_prune_fraction: 0.39999999999999999999\n")
+
+    assert refused.startswith("refused: --config ") and refused.endswith(
+        "settings.yaml: max_prune_fraction 0.39999999999999999999: more digits than can be kept exactly; "
+        "give at most 15 significant digits"
+    ), refused
+
+
+@pytest.mark.parametrize(("yaml_text", "key", "line"), [
+    ("target_schema: a\ntarget_schema: b\n", "target_schema", 2),
+    ("truncate: false\nbatch_size: 5\ntruncate: true\n", "truncate", 3),
+    ("resources:\n  migration_settings:\n    config:\n      force: false\n      force: true\n", "force", 5),
+    ("resources: {}\nresources:\n  migration_settings: {config: {}}\n", "resources", 2),
+])
+def test_a_key_given_twice_in_config_is_refused_naming_it_never_the_last_taken(yaml_text, key, line):
+    refused = read("config", key, None, yaml_text=yaml_text)
+
+    assert refused.startswith("refused: --config ") and refused.endswith(
+        f"settings.yaml: not valid YAML at line {line}, column {yaml_text.splitlines()[line - 1].index(key) + 1}: "
+        f"key {key!r} given more than once, so which value is meant is ambiguous"
+    ), refused
+

@@ -184,6 +184,8 @@ def handed_over_database_url(args: argparse.Namespace) -> str | None:
     """The URL of --database-url (else of the --config file) when DATABASE_URL does not hold it yet: the
     command must then start again with it there. Decided before a verb imports Dagster or pandas, so
     the first start costs little more than reading the arguments."""
+    if os.environ.get(URL_FROM_FLAG) and os.environ.get("DATABASE_URL"):  # restarted: --database-url wins over --config
+        return None
     url, source = args.database_url, "--database-url"
     if not url and args.config:
         url, source = config_file_settings(args.config).get("database_url"), f"database_url in --config {args.config}"
@@ -196,17 +198,67 @@ def handed_over_database_url(args: argparse.Namespace) -> str | None:
 
 def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
     """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
-    step processes too) read it from their environment, and the command never rewrites its own."""
+    step processes too) read it from their environment, and the command never rewrites its own. The
+    URL leaves the argument list, which any user on the machine reads (`ps`) for the whole run."""
     for handler in log.handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *argv], {**os.environ, "DATABASE_URL": url})
+    kept = without_database_url(argv)
+    marker = {URL_FROM_FLAG: "1"} if kept != argv else {}
+    os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *kept], {**os.environ, "DATABASE_URL": url, **marker})
+
+
+# Set when the restart took the URL from --database-url out of the arguments: that URL, now DATABASE_URL's,
+# still wins over a database_url in --config.
+URL_FROM_FLAG = "FACEIT_ETL_DATABASE_URL_FROM_FLAG"
+
+
+def without_database_url(argv: list[str]) -> list[str]:
+    """`argv` without each `--database-url URL` and `--database-url=URL` (also as argparse's abbreviations,
+    `--data URL`) among the options before the command, the only place the parser reads it."""
+    def abbreviates(word: str, option: str) -> bool:
+        return len(word) > 2 and option.startswith(word)
+
+    kept, i = [], 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        name, equals, _ = argv[i].partition("=")
+        width = 1 if equals or not (abbreviates(name, "--database-url") or abbreviates(name, "--config")) else 2
+        if not abbreviates(name, "--database-url"):
+            kept += argv[i : i + width]
+        i += width
+    return kept + argv[i:]
 
 
 class _DecimalLoader(yaml.SafeLoader):
     """YAML 1.1 reads `0x3` as 3, `1_0` as 10, `0o7`, `0b1` and `1:30` (90) as numbers: here they stay
-    text, which no numeric setting takes, so a setting is never a number its writer did not write."""
+    text, which no numeric setting takes, so a setting is never a number its writer did not write.
+    A key given twice is refused: PyYAML would keep its last value without a word (`truncate: false`,
+    then `truncate: true` further down, truncates)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: explicit keys override merged ones
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                except TypeError:  # unhashable: the mapping's own construction says so
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given more than once, so which value is meant is ambiguous",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class _InexactNumber(str):
+    """A decimal with more digits than a float keeps (`0.39999999999999999999`): refused by read_config,
+    naming the key, rather than passed on as text that a setting refuses as "not a number"."""
 
 
 def _decimal_or_text(kind: str, pattern: str):
@@ -219,7 +271,7 @@ def _decimal_or_text(kind: str, pattern: str):
         value = construct(loader, node)
         # A decimal with more digits than a float keeps stays text, which the setting refuses.
         if kind == "float" and math.isfinite(value) and Fraction(node.value) != Fraction(repr(value)):
-            return loader.construct_scalar(node)
+            return _InexactNumber(loader.construct_scalar(node))
         return value
     return constructor
 
@@ -233,7 +285,7 @@ _DecimalLoader.add_constructor(
 def read_config(path: Path) -> dict:
     """The settings of a `--config` file: a mapping of known keys (flat, or as in run config), else a
     usage error naming the file and what is wrong with it."""
-    from faceit_etl.defs.resources import MigrationSettings
+    from faceit_etl.defs.resources import INEXACT_FRACTION, MigrationSettings
 
     settings = config_file_settings(path)
     known = [*MigrationSettings.model_fields, "database_url", "max_concurrent"]
@@ -244,6 +296,8 @@ def read_config(path: Path) -> dict:
             raise UsageError(f"--config {path}: unknown setting {key!r}{hint}")
         if settings[key] is None:  # null or ~ would silently mean "unset": the environment's value or the default
             raise UsageError(f"--config {path}: {key} has no value (null); give one, or remove the key")
+        if isinstance(settings[key], _InexactNumber):
+            raise UsageError(f"--config {path}: {key} {settings[key]}: {INEXACT_FRACTION}")
     return settings
 
 
@@ -322,12 +376,23 @@ def migrate(args: argparse.Namespace) -> int:
     return _migration_outcome(result, args)
 
 
+def typed_flag(name: str, value) -> str:
+    """The flag as the user typed it: `backup_tables` is set by --backup or --no-backup."""
+    if name == "backup_tables":
+        return "--backup" if value else "--no-backup"
+    return f"--{name.replace('_', '-')}"
+
+
+def rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
 def resume_migration(args: argparse.Namespace) -> int:
     """`migrate --resume [RUN_ID]`: api.resume, which re-executes the latest failed migration of this
     target (or RUN_ID) from its failed step, with its own file and settings; exit 2 when refused."""
     from faceit_etl import api
 
-    given = [f"--{name.replace('_', '-')}" for name in (*SETTING_FLAGS, "backup_tables")
+    given = [typed_flag(name, getattr(args, name)) for name in (*SETTING_FLAGS, "backup_tables")
              if name != "target_schema" and getattr(args, name, None) is not None]
     if args.json_file is not None or given:
         raise UsageError(
@@ -416,7 +481,7 @@ def _console():
 
 def print_summary(result, args) -> None:
     status = "succeeded" if result.success else "FAILED"
-    say(f"Migration run {result.run_id} {status}", quiet_too=True)
+    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True)
     if result.input_entries is not None:
         say(
             f"  entries: {result.input_entries} read, {result.accepted_entries} accepted, "
@@ -428,7 +493,8 @@ def print_summary(result, args) -> None:
     if result.nothing_to_compare:
         say(f"  load: {result.nothing_to_compare}", args=args)
     if result.dry_run:
-        say("  dry run: the load was verified, then rolled back; the database is unchanged", quiet_too=True)
+        done = "the load was verified, then rolled back" if result.success else "it stopped before its end"
+        say(f"  dry run: {done}; the database is unchanged", quiet_too=True)
     would = "would be " if result.dry_run else ""
     for table, counts in result.tables.items():
         say(f"  {table}: {load_counts(counts, would)}", quiet_too=True)
@@ -493,8 +559,8 @@ def status(args: argparse.Namespace) -> int:
     else:
         reach = "reachable" if report["reachable"] else f"NOT reachable: {report.get('error')}"
         print(f"database {report['database']} (schema {report['schema']}): {reach}")
-        for name, rows in report.get("tables", {}).items():
-            print(f"  {name}: {'absent' if rows is None else f'{rows} rows'}")
+        for name, count in report.get("tables", {}).items():
+            print(f"  {name}: {'absent' if count is None else rows(count)}")
         for m in report.get("migrations", []):
             print(f"  {api.migration_line(m)}")
             for table, counts in (m["load"] or {}).items():
@@ -543,7 +609,7 @@ def rollback(args: argparse.Namespace) -> int:
     if result.success:
         say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
         for name, digest in result.details["restored"].items():
-            say(f"  {name}: {digest['rows']} rows restored, content hash verified", quiet_too=True)
+            say(f"  {name}: {rows(digest['rows'])} restored, content hash verified", quiet_too=True)
         for name in result.details["dropped_tables"]:
             say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
         if not result.details["origin_checked"]:
@@ -570,8 +636,8 @@ def backup(args: argparse.Namespace) -> int:
         for error in result.errors:
             say(error, quiet_too=True)
         return EXIT_FAILED
-    for table_name, rows in result.details["tables"].items():
-        say(f"  {table_name}: {'absent' if rows is None else str(rows) + ' rows'}", quiet_too=True)
+    for table_name, count in result.details["tables"].items():
+        say(f"  {table_name}: {'absent' if count is None else rows(count)}", quiet_too=True)
     return EXIT_OK
 
 

@@ -297,12 +297,13 @@ def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
-def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame]) -> None:
+def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[TargetFrame], dry_run: bool = False) -> None:
     """Stop before writing when a value would not fit the existing table's actual column: a string
     longer than its varchar(n)/char(n), a number beyond its smallint/integer (the bot's Alembic
     tables have 32-bit Telegram ids). Validation knows only our own DDL's sizes; without this check
     COPY would fail the whole load on the first such value. Names each column, its size, how many
-    values do not fit and whose, and the ALTER that makes them fit."""
+    values do not fit and whose, and the ALTER that makes them fit; a dry run's failure offers no resume,
+    since a dry run is never resumed."""
     problems, fixes, integers = [], [], False
     for target in targets:
         columns = conn.execute(
@@ -343,14 +344,17 @@ def check_column_widths(conn: psycopg.Connection, schema: str, targets: list[Tar
             "; ".join(problems)
             + ". The existing tables' columns are narrower than the data"
             + (" (Telegram ids need 64 bits)" if integers else "")
+            + ". Nothing was written. Widen the columns, then "
             # The UI's re-execution needs the run's workspace origin, which runs launched outside the UI lack.
-            + ". Nothing was written. Widen the columns, then resume this run (faceit-etl migrate --resume, or, for "
-            + "a run launched from the UI, Re-execute → From failure: the file is not read again) or run again:\n  "
+            + ("run again (this dry run cannot be resumed):\n  " if dry_run else
+               "resume this run (faceit-etl migrate --resume, or, for a run launched from the UI, "
+               + "Re-execute → From failure: the file is not read again) or run again:\n  ")
             + "\n  ".join(fixes)
         )
 
 
-_FILLED_BY_THE_LOAD = {"id", "user_id", "created_at"}  # never null in a frame, or given the load's time
+_FILLED_BY_THE_LOAD = {"id", "user_id"}  # never null in a frame
+_LOAD_TIME_WHEN_ABSENT = {"created_at"}  # a new row whose entry lacks it gets the load's time; a null given stays null
 
 
 def check_nulls_fit(
@@ -378,7 +382,7 @@ def check_nulls_fit(
             if existing is None:
                 existing = existing_user_ids(sorted({int(i) for i in target.user_ids[null].dropna()}))
             given = (target.frame[PRESENT].to_numpy(dtype="int64") & presence_bit(fields, column)) != 0
-            new = ~target.user_ids.isin(existing).to_numpy()
+            new = ~target.user_ids.isin(existing).to_numpy() & (column not in _LOAD_TIME_WHEN_ABSENT)
             written = target.frame.index[null & (given | new)]
             if written.empty:
                 continue

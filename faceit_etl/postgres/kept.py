@@ -35,15 +35,12 @@ class KeptRows:
 
 
 def _kept_cells(alias: str, stage: str, fields, columns: list[str]) -> list[sql.Composable]:
-    """The cells of the fields the file's entry lacks; the others (the file's to set) as null. A user
-    without `created_at` in the file keeps the one it has, whether the key is absent or null."""
+    """The cells of the fields the file's entry lacks (`created_at` too: a null given is the file's
+    value); the others (the file's to set) as null."""
     cells = []
     for column in columns:
-        if column == "created_at":
-            kept = sql.SQL("{s}.created_at IS NULL").format(s=sql.Identifier(stage))
-        else:
-            kept = sql.SQL("{s}.{present} & {bit} = 0").format(
-                s=sql.Identifier(stage), present=sql.Identifier(PRESENT), bit=sql.Literal(presence_bit(fields, column)))
+        kept = sql.SQL("{s}.{present} & {bit} = 0").format(
+            s=sql.Identifier(stage), present=sql.Identifier(PRESENT), bit=sql.Literal(presence_bit(fields, column)))
         cells.append(sql.SQL("CASE WHEN {} THEN {}.{} END").format(kept, sql.Identifier(alias), sql.Identifier(column)))
     return cells
 

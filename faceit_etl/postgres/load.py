@@ -138,7 +138,7 @@ def load(
         if before_write is not None:
             before_write(conn, plan.recognised, plan.found)
         created = ensure_target_tables(conn, schema)
-        _refuse_rows_the_tables_cannot_take(conn, schema, mapped, rejects, truncate)
+        _refuse_rows_the_tables_cannot_take(conn, schema, mapped, rejects, truncate, dry_run)
         users, subscriptions = _write_rows(conn, schema, mapped, plan, batch_size, progress)
         absent = _count_deleted_and_kept(conn, schema, plan, users, subscriptions)
         written = _write_rejects(conn, schema, rejects, run_id)
@@ -210,7 +210,8 @@ def _absent_to_prune(conn, schema, rejects: pd.DataFrame, users_in_table: int, f
     return absent
 
 
-def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, truncate: bool) -> None:
+def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, truncate: bool,
+                                        dry_run: bool) -> None:
     """Before any row is written: every column of the bot present, every value fitting its column
     (width, NOT NULL), and no truncate with no user to load."""
     telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
@@ -223,7 +224,7 @@ def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, reje
         ),
     ]
     check_columns_present(conn, schema)
-    check_column_widths(conn, schema, targets)
+    check_column_widths(conn, schema, targets, dry_run)
     check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
     if truncate and mapped.users.empty:
         why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
@@ -478,9 +479,10 @@ def _fill_empty(conn, schema, mapped: MappedFrames, batch_size, progress) -> tup
     keys = table_keys(conn, schema, [USERS, SUBSCRIPTIONS])
     before = catalog_of(conn, schema, [USERS, SUBSCRIPTIONS])
     drop_keys(conn, schema, keys)
-    # As in the upsert: a user without created_at in the file is created now (the load's time).
+    # As in the upsert: a user whose entry lacks created_at is created now (the load's time); a null given stays null.
     now = conn.execute("SELECT now()").fetchone()[0]
-    users = mapped.users.assign(created_at=mapped.users["created_at"].fillna(pd.Timestamp(now)))
+    lacked = (mapped.users[PRESENT].to_numpy(dtype="int64") & presence_bit(USER_FIELDS, "created_at")) == 0
+    users = mapped.users.assign(created_at=mapped.users["created_at"].mask(lacked, pd.Timestamp(now)))
     copy_frame(conn, table(schema, USERS), users, USER_COLUMNS, batch_size, progress, f"copy {USERS}")
     copy_frame(
         conn, table(schema, SUBSCRIPTIONS), mapped.subscriptions, SUBSCRIPTION_COLUMNS, batch_size, progress,
@@ -584,16 +586,20 @@ def _assignments(columns: list[str]) -> sql.Composed:
 
 
 def _upsert_users(conn, schema, stage, total) -> TableStats:
-    """A user absent from the file's `created_at` keeps the one it has, or gets the load's time."""
+    """A user whose entry lacks `created_at` keeps the one it has, or gets the load's time; a null given
+    is the file's value, as for every field."""
     users = table(schema, USERS)
-    data = [c for c in _USER_DATA if c != "created_at"]
-    values = _kept_unless_present(USER_FIELDS, data) | {"created_at": sql.SQL("COALESCE(s.created_at, existing.created_at)")}
+    data = list(_USER_DATA)
+    values = _kept_unless_present(USER_FIELDS, data) | {"created_at": sql.SQL(
+        "CASE WHEN s.{present} & {bit} <> 0 THEN s.created_at WHEN existing.user_id IS NULL THEN now() "
+        "ELSE existing.created_at END"
+    ).format(present=sql.Identifier(PRESENT), bit=sql.Literal(presence_bit(USER_FIELDS, "created_at")))}
     statement = sql.SQL(
-        """INSERT INTO {users} AS t (id, user_id, {data}, created_at)
-           SELECT s.id, s.user_id, {s_data}, COALESCE(s.created_at, existing.created_at, now())
+        """INSERT INTO {users} AS t (id, user_id, {data})
+           SELECT s.id, s.user_id, {s_data}
            FROM {stage} s LEFT JOIN {users} existing ON existing.user_id = s.user_id
            WHERE existing.user_id IS NULL OR {changed_existing}
-           ON CONFLICT (user_id) DO UPDATE SET {assign}, created_at = excluded.created_at, updated_at = now()
+           ON CONFLICT (user_id) DO UPDATE SET {assign}, updated_at = now()
            WHERE {changed}
            RETURNING (xmax = 0) AS inserted"""
     ).format(

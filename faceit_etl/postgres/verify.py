@@ -162,7 +162,7 @@ KEY = "telegram_id"
 
 
 def compare_users(conn: psycopg.Connection, schema: str, frame: pd.DataFrame, existed: np.ndarray | None = None) -> ContentDiff:
-    """A created_at the file does not have is whatever the table holds (set at first load). A field the
+    """A created_at the file's entry lacks is whatever the table holds (set at first load). A field the
     file's entry lacks may hold any value only in a row that `existed` (Telegram ids) before the load
     (it kept its own: the load proves that apart, see `kept.py`); a new row must hold the bot's default.
     Without `existed` (no load to ask) any row may."""
@@ -195,13 +195,13 @@ def _lacked(frame: pd.DataFrame, fields, columns: list[str]) -> dict[str, np.nda
     return {c: (bits & presence_bit(fields, c)) == 0 for c in columns}
 
 
-def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked=None, existed=None) -> ContentDiff:
-    if lacked and existed is not None:  # only rows that existed keep their own values
+def _compare(conn, schema, name, columns, frame, any_value_where_lacked, lacked=None, existed=None) -> ContentDiff:
+    """`any_value_where_lacked`: columns any row whose entry lacks the field may hold any value in (new
+    rows too: the load's time); in the others only rows that existed keep their own values."""
+    if lacked and existed is not None:
         keeps = frame[KEY].isin(existed).to_numpy(dtype=bool)
-        lacked = {column: mask & keeps for column, mask in lacked.items()}
+        lacked = {column: mask if column in any_value_where_lacked else mask & keeps for column, mask in lacked.items()}
     any_value = dict(lacked or {})
-    for column in any_value_where_missing:
-        any_value[column] = any_value.get(column, False) | frame[column].isna().to_numpy(dtype=bool)
     agreed = _hashes_agree(conn, schema, name, columns, frame, any_value)
     if agreed is not None:
         return agreed
@@ -220,8 +220,6 @@ def _compare(conn, schema, name, columns, frame, any_value_where_missing, lacked
     for column in columns[1:]:
         a, b = left[column], right[column]
         same = (a == b).fillna(False) | (a.isna() & b.isna())
-        if column in any_value_where_missing:
-            same |= a.isna()
         if lacked and column in lacked:
             same |= lacked[column][positions]
         if not same.all():

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import numpy as np
 import orjson
 import simdjson
 
@@ -31,6 +33,8 @@ from faceit_etl.source.repeats import (
     loads_exact,
     loses_pairs,
     refuse_repeats,
+    refuse_superseded,
+    superseded,
     top_level_repeat,
 )
 
@@ -55,6 +59,7 @@ class Pieces:
     counts: list[int]  # entries in each piece
     ignored_top_level_keys: list[str]
     layout: str
+    later: dict[int, int] = field(default_factory=dict)  # keyed layout: see `repeats.superseded`
 
     @property
     def entry_count(self) -> int:
@@ -63,9 +68,10 @@ class Pieces:
     def entries(self, handle: BinaryIO, name: str) -> Iterator[tuple[list[Any], list[str] | None]]:
         """Each piece's entries and, in the keyed layout, the keys they stand under, read from
         `handle` and parsed as they are asked for; an entry that repeats a name is handed over as a
-        `RefusedEntry`, an id given twice keeps both entries in order, as a whole parse does."""
+        `RefusedEntry`, and so is an entry whose key is given again later, as a whole parse does."""
         opening, closing, _ = _BRACKETS[b"{" if self.layout == KEYED else b"["]
-        for start, end in self.bounds:
+        offset = 0
+        for (start, end), count in zip(self.bounds, self.counts):
             handle.seek(start)
             text = opening + handle.read(end - start) + closing
             if may_hold_decimal_number(text):  # their texts, which orjson forgets
@@ -83,7 +89,9 @@ class Pieces:
                 keys, entries = [key for key, _ in pairs], [entry for _, entry in pairs]
             else:
                 keys, entries = None, parsed
-            yield (refuse_repeats(entries) if repeats else entries), keys
+            entries = refuse_repeats(entries) if repeats else entries
+            yield (refuse_superseded(entries, keys, self.later, offset) if keys else entries), keys
+            offset += count
 
 
 def find_pieces(raw: bytes | FileBytes, piece_bytes: int = PIECE_BYTES, begin: int = 0) -> Pieces | None:
@@ -102,29 +110,53 @@ def find_pieces(raw: bytes | FileBytes, piece_bytes: int = PIECE_BYTES, begin: i
     end, ignored = found
     parser = simdjson.Parser()
     bounds, counts = [], []
+    key_hashes = array("q") if brackets[0] == b"{" else None
     while start < end:
-        piece, count = _next_piece(parser, raw, start, end, piece_bytes, brackets)
+        piece, count = _next_piece(parser, raw, start, end, piece_bytes, brackets, key_hashes)
         if piece is None:
             return None
         bounds.append((start, piece))
         counts.append(count)
         start = piece + 1  # past the comma
-    if brackets[0] == b"{":
-        layout = KEYED
-    else:
-        layout = "bare list" if raw[opening[0] : opening[1]].strip() == b"[" else "users list"
+    if key_hashes is not None:
+        return Pieces(bounds, counts, ignored, KEYED, _later(parser, raw, bounds, counts, key_hashes))
+    layout = "bare list" if raw[opening[0] : opening[1]].strip() == b"[" else "users list"
     return Pieces(bounds, counts, ignored, layout)
 
 
-def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int, brackets) -> tuple[int | None, int]:
+def _later(parser, raw: bytes, bounds: list[tuple[int, int]], counts: list[int], key_hashes: array) -> dict[int, int]:
+    """`repeats.superseded` of the keyed layout's keys, holding no key's text unless its hash repeats:
+    only the pieces holding such keys are parsed again, and their keys compared as text."""
+    hashes = np.frombuffer(key_hashes, dtype=np.int64)
+    values, times = np.unique(hashes, return_counts=True)
+    repeated = values[times > 1]
+    if not repeated.size:
+        return {}
+    firsts = np.cumsum([0, *counts])
+    pieces = np.searchsorted(firsts, np.flatnonzero(np.isin(hashes, repeated)), side="right") - 1
+    repeated = set(repeated.tolist())
+    indexed_keys = []
+    for piece in np.unique(pieces).tolist():
+        start, end = bounds[piece]
+        keys = parser.parse(b"{" + raw[start:end] + b"}").keys()
+        indexed_keys += [(int(firsts[piece]) + i, key) for i, key in enumerate(keys) if hash(key) in repeated]
+    return superseded(indexed_keys)
+
+
+def _next_piece(parser, raw: bytes, start: int, end: int, piece_bytes: int, brackets,
+                key_hashes: array | None) -> tuple[int | None, int]:
     """The end of the piece that starts at `start` (a comma between entries, or the list's end)
-    and its number of entries (ids given twice counted twice); (None, 0) when no cut gives valid JSON."""
+    and its number of entries (ids given twice counted twice); (None, 0) when no cut gives valid JSON.
+    In the keyed layout the hash of each of its keys is appended to `key_hashes`."""
     opening, closing, entry = brackets
     cut = start + piece_bytes
     for _ in range(_RECUTS):
         cut = _candidate(raw, cut, end, entry)
         try:
-            return cut, len(parser.parse(opening + raw[start:cut] + closing))
+            parsed = parser.parse(opening + raw[start:cut] + closing)
+            if key_hashes is not None:
+                key_hashes.extend(map(hash, parsed.keys()))
+            return cut, len(parsed)
         except (ValueError, RuntimeError):  # not valid JSON: the cut was not between two entries
             if cut >= end:
                 return None, 0

@@ -2,7 +2,8 @@
 
 Entries are returned untouched: judging them is validation's job. Only a file that cannot be
 read as a whole (not JSON, wrong top level, a top-level key given twice) fails here, naming the
-file and the position. An entry that repeats a key is handed over as a `RefusedEntry` (`repeats.py`).
+file and the position. An entry that repeats a key, and in the keyed layout an entry whose key is
+given again later (the bot reads the last), is handed over as a `RefusedEntry` (`repeats.py`).
 
 A file bigger than one piece (`pieces.py`) with its users in a list is checked here but parsed
 later, piece by piece, as validation asks for batches, each piece read from the file then: neither
@@ -31,6 +32,8 @@ from faceit_etl.source.repeats import (
     loads_exact,
     loses_pairs,
     refuse_repeats,
+    refuse_superseded,
+    superseded,
     top_level_repeat,
 )
 
@@ -163,6 +166,9 @@ def parse_source(raw: bytes, path: str | Path) -> SourceData:
     source = _user_entries(document, path)
     if repeats:
         source = replace(source, entries=refuse_repeats(source.entries))
+        if source.id_keys is not None:
+            later = superseded(enumerate(source.id_keys))
+            source = replace(source, entries=refuse_superseded(source.entries, source.id_keys, later))
     return replace(source, lenient_parse=lenient)
 
 
@@ -249,7 +255,7 @@ def _user_entries(document: Any, path: str | Path) -> SourceData:
     ignored = sorted(key for key in document if key != "users")
     if isinstance(users, list):
         return SourceData(entries=users, layout="users list", ignored_top_level_keys=ignored)
-    if isinstance(users, (dict, Repeated)):  # a repeated id keeps every entry: the first wins
+    if isinstance(users, (dict, Repeated)):  # a repeated id keeps every entry: the last is read (parse_source)
         pairs = users.pairs if isinstance(users, Repeated) else list(users.items())
         return SourceData(
             entries=[entry for _, entry in pairs],

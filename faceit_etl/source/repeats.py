@@ -10,6 +10,9 @@ entry, a repeated field picks one of two values. So a repeat is found and said:
 * Only when the counts differ is the text parsed again, by the standard parser with a hook that
   keeps a repeating object's pairs as written (`Repeated`); its entries are then refused with the
   repeated name as the reason (`RefusedEntry`).
+* In the keyed layout `{"users": {"<id>": {...}}}` a repeated id is a repeated name too. There the
+  parser's choice is the bot's own (it reads the file with Python's json): the last entry under a
+  key is the one read, and each earlier one is refused naming it (`superseded`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from json.decoder import scanstring
@@ -86,9 +90,9 @@ class WrittenFloat(float):
 
 @dataclass(frozen=True)
 class RefusedEntry:
-    """A user entry the reader cannot hand over as one object: validation rejects it with `reason`.
-    `raw` is JSON: a string holding the entry's text as written, repeats included (jsonb, like
-    any parser, would keep only one of a repeated name's values)."""
+    """A user entry the reader does not hand over as one object: validation rejects it with `reason`.
+    `raw` is the entry's JSON; for an entry that repeats a name, a string holding its text as written,
+    repeats included (jsonb, like any parser, would keep only one of a repeated name's values)."""
 
     reason: str
     raw: str
@@ -212,6 +216,30 @@ def _integer(literal: str) -> int | LongInteger:
 def refuse_repeats(entries: list[Any]) -> list[Any]:
     """Each entry that holds a repeating object anywhere becomes a `RefusedEntry` naming it."""
     return [_refused(entry) for entry in entries]
+
+
+def superseded(indexed_keys: Iterable[tuple[int, str]]) -> dict[int, int]:
+    """In the keyed layout, each entry whose key is given again later, with the number of the last
+    entry under that key: Python's json, and so the bot reading its file, keeps only that one."""
+    indexed_keys = list(indexed_keys)
+    last = {key: index for index, key in indexed_keys}
+    return {index: last[key] for index, key in indexed_keys if last[key] != index}
+
+
+def refuse_superseded(entries: list[Any], keys: list[str], later: dict[int, int], offset: int = 0) -> list[Any]:
+    """`entries` (the file's entries from number `offset`, under `keys`) with each entry in `later`
+    (see `superseded`) a `RefusedEntry` naming the one the bot reads instead."""
+    if not later:
+        return entries
+    refused = list(entries)
+    for index in range(offset, offset + len(entries)):
+        if index in later:
+            entry = entries[index - offset]
+            refused[index - offset] = RefusedEntry(
+                f"key {keys[index - offset]!r} repeated: the bot reads the last one, entry {later[index] + 1}",
+                entry.raw if type(entry) is RefusedEntry else written(entry),
+            )
+    return refused
 
 
 def _refused(entry: Any) -> Any:
