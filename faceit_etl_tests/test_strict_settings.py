@@ -261,3 +261,18 @@ def test_a_key_given_twice_in_config_is_refused_naming_it_never_the_last_taken(y
         f"key {key!r} given more than once, so which value is meant is ambiguous"
     ), refused
 
+
+
+@pytest.mark.parametrize(("yaml_text", "beside"), [
+    ("truncate: false\nresources:\n  migration_settings:\n    config:\n      truncate: true\n", "truncate"),
+    ("batch_size: 5\nresources:\n  migration_settings:\n    config:\n      batch_size: 7\n", "batch_size"),
+    ("source_path: a.json\nops: {}\nresources:\n  migration_settings:\n    config: {}\n", "ops, source_path"),
+])
+def test_a_setting_beside_the_run_config_layout_is_refused_never_dropped(yaml_text, beside):
+    """One file, two layouts: the flat key was dropped unread, so the nested `truncate: true` won in silence."""
+    refused = read("config", "truncate", None, yaml_text=yaml_text)
+
+    assert refused.startswith("refused: --config ") and refused.endswith(
+        f"settings.yaml: {beside} beside resources: give every setting in one layout, "
+        "flat or under resources: migration_settings: config:"
+    ), refused

@@ -320,6 +320,10 @@ def config_file_settings(path: Path) -> dict:
         raise UsageError(f"--config {path}: cannot read it: {exc.strerror}") from None
     settings = {} if loaded is None else loaded
     if isinstance(settings, dict) and "resources" in settings:  # the layout of run config
+        beside = sorted(str(key) for key in settings if key != "resources")
+        if beside:  # never dropped unread: a flat `truncate: false` beside a nested `truncate: true` truncated
+            raise UsageError(f"--config {path}: {', '.join(beside)} beside resources: give every setting in one layout, "
+                             "flat or under resources: migration_settings: config:")
         resources = settings["resources"]
         others = sorted(str(key) for key in resources if key != "migration_settings") if isinstance(resources, dict) else []
         if others:  # never dropped unread; postgres has no URL field: the URL is DATABASE_URL's
