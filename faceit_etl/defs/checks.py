@@ -221,7 +221,8 @@ def column_schema_change_result(
                 "compared_with_run": previous.run_id if previous else "none: the first materialization of this target"}
     result = partial(dg.AssetCheckResult, asset_key=TABLES, check_name=SCHEMA_CHANGE.name, severity=WARN, metadata=metadata)
     if previous is None:
-        return result(passed=True, description="The asset has been materialized fewer than 2 times")
+        compared, description = nothing_to_compare("the first load of this database and schema, no earlier columns")
+        return result(passed=True, description=description, metadata=metadata | compared)
     columns = [_columns(previous.asset_materialization.metadata.get("dagster/column_schema")), _columns(latest)]
     if None in columns:
         which = "Latest" if columns[1] is None else "Previous"
