@@ -4,6 +4,8 @@ Alembic wrote without our fields. Python's None is never printed."""
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import psycopg
 
@@ -21,14 +23,28 @@ def line_of(stdout: str, run_id: str) -> str:
     return line
 
 
+def wait_until_gone(db, pid: int) -> None:
+    """A closed connection's server process ends a moment after the client returns: until then its
+    session still counts as alive, and its row as still loading."""
+    for _ in range(200):
+        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the session of server process {pid} did not end")
+
+
 def test_status_says_in_words_what_each_row_left_running_or_without_counts_means(workdir, database_url, db):
     ddl.ensure_bookkeeping_tables(db, "public")
     with psycopg.connect(database_url, autocommit=True) as abandoned:
         runlog.start(abandoned, "public", run_id="abandoned-run", total_items=25, metadata={})
+        abandoned_pid = abandoned.info.backend_pid
+    wait_until_gone(db, abandoned_pid)
     runlog.fail_abandoned(db, "public")  # what the next run does: status failed, no counts
     db.execute("UPDATE migration_logs SET start_time = now() - interval '1 hour'")
     with psycopg.connect(database_url, autocommit=True) as killed:  # its session gone, as after kill -9
         runlog.start(killed, "public", run_id="killed-run", total_items=25, metadata={})
+        killed_pid = killed.info.backend_pid
+    wait_until_gone(db, killed_pid)
     with instance_at(workdir) as instance:
         ended = dg.materialize([killed_midway], instance=instance, raise_on_error=False).run_id
     with psycopg.connect(database_url, autocommit=True) as alive:  # sessions that live on, as a load's does
