@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,22 +57,29 @@ def manual_backup_name() -> str:
 def private_folder(path: Path) -> Path:
     """`path` as a 0700 folder; a backup root made here is 0700 too (an existing one is left as is)."""
     if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # another run may make it meanwhile
     path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
     return path
 
 
 @contextmanager
-def private_writer(path: Path) -> Iterator[BinaryIO]:
-    """A file readable by its owner only, written atomically (a temp file renamed into place)."""
-    temp = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-    temp.replace(path)
+def private_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A file readable by its owner only, written atomically: a temp file of this writer's own (two
+    runs may write the same path at once, as two runs of one file do its validated value) renamed
+    into place; on failure the temp file is removed and `path` is left as it was. `durable` syncs it
+    to disk first (a backup must survive a crash; a step value can be made again)."""
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -68,7 +68,7 @@ def migration_lock(database_url: str):
 def wait_for_waiters(db, count: int, processes: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + 120
     while db.execute(WAITING).fetchone()[0] < count:
-        ended = [p.args for p in processes if p.poll() is not None]
+        ended = [(p.args, p.returncode, p.communicate()[0]) for p in processes if p.poll() is not None]
         assert not ended, f"ended without waiting for the lock: {ended}"
         assert time.monotonic() < deadline, f"never saw {count} commands waiting for the lock"
         time.sleep(0.05)

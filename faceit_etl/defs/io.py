@@ -29,6 +29,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from faceit_etl.backups import private_writer
 from faceit_etl.identity import code_version, look_at_file
 from faceit_etl.source import SourceData, read_source
 
@@ -71,10 +72,8 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, SourceData) and obj.path is not None:
             _HANDED_OVER[path] = obj
             obj = replace(obj, entries=[], id_keys=None)  # the reference: where to read it again
-        temporary = path.with_name(path.name + ".tmp")
-        with temporary.open("wb") as handle:
+        with private_writer(path, durable=False) as handle:
             pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        temporary.replace(path)
 
     def load_input(self, context: dg.InputContext):
         instance, upstream = context.instance, context.upstream_output

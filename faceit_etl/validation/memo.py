@@ -32,10 +32,15 @@ def recall(folder: Path, identity: str) -> ValidationOutcome | None:
 
 def store(folder: Path, identity: str, outcome: ValidationOutcome) -> None:
     private_folder(folder)
-    with private_writer(folder / f"{identity}.pickle") as handle:
+    with private_writer(folder / f"{identity}.pickle", durable=False) as handle:
         pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    kept = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for old in kept[KEEP:]:
+    kept = []
+    for path in folder.glob("*.pickle"):
+        try:
+            kept.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:  # another run pruned it meanwhile
+            continue
+    for _, old in sorted(kept, reverse=True)[KEEP:]:
         old.unlink(missing_ok=True)
 
 
