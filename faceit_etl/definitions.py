@@ -1,5 +1,6 @@
 """The code location: every definition in `faceit_etl/defs/`, as `dg`, `dagster` and the CLI load it."""
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -12,9 +13,11 @@ warnings.filterwarnings("ignore", message="Parameter `data_version` of initializ
                         category=dg.BetaWarning)
 
 
+@functools.cache
 def load_definitions() -> dg.Definitions:
-    """The location as a process loads it now: its resources (the target among them) chosen from this
-    process's environment as it is now."""
+    """The location, loaded once per process (each load costs about half a second, and running a job
+    reconstructs it five times). Loading again would change nothing: defs/ is imported once per process
+    anyway, and its resources read the environment when a run builds them, not here."""
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 
 
@@ -22,6 +25,5 @@ defs = load_definitions()
 
 
 def get_migrate_job() -> dg.JobDefinition:
-    """For dg.reconstructable: the CLI runs the job with its executor, as the UI does. Loaded anew, as a
-    run's own process loads it, so the run reaches the database this process's environment names."""
+    """For dg.reconstructable: the CLI runs the job with its executor, as the UI does."""
     return load_definitions().resolve_job_def("migrate_job")
