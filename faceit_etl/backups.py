@@ -13,7 +13,7 @@ import os
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +80,17 @@ def private_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def newest_first(paths: Iterable[Path]) -> list[Path]:
+    """`paths` by modification time, newest first; one that another run deleted meanwhile is left out."""
+    dated = []
+    for path in paths:
+        try:
+            dated.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:
+            continue
+    return [path for _, path in sorted(dated, reverse=True)]
 
 
 def write_private(path: Path, data: bytes) -> None:

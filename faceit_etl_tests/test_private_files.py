@@ -3,12 +3,13 @@ validated value and prune the same folder at once, and neither may fail for it."
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 
 import pytest
 
-from faceit_etl.backups import private_writer
+from faceit_etl.backups import newest_first, private_writer
 from faceit_etl.validation import memo
 
 
@@ -57,3 +58,13 @@ def test_runs_storing_and_pruning_outcomes_in_one_folder_at_once_all_succeed(tmp
     left = sorted(folder.iterdir())
     assert len(left) == memo.KEEP and all(p.suffix == ".pickle" for p in left)
     assert all(memo.recall(folder, p.stem) is not None for p in left)
+
+
+def test_newest_first_orders_by_age_and_leaves_out_what_another_run_deleted(tmp_path):
+    paths = [tmp_path / name for name in ("old", "gone", "new")]
+    for age, path in enumerate(paths):
+        path.write_text(path.name)
+        os.utime(path, ns=(age * 10**9, age * 10**9))
+    paths[1].unlink()
+
+    assert newest_first(paths) == [paths[2], paths[0]]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from faceit_etl.backups import private_writer
+from faceit_etl.backups import newest_first, private_writer
 from faceit_etl.identity import code_version, look_at_file
 from faceit_etl.source import SourceData, read_source
 
@@ -193,7 +193,7 @@ def _prune(instance: dg.DagsterInstance, runs: Path) -> None:
     """Delete the step values of all runs but the newest `KEEP_RUNS`, those still going, and those a
     resume of each target's latest failed run reads."""
     folders = {folder.name: folder for folder in runs.iterdir()}
-    by_age = sorted(folders.values(), key=lambda folder: folder.stat().st_mtime_ns, reverse=True)
+    by_age = newest_first(folders.values())
     keep = {folder.name for folder in by_age[:KEEP_RUNS]} | _needed(instance, list(folders))
     for name, folder in folders.items():
         if name not in keep:

@@ -11,7 +11,7 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
-from faceit_etl.backups import private_folder, private_writer
+from faceit_etl.backups import newest_first, private_folder, private_writer
 from faceit_etl.identity import input_identity
 from faceit_etl.source import SourceData
 from faceit_etl.validation.validate import ValidationOutcome, validate_entries
@@ -34,13 +34,7 @@ def store(folder: Path, identity: str, outcome: ValidationOutcome) -> None:
     private_folder(folder)
     with private_writer(folder / f"{identity}.pickle", durable=False) as handle:
         pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    kept = []
-    for path in folder.glob("*.pickle"):
-        try:
-            kept.append((path.stat().st_mtime_ns, path))
-        except FileNotFoundError:  # another run pruned it meanwhile
-            continue
-    for _, old in sorted(kept, reverse=True)[KEEP:]:
+    for old in newest_first(folder.glob("*.pickle"))[KEEP:]:
         old.unlink(missing_ok=True)
 
 
