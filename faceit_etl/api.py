@@ -80,8 +80,23 @@ class Reject:
     value: str
 
 
+class ChecksOutcome:
+    """What a run's checks say, for the API's result and the CLI's summary alike."""
+
+    checks: list[Check]
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def validation_failed(self) -> bool:
+        """A migration stopped by its rejects (more than max_rejects allows)."""
+        return any(c.name == "no_rejected_entries" and not c.passed and c.severity == "ERROR" for c in self.checks)
+
+
 @dataclass
-class MigrationResult:
+class MigrationResult(ChecksOutcome):
     """What a verb did. `tables` holds, per table, the load's counts (inserted, updated, unchanged,
     kept_absent, kept_rejected, deleted); on a dry run what would have been written. `details` holds
     the verb's own facts: status' report, the rollback's restored tables, the backup's tables."""
@@ -117,15 +132,6 @@ class MigrationResult:
     def is_valid(self) -> bool:
         """validate: every entry was accepted."""
         return self.success
-
-    @property
-    def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    @property
-    def validation_failed(self) -> bool:
-        """A migration stopped by its rejects (more than max_rejects allows)."""
-        return any(c.name == "no_rejected_entries" and not c.passed and c.severity == "ERROR" for c in self.checks)
 
     def get_summary(self) -> dict[str, Any]:
         """The result as plain JSON values (datetimes as ISO text)."""

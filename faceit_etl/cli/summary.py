@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from faceit_etl.api import Check
+from faceit_etl.api import Check, ChecksOutcome
 from faceit_etl.postgres.load import LOAD_COUNTS
 from faceit_etl.postgres.verdicts import BLOCKING
 
@@ -19,7 +19,7 @@ _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): "
 
 
 @dataclass
-class RunSummary:
+class RunSummary(ChecksOutcome):
     run_id: str
     success: bool
     input_entries: int | None = None
@@ -32,14 +32,6 @@ class RunSummary:
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False  # a step was stopped by Ctrl-C
-
-    @property
-    def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    @property
-    def validation_failed(self) -> bool:
-        return any(c.name == "no_rejected_entries" and not c.passed and c.severity == "ERROR" for c in self.checks)
 
 
 def _value(metadata: dict, key: str):
