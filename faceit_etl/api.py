@@ -80,7 +80,7 @@ class Reject:
     value: str
 
 
-class ChecksOutcome:
+class CheckedRun:
     """What a run's checks say, for the API's result and the CLI's summary alike."""
 
     checks: list[Check]
@@ -96,7 +96,7 @@ class ChecksOutcome:
 
 
 @dataclass
-class MigrationResult(ChecksOutcome):
+class MigrationResult(CheckedRun):
     """What a verb did. `tables` holds, per table, the load's counts (inserted, updated, unchanged,
     kept_absent, kept_rejected, deleted); on a dry run what would have been written. `details` holds
     the verb's own facts: status' report, the rollback's restored tables, the backup's tables."""

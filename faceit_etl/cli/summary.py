@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from faceit_etl.api import Check, ChecksOutcome
+from faceit_etl.api import Check, CheckedRun
 from faceit_etl.postgres.load import LOAD_COUNTS
 from faceit_etl.postgres.verdicts import BLOCKING
 
@@ -19,7 +19,7 @@ _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): "
 
 
 @dataclass
-class RunSummary(ChecksOutcome):
+class RunSummary(CheckedRun):
     run_id: str
     success: bool
     input_entries: int | None = None
