@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from faceit_etl.cron import NAMED_SCHEDULES, SHAPE
 from faceit_etl.definitions import defs, get_migrate_job, load_definitions
 from faceit_etl.defs import automation
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError
@@ -279,8 +280,8 @@ def test_a_switch_that_is_no_boolean_is_refused_when_the_location_loads(monkeypa
 
 
 @pytest.mark.parametrize(("variable", "value", "why"), [
-    ("MIGRATION_SCHEDULE_CRON", "61 * * * *", "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')"),
-    ("MIGRATION_SCHEDULE_CRON", "daily", "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')"),
+    ("MIGRATION_SCHEDULE_CRON", "61 * * * *", "minute 61 is out of 0-59"),
+    ("MIGRATION_SCHEDULE_CRON", "daily", f"1 field(s); a cron schedule has 5: {SHAPE}"),
     ("MIGRATION_SCHEDULE_TIMEZONE", "Mars/Olympus", "not a known time zone"),
 ])
 def test_a_schedule_setting_dagster_cannot_use_is_refused_naming_the_variable(monkeypatch, variable, value, why):
@@ -294,6 +295,78 @@ def test_a_schedule_setting_dagster_cannot_use_is_refused_naming_the_variable(mo
         monkeypatch.undo()
         importlib.reload(automation)
     assert str(refused.value) == f"{variable}={value!r}: {why}"
+
+
+# What Dagster 1.13's schedules take, and what they refuse with the reason we give: a table of both.
+GOOD_CRONS = [
+    "0 3 * * *", "*/15 * * * *", "0 0 1 jan *", "0 3 * * MON-FRI", "0 3 * * 7", "0 3 * * 0-7", "5/15 * * * *",
+    "*/90 * * * *", "5-1 * * * *", "0 0 L * *", "0 0 * * 5#3", "0 0 * * L5", "0 0 ? * *", "0 0 29 2 *",
+    "0 0 31 2,3 *", "@daily", "@DAILY", "@hourly", "@midnight", "@weekly", "@monthly", "@yearly", "@annually",
+    "0  3 * * *",
+]
+BAD_CRONS = [
+    ("61 * * * *", "minute 61 is out of 0-59"),
+    ("60 * * * *", "minute 60 is out of 0-59"),
+    ("1,2,61 * * * *", "minute 61 is out of 0-59"),
+    ("0 25 * * *", "hour 25 is out of 0-23"),
+    ("0 24 * * *", "hour 24 is out of 0-23"),
+    ("0 0 32 * *", "day-of-month 32 is out of 1-31"),
+    ("0 0 0 * *", "day-of-month 0 is out of 1-31"),
+    ("0 0 32-1 * *", "day-of-month 32 is out of 1-31"),
+    ("0 0 1 13 *", "month 13 is out of 1-12"),
+    ("0 0 1 0 *", "month 0 is out of 1-12"),
+    ("0 0 * * 8", "day-of-week 8 is out of 0-7"),
+    ("0 0 * * 7-8", "day-of-week 8 is out of 0-7"),
+    ("0 0 * * 8#1", "day-of-week 8 is out of 0-7"),
+    ("0 0 * * 1#6", "day-of-week '1#6': the week's number 6 is out of 1-5"),
+    ("*/0 * * * *", "minute step 0 repeats nothing: a step is at least 1"),
+    ("0 0 * */0 *", "month step 0 repeats nothing: a step is at least 1"),
+    ("*/x * * * *", "minute step 'x' is no number"),
+    ("-1 * * * *", "minute '-1' is not a number 0-59, a range a-b, a list a,b or a step */n"),
+    ("0 0 1 foo *", "month 'foo' is not a number 1-12, or a name jan-dec, a range a-b, a list a,b or a step */n"),
+    ("0 0 15W * *", "day-of-month '15W' is not a number 1-31, a range a-b, a list a,b or a step */n"),
+    ("H * * * *", "minute 'H' is not a number 0-59, a range a-b, a list a,b or a step */n"),
+    ("0 0 30 2 *", "day-of-month 30 of month 2 never comes: February has at most 29 days"),
+    ("0 0 31 feb *", "day-of-month 31 of month feb never comes: February has at most 29 days"),
+    ("* * * *", f"4 field(s); a cron schedule has 5: {SHAPE}"),
+    ("0 0 3 * * *", f"6 field(s) (Dagster takes no seconds or year field); a cron schedule has 5: {SHAPE}"),
+    ("@reboot", f"@reboot is no schedule name Dagster knows: {', '.join(NAMED_SCHEDULES)}"),
+    ("@daily ", "@daily takes nothing around it"),
+]
+
+
+def dagster_takes(cron: str) -> bool:
+    """Dagster's own judgement, with no setting of ours in between."""
+    try:
+        dg.ScheduleDefinition(name="any", job_name="migrate_job", cron_schedule=cron)
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
+
+def schedule_under(monkeypatch, variable: str, value: str) -> dg.ScheduleDefinition:
+    """migrate_schedule as the code location builds it with `variable` set to `value` (refusals raise)."""
+    monkeypatch.setenv(variable, value)
+    try:
+        return importlib.reload(automation).migrate_schedule
+    finally:
+        monkeypatch.undo()
+        importlib.reload(automation)
+
+
+@pytest.mark.parametrize("cron", GOOD_CRONS)
+def test_every_cron_dagster_takes_is_the_schedules(monkeypatch, cron):
+    assert dagster_takes(cron)  # the table is of crons Dagster takes
+    assert schedule_under(monkeypatch, "MIGRATION_SCHEDULE_CRON", cron).cron_schedule == cron
+
+
+@pytest.mark.parametrize(("cron", "why"), BAD_CRONS)
+def test_a_cron_dagster_refuses_is_refused_naming_the_field_and_its_range(monkeypatch, cron, why):
+    """Not "not 5 fields" for a well-formed expression with a value out of range: the part to change."""
+    assert not dagster_takes(cron)
+    with pytest.raises(SettingsError) as refused:
+        schedule_under(monkeypatch, "MIGRATION_SCHEDULE_CRON", cron)
+    assert str(refused.value) == f"MIGRATION_SCHEDULE_CRON={cron!r}: {why}"
 
 
 @pytest.mark.parametrize(("value", "running"), [("off", False), ("No", False), ("0", False), ("ON", True), ("1", True), ("", False)])

@@ -70,7 +70,7 @@ def outcome(result) -> dict:
     return {
         "success": result.success,
         "failures": failures,
-        "load": {k: load[k] for k in LOAD_FACTS} if load else None,
+        "load": {k: load.get(k) for k in LOAD_FACTS} if load else None,  # absent_user_ids: only when there are some
         "verdicts": load["verification"] if load else _failure_verdicts(result),
         "checks": {
             name: (

@@ -12,7 +12,7 @@ from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import VerificationFailed
 from faceit_etl_tests.conftest import write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
-from faceit_etl_tests.test_load import chain, document
+from faceit_etl_tests.test_load import ALEMBIC_DDL, chain, document
 from faceit_etl_tests.test_verified_before_commit import HEAD, SCHEMA, judged, target_state, trigger
 
 
@@ -98,7 +98,34 @@ def test_a_dropped_column_is_named_with_its_fix_before_any_write(workdir, databa
     assert stored.endswith(
         "the existing tables lack column(s) the bot's models have: public.users.last_active_at, "
         "public.user_subscriptions.tier. Nothing was written. Add them back (the bot's Alembic revision creates them), "
-        "then run again:\n  ALTER TABLE public.users ADD COLUMN last_active_at timestamptz;\n"
-        "  ALTER TABLE public.user_subscriptions ADD COLUMN tier public.subscriptiontier;"
+        'then run again:\n  ALTER TABLE "public"."users" ADD COLUMN "last_active_at" timestamptz;\n'
+        '  ALTER TABLE "public"."user_subscriptions" ADD COLUMN "tier" "public"."subscriptiontier";'
     ), stored
     assert "does not exist" not in done.stdout
+
+
+def test_a_dropped_tier_column_whose_enum_is_gone_too_is_advised_with_the_enum_to_make_first(db, database_url):
+    """The load makes the enum when absent, in its transaction: refused, it is gone again, so the ADD COLUMN
+    alone would name a type that does not exist."""
+    db.execute(ALEMBIC_DDL)
+    db.execute("ALTER TABLE user_subscriptions DROP COLUMN tier")
+    db.execute("DROP TYPE subscriptiontier")
+    mapped, rejects = chain(document([{"user_id": 3001, "subscription": {"tier": "pro"}}]))
+    before = target_state(db)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(ddl.TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    assert str(refused.value) == (
+        "the existing tables lack column(s) the bot's models have: public.user_subscriptions.tier (and the enum "
+        "public.subscriptiontier does not exist). Nothing was written. Add them back (the bot's Alembic revision "
+        "creates them), then run again:\n"
+        "  CREATE TYPE \"public\".\"subscriptiontier\" AS ENUM ('FREE', 'PREMIUM', 'PRO');\n"
+        '  ALTER TABLE "public"."user_subscriptions" ADD COLUMN "tier" "public"."subscriptiontier";'
+    )
+    assert target_state(db) == before
+    for statement in str(refused.value).split("\n")[1:]:  # the advice, followed
+        db.execute(statement)
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped))
+    assert db.execute("SELECT tier::text FROM user_subscriptions").fetchall() == [("PRO",)]

@@ -9,12 +9,16 @@ load before writing, naming the field and the users.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import judge_before_commit
+from faceit_etl_tests.conftest import write_json
+from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_kept_proven import entry, judged, loaded_first
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 
@@ -125,3 +129,51 @@ def test_a_created_at_given_as_null_is_stored_as_null_where_the_column_holds_nul
         again = load(conn, SCHEMA, mapped, rejects, "run-3", before_commit=judged(mapped, rejects))
     assert again.users.unchanged == 2
 
+
+
+FRESH_TARGET_ADVICE = (
+    "2 value(s) of users.created_at are null in the file (user_id 101, 102), but faceit-etl creates that column "
+    "NOT NULL, as the bot's models do. Nothing was written, and public.users does not exist yet. Give those entries "
+    'a created_at, or, to keep them null, first create the tables (migrate a file holding {"users": []}) and let '
+    "the column hold NULL (ALTER TABLE \"public\".\"users\" ALTER COLUMN \"created_at\" DROP NOT NULL;), then run again"
+)
+
+
+def test_a_created_at_given_as_null_on_a_fresh_target_says_the_table_is_made_by_the_tool_and_the_advice_works(
+    db, database_url
+):
+    """The load creates the tables in its own transaction, so a refused load leaves none: an ALTER alone would
+    name a table that does not exist."""
+    mapped, rejects = chain(document([entry(101, created_at=None), entry(102, created_at=None), entry(103)]))
+
+    with psycopg.connect(database_url) as conn, pytest.raises(TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+
+    assert str(refused.value) == FRESH_TARGET_ADVICE
+    assert db.execute("SELECT to_regclass('public.users')").fetchone() == (None,)
+    # The advice, followed: an empty file's load makes the tables, the ALTER it names then applies.
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, *chain(document([])), "run-2")
+    db.execute(re.search(r"\((ALTER TABLE .*;)\)", str(refused.value)).group(1))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-3", before_commit=judged(mapped, rejects))
+    assert db.execute("SELECT user_id, created_at IS NULL FROM users ORDER BY user_id").fetchall() == [
+        (101, True), (102, True), (103, False)]
+
+
+def test_the_cli_on_a_fresh_target_prints_advice_that_names_no_table_as_existing(workdir, database_url, db):  # noqa: F811
+    source = write_json(workdir / "data.json", {"users": [entry(101, created_at=None), entry(102, created_at=None)]})
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source))
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "public.users does not exist yet" in said and "first create the tables" in said, said
+    assert db.execute("SELECT to_regclass('public.users')").fetchone() == (None,)
+    # Followed as printed: the empty file's migration, the ALTER, the same file again.
+    empty = write_json(workdir / "empty.json", {"users": []})
+    assert faceit_etl(workdir, database_url, "migrate", str(empty)).returncode == 0
+    db.execute(re.search(r"\((ALTER TABLE .*;)\)", said).group(1))
+    again = faceit_etl(workdir, database_url, "migrate", str(source))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert db.execute("SELECT user_id, created_at FROM users ORDER BY user_id").fetchall() == [(101, None), (102, None)]

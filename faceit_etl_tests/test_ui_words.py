@@ -21,7 +21,7 @@ from faceit_etl.validation import report, validate_entries
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, column_description
 from faceit_etl.validation.limit import parse_max_rejects
 from faceit_etl_tests.conftest import make_resources, write_json
-from faceit_etl_tests.test_pipeline import checks_by_name, metadata_of, run
+from faceit_etl_tests.test_pipeline import checks_by_name, dry_run_of, metadata_of, run
 
 WHAT_TO_DO = (
     "Fix these entries in the file and run again, or set force (load the valid entries) or max_rejects "
@@ -228,3 +228,59 @@ def test_a_refused_load_says_why_in_its_own_error_line(database_url, db, tmp_pat
     assert description.startswith("load into ") and "failed, nothing was written: refusing to prune: 25 of the 25 users" in description
     assert errors == [description]
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
+def shown_empty(metadata: dict) -> list[str]:
+    """Keys whose value shows nothing as if it were something: an empty list or mapping at any depth of a
+    JSON value, a table without rows, a text that is an empty list."""
+    def empty_within(value, path: str) -> list[str]:
+        if isinstance(value, dict):
+            return [path] if not value else [p for k, v in value.items() for p in empty_within(v, f"{path}.{k}")]
+        if isinstance(value, list):
+            return [path] if not value else [p for i, v in enumerate(value) for p in empty_within(v, f"{path}[{i}]")]
+        return []
+
+    found = []
+    for key, value in metadata.items():
+        if isinstance(value, dg.TableMetadataValue):
+            found += [key] if not value.records else []
+        elif isinstance(value, dg.JsonMetadataValue):
+            found += empty_within(value.value, key)
+        elif isinstance(value, dg.TextMetadataValue) and value.value.strip() in ("[]", "{}"):
+            found.append(key)
+    return found
+
+
+def everything_shown(result) -> dict[str, dict]:
+    """Every metadata a run recorded, by where the UI shows it: materializations, observations, check results."""
+    shown = {f"{e.asset_key.to_user_string()} (materialization)": e.materialization.metadata
+             for e in result.get_asset_materialization_events()}
+    shown |= {f"{e.asset_key.to_user_string()} (observation {i})": e.event_specific_data.asset_observation.metadata
+              for i, e in enumerate(result.get_asset_observation_events())}
+    return shown | {f"check {e.check_name}": e.metadata for e in result.get_asset_check_evaluations()}
+
+
+def test_metadata_naming_examples_is_left_out_when_there_are_none(database_url, db, tmp_path):
+    """No `absent_user_ids: []`, empty rejects table or preview, `examples: []` in the verdicts: a run with no
+    reject, no user the file lacks, no row at all (a dry run of an empty file on an empty database)."""
+    source = write_json(tmp_path / "data.json", {"users": []})
+    dry = run(make_resources(database_url, source, tmp_path, dry_run=True))
+    write_json(source, {"users": [ENTRIES[0], ENTRIES[4]]})
+    clean = run(make_resources(database_url, source, tmp_path))
+
+    assert dry.success and clean.success
+    for result in (dry, clean):
+        shown = everything_shown(result)
+        assert "check no_rejected_entries" in shown
+        assert {where: shown_empty(metadata) for where, metadata in shown.items() if shown_empty(metadata)} == {}
+    assert {"postgres_tables (materialization)", "check rows_not_in_file"} <= everything_shown(clean).keys()
+    loaded = metadata_of(clean, "postgres_tables")
+    assert not {"absent_user_ids", "absent_user_ids_shown"} & loaded.keys()
+    assert loaded["users_kept_absent"] == 0 and "preview" in loaded
+    assert "rejects" not in metadata_of(clean, "validated_frame")
+    assert "rejects" not in checks_by_name(clean)["no_rejected_entries"].metadata
+    assert "examples" not in loaded["verification"]["rows_not_in_file"]["metadata"]
+    assert "examples" not in loaded["verification"]["content_matches"]["metadata"]["users"]
+    said = dry_run_of(dry)
+    assert not {"preview", "recent_migrations", "absent_user_ids"} & said.keys()
+    assert "preview" not in metadata_of(dry, "mapped_users")

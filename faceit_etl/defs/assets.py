@@ -23,6 +23,7 @@ from faceit_etl.defs.io import record_target
 from faceit_etl.defs.jobs import executor_max_concurrent
 from faceit_etl.defs.metadata import (
     RECENT_MIGRATIONS, as_people_see_it, refusal, counts_table, frame_metadata, migrations_table, preview, rejects_table, rules_schema, tables_metadata,
+    without_empty,
 )
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource, tag_run_with_target
 from faceit_etl.identity import code_version, input_identity, look_at_file
@@ -163,7 +164,7 @@ def validated_frame(
             "input_entries": outcome.input_count,
             "accepted_entries": len(outcome.valid),
             "rejected_entries": outcome.rejected_count,
-            "rejects": rejects_table(outcome.rejects),
+            **({"rejects": rejects_table(outcome.rejects)} if outcome.rejected_count else {}),
             # Keys the bot's entries hold that no column takes, with how many entries hold each.
             "ignored_fields": len(outcome.ignored_fields),
             **({"ignored_fields_by_name": counts_table("field", "entries", outcome.ignored_fields)}
@@ -314,7 +315,7 @@ def _recent(context: dg.AssetExecutionContext, settings: MigrationSettings, post
     except psycopg.Error as exc:
         context.log.warning(f"the recent migrations could not be read: {type(exc).__name__}")
         return {}
-    return {"recent_migrations": migrations_table(recent)}
+    return {"recent_migrations": migrations_table(recent)} if recent else {}
 
 
 def _why_not_this_file(run: dg.DagsterRun, source: backup.SourceSnapshot, settings: MigrationSettings) -> str | None:
@@ -384,7 +385,7 @@ def _progress(context: dg.AssetExecutionContext, stage: str, done: int, total: i
 
 
 def _verdicts_metadata(verdicts: dict) -> dg.JsonMetadataValue:
-    return dg.MetadataValue.json({name: verdict.as_dict() for name, verdict in verdicts.items()})
+    return dg.MetadataValue.json({name: without_empty(verdict.as_dict()) for name, verdict in verdicts.items()})
 
 
 def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: ValidationOutcome, users: pd.DataFrame) -> dict:
@@ -400,9 +401,10 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
             for count in LOAD_COUNTS
         },
         "pruned": stats.pruned,
-        # Telegram ids of the users the file does not have: kept, or deleted by prune.
-        ABSENT_USER_IDS: dg.MetadataValue.json(stats.absent_user_ids),
-        "absent_user_ids_shown": f"the first {len(stats.absent_user_ids)} of {stats.absent_users}",
+        # Telegram ids of the users the file does not have (kept, or deleted by prune), when there are any.
+        **({ABSENT_USER_IDS: dg.MetadataValue.json(stats.absent_user_ids),
+            "absent_user_ids_shown": f"the first {len(stats.absent_user_ids)} of {stats.absent_users}"}
+           if stats.absent_user_ids else {}),
         **({"deleted_user_ids_file": dg.MetadataValue.path(stats.deleted_user_ids_file)}
            if stats.deleted_user_ids_file else {}),
         "rejected_entries": outcome.rejected_count,
@@ -417,7 +419,7 @@ def _load_metadata(done: LoadRun, settings: MigrationSettings, outcome: Validati
         ),
         **({SAME_AS_RUN: stats.recognised_from_run} if stats.recognised_from_run else {}),
         **tables_metadata(settings.target_schema, done.columns, _table_rows(done, users)),
-        "preview": preview(as_people_see_it(users)),
+        **({"preview": preview(as_people_see_it(users))} if len(users) else {}),
         **({"migration_log_id": done.log_id} if done.log_id else {}),
         VERIFICATION: _verdicts_metadata(done.verdicts),
     }

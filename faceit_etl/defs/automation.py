@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
+from faceit_etl.cron import cron_fault
 from faceit_etl.defs.checks import schema_target
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError, refuse_a_secret, strict_bool
 from faceit_etl.identity import look_at_file
@@ -56,42 +57,41 @@ def _running_if(variable: str) -> bool:
         raise SettingsError(f"{variable}={raw!r}: {exc}") from None
 
 
-def _schedule_setting(variable: str, default: str, usable: Callable[[str], bool], why_not: str) -> str:
-    """Unset or empty: the default. A value Dagster would refuse is refused here, naming the variable:
-    Dagster's own error names only the schedule."""
+def _schedule_setting(variable: str, default: str, why_not: Callable[[str], str | None]) -> str:
+    """Unset or empty: the default. A value Dagster would refuse is refused here, naming the variable and
+    why: Dagster's own error names only the schedule."""
     raw = os.environ.get(variable, "")
     if not raw:
         return default
     refuse_a_secret(variable, raw)
-    if not usable(raw):
-        raise SettingsError(f"{variable}={raw!r}: {why_not}")
+    fault = why_not(raw)
+    if fault:
+        raise SettingsError(f"{variable}={raw!r}: {fault}")
     return raw
 
 
-def _a_cron(text: str) -> bool:
+def _why_not_a_cron(text: str) -> str | None:
+    """Dagster decides (the schedule it would build with it); the words say which part to change."""
     try:
         dg.ScheduleDefinition(name="cron_probe", job_name="migrate_job", cron_schedule=text)
     except dg.DagsterInvalidDefinitionError:
-        return False
-    return True
+        return cron_fault(text)
+    return None
 
 
-def _a_time_zone(name: str) -> bool:
+def _why_not_a_time_zone(name: str) -> str | None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+        return "not a known time zone"
+    return None
 
 
 migrate_schedule = dg.ScheduleDefinition(
     name="migrate_schedule",
     job_name="migrate_job",
-    cron_schedule=_schedule_setting(
-        "MIGRATION_SCHEDULE_CRON", "0 3 * * *", _a_cron,
-        "not a cron schedule of 5 fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')",
-    ),
-    execution_timezone=_schedule_setting("MIGRATION_SCHEDULE_TIMEZONE", "UTC", _a_time_zone, "not a known time zone"),
+    cron_schedule=_schedule_setting("MIGRATION_SCHEDULE_CRON", "0 3 * * *", _why_not_a_cron),
+    execution_timezone=_schedule_setting("MIGRATION_SCHEDULE_TIMEZONE", "UTC", _why_not_a_time_zone),
     default_status=(
         dg.DefaultScheduleStatus.RUNNING if _running_if("MIGRATION_SCHEDULE_ENABLED") else dg.DefaultScheduleStatus.STOPPED
     ),

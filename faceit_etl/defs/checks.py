@@ -59,7 +59,7 @@ def no_rejected_entries(
             "max_rejects": "force: any number" if limit is None else limit.text,
             "input_entries": validated_frame.input_count,
             **{f"rejected_for_{name}": int(count) for name, count in by_field.items()},
-            "rejects": rejects_table(rejects),
+            **({"rejects": rejects_table(rejects)} if not rejects.empty else {}),
         },
     )
     if stops:

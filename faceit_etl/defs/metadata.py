@@ -24,6 +24,17 @@ def refusal(context: dg.OpExecutionContext, sentence: str, metadata: dict | None
     return dg.Failure(description=sentence, metadata=metadata, allow_retries=False)
 
 
+def without_empty(value):
+    """JSON metadata as the UI should show it: a list or mapping with nothing in it (examples of none,
+    counts of nothing) is left out, as `checks.flat` leaves it out of a check's figures; `[]` reads as a value."""
+    if isinstance(value, dict):
+        kept = {key: without_empty(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item != [] and item != {}}
+    if isinstance(value, list):
+        return [without_empty(item) for item in value]
+    return value
+
+
 def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
     descriptions = descriptions or {}
     return dg.TableSchema(
@@ -105,10 +116,11 @@ def counts_table(name: str, counted: str, counts: dict[str, int]) -> dg.TableMet
 
 
 def frame_metadata(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> dict:
+    """Row count, columns, and the first rows when there are any (an empty preview would show nothing)."""
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": column_schema(frame),
-        "preview": preview(as_people_see_it(frame, users)),
+        **({"preview": preview(as_people_see_it(frame, users))} if len(frame) else {}),
     }
 
 

@@ -198,20 +198,18 @@ def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None
         )
 
 
-def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
-    """Create the enum and the bot's tables when absent; returns whether `users` was created.
+def ensure_target_tables(conn: psycopg.Connection, schema: str) -> frozenset[str]:
+    """Create the enum and the bot's tables when absent; returns the names of those it created.
 
     Runs inside the load's transaction, so a failed load leaves no half-made tables behind, and
-    under the schema's lock (the load's own), so two callers never create them at once.
+    under the schema's lock (the load's own), so two callers never create them at once. What it
+    created is gone again when the load fails: advice must not name it as if it existed.
     """
     lock_schema(conn, schema)
-    existed = table_exists(conn, schema, USERS)
+    absent = {name for name in (USERS, SUBSCRIPTIONS) if not table_exists(conn, schema, name)}
     if not type_exists(conn, schema, TIER_TYPE):
-        conn.execute(
-            sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-                table(schema, TIER_TYPE), sql.SQL(", ").join(map(sql.Literal, TIERS))
-            )
-        )
+        conn.execute(_create_tier_type(schema))
+        absent.add(TIER_TYPE)
     check_tier_labels(conn, schema)
     conn.execute(
         sql.SQL(_TARGET).format(
@@ -220,7 +218,13 @@ def ensure_target_tables(conn: psycopg.Connection, schema: str) -> bool:
             tier=table(schema, TIER_TYPE),
         )
     )
-    return not existed
+    return frozenset(absent)
+
+
+def _create_tier_type(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+        table(schema, TIER_TYPE), sql.SQL(", ").join(map(sql.Literal, TIERS))
+    )
 
 
 def check_tier_labels(conn: psycopg.Connection, schema: str) -> None:
@@ -274,9 +278,11 @@ _INTEGER_RANGES = {"smallint": 2**15 - 1, "integer": INT32_MAX}
 _NAMED_USERS = 5
 
 
-def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
+def check_columns_present(conn: psycopg.Connection, schema: str, created: frozenset[str]) -> None:
     """Stop before writing when an existing table lacks a column we write (one dropped by hand): the
-    bot's models and Alembic revision have every one, so the fix is to add it back, not to load without it."""
+    bot's models and Alembic revision have every one, so the fix is to add it back, not to load without it.
+    The enum a tier column needs is created first when this load made it (`created`): the failed load
+    takes it away again."""
     missing = []
     for name, columns in ((USERS, _USERS_COLUMNS), (SUBSCRIPTIONS, _SUBSCRIPTIONS_COLUMNS)):
         present = {row[0] for row in conn.execute(
@@ -285,15 +291,21 @@ def check_columns_present(conn: psycopg.Connection, schema: str) -> None:
         )}
         missing += [(name, column, type_.split(" NOT NULL")[0]) for column, type_, _ in columns if column not in present]
     if missing:
+        enum_needed = TIER_TYPE in created and any(type_ == "{tier}" for _, _, type_ in missing)
+        fixes = [_create_tier_type(schema)] if enum_needed else []
+        fixes += [
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                table(schema, name), sql.Identifier(column),
+                table(schema, TIER_TYPE) if type_ == "{tier}" else sql.SQL(type_),
+            )
+            for name, column, type_ in missing
+        ]
         raise TargetError(
             "the existing tables lack column(s) the bot's models have: "
             + ", ".join(f"{schema}.{name}.{column}" for name, column, _ in missing)
+            + (f" (and the enum {schema}.{TIER_TYPE} does not exist)" if enum_needed else "")
             + ". Nothing was written. Add them back (the bot's Alembic revision creates them), then run again:\n  "
-            + "\n  ".join(
-                f"ALTER TABLE {schema}.{name} ADD COLUMN {column} "
-                + (f"{schema}.{TIER_TYPE}" if type_ == "{tier}" else type_) + ";"
-                for name, column, type_ in missing
-            )
+            + "\n  ".join(fix.as_string(conn) + ";" for fix in fixes)
         )
 
 
@@ -358,21 +370,23 @@ _LOAD_TIME_WHEN_ABSENT = {"created_at"}  # a new row whose entry lacks it gets t
 
 
 def check_nulls_fit(
-    conn: psycopg.Connection, schema: str, targets: list[TargetFrame], existing_user_ids: Callable[[list[int]], set[int]]
+    conn: psycopg.Connection, schema: str, targets: list[TargetFrame], existing_user_ids: Callable[[list[int]], set[int]],
+    created: frozenset[str],
 ) -> None:
-    """Stop before writing when a null would go into a column the existing table declares NOT NULL: a
+    """Stop before writing when a null would go into a column the table declares NOT NULL: a
     null is the file's value and is never replaced by a default. A row writes null where its entry
     gives null, or where the row is new and its entry lacks a field without a default
     (`existing_user_ids` tells, only asked when there is such a null). Names each column, how many
-    nulls and whose, and the ALTER that lets the column hold NULL."""
-    problems, fixes, existing = [], [], None
+    nulls and whose, and the ALTER that lets the column hold NULL. A table this load `created` is gone
+    again when it fails, so the ALTER alone would name nothing: the advice says how to make it first."""
+    problems, fixes, fields, existing = [], [], [], None
     for target in targets:
         not_null = conn.execute(
             """SELECT column_name FROM information_schema.columns
                WHERE table_schema = %s AND table_name = %s AND is_nullable = 'NO' ORDER BY ordinal_position""",
             [schema, target.table],
         ).fetchall()
-        fields = USER_FIELDS if target.table == USERS else SUBSCRIPTION_FIELDS
+        catalog = USER_FIELDS if target.table == USERS else SUBSCRIPTION_FIELDS
         for (column,) in not_null:
             if column not in target.frame.columns or column in _FILLED_BY_THE_LOAD:
                 continue
@@ -381,25 +395,37 @@ def check_nulls_fit(
                 continue
             if existing is None:
                 existing = existing_user_ids(sorted({int(i) for i in target.user_ids[null].dropna()}))
-            given = (target.frame[PRESENT].to_numpy(dtype="int64") & presence_bit(fields, column)) != 0
+            given = (target.frame[PRESENT].to_numpy(dtype="int64") & presence_bit(catalog, column)) != 0
             new = ~target.user_ids.isin(existing).to_numpy() & (column not in _LOAD_TIME_WHEN_ABSENT)
             written = target.frame.index[null & (given | new)]
             if written.empty:
                 continue
             problems.append(
                 f"{len(written)} value(s) of {target.table}.{column} are null in the file "
-                f"(user_id {_first_user_ids(target.user_ids, written)}), but the column is NOT NULL"
+                f"(user_id {_first_user_ids(target.user_ids, written)}), but "
+                + ("faceit-etl creates that column NOT NULL, as the bot's models do" if target.table in created
+                   else "the column is NOT NULL")
             )
             fixes.append(
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL;")
                 .format(table(schema, target.table), sql.Identifier(column)).as_string(conn)
             )
-    if problems:
+            fields.append((target.table, column))
+    if not problems:
+        return
+    absent = sorted({name for name, _ in fields} & created)
+    give = "Give those entries a " + ", a ".join(sorted({column for _, column in fields}))
+    if absent:
         raise TargetError(
-            "; ".join(problems) + ". Nothing was written. Give those entries a "
-            + ", a ".join(sorted({p.split(".", 1)[1].split(" ", 1)[0] for p in problems}))
-            + ", or let the column hold NULL (" + " ".join(fixes) + "), then run again"
+            "; ".join(problems) + f". Nothing was written, and {', '.join(f'{schema}.{name}' for name in absent)} "
+            + ("do" if len(absent) > 1 else "does") + " not exist yet. " + give
+            + ', or, to keep them null, first create the tables (migrate a file holding {"users": []}) and let the '
+            + "column hold NULL (" + " ".join(fixes) + "), then run again"
         )
+    raise TargetError(
+        "; ".join(problems) + ". Nothing was written. " + give + ", or let the column hold NULL ("
+        + " ".join(fixes) + "), then run again"
+    )
 
 
 def _first_user_ids(user_ids: pd.Series, index: pd.Index) -> str:

@@ -138,11 +138,11 @@ def load(
         if before_write is not None:
             before_write(conn, plan.recognised, plan.found)
         created = ensure_target_tables(conn, schema)
-        _refuse_rows_the_tables_cannot_take(conn, schema, mapped, rejects, truncate, dry_run)
+        _refuse_rows_the_tables_cannot_take(conn, schema, mapped, rejects, truncate, dry_run, created)
         users, subscriptions = _write_rows(conn, schema, mapped, plan, batch_size, progress)
         absent = _count_deleted_and_kept(conn, schema, plan, users, subscriptions)
         written = _write_rejects(conn, schema, rejects, run_id)
-        stats = _load_stats(conn, plan, users, subscriptions, absent, written, created)
+        stats = _load_stats(conn, plan, users, subscriptions, absent, written, USERS in created)
         if before_log is not None:
             before_log(stats)
         if log is not None and not dry_run:
@@ -211,9 +211,10 @@ def _absent_to_prune(conn, schema, rejects: pd.DataFrame, users_in_table: int, f
 
 
 def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, truncate: bool,
-                                        dry_run: bool) -> None:
+                                        dry_run: bool, created: frozenset[str]) -> None:
     """Before any row is written: every column of the bot present, every value fitting its column
-    (width, NOT NULL), and no truncate with no user to load."""
+    (width, NOT NULL), and no truncate with no user to load. `created`: what this load made, which a
+    refusal takes away again."""
     telegram_id_of = pd.Series(mapped.users["user_id"].to_numpy(), index=mapped.users["id"].to_numpy())
     targets = [
         TargetFrame(USERS, mapped.users, mapped.users["user_id"]),
@@ -223,9 +224,10 @@ def _refuse_rows_the_tables_cannot_take(conn, schema, mapped: MappedFrames, reje
                       index=mapped.subscriptions.index),
         ),
     ]
-    check_columns_present(conn, schema)
+    check_columns_present(conn, schema, created)
     check_column_widths(conn, schema, targets, dry_run)
-    check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids))
+    check_nulls_fit(conn, schema, targets, lambda ids: set() if truncate else _existing_user_ids(conn, schema, ids),
+                    created)
     if truncate and mapped.users.empty:
         why = f"every entry of the file was rejected ({rejects['source_index'].nunique()})" if len(rejects) else "the file holds none"
         raise TargetError(f"refusing to truncate the tables with no user to load: {why}")
