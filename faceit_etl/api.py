@@ -271,7 +271,8 @@ def instance_folder() -> Path:
 
 def open_instance():
     """The project's Dagster instance. Two verbs started at once on a fresh project would both create
-    its SQLite storage and one would fail: the first opening is serialised by a file lock."""
+    its SQLite storage and one would fail: the first opening is serialised by a file lock. Every opening
+    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs)."""
     import dagster as dg
 
     lock = project_home() / "instance.lock"
@@ -280,7 +281,61 @@ def open_instance():
         fcntl.flock(handle, fcntl.LOCK_EX)
         instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
+        fail_abandoned_runs(instance)  # under the lock: two commands never mark one run twice
     return instance
+
+
+def fail_abandoned_runs(instance) -> list[str]:
+    """Mark failed each run a faceit-etl process started whose process is gone (`kill -9`, out of memory,
+    a reboot): nothing else ever would, and a run left STARTED shows as running in the UI and holds the
+    run queue's place. Runs the UI or the daemon launched carry no process tags and are left to the
+    daemon. A migration's `migration_logs` row is marked failed with it (when it is this target's and
+    its session is gone), so both records tell one story. Returns the run ids marked."""
+    import dagster as dg
+
+    from faceit_etl.launcher import abandoned_message, launcher_gone
+
+    statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING]
+    marked = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
+        if launcher_gone(run.tags):
+            committed = _committed(instance, run)
+            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, committed))
+            marked.append(run.run_id)
+    return marked
+
+
+def _committed(instance, run) -> bool:
+    """Whether the run's load (or restore) committed before its process ended. Its migration_logs row says
+    so when the run is a migration of this target, which is also when it can be marked; else the run's
+    own record, the materialization of the tables it reports right after its commit."""
+    import dagster as dg
+    import psycopg
+
+    from faceit_etl.postgres import runlog
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
+
+    if run.job_name == "migrate_job":
+        database = target_database()
+        try:
+            schema = run.tags.get(TARGET_TAG, "").removeprefix(f"{database.database_label()}/")
+            if schema != run.tags.get(TARGET_TAG):
+                with database.get_connection(autocommit=True) as conn:
+                    if runlog.run_status(conn, schema, run.run_id) == "running":
+                        runlog.fail_abandoned(conn, schema, run.run_id)
+                    return runlog.run_status(conn, schema, run.run_id) == "success"
+        except (DatabaseUnavailable, InvalidConnectionString, psycopg.Error):
+            pass  # another database, or none reachable now: the run's own record says what it knows
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return any(r.event_log_entry.dagster_event.asset_key == dg.AssetKey("postgres_tables") for r in records)
+
+
+def settle_runs() -> None:
+    """For a verb that starts no run: it opens the instance all the same, which marks the runs of dead
+    faceit-etl processes failed (fail_abandoned_runs), as every verb does."""
+    with open_instance():
+        pass
 
 
 def checked_source(path: str | Path) -> Path:
@@ -506,7 +561,10 @@ class _Start:
         return replace(self, watch=None, main_guarded=True)
 
     def run_tags(self, label: str) -> dict[str, str]:
-        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label}
+        """Called in the process that runs it: its process tags are this one's (see launcher)."""
+        from faceit_etl.launcher import launcher_tags
+
+        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label, **launcher_tags()}
 
     def loggers(self) -> dict[str, Any]:
         return {"console": {"config": {"log_level": self.log_level}}}
@@ -697,6 +755,7 @@ def validate(path: str | Path, *, database: bool = False, database_url: str | No
     if database and _elsewhere(database_url):
         return _in_child("validate", database_url, None, {"path": source, "database": True, **settings})
     chosen = resolved_settings(_overrides(settings))
+    settle_runs()
     return judge(_raising(lambda: _read(source)), str(path), chosen, database=database)
 
 
@@ -893,6 +952,7 @@ def rollback(
         return _in_child("rollback", database_url, None, call)
     from faceit_etl.cli.summary import step_causes
     from faceit_etl.definitions import load_definitions
+    from faceit_etl.launcher import launcher_tags
 
     overrides = _overrides(settings)
     chosen = resolved_settings(overrides)
@@ -907,7 +967,7 @@ def rollback(
             },
             instance=instance,
             raise_on_error=False,
-            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen)},
+            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen), **launcher_tags()},
         )
     if not executed.success:
         causes = step_causes(executed)
@@ -950,6 +1010,7 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
     from faceit_etl.postgres.snapshot import take_snapshot
 
     chosen = resolved_settings(_overrides(settings))
+    settle_runs()
     copied = _raising(lambda: backup_source(source, output_dir or chosen.backup_dir, manual_backup_name()))
     result = MigrationResult(verb="backup", success=True, backup_path=str(copied.folder),
                              details={"source": str(copied.original), "sha256": copied.sha256})

@@ -1,0 +1,71 @@
+"""A faceit-etl process killed during its run: the run it drove must not stay STARTED in Dagster for ever
+(shown running, counted by the run queue). The next command marks it failed, saying why, and its
+migration_logs row tells the same story."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+
+from faceit_etl.launcher import HOST_TAG, PID_TAG, PROCESS_START_TAG, launcher_gone, launcher_tags
+from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
+
+
+@pytest.mark.unit
+def test_this_process_is_not_gone_a_free_pid_is_and_so_is_a_pid_another_process_holds():
+    mine = launcher_tags()
+    assert mine[HOST_TAG] == socket.gethostname() and mine[PID_TAG] == str(os.getpid())
+    assert not launcher_gone(mine)
+    assert launcher_gone({**mine, PID_TAG: "999999999"})  # above any pid_max: no such process
+    assert launcher_gone({**mine, PID_TAG: "1"})  # init: alive, but it started before this process
+
+
+@pytest.mark.unit
+def test_runs_without_our_tags_or_from_another_host_are_never_judged_gone():
+    dead = {**launcher_tags(), PID_TAG: "999999999"}
+    assert not launcher_gone({})  # launched by the UI or the daemon
+    assert not launcher_gone({k: v for k, v in dead.items() if k != PROCESS_START_TAG})
+    assert not launcher_gone({**dead, HOST_TAG: socket.gethostname() + "-elsewhere"})
+
+
+def test_a_migration_killed_mid_load_is_marked_failed_by_the_next_command(tmp_path, database_url, db):
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db)
+    _wait_until(victim, "loading", lambda: db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+        ['%COPY "_faceit_etl_stage_users"%'],
+    ).fetchone()[0])
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    deadline = time.monotonic() + 30  # the server notices the dead client and rolls its transaction back
+    while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid()").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+
+    shown = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        first, killed = sorted(instance.get_runs(), key=lambda run: run.tags[PID_TAG] == str(victim.pid))
+        failures = instance.get_records_for_run(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    said = (f"the faceit-etl process (pid {victim.pid} on host {socket.gethostname()}) that ran it ended without "
+            "finishing it (killed?); the target was left as it was (the load is one transaction)")
+    assert (first.status, killed.status) == (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [said]
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"dagster run {killed.run_id} migrate_job FAILURE (cli)" in shown.stdout
+    assert db.execute("SELECT status, error_message FROM migration_logs WHERE metadata->>'run_id' = %s",
+                      [killed.run_id]).fetchone() == (
+        "failed", "the run ended without finishing (killed or lost); nothing of its load was committed")
+    assert tables(db) == before
+
+    again = run_again()
+    assert again.returncode == 0, again.stdout
+    assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
