@@ -311,24 +311,38 @@ def _committed(instance, run) -> bool:
     so when the run is a migration of this target, which is also when it can be marked; else the run's
     own record, the materialization of the tables it reports right after its commit."""
     import dagster as dg
+
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
+
+    if run.job_name == "migrate_job":
+        try:
+            schema = run.tags.get(TARGET_TAG, "").removeprefix(f"{target_database().database_label()}/")
+        except (DatabaseUnavailable, InvalidConnectionString):
+            schema = None
+        if schema and schema != run.tags.get(TARGET_TAG):
+            logged = _settled_log_row(schema, run.run_id)
+            if logged is not None:
+                return logged == "success"
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return any(r.event_log_entry.dagster_event.asset_key == dg.AssetKey("postgres_tables") for r in records)
+
+
+def _settled_log_row(schema: str, run_id: str) -> str | None:
+    """The status of a dead run's migration_logs row in this target's `schema` (`success`: its load
+    committed), after marking it failed if it is still `running` and its session is gone; None when the
+    run wrote no row or the database cannot be reached now."""
     import psycopg
 
     from faceit_etl.postgres import runlog
     from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
 
-    if run.job_name == "migrate_job":
-        database = target_database()
-        try:
-            schema = run.tags.get(TARGET_TAG, "").removeprefix(f"{database.database_label()}/")
-            if schema != run.tags.get(TARGET_TAG):
-                with database.get_connection(autocommit=True) as conn:
-                    if runlog.run_status(conn, schema, run.run_id) == "running":
-                        runlog.fail_abandoned(conn, schema, run.run_id)
-                    return runlog.run_status(conn, schema, run.run_id) == "success"
-        except (DatabaseUnavailable, InvalidConnectionString, psycopg.Error):
-            pass  # another database, or none reachable now: the run's own record says what it knows
-    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    return any(r.event_log_entry.dagster_event.asset_key == dg.AssetKey("postgres_tables") for r in records)
+    try:
+        with target_database().get_connection(autocommit=True) as conn:
+            if runlog.run_status(conn, schema, run_id) == "running":
+                runlog.fail_abandoned(conn, schema, run_id)
+            return runlog.run_status(conn, schema, run_id)
+    except (DatabaseUnavailable, InvalidConnectionString, psycopg.Error):
+        return None
 
 
 def settle_runs() -> None:
@@ -599,11 +613,12 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                                       tags=start.run_tags(target_label(chosen)))
         summary = summarize(executed)
-    return _run_result("migrate", summary, chosen)
+        return _run_result("migrate", summary, chosen, instance)
 
 
-def _run_result(verb: str, summary, settings) -> MigrationResult:
-    """A migration run's result, from its summary; an interrupted run's log row is marked failed."""
+def _run_result(verb: str, summary, settings, instance) -> MigrationResult:
+    """A migration run's result, from its summary; an interrupted run's log row is marked failed, and a
+    step whose process died is said in words."""
     from faceit_etl.backups import run_folder
 
     folder = run_folder(settings.backup_dir, summary.run_id)
@@ -626,7 +641,24 @@ def _run_result(verb: str, summary, settings) -> MigrationResult:
     )
     if result.interrupted:
         _mark_interrupted(settings, result)
+    if summary.ended_steps:
+        _process_ended(settings, result, summary.ended_steps, instance)
     return result
+
+
+def _process_ended(settings, result: MigrationResult, ended: dict[str, int | None], instance) -> None:
+    """A step process died (killed, out of memory), of which Dagster says only ChildProcessCrashException:
+    said in words, first among the errors, with what became of the target, which the run's migration_logs
+    row tells (marked failed now if its session is gone, else by the next run). The same words go to the
+    run's event log, where the UI shows them under its failure."""
+    from faceit_etl.launcher import step_process_ended
+
+    committed = _settled_log_row(settings.target_schema, result.run_id) == "success"
+    said = [step_process_ended(step, code, committed=committed, dry_run=result.dry_run) for step, code in ended.items()]
+    result.errors = said + result.errors
+    run = instance.get_run_by_id(result.run_id)
+    for line in said:
+        instance.report_engine_event(line, run)
 
 
 def _run_rejects(folder: Path) -> list[Reject]:
@@ -729,8 +761,8 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
                 tags=start.run_tags(label), run_config={"loggers": start.loggers()},
             )
         summary = summarize(executed)
-    ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
-    result = _run_result("resume", summary, resolved_settings(dict(ran)))
+        ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
+        result = _run_result("resume", summary, resolved_settings(dict(ran)), instance)
     result.details["resumed_run"] = failed.run_id
     refusals = (resumption.ResumeRefused.__name__, StepValuesGone.__name__)
     for event in executed.get_step_failure_events():

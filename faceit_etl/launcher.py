@@ -1,4 +1,4 @@
-"""Which process started a run, and whether it is gone.
+"""Which process started a run, whether it is gone, and a dead process's end in words.
 
 A run the CLI or the API starts is driven by that process alone (`execute_job`, `execute_in_process`):
 killed, it leaves the run STARTED in the instance for ever, and the run queue counts it. So each such
@@ -9,6 +9,7 @@ not taken for it), and the next command judges the runs whose process is gone.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,3 +72,29 @@ def abandoned_message(tags: Mapping[str, str], job: str, committed: bool) -> str
     if committed:
         return f"{ended}; its {work} had committed before that: the tables hold it"
     return f"{ended}; the target was left as it was (the {work} is one transaction)"
+
+
+def how_it_ended(exit_code: int | None) -> str:
+    """A process's end in words: its signal (negative, as subprocess and multiprocessing give it) or exit code."""
+    if exit_code is None:
+        return "its exit status is unknown"
+    if exit_code < 0:
+        try:
+            name = f" ({signal.Signals(-exit_code).name})"
+        except ValueError:
+            name = ""
+        why = ": by hand, or by the system when memory ran out" if -exit_code == signal.SIGKILL else ""
+        return f"killed by signal {-exit_code}{name}{why}"
+    return f"exit code {exit_code}"
+
+
+def step_process_ended(step: str, exit_code: int | None, *, committed: bool, dry_run: bool) -> str:
+    """Why a run failed when one of its step processes died (`max_concurrent` above 1), what became of the
+    target and what to do: Dagster says only `ChildProcessCrashException`."""
+    ended = f"step {step}: its process ended without finishing ({how_it_ended(exit_code)})"
+    if committed:
+        return f"{ended}; its load had committed before that: the tables hold it (faceit-etl status shows it)"
+    if dry_run:
+        return f"{ended}; nothing was written. Run the dry run again (a dry run is never resumed)"
+    return (f"{ended}; nothing was written (the load had not committed). Run the migration again, or resume "
+            "it from this step (faceit-etl migrate --resume: the steps before it are not run again)")

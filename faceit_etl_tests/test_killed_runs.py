@@ -4,6 +4,7 @@ migration_logs row tells the same story."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,9 @@ import time
 import dagster as dg
 import pytest
 
-from faceit_etl.launcher import HOST_TAG, PID_TAG, PROCESS_START_TAG, launcher_gone, launcher_tags
+from faceit_etl.launcher import (
+    HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, step_process_ended,
+)
 from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
 
 
@@ -69,3 +72,62 @@ def test_a_migration_killed_mid_load_is_marked_failed_by_the_next_command(tmp_pa
     again = run_again()
     assert again.returncode == 0, again.stdout
     assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
+
+
+def _step_pid(instance: dg.DagsterInstance, step: str) -> int | None:
+    """The pid of the process that started `step` in the one run in progress, as its STEP_START event records it."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    for run in runs:
+        for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records:
+            event = record.event_log_entry.dagster_event
+            if event.step_key == step:
+                return event.pid
+    return None
+
+
+def test_a_step_process_killed_under_max_concurrent_2_is_said_in_words(tmp_path, database_url, db):
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db, "--max-concurrent", "2",
+                                                    stdout=subprocess.PIPE)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        _wait_until(victim, "loading", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+            ['%COPY "_faceit_etl_stage_users"%'],
+        ).fetchone()[0])
+        step = _step_pid(instance, "postgres_tables")
+    assert step not in (None, victim.pid)
+    os.kill(step, signal.SIGKILL)
+    output = victim.communicate(timeout=300)[0]
+
+    said = ("step postgres_tables: its process ended without finishing (killed by signal 9 (SIGKILL): by hand, or "
+            "by the system when memory ran out); nothing was written (the load had not committed). Run the migration "
+            "again, or resume it from this step (faceit-etl migrate --resume: the steps before it are not run again)")
+    assert victim.returncode == 1, output
+    assert f"  error: {said}\n" in output
+    assert "ChildProcess" not in output, output
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        logged = [r.event_log_entry.dagster_event.message
+                  for r in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records]
+    assert said in logged  # on the run's page in the UI, under its failure
+    assert tables(db) == before
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    resumed = subprocess.run([CLI, "-q", "migrate", "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr  # the advice holds
+    assert "Migration run " in resumed.stdout and " succeeded\n" in resumed.stdout, resumed.stdout
+    big = {user["user_id"] for user in json.loads((tmp_path / "big.json").read_text())["users"]}
+    assert len(big) == 150_000 and big <= {row[0] for row in db.execute("SELECT user_id FROM users")}
+
+
+@pytest.mark.unit
+def test_a_dead_process_is_said_with_its_signal_or_exit_code():
+    assert how_it_ended(-9) == "killed by signal 9 (SIGKILL): by hand, or by the system when memory ran out"
+    assert how_it_ended(-15) == "killed by signal 15 (SIGTERM)"
+    assert how_it_ended(3) == "exit code 3"
+    assert how_it_ended(None) == "its exit status is unknown"
+    assert step_process_ended("postgres_tables", 3, committed=True, dry_run=False) == (
+        "step postgres_tables: its process ended without finishing (exit code 3); its load had committed before "
+        "that: the tables hold it (faceit-etl status shows it)")
+    assert step_process_ended("mapped_frames", None, committed=False, dry_run=True) == (
+        "step mapped_frames: its process ended without finishing (its exit status is unknown); nothing was "
+        "written. Run the dry run again (a dry run is never resumed)")
