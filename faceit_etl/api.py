@@ -39,6 +39,7 @@ from typing import Any
 from faceit_etl.errors import (
     BOTH_NAMED,
     MigrationError,
+    ProcessEnded,
     ResumeRefusedError,
     SettingsInvalid,
     SourceFileError,
@@ -510,7 +511,10 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
                 except KeyboardInterrupt:  # Ctrl-C reached the child too: its run stops and it answers so
                     continue
         if not answer.exists():
-            raise MigrationError(f"faceit-etl {verb}: the process that ran it ended without an answer")
+            from faceit_etl.launcher import verb_process_ended
+
+            settle_runs()  # its run, if it started one, is marked failed now, not by the next command
+            raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
         raise value

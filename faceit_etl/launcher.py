@@ -98,3 +98,12 @@ def step_process_ended(step: str, exit_code: int | None, *, committed: bool, dry
         return f"{ended}; nothing was written. Run the dry run again (a dry run is never resumed)"
     return (f"{ended}; nothing was written (the load had not committed). Run the migration again, or resume "
             "it from this step (faceit-etl migrate --resume: the steps before it are not run again)")
+
+
+def verb_process_ended(verb: str, pid: int, exit_code: int | None) -> str:
+    """Why an API call that ran its verb in a process of its own (another `database_url`, an unguarded
+    `__main__`) has no answer: that process died. Its run, if it started one, is marked failed meanwhile."""
+    return (f"faceit-etl {verb}: the process that ran it (pid {pid}) ended without finishing it "
+            f"({how_it_ended(exit_code)}); its run, if it had started one, is marked failed, and nothing it had "
+            "not committed was written (a load and a restore are one transaction each): faceit-etl status says "
+            "what the tables hold. Run it again, or resume the failed migration (faceit-etl migrate --resume)")

@@ -1,6 +1,7 @@
 """A faceit-etl process killed during its run: the run it drove must not stay STARTED in Dagster for ever
 (shown running, counted by the run queue). The next command marks it failed, saying why, and its
-migration_logs row tells the same story."""
+migration_logs row tells the same story. A step process or the API's own child process killed is said in
+words (which process, its signal, what was written, what to do), never as Dagster's bare exception."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
+import faceit_etl
+from faceit_etl.generate import write_data_file
 from faceit_etl.launcher import (
     HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, step_process_ended,
 )
+from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
 
 
@@ -131,3 +137,58 @@ def test_a_dead_process_is_said_with_its_signal_or_exit_code():
     assert step_process_ended("mapped_frames", None, committed=False, dry_run=True) == (
         "step mapped_frames: its process ended without finishing (its exit status is unknown); nothing was "
         "written. Run the dry run again (a dry run is never resumed)")
+
+
+def _serving_child() -> int | None:
+    """The pid of this process's child that runs an API verb (`_in_child`), once it has started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == str(os.getpid()) and b"_serve" in command:
+            return int(stat.parent.name)
+    return None
+
+
+def test_the_process_an_api_call_ran_its_verb_in_killed_raises_process_ended(workdir, database_url, db, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # so the database_url argument runs the verb in a child
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+    big = write_data_file(workdir / "big.json", 150_000, seed=2)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            faceit_etl.migrate(big, database_url=database_url)
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 120
+    while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'"
+                         ).fetchone()[0]:  # an empty target: straight into the tables
+        assert caller.is_alive() and time.monotonic() < deadline, raised
+        time.sleep(0.01)
+    child = _serving_child()
+    os.kill(child, signal.SIGKILL)
+    caller.join(120)
+
+    [error] = raised
+    assert type(error) is faceit_etl.ProcessEnded
+    assert str(error) == (
+        f"faceit-etl migrate: the process that ran it (pid {child}) ended without finishing it (killed by signal 9 "
+        "(SIGKILL): by hand, or by the system when memory ran out); its run, if it had started one, is marked failed, "
+        "and nothing it had not committed was written (a load and a restore are one transaction each): faceit-etl "
+        "status says what the tables hold. Run it again, or resume the failed migration (faceit-etl migrate --resume)")
+    with dg.DagsterInstance.from_config(str(workdir)) as instance:
+        [run] = instance.get_runs()
+        failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    assert run.status == dg.DagsterRunStatus.FAILURE and run.tags[PID_TAG] == str(child)
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [
+        f"the faceit-etl process (pid {child} on host {socket.gethostname()}) that ran it ended without finishing "
+        "it (killed?); the target was left as it was (the load is one transaction)"]
+    assert db.execute("SELECT to_regclass('public.users')").fetchone()[0] is None  # its transaction made them
