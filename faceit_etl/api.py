@@ -286,25 +286,21 @@ def open_instance():
     return instance
 
 
-def fail_abandoned_runs(instance) -> list[str]:
+def fail_abandoned_runs(instance) -> None:
     """Mark failed each run a faceit-etl process started whose process is gone (`kill -9`, out of memory,
     a reboot): nothing else ever would, and a run left STARTED shows as running in the UI and holds the
     run queue's place. Runs the UI or the daemon launched carry no process tags and are left to the
     daemon. A migration's `migration_logs` row is marked failed with it (when it is this target's and
-    its session is gone), so both records tell one story. Returns the run ids marked."""
+    its session is gone), so both records tell one story."""
     import dagster as dg
 
     from faceit_etl.launcher import abandoned_message, launcher_gone
 
     statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
                 dg.DagsterRunStatus.CANCELING]
-    marked = []
     for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
         if launcher_gone(run.tags):
-            committed = _committed(instance, run)
-            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, committed))
-            marked.append(run.run_id)
-    return marked
+            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, _committed(instance, run)))
 
 
 def _committed(instance, run) -> bool:
