@@ -886,14 +886,14 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     chosen = resolved_settings(_overrides(settings))
     url = target_database().url_starting_embedded_server()
     report: dict = {"database": describe(url), "schema": chosen.target_schema}
-    try:
-        with connect(url) as conn:
-            report["reachable"] = True
-            report["tables"] = state.table_rows(conn, chosen.target_schema)
-            report["migrations"] = state.latest_migrations(conn, chosen.target_schema)
-    except DatabaseUnavailable as exc:
-        report |= {"reachable": False, "error": str(exc)}
-    with open_instance() as instance:
+    with open_instance() as instance:  # first: it marks the runs of dead processes failed, with their log rows
+        try:
+            with connect(url) as conn:
+                report["reachable"] = True
+                report["tables"] = state.table_rows(conn, chosen.target_schema)
+                report["migrations"] = state.latest_migrations(conn, chosen.target_schema)
+        except DatabaseUnavailable as exc:
+            report |= {"reachable": False, "error": str(exc)}
         migrations = report.get("migrations", [])
         runs = target_runs(instance, chosen, [m["run_id"] for m in migrations if m["run_id"]])
         for m in migrations:

@@ -70,6 +70,8 @@ def test_a_migration_killed_mid_load_is_marked_failed_by_the_next_command(tmp_pa
     assert [f.event_log_entry.dagster_event.message for f in failures] == [said]
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert f"dagster run {killed.run_id} migrate_job FAILURE (cli)" in shown.stdout
+    [row] = [line for line in shown.stdout.splitlines() if f"(run {killed.run_id})" in line]
+    assert " failed at " in row and row.endswith(f": no counts recorded (run {killed.run_id})"), row
     assert db.execute("SELECT status, error_message FROM migration_logs WHERE metadata->>'run_id' = %s",
                       [killed.run_id]).fetchone() == (
         "failed", "the run ended without finishing (killed or lost); nothing of its load was committed")
