@@ -13,7 +13,7 @@ _API = ("migrate", "validate", "resume", "status", "rollback", "backup", "DataMi
 # Every class of errors.py, for a caller's `except`: the README's hierarchy, importable from here.
 _ERRORS = ("MigrationError", "SettingsInvalid", "InvalidDatabaseUrl", "ValidationError", "SourceFileError",
            "MappingError", "BackupFailed", "DatabaseOperationError", "DatabaseUnavailableError", "TargetInvalid",
-           "RollbackFailed", "RollbackRefusedError", "ResumeRefusedError")
+           "RollbackFailed", "RollbackRefusedError", "ResumeRefusedError", "ProcessEnded")
 __all__ = [*_API, *_ERRORS]
 
 

@@ -39,6 +39,7 @@ from typing import Any
 from faceit_etl.errors import (
     BOTH_NAMED,
     MigrationError,
+    ProcessEnded,
     ResumeRefusedError,
     SettingsInvalid,
     SourceFileError,
@@ -277,7 +278,8 @@ def instance_folder() -> Path:
 
 def open_instance():
     """The project's Dagster instance. Two verbs started at once on a fresh project would both create
-    its SQLite storage and one would fail: the first opening is serialised by a file lock."""
+    its SQLite storage and one would fail: the first opening is serialised by a file lock. Every opening
+    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs)."""
     import dagster as dg
 
     lock = project_home() / "instance.lock"
@@ -286,7 +288,71 @@ def open_instance():
         fcntl.flock(handle, fcntl.LOCK_EX)
         instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
+        fail_abandoned_runs(instance)  # under the lock: two commands never mark one run twice
     return instance
+
+
+def fail_abandoned_runs(instance) -> None:
+    """Mark failed each run a faceit-etl process started whose process is gone (`kill -9`, out of memory,
+    a reboot): nothing else ever would, and a run left STARTED shows as running in the UI and holds the
+    run queue's place. Runs the UI or the daemon launched carry no process tags and are left to the
+    daemon. A migration's `migration_logs` row is marked failed with it (when it is this target's and
+    its session is gone), so both records tell one story."""
+    import dagster as dg
+
+    from faceit_etl.launcher import abandoned_message, launcher_gone
+
+    statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
+        if launcher_gone(run.tags):
+            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, _committed(instance, run)))
+
+
+def _committed(instance, run) -> bool:
+    """Whether the run's load (or restore) committed before its process ended. Its migration_logs row says
+    so when the run is a migration of this target, which is also when it can be marked; else the run's
+    own record, the materialization of the tables it reports right after its commit."""
+    import dagster as dg
+
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
+
+    if run.job_name == "migrate_job":
+        try:
+            schema = run.tags.get(TARGET_TAG, "").removeprefix(f"{target_database().database_label()}/")
+        except (DatabaseUnavailable, InvalidConnectionString):
+            schema = None
+        if schema and schema != run.tags.get(TARGET_TAG):
+            logged = _settled_log_row(schema, run.run_id)
+            if logged is not None:
+                return logged == "success"
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return any(r.event_log_entry.dagster_event.asset_key == dg.AssetKey("postgres_tables") for r in records)
+
+
+def _settled_log_row(schema: str, run_id: str) -> str | None:
+    """The status of a dead run's migration_logs row in this target's `schema` (`success`: its load
+    committed), after marking it failed if it is still `running` and its session is gone; None when the
+    run wrote no row or the database cannot be reached now."""
+    import psycopg
+
+    from faceit_etl.postgres import runlog
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString
+
+    try:
+        with target_database().get_connection(autocommit=True) as conn:
+            if runlog.run_status(conn, schema, run_id) == "running":
+                runlog.fail_abandoned(conn, schema, run_id)
+            return runlog.run_status(conn, schema, run_id)
+    except (DatabaseUnavailable, InvalidConnectionString, psycopg.Error):
+        return None
+
+
+def settle_runs() -> None:
+    """For a verb that starts no run: it opens the instance all the same, which marks the runs of dead
+    faceit-etl processes failed (fail_abandoned_runs), as every verb does."""
+    with open_instance():
+        pass
 
 
 def checked_source(path: str | Path) -> Path:
@@ -447,7 +513,10 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
                 except KeyboardInterrupt:  # Ctrl-C reached the child too: its run stops and it answers so
                     continue
         if not answer.exists():
-            raise MigrationError(f"faceit-etl {verb}: the process that ran it ended without an answer")
+            from faceit_etl.launcher import verb_process_ended
+
+            settle_runs()  # its run, if it started one, is marked failed now, not by the next command
+            raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
         raise value
@@ -512,7 +581,10 @@ class _Start:
         return replace(self, watch=None, main_guarded=True)
 
     def run_tags(self, label: str) -> dict[str, str]:
-        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label}
+        """Called in the process that runs it: its process tags are this one's (see launcher)."""
+        from faceit_etl.launcher import launcher_tags
+
+        return {STARTED_BY_TAG: self.started_by, **self.tags, TARGET_TAG: label, **launcher_tags()}
 
     def loggers(self) -> dict[str, Any]:
         return {"console": {"config": {"log_level": self.log_level}}}
@@ -547,11 +619,12 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                                       tags=start.run_tags(target_label(chosen)))
         summary = summarize(executed)
-    return _run_result("migrate", summary, chosen)
+        return _run_result("migrate", summary, chosen, instance)
 
 
-def _run_result(verb: str, summary, settings) -> MigrationResult:
-    """A migration run's result, from its summary; an interrupted run's log row is marked failed."""
+def _run_result(verb: str, summary, settings, instance) -> MigrationResult:
+    """A migration run's result, from its summary; an interrupted run's log row is marked failed, and a
+    step whose process died is said in words."""
     from faceit_etl.backups import run_folder
 
     folder = run_folder(settings.backup_dir, summary.run_id)
@@ -574,7 +647,24 @@ def _run_result(verb: str, summary, settings) -> MigrationResult:
     )
     if result.interrupted:
         _mark_interrupted(settings, result)
+    if summary.ended_steps:
+        _process_ended(settings, result, summary.ended_steps, instance)
     return result
+
+
+def _process_ended(settings, result: MigrationResult, ended: dict[str, int | None], instance) -> None:
+    """A step process died (killed, out of memory), of which Dagster says only ChildProcessCrashException:
+    said in words, first among the errors, with what became of the target, which the run's migration_logs
+    row tells (marked failed now if its session is gone, else by the next run). The same words go to the
+    run's event log, where the UI shows them under its failure."""
+    from faceit_etl.launcher import step_process_ended
+
+    committed = _settled_log_row(settings.target_schema, result.run_id) == "success"
+    said = [step_process_ended(step, code, committed=committed, dry_run=result.dry_run) for step, code in ended.items()]
+    result.errors = said + result.errors
+    run = instance.get_run_by_id(result.run_id)
+    for line in said:
+        instance.report_engine_event(line, run)
 
 
 def _run_rejects(folder: Path) -> list[Reject]:
@@ -677,8 +767,8 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
                 tags=start.run_tags(label), run_config={"loggers": start.loggers()},
             )
         summary = summarize(executed)
-    ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
-    result = _run_result("resume", summary, resolved_settings(dict(ran)))
+        ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
+        result = _run_result("resume", summary, resolved_settings(dict(ran)), instance)
     result.details["resumed_run"] = failed.run_id
     refusals = (resumption.ResumeRefused.__name__, StepValuesGone.__name__)
     for event in executed.get_step_failure_events():
@@ -703,6 +793,7 @@ def validate(path: str | Path, *, database: bool = False, database_url: str | No
     if database and _elsewhere(database_url):
         return _in_child("validate", database_url, None, {"path": source, "database": True, **settings})
     chosen = resolved_settings(_overrides(settings))
+    settle_runs()
     return judge(_raising(lambda: _read(source)), str(path), chosen, database=database)
 
 
@@ -801,14 +892,14 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
     chosen = resolved_settings(_overrides(settings))
     url = target_database().url_starting_embedded_server()
     report: dict = {"database": describe(url), "schema": chosen.target_schema}
-    try:
-        with connect(url) as conn:
-            report["reachable"] = True
-            report["tables"] = state.table_rows(conn, chosen.target_schema)
-            report["migrations"] = state.latest_migrations(conn, chosen.target_schema)
-    except DatabaseUnavailable as exc:
-        report |= {"reachable": False, "error": str(exc)}
-    with open_instance() as instance:
+    with open_instance() as instance:  # first: it marks the runs of dead processes failed, with their log rows
+        try:
+            with connect(url) as conn:
+                report["reachable"] = True
+                report["tables"] = state.table_rows(conn, chosen.target_schema)
+                report["migrations"] = state.latest_migrations(conn, chosen.target_schema)
+        except DatabaseUnavailable as exc:
+            report |= {"reachable": False, "error": str(exc)}
         migrations = report.get("migrations", [])
         runs = target_runs(instance, chosen, [m["run_id"] for m in migrations if m["run_id"]])
         for m in migrations:
@@ -899,6 +990,7 @@ def rollback(
         return _in_child("rollback", database_url, None, call)
     from faceit_etl.cli.summary import step_causes
     from faceit_etl.definitions import load_definitions
+    from faceit_etl.launcher import launcher_tags
 
     overrides = _overrides(settings)
     chosen = resolved_settings(overrides)
@@ -913,7 +1005,7 @@ def rollback(
             },
             instance=instance,
             raise_on_error=False,
-            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen)},
+            tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen), **launcher_tags()},
         )
     if not executed.success:
         causes = step_causes(executed)
@@ -956,6 +1048,7 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
     from faceit_etl.postgres.snapshot import take_snapshot
 
     chosen = resolved_settings(_overrides(settings))
+    settle_runs()
     copied = _raising(lambda: backup_source(source, output_dir or chosen.backup_dir, manual_backup_name()))
     result = MigrationResult(verb="backup", success=True, backup_path=str(copied.folder),
                              details={"source": str(copied.original), "sha256": copied.sha256})

@@ -62,6 +62,12 @@ class RollbackRefusedError(RollbackFailed):
     """The rollback cannot be honoured as asked (no such snapshot, tables changed since): nothing changed."""
 
 
+class ProcessEnded(MigrationError):
+    """The process that ran the verb for the API (for another `database_url`, or an unguarded `__main__`)
+    died without an answer (killed, out of memory): its run is marked failed, and nothing it had not
+    committed was written."""
+
+
 class ResumeRefusedError(MigrationError):
     """No failed migration of this target can be resumed (none failed, a later one succeeded): nothing
     was written; start a new run."""

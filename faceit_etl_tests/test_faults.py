@@ -33,8 +33,8 @@ def tables(db) -> dict:
     return {name: digest_table(db, "public", name) for name in ("users", "user_subscriptions")}
 
 
-def _start_killable_run(tmp_path, database_url, db, *flags):
-    """A first small migration, then a 150k-user one started in its own process group."""
+def _start_killable_run(tmp_path, database_url, db, *flags, stdout=subprocess.DEVNULL):
+    """A first small migration, then a 150k-user one started in its own process group (its output to `stdout`)."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
@@ -42,8 +42,8 @@ def _start_killable_run(tmp_path, database_url, db, *flags):
     assert subprocess.run([CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
     before = tables(db)
     big = write_data_file(tmp_path / "big.json", 150_000, seed=2)
-    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), *flags], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), *flags], cwd=tmp_path, env=env, text=True,
+                              stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
     return victim, before, lambda: subprocess.run(
         [CLI, "-q", "migrate", str(small)], cwd=tmp_path, env=env, capture_output=True, text=True
     )

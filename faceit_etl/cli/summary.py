@@ -15,6 +15,9 @@ from faceit_etl.postgres.verdicts import BLOCKING
 # (defs/assets.py writes them; not imported from there, which would load the definitions with the summary).
 DRY_RUN_CHECK, DRY_RUN_FAILED = "dry_run.", "failed: "
 INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a step
+CRASHED = "ChildProcessCrashException"  # a step process (max_concurrent above 1) died: killed, out of memory
+# The multiprocess executor's engine event before such a failure says how the process ended.
+_CRASH = re.compile(r"child process for step (\S+) (?:was terminated by signal (\d+)|unexpectedly exited with code (-?\d+))")
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
 
 
@@ -32,6 +35,7 @@ class RunSummary(CheckedRun):
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False  # a step was stopped by Ctrl-C
+    ended_steps: dict[str, int | None] = field(default_factory=dict)  # step -> exit code of its dead process (< 0: signal)
 
 
 def _value(metadata: dict, key: str):
@@ -68,6 +72,7 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
                 description=evaluation.description,
             )
         )
+    summary.ended_steps = ended_steps(result)
     summary.errors = step_errors(result, summary.checks)
     # A blocking verdict the dry run took failed: the real run would have failed, so the dry run fails too.
     blocked = [c for c in summary.checks if c.dry_run and not c.passed and c.severity == "ERROR"]
@@ -94,12 +99,29 @@ def dry_run_verdicts(asset: str, metadata: dict) -> list[Check]:
     return verdicts
 
 
+def ended_steps(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> dict[str, int | None]:
+    """The steps whose process died (`CRASHED`), each with its exit code (negative: the signal), None when
+    the executor did not say: the API says in words what that means for the target (api._process_ended)."""
+    ended: dict[str, int | None] = {
+        event.step_key: None for event in result.get_step_failure_events()
+        if _root_error(event.step_failure_data.error).cls_name == CRASHED
+    }
+    for event in result.all_events:
+        said = _CRASH.search(event.message or "") if event.event_type == dg.DagsterEventType.ENGINE_EVENT else None
+        if said and said[1] in ended:
+            ended[said[1]] = -int(said[2]) if said[2] else int(said[3])
+    return ended
+
+
 def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult, checks: list[Check]) -> list[str]:
     """Why the run failed, one line per reason: each failed step's own message (rejects over the limit
     say so in theirs), and for Dagster's generic "blocking check failed" the failed blocking checks' own
-    descriptions. So a failed run always says why in its errors, not only in its checks."""
+    descriptions. So a failed run always says why in its errors, not only in its checks. A step whose
+    process died is left to the API, which says what became of the target (ended_steps)."""
     errors = []
     for event in result.get_step_failure_events():
+        if _root_error(event.step_failure_data.error).cls_name == CRASHED:
+            continue
         if event.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError":
             errors += [f"check {c.asset}.{c.name} failed: {c.description or 'no description'}"
                        for c in checks if not c.passed and c.severity == "ERROR"]

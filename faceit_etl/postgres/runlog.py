@@ -61,23 +61,35 @@ def finish(
     )
 
 
-def fail_abandoned(conn: psycopg.Connection, schema: str) -> list[str]:
-    """Rows left `running` by a run that died (killed, machine lost) become `failed`; returns their
-    run ids. A run is alive while the server still has the session that wrote its row: `start`
-    records that session (pid and start time, so a reused pid is not mistaken for it)."""
+def fail_abandoned(conn: psycopg.Connection, schema: str, run_id: str | None = None) -> list[str]:
+    """Rows left `running` by a run that died (killed, machine lost) become `failed` (only `run_id`'s,
+    when given); returns their run ids. A run is alive while the server still has the session that
+    wrote its row: `start` records that session (pid and start time, so a reused pid is not mistaken for it)."""
     logs = table(schema, MIGRATION_LOGS)
     abandoned = conn.execute(
         sql.SQL(
             """UPDATE {} AS l SET status = 'failed', end_time = now(),
                    error_message = 'the run ended without finishing (killed or lost); nothing of its load was committed'
-               WHERE l.status = 'running' AND NOT EXISTS (
+               WHERE l.status = 'running' AND (%(run_id)s::text IS NULL OR l.metadata->>'run_id' = %(run_id)s)
+                 AND NOT EXISTS (
                    SELECT 1 FROM pg_stat_activity a
                    WHERE a.pid = (l.metadata->>'session_pid')::int
                      AND a.backend_start::text = l.metadata->>'session_start')
                RETURNING l.metadata->>'run_id'"""
-        ).format(logs)
+        ).format(logs),
+        {"run_id": run_id},
     ).fetchall()
     return [row[0] for row in abandoned]
+
+
+def run_status(conn: psycopg.Connection, schema: str, run_id: str) -> str | None:
+    """The status of `run_id`'s row (`success` once its load committed), None when it wrote none."""
+    if not table_exists(conn, schema, MIGRATION_LOGS):
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT status FROM {} WHERE metadata->>'run_id' = %s").format(table(schema, MIGRATION_LOGS)), [run_id]
+    ).fetchone()
+    return row[0] if row else None
 
 
 def fingerprints_left(conn: psycopg.Connection, schema: str, input_identity: str) -> list[tuple[str, dict]]:

@@ -1,0 +1,196 @@
+"""A faceit-etl process killed during its run: the run it drove must not stay STARTED in Dagster for ever
+(shown running, counted by the run queue). The next command marks it failed, saying why, and its
+migration_logs row tells the same story. A step process or the API's own child process killed is said in
+words (which process, its signal, what was written, what to do), never as Dagster's bare exception."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import faceit_etl
+from faceit_etl.generate import write_data_file
+from faceit_etl.launcher import (
+    HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, step_process_ended,
+)
+from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
+from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
+
+
+@pytest.mark.unit
+def test_this_process_is_not_gone_a_free_pid_is_and_so_is_a_pid_another_process_holds():
+    mine = launcher_tags()
+    assert mine[HOST_TAG] == socket.gethostname() and mine[PID_TAG] == str(os.getpid())
+    assert not launcher_gone(mine)
+    assert launcher_gone({**mine, PID_TAG: "999999999"})  # above any pid_max: no such process
+    assert launcher_gone({**mine, PID_TAG: "1"})  # init: alive, but it started before this process
+
+
+@pytest.mark.unit
+def test_runs_without_our_tags_or_from_another_host_are_never_judged_gone():
+    dead = {**launcher_tags(), PID_TAG: "999999999"}
+    assert not launcher_gone({})  # launched by the UI or the daemon
+    assert not launcher_gone({k: v for k, v in dead.items() if k != PROCESS_START_TAG})
+    assert not launcher_gone({**dead, HOST_TAG: socket.gethostname() + "-elsewhere"})
+
+
+def test_a_migration_killed_mid_load_is_marked_failed_by_the_next_command(tmp_path, database_url, db):
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db)
+    _wait_until(victim, "loading", lambda: db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+        ['%COPY "_faceit_etl_stage_users"%'],
+    ).fetchone()[0])
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    deadline = time.monotonic() + 30  # the server notices the dead client and rolls its transaction back
+    while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid()").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+
+    shown = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        first, killed = sorted(instance.get_runs(), key=lambda run: run.tags[PID_TAG] == str(victim.pid))
+        failures = instance.get_records_for_run(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    said = (f"the faceit-etl process (pid {victim.pid} on host {socket.gethostname()}) that ran it ended without "
+            "finishing it (killed?); the target was left as it was (the load is one transaction)")
+    assert (first.status, killed.status) == (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [said]
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"dagster run {killed.run_id} migrate_job FAILURE (cli)" in shown.stdout
+    [row] = [line for line in shown.stdout.splitlines() if f"(run {killed.run_id})" in line]
+    assert " failed at " in row and row.endswith(f": no counts recorded (run {killed.run_id})"), row
+    assert db.execute("SELECT status, error_message FROM migration_logs WHERE metadata->>'run_id' = %s",
+                      [killed.run_id]).fetchone() == (
+        "failed", "the run ended without finishing (killed or lost); nothing of its load was committed")
+    assert tables(db) == before
+
+    again = run_again()
+    assert again.returncode == 0, again.stdout
+    assert "users: 0 inserted, 0 updated, 2000 unchanged" in again.stdout
+
+
+def _step_pid(instance: dg.DagsterInstance, step: str) -> int | None:
+    """The pid of the process that started `step` in the one run in progress, as its STEP_START event records it."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    for run in runs:
+        for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records:
+            event = record.event_log_entry.dagster_event
+            if event.step_key == step:
+                return event.pid
+    return None
+
+
+def test_a_step_process_killed_under_max_concurrent_2_is_said_in_words(tmp_path, database_url, db):
+    victim, before, run_again = _start_killable_run(tmp_path, database_url, db, "--max-concurrent", "2",
+                                                    stdout=subprocess.PIPE)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        _wait_until(victim, "loading", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+            ['%COPY "_faceit_etl_stage_users"%'],
+        ).fetchone()[0])
+        step = _step_pid(instance, "postgres_tables")
+    assert step not in (None, victim.pid)
+    os.kill(step, signal.SIGKILL)
+    output = victim.communicate(timeout=300)[0]
+
+    said = ("step postgres_tables: its process ended without finishing (killed by signal 9 (SIGKILL): by hand, or "
+            "by the system when memory ran out); nothing was written (the load had not committed). Run the migration "
+            "again, or resume it from this step (faceit-etl migrate --resume: the steps before it are not run again)")
+    assert victim.returncode == 1, output
+    assert f"  error: {said}\n" in output
+    assert "ChildProcess" not in output, output
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        logged = [r.event_log_entry.dagster_event.message
+                  for r in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records]
+    assert said in logged  # on the run's page in the UI, under its failure
+    assert tables(db) == before
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    resumed = subprocess.run([CLI, "-q", "migrate", "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr  # the advice holds
+    assert "Migration run " in resumed.stdout and " succeeded\n" in resumed.stdout, resumed.stdout
+    big = {user["user_id"] for user in json.loads((tmp_path / "big.json").read_text())["users"]}
+    assert len(big) == 150_000 and big <= {row[0] for row in db.execute("SELECT user_id FROM users")}
+
+
+@pytest.mark.unit
+def test_a_dead_process_is_said_with_its_signal_or_exit_code():
+    assert how_it_ended(-9) == "killed by signal 9 (SIGKILL): by hand, or by the system when memory ran out"
+    assert how_it_ended(-15) == "killed by signal 15 (SIGTERM)"
+    assert how_it_ended(3) == "exit code 3"
+    assert how_it_ended(None) == "its exit status is unknown"
+    assert step_process_ended("postgres_tables", 3, committed=True, dry_run=False) == (
+        "step postgres_tables: its process ended without finishing (exit code 3); its load had committed before "
+        "that: the tables hold it (faceit-etl status shows it)")
+    assert step_process_ended("mapped_frames", None, committed=False, dry_run=True) == (
+        "step mapped_frames: its process ended without finishing (its exit status is unknown); nothing was "
+        "written. Run the dry run again (a dry run is never resumed)")
+
+
+def _serving_child() -> int | None:
+    """The pid of this process's child that runs an API verb (`_in_child`), once it has started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == str(os.getpid()) and b"_serve" in command:
+            return int(stat.parent.name)
+    return None
+
+
+def test_the_process_an_api_call_ran_its_verb_in_killed_raises_process_ended(workdir, database_url, db, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # so the database_url argument runs the verb in a child
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+    big = write_data_file(workdir / "big.json", 150_000, seed=2)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            faceit_etl.migrate(big, database_url=database_url)
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 120
+    while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'"
+                         ).fetchone()[0]:  # an empty target: straight into the tables
+        assert caller.is_alive() and time.monotonic() < deadline, raised
+        time.sleep(0.01)
+    child = _serving_child()
+    os.kill(child, signal.SIGKILL)
+    caller.join(120)
+
+    [error] = raised
+    assert type(error) is faceit_etl.ProcessEnded
+    assert str(error) == (
+        f"faceit-etl migrate: the process that ran it (pid {child}) ended without finishing it (killed by signal 9 "
+        "(SIGKILL): by hand, or by the system when memory ran out); its run, if it had started one, is marked failed, "
+        "and nothing it had not committed was written (a load and a restore are one transaction each): faceit-etl "
+        "status says what the tables hold. Run it again, or resume the failed migration (faceit-etl migrate --resume)")
+    with dg.DagsterInstance.from_config(str(workdir)) as instance:
+        [run] = instance.get_runs()
+        failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    assert run.status == dg.DagsterRunStatus.FAILURE and run.tags[PID_TAG] == str(child)
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [
+        f"the faceit-etl process (pid {child} on host {socket.gethostname()}) that ran it ended without finishing "
+        "it (killed?); the target was left as it was (the load is one transaction)"]
+    assert db.execute("SELECT to_regclass('public.users')").fetchone()[0] is None  # its transaction made them
