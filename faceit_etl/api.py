@@ -934,7 +934,8 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 def rollback_candidate(backup_path: str | Path | None = None, migration_id: str | None = None, *,
                        database_url: str | None = None, **settings: Any) -> dict[str, Any]:
     """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
-    run and that run's migration_logs row (None when it has none). For a question before a rollback."""
+    run and that run's migration_logs row (None when it has none), and the latest migration in force
+    (`latest_run_id`, for `rollback(expect_latest_run=...)`). For a question before a rollback."""
     _one_snapshot(backup_path, migration_id)
     if _elsewhere(database_url):
         result = _in_child("rollback_candidate", database_url, None,
@@ -942,7 +943,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         return result.details
     from faceit_etl.backups import read_manifest
     from faceit_etl.postgres import state
-    from faceit_etl.restore import find_backup
+    from faceit_etl.restore import find_backup, latest_committed
 
     chosen = resolved_settings(_overrides(settings))
 
@@ -953,8 +954,10 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
             manifest = read_manifest(folder)
             run_id = manifest.get("run_id", "?")
             logged = [m for m in state.latest_migrations(conn, chosen.target_schema, limit=100) if m["run_id"] == run_id]
+            latest = latest_committed(conn, chosen.target_schema)
         return {"folder": str(folder), "taken_at": manifest.get("taken_at", "?"), "run_id": run_id,
-                "migration": logged[0] if logged else None, "target": target_label(chosen)}
+                "migration": logged[0] if logged else None, "target": target_label(chosen),
+                "latest_run_id": latest[1] if latest else None}
 
     return _raising(find)
 
@@ -974,6 +977,7 @@ def rollback(
     migration_id: str | None = None,
     *,
     discard_later_changes: bool = False,
+    expect_latest_run: str | None = None,
     database_url: str | None = None,
     started_by: str = "api",
     log_level: str = "CRITICAL",
@@ -981,11 +985,13 @@ def rollback(
 ) -> MigrationResult:
     """Run `rollback_job`: restore users and user_subscriptions to the snapshot in `backup_path` (a
     run's backup folder, as `MigrationResult.backup_path`), or the one before `migration_id`, else
-    before the latest successful migration. A refused or failed rollback changed nothing: `success=False`,
-    `refused` for a request that cannot be honoured as asked, `errors` saying why."""
+    before the latest successful migration. `expect_latest_run` (as `rollback_candidate` gives it):
+    refused unless that run is still the latest migration in force when the rollback holds the lock.
+    A refused or failed rollback changed nothing: `success=False`, `refused` for a request that cannot
+    be honoured as asked, `errors` saying why."""
     _one_snapshot(backup_path, migration_id)
     call = {"backup_path": backup_path, "migration_id": migration_id, "discard_later_changes": discard_later_changes,
-            "started_by": started_by, "log_level": log_level, **settings}
+            "expect_latest_run": expect_latest_run, "started_by": started_by, "log_level": log_level, **settings}
     if _elsewhere(database_url):
         return _in_child("rollback", database_url, None, call)
     from faceit_etl.cli.summary import step_causes
@@ -995,6 +1001,7 @@ def rollback(
     overrides = _overrides(settings)
     chosen = resolved_settings(overrides)
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
+    op_config |= {"expect_latest_run": expect_latest_run} if expect_latest_run else {}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
     with open_instance() as instance:
         executed = load_definitions().resolve_job_def("rollback_job").execute_in_process(

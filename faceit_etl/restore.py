@@ -110,7 +110,7 @@ def find_backup(
         if row is None:
             raise RollbackRefused(f"no migration {migration_id!r} in {schema}.{MIGRATION_LOGS}")
     else:
-        latest = _latest_committed(conn, schema)
+        latest = latest_committed(conn, schema)
         if latest is None:
             raise RollbackRefused("no successful migration to roll back (migration_logs has none)")
         row = latest[1:]
@@ -118,10 +118,12 @@ def find_backup(
 
 
 def rollback_to_snapshot(
-    conn: psycopg.Connection, schema: str, folder: Path, *, discard_later_changes: bool = False
+    conn: psycopg.Connection, schema: str, folder: Path, *, discard_later_changes: bool = False,
+    expect_latest_run: str | None = None,
 ) -> RollbackResult:
     """Restore `folder`'s snapshot; refused if the tables changed since the latest migration
-    committed, unless `discard_later_changes`."""
+    committed, unless `discard_later_changes`, and, given `expect_latest_run`, unless that run is still
+    the latest migration in force once the lock is held."""
     manifest = read_manifest(folder)
     target = manifest.get("target")
     if target is None:
@@ -140,6 +142,8 @@ def rollback_to_snapshot(
         logged = table_exists(conn, schema, MIGRATION_LOGS)
         if logged:
             _refuse_uncommitted(conn, schema, folder, run_id)
+            if expect_latest_run is not None:
+                _refuse_another_latest(conn, schema, expect_latest_run)
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)
@@ -186,13 +190,13 @@ def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> 
     else:
         what = (f"run {run_id} failed before its load (its rejects, or a target it refused) and wrote nothing, so "
                 "there is nothing to roll back")
-    latest = _latest_committed(conn, schema)
+    latest = latest_committed(conn, schema)
     if latest is not None and latest[1] != run_id:
         return f"{what}. The latest committed migration is {latest[0]} (run {latest[1]}): roll that one back instead"
     return f"{what}. `faceit-etl status` lists the migrations that committed"
 
 
-def _latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] | None:
+def latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] | None:
     """(migration_logs id, run id) of the latest successful migration that changed something: what a
     rollback without a snapshot named restores. The snapshot of a later one that changed nothing holds
     the same tables, so restoring it would undo nothing."""
@@ -204,6 +208,20 @@ def _latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] 
                ORDER BY {} DESC LIMIT 1"""
         ).format(table(schema, MIGRATION_LOGS), _CHANGED_SOMETHING, _ORDER)
     ).fetchone()
+
+
+def _refuse_another_latest(conn: psycopg.Connection, schema: str, expected: str) -> None:
+    """A question was answered about the tables as run `expected` left them: a migration committed or
+    a rollback made while it waited for the answer (or for the lock) would have a yes undo or bring
+    back migrations nobody was asked about."""
+    latest = latest_committed(conn, schema)
+    if latest is None or latest[1] != expected:
+        now = f"run {latest[1]}" if latest else "none (every migration is rolled back)"
+        raise RollbackRefused(
+            f"the latest migration in force is no longer run {expected}, as when you were asked, but {now}: "
+            "a migration or a rollback finished meanwhile; nothing was changed. Run rollback again to be asked "
+            "about the tables as they are now"
+        )
 
 
 def _taken_at(manifest: dict, target: dict) -> str:

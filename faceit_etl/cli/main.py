@@ -585,7 +585,7 @@ def rollback(args: argparse.Namespace) -> int:
         raise UsageError(errors.BOTH_NAMED.format(backup_path="--backup-path", migration_id="--migration-id"))
     settings = cli_settings(args)
     api.resolved_settings(settings)  # a wrong setting is a usage error before the question
-    backup_path = args.backup_path
+    backup_path, migration_id, expect_latest_run = args.backup_path, args.migration_id, None
     if not args.confirm:
         if not sys.stdin.isatty():
             say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
@@ -607,9 +607,10 @@ def rollback(args: argparse.Namespace) -> int:
         if input(question).strip().lower() not in ("y", "yes"):
             say("rollback cancelled; nothing changed", quiet_too=True)
             return EXIT_USAGE
-        backup_path = candidate["folder"]  # after a yes, exactly the snapshot named: not whatever is latest by then
-    result = api.rollback(backup_path, args.migration_id, discard_later_changes=args.discard_later_changes,
-                          started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
+        # After a yes, exactly the snapshot named, and only while the tables are as when asked.
+        backup_path, migration_id, expect_latest_run = candidate["folder"], None, candidate["latest_run_id"]
+    result = api.rollback(backup_path, migration_id, discard_later_changes=args.discard_later_changes,
+                          expect_latest_run=expect_latest_run, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
     if result.success:
         say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
         for name, digest in result.details["restored"].items():

@@ -38,7 +38,13 @@ class RollbackConfig(dg.Config):
         "(rows the bot wrote since are lost). Default: refuse, changing nothing.",
     )
 
-    @field_validator("backup_path", "migration_id")
+    expect_latest_run: str | None = Field(
+        default=None,
+        description="A Dagster run id: refuse, changing nothing, unless it is still the latest migration in force "
+        "when the rollback holds the lock (the CLI sets it to the one its question was asked under). Default: no such check.",
+    )
+
+    @field_validator("backup_path", "migration_id", "expect_latest_run")
     @classmethod
     def _no_secret(cls, value: str | None, info) -> str | None:
         """Both are quoted by a refusal (`{env: DATABASE_URL}` given as either would show its password)."""
@@ -56,7 +62,7 @@ def restore_tables(
     context: dg.OpExecutionContext, config: RollbackConfig, migration_settings: MigrationSettings, postgres: PostgresResource
 ):
     given = ((context.run.run_config or {}).get("ops") or {}).get("restore_tables") or {}
-    refuse_loose_environment(given.get("config"), "restore_tables", text_settings=("backup_path", "migration_id"))
+    refuse_loose_environment(given.get("config"), "restore_tables", text_settings=("backup_path", "migration_id", "expect_latest_run"))
     # Tagged before the restore: a refused or failed rollback is listed by `status` too.
     tag_run_with_target(context, migration_settings, postgres)
     with postgres.get_connection() as conn, conn.transaction():
@@ -70,7 +76,8 @@ def restore_tables(
             migration_id=config.migration_id,
         )
         result = rollback_to_snapshot(
-            conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes
+            conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes,
+            expect_latest_run=config.expect_latest_run,
         )
         recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
         # As the load records them, so the next load's column_schema_change compares with the restored tables.
