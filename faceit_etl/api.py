@@ -44,6 +44,7 @@ from faceit_etl.errors import (
     ResumeRefusedError,
     SettingsInvalid,
     SourceFileError,
+    described,
     wrapped,
 )
 from faceit_etl.postgres.database import describe, project_home, redact
@@ -238,7 +239,7 @@ def checked_arguments(function: Callable) -> Callable:
         import dagster as dg
 
         kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
-        mine = kind(_safe(f"{name}: {type(exc).__name__}: {exc}"))
+        mine = kind(_safe(f"{name}: {described(exc)}"))
         mine.__cause__ = exc
         return mine
 
@@ -538,7 +539,7 @@ def _serve(folder: str) -> None:
     except MigrationError as exc:
         answer = ("error", type(exc)(str(exc)))
     except Exception as exc:  # not one of ours: its words, never its object (it may not pickle)
-        answer = ("error", MigrationError(redact(f"{type(exc).__name__}: {exc}", os.environ.get("DATABASE_URL"))))
+        answer = ("error", MigrationError(redact(described(exc), os.environ.get("DATABASE_URL"))))
     (Path(folder) / "answer").write_bytes(pickle.dumps(answer))
 
 

@@ -1,9 +1,13 @@
-"""Verbs called at once in one process (threads, asyncio.gather) finish."""
+"""Verbs called at once in one process (threads, asyncio.gather) finish, and an error without a message
+still says what and where."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +15,23 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+import faceit_etl
+from faceit_etl import MigrationError, api, mapping
+from faceit_etl.defs import assets
+from faceit_etl.errors import described
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres import state
-from faceit_etl_tests.conftest import write_json
+from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
+from faceit_etl_tests.test_api import here  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_cli import instance_at, workdir  # noqa: F401 (workdir: a fixture)
 
+cli = importlib.import_module("faceit_etl.cli.main")  # the package exports its main() under the same name
 USERS = 3_000
 # Run in a process of its own: without the turns, its threads deadlock for good, and only a process can be
 # ended on a timeout. It prints each verb's result (or its error) as JSON.
 SCENARIO = r"""
 import asyncio, json, sys, threading, time
+import faceit_etl
 from faceit_etl import DataMigration
 
 def plain(result):
@@ -133,3 +144,69 @@ def test_gathered_verbs_of_the_async_api_all_finish_and_the_loop_keeps_running(w
         ("validate", True, USERS, [])
     assert (status["verb"], status["success"], status["details"]["reachable"]) == ("status", True, True)
     assert done["longest_gap"] < 5  # the loop ran all along: 0.05 s ticks, a worker thread per verb
+
+
+# ---------------------------------------------------------------- an error without a message
+
+
+def line_of(function, text: str) -> int:
+    """The line of `text` in the function's source: where the error is said to be raised."""
+    lines, first = inspect.getsourcelines(inspect.unwrap(function))
+    return next(first + offset for offset, line in enumerate(lines) if text in line)
+
+
+def silent_failure(*args, **kwargs):
+    raise AssertionError()
+
+
+def test_a_verbs_error_without_a_message_names_its_type_and_where_it_was_raised(monkeypatch, tmp_path):
+    monkeypatch.setattr(api, "checked_source", silent_failure)
+
+    with pytest.raises(MigrationError) as raised:
+        faceit_etl.migrate(tmp_path / "data.json")
+
+    where = line_of(api.migrate, "source = checked_source(path)")
+    assert str(raised.value) == f"migrate: AssertionError without a message, raised at faceit_etl/api.py:{where}"
+    assert type(raised.value.__cause__) is AssertionError
+
+
+def test_a_steps_error_without_a_message_names_its_type_and_where_it_was_raised(here, db, monkeypatch):
+    monkeypatch.setattr(mapping, "map_frames", silent_failure)  # the run's steps run in this process
+
+    result = faceit_etl.migrate(NESTED_SAMPLE)
+
+    where = line_of(assets.mapped_frames.op.compute_fn.decorated_fn, "mapped = mapping.map_frames(")
+    assert (result.success, result.errors) == \
+        (False, [f"mapped_frames: AssertionError without a message, raised at faceit_etl/defs/assets.py:{where}"])
+    assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)
+
+
+def test_a_child_process_answers_an_error_without_a_message_with_its_type_and_place(monkeypatch, tmp_path):
+    monkeypatch.setitem(api.VERBS, "status", silent_failure)
+    (tmp_path / "call").write_bytes(pickle.dumps(("status", {})))
+
+    api._serve(str(tmp_path))
+
+    kind, error = pickle.loads((tmp_path / "answer").read_bytes())
+    where = line_of(api._serve, 'answer = ("result", VERBS[verb](**kwargs))')
+    assert (kind, type(error), str(error)) == \
+        ("error", MigrationError, f"AssertionError without a message, raised at faceit_etl/api.py:{where}")
+
+
+def test_the_clis_error_line_for_an_error_without_a_message_names_its_type_and_place(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(cli.COMMANDS, "status", silent_failure)
+
+    code = cli.main(["status"])
+
+    where = line_of(cli._main, "return COMMANDS[args.command](args)")
+    assert code == cli.EXIT_FAILED
+    out = capsys.readouterr()
+    assert f"faceit-etl status failed: AssertionError without a message, raised at faceit_etl/cli/main.py:{where}\n" \
+        in out.out + out.err
+
+
+def test_an_error_without_a_message_or_traceback_still_says_its_type():
+    assert described(AssertionError()) == \
+        "AssertionError without a message, raised at an unknown place (the error carries no traceback)"
+    assert described(KeyError("users")) == "KeyError: 'users'"
