@@ -27,6 +27,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 import typing
 import uuid
@@ -43,6 +44,7 @@ from faceit_etl.errors import (
     ResumeRefusedError,
     SettingsInvalid,
     SourceFileError,
+    described,
     wrapped,
 )
 from faceit_etl.postgres.database import describe, project_home, redact
@@ -53,6 +55,10 @@ STARTED_BY_TAG = "faceit_etl/started_by"
 MAX_CONCURRENT = "max_concurrent"
 # watch(instance, tags) wraps a run: the CLI's progress display finds the run by these tags.
 Watch = Callable[[Any, dict[str, str]], AbstractContextManager]
+# Executing a run configures process-global logging (Dagster's dictConfig): two runs executed at once
+# in one process deadlock in it. Every run this process executes (migrate, resume, rollback) holds this
+# lock: they take turns, as their loads do anyway under the target's advisory lock.
+_RUN_IN_THIS_PROCESS = threading.Lock()
 
 
 @dataclass
@@ -233,7 +239,7 @@ def checked_arguments(function: Callable) -> Callable:
         import dagster as dg
 
         kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
-        mine = kind(_safe(f"{name}: {type(exc).__name__}: {exc}"))
+        mine = kind(_safe(f"{name}: {described(exc)}"))
         mine.__cause__ = exc
         return mine
 
@@ -533,7 +539,7 @@ def _serve(folder: str) -> None:
     except MigrationError as exc:
         answer = ("error", type(exc)(str(exc)))
     except Exception as exc:  # not one of ours: its words, never its object (it may not pickle)
-        answer = ("error", MigrationError(redact(f"{type(exc).__name__}: {exc}", os.environ.get("DATABASE_URL"))))
+        answer = ("error", MigrationError(redact(described(exc), os.environ.get("DATABASE_URL"))))
     (Path(folder) / "answer").write_bytes(pickle.dumps(answer))
 
 
@@ -615,7 +621,7 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
         "loggers": start.loggers(),
     }
     with open_instance() as instance:
-        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
+        with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                                       tags=start.run_tags(target_label(chosen)))
         summary = summarize(executed)
@@ -761,7 +767,7 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
         if not start.main_guarded and executor_max_concurrent(failed.run_config) > 1:
             return _in_child("resume", os.environ.get("DATABASE_URL", ""), start.watch,
                              {"run_id": failed.run_id, "_start": start.in_child(), **settings})
-        with start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
+        with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = resumption.reexecute_failed_run(
                 dg.reconstructable(get_migrate_job), instance, failed,
                 tags=start.run_tags(label), run_config={"loggers": start.loggers()},
@@ -1003,7 +1009,7 @@ def rollback(
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
     op_config |= {"expect_latest_run": expect_latest_run} if expect_latest_run else {}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
-    with open_instance() as instance:
+    with open_instance() as instance, _RUN_IN_THIS_PROCESS:
         executed = load_definitions().resolve_job_def("rollback_job").execute_in_process(
             run_config={
                 "ops": {"restore_tables": {"config": op_config}},

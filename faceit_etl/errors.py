@@ -7,6 +7,9 @@ as `__cause__`, so the domain stays free of the API and a caller needs to know o
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 
 # A rollback given both a backup folder and a migration (in the words of the API, the CLI or the launchpad).
 BOTH_NAMED = ("give {backup_path} or {migration_id}, not both: each chooses the snapshot to restore, and they may "
@@ -102,3 +105,35 @@ def wrapped(error: BaseException) -> MigrationError | None:
             mine.__cause__ = error
             return mine
     return None
+
+
+# Where a raised error is placed for a reader: the innermost frame in one of these packages.
+_PLACED_IN = ("faceit_etl", "dagster")
+
+
+def described(error: BaseException) -> str:
+    """`Type: message`; an error whose message is empty (a bare `assert`) would say nothing after its type,
+    so it is said by its type and where it was raised, never as an empty reason."""
+    message = str(error).strip()
+    if message:
+        return f"{type(error).__name__}: {message}"
+    return f"{type(error).__name__} without a message, raised at {raised_at(error)}"
+
+
+def raised_at(error: BaseException) -> str:
+    """Where the error was raised, by its traceback (see place)."""
+    return place([(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)])
+
+
+def place(frames: list[tuple[str, int | None]]) -> str:
+    """`package/module.py:line` of the innermost of these (file, line) frames, outermost first, in
+    faceit_etl or dagster (their frames, not the standard library's, say which step or call failed); else
+    the innermost frame."""
+    if not frames:
+        return "an unknown place (the error carries no traceback)"
+    for filename, line in reversed(frames):
+        parts = Path(filename).parts
+        packages = [i for i, part in enumerate(parts) if part in _PLACED_IN]
+        if packages:
+            return f"{Path(*parts[packages[-1]:])}:{line}"
+    return "{}:{}".format(*frames[-1])

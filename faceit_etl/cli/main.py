@@ -720,5 +720,6 @@ def _main(argv: list[str] | None) -> int:
             say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True)
             return EXIT_USAGE
         log.exception("failed")
-        say(f"faceit-etl {args.command} failed: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
+        said = str(exc).strip() or errors.described(exc)  # an empty message: its type and where it was raised
+        say(f"faceit-etl {args.command} failed: {redact(said, os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_FAILED

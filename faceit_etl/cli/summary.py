@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from faceit_etl.api import Check, CheckedRun
+from faceit_etl.errors import place
 from faceit_etl.postgres.load import LOAD_COUNTS
 from faceit_etl.postgres.verdicts import BLOCKING
 
@@ -19,6 +20,7 @@ CRASHED = "ChildProcessCrashException"  # a step process (max_concurrent above 1
 # The multiprocess executor's engine event before such a failure says how the process ended.
 _CRASH = re.compile(r"child process for step (\S+) (?:was terminated by signal (\d+)|unexpectedly exited with code (-?\d+))")
 _EXCEPTION_NAME = re.compile(r"^[\w.]+(?:Error|Failure|Exception|Unavailable): ")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')  # a frame of a serialised error's stack
 
 
 @dataclass
@@ -152,5 +154,9 @@ def _root_message(error) -> str:
         return "unknown error"
     if error.cls_name == INTERRUPTED:
         return "interrupted"
+    message = (error.message or "").strip()
+    if not message or re.fullmatch(rf"(?:\w+\.)*{re.escape(error.cls_name)}:?", message):  # no message of its own (a bare assert)
+        frames = [(m[1], int(m[2])) for m in map(_FRAME.search, error.stack) if m]
+        return f"{error.cls_name} without a message, raised at {place(frames)}"
     own_name = re.compile(rf"^(?:\w+\.)*{re.escape(error.cls_name)}: ")  # "pkg.AnyName: x" → "x"
-    return _EXCEPTION_NAME.sub("", own_name.sub("", (error.message or "").strip(), count=1), count=1)
+    return _EXCEPTION_NAME.sub("", own_name.sub("", message, count=1), count=1)
