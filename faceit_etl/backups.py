@@ -3,6 +3,11 @@
 The source file is copied with its sha256; every later step reads that copy, so a bot rewriting
 its file mid-run cannot give the pipeline a mix of two versions. Backups hold personal data:
 folders are 0700, files 0600.
+
+A run of content a kept backup already holds (same sha256: a re-run of an unchanged file) links
+that copy into its folder instead of copying it again, so cron, sensor and schedule re-runs do not
+fill the disk. Copies are never written after they are made (writers replace a file, never write
+into it), so a link is as good as a copy; deleting one run's folder leaves the others' links whole.
 """
 
 from __future__ import annotations
@@ -108,13 +113,15 @@ def backup_source(
     folder = run_folder(backup_dir, run_id)
     copy = folder / SOURCE_COPY
     before = _regular_file_stat(source, descriptor)
-    sha256 = _copy_hashing(descriptor, folder, copy)
+    linked = observed_sha256 is not None and _link_kept_copy(backup_dir, run_id, observed_sha256, before.st_size, copy)
+    sha256 = _copy_hashing(descriptor, folder, copy, linked=linked)
     after = _trusted_copy_stat(source, copy, before, sha256, observed_sha256)
     snapshot = SourceSnapshot(str(source), str(copy), sha256, after.st_size, str(folder))
     manifest = {
         "run_id": run_id,
         "taken_at": datetime.now(UTC).isoformat(),
-        "source": {"path": snapshot.original, "sha256": snapshot.sha256, "size_bytes": snapshot.size_bytes},
+        "source": {"path": snapshot.original, "sha256": snapshot.sha256, "size_bytes": snapshot.size_bytes,
+                   "linked": linked},
     }
     write_private(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     return snapshot
@@ -144,12 +151,49 @@ def _regular_file_stat(source: Path, descriptor: int) -> os.stat_result:
     return before
 
 
-def _copy_hashing(descriptor: int, folder: Path, copy: Path) -> str:
-    """Copy the open source into the run's private folder, hashing each block as it is copied; the sha256."""
+def _link_kept_copy(backup_dir: str | Path, run_id: str, sha256: str, size: int, copy: Path) -> bool:
+    """Link the newest kept copy of these bytes (its manifest's sha256, its size) as `copy`, once the
+    copy is read and still hashes as its manifest says: a damaged one is never linked. False when there
+    is none, or linking fails (another file system, a file system without links: EXDEV, EPERM)."""
+    root, tried = Path(backup_dir).resolve(), set()  # links of one copy: read it once
+    for manifest in newest_first(root.glob(f"*/{MANIFEST}")):
+        kept = manifest.parent / SOURCE_COPY
+        if manifest.parent.name == run_id or _manifest_sha256(manifest) != sha256:
+            continue
+        try:
+            found = kept.stat()
+            if found.st_size != size or (found.st_dev, found.st_ino) in tried:
+                continue
+            tried.add((found.st_dev, found.st_ino))
+            if sha256_of(kept) != sha256:
+                continue
+            private_folder(copy.parent)
+            os.link(kept, copy)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _manifest_sha256(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_bytes()).get("source", {}).get("sha256")
+    except (OSError, ValueError, AttributeError):  # gone meanwhile, half written by hand, not ours
+        return None
+
+
+def _copy_hashing(descriptor: int, folder: Path, copy: Path, *, linked: bool) -> str:
+    """Copy the open source into the run's private folder, hashing each block as it is copied; the sha256.
+    When `copy` is `linked` to a kept copy already, the source is only read and hashed: the caller
+    compares both."""
     digest = hashlib.sha256()
     with os.fdopen(descriptor, "rb") as reader:
         try:
             private_folder(folder)
+            if linked:
+                while block := reader.read(CHUNK):
+                    digest.update(block)
+                return digest.hexdigest()
             with private_writer(copy) as writer:
                 while block := reader.read(CHUNK):
                     digest.update(block)

@@ -12,9 +12,12 @@ from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, PostgresAt, make_reso
 TAGS = {"test": "progress"}
 
 
-def _watched_lines(instance: dg.DagsterInstance) -> list[str]:
+def _watched_lines(instance: dg.DagsterInstance, said: list[str] | None = None) -> list[str]:
+    """The watcher's lines; `said` gets them too, after the run it found (`run <id>`)."""
     lines: list[str] = []
-    with RunWatcher(instance, TAGS, console=None, line=lines.append):
+    said = [] if said is None else said
+    with RunWatcher(instance, TAGS, console=None, line=lambda text: (lines.append(text), said.append(text)),
+                    on_run=lambda run_id: said.append(f"run {run_id}")):
         pass  # the run is over: leaving the watcher reads every event it left
     return lines
 
@@ -29,7 +32,8 @@ def test_the_load_publishes_its_copy_progress_as_observations_and_the_watcher_sh
             for event in result.all_events
             if event.event_type_value == "ASSET_OBSERVATION" and event.asset_key == dg.AssetKey("postgres_tables")
         ]
-        lines = _watched_lines(instance)
+        said: list[str] = []
+        lines = _watched_lines(instance, said)
 
     # A fresh database: both tables are filled by COPY straight into them, 25 rows in chunks of 10.
     assert observed == [
@@ -38,6 +42,7 @@ def test_the_load_publishes_its_copy_progress_as_observations_and_the_watcher_sh
         for done in (10, 20, 25)
     ]
     assert "  copy users: 25 rows" in lines
+    assert said == [f"run {result.run_id}", *lines]  # learnt before any of its lines
     assert "  copy user_subscriptions: 25 rows" in lines
     assert lines.index("load into PostgreSQL ...") < lines.index("  copy users: 25 rows") < lines.index("load into PostgreSQL done")
 

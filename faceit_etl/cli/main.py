@@ -5,7 +5,8 @@ prints its result, so the command line and the API cannot drift apart. Runs star
 the Dagster UI next to the ones started there. Exit codes: 0 success,
 1 the migration, the rollback or a blocking check failed, 2 a usage error, failed validation or a
 refused rollback, 130 interrupted (Ctrl-C), 141 the reader of stdout went away (`| head`).
-Everything said here also goes to `migration.log`, passwords removed.
+Everything said here also goes to `migration.log`, passwords removed, each line naming its process
+and, once it is known, its run.
 """
 
 from __future__ import annotations
@@ -427,7 +428,8 @@ def _watch(args: argparse.Namespace):
         from faceit_etl.cli.progress import RunWatcher
 
         quiet_steps = contextlib.nullcontext() if args.verbose else without_dagster_console_lines()
-        with quiet_steps, RunWatcher(instance, tags, console, line=lambda text: say(text, args=args)):
+        with quiet_steps, RunWatcher(instance, tags, console, line=lambda text: say(text, args=args),
+                                     on_run=RUN_LABEL.found):
             yield
 
     return watch
@@ -657,9 +659,29 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), os.environ.get("DATABASE_URL"))
 
 
+class RunLabel(logging.Filter):
+    """Names on each line of migration.log the process and, once its run is known, the run (the first 8
+    characters of its id, as the Dagster UI shows it): the lines of two migrations at once interleave there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_id: str | None = None
+
+    def found(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run = f"pid {os.getpid()}" + (f" run {self.run_id[:8]}" if self.run_id else "")
+        return True
+
+
+RUN_LABEL = RunLabel()
+
+
 def _log_to_file() -> None:
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(RUN_LABEL)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s [%(run)s] %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.

@@ -26,11 +26,12 @@ POLL_SECONDS = 0.2
 
 
 class RunWatcher:
-    """Polls the run's events in a background thread and reports them through `show`."""
+    """Polls the run's events in a background thread and reports them through `line`; `on_run` learns the
+    run's id as soon as the run is found."""
 
     def __init__(self, instance: dg.DagsterInstance, tags: dict[str, str], console: Console | None,
-                 line: Callable[[str], None]):
-        self.instance, self.tags, self.line = instance, tags, line
+                 line: Callable[[str], None], on_run: Callable[[str], None]):
+        self.instance, self.tags, self.line, self.on_run = instance, tags, line, on_run
         self.run_id: str | None = None
         self.progress = (
             Progress(
@@ -71,6 +72,7 @@ class RunWatcher:
             if not runs:
                 return
             self.run_id = runs[0].dagster_run.run_id
+            self.on_run(self.run_id)
         try:
             connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor)
         except Exception:  # the run may not be stored yet
