@@ -19,7 +19,7 @@ import pytest
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit
+from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit, row_counts_match
 from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_dry_run import database_state
@@ -264,3 +264,22 @@ def test_a_deferred_foreign_key_that_holds_loads_as_usual(db, database_url):
     )
     assert loaded == expected
     assert len(mapped.subscriptions) > 0
+
+
+
+def test_a_row_deleted_after_the_load_is_counted_missing_with_none_kept(db, database_url):
+    """The checks judged on the tables later (no load to count what it kept): a subscription gone since
+    is a row the file has and the table lacks, not one written by another session."""
+    entries = generate_users(30, seed=26)
+    mapped, rejects = chain(document(entries))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+    db.execute("DELETE FROM user_subscriptions WHERE user_id = (SELECT id FROM users WHERE user_id = %s)",
+               [int(mapped.users["user_id"].iloc[25])])
+
+    with psycopg.connect(database_url) as conn:
+        verdict = row_counts_match(conn, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert not verdict.passed
+    assert verdict.description == (f"{ddl.SUBSCRIPTIONS}: 29 rows in the database, 30 expected (30 from the file, "
+                                   "0 kept as they were of users not in it or rejected)")
