@@ -267,19 +267,23 @@ def test_a_deferred_foreign_key_that_holds_loads_as_usual(db, database_url):
 
 
 
-def test_a_row_deleted_after_the_load_is_counted_missing_with_none_kept(db, database_url):
+@pytest.mark.parametrize("file_users", [30, 29], ids=["none kept", "one user kept"])
+def test_a_row_deleted_after_the_load_is_counted_missing_with_what_was_kept(db, database_url, file_users):
     """The checks judged on the tables later (no load to count what it kept): a subscription gone since
-    is a row the file has and the table lacks, not one written by another session."""
+    is a row the file has and the table lacks, not one written by another session; a user the file
+    lacks is kept, with its subscription."""
     entries = generate_users(30, seed=26)
     mapped, rejects = chain(document(entries))
     with psycopg.connect(database_url) as conn:
         load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
     db.execute("DELETE FROM user_subscriptions WHERE user_id = (SELECT id FROM users WHERE user_id = %s)",
                [int(mapped.users["user_id"].iloc[25])])
+    judged_file, _ = chain(document(entries[:file_users]))
 
     with psycopg.connect(database_url) as conn:
-        verdict = row_counts_match(conn, SCHEMA, mapped.users, mapped.subscriptions)
+        verdict = row_counts_match(conn, SCHEMA, judged_file.users, judged_file.subscriptions)
 
+    kept = 30 - file_users
     assert not verdict.passed
-    assert verdict.description == (f"{ddl.SUBSCRIPTIONS}: 29 rows in the database, 30 expected (30 from the file, "
-                                   "0 kept as they were of users not in it or rejected)")
+    assert verdict.description == (f"{ddl.SUBSCRIPTIONS}: 29 rows in the database, 30 expected ({file_users} from the "
+                                   f"file, {kept} kept as they were of users not in it or rejected)")
