@@ -19,7 +19,7 @@ import pytest
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit, row_counts_match
+from faceit_etl.postgres.verdicts import BLOCKING, Verdict, VerificationFailed, judge_before_commit, row_counts_match
 from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_dry_run import database_state
@@ -287,3 +287,21 @@ def test_a_row_deleted_after_the_load_is_counted_missing_with_what_was_kept(db, 
     assert not verdict.passed
     assert verdict.description == (f"{ddl.SUBSCRIPTIONS}: 29 rows in the database, 30 expected ({file_users} from the "
                                    f"file, {kept} kept as they were of users not in it or rejected)")
+
+
+def test_a_rejected_entrys_user_is_in_the_file_not_a_row_it_lacks(db, database_url):
+    """The load's verdicts are given the rejected entries' users: their rows are kept because the file's
+    entry was refused, so rows_not_in_file does not report them as users the file lacks."""
+    entries = generate_users(3, seed=27)
+    mapped, rejects = chain(document(entries))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+    entries[2]["subscription"]["tier"] = "gold"
+    mapped, rejects = chain(document(entries))
+    assert list(rejects["user_id"]) == [entries[2]["user_id"]]
+
+    with psycopg.connect(database_url) as conn:
+        verdicts = judge_before_commit(conn, SCHEMA, mapped.users, mapped.subscriptions, rejected_user_ids=rejects["user_id"])
+
+    assert verdicts["rows_not_in_file"] == Verdict(True, {"users_not_in_file": 0, "examples": []})
+    assert verdicts["row_counts_match"].passed
