@@ -4,8 +4,8 @@
 comparison, snapshot and rollback, the load, the memo) are reached only through a database. Here mutmut
 runs with the same `[tool.mutmut]` settings but `DB_MODULES` as what it mutates and `DB_TESTS` as the
 tests it selects: the tests that call the checks and the load directly or materialize small files in
-process (no CLI subprocess, no browser, no server of their own, none over 10 s), and the `unit` test of
-the tiers' words. One embedded
+process (no CLI subprocess, no browser, no server of their own, none over 10 s), the `unit` test of
+the tiers' words and the test of the count check told of kept rows. One embedded
 PostgreSQL is started here for the whole run and handed to every mutant's test session through
 `FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a session of its own would start one per mutant.
 
@@ -48,6 +48,7 @@ DB_TESTS = [
         "failure_words", "appeared_rows", "null_fields", "kept_fields",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
+    "faceit_etl_tests/test_sync.py::test_users_the_file_lacks_are_kept_by_default_and_counted",
     "-k", " and ".join(f"not {name}" for name in _SLOW),
 ]
 # The settings of the tests' own session server (conftest.py): no flush to disk, which no test can see.
