@@ -55,9 +55,16 @@ $(VENV)/.mutate-installed: $(INSTALLED)
 
 # Not part of `make test`: mutmut over the modules behind the Guarantees table ([tool.mutmut] in
 # pyproject.toml), against the `unit` tests; prints the score per module and every mutant not caught.
+# MUTATE=db: the modules guarded by `db` tests instead, against a few fast ones, one PostgreSQL for
+# all mutants, one at a time (.ci/mutate_db.py); MUTANTS= narrows it, e.g. 'faceit_etl.postgres.verdicts*'.
+MUTATE ?= unit
 mutate: $(VENV)/.mutate-installed
 	rm -rf mutants
+ifeq ($(MUTATE),db)
+	nice -n 19 $(BIN)/python .ci/mutate_db.py --max-children 1 $(MUTANTS)
+else
 	nice $(BIN)/mutmut run --max-children 2
+endif
 	$(BIN)/python .ci/mutation_score.py
 
 constraints: setup

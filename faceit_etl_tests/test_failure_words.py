@@ -36,6 +36,27 @@ def test_a_content_failure_names_the_files_rows_not_the_kept_ones(db, database_u
     )
 
 
+
+def test_a_content_failure_in_two_columns_names_the_rows_of_each(db, database_url):
+    entries = generate_users(5, seed=42)
+    with psycopg.connect(database_url) as conn:
+        first, rejects = chain(document(entries))
+        load(conn, SCHEMA, first, rejects, "run-1", before_commit=judged(first))
+    trigger(db, ddl.USERS, "UPDATE", "NEW.faceit_nickname := 'HACKED'; NEW.language := 'xx'")
+    for entry in entries[:2]:
+        entry["faceit_nickname"] = f"renamed {entry['user_id']}"
+    mapped, rejects = chain(document(entries))
+
+    with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped))
+
+    ids = ", ".join(str(i) for i in sorted(e["user_id"] for e in entries[:2]))
+    assert str(failed.value) == (
+        f"{HEAD}content_matches: users: 0 rows missing, 4 cells differ (in faceit_nickname, language) "
+        f"(rows: users faceit_nickname: {ids}; users language: {ids})"
+    )
+
+
 def failed_migration_after(workdir, database_url, db, first: dict, change: list[str], users: list[dict]):  # noqa: F811
     """`migrate` of a file holding `first`, the tables then changed by the `change` statements, then
     `migrate` of `users`, which must fail leaving the tables as they were: its outcome, and the error

@@ -36,6 +36,8 @@ def test_a_nested_file_compares_its_tiers(database_url, db, tmp_path):
     tiers = checks_by_name(run(make_resources(database_url, NESTED_SAMPLE, tmp_path)))["tier_counts_match"]
     assert said(tiers) == (True, None, None)
     assert tiers.metadata["users_compared"].value == 25
+    assert {k: v.value for k, v in tiers.metadata.items() if k.startswith(("in_database.", "expected."))} == {
+        "in_database.FREE": 20, "in_database.PREMIUM": 5, "expected.FREE": 20, "expected.PREMIUM": 5}
 
 
 def test_a_file_with_no_user_gives_every_check_but_the_row_counts_nothing_to_compare(database_url, db, tmp_path):

@@ -160,9 +160,15 @@ def test_users_the_file_lacks_are_kept_by_default_and_counted(db, conn):
     assert verdicts["row_counts_match"].passed and verdicts["content_matches"].passed
     # The check is not blind to the kept rows: told none were kept, the counts do not match; judged
     # without a load's counts (checks run alone), it counts the rows of users the file lacks itself.
-    assert not all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, {})["row_counts_match"].passed
+    told_none = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, {})["row_counts_match"]
+    assert not told_none.passed
+    assert told_none.description == "; ".join(
+        f"{name}: 100 rows in the database, 90 expected (90 from the file, 0 kept as they were of users not in it or rejected)"
+        for name in ("users", "user_subscriptions"))
+    assert told_none.metadata == {"users_in_database": 100, "users_expected": 90, "user_subscriptions_in_database": 100,
+                                  "user_subscriptions_expected": 90, "users_kept_absent": 0, "user_subscriptions_kept_absent": 0}
     alone = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)["row_counts_match"]
-    assert alone.passed
+    assert alone.passed and alone.description is None
     assert (alone.metadata["users_kept_absent"], alone.metadata["user_subscriptions_kept_absent"]) == (10, 10)
 
 

@@ -115,6 +115,10 @@ def test_tiers_that_differ_are_said_in_words():
     assert _tiers_differ({"FREE": 20, "PREMIUM": 5}, {"FREE": 20, "PREMIUM": 4, "PRO": 1}) == (
         "subscriptions per tier: PREMIUM: 5 in the database, 4 from the file; PRO: 0 in the database, 1 from the file"
     )
+    # A tier only the database holds, once: said with the file's 0.
+    assert _tiers_differ({"FREE": 20, "PRO": 1}, {"FREE": 21}) == (
+        "subscriptions per tier: FREE: 20 in the database, 21 from the file; PRO: 1 in the database, 0 from the file"
+    )
 
 
 def test_nested_figures_are_flat_numbers_and_nothing_empty_is_shown():

@@ -19,7 +19,7 @@ import pytest
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit
+from faceit_etl.postgres.verdicts import BLOCKING, Verdict, VerificationFailed, judge_before_commit, row_counts_match
 from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_dry_run import database_state
@@ -264,3 +264,44 @@ def test_a_deferred_foreign_key_that_holds_loads_as_usual(db, database_url):
     )
     assert loaded == expected
     assert len(mapped.subscriptions) > 0
+
+
+
+@pytest.mark.parametrize("file_users", [30, 29], ids=["none kept", "one user kept"])
+def test_a_row_deleted_after_the_load_is_counted_missing_with_what_was_kept(db, database_url, file_users):
+    """The checks judged on the tables later (no load to count what it kept): a subscription gone since
+    is a row the file has and the table lacks, not one written by another session; a user the file
+    lacks is kept, with its subscription."""
+    entries = generate_users(30, seed=26)
+    mapped, rejects = chain(document(entries))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+    db.execute("DELETE FROM user_subscriptions WHERE user_id = (SELECT id FROM users WHERE user_id = %s)",
+               [int(mapped.users["user_id"].iloc[25])])
+    judged_file, _ = chain(document(entries[:file_users]))
+
+    with psycopg.connect(database_url) as conn:
+        verdict = row_counts_match(conn, SCHEMA, judged_file.users, judged_file.subscriptions)
+
+    kept = 30 - file_users
+    assert not verdict.passed
+    assert verdict.description == (f"{ddl.SUBSCRIPTIONS}: 29 rows in the database, 30 expected ({file_users} from the "
+                                   f"file, {kept} kept as they were of users not in it or rejected)")
+
+
+def test_a_rejected_entrys_user_is_in_the_file_not_a_row_it_lacks(db, database_url):
+    """The load's verdicts are given the rejected entries' users: their rows are kept because the file's
+    entry was refused, so rows_not_in_file does not report them as users the file lacks."""
+    entries = generate_users(3, seed=27)
+    mapped, rejects = chain(document(entries))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=judged(mapped))
+    entries[2]["subscription"]["tier"] = "gold"
+    mapped, rejects = chain(document(entries))
+    assert list(rejects["user_id"]) == [entries[2]["user_id"]]
+
+    with psycopg.connect(database_url) as conn:
+        verdicts = judge_before_commit(conn, SCHEMA, mapped.users, mapped.subscriptions, rejected_user_ids=rejects["user_id"])
+
+    assert verdicts["rows_not_in_file"] == Verdict(True, {"users_not_in_file": 0, "examples": []})
+    assert verdicts["row_counts_match"].passed
