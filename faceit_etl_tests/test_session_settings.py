@@ -37,7 +37,7 @@ def stable(text: str) -> str:
     """Output with what differs between any two runs (run ids, clock times, durations) masked."""
     text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
     text = re.sub(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?", "<time>", text)
-    text = re.sub(r"(test|odd)_\d+", "<db>", text)
+    text = re.sub(r"(test|odd)(_\d+)+", "<db>", text)
     return re.sub(r"\d+(\.\d+)? ?(s|ms|seconds)\b", "<duration>", text)
 
 
