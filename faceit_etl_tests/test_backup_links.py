@@ -15,8 +15,11 @@ import pytest
 
 from faceit_etl import backups
 from faceit_etl.backups import backup_source
-from faceit_etl_tests.conftest import write_json
+from faceit_etl.generate import write_data_file
+from faceit_etl.source import reader
+from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_hash_once import bytes_read
+from faceit_etl_tests.test_pipeline import run
 from faceit_etl_tests.test_cli import faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_resume import ALTER, failed_on_a_32_bit_column, migrate_runs
 
@@ -141,3 +144,24 @@ def test_cli_re_runs_link_their_backup_and_rollback_and_resume_work_from_linked_
     assert tables_digest(db) == before
     with instance_at(workdir) as instance:
         assert migrate_runs(instance)[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_run_whose_backup_another_run_links_to_while_it_is_read_loads_every_user(tmp_path, database_url, db, monkeypatch):
+    """Two runs of one file at once: the second links the first's copy while the first reads it in
+    pieces, which moves the copy's change time but not its bytes."""
+    source = write_data_file(tmp_path / "data.json", 15_000, seed=3)  # more than one 8 MiB piece
+    found = reader.find_pieces
+
+    def another_run_links_the_copy(raw, piece_bytes, begin):
+        pieces = found(raw, piece_bytes, begin)
+        (copy,) = (tmp_path / "backups").glob(f"*/{backups.SOURCE_COPY}")
+        os.link(copy, tmp_path / "another-runs-copy.json")
+        return pieces
+
+    monkeypatch.setattr(reader, "find_pieces", another_run_links_the_copy)
+    result = run(make_resources(database_url, source, tmp_path))
+
+    assert result.success
+    assert (tmp_path / "another-runs-copy.json").stat().st_nlink == 2
+    users = json.loads(source.read_bytes())["users"]
+    assert db.execute("SELECT count(*), sum(user_id) FROM users").fetchone() == (15_000, sum(u["user_id"] for u in users))

@@ -195,15 +195,40 @@ def test_validation_in_batches_equals_validation_of_the_whole_file(tmp_path):
     assert (batched.input_count, batched.ignored_fields) == (whole_file.input_count, whole_file.ignored_fields)
 
 
-def test_a_file_changed_after_it_was_read_is_not_misread(tmp_path):
+@pytest.mark.parametrize("kept_copy", [False, True], ids=["the bot's file", "a kept backup copy"])
+def test_a_file_changed_after_it_was_read_is_not_misread(tmp_path, kept_copy):
     path = tmp_path / "data.json"
     path.write_bytes(dumped({"users": generate_users(50, seed=1)}, "compact"))
-    source = read_source(path, piece_bytes=SMALL)
+    source = read_source(path, piece_bytes=SMALL, kept_copy=kept_copy)
     path.write_bytes(path.read_bytes().replace(b'"language"', b'"langauge"'))
     os.utime(path, ns=(0, 1))
 
     with pytest.raises(SourceError, match="changed since it was first read"):
         entries_in_batches(source)
+
+
+def test_a_kept_copy_read_while_other_runs_link_to_it_and_prune_their_links_reads_whole(tmp_path, monkeypatch):
+    """Runs of the same bytes link one backup copy; each link made or pruned moves the copy's change
+    time, never its bytes. Two migrations of one file at once failed 'changed while it was read'."""
+    from faceit_etl.source import reader
+
+    copy = tmp_path / "run-a" / "data.json"
+    copy.parent.mkdir()
+    copy.write_bytes(dumped({"users": generate_users(60, seed=2)}, "indent 2"))
+    found = reader.find_pieces
+
+    def linked_meanwhile(raw, piece_bytes, begin):
+        pieces = found(raw, piece_bytes, begin)
+        os.link(copy, tmp_path / "run-b.json")
+        return pieces
+
+    monkeypatch.setattr(reader, "find_pieces", linked_meanwhile)
+    source = read_source(copy, name="data.json", piece_bytes=SMALL, kept_copy=True)
+    os.link(copy, tmp_path / "run-c.json")
+    (tmp_path / "run-b.json").unlink()
+
+    assert source.pieces is not None
+    assert entries_in_batches(source) == whole(copy)
 
 
 def test_batches_read_each_piece_from_the_file_never_the_whole_file(tmp_path):

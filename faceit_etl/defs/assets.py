@@ -118,7 +118,7 @@ def raw_json(
     postgres: PostgresResource,
 ) -> dg.Output:
     tag_run_with_target(context, migration_settings, postgres)  # a subset run may start here
-    source = replace(read_source(source_backup.copy, name=source_backup.original), sha256=source_backup.sha256)
+    source = replace(read_source(source_backup.copy, name=source_backup.original, kept_copy=True), sha256=source_backup.sha256)
     tag_run_with_file(context, source_backup.original, source_backup.sha256)
     return dg.Output(
         source,

@@ -67,7 +67,8 @@ class SourceData:
     # For a file read in pieces (then `entries` is empty): where they lie, and the file's
     # (size, mtime) when they were found, so a file changed since is not misread.
     pieces: Pieces | None = None
-    stamp: tuple[int, int, int] | None = None  # size, mtime, change time
+    stamp: tuple[int, int, int] | None = None  # `_stamp` of the file when its pieces were found
+    kept_copy: bool = False  # the file is a backup copy: see `_stamp`
     sha256: str | None = None  # of the file's bytes, when the caller knows it (the backup does)
 
     @property
@@ -98,16 +99,16 @@ class SourceData:
         at once."""
         path = Path(self.path)
         with path.open("rb") as handle:
-            now = os.fstat(handle.fileno())
-            if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != self.stamp:
+            if _stamp(os.fstat(handle.fileno()), self.kept_copy) != self.stamp:
                 raise SourceError(f"{path}: changed since it was first read; run again")
             yield handle
 
 
-def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES) -> SourceData:
-    """Read `path`; errors name the file as `name` (the original when reading a backup copy). A
-    file of more than `piece_bytes` is read in pieces when its shape allows: it is then scanned a
-    stretch at a time, never held whole."""
+def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: int = PIECE_BYTES, *,
+                kept_copy: bool = False) -> SourceData:
+    """Read `path`; errors name the file as `name` (the original when reading a backup copy, which is
+    then `kept_copy`). A file of more than `piece_bytes` is read in pieces when its shape allows: it
+    is then scanned a stretch at a time, never held whole."""
     path = Path(path)
     name = name or path
     try:
@@ -115,8 +116,8 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
             before = os.fstat(handle.fileno())
             if before.st_size > piece_bytes and stat.S_ISREG(before.st_mode):
                 pieces = _pieces(FileBytes(handle.fileno(), before.st_size), name, piece_bytes)
-                now = os.fstat(handle.fileno())
-                if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+                stamp = _stamp(before, kept_copy)
+                if _stamp(os.fstat(handle.fileno()), kept_copy) != stamp:
                     raise SourceError(f"{name}: changed while it was read; run again")
                 if pieces is not None:
                     return SourceData(
@@ -125,7 +126,8 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
                         ignored_top_level_keys=pieces.ignored_top_level_keys,
                         path=str(path),
                         pieces=pieces,
-                        stamp=(before.st_size, before.st_mtime_ns, before.st_ctime_ns),
+                        stamp=stamp,
+                        kept_copy=kept_copy,
                     )
             raw = handle.read()
     except FileNotFoundError:
@@ -135,6 +137,14 @@ def read_source(path: str | Path, name: str | Path | None = None, piece_bytes: i
     except OSError as exc:
         raise SourceError(f"{name}: cannot be read: {exc.strerror}") from None
     return replace(parse_source(raw, name), path=str(path))
+
+
+def _stamp(found: os.stat_result, kept_copy: bool) -> tuple[int, int, int]:
+    """What differs once a file is written to: size, mtime and change time, which also catches a
+    rewrite whose mtime was put back. A kept backup copy is never written after it is made, but
+    other runs link to it and prune their links, each of which moves its change time: its inode
+    stands in."""
+    return found.st_size, found.st_mtime_ns, found.st_ino if kept_copy else found.st_ctime_ns
 
 
 def _pieces(raw: FileBytes, name: str | Path, piece_bytes: int) -> Pieces | None:
