@@ -141,7 +141,7 @@ def rollback_to_snapshot(
         lock_schema(conn, schema)
         logged = table_exists(conn, schema, MIGRATION_LOGS)
         if logged:
-            _refuse_uncommitted(conn, schema, folder, run_id)
+            _refuse_not_in_force(conn, schema, folder, run_id, _taken_at(manifest, target))
             if expect_latest_run is not None:
                 _refuse_another_latest(conn, schema, expect_latest_run)
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
@@ -157,7 +157,8 @@ def rollback_to_snapshot(
             # backup's has no migration and records its own lock time.
             conn.execute(
                 sql.SQL(
-                    """UPDATE {logs} SET status = 'rolled_back', metadata = metadata || %s
+                    """UPDATE {logs} SET status = 'rolled_back',
+                           metadata = metadata || %s || jsonb_build_object('rolled_back_at', clock_timestamp())
                        WHERE status = 'success' AND {order} >= coalesce(
                            (SELECT min({order}) FROM {logs} WHERE metadata->>'run_id' = %s), %s::timestamptz)"""
                 ).format(logs=table(schema, MIGRATION_LOGS), order=_ORDER),
@@ -245,16 +246,56 @@ def _refuse_other_database(conn: psycopg.Connection, folder: Path, target: dict)
         )
 
 
-def _refuse_uncommitted(conn: psycopg.Connection, schema: str, folder: Path, run_id: str) -> None:
-    """A snapshot whose load never committed describes no migration: restoring it would undo others."""
+def refuse_not_in_force(conn: psycopg.Connection, schema: str, folder: Path) -> None:
+    """What the rollback of `folder` will refuse under the lock when nothing changes meanwhile, checked
+    before asking whether to restore it: a question about a snapshot that cannot be restored asks nothing."""
+    manifest = read_manifest(folder)
+    target = manifest.get("target")
+    if target is not None and UNCHANGED_SINCE not in target and table_exists(conn, schema, MIGRATION_LOGS):
+        _refuse_not_in_force(conn, schema, folder, target.get("run_id", manifest["run_id"]), _taken_at(manifest, target))
+
+
+def _refuse_not_in_force(conn: psycopg.Connection, schema: str, folder: Path, run_id: str, taken_at: str) -> None:
+    """A snapshot is the tables as every migration in force when it was taken left them, so restoring it
+    undoes only migrations still in force when each of those is. Refused: a snapshot whose load never
+    committed (it describes no migration), one whose migration was rolled back already (restoring it again
+    would undo what was loaded since and bring back what that rollback undid), and one holding a migration
+    rolled back since it was taken (a manual backup's)."""
+    logs = table(schema, MIGRATION_LOGS)
     row = conn.execute(
-        sql.SQL("SELECT status FROM {} WHERE metadata->>'run_id' = %s").format(table(schema, MIGRATION_LOGS)),
+        sql.SQL("SELECT status, id::text, metadata->>'rolled_back_at' FROM {} WHERE metadata->>'run_id' = %s")
+        .format(logs),
         [run_id],
     ).fetchone()
-    if row is not None and row[0] not in ("success", "rolled_back"):
+    if row is not None and row[0] == "rolled_back":
+        when = f" at {row[2]}" if row[2] else ""
+        raise RollbackRefused(
+            f"{folder}: migration {row[1]} (run {run_id}) was rolled back already{when}: nothing of it is in force "
+            "to undo, and restoring its snapshot again would undo the migrations in force now and bring back "
+            "what that rollback undid; nothing was changed. `faceit-etl status` lists the migrations in force"
+        )
+    if row is not None and row[0] != "success":
         raise RollbackRefused(
             f"{folder}: the load of run {run_id} did not commit (its migration is {row[0]!r}): "
             "it changed nothing, there is nothing of it to roll back"
+        )
+    # Rollbacks record when they undid a migration; a migration rolled back by an older faceit-etl has no
+    # time and is not counted.
+    undone = conn.execute(
+        sql.SQL(
+            """SELECT id::text, metadata->>'run_id' FROM {logs}
+               WHERE status = 'rolled_back' AND {order} < %s::timestamptz
+                 AND (metadata->>'rolled_back_at')::timestamptz > %s::timestamptz
+               ORDER BY {order}"""
+        ).format(logs=logs, order=_ORDER),
+        [taken_at, taken_at],
+    ).fetchall()
+    if undone:
+        names = ", ".join(f"{log_id} (run {undone_run})" for log_id, undone_run in undone)
+        raise RollbackRefused(
+            f"{folder}: the snapshot holds migrations rolled back since it was taken ({names}): restoring it "
+            "would bring them back; nothing was changed. Roll back to a snapshot taken before them, or name "
+            "a migration in force (`faceit-etl status` lists them)"
         )
 
 

@@ -306,6 +306,21 @@ def test_a_refused_rollback_returns_refused_and_says_why(here, db):
     assert len(table_users(db)) == 25
 
 
+def test_a_migration_rolled_back_already_is_refused_before_the_question_and_by_the_rollback(here, db):
+    first = faceit_etl.migrate(FLAT_SAMPLE)
+    assert faceit_etl.rollback().success
+    run_id = first.run_id
+
+    with pytest.raises(RollbackRefusedError) as raised:
+        faceit_etl.api.rollback_candidate(migration_id=run_id)
+    result = faceit_etl.rollback(migration_id=run_id)
+
+    assert f"(run {run_id}) was rolled back already at " in str(raised.value)
+    assert (result.success, result.refused) == (False, True)
+    assert len(result.errors) == 1 and f"(run {run_id}) was rolled back already at " in result.errors[0]
+    assert db.execute("SELECT to_regclass('users'), to_regclass('user_subscriptions')").fetchone() == (None, None)
+
+
 NOTHING = ", so there is nothing to roll back"
 
 

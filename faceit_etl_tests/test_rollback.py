@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +31,12 @@ from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import map_frames
-from faceit_etl.restore import RollbackError, find_backup, rollback_to_snapshot
+from faceit_etl.restore import RollbackError, RollbackRefused, find_backup, rollback_to_snapshot
 from faceit_etl.source import read_source
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.load import load
+from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.snapshot import SnapshotError, digest_table
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import ASSETS, FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
@@ -387,6 +389,74 @@ def test_rolling_back_twice_walks_back_one_successful_migration_each_time(databa
     assert failure_of(nothing_left) == (
         "RollbackRefused", "no successful migration to roll back (migration_logs has none)"
     )
+    assert set(statuses(db).values()) == {"rolled_back"}
+
+
+def test_a_migration_rolled_back_already_is_refused_by_name_or_folder_and_changes_nothing(
+    database_url, db, tmp_path, instance
+):
+    """Restoring the snapshot of a migration undone already would undo the migrations in force now and bring
+    back what its rollback undid (here: C's snapshot holds B, and B's undoes D)."""
+    (a, b, c), (after_a, _, _) = three_migrations(database_url, db, tmp_path, instance)
+    settings = make_resources(database_url, FLAT_SAMPLE, tmp_path)
+    rolled_back(settings, instance, migration_id=b.run_id)
+    d = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
+    in_force = target_state(db)
+    assert in_force != after_a
+    log_id = dict(db.execute("SELECT metadata->>'run_id', id::text FROM migration_logs").fetchall())
+    before = statuses(db)
+    assert before == {a.run_id: "success", b.run_id: "rolled_back", c.run_id: "rolled_back", d.run_id: "success"}
+
+    for undone, named in ((c, {"migration_id": c.run_id}), (b, {"migration_id": log_id[b.run_id]}),
+                          (b, {"backup_path": str(backup_folder(tmp_path, b.run_id))})):
+        refused = roll_back(settings, instance, **named)
+
+        assert not refused.success
+        kind, message = failure_of(refused)
+        assert kind == "RollbackRefused"
+        assert message.startswith(
+            f"{backup_folder(tmp_path, undone.run_id)}: migration {log_id[undone.run_id]} (run {undone.run_id}) "
+            "was rolled back already at "), message
+        assert message.endswith(
+            ": nothing of it is in force to undo, and restoring its snapshot again would undo the migrations in "
+            "force now and bring back what that rollback undid; nothing was changed. `faceit-etl status` lists "
+            "the migrations in force"), message
+        assert target_state(db) == in_force
+        assert statuses(db) == before
+
+    assert rollback_materialization(rolled_back(settings, instance, migration_id=d.run_id))["rolled_back_run"] == d.run_id
+    assert target_state(db) == after_a
+
+
+def test_of_two_rollbacks_at_once_the_later_migrations_one_is_refused_once_the_older_has_undone_it(
+    database_url, db, tmp_path, instance
+):
+    """A rollback of B waiting for the lock while a rollback of A (older) holds it finds B undone once it gets
+    the lock: restoring B's snapshot then would bring A back."""
+    (a, b, _), _ = three_migrations(database_url, db, tmp_path, instance)
+    outcome: dict[str, BaseException | None] = {}
+
+    def roll_back_b() -> None:
+        with psycopg.connect(database_url) as conn:
+            try:
+                rollback_to_snapshot(conn, "public", backup_folder(tmp_path, b.run_id))
+                outcome["b"] = None
+            except RollbackError as error:
+                outcome["b"] = error
+
+    with psycopg.connect(database_url) as first:
+        lock_schema(first, "public")  # A's rollback holds the lock (it takes it again inside, at once)
+        waiting = threading.Thread(target=roll_back_b)
+        waiting.start()
+        waiting.join(timeout=3)
+        assert waiting.is_alive()  # B's rollback waits for the lock
+        rollback_to_snapshot(first, "public", backup_folder(tmp_path, a.run_id))
+        first.commit()
+    waiting.join(timeout=60)
+
+    assert isinstance(outcome["b"], RollbackRefused), outcome
+    assert f"(run {b.run_id}) was rolled back already at " in str(outcome["b"])
+    assert target_state(db) == {"users": None, "user_subscriptions": None, "tier_type": None}  # before A: nothing
     assert set(statuses(db).values()) == {"rolled_back"}
 
 

@@ -61,6 +61,32 @@ def test_a_rollback_to_a_manual_backup_marks_the_later_migrations_rolled_back(wo
     assert db.execute("SELECT to_regclass('t1.users'), to_regclass('t1.user_subscriptions')").fetchone() == (None, None)
 
 
+def test_a_manual_backup_holding_a_migration_rolled_back_since_is_refused_and_changes_nothing(workdir, database_url, db):
+    """The backup holds the first migration's rows; once that migration is rolled back, restoring the backup
+    would bring it back in silence."""
+    entries = generate_users(30, seed=12)
+    first_file = write_json(workdir / "first.json", {"users": entries[:20]})
+    second_file = write_json(workdir / "second.json", {"users": entries[10:]})
+    schema = ["--target-schema", "t1"]
+    assert faceit_etl(workdir, database_url, "migrate", str(first_file), *schema).returncode == 0
+    assert faceit_etl(workdir, database_url, "backup", str(first_file), *schema, "--output-dir", str(workdir / "bk")).returncode == 0
+    undone = faceit_etl(workdir, database_url, "rollback", *schema, "--confirm")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert faceit_etl(workdir, database_url, "migrate", str(second_file), *schema).returncode == 0
+    before, statuses = _digest(db), _statuses(db)
+    (first, _), (second, _) = statuses
+    first_id = db.execute("SELECT id::text FROM t1.migration_logs WHERE metadata->>'run_id' = %s", [first]).fetchone()[0]
+    manual = next((workdir / "bk").iterdir())
+
+    refused = faceit_etl(workdir, database_url, "rollback", "--backup-path", str(manual), *schema, "--confirm")
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (f"{manual}: the snapshot holds migrations rolled back since it was taken ({first_id} (run {first})): "
+            "restoring it would bring them back; nothing was changed") in refused.stdout
+    assert _digest(db) == before
+    assert _statuses(db) == statuses == [(first, "rolled_back"), (second, "success")]
+
+
 def test_a_manual_backup_waits_for_a_load_holding_the_lock_and_holds_what_it_committed(database_url, db, tmp_path):
     """The backup's instant is ordered with the loads' by the schema's lock: a load that holds it when the
     backup starts is in the backup, and the backup's lock time comes after that load's."""
