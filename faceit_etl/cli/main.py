@@ -610,9 +610,11 @@ def rollback(args: argparse.Namespace) -> int:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
             return EXIT_FAILED
         which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
+        taken_by = ("" if candidate["snapshot_of_run"] == candidate["run_id"] else
+                    f" by the load of run {candidate['snapshot_of_run']}, which run {candidate['run_id']} resumed")
         question = (
             f"Restore users and user_subscriptions in {candidate['target']}\n"
-            f"  to the snapshot {candidate['folder']} (taken {candidate['taken_at']}),\n"
+            f"  to the snapshot {candidate['snapshot']} (taken {candidate['taken_at']}{taken_by}),\n"
             f"  undoing {which}? [y/N] "
         )
         if input(question).strip().lower() not in ("y", "yes"):
