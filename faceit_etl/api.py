@@ -204,7 +204,8 @@ def _blank(value: Any) -> bool:
 
 
 # Raised as they are: ours, and a closed pipe of the caller's own output (its progress callback), which
-# is the caller's to handle (the CLI ends quietly), not a failure of the migration.
+# is the caller's to handle (the CLI's never raises: it drops the line and exits 141 at its end), not a
+# failure of the migration.
 _PASSED_THROUGH = (MigrationError, BrokenPipeError)
 
 

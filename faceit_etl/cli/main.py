@@ -718,11 +718,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome (which migration.log holds), as a shell reports a writer its reader left."""
     try:
         code = _main(argv)
-    except BrokenPipeError:  # argparse's --help or usage
+    except BrokenPipeError:  # argparse's --help or usage, the rollback question's prompt: nothing done yet
         stdout_gone()
-    if _STDOUT_GONE.is_set():
-        return EXIT_BROKEN_PIPE
-    return code
+        code = EXIT_BROKEN_PIPE
+    return EXIT_BROKEN_PIPE if _STDOUT_GONE.is_set() else code
 
 
 def _main(argv: list[str] | None) -> int:
