@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_API = ("migrate", "validate", "resume", "status", "rollback", "backup", "DataMigration", "DataValidator", "MigrationResult")
+_API = ("migrate", "validate", "resume", "status", "rollback", "rollback_candidate", "backup", "DataMigration", "DataValidator",
+        "MigrationResult")
 # Every class of errors.py, for a caller's `except`: the README's hierarchy, importable from here.
 _ERRORS = ("MigrationError", "SettingsInvalid", "InvalidDatabaseUrl", "ValidationError", "SourceFileError",
            "MappingError", "BackupFailed", "DatabaseOperationError", "DatabaseUnavailableError", "TargetInvalid",

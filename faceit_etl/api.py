@@ -204,7 +204,8 @@ def _blank(value: Any) -> bool:
 
 
 # Raised as they are: ours, and a closed pipe of the caller's own output (its progress callback), which
-# is the caller's to handle (the CLI ends quietly), not a failure of the migration.
+# is the caller's to handle (the CLI's never raises: it drops the line and exits 141 at its end), not a
+# failure of the migration.
 _PASSED_THROUGH = (MigrationError, BrokenPipeError)
 
 
@@ -939,9 +940,11 @@ def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -
 @checked_arguments
 def rollback_candidate(backup_path: str | Path | None = None, migration_id: str | None = None, *,
                        database_url: str | None = None, **settings: Any) -> dict[str, Any]:
-    """The snapshot `rollback` would restore, without restoring it: its folder, when it was taken, its
-    run and that run's migration_logs row (None when it has none), and the latest migration in force
-    (`latest_run_id`, for `rollback(expect_latest_run=...)`). For a question before a rollback."""
+    """The snapshot `rollback` would restore, without restoring it: the folder `rollback` takes (`folder`),
+    its run and that run's migration_logs row (None when it has none), the folder whose snapshot is restored
+    (`snapshot`), when it was taken and by which run's load (`snapshot_of_run`: a resumed migration's is its
+    failed run's, in that run's folder), and the latest migration in force (`latest_run_id`, for
+    `rollback(expect_latest_run=...)`). For a question before a rollback: it names what will be restored."""
     _one_snapshot(backup_path, migration_id)
     if _elsewhere(database_url):
         result = _in_child("rollback_candidate", database_url, None,
@@ -950,6 +953,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
     from faceit_etl.backups import read_manifest
     from faceit_etl.postgres import state
     from faceit_etl.restore import find_backup, latest_committed, refuse_not_in_force
+    from faceit_etl.resumption import SNAPSHOT_FOLDER, SNAPSHOT_OF_RUN
 
     chosen = resolved_settings(_overrides(settings))
 
@@ -962,7 +966,11 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
             run_id = manifest.get("run_id", "?")
             logged = [m for m in state.latest_migrations(conn, chosen.target_schema, limit=100) if m["run_id"] == run_id]
             latest = latest_committed(conn, chosen.target_schema)
-        return {"folder": str(folder), "taken_at": manifest.get("taken_at", "?"), "run_id": run_id,
+        target = manifest.get("target") or {}
+        snapshot = Path(target.get(SNAPSHOT_FOLDER, folder))
+        taken = manifest if snapshot == folder else read_manifest(snapshot)
+        return {"folder": str(folder), "snapshot": str(snapshot), "taken_at": taken.get("taken_at", "?"),
+                "snapshot_of_run": target.get(SNAPSHOT_OF_RUN, run_id), "run_id": run_id,
                 "migration": logged[0] if logged else None, "target": target_label(chosen),
                 "latest_run_id": latest[1] if latest else None}
 

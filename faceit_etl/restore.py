@@ -212,9 +212,10 @@ def latest_committed(conn: psycopg.Connection, schema: str) -> tuple[str, str] |
 
 
 def _refuse_another_latest(conn: psycopg.Connection, schema: str, expected: str) -> None:
-    """A question was answered about the tables as run `expected` left them: a migration committed or
-    a rollback made while it waited for the answer (or for the lock) would have a yes undo or bring
-    back migrations nobody was asked about."""
+    """A question was answered about the tables as run `expected` left them: a migration that changed
+    something, or a rollback, committed while it waited for the answer (or for the lock) would have a yes
+    undo or bring back migrations nobody was asked about. One that changed nothing left the tables as asked
+    about: it is no other latest (latest_committed passes it over), and the yes marks it rolled back too."""
     latest = latest_committed(conn, schema)
     if latest is None or latest[1] != expected:
         now = f"run {latest[1]}" if latest else "none (every migration is rolled back)"

@@ -67,13 +67,13 @@ def _wrong_values(hint: Any) -> list[Any]:
 
 
 def public_calls(folder: Path) -> dict[str, tuple[Callable, dict[str, Any]]]:
-    """Each public callable of the API with the arguments it needs: the package's verbs, rollback_candidate
-    (the CLI's question before a rollback), the classes and their public methods."""
+    """Each public callable of the API with the arguments it needs: the package's verbs (rollback_candidate,
+    the CLI's question before a rollback, among them), the classes and their public methods."""
     data = folder / "data.json"
     shutil.copy(FLAT_SAMPLE, data)
     needs = {"path": data, "json_file_path": data}
     calls: dict[str, tuple[Callable, dict[str, Any]]] = {}
-    for name in [*faceit_etl._API, "rollback_candidate"]:
+    for name in faceit_etl._API:
         target = getattr(api, name)
         if name == "MigrationResult":  # what a verb returns, never given
             continue

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import pty
+import shlex
 import signal
 import subprocess
 import sys
@@ -400,25 +401,62 @@ def test_a_summary_cut_short_says_how_many_rejects_more_and_where_they_all_are(w
     assert f"      … and 9 more: see {rejects}" in done.stdout.splitlines()
 
 
-@pytest.mark.parametrize("args", [["status"], ["-q", "migrate", "{sample}"], ["migrate", "{sample}"]])
-def test_a_reader_that_stops_reading_ends_the_output_quietly(workdir, database_url, db, args):
-    """`faceit-etl status | head -1`: once the reader has gone, no traceback, and a run still finishes."""
+CLOSED_STDOUT_COMMANDS = {
+    "status": ["status"],
+    "validate": ["validate", "{sample}"],
+    "migrate": ["migrate", "{sample}"],
+    "quiet migrate": ["-q", "migrate", "{sample}"],
+    "rollback": ["rollback", "--confirm"],
+    "backup": ["backup", "{sample}"],
+}
+
+
+@pytest.mark.parametrize(("command", "reader"), [
+    *((command, "gone before the first line") for command in CLOSED_STDOUT_COMMANDS),
+    # Its progress lines come seconds apart, so the line after the first finds `head` gone. A command that
+    # writes its whole output at once may fit it in the pipe before `head` exits: no write fails then.
+    ("migrate", "head -1"),
+])
+def test_a_reader_that_stops_reading_gets_exit_141_and_the_command_still_does_all_of_its_work(
+    workdir, database_url, db, command, reader
+):
+    """`faceit-etl migrate FILE | head -1`: exit 141 whichever line met the closed pipe first (a progress
+    line of the watcher's thread, or the main thread's), no traceback, and the command's work is done whole
+    and its outcome still logged: the migration commits verified, the rollback restores, the backup is written."""
+    if command == "rollback":
+        assert faceit_etl(workdir, database_url, "-q", "migrate", str(FLAT_SAMPLE)).returncode == 0
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
     env.pop("DAGSTER_HOME", None)
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before the first line
-    try:
-        done = subprocess.run([CLI, *[a.format(sample=FLAT_SAMPLE) for a in args]], cwd=workdir, env=env,
-                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
-    finally:
-        os.close(write_end)
+    argv = [CLI, *[a.format(sample=FLAT_SAMPLE) for a in CLOSED_STDOUT_COMMANDS[command]]]
+    if reader == "head -1":
+        shell = f"{shlex.join(argv)} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}"
+        done = subprocess.run(["bash", "-c", shell], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True, timeout=300)
+    else:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run(argv, cwd=workdir, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                  timeout=300)
+        finally:
+            os.close(write_end)
 
-    assert done.stderr == ""
-    # 141 when the main thread's line met the closed pipe; a progress line met it first in a plain migrate
-    # (it is dropped, the run goes on, the summary goes to /dev/null): 0 then, whichever came first.
-    assert done.returncode in ((0, 141) if args == ["migrate", "{sample}"] else (141,))
-    if "migrate" in args:
+    assert (done.returncode, done.stderr) == (141, "")
+    log = (workdir / "migration.log").read_text()
+    if "migrate" in command:
+        assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+        assert "check postgres_tables.content_matches: passed" in log or command == "quiet migrate"
+        with instance_at(workdir) as instance:
+            assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.SUCCESS]
+    elif command == "rollback":  # the migration created the tables: rolling it back drops them
+        assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
+        assert db.execute("SELECT status FROM migration_logs").fetchall() == [("rolled_back",)]
+    elif command == "backup":
+        [folder] = (workdir / "backups").glob("manual-*")
+        assert (folder / "manifest.json").is_file()
+        assert f"copied to {folder}" in log
+    elif command == "validate":
+        assert f"{FLAT_SAMPLE}: 25 entries, 25 valid, 0 rejected" in log
 
 
 @pytest.mark.parametrize("executor", [[], ["--max-concurrent", "2"]], ids=["one process", "step processes"])

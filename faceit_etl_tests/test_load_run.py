@@ -2,9 +2,16 @@
 folder, the verdicts before commit, and a failure that names the database without its password."""
 
 import json
+import threading
+import time
 from dataclasses import replace
+from datetime import timedelta
 
+import psycopg
 import pytest
+
+from faceit_etl.postgres import run
+from faceit_etl.postgres.lock import lock_schema
 
 from faceit_etl.backups import MANIFEST, backup_source
 from faceit_etl.mapping import map_frames
@@ -42,6 +49,37 @@ def test_a_load_run_logs_itself_snapshots_into_its_own_folder_and_returns_its_ve
     assert progress[-1] == ("copy user_subscriptions", 25, 25)
     row = db.execute("SELECT id::text, status, metadata->'settings' FROM migration_logs").fetchone()
     assert row == (done.log_id, "success", {"batch_size": 10})
+
+
+def test_the_log_row_spans_the_load_from_its_start_to_the_end_of_its_transaction_verification_included(
+    database_url, db, tmp_path, monkeypatch
+):
+    """start_time is when the load began, before it waits for the lock; end_time when its transaction ended,
+    after the verdicts: a load that waited 2 s for the lock took 2 s, and its row says so (end_time was the
+    transaction's start, milliseconds after start_time, whatever the load did after it)."""
+    outcome, mapped = _outcome()
+    verdicts_taken = []
+
+    def judged(conn, *args):
+        verdicts = judge_before_commit(conn, *args)
+        verdicts_taken.append(conn.execute("SELECT clock_timestamp()").fetchone()[0])
+        return verdicts
+
+    judge_before_commit = run.judge_before_commit
+    monkeypatch.setattr(run, "judge_before_commit", judged)
+    with psycopg.connect(database_url) as holder:
+        lock_schema(holder, "public")  # another load's transaction, holding the lock
+        loading = threading.Thread(target=load_run, args=(_options(database_url, tmp_path / "run-1"), outcome, mapped))
+        loading.start()
+        time.sleep(2)
+        released = holder.execute("SELECT clock_timestamp()").fetchone()[0]
+    loading.join(timeout=120)
+    after = db.execute("SELECT clock_timestamp()").fetchone()[0]
+
+    start, end, status = db.execute("SELECT start_time, end_time, status FROM migration_logs").fetchone()
+    assert status == "success"
+    assert start < released < verdicts_taken[0] <= end <= after
+    assert end - start >= timedelta(seconds=2)
 
 
 def test_a_folder_the_runs_source_backup_made_keeps_its_manifest(database_url, db, tmp_path):

@@ -71,3 +71,35 @@ def test_a_yes_after_the_tables_changed_under_the_question_is_refused_and_change
             f"when you were asked, but {latest}: a migration or a rollback finished meanwhile; nothing was changed. "
             "Run rollback again to be asked about the tables as they are now") in answer
     assert (statuses(db), nicknames(db)) == before
+
+
+def test_a_yes_after_a_re_run_that_changed_nothing_committed_under_the_question_restores_the_snapshot_named(
+    workdir, database_url, db
+):
+    """A re-run of the same file commits a migration that changes no row: the tables are as when the question
+    was asked, so the yes still describes them and restores the snapshot it named; the re-run, whose
+    snapshot holds the same rows, is rolled back with the migration it followed."""
+    first, second = (write_data_file(workdir / f"{n}.json", 30, seed=n) for n in (1, 2))
+    assert faceit_etl(workdir, database_url, "-q", "migrate", str(first)).returncode == 0
+    first_rows = nicknames(db)
+    assert faceit_etl(workdir, database_url, "-q", "migrate", str(second)).returncode == 0
+    asked_under = statuses(db)[-1][0]
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    question = subprocess.Popen([CLI, "rollback"], cwd=workdir, env=env, stdin=terminal, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+    try:
+        assert f"  to the snapshot {workdir / 'backups' / asked_under} (taken 20" in asked(question)
+        rerun = faceit_etl(workdir, database_url, "migrate", str(second))
+        assert rerun.returncode == 0 and "users: 0 inserted, 0 updated, 30 unchanged" in rerun.stdout
+        os.write(controller, b"y\n")
+        answer = question.communicate(timeout=300)[0].decode()
+    finally:
+        question.kill()
+        os.close(controller), os.close(terminal)
+
+    assert question.returncode == 0, answer
+    assert f"Rolled back to the snapshot taken before run {asked_under}" in answer
+    assert nicknames(db) == first_rows
+    assert [status for _, status in statuses(db)] == ["success", "rolled_back", "rolled_back"]

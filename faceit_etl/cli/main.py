@@ -349,20 +349,29 @@ def load_counts(counts: dict, would: str = "") -> str:
 
 
 def say(text: str, *, quiet_too: bool = False, args=None) -> None:
+    """A line of the output, and of migration.log. A reader gone (`| head`) stops neither the command nor its
+    log: the line is dropped, and main() exits 141 once the command has done all of its work."""
     log.info(text)
     if quiet_too or not (args and args.quiet):
-        try:
-            print(text)
-        except BrokenPipeError:
-            stdout_gone()
-            if threading.current_thread() is threading.main_thread():
-                raise  # main() ends quietly; a progress thread's line is simply dropped and the run goes on
+        show(text)
+
+
+def show(text: str) -> None:
+    """Print a line; a reader gone is remembered for the exit status, never raised (see say)."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        stdout_gone()
+
+
+_STDOUT_GONE = threading.Event()  # set from whichever thread's line met the closed pipe first
 
 
 def stdout_gone() -> None:
     """The reader of stdout (`| head`) has gone: send what is left to /dev/null, so neither a later line
-    nor the flush at exit raises again."""
+    nor the flush at exit raises again, and remember it for the exit status."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _STDOUT_GONE.set()
 
 
 # ---------------------------------------------------------------- migrate
@@ -544,7 +553,7 @@ def validate(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {args.report}: cannot write it: {exc.strerror}") from None
         say(f"report written to {args.report}", args=args)
     elif not args.quiet:
-        print(result.report)
+        show(result.report)
     say(
         f"{source}: {result.input_entries} entries, {result.accepted_entries} valid, "
         f"{result.rejected_entries} rejected",
@@ -561,18 +570,18 @@ def status(args: argparse.Namespace) -> int:
 
     report = api.status(**cli_settings(args)).details
     if args.json:
-        print(json.dumps(report, default=str, indent=2))
+        show(json.dumps(report, default=str, indent=2))
     else:
         reach = "reachable" if report["reachable"] else f"NOT reachable: {report.get('error')}"
-        print(f"database {report['database']} (schema {report['schema']}): {reach}")
+        show(f"database {report['database']} (schema {report['schema']}): {reach}")
         for name, count in report.get("tables", {}).items():
-            print(f"  {name}: {'absent' if count is None else rows(count)}")
+            show(f"  {name}: {'absent' if count is None else rows(count)}")
         for m in report.get("migrations", []):
-            print(f"  {api.migration_line(m)}")
+            show(f"  {api.migration_line(m)}")
             for table, counts in (m["load"] or {}).items():
-                print(f"      {table}: {load_counts(counts)}")
+                show(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
-            print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
+            show(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 
@@ -601,9 +610,11 @@ def rollback(args: argparse.Namespace) -> int:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
             return EXIT_FAILED
         which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
+        taken_by = ("" if candidate["snapshot_of_run"] == candidate["run_id"] else
+                    f" by the load of run {candidate['snapshot_of_run']}, which run {candidate['run_id']} resumed")
         question = (
             f"Restore users and user_subscriptions in {candidate['target']}\n"
-            f"  to the snapshot {candidate['folder']} (taken {candidate['taken_at']}),\n"
+            f"  to the snapshot {candidate['snapshot']} (taken {candidate['taken_at']}{taken_by}),\n"
             f"  undoing {which}? [y/N] "
         )
         if input(question).strip().lower() not in ("y", "yes"):
@@ -703,11 +714,14 @@ def refused_setting(error: BaseException) -> Exception | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status; 141 whenever its output met a closed pipe, whatever the command's own
+    outcome (which migration.log holds), as a shell reports a writer its reader left."""
     try:
-        return _main(argv)
-    except BrokenPipeError:
+        code = _main(argv)
+    except BrokenPipeError:  # argparse's --help or usage, the rollback question's prompt: nothing done yet
         stdout_gone()
-        return EXIT_BROKEN_PIPE
+        code = EXIT_BROKEN_PIPE
+    return EXIT_BROKEN_PIPE if _STDOUT_GONE.is_set() else code
 
 
 def _main(argv: list[str] | None) -> int:

@@ -154,6 +154,8 @@ def load(
             before_commit(conn, stats)
         if dry_run:
             raise psycopg.Rollback()
+        if log is not None:
+            runlog.ended(log, conn)
     return stats
 
 

@@ -50,14 +50,24 @@ def finish(
     conn: psycopg.Connection | None = None,
 ) -> None:
     """On the log's own connection by default; a load passes its transaction's, so that the row
-    says `success` exactly when the load is committed."""
+    says `success` exactly when the load is committed (and `ended` then stamps its end). end_time is the
+    moment of writing (`clock_timestamp()`): `now()` inside the load's transaction is when it began."""
     (conn or log.conn).execute(
         sql.SQL(
-            """UPDATE {} SET status = %s, end_time = now(), processed_items = %s, failed_items = %s,
+            """UPDATE {} SET status = %s, end_time = clock_timestamp(), processed_items = %s, failed_items = %s,
                    error_message = %s, metadata = metadata || %s
                WHERE id = %s"""
         ).format(table(log.schema, MIGRATION_LOGS)),
         [status, processed_items, failed_items, error_message, Jsonb(metadata or {}), log.log_id],
+    )
+
+
+def ended(log: RunLog, conn: psycopg.Connection) -> None:
+    """The row's end_time in the load's transaction, as its last statement before COMMIT: after the writes and
+    the verdicts on them, so end_time - start_time is the whole load, its wait for the lock included."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET end_time = clock_timestamp() WHERE id = %s").format(table(log.schema, MIGRATION_LOGS)),
+        [log.log_id],
     )
 
 
