@@ -24,7 +24,15 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.backups import NO_SNAPSHOT, NO_SNAPSHOT_DRY_RUN, NO_SNAPSHOT_OFF, read_manifest, run_folder
+from faceit_etl.backups import (
+    MANIFEST,
+    NO_SNAPSHOT,
+    NO_SNAPSHOT_DRY_RUN,
+    NO_SNAPSHOT_OFF,
+    BackupError,
+    read_manifest,
+    run_folder,
+)
 from faceit_etl.errors import BOTH_NAMED
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
@@ -38,6 +46,7 @@ from faceit_etl.postgres.snapshot import (
     database_identity,
     digest_table,
     restore_snapshot,
+    snapshot_damage,
 )
 
 # When a migration's load took the lock (older rows: when the run started).
@@ -53,6 +62,8 @@ _CHANGED_SOMETHING = sql.SQL(
 )
 
 
+# A snapshot file missing, damaged, or unlike its manifest entry: refused before anything is written.
+NOT_WHOLE = "the snapshot is not whole, so it cannot be restored: nothing was changed"
 UNCHECKED_ORIGIN = "the snapshot does not record which database it was taken from (made by an older faceit-etl): restored without that check"
 
 
@@ -124,7 +135,10 @@ def rollback_to_snapshot(
     """Restore `folder`'s snapshot; refused if the tables changed since the latest migration
     committed, unless `discard_later_changes`, and, given `expect_latest_run`, unless that run is still
     the latest migration in force once the lock is held."""
-    manifest = read_manifest(folder)
+    try:
+        manifest = read_manifest(folder)
+    except BackupError as exc:
+        raise RollbackRefused(f"{exc}; nothing was changed") from None
     target = manifest.get("target")
     if target is None:
         raise RollbackRefused(f"{folder}: this backup holds no snapshot of the tables: {_without_snapshot(conn, schema, manifest)}")
@@ -134,6 +148,9 @@ def rollback_to_snapshot(
             f"{folder}: run {run_id} changed nothing (it found the tables as run "
             f"{target[UNCHANGED_SINCE]} left them): roll back that run to undo its load"
         )
+    files = Path(target.get(SNAPSHOT_FOLDER, folder))  # a resumed migration's: its failed run's load took it
+    if damage := snapshot_damage(folder / MANIFEST, files, target):
+        raise RollbackRefused(f"{damage}; {NOT_WHOLE}")
     if target["schema"] != schema:
         raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
     _refuse_other_database(conn, folder, target)
@@ -149,8 +166,7 @@ def rollback_to_snapshot(
         _refuse_dependents_of_dropped(conn, schema, target, existing)
         if not discard_later_changes:
             _refuse_later_changes(conn, schema, existing, folder, target, logged)
-        # A resumed migration's snapshot is the one its failed run's load took, in that run's folder.
-        restored = restore_snapshot(conn, Path(target.get(SNAPSHOT_FOLDER, folder)), target)
+        restored = restore_snapshot(conn, files, target)
         if logged:
             # The snapshot holds every migration committed before it was taken: the later ones are undone.
             # A load's snapshot is taken when its migration took the lock (it is undone too); a manual
