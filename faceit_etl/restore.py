@@ -17,6 +17,8 @@ asked to discard those changes: restoring would silently lose them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from faceit_etl.backups import (
     run_folder,
 )
 from faceit_etl.errors import BOTH_NAMED
+from faceit_etl.postgres.database import server_error_text
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
@@ -75,6 +78,18 @@ class RollbackRefused(RollbackError):
     """The request cannot be honoured as asked (no such snapshot or migration, one that does not fit,
     or tables changed since): nothing was changed. The CLI exits 2 for it, like any other unusable
     request."""
+
+
+@contextlib.contextmanager
+def server_errors_without_rows() -> Iterator[None]:
+    """A server error stops a rollback as a RollbackError of its own sentence (server_error_text): its
+    DETAIL and CONTEXT quote the row it met (`Failing row contains (...)`), personal data that must reach
+    no output, log or Dagster event, so the original is left out of the chain too. Wrap the rollback's
+    transaction in it: the error rolled that back, so nothing was changed."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise RollbackError(f"PostgreSQL stopped the rollback: {server_error_text(exc)}; nothing was changed") from None
 
 
 @dataclass(frozen=True)

@@ -182,3 +182,24 @@ def test_the_api_refuses_every_kind_of_damage_before_any_write_naming_the_file(h
     ])
     assert database_state(db) == before
     nowhere_but_the_tables(*said, *broken.errors, workdir=here)
+
+
+def test_a_server_error_during_a_rollback_is_said_without_the_row_it_quotes(here, database_url, db):
+    """A whole snapshot the database refuses (a check added since that its rows break): PostgreSQL's
+    DETAIL is `Failing row contains (...)`, the user's row."""
+    first, second = two_files(here)
+    assert faceit_etl.migrate(first).success
+    assert faceit_etl.migrate(second).success
+    db.execute(f"ALTER TABLE users ADD CONSTRAINT no_such_nick CHECK (faceit_nickname <> '{NICKNAME}') NOT VALID")
+    before = database_state(db)
+    said = ('PostgreSQL stopped the rollback: new row for relation "users" violates check constraint "no_such_nick" '
+            "(table public.users, constraint no_such_nick); nothing was changed")
+
+    by_cli = cli(here, database_url, "rollback", "--confirm")
+    by_api = faceit_etl.rollback()
+
+    assert by_cli.returncode == 1, by_cli.stdout + by_cli.stderr
+    assert by_cli.stdout.splitlines() == [f"rollback failed, nothing changed: {said}"], by_cli.stdout + by_cli.stderr
+    assert (by_api.success, by_api.refused, by_api.errors) == (False, False, [said])
+    assert database_state(db) == before
+    nowhere_but_the_tables(by_cli.stdout, by_cli.stderr, workdir=here)
