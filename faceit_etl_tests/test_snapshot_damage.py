@@ -6,6 +6,7 @@ subprocess, the real embedded PostgreSQL."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 import faceit_etl
@@ -22,6 +24,7 @@ from faceit_etl_tests.test_cli import CLI, instance_at, workdir  # noqa: F401 (w
 from faceit_etl_tests.test_migration_log import LINE
 from faceit_etl_tests.test_rollback import database_state
 
+cli_main = importlib.import_module("faceit_etl.cli.main")  # the package's `main` names the function
 # A user's nickname, personal data that only the tables and the snapshot's files may hold.
 NICKNAME = "Nick-Of-Private-Person-7301"
 NOT_WHOLE = "the snapshot is not whole, so it cannot be restored: nothing was changed"
@@ -89,13 +92,19 @@ def snapshot_folder(workdir: Path) -> Path:
     return folder
 
 
-def nowhere_but_the_tables(*outputs: str, workdir: Path) -> None:
-    """The nickname is in no output, in no line of migration.log, in no event of a rollback run; and
-    every line of migration.log has its prefix (a raw multi-line message would add lines without one)."""
+def not_in_outputs_nor_the_log(*outputs: str, workdir: Path) -> None:
+    """The nickname is in no output and no line of migration.log, and every line of migration.log has
+    its prefix (a raw multi-line message would add lines without one)."""
     log = (workdir / "migration.log").read_text() if (workdir / "migration.log").exists() else ""
     assert all(LINE.match(line) for line in log.splitlines()), log
-    for text in (*outputs, log, rollback_events(workdir)):
+    for text in (*outputs, log):
         assert NICKNAME not in text, text
+
+
+def nowhere_but_the_tables(*outputs: str, workdir: Path) -> None:
+    """Nor in any event of a rollback run."""
+    not_in_outputs_nor_the_log(*outputs, workdir=workdir)
+    assert NICKNAME not in rollback_events(workdir)
 
 
 @pytest.mark.db
@@ -203,3 +212,40 @@ def test_a_server_error_during_a_rollback_is_said_without_the_row_it_quotes(here
     assert (by_api.success, by_api.refused, by_api.errors) == (False, False, [said])
     assert database_state(db) == before
     nowhere_but_the_tables(by_cli.stdout, by_cli.stderr, workdir=here)
+
+
+def test_the_clis_last_resort_says_a_server_error_without_its_detail_and_logs_each_line_with_its_prefix(
+    workdir, db, monkeypatch, capsys
+):
+    """Any verb's server error that no verb describes reaches the CLI's catch-all: its line and the
+    traceback in migration.log name the error and where (table, constraint), never the key it quotes."""
+    db.execute("CREATE TABLE nicknames (nickname text UNIQUE)")
+    db.execute("INSERT INTO nicknames VALUES (%s)", [NICKNAME])
+
+    def verb(args):
+        try:
+            db.execute("INSERT INTO nicknames VALUES (%s)", [NICKNAME])  # DETAIL: Key (nickname)=(...) already exists.
+        except psycopg.Error as exc:
+            raise RuntimeError("the verb gave up") from exc
+
+    def raw(args):
+        db.execute("INSERT INTO nicknames VALUES (%s)", [NICKNAME])
+
+    monkeypatch.chdir(workdir)
+    sentence = ('duplicate key value violates unique constraint "nicknames_nickname_key" '
+                "(table public.nicknames, constraint nicknames_nickname_key)")
+    said = []
+    for command in (verb, raw):
+        monkeypatch.setattr(cli_main.log, "handlers", [])  # each start's own handler of migration.log, as in a process
+        monkeypatch.setitem(cli_main.COMMANDS, "status", command)
+        assert cli_main.main(["status"]) == 1
+        said.append(capsys.readouterr())
+        for handler in cli_main.log.handlers:
+            handler.close()
+
+    assert [s.out for s in said] == ["faceit-etl status failed: the verb gave up\n",
+                                     f"faceit-etl status failed: {sentence}\n"]
+    log = (workdir / "migration.log").read_text()
+    assert log.count(f"psycopg.errors.UniqueViolation: {sentence}\n") == 2, log
+    assert "The above exception was the direct cause of the following exception:" in log
+    not_in_outputs_nor_the_log(*(s.out + s.err for s in said), workdir=workdir)
