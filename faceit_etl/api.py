@@ -947,9 +947,8 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         result = _in_child("rollback_candidate", database_url, None,
                            {"backup_path": backup_path, "migration_id": migration_id, **settings})
         return result.details
-    from faceit_etl.backups import read_manifest
     from faceit_etl.postgres import state
-    from faceit_etl.restore import find_backup, latest_committed
+    from faceit_etl.restore import find_backup, latest_committed, snapshot_manifest
 
     chosen = resolved_settings(_overrides(settings))
 
@@ -957,7 +956,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         with target_database().get_connection() as conn:
             folder = find_backup(conn, chosen.target_schema, chosen.backup_dir,
                                  backup_path=backup_path, migration_id=migration_id)
-            manifest = read_manifest(folder)
+            manifest = snapshot_manifest(folder)  # a snapshot that is not whole is refused before the question
             run_id = manifest.get("run_id", "?")
             logged = [m for m in state.latest_migrations(conn, chosen.target_schema, limit=100) if m["run_id"] == run_id]
             latest = latest_committed(conn, chosen.target_schema)

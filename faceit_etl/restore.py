@@ -150,10 +150,7 @@ def rollback_to_snapshot(
     """Restore `folder`'s snapshot; refused if the tables changed since the latest migration
     committed, unless `discard_later_changes`, and, given `expect_latest_run`, unless that run is still
     the latest migration in force once the lock is held."""
-    try:
-        manifest = read_manifest(folder)
-    except BackupError as exc:
-        raise RollbackRefused(f"{exc}; nothing was changed") from None
+    manifest = snapshot_manifest(folder)
     target = manifest.get("target")
     if target is None:
         raise RollbackRefused(f"{folder}: this backup holds no snapshot of the tables: {_without_snapshot(conn, schema, manifest)}")
@@ -163,9 +160,6 @@ def rollback_to_snapshot(
             f"{folder}: run {run_id} changed nothing (it found the tables as run "
             f"{target[UNCHANGED_SINCE]} left them): roll back that run to undo its load"
         )
-    files = Path(target.get(SNAPSHOT_FOLDER, folder))  # a resumed migration's: its failed run's load took it
-    if damage := snapshot_damage(folder / MANIFEST, files, target):
-        raise RollbackRefused(f"{damage}; {NOT_WHOLE}")
     if target["schema"] != schema:
         raise RollbackRefused(f"{folder}: the snapshot is of schema {target['schema']!r}, not {schema!r}")
     _refuse_other_database(conn, folder, target)
@@ -181,7 +175,7 @@ def rollback_to_snapshot(
         _refuse_dependents_of_dropped(conn, schema, target, existing)
         if not discard_later_changes:
             _refuse_later_changes(conn, schema, existing, folder, target, logged)
-        restored = restore_snapshot(conn, files, target)
+        restored = restore_snapshot(conn, _files(folder, target), target)
         if logged:
             # The snapshot holds every migration committed before it was taken: the later ones are undone.
             # A load's snapshot is taken when its migration took the lock (it is undone too); a manual
@@ -196,6 +190,25 @@ def rollback_to_snapshot(
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
     return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+
+
+def snapshot_manifest(folder: Path) -> dict:
+    """The manifest of the backup folder to restore; refused when it, or a snapshot file it records, is not
+    whole (snapshot_damage), before anything is written or asked."""
+    try:
+        manifest = read_manifest(folder)
+    except BackupError as exc:
+        raise RollbackRefused(f"{exc}; nothing was changed") from None
+    target = manifest.get("target")
+    if target is not None and UNCHANGED_SINCE not in target:
+        if damage := snapshot_damage(folder / MANIFEST, _files(folder, target), target):
+            raise RollbackRefused(f"{damage}; {NOT_WHOLE}")
+    return manifest
+
+
+def _files(folder: Path, target: dict) -> Path:
+    """Where the snapshot's files are: a resumed migration's are in its failed run's folder, whose load took it."""
+    return Path(target.get(SNAPSHOT_FOLDER, folder))
 
 
 def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
+import pty
 import subprocess
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 import faceit_etl
+from faceit_etl.errors import RollbackRefusedError
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
 from faceit_etl_tests.test_api import here  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_cli import CLI, instance_at, workdir  # noqa: F401 (workdir: a fixture)
@@ -39,11 +40,18 @@ def two_files(folder: Path) -> tuple[Path, Path]:
     return first, write_json(folder / "b.json", {"users": users})
 
 
-def cli(workdir: Path, database_url: str, *args: str) -> subprocess.CompletedProcess:
+def cli(workdir: Path, database_url: str, *args: str, terminal: bool = False) -> subprocess.CompletedProcess:
+    """The CLI, its input a terminal when asked (rollback then asks its question), else nothing."""
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
     env.pop("DAGSTER_HOME", None)
-    return subprocess.run([CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    controller, tty = pty.openpty()
+    os.write(controller, b"n\n")  # were it asked, the answer
+    try:
+        return subprocess.run([CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+                              stdin=tty if terminal else subprocess.DEVNULL)
+    finally:
+        os.close(controller)
+        os.close(tty)
 
 
 def rollback_events(workdir: Path) -> str:
@@ -123,12 +131,13 @@ def test_the_cli_refuses_a_damaged_snapshot_naming_the_file_and_quotes_no_row(wo
     truncated = cli(workdir, database_url, "rollback", "--confirm")
 
     size = (folder / "users.copy").stat().st_size
+    refusal = (f"rollback refused, nothing changed: {folder}/users.copy: truncated: {size} bytes of the "
+               f"{len(whole)} the manifest records; {NOT_WHOLE}")
     assert truncated.returncode == 2, truncated.stdout + truncated.stderr
-    assert truncated.stdout.splitlines() == [
-        f"rollback refused, nothing changed: {folder}/users.copy: truncated: {size} bytes of the "
-        f"{len(whole)} the manifest records; {NOT_WHOLE}"
-    ], truncated.stdout + truncated.stderr
+    assert truncated.stdout.splitlines() == [refusal], truncated.stdout + truncated.stderr
     assert database_state(db) == before
+    asked = cli(workdir, database_url, "rollback", terminal=True)  # refused before its question
+    assert (asked.returncode, asked.stdout.splitlines()) == (2, [refusal]), asked.stdout + asked.stderr
 
     (folder / "users.copy").write_bytes(whole)
     (folder / "user_subscriptions.copy").unlink()
@@ -179,6 +188,9 @@ def test_the_api_refuses_every_kind_of_damage_before_any_write_naming_the_file(h
         result = faceit_etl.rollback(folder)
 
         assert (result.success, result.refused, result.errors) == (False, True, [f"{what}; {NOT_WHOLE}"])
+        with pytest.raises(RollbackRefusedError) as asked:  # what the CLI's question is about
+            faceit_etl.api.rollback_candidate(folder)
+        assert str(asked.value) == f"{what}; {NOT_WHOLE}"
         assert database_state(db) == before
         said += result.errors
         for path, data in kept.items():
