@@ -168,11 +168,24 @@ def test_the_api_refuses_every_kind_of_damage_before_any_write_naming_the_file(h
     entry = json.loads(manifest.read_text())["target"]["tables"]["users"]
     rows, size = entry["rows"], users.stat().st_size
     start, end = marker_line(users)
+    rows_left = kept[users][:start].count(b"\n")  # by truncated_in_the_users_row
     before = database_state(db)
+
+    def unrecorded_size_then_truncated(copy: Path) -> None:  # a manifest of before sizes were recorded
+        altered_entry(manifest, lambda t: t["users"].pop("bytes"))
+        truncated_in_the_users_row(copy)
+
+    def a_folder_instead(copy: Path) -> None:
+        copy.unlink()
+        copy.mkdir()
+
     damages = [
         (a_byte_of_its_id_flipped, f"{users}: altered: it has the {size} bytes the manifest records, but not their sha256"),
         (its_row_repeated, f"{users}: {end - start} bytes more than the {size} the manifest records"),
         (emptied, f"{users}: empty, but the manifest records {rows} rows in it"),
+        (unrecorded_size_then_truncated, f"{users}: truncated or damaged: its sha256 does not match the manifest's "
+                                         f"({rows_left} rows in it, {rows} recorded)"),
+        (a_folder_instead, f"{users}: cannot be read (Is a directory)"),
         (lambda _: altered_entry(manifest, lambda t: t["users"].update(rows=rows + 1)),
          f"{manifest}: the entry for table users records {rows + 1} rows and {size} bytes, but users.copy, whose "
          f"sha256 it records, holds {rows} rows and {size} bytes: the manifest was altered"),
@@ -193,6 +206,8 @@ def test_the_api_refuses_every_kind_of_damage_before_any_write_naming_the_file(h
         assert str(asked.value) == f"{what}; {NOT_WHOLE}"
         assert database_state(db) == before
         said += result.errors
+        if users.is_dir():
+            users.rmdir()
         for path, data in kept.items():
             path.write_bytes(data)
     manifest.write_text('{"run_id": ')

@@ -252,9 +252,9 @@ def snapshot_damage(manifest: Path, folder: Path, snapshot: dict) -> str | None:
     naming the file (or the manifest's entry); None when every file is whole.
 
     Read before a restore writes anything: COPY would take a damaged file up to its first bad line, and
-    PostgreSQL's error about that line quotes the row. Each file must have the size (recorded since
-    snapshots record it), sha256 and row count of its entry, and each table an entry: a missing one would
-    read as "the table did not exist then" and drop it."""
+    PostgreSQL's error about that line quotes the row. Each file must have its entry's sha256 and row
+    count, and its size where recorded (older manifests lack it); each table needs an entry: a missing one
+    would read as "the table did not exist then" and drop it."""
     tables = snapshot.get("tables")
     for name in SNAPSHOT_TABLES:
         if not isinstance(tables, dict) or name not in tables:
@@ -292,7 +292,9 @@ def snapshot_damage(manifest: Path, folder: Path, snapshot: dict) -> str | None:
     return None
 
 
-def _entry_usable(name: str, entry) -> bool:
+def _entry_usable(name: str, entry: object) -> bool:
+    """As a snapshot writes it: its own file's name (any other path would be read as the table), counts, a sha256."""
+
     def count(value) -> bool:
         return type(value) is int and value >= 0
 
