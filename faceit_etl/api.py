@@ -950,9 +950,9 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         result = _in_child("rollback_candidate", database_url, None,
                            {"backup_path": backup_path, "migration_id": migration_id, **settings})
         return result.details
-    from faceit_etl.backups import read_manifest
     from faceit_etl.postgres import state
-    from faceit_etl.restore import find_backup, latest_committed, refuse_not_in_force
+    from faceit_etl.backups import read_manifest
+    from faceit_etl.restore import find_backup, latest_committed, refuse_not_in_force, snapshot_manifest
     from faceit_etl.resumption import SNAPSHOT_FOLDER, SNAPSHOT_OF_RUN
 
     chosen = resolved_settings(_overrides(settings))
@@ -961,8 +961,8 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         with target_database().get_connection() as conn:
             folder = find_backup(conn, chosen.target_schema, chosen.backup_dir,
                                  backup_path=backup_path, migration_id=migration_id)
+            manifest = snapshot_manifest(folder)  # a snapshot that is not whole is refused before the question
             refuse_not_in_force(conn, chosen.target_schema, folder)
-            manifest = read_manifest(folder)
             run_id = manifest.get("run_id", "?")
             logged = [m for m in state.latest_migrations(conn, chosen.target_schema, limit=100) if m["run_id"] == run_id]
             latest = latest_committed(conn, chosen.target_schema)

@@ -290,9 +290,14 @@ def write_json_lines(path: Path, records: list[dict]) -> Path:
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise BackupError(f"{folder}: no {MANIFEST} here; not a faceit-etl backup folder") from None
+    except ValueError as exc:  # not JSON, or not UTF-8: the message says where, quoting no text
+        raise BackupError(f"{path}: damaged, not a manifest's JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{path}: damaged, not a manifest's JSON (a {type(manifest).__name__}, not an object)")
+    return manifest
 
 
 def update_manifest(folder: str | Path, **sections) -> dict:

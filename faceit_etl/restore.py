@@ -17,6 +17,8 @@ asked to discard those changes: restoring would silently lose them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,17 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from faceit_etl.backups import NO_SNAPSHOT, NO_SNAPSHOT_DRY_RUN, NO_SNAPSHOT_OFF, read_manifest, run_folder
+from faceit_etl.backups import (
+    MANIFEST,
+    NO_SNAPSHOT,
+    NO_SNAPSHOT_DRY_RUN,
+    NO_SNAPSHOT_OFF,
+    BackupError,
+    read_manifest,
+    run_folder,
+)
 from faceit_etl.errors import BOTH_NAMED
+from faceit_etl.postgres.database import server_error_text
 from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
@@ -38,6 +49,7 @@ from faceit_etl.postgres.snapshot import (
     database_identity,
     digest_table,
     restore_snapshot,
+    snapshot_damage,
 )
 
 # When a migration's load took the lock (older rows: when the run started).
@@ -53,6 +65,8 @@ _CHANGED_SOMETHING = sql.SQL(
 )
 
 
+# A snapshot file missing, damaged, or unlike its manifest entry: refused before anything is written.
+NOT_WHOLE = "the snapshot is not whole, so it cannot be restored: nothing was changed"
 UNCHECKED_ORIGIN = "the snapshot does not record which database it was taken from (made by an older faceit-etl): restored without that check"
 
 
@@ -64,6 +78,18 @@ class RollbackRefused(RollbackError):
     """The request cannot be honoured as asked (no such snapshot or migration, one that does not fit,
     or tables changed since): nothing was changed. The CLI exits 2 for it, like any other unusable
     request."""
+
+
+@contextlib.contextmanager
+def server_errors_without_rows() -> Iterator[None]:
+    """A server error stops a rollback as a RollbackError of its own sentence (server_error_text): its
+    DETAIL and CONTEXT quote the row it met (`Failing row contains (...)`), personal data that must reach
+    no output, log or Dagster event, so the original is left out of the chain too. Wrap the rollback's
+    transaction in it: the error rolled that back, so nothing was changed."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise RollbackError(f"PostgreSQL stopped the rollback: {server_error_text(exc)}; nothing was changed") from None
 
 
 @dataclass(frozen=True)
@@ -124,7 +150,7 @@ def rollback_to_snapshot(
     """Restore `folder`'s snapshot; refused if the tables changed since the latest migration
     committed, unless `discard_later_changes`, and, given `expect_latest_run`, unless that run is still
     the latest migration in force once the lock is held."""
-    manifest = read_manifest(folder)
+    manifest = snapshot_manifest(folder)
     target = manifest.get("target")
     if target is None:
         raise RollbackRefused(f"{folder}: this backup holds no snapshot of the tables: {_without_snapshot(conn, schema, manifest)}")
@@ -149,8 +175,7 @@ def rollback_to_snapshot(
         _refuse_dependents_of_dropped(conn, schema, target, existing)
         if not discard_later_changes:
             _refuse_later_changes(conn, schema, existing, folder, target, logged)
-        # A resumed migration's snapshot is the one its failed run's load took, in that run's folder.
-        restored = restore_snapshot(conn, Path(target.get(SNAPSHOT_FOLDER, folder)), target)
+        restored = restore_snapshot(conn, _files(folder, target), target)
         if logged:
             # The snapshot holds every migration committed before it was taken: the later ones are undone.
             # A load's snapshot is taken when its migration took the lock (it is undone too); a manual
@@ -166,6 +191,25 @@ def rollback_to_snapshot(
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
     return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+
+
+def snapshot_manifest(folder: Path) -> dict:
+    """The manifest of the backup folder to restore; refused when it, or a snapshot file it records, is not
+    whole (snapshot_damage), before anything is written or asked."""
+    try:
+        manifest = read_manifest(folder)
+    except BackupError as exc:
+        raise RollbackRefused(f"{exc}; nothing was changed") from None
+    target = manifest.get("target")
+    if target is not None and UNCHANGED_SINCE not in target:
+        if damage := snapshot_damage(folder / MANIFEST, _files(folder, target), target):
+            raise RollbackRefused(f"{damage}; {NOT_WHOLE}")
+    return manifest
+
+
+def _files(folder: Path, target: dict) -> Path:
+    """Where the snapshot's files are: a resumed migration's are in its failed run's folder, whose load took it."""
+    return Path(target.get(SNAPSHOT_FOLDER, folder))
 
 
 def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> str:

@@ -26,7 +26,6 @@ import dagster as dg
 import psycopg
 import pytest
 
-from faceit_etl.backups import BackupError
 from faceit_etl.definitions import defs, get_migrate_job
 from faceit_etl.defs.checks import CHECKS
 from faceit_etl.generate import generate_users, write_data_file
@@ -608,28 +607,47 @@ def test_a_tampered_snapshot_fails_verification_and_leaves_the_database_as_it_wa
     migrate(make_resources(database_url, FLAT_SAMPLE, tmp_path), instance)
     second = migrate(make_resources(database_url, NESTED_SAMPLE, tmp_path, truncate=True), instance)
     folder = backup_folder(tmp_path, second.run_id)
+    whole = (folder / "users.copy").read_bytes()
     tamper(folder / "users.copy")
     before = database_state(db)
     before_target = target_state(db)
 
-    with psycopg.connect(database_url) as conn, pytest.raises(SnapshotError, match="does not match the snapshot"):
+    # The file is checked against its manifest before anything is written.
+    altered = f"{folder}/users.copy: altered: it has the {len(whole)} bytes the manifest records, but not their sha256"
+    with psycopg.connect(database_url) as conn, pytest.raises(RollbackRefused, match=re.escape(altered)):
         rollback_to_snapshot(conn, "public", folder)
     result = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
 
     assert not result.success
     kind, message = failure_of(result)
-    assert (kind, "restored public.users does not match the snapshot") == ("SnapshotError", message[:49])
+    assert (kind, message[:len(altered)]) == ("RollbackRefused", altered)
     assert database_state(db) == before
     assert target_state(db) == before_target
+    assert statuses(db)[second.run_id] == "success"
+
+    # A whole file the database alters as it is written back: the restored tables are verified too.
+    (folder / "users.copy").write_bytes(whole)
+    db.execute("CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN NEW.faceit_nickname := upper(NEW.faceit_nickname); RETURN NEW; END $$")
+    db.execute("CREATE TRIGGER t_shout BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION shout()")
+    before = database_state(db)
+    with psycopg.connect(database_url) as conn, pytest.raises(SnapshotError, match="does not match the snapshot"):
+        rollback_to_snapshot(conn, "public", folder)
+    shouted = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
+
+    assert not shouted.success
+    kind, message = failure_of(shouted)
+    assert (kind, "restored public.users does not match the snapshot") == ("SnapshotError", message[:49])
+    assert database_state(db) == before
     assert statuses(db)[second.run_id] == "success"
 
     shutil.rmtree(folder)  # a pruned backup: the error names the folder it looked for
     gone = roll_back(make_resources(database_url, NESTED_SAMPLE, tmp_path), instance)
     assert not gone.success
     kind, message = failure_of(gone)
-    assert kind in {"BackupError", "RollbackError"}
-    assert str(folder) in message and "manifest.json" in message
-    with pytest.raises((BackupError, RollbackError)):
+    assert (kind, message) == ("RollbackRefused", f"{folder}: no manifest.json here; not a faceit-etl backup folder; "
+                                                  "nothing was changed")
+    with pytest.raises(RollbackRefused):
         rollback_to_snapshot(db, "public", folder)
     assert database_state(db) == before
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import difflib
 import json
 import logging
@@ -28,7 +29,7 @@ from typing import NoReturn
 import yaml
 
 from faceit_etl import errors
-from faceit_etl.postgres.database import InvalidConnectionString, checked_url, redact
+from faceit_etl.postgres.database import InvalidConnectionString, checked_url, redact, server_error_text, traceback_text
 from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
@@ -664,10 +665,29 @@ COMMANDS = {"migrate": migrate, "validate": validate, "status": status, "rollbac
 
 class RedactingFormatter(logging.Formatter):
     """Redacts the whole formatted record, so the traceback and exception text of `log.exception` (which
-    the formatter appends after any filter has run) lose the password as the message does."""
+    the formatter appends after any filter has run) lose the password as the message does. Each line of
+    a record gets the format's prefix (a multi-line message or a traceback would leave lines nobody can
+    tell the process of), and a traceback says server errors without the rows they quote."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), os.environ.get("DATABASE_URL"))
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        lines = record.message.splitlines() or [""]
+        if record.exc_info:
+            lines += self.formatException(record.exc_info).splitlines()
+        if record.stack_info:
+            lines += self.formatStack(record.stack_info).splitlines()
+        text = "\n".join(self.formatMessage(_with_message(record, line)) for line in lines)
+        return redact(text, os.environ.get("DATABASE_URL"))
+
+    def formatException(self, exc_info) -> str:  # noqa: N802 (logging's name)
+        return traceback_text(exc_info[1])
+
+
+def _with_message(record: logging.LogRecord, message: str) -> logging.LogRecord:
+    line = copy.copy(record)
+    line.message = message
+    return line
 
 
 class RunLabel(logging.Filter):
@@ -756,6 +776,7 @@ def _main(argv: list[str] | None) -> int:
             say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True)
             return EXIT_USAGE
         log.exception("failed")
-        said = str(exc).strip() or errors.described(exc)  # an empty message: its type and where it was raised
+        # A server error's own sentence (its DETAIL quotes rows); an empty message: its type and where it was raised.
+        said = server_error_text(exc).strip() or errors.described(exc)
         say(f"faceit-etl {args.command} failed: {redact(said, os.environ.get('DATABASE_URL'))}", quiet_too=True)
         return EXIT_FAILED

@@ -11,7 +11,7 @@ from faceit_etl.defs.resources import (
     refuse_loose_environment,
     tag_run_with_target,
 )
-from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot
+from faceit_etl.restore import UNCHECKED_ORIGIN, find_backup, rollback_to_snapshot, server_errors_without_rows
 from faceit_etl.defs.metadata import RECENT_MIGRATIONS, migrations_table, tables_metadata
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import column_types
@@ -65,7 +65,7 @@ def restore_tables(
     refuse_loose_environment(given.get("config"), "restore_tables", text_settings=("backup_path", "migration_id", "expect_latest_run"))
     # Tagged before the restore: a refused or failed rollback is listed by `status` too.
     tag_run_with_target(context, migration_settings, postgres)
-    with postgres.get_connection() as conn, conn.transaction():
+    with server_errors_without_rows(), postgres.get_connection() as conn, conn.transaction():
         # Choose under the lock: a migration finishing meanwhile cannot slip in between.
         lock_schema(conn, migration_settings.target_schema)
         folder = find_backup(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import traceback
 import warnings
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -158,6 +159,29 @@ def server_error_text(exc: BaseException) -> str:
     where = [f"{name} {value}" for name, value in
              (("table", relation), ("column", diag.column_name), ("constraint", diag.constraint_name)) if value]
     return diag.message_primary + (f" ({', '.join(where)})" if where else "")
+
+
+def traceback_text(error: BaseException) -> str:
+    """The traceback Python prints for `error` and the errors it was raised from or while handling, each
+    server error's message said by server_error_text, so a log keeps where it failed without the rows."""
+    chain: list[tuple[BaseException, str]] = []
+    link = ""
+    while error is not None and all(error is not seen for seen, _ in chain):
+        chain.append((error, link))
+        if error.__cause__ is not None:
+            error, link = error.__cause__, "The above exception was the direct cause of the following exception:"
+        else:
+            error = None if error.__suppress_context__ else error.__context__
+            link = "During handling of the above exception, another exception occurred:"
+    parts = []
+    for error, link in reversed(chain):  # oldest first; each link leads to the next one printed
+        kind = type(error)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        message = server_error_text(error)
+        parts += ["Traceback (most recent call last):\n", *traceback.format_tb(error.__traceback__),
+                  f"{name}: {message}\n" if message else f"{name}\n"]
+        parts += [f"\n{link}\n\n"] if link else []
+    return "".join(parts)
 
 
 # The session settings the tool reads and writes values with. A database or role may set other defaults

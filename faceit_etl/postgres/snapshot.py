@@ -10,13 +10,14 @@ migration's own tables are touched.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from faceit_etl.backups import private_writer, update_manifest
+from faceit_etl.backups import CHUNK, private_writer, update_manifest
 from faceit_etl.postgres.database import connect
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, TIER_TYPE, USERS, table, table_exists, type_exists
 from faceit_etl.postgres.lock import advisory_lock_key
@@ -158,7 +159,8 @@ def _write_snapshot(conn: psycopg.Connection, schema: str, folder: Path) -> dict
         with private_writer(folder / f"{name}.copy") as sink:
             result = digest_table(conn, schema, name, sink, columns)
         tables[name] = {
-            "rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy", "columns": columns,
+            "rows": result.rows, "sha256": result.sha256, "file": f"{name}.copy",
+            "bytes": (folder / f"{name}.copy").stat().st_size, "columns": columns,
             "definition": _definition(conn, schema, name),
         }
     labels = conn.execute(
@@ -240,6 +242,78 @@ def _add_keys(conn: psycopg.Connection, schema: str, name: str, definition: dict
     if not foreign:
         for index in definition["indexes"]:
             conn.execute(sql.SQL(index))
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def snapshot_damage(manifest: Path, folder: Path, snapshot: dict) -> str | None:
+    """What keeps the snapshot's files in `folder` from being exactly what `manifest` records of them,
+    naming the file (or the manifest's entry); None when every file is whole.
+
+    Read before a restore writes anything: COPY would take a damaged file up to its first bad line, and
+    PostgreSQL's error about that line quotes the row. Each file must have its entry's sha256 and row
+    count, and its size where recorded (older manifests lack it); each table needs an entry: a missing one
+    would read as "the table did not exist then" and drop it."""
+    tables = snapshot.get("tables")
+    for name in SNAPSHOT_TABLES:
+        if not isinstance(tables, dict) or name not in tables:
+            return f"{manifest}: no entry for table {name} (its snapshot file, or that the table was absent then)"
+        entry = tables[name]
+        if entry is None:
+            continue
+        if not _entry_usable(name, entry):
+            return (f"{manifest}: the entry for table {name} is not a snapshot's (its file {name}.copy, a row count "
+                    "and a sha256)")
+        path = folder / entry["file"]
+        try:
+            size, rows, sha256 = _file_digest(path)
+        except FileNotFoundError:
+            return f"{path}: missing (the manifest records {entry['rows']} rows of {name} in it)"
+        except OSError as exc:
+            return f"{path}: cannot be read ({exc.strerror})"
+        recorded = entry.get("bytes")
+        if sha256 == entry["sha256"]:
+            if rows != entry["rows"] or recorded not in (None, size):
+                said = f"{entry['rows']} rows" + ("" if recorded is None else f" and {recorded} bytes")
+                return (f"{manifest}: the entry for table {name} records {said}, but {entry['file']}, whose sha256 "
+                        f"it records, holds {rows} rows and {size} bytes: the manifest was altered")
+            continue
+        if size == 0:
+            return f"{path}: empty, but the manifest records {entry['rows']} rows in it"
+        if recorded is None:
+            return (f"{path}: truncated or damaged: its sha256 does not match the manifest's ({rows} rows in it, "
+                    f"{entry['rows']} recorded)")
+        if size < recorded:
+            return f"{path}: truncated: {size} bytes of the {recorded} the manifest records"
+        if size > recorded:
+            return f"{path}: {size - recorded} bytes more than the {recorded} the manifest records"
+        return f"{path}: altered: it has the {size} bytes the manifest records, but not their sha256"
+    return None
+
+
+def _entry_usable(name: str, entry: object) -> bool:
+    """As a snapshot writes it: its own file's name (any other path would be read as the table), counts, a sha256."""
+
+    def count(value) -> bool:
+        return type(value) is int and value >= 0
+
+    return (
+        isinstance(entry, dict) and entry.get("file") == f"{name}.copy" and count(entry.get("rows"))
+        and isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"]) is not None
+        and (entry.get("bytes") is None or count(entry["bytes"]))
+    )
+
+
+def _file_digest(path: Path) -> tuple[int, int, str]:
+    """Size, rows (lines) and sha256 of a snapshot file, as digest_table counts them."""
+    digest, size, rows = hashlib.sha256(), 0, 0
+    with path.open("rb") as source:
+        while block := source.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+            rows += block.count(b"\n")
+    return size, rows, digest.hexdigest()
 
 
 def restore_snapshot(conn: psycopg.Connection, folder: Path, snapshot: dict) -> dict[str, TableDigest]:
