@@ -8,6 +8,10 @@ import re
 import subprocess
 import sys
 
+import dagster as dg
+import pytest
+
+from faceit_etl.cli.summary import summarize
 from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
 
 
@@ -45,3 +49,33 @@ def test_each_line_is_printed_once_and_logged_with_the_commands_arguments_at_its
     assert refusal.startswith("rollback refused, nothing changed: ") and done.stderr == ""
     assert logged(workdir) == [("INFO", "faceit-etl rollback --migration-id no-such-run --discard-later-changes --confirm"),
                                ("ERROR", refusal)]
+
+
+@dg.op
+def _made():
+    return 1
+
+
+@dg.op
+def _fails(value):
+    raise RuntimeError(f"step failed with {value}")
+
+
+@dg.job(resource_defs={"io_manager": dg.mem_io_manager}, executor_def=dg.in_process_executor)
+def _kept_in_memory():
+    _fails(_made())
+
+
+@pytest.mark.unit
+def test_a_run_failing_outside_its_steps_says_why_and_where():
+    """Dagster refuses some runs before any step (here a re-execution its io manager cannot do, as it
+    refused a resume of a run whose steps had all finished): the summary says why, never a bare failure."""
+    with dg.instance_for_test() as instance:
+        first = dg.execute_job(dg.reconstructable(_kept_in_memory), instance=instance)
+        again = dg.execute_job(dg.reconstructable(_kept_in_memory), instance=instance,
+                               reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance))
+
+    assert summarize(first).errors == ["_fails: step failed with 1"]
+    assert (again.success, summarize(again).errors) == (False, [
+        "the run failed outside its steps: DagsterInvariantViolationError: Cannot perform reexecution with in-memory "
+        "io managers. (raised at dagster/_core/execution/memoization.py:23)"])
