@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
 
 from faceit_etl.cli.summary import summarize
-from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
+from faceit_etl.generate import write_data_file
+from faceit_etl_tests.test_cli import CLI, faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
+from faceit_etl_tests.test_faults import _wait_until
+from faceit_etl_tests.test_killed_runs import _step_pid
+from faceit_etl_tests.test_resume import ALTER, failed_on_a_32_bit_column, migrate_runs
 
 
 def _env(workdir, database_url) -> dict[str, str]:
@@ -79,3 +85,79 @@ def test_a_run_failing_outside_its_steps_says_why_and_where():
     assert (again.success, summarize(again).errors) == (False, [
         "the run failed outside its steps: DagsterInvariantViolationError: Cannot perform reexecution with in-memory "
         "io managers. (raised at dagster/_core/execution/memoization.py:23)"])
+
+
+def test_a_run_whose_load_went_on_after_its_cli_was_killed_is_refused_saying_why_once(workdir, database_url, db):
+    """The CLI's main process killed, its load's step process (--max-concurrent 2) went on and committed; the
+    run is marked failed. Its resume has nothing to re-execute: Dagster said only "Cannot perform reexecution
+    with in-memory io managers", and the CLI printed a bare FAILED, each line twice on stderr."""
+    big = write_data_file(workdir / "big.json", 150_000, seed=2)
+    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), "--max-concurrent", "2"], cwd=workdir,
+                              env=_env(workdir, database_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    with instance_at(workdir) as instance:
+        _wait_until(victim, "loading", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'").fetchone()[0])
+        step = _step_pid(instance, "postgres_tables")
+    assert step not in (None, victim.pid)
+    os.kill(victim.pid, signal.SIGKILL)  # the main process only: the load's step process goes on
+    victim.wait(30)
+    deadline = time.monotonic() + 120
+    while db.execute("SELECT count(*) FROM migration_logs WHERE status = 'running'").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (workdir / "migration.log").unlink()
+
+    with instance_at(workdir) as instance:
+        [run] = instance.get_runs()
+    named = faceit_etl(workdir, database_url, "migrate", "--resume", run.run_id)
+    default = faceit_etl(workdir, database_url, "migrate", "--resume")
+
+    why = (f"resume refused, nothing was written: every step of run {run.run_id} finished (its load committed: the "
+           "tables hold it) before the run was marked failed, so there is nothing to resume; faceit-etl status shows "
+           "what the tables hold")
+    for done in (named, default):
+        assert (done.returncode, done.stdout, done.stderr) == (2, why + "\n", "")
+    with instance_at(workdir) as instance:
+        assert [r.run_id for r in instance.get_runs()] == [run.run_id]  # no run started
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 150_000
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
+    assert logged(workdir) == [("INFO", f"faceit-etl migrate --resume {run.run_id}"), ("ERROR", why),
+                    ("INFO", "faceit-etl migrate --resume"), ("ERROR", why)]
+
+
+def test_a_run_stopped_before_its_load_is_not_offered_a_resume_and_resume_never_picks_an_older_one(
+        workdir, database_url, db):
+    """A step process killed before the load (validation, --max-concurrent 2): the run never started its load,
+    so its failure says to run the migration again, and `--resume`, named or not, refuses it in those words. It
+    once advised --resume, whose default then resumed an older failed migration of the target instead."""
+    failed_on_a_32_bit_column(workdir, database_url, db)  # the older failure, which a resume would now load
+    db.execute(ALTER)
+    before = tables_digest(db)
+    big = write_data_file(workdir / "big.json", 60_000, seed=3)
+    victim = subprocess.Popen([CLI, "-q", "migrate", str(big), "--max-concurrent", "2"], cwd=workdir,
+                              env=_env(workdir, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with instance_at(workdir) as instance:
+        deadline = time.monotonic() + 120
+        while (step := _step_pid(instance, "validated_frame")) is None:
+            assert victim.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    os.kill(step, signal.SIGKILL)
+    output, errors = victim.communicate(timeout=300)
+    with instance_at(workdir) as instance:
+        stopped = migrate_runs(instance)[0]
+
+    assert (victim.returncode, errors, output.splitlines()[0]) == (1, "", f"Migration run {stopped.run_id} FAILED")
+    said = ("  error: step validated_frame: its process ended without finishing (killed by signal 9 (SIGKILL): by "
+            "hand, or by the system when memory ran out); nothing was written (its load had not started). Run the "
+            "migration again (faceit-etl migrate): a run stopped before its load is not resumed")
+    assert output.splitlines().count(said) == 1 and "--resume" not in output, output
+    why = (f"resume refused, nothing was written: run {stopped.run_id} never started its load (it stopped before the "
+           "load, or was a dry run, which writes nothing to resume); resuming it would not load what a new run loads; "
+           "start a new run instead")
+    for args in (["--resume"], ["--resume", stopped.run_id]):
+        done = faceit_etl(workdir, database_url, "migrate", *args)
+        assert (done.returncode, done.stdout, done.stderr) == (2, why + "\n", ""), done.stdout + done.stderr
+    assert tables_digest(db) == before
+    with instance_at(workdir) as instance:
+        assert migrate_runs(instance)[0].run_id == stopped.run_id  # nothing resumed

@@ -406,9 +406,14 @@ def resume_migration(args: argparse.Namespace) -> int:
             "failed run's file and settings; start a new run to change them"
         )
     settings = {k: v for k, v in cli_settings(args).items() if k == "target_schema"}
+
+    def chosen(run_id: str, target: str) -> None:
+        picked = "" if args.resume else f" (the latest migration of {target})"
+        say(f"resuming run {run_id} from its failed step{picked}", args=args)
+
     try:
         result = api.resume(args.resume or None, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
-                            watch=_watch(args), **settings)
+                            watch=_watch(args), chosen=chosen, **settings)
     except api.ResumeRefusedError as exc:
         say(f"resume refused, nothing was written: {exc}", quiet_too=True, level=logging.ERROR)
         return EXIT_USAGE
@@ -417,7 +422,6 @@ def resume_migration(args: argparse.Namespace) -> int:
             say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True,
                 level=logging.ERROR)
         return EXIT_USAGE
-    say(f"resuming run {result.details['resumed_run']} from its failed step", args=args)
     return _migration_outcome(result, args)
 
 
