@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 START_A_NEW_RUN = "resuming it would not load what a new run loads; start a new run instead"
 SNAPSHOT_FOLDER = "snapshot_folder"  # a resumed load's manifest: where the reused snapshot's files are
 SNAPSHOT_OF_RUN = "snapshot_of_run"  # and which run's load took it
-PARENT_RUN_TAG = "dagster/parent_run_id"  # Dagster's tag on a re-execution: the run it re-executes
 
 
 class ResumeRefused(RuntimeError):
@@ -195,7 +194,7 @@ def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | N
         )
     if loaded != target:
         raise ResumeRefused(f"run {chosen.run_id} loaded into {loaded}, not {target}")
-    resumed = instance.get_runs(dg.RunsFilter(tags={PARENT_RUN_TAG: chosen.run_id}), limit=1)
+    resumed = [r.dagster_run for r in records if r.dagster_run.parent_run_id == chosen.run_id]  # newest first
     if resumed:
         raise ResumeRefused(
             f"run {chosen.run_id} was resumed already, by run {resumed[0].run_id} ({resumed[0].status.value}); a run is "

@@ -161,3 +161,35 @@ def test_a_run_stopped_before_its_load_is_not_offered_a_resume_and_resume_never_
     assert tables_digest(db) == before
     with instance_at(workdir) as instance:
         assert migrate_runs(instance)[0].run_id == stopped.run_id  # nothing resumed
+
+
+def test_a_run_resumed_already_is_never_resumed_again_and_the_default_says_which_it_resumes(workdir, database_url, db):
+    """A resume that failed too (the column still 32-bit) is the one to resume: its parent, named, is refused
+    (Dagster would re-execute it once more), and the default picks the resume, saying so before it runs."""
+    failed_on_a_32_bit_column(workdir, database_url, db)
+    again = faceit_etl(workdir, database_url, "migrate", "--resume")  # without the ALTER: fails as its run did
+    assert again.returncode == 1, again.stdout + again.stderr
+    with instance_at(workdir) as instance:
+        resume, failed = migrate_runs(instance)[:2]
+    assert resume.parent_run_id == failed.run_id and resume.status == dg.DagsterRunStatus.FAILURE
+    target = resume.tags["faceit_etl/target"]
+    assert again.stdout.splitlines()[0] == f"resuming run {failed.run_id} from its failed step (the latest migration of {target})"
+    db.execute(ALTER)
+    before = tables_digest(db)
+
+    named = faceit_etl(workdir, database_url, "migrate", "--resume", failed.run_id)
+
+    assert (named.returncode, named.stdout, named.stderr) == (2, (
+        f"resume refused, nothing was written: run {failed.run_id} was resumed already, by run {resume.run_id} "
+        "(FAILURE); a run is resumed once: resume that run if it failed, else start a new run\n"), "")
+    assert tables_digest(db) == before
+
+    done = faceit_etl(workdir, database_url, "migrate", "--resume")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"resuming run {resume.run_id} from its failed step (the latest migration of {target})"
+    assert lines.count(lines[0]) == 1 and done.stderr == ""
+    assert "  users: 60 inserted, 0 updated, 40 unchanged, 0 kept (not in the file), 0 deleted" in lines
+    with instance_at(workdir) as instance:
+        assert migrate_runs(instance)[0].parent_run_id == resume.run_id
