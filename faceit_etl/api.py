@@ -582,10 +582,11 @@ class _Start:
     watch: Watch | None
     main_guarded: bool
     tags: dict[str, str] = field(default_factory=lambda: {INVOCATION_TAG: uuid.uuid4().hex})
+    chosen: Callable[[str, str], None] | None = None  # told the run a resume picked, and its target, before it runs
 
     def in_child(self) -> _Start:
         """As a child process gets it: watched from here; its __main__ is ours, so guarded."""
-        return replace(self, watch=None, main_guarded=True)
+        return replace(self, watch=None, main_guarded=True, chosen=None)
 
     def run_tags(self, label: str) -> dict[str, str]:
         """Called in the process that runs it: its process tags are this one's (see launcher)."""
@@ -664,12 +665,16 @@ def _process_ended(settings, result: MigrationResult, ended: dict[str, int | Non
     said in words, first among the errors, with what became of the target, which the run's migration_logs
     row tells (marked failed now if its session is gone, else by the next run). The same words go to the
     run's event log, where the UI shows them under its failure."""
+    from faceit_etl.defs.io import target_of
     from faceit_etl.launcher import step_process_ended
+    from faceit_etl.resumption import ancestors
 
     committed = _settled_log_row(settings.target_schema, result.run_id) == "success"
-    said = [step_process_ended(step, code, committed=committed, dry_run=result.dry_run) for step, code in ended.items()]
-    result.errors = said + result.errors
     run = instance.get_run_by_id(result.run_id)
+    started = any(target_of(instance, r.run_id) is not None for r in ancestors(instance, run))
+    said = [step_process_ended(step, code, committed=committed, dry_run=result.dry_run, load_started=started)
+            for step, code in ended.items()]
+    result.errors = said + result.errors
     for line in said:
         instance.report_engine_event(line, run)
 
@@ -729,6 +734,7 @@ def resume(
     log_level: str = "CRITICAL",
     watch: Watch | None = None,
     main_guarded: bool = False,
+    chosen: Callable[[str, str], None] | None = None,
     **settings: Any,
 ) -> MigrationResult:
     """Resume a failed migration (typically after the ALTER TABLE its failed load printed): re-execute
@@ -739,14 +745,14 @@ def resume(
     not failed) raises ResumeRefusedError before any run; a resume its load step refuses (the file changed,
     the reused step values are gone, the tables changed since the failed run's snapshot) returns
     `success=False`, `refused=True`, `errors` saying why. Nothing was written either way. `details`
-    names the resumed run (`resumed_run`)."""
+    names the resumed run (`resumed_run`); `chosen(run_id, target)` is told it before it runs."""
     given = sorted(name for name, value in settings.items() if value is not None and name != "target_schema")
     if given:
         raise SettingsInvalid(f"resume takes no {', '.join(given)}: a resume reuses the failed run's file and "
                               "settings; start a new run to change them")
     # Whether steps run in processes depends on the failed run, found under the instance: _resume_here decides.
-    return _start_run("resume", {"run_id": run_id}, _Start(started_by, log_level, watch, main_guarded), settings,
-                      database_url, lambda: False)
+    return _start_run("resume", {"run_id": run_id}, _Start(started_by, log_level, watch, main_guarded, chosen=chosen),
+                      settings, database_url, lambda: False)
 
 
 def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) -> MigrationResult:
@@ -764,6 +770,8 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
             failed = resumption.choose(instance, label, lambda run: target_of(instance, run), run_id)
         except resumption.ResumeRefused as exc:
             raise ResumeRefusedError(str(exc)) from exc
+        if start.chosen is not None:
+            start.chosen(failed.run_id, label)
         # Its step processes import __main__ (see migrate): an unguarded caller's resume runs in a process of its own.
         if not start.main_guarded and executor_max_concurrent(failed.run_config) > 1:
             return _in_child("resume", os.environ.get("DATABASE_URL", ""), start.watch,

@@ -88,14 +88,18 @@ def how_it_ended(exit_code: int | None) -> str:
     return f"exit code {exit_code}"
 
 
-def step_process_ended(step: str, exit_code: int | None, *, committed: bool, dry_run: bool) -> str:
+def step_process_ended(step: str, exit_code: int | None, *, committed: bool, dry_run: bool, load_started: bool = True) -> str:
     """Why a run failed when one of its step processes died (`max_concurrent` above 1), what became of the
-    target and what to do: Dagster says only `ChildProcessCrashException`."""
+    target and what to do: Dagster says only `ChildProcessCrashException`. `--resume` is offered only for a
+    run whose load started: it refuses any other (resumption.choose)."""
     ended = f"step {step}: its process ended without finishing ({how_it_ended(exit_code)})"
     if committed:
         return f"{ended}; its load had committed before that: the tables hold it (faceit-etl status shows it)"
     if dry_run:
         return f"{ended}; nothing was written. Run the dry run again (a dry run is never resumed)"
+    if not load_started:
+        return (f"{ended}; nothing was written (its load had not started). Run the migration again (faceit-etl "
+                "migrate): a run stopped before its load is not resumed")
     return (f"{ended}; nothing was written (the load had not committed). Run the migration again, or resume "
             "it from this step (faceit-etl migrate --resume: the steps before it are not run again)")
 

@@ -152,40 +152,74 @@ def ancestors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.Dagst
 
 
 def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | None = None) -> dg.DagsterRun:
-    """The failed migration to resume: `run_id`, else the latest failed one of `target`
-    (`host:port/database/schema`). `target_of(run_id)` says which target a run loaded into (None: its
-    load never started). Refused when a later migration of that target succeeded."""
+    """The failed migration to resume: `run_id`, else the latest migration of `target` (`host:port/database/
+    schema`; dry runs aside, which neither write nor resume), when that one is resumable: an older failure
+    was superseded by it, so resuming that would load something the operator no longer runs. `target_of(run_id)`
+    says which target a run's load was for (None: its load never started). Refused, saying why and what to
+    do instead, for a run that did not fail, whose load never started, that was resumed already, whose every
+    step finished (nothing to re-execute), or after which a migration of that target succeeded."""
     import dagster as dg
+
+    from faceit_etl.api import TARGET_TAG
 
     records = instance.get_run_records(
         dg.RunsFilter(job_name="migrate_job", statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE])
     )  # newest first
-    mine = [r.dagster_run for r in records if target_of(r.dagster_run.run_id) == target]
+    mine = [r.dagster_run for r in records
+            if (target_of(r.dagster_run.run_id) or r.dagster_run.tags.get(TARGET_TAG)) == target]
     if run_id is None:
-        failed = next((run for run in mine if run.status == dg.DagsterRunStatus.FAILURE), None)
+        attempts = [run for run in mine if not _dry_run(run)]
+        failed = next((run for run in attempts if run.status == dg.DagsterRunStatus.FAILURE), None)
         if failed is None:
-            raise ResumeRefused(f"no failed migration of {target} to resume (a run whose load started and failed)")
-        chosen = failed
+            raise ResumeRefused(f"no failed migration of {target} to resume")
+        chosen = attempts[0] if attempts[0].status == dg.DagsterRunStatus.FAILURE else failed  # refused as superseded
     else:
         chosen = instance.get_run_by_id(run_id)
         if chosen is None or chosen.job_name != "migrate_job":
             raise ResumeRefused(f"no migration run {run_id!r} in this Dagster instance")
         if chosen.status != dg.DagsterRunStatus.FAILURE:
             raise ResumeRefused(f"run {run_id} did not fail (it is {chosen.status.value}): there is nothing to resume")
-        if target_of(run_id) is None:
-            raise ResumeRefused(
-                f"run {run_id} never started its load (it stopped before the load, or was a dry run, which writes "
-                f"nothing to resume); {START_A_NEW_RUN}"
-            )
-        if target_of(run_id) != target:
-            raise ResumeRefused(f"run {run_id} loaded into {target_of(run_id)}, not {target}")
+    order = [run.run_id for run in mine]
     later = next((run for run in mine if run.status == dg.DagsterRunStatus.SUCCESS), None)
-    if later is not None and mine.index(later) < mine.index(chosen):
+    if later is not None and chosen.run_id in order and order.index(later.run_id) < order.index(chosen.run_id):
         raise ResumeRefused(
             f"run {later.run_id} of {target} succeeded after run {chosen.run_id} failed: the tables hold a later "
             f"migration; {START_A_NEW_RUN}"
         )
+    loaded = next((t for run in ancestors(instance, chosen) if (t := target_of(run.run_id)) is not None), None)
+    if loaded is None:
+        raise ResumeRefused(
+            f"run {chosen.run_id} never started its load (it stopped before the load, or was a dry run, which writes "
+            f"nothing to resume); {START_A_NEW_RUN}"
+        )
+    if loaded != target:
+        raise ResumeRefused(f"run {chosen.run_id} loaded into {loaded}, not {target}")
+    resumed = [r.dagster_run for r in records if r.dagster_run.parent_run_id == chosen.run_id]  # newest first
+    if resumed:
+        raise ResumeRefused(
+            f"run {chosen.run_id} was resumed already, by run {resumed[0].run_id} ({resumed[0].status.value}); a run is "
+            f"resumed once: resume that run if it failed, else start a new run"
+        )
+    if not steps_to_resume(instance, chosen):
+        raise ResumeRefused(
+            f"every step of run {chosen.run_id} finished (its load committed: the tables hold it) before the run was "
+            "marked failed, so there is nothing to resume; faceit-etl status shows what the tables hold"
+        )
     return chosen
+
+
+def _dry_run(run: dg.DagsterRun) -> bool:
+    return bool(run.run_config.get("resources", {}).get("migration_settings", {}).get("config", {}).get("dry_run"))
+
+
+def steps_to_resume(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The steps Dagster's re-execution from failure of `run` would run (those that failed or never
+    started). None, when every step finished before the run was marked failed (its launching process was
+    killed while its last step went on): Dagster then refuses the re-execution with a misleading
+    "Cannot perform reexecution with in-memory io managers"."""
+    from dagster._core.execution.plan.state import KnownExecutionState  # what execute_job's from_failure uses
+
+    return list(KnownExecutionState.build_resume_retry_reexecution(instance, run)[0])
 
 
 def reexecute_failed_run(

@@ -136,6 +136,10 @@ def test_a_dead_process_is_said_with_its_signal_or_exit_code():
     assert step_process_ended("postgres_tables", 3, committed=True, dry_run=False) == (
         "step postgres_tables: its process ended without finishing (exit code 3); its load had committed before "
         "that: the tables hold it (faceit-etl status shows it)")
+    assert step_process_ended("validated_frame", -9, committed=False, dry_run=False, load_started=False) == (
+        "step validated_frame: its process ended without finishing (killed by signal 9 (SIGKILL): by hand, or by the "
+        "system when memory ran out); nothing was written (its load had not started). Run the migration again "
+        "(faceit-etl migrate): a run stopped before its load is not resumed")
     assert step_process_ended("mapped_frames", None, committed=False, dry_run=True) == (
         "step mapped_frames: its process ended without finishing (its exit status is unknown); nothing was "
         "written. Run the dry run again (a dry run is never resumed)")

@@ -349,10 +349,11 @@ def load_counts(counts: dict, would: str = "") -> str:
             + f"{counts.get('deleted', '?')} {would}deleted")
 
 
-def say(text: str, *, quiet_too: bool = False, args=None) -> None:
-    """A line of the output, and of migration.log. A reader gone (`| head`) stops neither the command nor its
-    log: the line is dropped, and main() exits 141 once the command has done all of its work."""
-    log.info(text)
+def say(text: str, *, quiet_too: bool = False, args=None, level: int = logging.INFO) -> None:
+    """A line of the output, and of migration.log at `level` (errors at ERROR). A reader gone (`| head`) stops
+    neither the command nor its log: the line is dropped, and main() exits 141 once the command has done all
+    of its work."""
+    log.log(level, text)
     if quiet_too or not (args and args.quiet):
         show(text)
 
@@ -415,17 +416,22 @@ def resume_migration(args: argparse.Namespace) -> int:
             "failed run's file and settings; start a new run to change them"
         )
     settings = {k: v for k, v in cli_settings(args).items() if k == "target_schema"}
+
+    def chosen(run_id: str, target: str) -> None:
+        picked = "" if args.resume else f" (the latest migration of {target})"
+        say(f"resuming run {run_id} from its failed step{picked}", args=args)
+
     try:
         result = api.resume(args.resume or None, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
-                            watch=_watch(args), **settings)
+                            watch=_watch(args), chosen=chosen, **settings)
     except api.ResumeRefusedError as exc:
-        say(f"resume refused, nothing was written: {exc}", quiet_too=True)
+        say(f"resume refused, nothing was written: {exc}", quiet_too=True, level=logging.ERROR)
         return EXIT_USAGE
     if result.refused:
         for error in result.errors:
-            say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True)
+            say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True,
+                level=logging.ERROR)
         return EXIT_USAGE
-    say(f"resuming run {result.details['resumed_run']} from its failed step", args=args)
     return _migration_outcome(result, args)
 
 
@@ -449,8 +455,8 @@ def _migration_outcome(result, args: argparse.Namespace) -> int:
     if result.interrupted:
         note = result.details["interrupt"]
         if note["unmarked"]:
-            say(note["unmarked"], quiet_too=True)
-        say(f"faceit-etl: {note['outcome']}", quiet_too=True)
+            say(note["unmarked"], quiet_too=True, level=logging.ERROR)
+        say(f"faceit-etl: {note['outcome']}", quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
     print_summary(result, args)
     if result.success:
@@ -497,7 +503,8 @@ def _console():
 
 def print_summary(result, args) -> None:
     status = "succeeded" if result.success else "FAILED"
-    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True)
+    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True,
+        level=logging.INFO if result.success else logging.ERROR)
     if result.input_entries is not None:
         say(
             f"  entries: {result.input_entries} read, {result.accepted_entries} accepted, "
@@ -523,15 +530,16 @@ def print_summary(result, args) -> None:
         if not failed and (check.description or "").startswith(COMPARED_NOTHING):  # never a bare "passed"
             mark += f" ({check.description.removesuffix('.').lower()})"
         said = " (dry run)" if check.dry_run else ""
-        say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args)
+        level = (logging.ERROR if check.severity == "ERROR" else logging.WARNING) if failed else logging.INFO
+        say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args, level=level)
         if failed and check.description:
             for line in check.description.splitlines():
-                say(f"      {line}", quiet_too=True)
+                say(f"      {line}", quiet_too=True, level=level)
             described += [f"check {check.asset}.{check.name} failed: ", f"{check.asset}_{check.name}: "]
     # The check's description (every reject listed, where the rest are) already says why: not twice.
     for error in result.errors:
         if not error.startswith(tuple(described)):
-            say(f"  error: {error}", quiet_too=True)
+            say(f"  error: {error}", quiet_too=True, level=logging.ERROR)
 
 
 # ---------------------------------------------------------------- validate
@@ -600,15 +608,16 @@ def rollback(args: argparse.Namespace) -> int:
     backup_path, migration_id, expect_latest_run = args.backup_path, args.migration_id, None
     if not args.confirm:
         if not sys.stdin.isatty():
-            say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True)
+            say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True,
+                level=logging.ERROR)
             return EXIT_USAGE
         try:
             candidate = api.rollback_candidate(args.backup_path, args.migration_id, **settings)
         except RollbackRefusedError as exc:
-            say(f"rollback refused, nothing changed: {exc}", quiet_too=True)
+            say(f"rollback refused, nothing changed: {exc}", quiet_too=True, level=logging.ERROR)
             return EXIT_USAGE
         except api.MigrationError as exc:
-            say(f"rollback failed, nothing changed: {exc}", quiet_too=True)
+            say(f"rollback failed, nothing changed: {exc}", quiet_too=True, level=logging.ERROR)
             return EXIT_FAILED
         which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
         taken_by = ("" if candidate["snapshot_of_run"] == candidate["run_id"] else
@@ -634,10 +643,11 @@ def rollback(args: argparse.Namespace) -> int:
         if not result.details["origin_checked"]:
             from faceit_etl.restore import UNCHECKED_ORIGIN
 
-            say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True)
+            say(f"  warning: {UNCHECKED_ORIGIN}", quiet_too=True, level=logging.WARNING)
         return EXIT_OK
     for message in result.errors:
-        say(f"rollback {'refused' if result.refused else 'failed'}, nothing changed: {message}", quiet_too=True)
+        say(f"rollback {'refused' if result.refused else 'failed'}, nothing changed: {message}", quiet_too=True,
+            level=logging.ERROR)
     return EXIT_USAGE if result.refused else EXIT_FAILED
 
 
@@ -653,7 +663,7 @@ def backup(args: argparse.Namespace) -> int:
     say(f"source {source['source']} (sha256 {source['sha256']}) copied to {result.backup_path}", quiet_too=True)
     if not result.success:
         for error in result.errors:
-            say(error, quiet_too=True)
+            say(error, quiet_too=True, level=logging.ERROR)
         return EXIT_FAILED
     for table_name, count in result.details["tables"].items():
         say(f"  {table_name}: {'absent' if count is None else rows(count)}", quiet_too=True)
@@ -715,8 +725,33 @@ def _log_to_file() -> None:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s [%(run)s] %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # The terminal's lines are printed (say): a handler some library gives the root logger (a root-level
+    # `logging.info()` runs `basicConfig()`) would print each again as `INFO:faceit_etl.cli:…`.
+    log.propagate = False
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
+
+
+# The arguments that say what a command acts on, as typed; settings are logged with the run (never a URL).
+SUBJECT_FLAGS = {
+    "migrate": (("json_file", None), ("resume", "--resume")),
+    "validate": (("json_file", None), ("database", "--database"), ("report", "--report")),
+    "rollback": (("backup_path", "--backup-path"), ("migration_id", "--migration-id"),
+                 ("discard_later_changes", "--discard-later-changes"), ("confirm", "--confirm")),
+    "backup": (("json_file", None), ("output_dir", "--output-dir")),
+}
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command and what it acts on, for its line in migration.log: `rollback --migration-id 3f0c…
+    --discard-later-changes`, `migrate --resume` (the default run) or `migrate --resume <run>`."""
+    words = [args.command]
+    for name, flag in SUBJECT_FLAGS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if value is None or value is False:
+            continue
+        words += [word for word in (flag, None if value in (True, "") else str(value)) if word is not None]
+    return redact(" ".join(words), os.environ.get("DATABASE_URL"))
 
 
 def refused_setting(error: BaseException) -> Exception | None:
@@ -751,19 +786,19 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _log_to_file()
-    log.info("faceit-etl %s", args.command)
+    log.info("faceit-etl %s", command_line(args))
     try:
         if url := handed_over_database_url(args):
             restart_with_database_url(args.argv, url)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
-        say("faceit-etl: interrupted", quiet_too=True)
+        say("faceit-etl: interrupted", quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
     except (InvalidConnectionString, errors.InvalidDatabaseUrl) as exc:  # a fixed text that quotes nothing: its example form stays readable
-        say(f"faceit-etl: {exc}", quiet_too=True)
+        say(f"faceit-etl: {exc}", quiet_too=True, level=logging.ERROR)
         return EXIT_USAGE
     except (UsageError, errors.SettingsInvalid, errors.ValidationError) as exc:  # bad arguments, or a file that is not the bot's
-        say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True)
+        say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True, level=logging.ERROR)
         return EXIT_USAGE
     except BrokenPipeError:
         raise
@@ -773,10 +808,11 @@ def _main(argv: list[str] | None) -> int:
             from faceit_etl.defs.resources import describe_invalid
 
             message = describe_invalid(refused) if isinstance(refused, ValidationError) else str(refused)
-            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True)
+            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True, level=logging.ERROR)
             return EXIT_USAGE
         log.exception("failed")
         # A server error's own sentence (its DETAIL quotes rows); an empty message: its type and where it was raised.
         said = server_error_text(exc).strip() or errors.described(exc)
-        say(f"faceit-etl {args.command} failed: {redact(said, os.environ.get('DATABASE_URL'))}", quiet_too=True)
+        say(f"faceit-etl {args.command} failed: {redact(said, os.environ.get('DATABASE_URL'))}", quiet_too=True,
+            level=logging.ERROR)
         return EXIT_FAILED

@@ -76,6 +76,8 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
         )
     summary.ended_steps = ended_steps(result)
     summary.errors = step_errors(result, summary.checks)
+    if not summary.success and not summary.errors and not summary.ended_steps:
+        summary.errors = run_errors(result)
     # A blocking verdict the dry run took failed: the real run would have failed, so the dry run fails too.
     blocked = [c for c in summary.checks if c.dry_run and not c.passed and c.severity == "ERROR"]
     if blocked:
@@ -130,6 +132,23 @@ def step_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult, checks: 
         else:
             errors.append(f"{event.step_key}: {_root_message(event.step_failure_data.error)}")
     return list(dict.fromkeys(errors))
+
+
+def run_errors(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[str]:
+    """Why a run failed that no step's failure says: Dagster refused it before or between its steps (its
+    executor or plan, a re-execution it cannot do). Said with its error and where it was raised, so no
+    failure is ever bare."""
+    errors = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            error = getattr(event.event_specific_data, "error", None)
+            if error is None:
+                errors.append(f"the run failed outside its steps: {event.message}")
+            else:
+                frames = [(m[1], int(m[2])) for m in map(_FRAME.search, error.stack) if m]
+                said = _root_message(error).splitlines()[0]  # Dagster's advice after it is for its own io managers
+                errors.append(f"the run failed outside its steps: {error.cls_name}: {said} (raised at {place(frames)})")
+    return errors or [f"run {result.run_id} failed, and its events say no reason: see its page in the Dagster UI"]
 
 
 def step_causes(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> list[tuple[str, str]]:
