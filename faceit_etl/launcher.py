@@ -63,6 +63,13 @@ def launcher_gone(tags: Mapping[str, str]) -> bool:
     return start != _ALIVE_UNKNOWN_START and start != tags[PROCESS_START_TAG]
 
 
+def launcher_gone_before_commit(tags: Mapping[str, str]) -> str:
+    """Why a step process rolls its load back when the process that launched its run is gone: nobody
+    follows the run any more, and `status` may already have reported it failed with nothing written."""
+    return (f"the faceit-etl process (pid {tags[PID_TAG]} on host {tags[HOST_TAG]}) that launched this run ended "
+            "before the load's commit (killed?), so its step process rolled the load back instead of committing it")
+
+
 def abandoned_message(tags: Mapping[str, str], job: str, committed: bool) -> str:
     """Why a run whose process is gone is marked failed, and what became of its target: a load and a
     restore are each one transaction, so the tables hold all of it (`committed`) or none."""

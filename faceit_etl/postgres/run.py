@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
 from faceit_etl import backups as backup
+from faceit_etl.launcher import launcher_gone, launcher_gone_before_commit
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.database import connect, describe, redact, server_error_text
@@ -50,6 +51,8 @@ class LoadOptions:
     # A resume: the snapshot its failed run's load took (folder of its files, manifest record). The
     # tables must still hold exactly its rows; the load then records it as its own instead of taking one.
     resumes: tuple[Path, dict] | None = None
+    # The run's launcher tags (launcher.LAUNCHER_TAGS): a step process whose launcher is gone never commits.
+    launcher: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +75,10 @@ class LoadFailed(RuntimeError):
     def __init__(self, message: str, verdicts: dict[str, Verdict] | None = None):
         super().__init__(message)
         self.verdicts = verdicts
+
+
+class LauncherGone(RuntimeError):
+    """The process that launched the run died while one of its step processes loaded: the load is rolled back."""
 
 
 def load_run(
@@ -150,7 +157,8 @@ class _Hooks:
 
     def before_commit(self, conn, stats: LoadStats) -> None:
         """Read what only the open transaction can show: the schema, and the verdicts on what it
-        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
+        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike); so
+        does a launcher found gone, the last thing before the commit: a run reported failed wrote nothing."""
         self.columns = [
             (f"{name}.{column}", data_type, nullable)
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
@@ -160,6 +168,8 @@ class _Hooks:
             conn, self.options.schema, self.mapped.users, self.mapped.subscriptions, stats.kept_absent(),
             self.outcome.rejects["user_id"],
         )
+        if launcher_gone(self.options.launcher):  # an orphaned step process (its CLI killed): last, just before COMMIT
+            raise LauncherGone(launcher_gone_before_commit(self.options.launcher))
 
 
 def _mark_failed(log: runlog.RunLog | None, rejected_count: int, message: str) -> None:
