@@ -42,6 +42,21 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{fields[19]}"  # field 22 of proc(5), the third after the name
 
 
+def alive_since(pid: int, moment: float) -> bool:
+    """Whether the process `pid` lives and started by `moment` (seconds since the epoch): the process that
+    logged an event then, not a later one that took its freed pid. Unknown start: alive."""
+    start = process_start(pid)
+    if start is None or start == _ALIVE_UNKNOWN_START:
+        return start is not None
+    try:
+        stat = Path("/proc/stat").read_text().splitlines()
+        boot = next(int(line.split()[1]) for line in stat if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return True
+    started = boot + int(start.rsplit(":", 1)[1]) / os.sysconf("SC_CLK_TCK")
+    return started <= moment + 1  # the boot time is in whole seconds
+
+
 def launcher_tags() -> dict[str, str]:
     """This process, as the runs it starts are tagged; nothing where /proc cannot say when it started
     (its runs are then never judged gone)."""

@@ -572,7 +572,9 @@ def status(args: argparse.Namespace) -> int:
             for table, counts in (m["load"] or {}).items():
                 print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
-            print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
+            orphaned = (f": its faceit-etl process is gone, but {', '.join(r['still_writing'])} of it can still write"
+                        if r["still_writing"] else "")
+            print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']}){orphaned}")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 

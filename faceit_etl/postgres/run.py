@@ -93,7 +93,7 @@ def load_run(
     database byte-identical), or raise `LoadFailed` with the log row marked failed."""
     hooks = _Hooks(options, outcome, mapped)
     with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(connect(options.url))
+        conn = stack.enter_context(connect(options.url, run_id=options.run_id))
         log = None if options.dry_run else _start_log(stack, options, outcome.input_count, warn)
         try:
             stats = load(
@@ -187,7 +187,7 @@ def _load_failed(exc: Exception, message: str, url: str) -> LoadFailed:
 
 def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:
     """The run's `migration_logs` row, on a connection of its own that stays open for the load."""
-    log_conn = stack.enter_context(connect(options.url, autocommit=True))
+    log_conn = stack.enter_context(connect(options.url, autocommit=True, run_id=options.run_id))
     try:
         ddl.refuse_hooks_outside_the_load(log_conn, options.schema)
     except ddl.TargetError as exc:
