@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import functools
 import inspect
+import logging
 import os
 import pickle
 import subprocess
@@ -49,6 +50,7 @@ from faceit_etl.errors import (
 )
 from faceit_etl.postgres.database import describe, project_home, redact
 
+log = logging.getLogger("faceit_etl.api")  # the CLI writes it to migration.log
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
 STARTED_BY_TAG = "faceit_etl/started_by"
@@ -317,7 +319,9 @@ def fail_abandoned_runs(instance) -> None:
     sessions = _run_sessions() if gone else {}
     for run in gone:
         if not still_writing(instance, run, sessions):
-            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, _committed(instance, run)))
+            message = abandoned_message(run.tags, run.job_name, _committed(instance, run))
+            instance.report_run_failed(run, message)
+            log.error("run %s (%s) marked failed: %s", run.run_id, run.job_name, message)  # its killed CLI logged no outcome
 
 
 def still_writing(instance, run, sessions: dict[str, list[int]]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+from dagster._core.utils import make_new_run_id
 import pytest
 
 import faceit_etl
@@ -23,9 +25,10 @@ from faceit_etl.generate import write_data_file
 from faceit_etl.launcher import (
     HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, process_start, step_process_ended,
 )
-from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
+from faceit_etl.postgres.database import run_session_name
+from faceit_etl_tests.test_cli import faceit_etl as faceit_etl_cli, instance_at, workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
-from faceit_etl_tests.test_status_words import line_of
+from faceit_etl_tests.test_status_words import line_of, wait_until_gone
 
 
 @pytest.mark.unit
@@ -262,3 +265,30 @@ def test_a_run_whose_cli_alone_was_killed_is_not_failed_while_its_step_process_c
     row = line_of(after.stdout, orphaned.run_id)
     assert " failed at " in row and row.endswith(f": 0 loaded, 0 rejected (run {orphaned.run_id})"), row
 
+
+def test_a_run_whose_launcher_is_gone_stays_started_while_a_session_of_it_is_open_then_fails_in_migration_log(
+        workdir, database_url, db):
+    """The database is the witness: a session named after the run (as its load's are) may still commit, so the
+    run is not failed while it is open; once it is gone the run is failed, and migration.log says so as an
+    ERROR (the killed CLI wrote no outcome line)."""
+    tags = {**launcher_tags(), PID_TAG: "999999999"}  # above any pid_max: no such process
+    with instance_at(workdir) as instance:
+        run = instance.add_run(dg.DagsterRun(job_name="migrate_job", run_id=make_new_run_id(), tags=tags,
+                                             status=dg.DagsterRunStatus.STARTED))
+    with psycopg.connect(database_url, application_name=run_session_name(run.run_id)) as session:
+        during = faceit_etl_cli(workdir, database_url, "status")
+        with instance_at(workdir) as instance:
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED, during.stdout
+        session_pid = session.info.backend_pid
+    wait_until_gone(db, session_pid)
+
+    after = faceit_etl_cli(workdir, database_url, "status")
+
+    said = (f"the faceit-etl process (pid 999999999 on host {socket.gethostname()}) that ran it ended without "
+            "finishing it (killed?); the target was left as it was (the load is one transaction)")
+    with instance_at(workdir) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE, after.stdout
+    logged = [line.split(" ", 2)[2] for line in (workdir / "migration.log").read_text().splitlines()
+              if f"run {run.run_id}" in line]
+    assert len(logged) == 1 and re.fullmatch(
+        rf"ERROR \[pid \d+\] run {run.run_id} \(migrate_job\) marked failed: {re.escape(said)}", logged[0]), logged

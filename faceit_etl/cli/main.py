@@ -681,11 +681,13 @@ RUN_LABEL = RunLabel()
 
 
 def _log_to_file() -> None:
+    """The CLI's lines and the API's (a killed run another command marks failed) go to migration.log."""
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
     handler.addFilter(RUN_LABEL)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s [%(run)s] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    package = logging.getLogger("faceit_etl")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
