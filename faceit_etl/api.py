@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import types
 import typing
 import uuid
@@ -284,10 +285,10 @@ def instance_folder() -> Path:
     return home
 
 
-def open_instance():
+def open_instance(patience: float = 0.0):
     """The project's Dagster instance. Two verbs started at once on a fresh project would both create
     its SQLite storage and one would fail: the first opening is serialised by a file lock. Every opening
-    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs)."""
+    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs, given `patience`)."""
     import dagster as dg
 
     lock = project_home() / "instance.lock"
@@ -296,27 +297,32 @@ def open_instance():
         fcntl.flock(handle, fcntl.LOCK_EX)
         instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
-        fail_abandoned_runs(instance)  # under the lock: two commands never mark one run twice
+        fail_abandoned_runs(instance, patience)  # under the lock: two commands never mark one run twice
     return instance
 
 
 UNFINISHED_RUN_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
-def fail_abandoned_runs(instance) -> None:
+def fail_abandoned_runs(instance, patience: float = 0.0) -> None:
     """Mark failed each run a faceit-etl process started whose process is gone (`kill -9`, out of memory,
     a reboot): nothing else ever would, and a run left STARTED shows as running in the UI and holds the
     run queue's place. Runs the UI or the daemon launched carry no process tags and are left to the
     daemon. A run is failed only once nothing of it can write any more (`still_writing`): a launcher killed
     alone leaves its step process loading. A migration's `migration_logs` row is marked failed with it
-    (when it is this target's and its session is gone), so both records tell one story."""
+    (when it is this target's and its session is gone), so both records tell one story. `patience`: seconds
+    to wait for what still writes to end (the server drops a killed client's session a moment after)."""
     import dagster as dg
 
     from faceit_etl.launcher import abandoned_message, launcher_gone
 
     statuses = [dg.DagsterRunStatus[name] for name in UNFINISHED_RUN_STATUSES]
     gone = [run for run in instance.get_runs(dg.RunsFilter(statuses=statuses)) if launcher_gone(run.tags)]
+    deadline = time.monotonic() + patience
     sessions = _run_sessions() if gone else {}
+    while any(still_writing(instance, run, sessions) for run in gone) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        sessions = _run_sessions()
     for run in gone:
         if not still_writing(instance, run, sessions):
             message = abandoned_message(run.tags, run.job_name, _committed(instance, run))
@@ -395,10 +401,13 @@ def _settled_log_row(schema: str, run_id: str) -> str | None:
         return None
 
 
-def settle_runs() -> None:
+CHILD_SESSIONS_PATIENCE = 10.0  # seconds a dead child's sessions may take to end before its run is failed
+
+
+def settle_runs(patience: float = 0.0) -> None:
     """For a verb that starts no run: it opens the instance all the same, which marks the runs of dead
-    faceit-etl processes failed (fail_abandoned_runs), as every verb does."""
-    with open_instance():
+    faceit-etl processes failed (fail_abandoned_runs, given `patience`), as every verb does."""
+    with open_instance(patience):
         pass
 
 
@@ -562,7 +571,7 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
         if not answer.exists():
             from faceit_etl.launcher import verb_process_ended
 
-            settle_runs()  # its run, if it started one, is marked failed now, not by the next command
+            settle_runs(CHILD_SESSIONS_PATIENCE)  # its run, if it started one, is marked failed now, not by the next command
             raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
