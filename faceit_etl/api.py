@@ -968,20 +968,22 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
             m["run_status"] = run.status.value if run else None
         report["dagster_runs"] = [
             {"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-             "started_by": r.tags.get(STARTED_BY_TAG, "dagster"), "still_writing": _orphaned(instance, r)}
+             "started_by": r.tags.get(STARTED_BY_TAG, "dagster")} | _orphaned(instance, r)
             for r in runs
         ]
     return MigrationResult(verb="status", success=report["reachable"],
                            errors=[report["error"]] if "error" in report else [], details=report)
 
 
-def _orphaned(instance, run) -> list[str]:
-    """What still writes for an unfinished run whose launcher is gone (fail_abandoned_runs left it running)."""
+def _orphaned(instance, run) -> dict[str, list[str]]:
+    """`still_writing`: what still writes for an unfinished run whose launcher is gone (fail_abandoned_runs
+    left it running); no such key for any other run."""
     from faceit_etl.launcher import launcher_gone
 
     if run.status.value not in UNFINISHED_RUN_STATUSES or not launcher_gone(run.tags):
-        return []
-    return still_writing(instance, run, _run_sessions())
+        return {}
+    writers = still_writing(instance, run, _run_sessions())
+    return {"still_writing": writers} if writers else {}
 
 
 def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:

@@ -354,8 +354,7 @@ def test_status_sync_and_async_name_the_tables_the_migrations_and_the_runs(here,
         [logged] = result.details["migrations"]
         assert (logged["run_id"], logged["status"], logged["load"]["users"]["inserted"]) == (migrated.run_id, "success", 25)
         assert result.details["dagster_runs"] == [
-            {"run_id": migrated.run_id, "job": "migrate_job", "status": "SUCCESS", "started_by": "api",
-             "still_writing": []}
+            {"run_id": migrated.run_id, "job": "migrate_job", "status": "SUCCESS", "started_by": "api"}
         ]
 
 

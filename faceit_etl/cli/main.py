@@ -573,7 +573,7 @@ def status(args: argparse.Namespace) -> int:
                 print(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
             orphaned = (f": its faceit-etl process is gone, but {', '.join(r['still_writing'])} of it can still write"
-                        if r["still_writing"] else "")
+                        if r.get("still_writing") else "")
             print(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']}){orphaned}")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
