@@ -22,12 +22,14 @@ import contextlib
 import fcntl
 import functools
 import inspect
+import logging
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import types
 import typing
 import uuid
@@ -49,6 +51,7 @@ from faceit_etl.errors import (
 )
 from faceit_etl.postgres.database import describe, project_home, redact
 
+log = logging.getLogger("faceit_etl.api")  # the CLI writes it to migration.log
 INVOCATION_TAG = "faceit_etl/invocation"
 TARGET_TAG = "faceit_etl/target"  # host:port/database/schema, never the password
 STARTED_BY_TAG = "faceit_etl/started_by"
@@ -283,10 +286,10 @@ def instance_folder() -> Path:
     return home
 
 
-def open_instance():
+def open_instance(patience: float = 0.0):
     """The project's Dagster instance. Two verbs started at once on a fresh project would both create
     its SQLite storage and one would fail: the first opening is serialised by a file lock. Every opening
-    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs)."""
+    first marks failed the runs whose faceit-etl process is gone (fail_abandoned_runs, given `patience`)."""
     import dagster as dg
 
     lock = project_home() / "instance.lock"
@@ -295,25 +298,69 @@ def open_instance():
         fcntl.flock(handle, fcntl.LOCK_EX)
         instance = dg.DagsterInstance.from_config(str(instance_folder()))
         instance.get_runs(limit=1)  # storage is created here on first use
-        fail_abandoned_runs(instance)  # under the lock: two commands never mark one run twice
+        fail_abandoned_runs(instance, patience)  # under the lock: two commands never mark one run twice
     return instance
 
 
-def fail_abandoned_runs(instance) -> None:
+UNFINISHED_RUN_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+def fail_abandoned_runs(instance, patience: float = 0.0) -> None:
     """Mark failed each run a faceit-etl process started whose process is gone (`kill -9`, out of memory,
     a reboot): nothing else ever would, and a run left STARTED shows as running in the UI and holds the
     run queue's place. Runs the UI or the daemon launched carry no process tags and are left to the
-    daemon. A migration's `migration_logs` row is marked failed with it (when it is this target's and
-    its session is gone), so both records tell one story."""
+    daemon. A run is failed only once nothing of it can write any more (`still_writing`): a launcher killed
+    alone leaves its step process loading. A migration's `migration_logs` row is marked failed with it
+    (when it is this target's and its session is gone), so both records tell one story. `patience`: seconds
+    to wait for what still writes to end (the server drops a killed client's session a moment after)."""
     import dagster as dg
 
     from faceit_etl.launcher import abandoned_message, launcher_gone
 
-    statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
-                dg.DagsterRunStatus.CANCELING]
-    for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
-        if launcher_gone(run.tags):
-            instance.report_run_failed(run, abandoned_message(run.tags, run.job_name, _committed(instance, run)))
+    statuses = [dg.DagsterRunStatus[name] for name in UNFINISHED_RUN_STATUSES]
+    gone = [run for run in instance.get_runs(dg.RunsFilter(statuses=statuses)) if launcher_gone(run.tags)]
+    deadline = time.monotonic() + patience
+    sessions = _run_sessions() if gone else {}
+    while any(still_writing(instance, run, sessions) for run in gone) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        sessions = _run_sessions()
+    for run in gone:
+        if not still_writing(instance, run, sessions):
+            message = abandoned_message(run.tags, run.job_name, _committed(instance, run))
+            instance.report_run_failed(run, message)
+            log.error("run %s (%s) marked failed: %s", run.run_id, run.job_name, message)  # its killed CLI logged no outcome
+
+
+def still_writing(instance, run, sessions: dict[str, list[int]]) -> list[str]:
+    """What of a run whose launcher is gone can still write, in words: its step processes that live on (each
+    STEP_START event names the process its step ran in) and the database sessions named after it (`sessions`,
+    from `_run_sessions`). Until none is left, calling the run failed could be a lie."""
+    import dagster as dg
+
+    from faceit_etl.launcher import PID_TAG, alive_since
+    from faceit_etl.postgres.database import run_session_name
+
+    steps = []
+    for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records:
+        entry = record.event_log_entry
+        pid = entry.dagster_event.pid
+        if pid is not None and str(pid) != run.tags.get(PID_TAG) and alive_since(pid, entry.timestamp):
+            steps.append(f"step {entry.step_key} (pid {pid})")
+    return steps + [f"database session (server pid {pid})" for pid in sessions.get(run_session_name(run.run_id), [])]
+
+
+def _run_sessions() -> dict[str, list[int]]:
+    """The target server's sessions named after runs (`run_sessions`); none when it cannot be reached: a
+    session whose client process is gone cannot commit, so the processes are witness enough then."""
+    import psycopg
+
+    from faceit_etl.postgres.database import DatabaseUnavailable, InvalidConnectionString, run_sessions
+
+    try:
+        with target_database().get_connection(autocommit=True) as conn:
+            return run_sessions(conn)
+    except (DatabaseUnavailable, InvalidConnectionString, psycopg.Error):
+        return {}
 
 
 def _committed(instance, run) -> bool:
@@ -355,10 +402,13 @@ def _settled_log_row(schema: str, run_id: str) -> str | None:
         return None
 
 
-def settle_runs() -> None:
+CHILD_SESSIONS_PATIENCE = 10.0  # seconds a dead child's sessions may take to end before its run is failed
+
+
+def settle_runs(patience: float = 0.0) -> None:
     """For a verb that starts no run: it opens the instance all the same, which marks the runs of dead
-    faceit-etl processes failed (fail_abandoned_runs), as every verb does."""
-    with open_instance():
+    faceit-etl processes failed (fail_abandoned_runs, given `patience`), as every verb does."""
+    with open_instance(patience):
         pass
 
 
@@ -522,7 +572,7 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
         if not answer.exists():
             from faceit_etl.launcher import verb_process_ended
 
-            settle_runs()  # its run, if it started one, is marked failed now, not by the next command
+            settle_runs(CHILD_SESSIONS_PATIENCE)  # its run, if it started one, is marked failed now, not by the next command
             raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
@@ -873,13 +923,18 @@ ENDED_RUN_STATUSES = ("FAILURE", "CANCELED")
 
 def migration_line(m: dict) -> str:
     """One migration_logs row in words; a field the row leaves empty is said in words, never as None. A
-    `running` row whose session is gone, or whose Dagster run (`run_status`) ended, was left by a run that
-    died mid-load: its load, one transaction, committed nothing."""
+    `running` row whose session is gone was left by a run that died mid-load: its load, one transaction,
+    committed nothing. While that session lives the load may still commit, whatever its Dagster run
+    (`run_status`) says: a step process outlives a launcher killed alone."""
     start = m["start_time"].isoformat(sep=" ", timespec="seconds") if m.get("start_time") else "no recorded time"
     if m["status"] == "running":
-        ended = m.get("session_alive") is False or m.get("run_status") in ENDED_RUN_STATUSES
-        what = ("its run ended without finishing (killed or lost); nothing was written" if ended
-                else "still loading, nothing committed yet")
+        if m.get("session_alive") is False:
+            what = "its run ended without finishing (killed or lost); nothing was written"
+        elif m.get("run_status") in ENDED_RUN_STATUSES:
+            what = (f"its Dagster run says {m['run_status']}, but its session (server pid {m.get('session_pid')}) "
+                    "is still open: its load may still commit")
+        else:
+            what = "still loading, nothing committed yet"
     elif m["processed_items"] is None and m["failed_items"] is None:
         what = "no counts recorded"
     else:
@@ -922,11 +977,22 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
             m["run_status"] = run.status.value if run else None
         report["dagster_runs"] = [
             {"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-             "started_by": r.tags.get(STARTED_BY_TAG, "dagster")}
+             "started_by": r.tags.get(STARTED_BY_TAG, "dagster")} | _orphaned(instance, r)
             for r in runs
         ]
     return MigrationResult(verb="status", success=report["reachable"],
                            errors=[report["error"]] if "error" in report else [], details=report)
+
+
+def _orphaned(instance, run) -> dict[str, list[str]]:
+    """`still_writing`: what still writes for an unfinished run whose launcher is gone (fail_abandoned_runs
+    left it running); no such key for any other run."""
+    from faceit_etl.launcher import launcher_gone
+
+    if run.status.value not in UNFINISHED_RUN_STATUSES or not launcher_gone(run.tags):
+        return {}
+    writers = still_writing(instance, run, _run_sessions())
+    return {"still_writing": writers} if writers else {}
 
 
 def target_runs(instance, settings, logged_run_ids: list[str], limit: int = 5) -> list:

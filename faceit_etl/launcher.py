@@ -42,6 +42,21 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{fields[19]}"  # field 22 of proc(5), the third after the name
 
 
+def alive_since(pid: int, moment: float) -> bool:
+    """Whether the process `pid` lives and started by `moment` (seconds since the epoch): the process that
+    logged an event then, not a later one that took its freed pid. Unknown start: alive."""
+    start = process_start(pid)
+    if start is None or start == _ALIVE_UNKNOWN_START:
+        return start is not None
+    try:
+        stat = Path("/proc/stat").read_text().splitlines()
+        boot = next(int(line.split()[1]) for line in stat if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return True
+    started = boot + int(start.rsplit(":", 1)[1]) / os.sysconf("SC_CLK_TCK")
+    return started <= moment + 1  # the boot time is in whole seconds
+
+
 def launcher_tags() -> dict[str, str]:
     """This process, as the runs it starts are tagged; nothing where /proc cannot say when it started
     (its runs are then never judged gone)."""
@@ -61,6 +76,13 @@ def launcher_gone(tags: Mapping[str, str]) -> bool:
         return False
     start = process_start(int(tags[PID_TAG]))
     return start != _ALIVE_UNKNOWN_START and start != tags[PROCESS_START_TAG]
+
+
+def launcher_gone_before_commit(tags: Mapping[str, str]) -> str:
+    """Why a step process rolls its load back when the process that launched its run is gone: nobody
+    follows the run any more, and `status` may already have reported it failed with nothing written."""
+    return (f"the faceit-etl process (pid {tags[PID_TAG]} on host {tags[HOST_TAG]}) that launched this run ended "
+            "before the load's commit (killed?), so its step process rolled the load back instead of committing it")
 
 
 def abandoned_message(tags: Mapping[str, str], job: str, committed: bool) -> str:

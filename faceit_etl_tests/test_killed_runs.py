@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,15 +16,19 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psycopg
+from dagster._core.utils import make_new_run_id
 import pytest
 
 import faceit_etl
 from faceit_etl.generate import write_data_file
 from faceit_etl.launcher import (
-    HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, step_process_ended,
+    HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, process_start, step_process_ended,
 )
-from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
+from faceit_etl.postgres.database import run_session_name
+from faceit_etl_tests.test_cli import faceit_etl as faceit_etl_cli, instance_at, workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
+from faceit_etl_tests.test_status_words import line_of, wait_until_gone
 
 
 @pytest.mark.unit
@@ -198,3 +203,96 @@ def test_the_process_an_api_call_ran_its_verb_in_killed_raises_process_ended(wor
         f"the faceit-etl process (pid {child} on host {socket.gethostname()}) that ran it ended without finishing "
         "it (killed?); the target was left as it was (the load is one transaction)"]
     assert db.execute("SELECT to_regclass('public.users')").fetchone()[0] is None  # its transaction made them
+
+
+def test_a_run_whose_cli_alone_was_killed_is_not_failed_while_its_step_process_can_write(tmp_path, database_url, db):
+    """`kill -9` of the CLI alone (not its process group) under `--max-concurrent 2`: its step process lives
+    on, holding the schema's lock in its load. `status` must not call the run failed, nothing written, while
+    that process or its session can still commit; the orphan must not commit (it rolls back once it finds
+    its launcher gone), and only then is the run failed, in Dagster, migration_logs and migration.log alike."""
+    # The upsert path: a load into empty or truncated tables locks them, and status's row counts wait for it.
+    victim, before, _ = _start_killable_run(tmp_path, database_url, db, "--max-concurrent", "2")
+    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
+    env.pop("DAGSTER_HOME", None)
+    with psycopg.connect(database_url) as holder:  # the load's last write waits on its log row: just before COMMIT
+        _wait_until(victim, "starting its load", lambda: holder.execute(
+            "SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE").fetchone())
+        _wait_until(victim, "waiting to commit", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            ['UPDATE "public"."migration_logs" SET status = %'],
+        ).fetchone()[0])
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            step = _step_pid(instance, "postgres_tables")
+        assert step not in (None, victim.pid)
+        os.kill(victim.pid, signal.SIGKILL)  # the CLI alone
+        victim.wait(30)
+        sessions = [pid for (pid,) in db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'faceit-etl run %' ORDER BY pid")]
+
+        during = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            [orphaned] = instance.get_runs(dg.RunsFilter(tags={PID_TAG: str(victim.pid)}))
+        assert during.returncode == 0, during.stdout + during.stderr
+        assert orphaned.status == dg.DagsterRunStatus.STARTED
+        assert len(sessions) == 2  # the load's and its log row's
+        said = ", ".join([f"step postgres_tables (pid {step})", *(f"database session (server pid {p})" for p in sessions)])
+        assert (f"dagster run {orphaned.run_id} migrate_job STARTED (cli): its faceit-etl process is gone, but "
+                f"{said} of it can still write\n") in during.stdout, during.stdout
+        assert line_of(during.stdout, orphaned.run_id).endswith(
+            f": still loading, nothing committed yet (run {orphaned.run_id})")
+        assert "nothing was written" not in during.stdout
+        holder.rollback()  # the orphan goes on to its commit
+    deadline = time.monotonic() + 60
+    while process_start(step) is not None or db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'faceit-etl run %'").fetchone()[0]:
+        assert time.monotonic() < deadline, "the orphaned step process never ended"
+        time.sleep(0.1)
+
+    after = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    rolled_back = (f"the faceit-etl process (pid {victim.pid} on host {socket.gethostname()}) that launched this "
+                   "run ended before the load's commit (killed?), so its step process rolled the load back instead "
+                   "of committing it")
+    assert db.execute("SELECT status, error_message FROM migration_logs WHERE metadata->>'run_id' = %s",
+                      [orphaned.run_id]).fetchone() == ("failed", rolled_back)
+    assert tables(db) == before
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        failed = instance.get_run_by_id(orphaned.run_id)
+        failures = instance.get_records_for_run(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    abandoned = (f"the faceit-etl process (pid {victim.pid} on host {socket.gethostname()}) that ran it ended without "
+                 "finishing it (killed?); the target was left as it was (the load is one transaction)")
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    assert [f.event_log_entry.dagster_event.message for f in failures] == [abandoned]
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"  dagster run {orphaned.run_id} migrate_job FAILURE (cli)\n" in after.stdout
+    row = line_of(after.stdout, orphaned.run_id)
+    assert " failed at " in row and row.endswith(f": 0 loaded, 0 rejected (run {orphaned.run_id})"), row
+
+
+def test_a_run_whose_launcher_is_gone_stays_started_while_a_session_of_it_is_open_then_fails_in_migration_log(
+        workdir, database_url, db):
+    """The database is the witness: a session named after the run (as its load's are) may still commit, so the
+    run is not failed while it is open; once it is gone the run is failed, and migration.log says so as an
+    ERROR (the killed CLI wrote no outcome line)."""
+    tags = {**launcher_tags(), PID_TAG: "999999999"}  # above any pid_max: no such process
+    with instance_at(workdir) as instance:
+        run = instance.add_run(dg.DagsterRun(job_name="migrate_job", run_id=make_new_run_id(), tags=tags,
+                                             status=dg.DagsterRunStatus.STARTED))
+    with psycopg.connect(database_url, application_name=run_session_name(run.run_id)) as session:
+        during = faceit_etl_cli(workdir, database_url, "status")
+        with instance_at(workdir) as instance:
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED, during.stdout
+        session_pid = session.info.backend_pid
+    wait_until_gone(db, session_pid)
+
+    after = faceit_etl_cli(workdir, database_url, "status")
+
+    said = (f"the faceit-etl process (pid 999999999 on host {socket.gethostname()}) that ran it ended without "
+            "finishing it (killed?); the target was left as it was (the load is one transaction)")
+    with instance_at(workdir) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE, after.stdout
+    logged = [line.split(" ", 2)[2] for line in (workdir / "migration.log").read_text().splitlines()
+              if f"run {run.run_id}" in line]
+    assert len(logged) == 1 and re.fullmatch(
+        rf"ERROR \[pid \d+\] run {run.run_id} \(migrate_job\) marked failed: {re.escape(said)}", logged[0]), logged

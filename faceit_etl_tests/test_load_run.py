@@ -2,6 +2,7 @@
 folder, the verdicts before commit, and a failure that names the database without its password."""
 
 import json
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -10,11 +11,11 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from faceit_etl.backups import MANIFEST, backup_source
+from faceit_etl.launcher import PID_TAG, launcher_tags
+from faceit_etl.mapping import map_frames
 from faceit_etl.postgres import run
 from faceit_etl.postgres.lock import lock_schema
-
-from faceit_etl.backups import MANIFEST, backup_source
-from faceit_etl.mapping import map_frames
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, load_run
 from faceit_etl.source import read_source
 from faceit_etl.validation import validate_entries
@@ -120,3 +121,23 @@ def test_a_dry_run_load_run_writes_no_log_row_and_no_snapshot(database_url, db, 
     assert done.snapshot == "skipped (backup_tables off)"
     assert not (tmp_path / "run-1").exists()
     assert db.execute("SELECT to_regclass('users'), to_regclass('migration_logs')").fetchone() == (None, None)
+
+
+def test_a_step_process_whose_launcher_is_gone_rolls_its_load_back_instead_of_committing(database_url, db, tmp_path):
+    """A CLI killed alone (not its process group) leaves its step process loading: that load must not
+    commit after the run may have been reported failed with nothing written. Its own launcher commits."""
+    outcome, mapped = _outcome()
+    gone = {**launcher_tags(), PID_TAG: "999999999"}  # above any pid_max: no such process
+
+    with pytest.raises(LoadFailed) as failed:
+        load_run(_options(database_url, tmp_path / "run-1", launcher=gone), outcome, mapped)
+
+    said = (f"the faceit-etl process (pid 999999999 on host {socket.gethostname()}) that launched this run ended "
+            "before the load's commit (killed?), so its step process rolled the load back instead of committing it")
+    assert str(failed.value).endswith(f", nothing was written: {said}")
+    assert db.execute("SELECT status, error_message FROM migration_logs").fetchall() == [("failed", said)]
+    assert db.execute("SELECT to_regclass('public.users')").fetchone()[0] is None  # its transaction made it
+
+    done = load_run(_options(database_url, tmp_path / "run-2", run_id="run-2", launcher=launcher_tags()), outcome, mapped)
+    assert done.stats.users.inserted == 25
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25

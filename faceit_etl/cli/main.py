@@ -590,7 +590,9 @@ def status(args: argparse.Namespace) -> int:
             for table, counts in (m["load"] or {}).items():
                 show(f"      {table}: {load_counts(counts)}")
         for r in report["dagster_runs"]:
-            show(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']})")
+            orphaned = (f": its faceit-etl process is gone, but {', '.join(r['still_writing'])} of it can still write"
+                        if r.get("still_writing") else "")
+            show(f"  dagster run {r['run_id']} {r['job']} {r['status']} ({r['started_by']}){orphaned}")
     return EXIT_OK if report["reachable"] else EXIT_FAILED
 
 
@@ -720,14 +722,16 @@ RUN_LABEL = RunLabel()
 
 
 def _log_to_file() -> None:
+    """The CLI's lines and the API's (a killed run another command marks failed) go to migration.log."""
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
     handler.addFilter(RUN_LABEL)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s [%(run)s] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    package = logging.getLogger("faceit_etl")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
     # The terminal's lines are printed (say): a handler some library gives the root logger (a root-level
     # `logging.info()` runs `basicConfig()`) would print each again as `INFO:faceit_etl.cli:…`.
-    log.propagate = False
+    package.propagate = False
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 

@@ -27,6 +27,7 @@ from faceit_etl.defs.metadata import (
 )
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource, tag_run_with_target
 from faceit_etl.identity import code_version, input_identity, look_at_file
+from faceit_etl.launcher import LAUNCHER_TAGS
 from faceit_etl.source import SourceData, read_source
 from faceit_etl.source.pieces import PIECE_BYTES
 from faceit_etl.postgres.load import LOAD_COUNTS, PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
@@ -367,6 +368,7 @@ def _load_options(
         settings_summary={**settings.safe_summary(), "max_concurrent": executor_max_concurrent(run.run_config),
                           **postgres.safe_summary()},
         **settings.model_dump(include={"backup_tables", "dry_run", "truncate", "prune", "max_prune_fraction", "batch_size"}),
+        launcher={tag: run.tags[tag] for tag in LAUNCHER_TAGS if tag in run.tags},
     )
 
 

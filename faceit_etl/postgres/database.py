@@ -202,13 +202,32 @@ SESSION_SETTINGS = {
 }
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """Connect with a few bounded retries, in a session of known settings (`SESSION_SETTINGS`); a failure
-    names host and database only."""
+def run_session_name(run_id: str) -> str:
+    """The `application_name` of a run's load sessions: `pg_stat_activity` then names the run, the witness
+    `status` asks before it calls a run whose launcher is gone failed (a session of it may still commit)."""
+    return f"faceit-etl run {run_id}"
+
+
+def run_sessions(conn: psycopg.Connection) -> dict[str, list[int]]:
+    """The server pids of the sessions runs named (`run_session_name`), by that name, in every database of
+    the server (`pg_stat_activity` is the whole server's)."""
+    sessions: dict[str, list[int]] = {}
+    for name, pid in conn.execute(
+        "SELECT application_name, pid FROM pg_stat_activity WHERE application_name LIKE %s ORDER BY pid",
+        [run_session_name("%")],
+    ):
+        sessions.setdefault(name, []).append(pid)
+    return sessions
+
+
+def connect(url: str, *, autocommit: bool = False, run_id: str | None = None) -> psycopg.Connection:
+    """Connect with a few bounded retries, in a session of known settings (`SESSION_SETTINGS`), named after
+    `run_id` when given (`run_session_name`); a failure names host and database only."""
+    named = {"application_name": run_session_name(run_id)} if run_id else {}
     last_error: Exception | None = None
     for attempt in range(CONNECT_ATTEMPTS):
         try:
-            conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS, **named)
             _set_session(conn)
             return conn
         except psycopg.ProgrammingError:  # a malformed connection string: libpq's message may quote its password

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
 from faceit_etl import backups as backup
+from faceit_etl.launcher import launcher_gone, launcher_gone_before_commit
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
 from faceit_etl.postgres.database import connect, describe, redact, server_error_text
@@ -50,6 +51,8 @@ class LoadOptions:
     # A resume: the snapshot its failed run's load took (folder of its files, manifest record). The
     # tables must still hold exactly its rows; the load then records it as its own instead of taking one.
     resumes: tuple[Path, dict] | None = None
+    # The run's launcher tags (launcher.LAUNCHER_TAGS): a step process whose launcher is gone never commits.
+    launcher: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,10 @@ class LoadFailed(RuntimeError):
         self.verdicts = verdicts
 
 
+class LauncherGone(RuntimeError):
+    """The process that launched the run died while one of its step processes loaded: the load is rolled back."""
+
+
 def load_run(
     options: LoadOptions,
     outcome: ValidationOutcome,
@@ -86,7 +93,7 @@ def load_run(
     database byte-identical), or raise `LoadFailed` with the log row marked failed."""
     hooks = _Hooks(options, outcome, mapped)
     with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(connect(options.url))
+        conn = stack.enter_context(connect(options.url, run_id=options.run_id))
         log = None if options.dry_run else _start_log(stack, options, outcome.input_count, warn)
         try:
             stats = load(
@@ -150,7 +157,8 @@ class _Hooks:
 
     def before_commit(self, conn, stats: LoadStats) -> None:
         """Read what only the open transaction can show: the schema, and the verdicts on what it
-        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike)."""
+        wrote. A failed blocking verdict raises here, so nothing is committed (a dry run fails alike); so
+        does a launcher found gone, the last thing before the commit: a run reported failed wrote nothing."""
         self.columns = [
             (f"{name}.{column}", data_type, nullable)
             for name in (ddl.USERS, ddl.SUBSCRIPTIONS)
@@ -160,6 +168,8 @@ class _Hooks:
             conn, self.options.schema, self.mapped.users, self.mapped.subscriptions, stats.kept_absent(),
             self.outcome.rejects["user_id"],
         )
+        if launcher_gone(self.options.launcher):  # an orphaned step process (its CLI killed): last, just before COMMIT
+            raise LauncherGone(launcher_gone_before_commit(self.options.launcher))
 
 
 def _mark_failed(log: runlog.RunLog | None, rejected_count: int, message: str) -> None:
@@ -177,7 +187,7 @@ def _load_failed(exc: Exception, message: str, url: str) -> LoadFailed:
 
 def _start_log(stack: contextlib.ExitStack, options: LoadOptions, total_items: int, warn) -> runlog.RunLog:
     """The run's `migration_logs` row, on a connection of its own that stays open for the load."""
-    log_conn = stack.enter_context(connect(options.url, autocommit=True))
+    log_conn = stack.enter_context(connect(options.url, autocommit=True, run_id=options.run_id))
     try:
         ddl.refuse_hooks_outside_the_load(log_conn, options.schema)
     except ddl.TargetError as exc:

@@ -125,7 +125,7 @@ def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
                       CASE WHEN status = 'running' THEN EXISTS (
                           SELECT 1 FROM pg_stat_activity a WHERE a.pid = (metadata->>'session_pid')::int
                             AND (a.backend_start IS NULL OR a.backend_start::text = metadata->>'session_start')) END,
-                      metadata->'load'
+                      metadata->>'session_pid', metadata->'load'
                FROM {} ORDER BY start_time DESC NULLS LAST LIMIT %s"""
         ).format(table(schema, MIGRATION_LOGS)),
         [limit],
@@ -134,7 +134,7 @@ def latest(conn: psycopg.Connection, schema: str, limit: int = 5) -> list[dict]:
     # session shows no start time: taken as alive). A run that died leaves its row running until the
     # next run marks it failed (`fail_abandoned`).
     keys = ["id", "status", "start_time", "end_time", "total_items", "processed_items", "failed_items",
-            "run_id", "error_message", "session_alive", "load"]
+            "run_id", "error_message", "session_alive", "session_pid", "load"]
     return [dict(zip(keys, row)) | {"load": load_counts(row[-1])} for row in rows]
 
 
