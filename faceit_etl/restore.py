@@ -167,9 +167,9 @@ def rollback_to_snapshot(
         lock_schema(conn, schema)
         logged = table_exists(conn, schema, MIGRATION_LOGS)
         if logged:
-            _refuse_not_in_force(conn, schema, folder, run_id, _taken_at(manifest, target))
-            if expect_latest_run is not None:
+            if expect_latest_run is not None:  # first: what changed under the question says most
                 _refuse_another_latest(conn, schema, expect_latest_run)
+            _refuse_not_in_force(conn, schema, folder, run_id, _taken_at(manifest, target))
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)
