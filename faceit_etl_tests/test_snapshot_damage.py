@@ -263,11 +263,11 @@ def test_the_clis_last_resort_says_a_server_error_without_its_detail_and_logs_ea
                 "(table public.nicknames, constraint nicknames_nickname_key)")
     said = []
     for command in (verb, raw):
-        monkeypatch.setattr(cli_main.log, "handlers", [])  # each start's own handler of migration.log, as in a process
+        monkeypatch.setattr(cli_main.package_log, "handlers", [])  # each start's own handler of migration.log, as in a process
         monkeypatch.setitem(cli_main.COMMANDS, "status", command)
         assert cli_main.main(["status"]) == 1
         said.append(capsys.readouterr())
-        for handler in cli_main.log.handlers:
+        for handler in cli_main.package_log.handlers:
             handler.close()
 
     assert [s.out for s in said] == ["faceit-etl status failed: the verb gave up\n",
@@ -276,3 +276,30 @@ def test_the_clis_last_resort_says_a_server_error_without_its_detail_and_logs_ea
     assert log.count(f"psycopg.errors.UniqueViolation: {sentence}\n") == 2, log
     assert "The above exception was the direct cause of the following exception:" in log
     not_in_outputs_nor_the_log(*(s.out + s.err for s in said), workdir=workdir)
+
+
+@pytest.mark.parametrize(
+    ("statement", "said"),
+    [
+        ("SELECT %s::int", 'invalid input syntax for type integer: "<the value, left out>"'),
+        ("SELECT %s::date", 'invalid input syntax for type date: "<the value, left out>"'),
+        ("COPY typed (n) FROM STDIN",
+         'invalid input syntax for type integer: "<the value, left out>" (table typed, column n)'),
+    ],
+    ids=["cast", "date", "copy"],
+)
+def test_a_data_exception_is_said_without_the_value_it_quotes(db, statement, said):
+    """A value the column cannot take is quoted in the server's own sentence, not only in DETAIL or CONTEXT:
+    the rollback and the load printed `invalid input syntax for type integer: "<a nickname>"`."""
+    from faceit_etl.postgres.database import server_error_text
+
+    db.execute("CREATE TABLE typed (n int)")
+    with pytest.raises(psycopg.errors.DataError) as raised:
+        if statement.startswith("COPY"):
+            with db.cursor().copy(statement) as copy:
+                copy.write(f"{NICKNAME}\n")
+        else:
+            db.execute(statement, [NICKNAME])
+
+    assert NICKNAME in str(raised.value)
+    assert server_error_text(raised.value) == said

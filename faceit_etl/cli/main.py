@@ -38,6 +38,8 @@ LOG_FILE = "migration.log"
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
                  "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
+# migration.log takes the records of the whole package (the API's too), through this logger's handler.
+package_log = logging.getLogger("faceit_etl")
 
 
 FILE_VARIABLE = "DATA_FILE_PATH"
@@ -202,7 +204,7 @@ def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
     """Run this same command again, in this process, with the URL in DATABASE_URL: a run's steps (in
     step processes too) read it from their environment, and the command never rewrites its own. The
     URL leaves the argument list, which any user on the machine reads (`ps`) for the whole run."""
-    for handler in log.handlers:
+    for handler in package_log.handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -726,12 +728,11 @@ def _log_to_file() -> None:
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
     handler.addFilter(RUN_LABEL)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s [%(run)s] %(message)s"))
-    package = logging.getLogger("faceit_etl")
-    package.addHandler(handler)
-    package.setLevel(logging.INFO)
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
     # The terminal's lines are printed (say): a handler some library gives the root logger (a root-level
     # `logging.info()` runs `basicConfig()`) would print each again as `INFO:faceit_etl.cli:…`.
-    package.propagate = False
+    package_log.propagate = False
     # psycopg reports its own clean-up after a lost connection; the run's error already says it.
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
@@ -775,12 +776,25 @@ def refused_setting(error: BaseException) -> Exception | None:
 def main(argv: list[str] | None = None) -> int:
     """The command's exit status; 141 whenever its output met a closed pipe, whatever the command's own
     outcome (which migration.log holds), as a shell reports a writer its reader left."""
+    _discard_closed_standard_streams()
     try:
         code = _main(argv)
     except BrokenPipeError:  # argparse's --help or usage, the rollback question's prompt: nothing done yet
         stdout_gone()
         code = EXIT_BROKEN_PIPE
     return EXIT_BROKEN_PIPE if _STDOUT_GONE.is_set() else code
+
+
+def _discard_closed_standard_streams() -> None:
+    """A command started with its output closed (`>&-`) writes it to /dev/null: Python leaves sys.stdout None
+    (the migration crashed on it), and the next file opened would take descriptor 1, so a printed line
+    would go into a database socket or the backup being written."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))
 
 
 def _main(argv: list[str] | None) -> int:
