@@ -148,6 +148,15 @@ def redact(text: str, url: str | None = None) -> str:
     return _PASSWORD_KEYWORD.sub(r"\1***", text)
 
 
+# A data exception (SQLSTATE class 22) quotes the value it could not take in its own sentence
+# (`invalid input syntax for type integer: "<a nickname>"`): a row's value, left out like DETAIL.
+_DATA_EXCEPTION = "22"
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_VALUE_LEFT_OUT = '"<the value, left out>"'
+# Where a COPY stopped, from its CONTEXT (`COPY users, line 3, column faceit_nickname: "<value>"`), without the value.
+_COPY_WHERE = re.compile(r"COPY (?P<table>[^,\s]+), line \d+(?:, column (?P<column>[^:\s]+))?")
+
+
 def server_error_text(exc: BaseException) -> str:
     """A server error's own sentence and where it happened (table, column, constraint), without its
     DETAIL or CONTEXT: those quote row values (`Failing row contains (...)`, `Key (user_id)=(...)`), personal
@@ -156,9 +165,16 @@ def server_error_text(exc: BaseException) -> str:
         return str(exc)
     diag = exc.diag
     relation = f"{diag.schema_name}.{diag.table_name}" if diag.schema_name else diag.table_name
+    column = diag.column_name
+    copied = _COPY_WHERE.search(diag.context or "")
+    if copied and not relation:
+        relation, column = copied["table"], column or copied["column"]
     where = [f"{name} {value}" for name, value in
-             (("table", relation), ("column", diag.column_name), ("constraint", diag.constraint_name)) if value]
-    return diag.message_primary + (f" ({', '.join(where)})" if where else "")
+             (("table", relation), ("column", column), ("constraint", diag.constraint_name)) if value]
+    message = diag.message_primary
+    if (diag.sqlstate or "").startswith(_DATA_EXCEPTION):
+        message = _QUOTED.sub(_VALUE_LEFT_OUT, message)
+    return message + (f" ({', '.join(where)})" if where else "")
 
 
 def traceback_text(error: BaseException) -> str:
