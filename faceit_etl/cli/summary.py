@@ -99,7 +99,8 @@ def dry_run_verdicts(asset: str, metadata: dict) -> list[Check]:
         name, said = key.removeprefix(DRY_RUN_CHECK), str(_value(metadata, key))
         passed = said == "passed"
         verdicts.append(Check(asset=asset, name=name, passed=passed, severity="ERROR" if name in BLOCKING else "WARN",
-                              description=None if passed else said.removeprefix(DRY_RUN_FAILED), dry_run=True))
+                              description=None if passed or said == DRY_RUN_FAILED.strip(' :') else said.removeprefix(DRY_RUN_FAILED),
+                              dry_run=True))
     return verdicts
 
 

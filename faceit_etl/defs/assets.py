@@ -282,6 +282,13 @@ def _start_load(
     return replace(_load_options(context.run, settings, postgres, source), resumes=resumes)
 
 
+def _dry_run_verdict(result: dg.AssetCheckResult) -> str:
+    """`passed`, or `failed` with the check's description when it has one (never the word None)."""
+    if result.passed:
+        return "passed"
+    return f"failed: {result.description}" if result.description else "failed"
+
+
 def _report(
     context: dg.AssetExecutionContext, verdicts: list, metadata: dict, earlier: list[dg.EventLogRecord], *, dry_run: bool
 ) -> Iterator:
@@ -293,7 +300,7 @@ def _report(
     selected_checks = set(context.selected_asset_check_keys)
     results = table_check_results(verdicts, dry_run=dry_run, seen_before_commit=True)
     if dry_run:
-        would = {f"{DRY_RUN_CHECK}{r.check_name}": "passed" if r.passed else f"failed: {r.description}" for r in results}
+        would = {f"{DRY_RUN_CHECK}{r.check_name}": _dry_run_verdict(r) for r in results}
         context.log_event(dg.AssetObservation(asset_key=TABLES, description=DRY_RUN_SAID, metadata=metadata | would))
         return
     selected = [r for r in results if dg.AssetCheckKey(TABLES, r.check_name) in selected_checks]
