@@ -15,6 +15,7 @@ import pytest
 
 from faceit_etl.cli.summary import summarize
 from faceit_etl.generate import write_data_file
+from faceit_etl_tests.conftest import FLAT_SAMPLE
 from faceit_etl_tests.test_cli import CLI, faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_faults import _wait_until
 from faceit_etl_tests.test_killed_runs import _step_pid
@@ -87,17 +88,18 @@ def test_a_run_failing_outside_its_steps_says_why_and_where():
         "io managers. (raised at dagster/_core/execution/memoization.py:23)"])
 
 
-def test_a_run_whose_load_went_on_after_its_cli_was_killed_is_refused_saying_why_once(workdir, database_url, db):
-    """The CLI's main process killed, its load's step process (--max-concurrent 2) went on and committed; the
-    run is marked failed. Its resume has nothing to re-execute: Dagster said only "Cannot perform reexecution
-    with in-memory io managers", and the CLI printed a bare FAILED, each line twice on stderr."""
+def test_a_run_whose_cli_was_killed_mid_load_is_resumed_once_each_line_printed_once(workdir, database_url, db):
+    """The CLI's main process killed mid-load: its step process (--max-concurrent 2) rolls its load back
+    instead of committing it, so the run failed having written nothing, and its resume loads the file. The
+    resume once crashed in Dagster ("Cannot perform reexecution with in-memory io managers"), printed a bare
+    FAILED and each line twice on stderr."""
     big = write_data_file(workdir / "big.json", 150_000, seed=2)
     victim = subprocess.Popen([CLI, "-q", "migrate", str(big), "--max-concurrent", "2"], cwd=workdir,
                               env=_env(workdir, database_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
+    _wait_until(victim, "loading", lambda: db.execute(  # the instance made by then: opening it races its creation
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'").fetchone()[0])
     with instance_at(workdir) as instance:
-        _wait_until(victim, "loading", lambda: db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'").fetchone()[0])
         step = _step_pid(instance, "postgres_tables")
     assert step not in (None, victim.pid)
     os.kill(victim.pid, signal.SIGKILL)  # the main process only: the load's step process goes on
@@ -106,10 +108,39 @@ def test_a_run_whose_load_went_on_after_its_cli_was_killed_is_refused_saying_why
     while db.execute("SELECT count(*) FROM migration_logs WHERE status = 'running'").fetchone()[0]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("failed",)]
+    assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None  # its first load wrote nothing
     (workdir / "migration.log").unlink()
-
     with instance_at(workdir) as instance:
         [run] = instance.get_runs()
+
+    resumed = faceit_etl(workdir, database_url, "migrate", "--resume", run.run_id)
+    again = faceit_etl(workdir, database_url, "migrate", "--resume", run.run_id)
+
+    assert (resumed.returncode, resumed.stderr) == (0, ""), resumed.stdout + resumed.stderr
+    lines = resumed.stdout.splitlines()
+    assert lines[0].startswith(f"resuming run {run.run_id} from its failed step"), lines
+    assert len(lines) == len(set(lines)), lines  # each line once
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 150_000
+    assert [s for (s,) in db.execute("SELECT status FROM migration_logs ORDER BY start_time")] == ["failed", "success"]
+    assert again.returncode == 2 and again.stdout.startswith("resume refused, nothing was written: run "), again.stdout
+    assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 2
+    assert [level for level, _ in logged(workdir)][:1] == ["INFO"]
+
+
+def test_a_run_whose_every_step_finished_before_it_was_marked_failed_is_refused_saying_why_once(
+        workdir, database_url, db):
+    """A run marked failed after its load committed (its CLI killed between the load's last check and the
+    commit, or its instance told so) has nothing to re-execute: Dagster said only "Cannot perform
+    reexecution with in-memory io managers", and the CLI printed a bare FAILED."""
+    first = faceit_etl(workdir, database_url, "migrate", str(FLAT_SAMPLE))
+    assert first.returncode == 0, first.stdout + first.stderr
+    with instance_at(workdir) as instance:
+        [run] = instance.get_runs()
+        instance.report_run_failed(run)
+    before = tables_digest(db)
+    (workdir / "migration.log").unlink()
+
     named = faceit_etl(workdir, database_url, "migrate", "--resume", run.run_id)
     default = faceit_etl(workdir, database_url, "migrate", "--resume")
 
@@ -120,10 +151,10 @@ def test_a_run_whose_load_went_on_after_its_cli_was_killed_is_refused_saying_why
         assert (done.returncode, done.stdout, done.stderr) == (2, why + "\n", "")
     with instance_at(workdir) as instance:
         assert [r.run_id for r in instance.get_runs()] == [run.run_id]  # no run started
-    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 150_000
+    assert tables_digest(db) == before
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
     assert logged(workdir) == [("INFO", f"faceit-etl migrate --resume {run.run_id}"), ("ERROR", why),
-                    ("INFO", "faceit-etl migrate --resume"), ("ERROR", why)]
+                               ("INFO", "faceit-etl migrate --resume"), ("ERROR", why)]
 
 
 def test_a_run_stopped_before_its_load_is_not_offered_a_resume_and_resume_never_picks_an_older_one(
