@@ -213,13 +213,15 @@ def _dry_run(run: dg.DagsterRun) -> bool:
 
 
 def steps_to_resume(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    """The steps Dagster's re-execution from failure of `run` would run (those that failed or never
-    started). None, when every step finished before the run was marked failed (its launching process was
-    killed while its last step went on): Dagster then refuses the re-execution with a misleading
-    "Cannot perform reexecution with in-memory io managers"."""
-    from dagster._core.execution.plan.state import KnownExecutionState  # what execute_job's from_failure uses
+    """The steps of `run`'s plan that did not succeed (failed, or never started), which a re-execution from
+    failure runs again. None, when every step finished before the run was marked failed (its launching
+    process was killed while its last step went on): Dagster then refuses the re-execution with a
+    misleading "Cannot perform reexecution with in-memory io managers"."""
+    import dagster as dg
 
-    return list(KnownExecutionState.build_resume_retry_reexecution(instance, run)[0])
+    planned = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).step_keys_to_execute
+    succeeded = {event.step_key for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+    return [step for step in planned if step not in succeeded]
 
 
 def reexecute_failed_run(
