@@ -241,7 +241,8 @@ def test_a_dry_run_predicts_the_real_run_and_changes_nothing(db, database_url, t
     if predicted["load"] is not None:
         assert dry_run_of(dry)["dry_run"] is True
         assert {k: v for k, v in dry_run_of(dry).items() if k.startswith("dry_run.")} == {
-            f"dry_run.{name}": "passed" if verdict["passed"] else f"failed: {verdict['description']}"
+            f"dry_run.{name}": "passed" if verdict["passed"]
+            else f"failed: {verdict['description']}" if verdict["description"] else "failed"
             for name, verdict in predicted["verdicts"].items()
         }
         assert "postgres_tables" not in materialized(dry)  # a dry run never makes the tables look synced
