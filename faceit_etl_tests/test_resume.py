@@ -8,8 +8,6 @@ fails and prints the ALTER TABLE; the operator runs it and resumes; only the loa
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import shutil
 import subprocess
@@ -25,7 +23,7 @@ from faceit_etl.generate import generate_users
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl_tests.conftest import write_json
 from faceit_etl_tests.test_cli import CLI, faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
-from faceit_etl_tests.test_rollback_prompt import asked
+from faceit_etl_tests.test_rollback_prompt import rollback_question
 
 ALTER = 'ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;'
 ALL_STEPS = ["bot_data_file", "source_backup", "raw_json", "validated_frame", "validated_frame_no_rejected_entries",
@@ -139,24 +137,14 @@ def test_the_rollback_question_for_a_resumed_migration_names_the_snapshot_it_res
     with instance_at(workdir) as instance:
         resumed, failed = migrate_runs(instance)[:2]
     taken = json.loads((workdir / "backups" / failed.run_id / "manifest.json").read_text())["taken_at"]
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
-    env.pop("DAGSTER_HOME", None)
-    question = subprocess.Popen([CLI, "rollback"], cwd=workdir, env=env, stdin=terminal, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-    try:
-        said = asked(question)
-        os.write(controller, b"y\n")
-        answer = question.communicate(timeout=300)[0].decode()
-    finally:
-        question.kill()
-        os.close(controller), os.close(terminal)
+    with rollback_question(workdir, database_url) as (said, yes):
+        code, answer = yes()
 
     assert (f"  to the snapshot {workdir / 'backups' / failed.run_id} (taken {taken} by the load of run {failed.run_id}, "
             f"which run {resumed.run_id} resumed),\n") in said.replace("\r\n", "\n")
     assert "undoing migration " in said and resumed.run_id in said.split("undoing", 1)[1]
     assert str(workdir / "backups" / resumed.run_id) not in said
-    assert question.returncode == 0, answer
+    assert code == 0, answer
     assert tables_digest(db) == before
     statuses = [row[0] for row in db.execute("SELECT status FROM migration_logs ORDER BY start_time")]
     assert statuses == ["success", "failed", "rolled_back"]
