@@ -405,7 +405,7 @@ def _pandas_type(arrow_type: pa.DataType):
 
 def _upload_bigints(conn, name: sql.Identifier, **columns: np.ndarray) -> None:
     """Non-null bigint columns into a fresh temporary table, by binary COPY built in numpy: a million
-    ids as an array parameter cost 1.6 s to send and unnest, and its join spilled to disk."""
+    ids as an array parameter took 1.6 s to send and unnest, this 0.5 s with the table's statistics."""
     conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(name))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(
         name, sql.SQL(", ").join(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(c)) for c in columns)))
