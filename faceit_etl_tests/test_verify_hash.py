@@ -17,7 +17,7 @@ from psycopg import sql
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres import ddl, rowhash, verify
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import content_matches
+from faceit_etl.postgres.verdicts import Verdict, all_verdicts, content_matches
 from faceit_etl_tests.test_load import chain, conn  # noqa: F401 (a fixture)
 
 SCHEMA = "public"
@@ -114,6 +114,35 @@ def test_equal_tables_are_judged_by_their_hashes_without_reading_rows_back(db, c
     db.execute("INSERT INTO users (id, user_id) VALUES (%s, 123)", [str(uuid.uuid4())])
     users = verify.compare_users(db, SCHEMA, mapped.users)
     assert (users.equal, users.unexpected, users.missing) == (True, [123], [])
+
+
+def test_the_verdicts_send_the_files_ids_by_copy_never_as_a_query_parameter(db, conn, tmp_path):
+    """The file's Telegram ids a verdict judges the table against (tier counts, users not in the file, their
+    rows) go to the server in one binary COPY: as an array parameter a million took 1.6 s to send and
+    unnest, and the tier counts' join over it 8 s. The verdicts judge as before."""
+    mapped = loaded(conn, tmp_path)
+    kept = str(uuid.uuid4())
+    db.execute("INSERT INTO users (id, user_id) VALUES (%s, 123)", [kept])
+    db.execute("INSERT INTO user_subscriptions (id, user_id, tier) VALUES (%s, %s, 'PRO')", [str(uuid.uuid4()), kept])
+    sent = []
+
+    class Traced(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            sent.extend(params.values() if isinstance(params, dict) else params or ())
+            return super().execute(query, params, **kwargs)
+
+    db.cursor_factory = Traced
+    verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions, rejected_user_ids=pd.Series([123], dtype="Int64"))
+
+    assert [p for p in sent if isinstance(p, (list, tuple))] == []
+    tiers = mapped.subscriptions["tier"].value_counts().to_dict()
+    assert verdicts["tier_counts_match"] == Verdict(True, {"in_database": tiers, "expected": tiers, "users_compared": 40})
+    assert verdicts["rows_not_in_file"] == Verdict(True, {"users_not_in_file": 0, "examples": []})
+    assert verdicts["row_counts_match"].metadata == {
+        "users_in_database": 41, "users_expected": 41, "user_subscriptions_in_database": 41,
+        "user_subscriptions_expected": 41, "users_kept_absent": 1, "user_subscriptions_kept_absent": 1}
+    absent = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)["rows_not_in_file"]
+    assert (absent.passed, absent.metadata) == (False, {"users_not_in_file": 1, "examples": [123]})
 
 
 def test_a_duplicated_row_standing_in_for_a_missing_one_is_found(db, conn, tmp_path):

@@ -11,8 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceit_etl.postgres import kept, verify
 from faceit_etl.mapping import PRESENT
@@ -87,7 +90,7 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
     if PRESENT in subscriptions.columns:
         stated = (subscriptions[PRESENT].to_numpy(dtype="int64") & presence_bit(SUBSCRIPTION_FIELDS, "tier")) != 0
         subscriptions = subscriptions[stated]
-        users = users[users["id"].isin(subscriptions["user_id"])]
+        users = users[_among(users["id"], subscriptions["user_id"])]
     actual = verify.tier_counts(conn, schema, users["user_id"])
     counts = subscriptions["tier"].value_counts(dropna=False)
     expected = dict(sorted((str(k) if pd.notna(k) else "NULL", int(v)) for k, v in counts.items()))
@@ -101,6 +104,12 @@ def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
     return compared_nothing(verdict, "the file has no user" if not file_users else (
         "no entry of the file states a tier (an entry without `subscription`, as in the flat layout, keeps its "
         "row's tier; content_matches judges a new row's default)"))
+
+
+def _among(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """Which of `values` are in `allowed`, by Arrow: pandas' `isin` on a million ids as text took 11 s."""
+    values = pa.array(values, type=pa.large_string())
+    return pc.is_in(values, value_set=pa.array(allowed, type=pa.large_string())).to_numpy(zero_copy_only=False)
 
 
 def _tiers_differ(actual: dict[str, int], expected: dict[str, int]) -> str:

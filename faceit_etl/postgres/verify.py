@@ -30,6 +30,7 @@ from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
 EXAMPLE_KEYS = 5
 CELLS_SHOWN = 20  # differing cells shown with both values, per table
+_IDS = sql.Identifier("_faceit_etl_verify_ids")  # Telegram ids a verdict judges the table's users against
 
 
 def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
@@ -39,13 +40,14 @@ def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
 def tier_counts(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
     """Subscriptions per tier of the users with these Telegram ids (the file's): users the file does
     not have are not the file's to judge."""
+    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
     rows = conn.execute(
         sql.SQL(
             """SELECT s.tier::text, count(*) FROM {subs} s JOIN {users} u ON u.id = s.user_id
-               JOIN unnest(%s::bigint[]) f(user_id) ON f.user_id = u.user_id GROUP BY 1 ORDER BY 1"""
-        ).format(subs=table(schema, SUBSCRIPTIONS), users=table(schema, USERS)),
-        [[int(i) for i in telegram_ids]],
+               JOIN {ids} f ON f.user_id = u.user_id GROUP BY 1 ORDER BY 1"""
+        ).format(subs=table(schema, SUBSCRIPTIONS), users=table(schema, USERS), ids=_IDS),
     ).fetchall()
+    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return {tier or "NULL": count for tier, count in rows}
 
 
@@ -96,29 +98,32 @@ EXAMPLES_ABSENT = 20
 
 def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> AbsentSample:
     """Users of the table whose Telegram id is not among `telegram_ids`."""
+    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
     count, sample = conn.execute(
         sql.SQL(
             """WITH absent AS (SELECT u.user_id FROM {users} u
-                   WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id))
+                   WHERE NOT EXISTS (SELECT FROM {ids} f WHERE f.user_id = u.user_id))
                SELECT (SELECT count(*) FROM absent), ARRAY(SELECT user_id FROM absent ORDER BY 1 LIMIT %s)"""
-        ).format(users=table(schema, USERS)),
-        [[int(i) for i in telegram_ids], EXAMPLES_ABSENT],
+        ).format(users=table(schema, USERS), ids=_IDS),
+        [EXAMPLES_ABSENT],
     ).fetchone()
+    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return AbsentSample(count, list(sample))
 
 
 def rows_of_users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
     """Per table, the rows of users whose Telegram id is not among `telegram_ids`: what a load that
     keeps absent users leaves beside the file's rows, for checks judged without a load."""
+    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
     users, subscriptions = conn.execute(
         sql.SQL(
             """WITH absent AS (SELECT u.id FROM {users} u
-                   WHERE NOT EXISTS (SELECT FROM unnest(%s::bigint[]) f(user_id) WHERE f.user_id = u.user_id))
+                   WHERE NOT EXISTS (SELECT FROM {ids} f WHERE f.user_id = u.user_id))
                SELECT (SELECT count(*) FROM absent),
                       (SELECT count(*) FROM {subs} s WHERE s.user_id IN (SELECT id FROM absent))"""
-        ).format(users=table(schema, USERS), subs=table(schema, SUBSCRIPTIONS)),
-        [[int(i) for i in telegram_ids]],
+        ).format(users=table(schema, USERS), subs=table(schema, SUBSCRIPTIONS), ids=_IDS),
     ).fetchone()
+    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return {USERS: users, SUBSCRIPTIONS: subscriptions}
 
 
@@ -322,7 +327,7 @@ def _hashes_agree(conn, schema, name, columns, frame, any_value: dict[str, np.nd
         for position, column in enumerate(columns):
             if column in any_value:
                 bits |= any_value[column].astype(np.int64) << position
-        _upload_keys(conn, frame[KEY].to_numpy(dtype="int64", na_value=0), bits)
+        _upload_bigints(conn, _KEYS, key=frame[KEY].to_numpy(dtype="int64", na_value=0), any_value=bits)
         marks = {
             c: sql.SQL("k.any_value & {} <> 0").format(sql.Literal(1 << p)) for p, c in enumerate(columns) if c in any_value
         }
@@ -398,13 +403,17 @@ def _pandas_type(arrow_type: pa.DataType):
     return None
 
 
-def _upload_keys(conn, keys: np.ndarray, any_value: np.ndarray) -> None:
-    """(key, any_value) rows into a fresh temporary table, by binary COPY built in numpy."""
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_KEYS))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (key bigint NOT NULL, any_value bigint NOT NULL)").format(_KEYS))
-    rows = np.empty(len(keys), dtype=[("n", ">i2"), ("kl", ">i4"), ("k", ">i8"), ("al", ">i4"), ("a", ">i8")])
-    rows["n"], rows["kl"], rows["al"] = 2, 8, 8
-    rows["k"], rows["a"] = keys, any_value
-    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(_KEYS)) as copy:
+def _upload_bigints(conn, name: sql.Identifier, **columns: np.ndarray) -> None:
+    """Non-null bigint columns into a fresh temporary table, by binary COPY built in numpy: a million
+    ids as an array parameter took 1.6 s to send and unnest, this 0.5 s with the table's statistics."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(name))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(
+        name, sql.SQL(", ").join(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(c)) for c in columns)))
+    values = list(columns.values())
+    rows = np.empty(len(values[0]), dtype=[("n", ">i2"), *((f, t) for i in range(len(values)) for f, t in ((f"l{i}", ">i4"), (f"v{i}", ">i8")))])
+    rows["n"] = len(values)
+    for i, value in enumerate(values):
+        rows[f"l{i}"], rows[f"v{i}"] = 8, value
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(name)) as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
-    conn.execute(sql.SQL("ANALYZE {}").format(_KEYS))
+    conn.execute(sql.SQL("ANALYZE {}").format(name))
