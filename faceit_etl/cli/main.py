@@ -649,9 +649,11 @@ def rollback(args: argparse.Namespace) -> int:
         except api.MigrationError as exc:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True, level=logging.ERROR)
             return EXIT_FAILED
-        which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
-        taken_by = ("" if candidate["snapshot_of_run"] == candidate["run_id"] else
-                    f" by the load of run {candidate['snapshot_of_run']}, which run {candidate['run_id']} resumed")
+        taken_by, manual = candidate["snapshot_of_run"], candidate["snapshot_of_run"] is None
+        which = (api.migration_line(candidate["migration"]) if candidate["migration"] else
+                 "every migration committed after it" if manual else f"run {candidate['run_id']}")
+        taken_by = ("" if taken_by in (None, candidate["run_id"]) else
+                    f" by the load of run {taken_by}, which run {candidate['run_id']} resumed")
         question = (
             f"Restore users and user_subscriptions in {candidate['target']}\n"
             f"  to the snapshot {candidate['snapshot']} (taken {candidate['taken_at']}{taken_by}),\n"
@@ -665,11 +667,11 @@ def rollback(args: argparse.Namespace) -> int:
     result = api.rollback(backup_path, migration_id, discard_later_changes=args.discard_later_changes,
                           expect_latest_run=expect_latest_run, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
     if result.success:
-        say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
+        say(f"Rolled back to {result.details['restored_to']}", quiet_too=True)
         for name, digest in result.details["restored"].items():
             say(f"  {name}: {rows(digest['rows'])} restored, content hash verified", quiet_too=True)
         for name in result.details["dropped_tables"]:
-            say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
+            say(f"  {name}: dropped (it did not exist when the snapshot was taken)", quiet_too=True)
         if not result.details["origin_checked"]:
             from faceit_etl.restore import UNCHECKED_ORIGIN
 
