@@ -12,7 +12,6 @@ import re
 import secrets
 import shlex
 import subprocess
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
