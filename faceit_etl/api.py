@@ -1017,7 +1017,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
     """The snapshot `rollback` would restore, without restoring it: the folder `rollback` takes (`folder`),
     its run and that run's migration_logs row (None when it has none), the folder whose snapshot is restored
     (`snapshot`), when it was taken and by which run's load (`snapshot_of_run`: a resumed migration's is its
-    failed run's, in that run's folder), and the latest migration in force (`latest_run_id`, for
+    failed run's, in that run's folder; None for a manual backup, which no run took), and the latest migration in force (`latest_run_id`, for
     `rollback(expect_latest_run=...)`). For a question before a rollback: it names what will be restored."""
     _one_snapshot(backup_path, migration_id)
     if _elsewhere(database_url):
@@ -1026,8 +1026,8 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         return result.details
     from faceit_etl.postgres import state
     from faceit_etl.backups import read_manifest
-    from faceit_etl.restore import find_backup, latest_committed, refuse_not_in_force, snapshot_manifest
-    from faceit_etl.resumption import SNAPSHOT_FOLDER, SNAPSHOT_OF_RUN
+    from faceit_etl.restore import find_backup, latest_committed, refuse_not_in_force, snapshot_manifest, snapshot_of_run
+    from faceit_etl.resumption import SNAPSHOT_FOLDER
 
     chosen = resolved_settings(_overrides(settings))
 
@@ -1044,7 +1044,7 @@ def rollback_candidate(backup_path: str | Path | None = None, migration_id: str 
         snapshot = Path(target.get(SNAPSHOT_FOLDER, folder))
         taken = manifest if snapshot == folder else read_manifest(snapshot)
         return {"folder": str(folder), "snapshot": str(snapshot), "taken_at": taken.get("taken_at", "?"),
-                "snapshot_of_run": target.get(SNAPSHOT_OF_RUN, run_id), "run_id": run_id,
+                "snapshot_of_run": snapshot_of_run(manifest), "run_id": run_id,
                 "migration": logged[0] if logged else None, "target": target_label(chosen),
                 "latest_run_id": latest[1] if latest else None}
 
@@ -1116,6 +1116,7 @@ def rollback(
         backup_path=str(metadata["snapshot"].value),
         details={
             "rolled_back_run": metadata["rolled_back_run"].value,
+            "restored_to": metadata["restored_to"].value,
             "restored": {
                 key.removeprefix("restored_").removesuffix("_rows"): {
                     "rows": entry.value, "sha256": metadata[key.removesuffix("_rows") + "_sha256"].value,

@@ -53,10 +53,18 @@ def run_folder(backup_dir: str | Path, run_id: str) -> Path:
     return Path(backup_dir).resolve() / run_id
 
 
+MANUAL = "manual-"
+
+
 def manual_backup_name() -> str:
     """A folder name of its own for each manual backup: readable time, then a random part, since
     two backups started in the same second (or microsecond) must not share a folder."""
-    return f"manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+    return f"{MANUAL}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+
+
+def is_manual_backup(manifest: dict) -> bool:
+    """A `backup`'s folder: no run made it, its `run_id` is only the folder's name."""
+    return "source" in manifest and manifest["run_id"].startswith(MANUAL)
 
 
 def private_folder(path: Path) -> Path:

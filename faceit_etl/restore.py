@@ -32,6 +32,7 @@ from faceit_etl.backups import (
     NO_SNAPSHOT_DRY_RUN,
     NO_SNAPSHOT_OFF,
     BackupError,
+    is_manual_backup,
     read_manifest,
     run_folder,
 )
@@ -41,7 +42,7 @@ from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exis
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
-from faceit_etl.resumption import SNAPSHOT_FOLDER
+from faceit_etl.resumption import SNAPSHOT_FOLDER, SNAPSHOT_OF_RUN
 from faceit_etl.postgres.snapshot import (
     SNAPSHOT_TABLES,
     UNCHANGED_SINCE,
@@ -98,8 +99,31 @@ class RollbackResult:
     run_id: str
     restored: dict[str, TableDigest]
     dropped: list[str]
+    restored_to: str  # the snapshot in words (restored_to): never a run that did not take it
     # The snapshot predates recording which database it was taken from: its origin was not checked.
     origin_unchecked: bool = False
+
+
+def snapshot_of_run(manifest: dict) -> str | None:
+    """The run whose load took a backup folder's snapshot: for a resumed migration its original run's (the
+    resume reused that snapshot); None for a manual backup, which no run made."""
+    if is_manual_backup(manifest):
+        return None
+    target = manifest.get("target") or {}
+    run_id = target.get("run_id", manifest["run_id"])
+    return target.get(SNAPSHOT_OF_RUN, run_id)
+
+
+def restored_to(folder: Path, manifest: dict) -> str:
+    """What a rollback to this folder restores, for every message that says it (the CLI, the API, the
+    rollback's materialization in Dagster): a snapshot is named by the run whose load took it, a manual
+    backup by its folder."""
+    taken_by = snapshot_of_run(manifest)
+    if taken_by is None:
+        return f"the manual backup {folder}"
+    run_id = (manifest.get("target") or {}).get("run_id", manifest["run_id"])
+    resumed = "" if taken_by == run_id else f" (by its load; run {run_id} resumed it)"
+    return f"the snapshot taken before run {taken_by}{resumed}"
 
 
 def find_backup(
@@ -190,7 +214,8 @@ def rollback_to_snapshot(
                 [Jsonb({"rolled_back_to_snapshot": str(folder)}), run_id, _taken_at(manifest, target)],
             )
     dropped = [name for name, snap in target["tables"].items() if snap is None]
-    return RollbackResult(folder, run_id, restored, dropped, origin_unchecked="database" not in target)
+    return RollbackResult(folder, run_id, restored, dropped, restored_to(folder, manifest),
+                          origin_unchecked="database" not in target)
 
 
 def snapshot_manifest(folder: Path) -> dict:
@@ -227,7 +252,7 @@ def _without_snapshot(conn: psycopg.Connection, schema: str, manifest: dict) -> 
         what = f"run {run_id} was a dry run: it wrote nothing, so there is nothing to roll back"
     elif why == NO_SNAPSHOT_OFF or (row is not None and row[1] == "false"):
         what = f"run {run_id} was made with --no-backup (backup_tables off), which takes none: cannot roll back to before it"
-    elif "source" in manifest and run_id.startswith("manual-"):
+    elif is_manual_backup(manifest):
         what = "this `backup` copied the file only (the tables could not be reached then), so it cannot be restored"
     elif row is not None:
         state = "failed" if row[0] == "failed" else f"is {row[0]!r} in {MIGRATION_LOGS}"

@@ -120,7 +120,13 @@ def test_rollback_of_a_resumed_migration_restores_its_original_runs_snapshot(wor
     done = faceit_etl(workdir, database_url, "rollback", "--confirm")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"Rolled back to the snapshot taken before run {resumed.run_id}" in done.stdout
+    # The snapshot is the failed run's, taken by its load: named by that run, not by the resume that reused it.
+    restored_to = f"the snapshot taken before run {failed.run_id} (by its load; run {resumed.run_id} resumed it)"
+    assert done.stdout.splitlines()[0] == f"Rolled back to {restored_to}"
+    with instance_at(workdir) as instance:
+        [record] = instance.fetch_materializations(dg.AssetKey("postgres_tables"), limit=1).records
+    assert record.asset_materialization.description == f"rolled back to {restored_to}"
+    assert record.asset_materialization.metadata["restored_to"].value == restored_to
     assert "users: 40 rows restored, content hash verified" in done.stdout
     assert tables_digest(db) == before
     statuses = [row[0] for row in db.execute("SELECT status FROM migration_logs ORDER BY start_time")]
@@ -145,6 +151,8 @@ def test_the_rollback_question_for_a_resumed_migration_names_the_snapshot_it_res
     assert "undoing migration " in said and resumed.run_id in said.split("undoing", 1)[1]
     assert str(workdir / "backups" / resumed.run_id) not in said
     assert code == 0, answer
+    assert [line for line in answer.splitlines() if line.startswith("Rolled back")] == [
+        f"Rolled back to the snapshot taken before run {failed.run_id} (by its load; run {resumed.run_id} resumed it)"]
     assert tables_digest(db) == before
     statuses = [row[0] for row in db.execute("SELECT status FROM migration_logs ORDER BY start_time")]
     assert statuses == ["success", "failed", "rolled_back"]

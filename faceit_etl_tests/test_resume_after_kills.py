@@ -55,7 +55,7 @@ def test_each_line_is_printed_once_and_logged_with_the_commands_arguments_at_its
     [refusal] = done.stdout.splitlines()
     assert refusal.startswith("rollback refused, nothing changed: ") and done.stderr == ""
     assert logged(workdir) == [("INFO", "faceit-etl rollback --migration-id no-such-run --discard-later-changes --confirm"),
-                               ("ERROR", refusal)]
+                               ("WARNING", refusal), ("WARNING", "faceit-etl rollback ended: exit 2, refused")]
 
 
 @dg.op
@@ -153,8 +153,9 @@ def test_a_run_whose_every_step_finished_before_it_was_marked_failed_is_refused_
         assert [r.run_id for r in instance.get_runs()] == [run.run_id]  # no run started
     assert tables_digest(db) == before
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
-    assert logged(workdir) == [("INFO", f"faceit-etl migrate --resume {run.run_id}"), ("ERROR", why),
-                               ("INFO", "faceit-etl migrate --resume"), ("ERROR", why)]
+    outcome = ("WARNING", "faceit-etl migrate ended: exit 2, refused")
+    assert logged(workdir) == [("INFO", f"faceit-etl migrate --resume {run.run_id}"), ("WARNING", why), outcome,
+                               ("INFO", "faceit-etl migrate --resume"), ("WARNING", why), outcome]
 
 
 def test_a_run_stopped_before_its_load_is_not_offered_a_resume_and_resume_never_picks_an_older_one(

@@ -30,13 +30,13 @@ def asked(process: subprocess.Popen, deadline_seconds: float = 120) -> str:
 
 
 @contextlib.contextmanager
-def rollback_question(workdir: Path, database_url: str) -> Iterator[tuple[str, Callable[[], tuple[int, str]]]]:
-    """`faceit-etl rollback` on a terminal, waiting at its question: yields the question and `yes()`, which
+def rollback_question(workdir: Path, database_url: str, *args: str) -> Iterator[tuple[str, Callable[[], tuple[int, str]]]]:
+    """`faceit-etl rollback [args]` on a terminal, waiting at its question: yields the question and `yes()`, which
     answers it and gives the command's exit status and the rest of its output."""
     controller, terminal = pty.openpty()
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(workdir / "backups")}
     env.pop("DAGSTER_HOME", None)
-    question = subprocess.Popen([CLI, "rollback"], cwd=workdir, env=env, stdin=terminal, stdout=subprocess.PIPE,
+    question = subprocess.Popen([CLI, "rollback", *args], cwd=workdir, env=env, stdin=terminal, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
 
     def yes() -> tuple[int, str]:

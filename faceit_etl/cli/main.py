@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import threading
 from fractions import Fraction
@@ -34,6 +35,10 @@ from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for SIGINT
 EXIT_BROKEN_PIPE = 141  # the shell's code for a SIGPIPE death: the reader (`| head`) stopped reading
+# Every line of a command is logged at most at the level of its exit status: a refusal (exit 2) is a WARNING.
+REFUSED = logging.WARNING
+OUTCOMES = {EXIT_OK: ("succeeded", logging.INFO), EXIT_USAGE: ("refused", REFUSED),
+            EXIT_INTERRUPTED: ("interrupted", logging.ERROR)}
 LOG_FILE = "migration.log"
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
                  "dry_run", "source_timezone", "target_schema")
@@ -48,6 +53,25 @@ FILE_DEFAULT = f"default: source_path in --config, else {FILE_VARIABLE}"
 
 class UsageError(Exception):
     """Wrong arguments or an unusable file: exit 2."""
+
+
+class ArgumentsRefused(SystemExit):
+    """argparse's usage error (exit 2, as argparse exits), carrying its line for migration.log."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.line = line
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors reach migration.log (see _main) and never quote a password (an
+    unknown argument can be a URL)."""
+
+    def error(self, message: str) -> NoReturn:
+        line = f"{self.prog}: error: {redact(message)}"
+        self.print_usage(sys.stderr)
+        print(line, file=sys.stderr)
+        raise ArgumentsRefused(line)
 
 
 def source_file(args: argparse.Namespace, verb: str, alternative: str = "") -> Path:
@@ -103,7 +127,7 @@ def named_path(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="faceit-etl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="faceit-etl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="also show Dagster's own log lines")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the outcome")
     parser.add_argument("--config", type=named_path, help="YAML file of migration settings (keys as in run_config.example.yaml)")
@@ -427,12 +451,12 @@ def resume_migration(args: argparse.Namespace) -> int:
         result = api.resume(args.resume or None, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
                             watch=_watch(args), chosen=chosen, **settings)
     except api.ResumeRefusedError as exc:
-        say(f"resume refused, nothing was written: {exc}", quiet_too=True, level=logging.ERROR)
+        say(f"resume refused, nothing was written: {exc}", quiet_too=True, level=REFUSED)
         return EXIT_USAGE
     if result.refused:
         for error in result.errors:
             say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True,
-                level=logging.ERROR)
+                level=REFUSED)
         return EXIT_USAGE
     return _migration_outcome(result, args)
 
@@ -460,10 +484,9 @@ def _migration_outcome(result, args: argparse.Namespace) -> int:
             say(note["unmarked"], quiet_too=True, level=logging.ERROR)
         say(f"faceit-etl: {note['outcome']}", quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
-    print_summary(result, args)
-    if result.success:
-        return EXIT_OK
-    return EXIT_USAGE if result.validation_failed else EXIT_FAILED
+    code = EXIT_OK if result.success else EXIT_USAGE if result.validation_failed else EXIT_FAILED
+    print_summary(result, args, exit_level(code))
+    return code
 
 
 DAGSTER_CONSOLE_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - ")
@@ -503,10 +526,12 @@ def _console():
     return Console(stderr=False)
 
 
-def print_summary(result, args) -> None:
+def print_summary(result, args, level: int) -> None:
+    """The run's outcome at `level`, its exit status's, and its counts and checks; none of them above a
+    WARNING unless it exits 1 (a run stopped by its rejects exits 2: its failed blocking check is a WARNING)."""
     status = "succeeded" if result.success else "FAILED"
-    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True,
-        level=logging.INFO if result.success else logging.ERROR)
+    say(f"Migration run {result.run_id} {status}{' (dry run)' if result.dry_run else ''}", quiet_too=True, level=level)
+    ceiling = max(level, logging.WARNING)
     if result.input_entries is not None:
         say(
             f"  entries: {result.input_entries} read, {result.accepted_entries} accepted, "
@@ -532,7 +557,7 @@ def print_summary(result, args) -> None:
         if not failed and (check.description or "").startswith(COMPARED_NOTHING):  # never a bare "passed"
             mark += f" ({check.description.removesuffix('.').lower()})"
         said = " (dry run)" if check.dry_run else ""
-        level = (logging.ERROR if check.severity == "ERROR" else logging.WARNING) if failed else logging.INFO
+        level = min(logging.ERROR if check.severity == "ERROR" else logging.WARNING, ceiling) if failed else logging.INFO
         say(f"  check {check.asset}.{check.name}{said}: {mark}", quiet_too=failed, args=args, level=level)
         if failed and check.description:
             for line in check.description.splitlines():
@@ -541,7 +566,7 @@ def print_summary(result, args) -> None:
     # The check's description (every reject listed, where the rest are) already says why: not twice.
     for error in result.errors:
         if not error.startswith(tuple(described)):
-            say(f"  error: {error}", quiet_too=True, level=logging.ERROR)
+            say(f"  error: {error}", quiet_too=True, level=ceiling)
 
 
 # ---------------------------------------------------------------- validate
@@ -565,12 +590,13 @@ def validate(args: argparse.Namespace) -> int:
         say(f"report written to {args.report}", args=args)
     elif not args.quiet:
         show(result.report)
+    code = EXIT_OK if result.is_valid else EXIT_USAGE
     say(
         f"{source}: {result.input_entries} entries, {result.accepted_entries} valid, "
         f"{result.rejected_entries} rejected",
-        quiet_too=True,
+        quiet_too=True, level=exit_level(code),
     )
-    return EXIT_OK if result.is_valid else EXIT_USAGE
+    return code
 
 
 # ---------------------------------------------------------------- status
@@ -613,37 +639,39 @@ def rollback(args: argparse.Namespace) -> int:
     if not args.confirm:
         if not sys.stdin.isatty():
             say("refusing to roll back without --confirm when not run from a terminal; nothing changed", quiet_too=True,
-                level=logging.ERROR)
+                level=REFUSED)
             return EXIT_USAGE
         try:
             candidate = api.rollback_candidate(args.backup_path, args.migration_id, **settings)
         except RollbackRefusedError as exc:
-            say(f"rollback refused, nothing changed: {exc}", quiet_too=True, level=logging.ERROR)
+            say(f"rollback refused, nothing changed: {exc}", quiet_too=True, level=REFUSED)
             return EXIT_USAGE
         except api.MigrationError as exc:
             say(f"rollback failed, nothing changed: {exc}", quiet_too=True, level=logging.ERROR)
             return EXIT_FAILED
-        which = api.migration_line(candidate["migration"]) if candidate["migration"] else f"run {candidate['run_id']}"
-        taken_by = ("" if candidate["snapshot_of_run"] == candidate["run_id"] else
-                    f" by the load of run {candidate['snapshot_of_run']}, which run {candidate['run_id']} resumed")
+        taken_by, manual = candidate["snapshot_of_run"], candidate["snapshot_of_run"] is None
+        which = (api.migration_line(candidate["migration"]) if candidate["migration"] else
+                 "every migration committed after it" if manual else f"run {candidate['run_id']}")
+        taken_by = ("" if taken_by in (None, candidate["run_id"]) else
+                    f" by the load of run {taken_by}, which run {candidate['run_id']} resumed")
         question = (
             f"Restore users and user_subscriptions in {candidate['target']}\n"
             f"  to the snapshot {candidate['snapshot']} (taken {candidate['taken_at']}{taken_by}),\n"
             f"  undoing {which}? [y/N] "
         )
         if input(question).strip().lower() not in ("y", "yes"):
-            say("rollback cancelled; nothing changed", quiet_too=True)
+            say("rollback cancelled; nothing changed", quiet_too=True, level=REFUSED)
             return EXIT_USAGE
         # After a yes, exactly the snapshot named, and only while the tables are as when asked.
         backup_path, migration_id, expect_latest_run = candidate["folder"], None, candidate["latest_run_id"]
     result = api.rollback(backup_path, migration_id, discard_later_changes=args.discard_later_changes,
                           expect_latest_run=expect_latest_run, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
     if result.success:
-        say(f"Rolled back to the snapshot taken before run {result.details['rolled_back_run']}", quiet_too=True)
+        say(f"Rolled back to {result.details['restored_to']}", quiet_too=True)
         for name, digest in result.details["restored"].items():
             say(f"  {name}: {rows(digest['rows'])} restored, content hash verified", quiet_too=True)
         for name in result.details["dropped_tables"]:
-            say(f"  {name}: dropped (it did not exist before that run)", quiet_too=True)
+            say(f"  {name}: dropped (it did not exist when the snapshot was taken)", quiet_too=True)
         if not result.details["origin_checked"]:
             from faceit_etl.restore import UNCHECKED_ORIGIN
 
@@ -651,7 +679,7 @@ def rollback(args: argparse.Namespace) -> int:
         return EXIT_OK
     for message in result.errors:
         say(f"rollback {'refused' if result.refused else 'failed'}, nothing changed: {message}", quiet_too=True,
-            level=logging.ERROR)
+            level=REFUSED if result.refused else logging.ERROR)
     return EXIT_USAGE if result.refused else EXIT_FAILED
 
 
@@ -797,26 +825,58 @@ def _discard_closed_standard_streams() -> None:
             setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))
 
 
+def exit_level(code: int) -> int:
+    """The level of a command's outcome in migration.log, from its exit status: 0 INFO, 2 (refused) WARNING,
+    any other ERROR."""
+    return OUTCOMES.get(code, ("failed", logging.ERROR))[1]
+
+
+def log_outcome(verb: str | None, code: int) -> None:
+    """The command's last line in migration.log, one per command whatever ended it, at its exit status's level."""
+    word = OUTCOMES.get(code, ("failed",))[0]
+    gone = f"; its output's reader had gone (exit {EXIT_BROKEN_PIPE})" if _STDOUT_GONE.is_set() else ""
+    log.log(exit_level(code), "faceit-etl%s ended: exit %s, %s%s", f" {verb}" if verb else "", code, word, gone)
+
+
 def _main(argv: list[str] | None) -> int:
+    typed = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(typed)
+    except ArgumentsRefused as refused:  # argparse printed it; nothing else was done
+        _log_to_file()
+        log.info("faceit-etl %s", redact(shlex.join(without_database_url(typed))))
+        log.log(REFUSED, "%s", refused.line)
+        log_outcome(next((word for word in typed if word in COMMANDS), None), EXIT_USAGE)
+        raise
+    args.argv = typed
+    _log_to_file()
+    code = _command(args)
+    log_outcome(args.command, code)
+    return code
+
+
+def _command(args: argparse.Namespace) -> int:
+    """The command's exit status; its errors said in a line each, never a bare traceback."""
     from pydantic import ValidationError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    _log_to_file()
-    log.info("faceit-etl %s", command_line(args))
+    url = None
     try:
-        if url := handed_over_database_url(args):
+        try:
+            url = handed_over_database_url(args)
+        finally:
+            if url is None:  # else the restarted command logs it: once per command
+                log.info("faceit-etl %s", command_line(args))
+        if url:
             restart_with_database_url(args.argv, url)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
         say("faceit-etl: interrupted", quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
     except (InvalidConnectionString, errors.InvalidDatabaseUrl) as exc:  # a fixed text that quotes nothing: its example form stays readable
-        say(f"faceit-etl: {exc}", quiet_too=True, level=logging.ERROR)
+        say(f"faceit-etl: {exc}", quiet_too=True, level=REFUSED)
         return EXIT_USAGE
     except (UsageError, errors.SettingsInvalid, errors.ValidationError) as exc:  # bad arguments, or a file that is not the bot's
-        say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True, level=logging.ERROR)
+        say(f"faceit-etl: {redact(str(exc), os.environ.get('DATABASE_URL'))}", quiet_too=True, level=REFUSED)
         return EXIT_USAGE
     except BrokenPipeError:
         raise
@@ -826,7 +886,7 @@ def _main(argv: list[str] | None) -> int:
             from faceit_etl.defs.resources import describe_invalid
 
             message = describe_invalid(refused) if isinstance(refused, ValidationError) else str(refused)
-            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True, level=logging.ERROR)
+            say(f"faceit-etl: {redact(message, os.environ.get('DATABASE_URL'))}", quiet_too=True, level=REFUSED)
             return EXIT_USAGE
         log.exception("failed")
         # A server error's own sentence (its DETAIL quotes rows); an empty message: its type and where it was raised.

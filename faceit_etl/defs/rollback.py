@@ -89,13 +89,14 @@ def restore_tables(
     context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
     if result.origin_unchecked:
         context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
-    restored_to = f"rolled back to the snapshot taken before run {result.run_id}"
+    restored_to = f"rolled back to {result.restored_to}"
     yield dg.AssetMaterialization(
         asset_key="postgres_tables",
         description=restored_to,
         tags=restored_provenance(restored_to),
         metadata={
             "rolled_back_run": result.run_id,
+            "restored_to": result.restored_to,  # the snapshot in words: the run that took it, or a manual backup
             "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
             "schema": migration_settings.target_schema,
             "snapshot": dg.MetadataValue.path(str(folder)),
