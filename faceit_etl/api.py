@@ -663,6 +663,7 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
 
     from faceit_etl.cli.summary import summarize
     from faceit_etl.definitions import get_migrate_job
+    from faceit_etl.defs.io import forget_values
     from faceit_etl.defs.jobs import execution_config
 
     overrides = _overrides(settings, source)
@@ -676,6 +677,7 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
         with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
             executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
                                       tags=start.run_tags(target_label(chosen)))
+        forget_values(executed.run_id)
         summary = summarize(executed)
         return _run_result("migrate", summary, chosen, instance)
 
@@ -811,7 +813,7 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
     from faceit_etl import resumption
     from faceit_etl.cli.summary import summarize
     from faceit_etl.definitions import get_migrate_job
-    from faceit_etl.defs.io import StepValuesGone, target_of
+    from faceit_etl.defs.io import StepValuesGone, forget_values, target_of
     from faceit_etl.defs.jobs import executor_max_concurrent
 
     label = target_label(resolved_settings(_overrides(settings)))
@@ -831,6 +833,7 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
                 dg.reconstructable(get_migrate_job), instance, failed,
                 tags=start.run_tags(label), run_config={"loggers": start.loggers()},
             )
+        forget_values(executed.run_id)
         summary = summarize(executed)
         ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
         result = _run_result("resume", summary, resolved_settings(dict(ran)), instance)

@@ -18,7 +18,7 @@ import os
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,17 +112,24 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def backup_source(
-    source_path: str | Path, backup_dir: str | Path, run_id: str, *, observed_sha256: str | None = None
+    source_path: str | Path, backup_dir: str | Path, run_id: str, *, observed_sha256: str | None = None,
+    observed_look: Mapping | None = None,
 ) -> SourceSnapshot:
     """Copy the source into the run's folder with its sha256, or raise BackupError. With
-    `observed_sha256` (the content a run looked at before), the copy must be of those very bytes."""
+    `observed_sha256` (the content a run looked at before), the copy must be of those very bytes. A kept
+    copy of them linked, and the file still as `observed_look` found it (the stat `identity.look_at_file`
+    trusts: size, mtime, change time, inode), the file is not read at all (3 s of a re-run at 1M users)."""
     source = Path(source_path).resolve()
     descriptor = _open_source(source)
     folder = run_folder(backup_dir, run_id)
     copy = folder / SOURCE_COPY
     before = _regular_file_stat(source, descriptor)
     linked = observed_sha256 is not None and _link_kept_copy(backup_dir, run_id, observed_sha256, before.st_size, copy)
-    sha256 = _copy_hashing(descriptor, folder, copy, linked=linked)
+    if linked and _as_looked(before, observed_look):
+        os.close(descriptor)
+        sha256 = observed_sha256
+    else:
+        sha256 = _copy_hashing(descriptor, folder, copy, linked=linked)
     after = _trusted_copy_stat(source, copy, before, sha256, observed_sha256)
     snapshot = SourceSnapshot(str(source), str(copy), sha256, after.st_size, str(folder))
     manifest = {
@@ -157,6 +164,15 @@ def _regular_file_stat(source: Path, descriptor: int) -> os.stat_result:
         )
     os.set_blocking(descriptor, True)
     return before
+
+
+def _as_looked(now: os.stat_result, look: Mapping | None) -> bool:
+    """Whether the file is the one a look hashed, by the stat that look vouched for its sha256 with."""
+    return bool(look) and all(
+        look.get(name) == value
+        for name, value in (("size_bytes", now.st_size), ("mtime_ns", now.st_mtime_ns), ("ctime_ns", now.st_ctime_ns),
+                            ("device", now.st_dev), ("inode", now.st_ino))
+    )
 
 
 def _link_kept_copy(backup_dir: str | Path, run_id: str, sha256: str, size: int, copy: Path) -> bool:

@@ -4,15 +4,17 @@ looked at reads the file once, copying and hashing in the same pass."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from faceit_etl.backups import backup_source
+from faceit_etl.backups import BackupError, backup_source
 from faceit_etl.definitions import defs
 from faceit_etl.defs.resources import MigrationSettings
+from faceit_etl.identity import look_at_file
 from faceit_etl_tests.conftest import write_json
 from faceit_etl_tests.test_automation import evaluate, run_request
 from faceit_etl_tests.test_faults import CHANGED, caught_mid_copy, two_versions
@@ -40,6 +42,48 @@ def test_a_backup_of_the_content_looked_at_reads_the_file_once(tmp_path):
     assert len(content) <= read_seen < 1.1 * len(content)
     assert seen.sha256 == unseen.sha256 == observed
     assert Path(seen.copy).read_bytes() == content
+
+
+def kept_and_looked_at(tmp_path: Path, content: bytes) -> tuple[Path, dict]:
+    """The file, backed up once by an earlier run (its copy kept), and a look at it now."""
+    source = tmp_path / "data.json"
+    source.write_bytes(content)
+    backup_source(source, tmp_path / "backups", "earlier")
+    return source, look_at_file(source)[0].as_dict()
+
+
+def test_a_re_run_of_the_file_as_its_look_found_it_links_the_kept_copy_without_reading_the_file(tmp_path):
+    content = bytes(range(256)) * (16 << 12)  # 16 MiB
+    source, look = kept_and_looked_at(tmp_path, content)
+
+    before = bytes_read()
+    again = backup_source(source, tmp_path / "backups", "again", observed_sha256=look["sha256"], observed_look=look)
+    read = bytes_read() - before
+
+    assert len(content) <= read < 1.1 * len(content)  # the kept copy, hashed before it is linked; not the file
+    assert again.sha256 == hashlib.sha256(content).hexdigest()
+    assert Path(again.copy).read_bytes() == content
+    assert Path(again.copy).stat().st_ino == (tmp_path / "backups" / "earlier" / "source.json").stat().st_ino
+
+
+def test_a_file_rewritten_at_the_same_size_and_mtime_after_its_look_is_read_and_refused(tmp_path):
+    """The look's stat no longer holds (the change time moved): the file is read, and its other bytes
+    refuse the backup, as any change between a look and its backup does."""
+    content = b'{"users": [{"user_id": 1}]}'
+    source, look = kept_and_looked_at(tmp_path, content)
+    stat = source.stat()
+    source.write_bytes(content.replace(b"1", b"2"))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (source.stat().st_size, source.stat().st_mtime_ns) == (look["size_bytes"], look["mtime_ns"])
+
+    with pytest.raises(BackupError) as refused:
+        backup_source(source, tmp_path / "backups", "again", observed_sha256=look["sha256"], observed_look=look)
+
+    assert str(refused.value) == (
+        f"{source}: the file changed between this run's look at it and its backup (it was written to meanwhile); "
+        "nothing was loaded. Run again."
+    )
+    assert not (tmp_path / "backups" / "again" / "source.json").exists()
 
 
 @pytest.mark.db  # starts a process

@@ -84,8 +84,10 @@ def source_backup(
     # The run records the version it observed as the one it loaded: they must be the same bytes.
     in_this_run = observed is not None and observed.run_id == context.run.run_id
     seen = observed.asset_observation.tags.get("dagster/data_version") if in_this_run else None
+    look = {name: value.value for name, value in observed.asset_observation.metadata.items()} if in_this_run else None
     copied = backup.backup_source(
-        migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen
+        migration_settings.source_path, migration_settings.backup_dir, context.run.run_id, observed_sha256=seen,
+        observed_look=look,
     )
     tag_run_with_file(context, copied.original, copied.sha256)
     return dg.Output(

@@ -20,6 +20,12 @@ The parsed source travels by reference. Its bytes are already on disk (the run's
 pickling a million parsed entries, then reading them back, cost 10 s at 1M users: more than parsing
 the file. A step in the same process gets the parsed entries handed over in memory (once, so they
 are freed as soon as validation holds them); any other reader parses the backup copy again.
+
+Every other value is still written (a resume reads it), but a later step of the same run in the same
+process (the in-process executor, the CLI's default) takes the object itself: reading the validation
+outcome back three times and the mapped frames once cost seconds at 1M users, and the frames read back
+no longer shared the validated columns they were selected from. The values of one run at a time are
+held: the next run's first value, or `forget_values` when its run has ended, lets them go.
 """
 
 import pickle
@@ -33,7 +39,7 @@ from faceit_etl.backups import newest_first, private_writer
 from faceit_etl.identity import code_version, look_at_file
 from faceit_etl.source import SourceData, read_source
 
-_HANDED_OVER: dict[Path, SourceData] = {}
+_HANDED_OVER: dict[Path, object] = {}  # by the path the value is written to, which names its run
 KEEP_RUNS = 5
 _UNFINISHED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
@@ -69,8 +75,10 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
             _prune(context.step_context.instance, path.parent.parent)
+        for other in [kept for kept in _HANDED_OVER if kept.parent != path.parent]:  # another run's
+            _HANDED_OVER.pop(other, None)
+        _HANDED_OVER[path] = obj
         if isinstance(obj, SourceData) and obj.path is not None:
-            _HANDED_OVER[path] = obj
             obj = replace(obj, entries=[], id_keys=None)  # the reference: where to read it again
         with private_writer(path, durable=False) as handle:
             pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -81,8 +89,8 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
             path = _last_of_this_file(instance, context.op_def.name, upstream.asset_key, self._path)
         else:
             path = self._path(instance, upstream)
-        if path in _HANDED_OVER:
-            return _HANDED_OVER.pop(path)
+        if path in _HANDED_OVER:  # parsed entries once: validation holds them
+            return _HANDED_OVER.pop(path) if isinstance(_HANDED_OVER[path], SourceData) else _HANDED_OVER[path]
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -95,6 +103,12 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         if isinstance(value, SourceData) and value.path is not None and value.pieces is None:
             return replace(read_source(value.path), sha256=value.sha256)
         return value  # a source read in pieces parses them when asked: nothing to read here
+
+
+def forget_values(run_id: str) -> None:
+    """Let go of the values a run handed over in this process, once it has ended."""
+    for kept in [kept for kept in _HANDED_OVER if kept.parent.name == run_id]:
+        _HANDED_OVER.pop(kept, None)
 
 
 def _last_of_this_file(instance: dg.DagsterInstance, consumer: str, key: dg.AssetKey, where) -> Path:

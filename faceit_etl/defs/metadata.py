@@ -102,10 +102,12 @@ def rejects_table(rejects: pd.DataFrame, rows: int = REJECT_ROWS) -> dg.TableMet
 
 def as_people_see_it(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> pd.DataFrame:
     """A frame without the row UUIDs the bot's ORM keys on and the bookkeeping of which fields an entry
-    had; a subscription names its user by Telegram user_id (looked up in `users`), not by a UUID."""
+    had; a subscription names its user by Telegram user_id (looked up in `users`), not by a UUID. Only
+    the users `frame` names are indexed: a preview's few rows never index a million users (0.3 s at 200,000)."""
     shown = frame.drop(columns=[c for c in (*INTERNAL_COLUMNS, "id") if c in frame.columns])
     if users is not None and "user_id" in shown.columns:
-        shown = shown.assign(user_id=shown["user_id"].map(users.set_index("id")["user_id"]))
+        named = users.loc[users["id"].isin(shown["user_id"]), ["id", "user_id"]]
+        shown = shown.assign(user_id=shown["user_id"].map(named.set_index("id")["user_id"]))
     return shown
 
 
@@ -120,7 +122,7 @@ def frame_metadata(frame: pd.DataFrame, users: pd.DataFrame | None = None) -> di
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": column_schema(frame),
-        **({"preview": preview(as_people_see_it(frame, users))} if len(frame) else {}),
+        **({"preview": preview(as_people_see_it(frame.head(PREVIEW_ROWS), users))} if len(frame) else {}),
     }
 
 
