@@ -47,6 +47,7 @@ from faceit_etl.errors import (
     SettingsInvalid,
     SourceFileError,
     described,
+    sanitise,
     wrapped,
 )
 from faceit_etl.postgres.database import describe, project_home, redact
@@ -215,7 +216,8 @@ _PASSED_THROUGH = (MigrationError, BrokenPipeError)
 def checked_arguments(function: Callable) -> Callable:
     """A verb of the API: a wrong argument (unknown, missing, of another type, never converted) raises
     SettingsInvalid naming it before anything runs, and any failure that is not already a MigrationError
-    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only."""
+    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only.
+    Every error raised, with its chain, is sanitised as the CLI's (errors.sanitise): no row, no password."""
     signature = inspect.signature(function)
     name = function.__qualname__.removesuffix(".__init__")
 
@@ -243,9 +245,14 @@ def checked_arguments(function: Callable) -> Callable:
         import dagster as dg
 
         kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
-        mine = kind(_safe(f"{name}: {described(exc)}"))
+        mine = kind(f"{name}: {described(exc)}")
         mine.__cause__ = exc
         return mine
+
+    def sanitised(exc: Exception, kwargs: dict) -> Exception:
+        """Every error a caller gets, ours or not, says what the CLI would (errors.sanitise): no rows, no password."""
+        sanitise(exc, os.environ.get("DATABASE_URL"), kwargs.get("database_url"))
+        return exc
 
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)
@@ -253,10 +260,11 @@ def checked_arguments(function: Callable) -> Callable:
             check(args, kwargs)
             try:
                 return await function(*args, **kwargs)
-            except _PASSED_THROUGH:
+            except _PASSED_THROUGH as exc:
+                sanitised(exc, kwargs)
                 raise
             except Exception as exc:
-                raise as_ours(exc) from exc
+                raise as_ours(sanitised(exc, kwargs)) from exc
         return verb_async
 
     @functools.wraps(function)
@@ -264,10 +272,11 @@ def checked_arguments(function: Callable) -> Callable:
         check(args, kwargs)
         try:
             return function(*args, **kwargs)
-        except _PASSED_THROUGH:
+        except _PASSED_THROUGH as exc:
+            sanitised(exc, kwargs)
             raise
         except Exception as exc:
-            raise as_ours(exc) from exc
+            raise as_ours(sanitised(exc, kwargs)) from exc
     return verb
 
 
@@ -588,9 +597,11 @@ def _serve(folder: str) -> None:
     except KeyboardInterrupt:  # outside a run's steps (a step's Ctrl-C ends the run, which then answers)
         answer = ("error", KeyboardInterrupt())
     except MigrationError as exc:
+        sanitise(exc, os.environ.get("DATABASE_URL"))
         answer = ("error", type(exc)(str(exc)))
     except Exception as exc:  # not one of ours: its words, never its object (it may not pickle)
-        answer = ("error", MigrationError(redact(described(exc), os.environ.get("DATABASE_URL"))))
+        sanitise(exc, os.environ.get("DATABASE_URL"))
+        answer = ("error", MigrationError(described(exc)))
     (Path(folder) / "answer").write_bytes(pickle.dumps(answer))
 
 
