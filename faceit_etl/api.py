@@ -825,10 +825,15 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
     from faceit_etl.defs.io import StepValuesGone, target_of
     from faceit_etl.defs.jobs import executor_max_concurrent
 
-    label = target_label(resolved_settings(_overrides(settings)))
+    chosen_settings = resolved_settings(_overrides(settings))
+    label = target_label(chosen_settings)
     with open_instance() as instance:
         try:
-            failed = resumption.choose(instance, label, lambda run: target_of(instance, run), run_id)
+            failed = resumption.choose(
+                instance, label, lambda run: target_of(instance, run), run_id,
+                running=lambda run: _still_running(instance, run),
+                rolled_back=lambda run: _settled_log_row(chosen_settings.target_schema, run) == "rolled_back",
+            )
         except resumption.ResumeRefused as exc:
             raise ResumeRefusedError(str(exc)) from exc
         if start.chosen is not None:
@@ -993,6 +998,22 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
         ]
     return MigrationResult(verb="status", success=report["reachable"],
                            errors=[report["error"]] if "error" in report else [], details=report)
+
+
+def _still_running(instance, run) -> str:
+    """What runs an unfinished run, in status' words: its faceit-etl process, or, that gone, what of it can
+    still write (its step processes, its database sessions)."""
+    from faceit_etl.launcher import HOST_TAG, PID_TAG, launcher_gone
+
+    if launcher_gone(run.tags):
+        writers = still_writing(instance, run, _run_sessions())
+        if writers:
+            return f"its faceit-etl process is gone, but {', '.join(writers)} of it can still write: it is still loading"
+        return "its faceit-etl process is gone, and what it started has just ended"  # between open_instance and now
+    if PID_TAG in run.tags:
+        return (f"{run.status.value}: its faceit-etl process (pid {run.tags[PID_TAG]} on host "
+                f"{run.tags.get(HOST_TAG)}) is running it")
+    return f"{run.status.value} in Dagster"
 
 
 def _orphaned(instance, run) -> dict[str, list[str]]:
