@@ -581,7 +581,10 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
         if not answer.exists():
             from faceit_etl.launcher import verb_process_ended
 
-            settle_runs(CHILD_SESSIONS_PATIENCE)  # its run, if it started one, is marked failed now, not by the next command
+            # Its run, if it started one, is marked failed now, not by the next command: by a process whose
+            # DATABASE_URL is the call's, where the run's sessions are (this one's may name another database).
+            settle = f"from faceit_etl.api import settle_runs; settle_runs({CHILD_SESSIONS_PATIENCE})"
+            subprocess.run([sys.executable, "-c", settle], env=env, stdin=subprocess.DEVNULL, check=False)
             raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
