@@ -47,6 +47,7 @@ from faceit_etl.errors import (
     SettingsInvalid,
     SourceFileError,
     described,
+    sanitise,
     wrapped,
 )
 from faceit_etl.postgres.database import describe, project_home, redact
@@ -215,7 +216,8 @@ _PASSED_THROUGH = (MigrationError, BrokenPipeError)
 def checked_arguments(function: Callable) -> Callable:
     """A verb of the API: a wrong argument (unknown, missing, of another type, never converted) raises
     SettingsInvalid naming it before anything runs, and any failure that is not already a MigrationError
-    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only."""
+    (Dagster's own, say) is raised as one, the original its `__cause__`: a caller catches MigrationError only.
+    Every error raised, with its chain, is sanitised as the CLI's (errors.sanitise): no row, no password."""
     signature = inspect.signature(function)
     name = function.__qualname__.removesuffix(".__init__")
 
@@ -243,9 +245,14 @@ def checked_arguments(function: Callable) -> Callable:
         import dagster as dg
 
         kind = SettingsInvalid if isinstance(exc, dg.DagsterInvalidConfigError) else MigrationError
-        mine = kind(_safe(f"{name}: {described(exc)}"))
+        mine = kind(f"{name}: {described(exc)}")
         mine.__cause__ = exc
         return mine
+
+    def sanitised(exc: Exception, kwargs: dict) -> Exception:
+        """Every error a caller gets, ours or not, says what the CLI would (errors.sanitise): no rows, no password."""
+        sanitise(exc, os.environ.get("DATABASE_URL"), kwargs.get("database_url"))
+        return exc
 
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)
@@ -253,10 +260,11 @@ def checked_arguments(function: Callable) -> Callable:
             check(args, kwargs)
             try:
                 return await function(*args, **kwargs)
-            except _PASSED_THROUGH:
+            except _PASSED_THROUGH as exc:
+                sanitised(exc, kwargs)
                 raise
             except Exception as exc:
-                raise as_ours(exc) from exc
+                raise as_ours(sanitised(exc, kwargs)) from exc
         return verb_async
 
     @functools.wraps(function)
@@ -264,10 +272,11 @@ def checked_arguments(function: Callable) -> Callable:
         check(args, kwargs)
         try:
             return function(*args, **kwargs)
-        except _PASSED_THROUGH:
+        except _PASSED_THROUGH as exc:
+            sanitised(exc, kwargs)
             raise
         except Exception as exc:
-            raise as_ours(exc) from exc
+            raise as_ours(sanitised(exc, kwargs)) from exc
     return verb
 
 
@@ -572,7 +581,10 @@ def _in_child(verb: str, database_url: str, watch: Watch | None, kwargs: dict[st
         if not answer.exists():
             from faceit_etl.launcher import verb_process_ended
 
-            settle_runs(CHILD_SESSIONS_PATIENCE)  # its run, if it started one, is marked failed now, not by the next command
+            # Its run, if it started one, is marked failed now, not by the next command: by a process whose
+            # DATABASE_URL is the call's, where the run's sessions are (this one's may name another database).
+            settle = f"from faceit_etl.api import settle_runs; settle_runs({CHILD_SESSIONS_PATIENCE})"
+            subprocess.run([sys.executable, "-c", settle], env=env, stdin=subprocess.DEVNULL, check=False)
             raise ProcessEnded(verb_process_ended(verb, child.pid, child.returncode))
         kind, value = pickle.loads(answer.read_bytes())  # noqa: S301 (written by our own child, in a 0700 folder)
     if kind == "error":
@@ -588,9 +600,11 @@ def _serve(folder: str) -> None:
     except KeyboardInterrupt:  # outside a run's steps (a step's Ctrl-C ends the run, which then answers)
         answer = ("error", KeyboardInterrupt())
     except MigrationError as exc:
+        sanitise(exc, os.environ.get("DATABASE_URL"))
         answer = ("error", type(exc)(str(exc)))
     except Exception as exc:  # not one of ours: its words, never its object (it may not pickle)
-        answer = ("error", MigrationError(redact(described(exc), os.environ.get("DATABASE_URL"))))
+        sanitise(exc, os.environ.get("DATABASE_URL"))
+        answer = ("error", MigrationError(described(exc)))
     (Path(folder) / "answer").write_bytes(pickle.dumps(answer))
 
 
@@ -816,10 +830,15 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
     from faceit_etl.defs.io import StepValuesGone, forget_values, target_of
     from faceit_etl.defs.jobs import executor_max_concurrent
 
-    label = target_label(resolved_settings(_overrides(settings)))
+    chosen_settings = resolved_settings(_overrides(settings))
+    label = target_label(chosen_settings)
     with open_instance() as instance:
         try:
-            failed = resumption.choose(instance, label, lambda run: target_of(instance, run), run_id)
+            failed = resumption.choose(
+                instance, label, lambda run: target_of(instance, run), run_id,
+                running=lambda run: _still_running(instance, run),
+                rolled_back=lambda run: _settled_log_row(chosen_settings.target_schema, run) == "rolled_back",
+            )
         except resumption.ResumeRefused as exc:
             raise ResumeRefusedError(str(exc)) from exc
         if start.chosen is not None:
@@ -985,6 +1004,22 @@ def status(*, database_url: str | None = None, **settings: Any) -> MigrationResu
         ]
     return MigrationResult(verb="status", success=report["reachable"],
                            errors=[report["error"]] if "error" in report else [], details=report)
+
+
+def _still_running(instance, run) -> str:
+    """What runs an unfinished run, in status' words: its faceit-etl process, or, that gone, what of it can
+    still write (its step processes, its database sessions)."""
+    from faceit_etl.launcher import HOST_TAG, PID_TAG, launcher_gone
+
+    if launcher_gone(run.tags):
+        writers = still_writing(instance, run, _run_sessions())
+        if writers:
+            return f"its faceit-etl process is gone, but {', '.join(writers)} of it can still write: it is still loading"
+        return "its faceit-etl process is gone, and what it started has just ended"  # between open_instance and now
+    if PID_TAG in run.tags:
+        return (f"{run.status.value}: its faceit-etl process (pid {run.tags[PID_TAG]} on host "
+                f"{run.tags.get(HOST_TAG)}) is running it")
+    return f"{run.status.value} in Dagster"
 
 
 def _orphaned(instance, run) -> dict[str, list[str]]:

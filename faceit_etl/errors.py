@@ -107,6 +107,33 @@ def wrapped(error: BaseException) -> MigrationError | None:
     return None
 
 
+def sanitise(error: BaseException, *urls: str | None) -> None:
+    """Make `error` and every error it was raised from or while handling safe to show a caller, as the CLI
+    shows its errors: a server error says only its own sentence and where (server_error_text: its DETAIL and
+    CONTEXT quote rows, a data error's sentence the value), and no message holds the password of one of
+    `urls`. Each link is rewritten in place (its type, traceback and `diag` kept), so `str()` of it and a
+    printed traceback are safe; a link whose text cannot be rewritten (a `__str__` of its own) is cut off."""
+    from faceit_etl.postgres.database import redact, server_error_text
+
+    seen: list[BaseException] = []
+    links: list[tuple[BaseException, BaseException | None]] = [(error, None)]
+    while links:
+        link, parent = links.pop()
+        if any(link is done for done in seen):
+            continue
+        seen.append(link)
+        safe = server_error_text(link)
+        for url in urls:
+            safe = redact(safe, url)
+        if str(link) != safe:
+            link.args = (safe,)
+        if str(link) != safe and parent is not None:
+            parent.__cause__ = parent.__context__ = None
+            parent.__suppress_context__ = True
+            continue
+        links += [(nxt, link) for nxt in (link.__cause__, link.__context__) if nxt is not None]
+
+
 # Where a raised error is placed for a reader: the innermost frame in one of these packages.
 _PLACED_IN = ("faceit_etl", "dagster")
 

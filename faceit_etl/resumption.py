@@ -20,7 +20,7 @@ started from the Dagster UI is refused alike; `resume` only chooses the run and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,36 +151,38 @@ def ancestors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.Dagst
     return family
 
 
-def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | None = None) -> dg.DagsterRun:
+def choose(
+    instance: dg.DagsterInstance, target: str, target_of, run_id: str | None = None, *,
+    running: Callable[[dg.DagsterRun], str] = lambda run: run.status.value,
+    rolled_back: Callable[[str], bool] = lambda run_id: False,
+) -> dg.DagsterRun:
     """The failed migration to resume: `run_id`, else the latest migration of `target` (`host:port/database/
     schema`; dry runs aside, which neither write nor resume), when that one is resumable: an older failure
-    was superseded by it, so resuming that would load something the operator no longer runs. `target_of(run_id)`
-    says which target a run's load was for (None: its load never started). Refused, saying why and what to
-    do instead, for a run that did not fail, whose load never started, that was resumed already, whose every
-    step finished (nothing to re-execute), or after which a migration of that target succeeded."""
+    was superseded by it, so resuming that would load something the operator no longer runs. Whatever the
+    latest is (running, successful, rolled back, canceled), the refusal names it: never an older run behind
+    it. `target_of(run_id)` says which target a run's load was for (None: its load never started);
+    `running(run)` what of an unfinished run still runs, in words; `rolled_back(run_id)` whether a rollback
+    undid that run's load. Refused, saying why and what to do instead, for a run that did not fail, whose
+    load never started, that was resumed already, whose every step finished (nothing to re-execute), or
+    after which a migration of that target succeeded."""
     import dagster as dg
 
     from faceit_etl.api import TARGET_TAG
 
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name="migrate_job", statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE])
-    )  # newest first
+    records = instance.get_run_records(dg.RunsFilter(job_name="migrate_job"))  # newest first, every status
     mine = [r.dagster_run for r in records
             if (target_of(r.dagster_run.run_id) or r.dagster_run.tags.get(TARGET_TAG)) == target]
+    attempts = [run for run in mine if not dry_run(run)]  # a dry run neither supersedes nor is resumed
     if run_id is None:
-        attempts = [run for run in mine if not _dry_run(run)]
-        failed = next((run for run in attempts if run.status == dg.DagsterRunStatus.FAILURE), None)
-        if failed is None:
-            raise ResumeRefused(f"no failed migration of {target} to resume")
-        chosen = attempts[0] if attempts[0].status == dg.DagsterRunStatus.FAILURE else failed  # refused as superseded
+        chosen = _latest_failed(attempts, target, running, rolled_back)
     else:
         chosen = instance.get_run_by_id(run_id)
         if chosen is None or chosen.job_name != "migrate_job":
             raise ResumeRefused(f"no migration run {run_id!r} in this Dagster instance")
         if chosen.status != dg.DagsterRunStatus.FAILURE:
             raise ResumeRefused(f"run {run_id} did not fail (it is {chosen.status.value}): there is nothing to resume")
-    order = [run.run_id for run in mine]
-    later = next((run for run in mine if run.status == dg.DagsterRunStatus.SUCCESS), None)
+    order = [run.run_id for run in attempts]
+    later = next((run for run in attempts if run.status == dg.DagsterRunStatus.SUCCESS), None)
     if later is not None and chosen.run_id in order and order.index(later.run_id) < order.index(chosen.run_id):
         raise ResumeRefused(
             f"run {later.run_id} of {target} succeeded after run {chosen.run_id} failed: the tables hold a later "
@@ -208,8 +210,44 @@ def choose(instance: dg.DagsterInstance, target: str, target_of, run_id: str | N
     return chosen
 
 
-def _dry_run(run: dg.DagsterRun) -> bool:
-    return bool(run.run_config.get("resources", {}).get("migration_settings", {}).get("config", {}).get("dry_run"))
+def _latest_failed(
+    attempts: Sequence[dg.DagsterRun], target: str, running: Callable[[dg.DagsterRun], str],
+    rolled_back: Callable[[str], bool],
+) -> dg.DagsterRun:
+    """The default pick among the target's migrations (dry runs aside, newest first), by the latest one's
+    state. A successful one yields the latest failure before it, which choose then refuses as superseded."""
+    import dagster as dg
+
+    if not attempts:
+        raise ResumeRefused(f"no failed migration of {target} to resume")
+    latest = attempts[0]
+    named = f"the latest migration of {target}, run {latest.run_id},"
+    if not latest.is_finished:
+        raise ResumeRefused(
+            f"{named} is still running ({running(latest)}): wait for it to end, then check faceit-etl status, "
+            "which says whether it committed; an older failure is never resumed behind it"
+        )
+    if latest.status == dg.DagsterRunStatus.CANCELED:
+        raise ResumeRefused(f"{named} was canceled, not failed: there is nothing to resume; {START_A_NEW_RUN}")
+    if latest.status == dg.DagsterRunStatus.SUCCESS and rolled_back(latest.run_id):
+        raise ResumeRefused(
+            f"{named} succeeded and was rolled back since: the tables are as before it, and an older failure is "
+            f"not resumed behind it; {START_A_NEW_RUN}"
+        )
+    failed = next((run for run in attempts if run.status == dg.DagsterRunStatus.FAILURE), None)
+    if failed is None:
+        raise ResumeRefused(f"no failed migration of {target} to resume")
+    return latest if latest.status == dg.DagsterRunStatus.FAILURE else failed
+
+
+DRY_RUN_TAG = "faceit_etl/dry_run"  # "true" on a dry run, however set (run config or MIGRATION_DRY_RUN)
+
+
+def dry_run(run: dg.DagsterRun) -> bool:
+    """Whether `run` is a dry run: its run config says so, or its first step tagged it (MIGRATION_DRY_RUN in
+    its process's environment, which run config does not show)."""
+    given = run.run_config.get("resources", {}).get("migration_settings", {}).get("config", {}).get("dry_run")
+    return bool(given) or run.tags.get(DRY_RUN_TAG) == "true"
 
 
 def steps_to_resume(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:

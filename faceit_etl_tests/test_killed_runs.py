@@ -26,6 +26,7 @@ from faceit_etl.launcher import (
     HOST_TAG, PID_TAG, PROCESS_START_TAG, how_it_ended, launcher_gone, launcher_tags, process_start, step_process_ended,
 )
 from faceit_etl.postgres.database import run_session_name
+from faceit_etl_tests.conftest import FLAT_SAMPLE
 from faceit_etl_tests.test_cli import faceit_etl as faceit_etl_cli, instance_at, workdir  # noqa: F401 (a fixture)
 from faceit_etl_tests.test_faults import CLI, _start_killable_run, _wait_until, tables
 from faceit_etl_tests.test_status_words import line_of, wait_until_gone
@@ -296,3 +297,50 @@ def test_a_run_whose_launcher_is_gone_stays_started_while_a_session_of_it_is_ope
               if f"run {run.run_id}" in line]
     assert len(logged) == 1 and re.fullmatch(
         rf"ERROR \[pid \d+\] run {run.run_id} \(migrate_job\) marked failed: {re.escape(said)}", logged[0]), logged
+
+
+def test_an_api_call_whose_child_died_waits_for_the_runs_sessions_and_never_fails_a_run_one_still_holds(
+        workdir, database_url, db, monkeypatch):
+    """The call marks its dead child's run failed itself, once nothing of it can write: the server drops a
+    killed client's sessions a moment later, so it waits up to CHILD_SESSIONS_PATIENCE for the run's sessions,
+    in the call's database (it looked in its own DATABASE_URL's, unset here, and failed the run at once while a
+    session of it was open). Here a session named after the run outlives the wait: the call waits it out and
+    leaves the run STARTED. The load is held on the schema's lock, so the child dies mid-run."""
+    from faceit_etl.api import CHILD_SESSIONS_PATIENCE
+    from faceit_etl.postgres.lock import advisory_lock_key
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # so the database_url argument runs the verb in a child
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            faceit_etl.migrate(FLAT_SAMPLE, database_url=database_url)
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])
+        caller.start()
+        deadline = time.monotonic() + 120
+        while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'").fetchone()[0]:
+            assert caller.is_alive() and time.monotonic() < deadline, raised
+            time.sleep(0.01)
+        with dg.DagsterInstance.from_config(str(workdir)) as instance:
+            [run] = instance.get_runs()
+        with psycopg.connect(database_url, application_name=run_session_name(run.run_id)):
+            os.kill(_serving_child(), signal.SIGKILL)
+            killed = time.monotonic()
+            holder.execute("SELECT pg_advisory_unlock(%s)", [advisory_lock_key("public")])  # the load's session ends
+            caller.join(120)
+            waited = time.monotonic() - killed
+            with dg.DagsterInstance.from_config(str(workdir)) as instance:
+                status = instance.get_run_by_id(run.run_id).status
+
+    [error] = raised
+    assert type(error) is faceit_etl.ProcessEnded
+    assert waited >= CHILD_SESSIONS_PATIENCE, waited
+    assert status == dg.DagsterRunStatus.STARTED  # a session of it could still write

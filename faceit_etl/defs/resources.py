@@ -380,15 +380,19 @@ def tag_run_with_target(context: dg.OpExecutionContext, settings: MigrationSetti
     target's runs by this tag. The CLI and the API tag the runs they start; a run launched from the UI, the
     launchpad, a sensor or `dagster job execute` has no tag until a step that knows the target adds it. Each
     step of the migration does, from the first, so a run stopped before its load (by rejects, say) or a dry
-    run is listed too; a run that selects neither the tables nor the whole job (a preview of the file) is no migration."""
+    run is listed too; a run that selects neither the tables nor the whole job (a preview of the file) is no migration.
+    A dry run is tagged so too (`DRY_RUN_TAG`), however it was set: `migrate --resume`'s default passes over it
+    alike whether run config or MIGRATION_DRY_RUN made it one."""
     from faceit_etl.api import TARGET_TAG
+    from faceit_etl.resumption import DRY_RUN_TAG
 
     selection = context.run.asset_selection  # None or empty: the whole job (execute_in_process leaves it empty)
     if selection and TABLES_ASSET not in selection:
         return
     label = f"{postgres.database_label()}/{settings.target_schema}"
-    if context.run.tags.get(TARGET_TAG) != label:
-        context.instance.add_run_tags(context.run_id, {TARGET_TAG: label})
+    tags = {TARGET_TAG: label} | ({DRY_RUN_TAG: "true"} if settings.dry_run else {})
+    if any(context.run.tags.get(key) != value for key, value in tags.items()):
+        context.instance.add_run_tags(context.run_id, tags)
 
 
 @dg.definitions
