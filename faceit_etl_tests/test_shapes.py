@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faceit_etl.validation.fields import (
@@ -16,6 +16,7 @@ from faceit_etl.validation.fields import (
     presence_mask,
 )
 from faceit_etl.validation.shapes import Shapes
+from faceit_etl_tests.conftest import examples
 
 # few keys, so that objects often share a key tuple, or the same keys in another order
 KEYS = st.sampled_from(["user_id", "language", "tier", "referred_by", "extra", "note"])
@@ -23,6 +24,7 @@ VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.li
 OBJECTS = st.lists(st.none() | st.dictionaries(KEYS, VALUES, max_size=6), max_size=12)
 
 
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OBJECTS)
 def test_a_column_is_each_objects_value_in_order(objects):
     shapes = Shapes(objects)
@@ -30,6 +32,7 @@ def test_a_column_is_each_objects_value_in_order(objects):
         assert shapes.column(key) == [o.get(key) if o is not None else None for o in objects]
 
 
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OBJECTS)
 def test_presence_bits_and_unknown_keys_are_each_objects_own(objects):
     shapes = Shapes(objects)
