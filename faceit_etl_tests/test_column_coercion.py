@@ -4,7 +4,7 @@ alone gives: the plain per-value forms are written out here as the oracles."""
 from __future__ import annotations
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from faceit_etl.source.repeats import LongInteger
@@ -101,6 +101,12 @@ FORCE_OTHER_FORMS = "2020-01-01"  # a date alone: no column holding it is all of
     st.lists(st.none() | TIMESTAMPS, max_size=6) | st.lists(st.none() | TIMESTAMPS | st.integers() | st.booleans(), max_size=6),
     st.sampled_from(["UTC", "Europe/Moscow", "America/New_York"]),
 )
+# each spelling next to the bot's, alone in a column: what a too-wide shorter way would take for it
+@example(["2025-08-16T18:52:14Z"], "UTC")
+@example(["2025-08-16T18:52:14+03:00", None], "Europe/Moscow")
+@example(["2025-08-16T18:52:14.1234567"], "UTC")
+@example(["2025-08-16t18:52:14", "2025-08-16 18:52:14"], "UTC")
+@example(["2025-08-16T18:52:14,5"], "UTC")
 def test_a_timestamp_column_of_the_bots_spelling_is_judged_as_a_column_of_mixed_forms(values, zone):
     """A column all of the bot's spelling takes a shorter way; each value's outcome is its own, so a
     column with one value of another form beside them, which takes the long way, judges them alike."""
