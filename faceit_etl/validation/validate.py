@@ -18,7 +18,15 @@ import pandas as pd
 from faceit_etl.source import SourceData
 from faceit_etl.source.reader import BATCH_ENTRIES
 from faceit_etl.source.repeats import RefusedEntry, Repeated, loads_exact, written
-from faceit_etl.validation.coerce import INT64_DIGITS, INT64_MAX, _integer, coerce_column, describe_value, flag_series
+from faceit_etl.validation.coerce import (
+    INT64_DIGITS,
+    INT64_MAX,
+    _integer,
+    coerce_column,
+    describe_value,
+    flag_series,
+    only_of,
+)
 from faceit_etl.validation.fields import (
     KNOWN_SUBSCRIPTION_KEYS,
     KNOWN_USER_KEYS,
@@ -27,11 +35,11 @@ from faceit_etl.validation.fields import (
     SUBSCRIPTION_PRESENT,
     USER_FIELDS,
     USER_PRESENT,
-    presence_mask,
 )
 from faceit_etl.validation.pandera_import import pa
 from faceit_etl.validation.report import entry_number
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
+from faceit_etl.validation.shapes import Shapes
 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -98,19 +106,24 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     _refuse_unreadable_entries(entries, offset, lenient_parse, reject)
     positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
     users = [entries[i - offset] for i in positions]
-    subscriptions = _subscriptions(users, positions, reject)
+    user_shapes = Shapes(users)
+    subscriptions = _subscriptions(user_shapes.column(SUBSCRIPTION_KEY), positions, reject)
+    subscription_shapes = Shapes(subscriptions)
     keys = None
     if id_keys is not None:
         _refuse_keys_naming_no_user(id_keys, offset, reject)
         keys = [id_keys[i - offset] for i in positions]
-    frame = _typed_frame(users, subscriptions, positions, keys, source_timezone, reject)
+    frame = _typed_frame(users, user_shapes, subscriptions, subscription_shapes, positions, keys, source_timezone, reject)
     _refuse_rule_breakers(frame, reasons, seen, reject)
     rejected = sorted(reasons)
+    # keys the target has no column for: counted and reported, never dropped in silence
+    ignored = user_shapes.unknown_keys(KNOWN_USER_KEYS)
+    ignored.update(subscription_shapes.unknown_keys(KNOWN_SUBSCRIPTION_KEYS, f"{SUBSCRIPTION_KEY}."))
     return ValidationOutcome(
         valid=frame.drop(index=[i for i in rejected if i in frame.index]),
         rejects=_rejects_frame(reasons, entries, offset, frame, id_keys),
         input_count=len(entries),
-        ignored_fields=_ignored_fields(users, subscriptions),
+        ignored_fields=ignored,
     )
 
 
@@ -126,9 +139,10 @@ def _refuse_unreadable_entries(entries: list, offset: int, lenient_parse: bool, 
             reject(i, ENTRY_FIELD, f"holds the unpaired UTF-16 surrogate {bad}, which is not text")
 
 
-def _subscriptions(users: list[dict], positions: list[int], reject) -> list[dict | None]:
+def _subscriptions(subscriptions: list[Any], positions: list[int], reject) -> list[dict | None]:
     """Each user's subscription object, or None; a subscription that is neither is rejected and read as None."""
-    subscriptions = [user.get(SUBSCRIPTION_KEY) for user in users]
+    if only_of(subscriptions, dict):
+        return subscriptions
     for position, subscription in enumerate(subscriptions):
         if subscription is not None and type(subscription) is not dict:
             reject(
@@ -146,27 +160,28 @@ def _refuse_keys_naming_no_user(id_keys: list[str], offset: int, reject) -> None
             reject(i, "user_id", _bad_key_reason(key))
 
 
-def _typed_frame(users: list[dict], subscriptions: list[dict | None], positions: list[int], keys: list[str] | None,
-                 source_timezone: str, reject) -> pd.DataFrame:
+def _typed_frame(users: list[dict], user_shapes: Shapes, subscriptions: list[dict | None], subscription_shapes: Shapes,
+                 positions: list[int], keys: list[str] | None, source_timezone: str, reject) -> pd.DataFrame:
     """The users' and subscriptions' fields coerced to typed columns with each entry's presence bits,
     indexed by source_index; every value that cannot be coerced is rejected. With `keys` (the
     `{"users": {"<id>": {...}}}` layout) each user's id is the one its key names."""
     columns: dict[str, pd.Series] = {}
     for spec in USER_FIELDS:
-        raw = [user.get(spec.source_key) for user in users]
+        raw = user_shapes.column(spec.source_key)
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
         if spec.name == "user_id" and keys is not None:
             columns[spec.name] = _user_ids_from_keys(columns[spec.name], errors, users, keys, positions, reject)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
     for spec in SUBSCRIPTION_FIELDS:
-        raw = [s.get(spec.source_key) if s is not None else None for s in subscriptions]
+        raw = subscription_shapes.column(spec.source_key)
         columns[spec.name], errors = coerce_column(spec.kind, raw, source_timezone)
         for position, reason in errors.items():
             reject(positions[position], spec.name, reason)
     columns["has_subscription"] = flag_series([s is not None for s in subscriptions])
-    columns[USER_PRESENT] = _presence(USER_FIELDS, users)
-    columns[SUBSCRIPTION_PRESENT] = _presence(SUBSCRIPTION_FIELDS, subscriptions)
+    # a user whose id came from its key in a keyed file has that bit regardless
+    columns[USER_PRESENT] = user_shapes.presence(USER_FIELDS)
+    columns[SUBSCRIPTION_PRESENT] = subscription_shapes.presence(SUBSCRIPTION_FIELDS)
     frame = pd.DataFrame(columns)
     frame.index = pd.Index(positions, name="source_index", dtype="int64")
     return frame
@@ -189,19 +204,6 @@ def _refuse_rule_breakers(frame: pd.DataFrame, reasons: dict, seen: dict[str, An
                 reject(index, column, reason)
         earlier.update(values.tolist())
     _refuse_held_codes(frame, reasons, seen[REFERRAL_CODE], reject)
-
-
-def _presence(fields, entries: list[dict | None]) -> pd.Series:
-    """Each entry's presence bits; entries of one layout share their keys, so each key tuple is
-    turned into bits once (a user whose id came from its key in a keyed file has it regardless)."""
-    masks: dict[tuple, int] = {}
-    bits = []
-    for entry in entries:
-        keys = tuple(entry) if entry is not None else ()
-        if (mask := masks.get(keys)) is None:
-            mask = masks[keys] = presence_mask(fields, keys)
-        bits.append(mask)
-    return pd.Series(bits, dtype="int64")
 
 
 def _refuse_held_codes(frame: pd.DataFrame, reasons: dict, holders: dict[str, tuple[int, int]], reject) -> None:
@@ -344,15 +346,3 @@ def _raw_json(entry: Any) -> str:
             return written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
             return json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
-
-
-def _ignored_fields(users: list[dict], subscriptions: list[dict | None]) -> Counter[str]:
-    """Keys the target has no column for: counted and reported, never dropped in silence."""
-    counts: Counter[str] = Counter()
-    for user in users:
-        if not user.keys() <= KNOWN_USER_KEYS:
-            counts.update(k for k in user.keys() - KNOWN_USER_KEYS)
-    for subscription in subscriptions:
-        if subscription is not None and not subscription.keys() <= KNOWN_SUBSCRIPTION_KEYS:
-            counts.update(f"{SUBSCRIPTION_KEY}.{k}" for k in subscription.keys() - KNOWN_SUBSCRIPTION_KEYS)
-    return counts
