@@ -13,6 +13,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -97,6 +99,30 @@ def _step_pid(instance: dg.DagsterInstance, step: str) -> int | None:
             if event.step_key == step:
                 return event.pid
     return None
+
+
+@contextmanager
+def cli_killed_before_commit(victim: subprocess.Popen, database_url: str, db: psycopg.Connection,
+                             instance_dir: Path) -> Iterator[tuple[int, list[int]]]:
+    """Hold the load of `victim` (a `migrate --max-concurrent 2`) just before its COMMIT, where its last write
+    waits on its log row, and kill the CLI alone: yields the pid of its step process, which lives on, and the
+    server pids of the run's database sessions. Leaving releases the load, which goes on to its commit."""
+    with psycopg.connect(database_url) as holder:
+        _wait_until(victim, "starting its load", lambda: holder.execute(
+            "SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE").fetchone())
+        _wait_until(victim, "waiting to commit", lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            ['UPDATE "public"."migration_logs" SET status = %'],
+        ).fetchone()[0])
+        with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
+            step = _step_pid(instance, "postgres_tables")
+        assert step not in (None, victim.pid)
+        os.kill(victim.pid, signal.SIGKILL)  # the CLI alone
+        victim.wait(30)
+        sessions = [pid for (pid,) in db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'faceit-etl run %' ORDER BY pid")]
+        yield step, sessions
+        holder.rollback()
 
 
 def test_a_step_process_killed_under_max_concurrent_2_is_said_in_words(tmp_path, database_url, db):
@@ -215,21 +241,7 @@ def test_a_run_whose_cli_alone_was_killed_is_not_failed_while_its_step_process_c
     victim, before, _ = _start_killable_run(tmp_path, database_url, db, "--max-concurrent", "2")
     env = {**os.environ, "DATABASE_URL": database_url, "MIGRATION_BACKUP_DIR": str(tmp_path / "backups")}
     env.pop("DAGSTER_HOME", None)
-    with psycopg.connect(database_url) as holder:  # the load's last write waits on its log row: just before COMMIT
-        _wait_until(victim, "starting its load", lambda: holder.execute(
-            "SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE").fetchone())
-        _wait_until(victim, "waiting to commit", lambda: db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-            ['UPDATE "public"."migration_logs" SET status = %'],
-        ).fetchone()[0])
-        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-            step = _step_pid(instance, "postgres_tables")
-        assert step not in (None, victim.pid)
-        os.kill(victim.pid, signal.SIGKILL)  # the CLI alone
-        victim.wait(30)
-        sessions = [pid for (pid,) in db.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'faceit-etl run %' ORDER BY pid")]
-
+    with cli_killed_before_commit(victim, database_url, db, tmp_path) as (step, sessions):
         during = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -243,7 +255,7 @@ def test_a_run_whose_cli_alone_was_killed_is_not_failed_while_its_step_process_c
         assert line_of(during.stdout, orphaned.run_id).endswith(
             f": still loading, nothing committed yet (run {orphaned.run_id})")
         assert "nothing was written" not in during.stdout
-        holder.rollback()  # the orphan goes on to its commit
+    # released: the orphan goes on to its commit
     deadline = time.monotonic() + 60
     while process_start(step) is not None or db.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'faceit-etl run %'").fetchone()[0]:

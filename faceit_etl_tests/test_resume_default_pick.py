@@ -7,7 +7,6 @@ environment for a migration."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -26,8 +25,7 @@ from faceit_etl.resumption import START_A_NEW_RUN
 from faceit_etl_tests.conftest import FLAT_SAMPLE
 from faceit_etl_tests.test_api import here, with_a_bad_entry  # noqa: F401 (here: a fixture)
 from faceit_etl_tests.test_cli import CLI, faceit_etl as faceit_etl_cli, instance_at, tables_digest, workdir  # noqa: F401
-from faceit_etl_tests.test_faults import _wait_until
-from faceit_etl_tests.test_killed_runs import _step_pid
+from faceit_etl_tests.test_killed_runs import cli_killed_before_commit
 from faceit_etl_tests.test_resume import migrate_runs
 from faceit_etl_tests.test_resume_after_kills import _env
 
@@ -118,27 +116,15 @@ def test_a_killed_clis_orphaned_load_is_named_by_the_default_resume_as_still_loa
     victim = subprocess.Popen([CLI, "-q", "migrate", str(FLAT_SAMPLE), "--max-concurrent", "2"], cwd=workdir,
                               env=_env(workdir, database_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    with psycopg.connect(database_url) as holder:  # the load's last write waits on its log row: just before COMMIT
-        _wait_until(victim, "starting its load", lambda: holder.execute(
-            "SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE").fetchone())
-        _wait_until(victim, "waiting to commit", lambda: db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-            ['UPDATE "public"."migration_logs" SET status = %'],
-        ).fetchone()[0])
+    with cli_killed_before_commit(victim, database_url, db, workdir) as (step, sessions):
         with instance_at(workdir) as instance:
-            step = _step_pid(instance, "postgres_tables")
             [loading] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-        assert step not in (None, victim.pid)
-        os.kill(victim.pid, signal.SIGKILL)  # the CLI alone
-        victim.wait(30)
-        sessions = [pid for (pid,) in db.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid", [run_session_name(loading.run_id)])]
 
         done = faceit_etl_cli(workdir, database_url, "migrate", "--resume")
 
         with instance_at(workdir) as instance:
             runs = migrate_runs(instance)
-        holder.rollback()  # the orphan goes on, finds its launcher gone and rolls back
+    # released: the orphan goes on, finds its launcher gone and rolls back
     writers = ", ".join([f"step postgres_tables (pid {step})", *(f"database session (server pid {p})" for p in sessions)])
     target = loading.tags[TARGET_TAG]
     assert (done.returncode, done.stdout, done.stderr) == (2, (
