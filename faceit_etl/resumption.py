@@ -39,6 +39,8 @@ START_A_NEW_RUN = "resuming it would not load what a new run loads; start a new 
 SNAPSHOT_FOLDER = "snapshot_folder"  # a resumed load's manifest: where the reused snapshot's files are
 SNAPSHOT_OF_RUN = "snapshot_of_run"  # and which run's load took it
 
+_WAIT_FOR_IT = "wait for it to end, then check faceit-etl status, which says whether it committed"
+
 
 class ResumeRefused(RuntimeError):
     """This failed run cannot be resumed (or there is none): nothing was written."""
@@ -179,6 +181,8 @@ def choose(
         chosen = instance.get_run_by_id(run_id)
         if chosen is None or chosen.job_name != "migrate_job":
             raise ResumeRefused(f"no migration run {run_id!r} in this Dagster instance")
+        if not chosen.is_finished:
+            raise ResumeRefused(f"run {run_id} is still running ({running(chosen)}): {_WAIT_FOR_IT}")
         if chosen.status != dg.DagsterRunStatus.FAILURE:
             raise ResumeRefused(f"run {run_id} did not fail (it is {chosen.status.value}): there is nothing to resume")
     order = [run.run_id for run in attempts]
@@ -224,8 +228,7 @@ def _latest_failed(
     named = f"the latest migration of {target}, run {latest.run_id},"
     if not latest.is_finished:
         raise ResumeRefused(
-            f"{named} is still running ({running(latest)}): wait for it to end, then check faceit-etl status, "
-            "which says whether it committed; an older failure is never resumed behind it"
+            f"{named} is still running ({running(latest)}): {_WAIT_FOR_IT}; an older failure is never resumed behind it"
         )
     if latest.status == dg.DagsterRunStatus.CANCELED:
         raise ResumeRefused(f"{named} was canceled, not failed: there is nothing to resume; {START_A_NEW_RUN}")

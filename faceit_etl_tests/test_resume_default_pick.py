@@ -54,7 +54,7 @@ def an_older_failure(folder) -> tuple[str, str]:
 
 @pytest.mark.db
 @pytest.mark.parametrize("launcher", ["alive", "gone, a session of it open"])
-def test_the_default_resume_names_the_latest_migration_while_it_still_runs(here, db, database_url, launcher):
+def test_resume_names_a_migration_that_still_runs_as_running_by_default_or_by_its_id(here, db, database_url, launcher):
     older, target = an_older_failure(here)
     tags = {TARGET_TAG: target, **launcher_tags()} | ({PID_TAG: "999999999"} if launcher != "alive" else {})
     with instance_at(here) as instance:
@@ -62,6 +62,8 @@ def test_the_default_resume_names_the_latest_migration_while_it_still_runs(here,
                                                  status=dg.DagsterRunStatus.STARTED))
     with psycopg.connect(database_url, application_name=run_session_name(running.run_id)) as session:
         said = refusal()
+        with pytest.raises(ResumeRefusedError) as named:
+            faceit_etl.resume(run_id=running.run_id)
         with instance_at(here) as instance:
             assert instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.STARTED  # not failed meanwhile
             assert [r.run_id for r in migrate_runs(instance)] == [running.run_id, older]  # no run started
@@ -71,6 +73,8 @@ def test_the_default_resume_names_the_latest_migration_while_it_still_runs(here,
                 f"its faceit-etl process is gone, but database session (server pid {session.info.backend_pid}) of it "
                 "can still write: it is still loading")
     assert said == f"the latest migration of {target}, run {running.run_id}, is still running ({what}): {WAIT}"
+    assert str(named.value) == (f"run {running.run_id} is still running ({what}): wait for it to end, then check "
+                                "faceit-etl status, which says whether it committed")
 
 
 @pytest.mark.db
