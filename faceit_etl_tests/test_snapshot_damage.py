@@ -303,3 +303,44 @@ def test_a_data_exception_is_said_without_the_value_it_quotes(db, statement, sai
 
     assert NICKNAME in str(raised.value)
     assert server_error_text(raised.value) == said
+
+
+@pytest.mark.parametrize(
+    ("raise_", "said"),
+    [
+        ("RAISE EXCEPTION 'nickname % refused', new.nick",
+         "a function of the database (PL/pgSQL function guard()) raised an error (SQLSTATE P0001); its own "
+         "words are left out, as they may quote a row"),
+        ("RAISE EXCEPTION 'row %', new USING ERRCODE = 'unique_violation'",
+         "a function of the database (PL/pgSQL function guard()) raised an error (SQLSTATE 23505); its own "
+         "words are left out, as they may quote a row"),
+        ("ASSERT new.nick IS NULL, new.nick",
+         "a function of the database (PL/pgSQL function guard()) raised an error (SQLSTATE P0004); its own "
+         "words are left out, as they may quote a row"),
+    ],
+    ids=["raise", "raise-with-another-sqlstate", "assert"],
+)
+def test_a_database_functions_own_words_are_left_out_naming_the_function(db, raise_, said):
+    """A trigger's RAISE may quote the row it refuses (`nickname <a nickname> refused`): its words reached the CLI,
+    migration.log and the API's errors whole. Only the function and the SQLSTATE are said."""
+    from faceit_etl.postgres.database import server_error_text
+
+    db.execute("CREATE TABLE guarded (nick text)")
+    db.execute(f"CREATE FUNCTION guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {raise_}; RETURN new; END $$")
+    db.execute("CREATE TRIGGER guard BEFORE INSERT ON guarded FOR EACH ROW EXECUTE FUNCTION guard()")
+    with pytest.raises(psycopg.Error) as raised:
+        db.execute("INSERT INTO guarded VALUES (%s)", [NICKNAME])
+
+    assert NICKNAME in str(raised.value)
+    assert server_error_text(raised.value) == said
+
+
+def test_an_error_of_the_servers_own_inside_a_function_keeps_its_sentence(db):
+    """Not every error raised in a function is the function's words: the server's own keep their sentence."""
+    from faceit_etl.postgres.database import server_error_text
+
+    db.execute("CREATE FUNCTION halve(n int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN n / 0; END $$")
+    with pytest.raises(psycopg.errors.DivisionByZero) as raised:
+        db.execute("SELECT halve(2)")
+
+    assert server_error_text(raised.value) == "division by zero"

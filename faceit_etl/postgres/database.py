@@ -154,6 +154,11 @@ _DATA_EXCEPTION = "22"
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')
 _VALUE_LEFT_OUT = '"<the value, left out>"'
 # Where a COPY stopped, from its CONTEXT (`COPY users, line 3, column faceit_nickname: "<value>"`), without the value.
+# A message a function of the database wrote itself (RAISE, ASSERT, or any error of PL/pgSQL's class P0 or of
+# an external routine's, 38 and 39) may say anything, a row's values included: only who raised it is said.
+_OWN_WORDS_STATES = ("P0", "38", "39")
+_RAISED_BY = re.compile(r"^(?P<language>PL/\w+|SQL) function (?P<function>.+?)(?: line \d+)?(?: at (?P<at>RAISE|ASSERT))?$",
+                        re.MULTILINE)
 _COPY_WHERE = re.compile(r"COPY (?P<table>[^,\s]+), line \d+(?:, column (?P<column>[^:\s]+))?")
 
 
@@ -172,7 +177,13 @@ def server_error_text(exc: BaseException) -> str:
     where = [f"{name} {value}" for name, value in
              (("table", relation), ("column", column), ("constraint", diag.constraint_name)) if value]
     message = diag.message_primary
-    if (diag.sqlstate or "").startswith(_DATA_EXCEPTION):
+    state = diag.sqlstate or ""
+    raised_by = _RAISED_BY.search(diag.context or "")
+    if state.startswith(_OWN_WORDS_STATES) or (raised_by and raised_by["at"]):
+        function = f" ({raised_by['language']} function {raised_by['function']})" if raised_by else ""
+        message = (f"a function of the database{function} raised an error (SQLSTATE {state}); its own words are "
+                   "left out, as they may quote a row")
+    elif state.startswith(_DATA_EXCEPTION):
         message = _QUOTED.sub(_VALUE_LEFT_OUT, message)
     return message + (f" ({', '.join(where)})" if where else "")
 
