@@ -23,7 +23,7 @@ from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
 
 NICKNAME = "Vasya_Secret_Nick"
 # A trigger of the bot's database: its DETAIL quotes the row (as `Failing row contains (...)` does), its
-# message a secret of the DBA's (the connection's password).
+# message a secret of the DBA's (the connection's password): a function's own words, left out whole.
 TRIGGER = """
 CREATE TABLE public.bot_notes (nickname text, age integer);
 CREATE FUNCTION public.refuse_note() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -38,7 +38,8 @@ CREATE TRIGGER refuse_note BEFORE INSERT ON public.bot_notes FOR EACH ROW WHEN (
 FAILURES = {  # the statement, and what the caller is told of it
     "a trigger's error": (
         "INSERT INTO public.bot_notes (nickname) VALUES (%s)", [NICKNAME],
-        "CheckViolation: nickname refused (ask ***) (table public.bot_notes, column nickname)"),
+        "CheckViolation: a function of the database (PL/pgSQL function refuse_note()) raised an error (SQLSTATE "
+        "23514); its own words are left out, as they may quote a row (table public.bot_notes, column nickname)"),
     "a data error": (
         "INSERT INTO public.bot_notes (nickname, age) VALUES (%s, %s)", ["x", NICKNAME],
         'InvalidTextRepresentation: invalid input syntax for type integer: "<the value, left out>"'),
