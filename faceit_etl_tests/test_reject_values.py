@@ -33,6 +33,8 @@ CASES = [
     ('{"user_id": 10, "created_at": 1e-20000}', "created_at", "1e-20000"),
     ('{"user_id": 11, "notifications_enabled": 2.50}', "notifications_enabled", "2.50"),
     ('{"user_id": 12, "language": "a\\u0000b", "extra": 1E400}', "language", '"a\\u0000b"'),
+    ('{"user_id": 13, "subscription": []}', "subscription", "[]"),  # not the whole entry
+    ('{"user_id": 14, "subscription": "premium", "language": "en"}', "subscription", '"premium"'),
 ]
 
 

@@ -20,7 +20,7 @@ WHAT_TO_DO = (
     "(a count, or a percentage such as 1%) in the launchpad's migration_settings "
     "(CLI: --force, --max-rejects; environment: MIGRATION_FORCE, MIGRATION_MAX_REJECTS)"
 )
-_SOURCE_KEYS = {f.name: f.source_key for f in USER_FIELDS}
+_SOURCE_KEYS = {f.name: f.source_key for f in USER_FIELDS} | {SUBSCRIPTION_KEY: SUBSCRIPTION_KEY}  # a subscription that is no object
 _SUBSCRIPTION_KEYS = {f.name: f.source_key for f in SUBSCRIPTION_FIELDS}
 
 
