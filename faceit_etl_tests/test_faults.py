@@ -185,7 +185,7 @@ def test_a_connection_string_libpq_cannot_parse_is_refused_before_any_work_and_n
         assert secret not in done.stdout + done.stderr
         assert (done.returncode, done.stdout, done.stderr) == (2, (
             "faceit-etl: the database URL (DATABASE_URL) is not a valid PostgreSQL connection "
-            "string (expected postgresql://user:password@host:port/database)\n"), ""), verb
+            "string (expected postgresql://user:***@host:port/database)\n"), ""), verb
     stored = b"\n".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
     assert b"is not a valid PostgreSQL connection string" in (tmp_path / "migration.log").read_bytes()
     assert secret.encode() not in stored  # migration.log, Dagster's storage, backups

@@ -29,7 +29,7 @@ _KEYWORD_SECRET = re.compile(r"password\s*=\s*(?P<secret>'(?:[^'\\]|\\.)*'?|\S+(
 
 
 URL_VARIABLE = "DATABASE_URL"
-EXPECTED_FORM = "expected postgresql://user:password@host:port/database"
+EXPECTED_FORM = "expected postgresql://user:***@host:port/database"  # *** where the password goes: a form with one would be masked as one
 INVALID_URL = f"the database URL ({URL_VARIABLE}) is not a valid PostgreSQL connection string ({EXPECTED_FORM})"
 # What libpq says of an option value it refuses, before it contacts any server (`invalid sslmode value:
 # "bogus"`, `could not match 2 host names to 1 hostaddr values`, `invalid port number`).
