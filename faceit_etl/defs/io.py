@@ -89,7 +89,8 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
             path = _last_of_this_file(instance, context.op_def.name, upstream.asset_key, self._path)
         else:
             path = self._path(instance, upstream)
-        if path in _HANDED_OVER:  # parsed entries once: validation holds them
+        # Only this run's own values: a re-execution reads its parent's from disk, where pruning may have removed them.
+        if upstream.run_id == context.step_context.run_id and path in _HANDED_OVER:  # parsed entries once
             return _HANDED_OVER.pop(path) if isinstance(_HANDED_OVER[path], SourceData) else _HANDED_OVER[path]
         try:
             data = path.read_bytes()
