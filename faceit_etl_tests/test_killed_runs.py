@@ -177,6 +177,24 @@ def test_a_dead_process_is_said_with_its_signal_or_exit_code():
         "written. Run the dry run again (a dry run is never resumed)")
 
 
+def api_migrate_in_a_child(source: Path, database_url: str, workdir: Path, monkeypatch
+                           ) -> tuple[threading.Thread, list[BaseException]]:
+    """`faceit_etl.migrate(source, database_url=...)` in a thread, not started yet: with no DATABASE_URL of
+    its own, the call runs its verb in a child process. What it raises lands in the list."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            faceit_etl.migrate(source, database_url=database_url)
+        except BaseException as exc:  # noqa: BLE001 (the test asserts it)
+            raised.append(exc)
+
+    return threading.Thread(target=call), raised
+
+
 def _serving_child() -> int | None:
     """The pid of this process's child that runs an API verb (`_in_child`), once it has started."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -192,19 +210,8 @@ def _serving_child() -> int | None:
 
 def test_the_process_an_api_call_ran_its_verb_in_killed_raises_process_ended(workdir, database_url, db, monkeypatch):
     monkeypatch.chdir(workdir)
-    monkeypatch.delenv("DATABASE_URL", raising=False)  # so the database_url argument runs the verb in a child
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
     big = write_data_file(workdir / "big.json", 150_000, seed=2)
-    raised: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            faceit_etl.migrate(big, database_url=database_url)
-        except BaseException as exc:  # noqa: BLE001 (asserted below)
-            raised.append(exc)
-
-    caller = threading.Thread(target=call)
+    caller, raised = api_migrate_in_a_child(big, database_url, workdir, monkeypatch)
     caller.start()
     deadline = time.monotonic() + 120
     while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'"
@@ -322,18 +329,7 @@ def test_an_api_call_whose_child_died_waits_for_the_runs_sessions_and_never_fail
     from faceit_etl.postgres.lock import advisory_lock_key
 
     monkeypatch.chdir(workdir)
-    monkeypatch.delenv("DATABASE_URL", raising=False)  # so the database_url argument runs the verb in a child
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
-    raised: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            faceit_etl.migrate(FLAT_SAMPLE, database_url=database_url)
-        except BaseException as exc:  # noqa: BLE001 (asserted below)
-            raised.append(exc)
-
-    caller = threading.Thread(target=call)
+    caller, raised = api_migrate_in_a_child(FLAT_SAMPLE, database_url, workdir, monkeypatch)
     with psycopg.connect(database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])
         caller.start()
