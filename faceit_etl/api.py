@@ -758,10 +758,9 @@ def _run_rejects(folder: Path) -> list[Reject]:
 
 
 def _rejects(records: list[dict]) -> list[Reject]:
-    from faceit_etl.validation.report import entry_number, offending_value
+    from faceit_etl.validation.report import entry_number
 
-    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"],
-                   offending_value(r["raw"], r["field"])) for r in records]
+    return [Reject(entry_number(r["source_index"]), r["user_id"], r["field"], r["reason"], r["value"]) for r in records]
 
 
 def _mark_interrupted(settings, result: MigrationResult) -> None:

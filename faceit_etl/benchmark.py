@@ -122,10 +122,11 @@ def _load_step(database_url: str, work: str) -> None:
 
     from faceit_etl.mapping import MappedFrames
     from faceit_etl.postgres.load import load
+    from faceit_etl.validation import REJECT_COLUMNS
 
     frames = MappedFrames(pd.read_parquet(f"{work}/users.parquet"), pd.read_parquet(f"{work}/subscriptions.parquet"), {})
     with psycopg.connect(database_url) as conn:
-        load(conn, "public", frames, pd.DataFrame(columns=["source_index", "user_id", "field", "reason", "raw"]), "bench")
+        load(conn, "public", frames, pd.DataFrame(columns=REJECT_COLUMNS), "bench")
 
 
 # dlt's postgres loaders: INSERT statements (its default) and CSV through COPY.

@@ -1,6 +1,8 @@
 """A reject's `value` is the value as the file wrote it, on every surface that shows one (the run's rejects
-table, the validation report, the API's `Reject.value`): `1E400` was shown as `Infinity` and `2.50` as `2.5`
-(the value was parsed again as floats and printed), while the reason quoted the file's text."""
+table, the validation report and `faceit-etl validate`'s output, the API's `Reject.value`): `1E400` was shown as
+`Infinity` and `2.50` as `2.5` (the value was parsed again as floats and printed), while the reason quoted the
+file's text; an entry refused for a repeated key as a JSON string literal of its text, and a lone surrogate's
+escape with its backslash doubled (`"c\\\\ud800"`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from faceit_etl.source import parse_source
 from faceit_etl.validation import validate_entries
 from faceit_etl_tests.conftest import examples
 from faceit_etl_tests.test_api import here  # noqa: F401 (a fixture)
+from faceit_etl_tests.test_cli import faceit_etl as cli
 from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
 
 # (the entry's text, the rejected field, its value as every surface must show it)
@@ -35,6 +38,10 @@ CASES = [
     ('{"user_id": 12, "language": "a\\u0000b", "extra": 1E400}', "language", '"a\\u0000b"'),
     ('{"user_id": 13, "subscription": []}', "subscription", "[]"),  # not the whole entry
     ('{"user_id": 14, "subscription": "premium", "language": "en"}', "subscription", '"premium"'),
+    # refused whole as they were read: the entry's text, never a JSON string of it, nor a surrogate's escape doubled
+    ('{"user_id": 31, "user_id": 32, "language": "en"}', "(entry)", '{"user_id": 31, "user_id": 32, "language": "en"}'),
+    ('{"user_id": 33, "faceit_nickname": "c\\ud800"}', "(entry)", '{"user_id": 33, "faceit_nickname": "c\\ud800"}'),
+    ('{"user_id": 34, "language": "\\udc01é", "language": "x"}', "(entry)", '{"user_id": 34, "language": "\\udc01é", "language": "x"}'),
 ]
 
 
@@ -84,7 +91,7 @@ def test_a_runs_rejects_show_each_value_as_written_in_its_table_file_and_result(
     check's rejects table is the file's text; the entries are stored in migration_rejects (an entry holding
     U+0000 and 1E400 was turned into `Infinity`, which jsonb refuses, failing the load)."""
     data = here / "numbers.json"
-    data.write_text('{"users": [' + ", ".join(entry for entry, _, _ in CASES) + ', {"user_id": 99}]}')
+    data.write_text('{"users": [' + ", ".join(entry for entry, _, _ in CASES) + ', {"user_id": 99}]}', encoding="utf-8")
 
     result = faceit_etl.migrate(data, force=True)
 
@@ -99,3 +106,26 @@ def test_a_runs_rejects_show_each_value_as_written_in_its_table_file_and_result(
     assert [r.data["value"] for r in evaluation.metadata["rejects"].records] == [value for _, _, value in CASES]
     stored = db.execute("SELECT raw->>'language', raw->>'extra' FROM migration_rejects WHERE source_index = 11").fetchall()
     assert stored == [("a\\u0000b", "1" + "0" * 400)]
+    # jsonb keeps one value of a repeated key, so a refused entry's text is stored as a JSON string; a lone
+    # surrogate, which jsonb refuses, as its escape's text
+    refused = db.execute(
+        "SELECT source_index, raw #>> '{}', raw->>'faceit_nickname' FROM migration_rejects "
+        "WHERE source_index >= 14 ORDER BY source_index"
+    ).fetchall()
+    assert refused == [
+        (14, CASES[14][0], None),
+        (15, '{"user_id": 33, "faceit_nickname": "c\\\\ud800"}', "c\\ud800"),
+        (16, CASES[16][0], None),
+    ]
+
+
+def test_the_cli_validate_report_shows_each_value_as_written(workdir, database_url):
+    """`faceit-etl validate`, run as a user runs it, prints the report: each reject's value cell is the file's."""
+    data = workdir / "data.json"
+    data.write_text('{"users": [' + ", ".join(entry for entry, _, _ in CASES) + "]}", encoding="utf-8")
+
+    done = cli(workdir, database_url, "validate", str(data))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    rows = done.stdout.split("## Rejects")[1].strip().splitlines()[2 : 2 + len(CASES)]
+    assert [row.split(" | ")[2:4] for row in rows] == [[field, value] for _, field, value in CASES]

@@ -67,11 +67,11 @@ def test_the_value_shown_is_the_files_value_for_any_field(value, field):
         entry["user_id"] = value
 
     text = str(value)
-    assert report.offending_value(json.dumps(entry), field.name) == (text if len(text) <= 80 else text[:79] + "…")
+    assert report.shown_value(entry, field.name, json.dumps(entry)) == (text if len(text) <= 80 else text[:79] + "…")
 
 
 def test_a_field_the_entry_lacks_is_shown_as_absent():
-    assert report.offending_value(json.dumps({"user_id": 1}), "tier") == "(absent)"
+    assert report.shown_value({"user_id": 1}, "tier", json.dumps({"user_id": 1})) == "(absent)"
 
 
 def test_a_stopped_run_says_why_in_one_line_with_the_first_rejects_and_what_to_do():

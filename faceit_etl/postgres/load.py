@@ -713,7 +713,7 @@ def _write_rejects(conn, schema, rejects: pd.DataFrame, run_id: str) -> int:
 
 def jsonb_safe(raw_json: str) -> str:
     """A reject's entry as jsonb can hold it: its text as written, except U+0000 spelled out as text and a
-    number beyond jsonb's numeric (1e-20000) kept as a string of its text (`written(for_jsonb=True)`)."""
+    number beyond jsonb's numeric (1e-20000) kept as a string of its text (`written(form="jsonb")`)."""
     if "\\u0000" not in raw_json and not may_hold_decimal_number(raw_json.encode()):
         return raw_json
-    return written(loads_exact(raw_json)[0], for_jsonb=True)
+    return written(loads_exact(raw_json)[0], form="jsonb")

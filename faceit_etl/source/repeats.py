@@ -91,11 +91,14 @@ class WrittenFloat(float):
 @dataclass(frozen=True)
 class RefusedEntry:
     """A user entry the reader does not hand over as one object: validation rejects it with `reason`.
-    `raw` is the entry's JSON; for an entry that repeats a name, a string holding its text as written,
-    repeats included (jsonb, like any parser, would keep only one of a repeated name's values)."""
+    `raw` is the entry's JSON as stored (`written(form="stored")`); for an entry that repeats a name, a
+    string holding its text, repeats included (jsonb, like any parser, would keep only one of a repeated
+    name's values). `text` is what a reject shows as its value: the entry as the file wrote it, never that
+    string's literal, so it cannot be mistaken for an entry that is a string."""
 
     reason: str
     raw: str
+    text: str
 
 
 class RepeatedKeyError(ValueError):
@@ -235,9 +238,10 @@ def refuse_superseded(entries: list[Any], keys: list[str], later: dict[int, int]
     for index in range(offset, offset + len(entries)):
         if index in later:
             entry = entries[index - offset]
-            refused[index - offset] = RefusedEntry(
-                f"key {keys[index - offset]!r} repeated: the bot reads the last one, entry {later[index] + 1}",
-                entry.raw if type(entry) is RefusedEntry else written(entry),
+            reason = f"key {keys[index - offset]!r} repeated: the bot reads the last one, entry {later[index] + 1}"
+            refused[index - offset] = (
+                RefusedEntry(reason, entry.raw, entry.text) if type(entry) is RefusedEntry
+                else RefusedEntry(reason, written(entry, form="stored"), written(entry))
             )
     return refused
 
@@ -248,12 +252,15 @@ def _refused(entry: Any) -> Any:
         if found is None:
             return entry
         name, path = found
+        text = written(entry)  # escapes as the file wrote them: held in a JSON string, they decode to text
         return RefusedEntry(
             f"key {name!r} appears more than once in {path or 'the entry'}: which value is meant is ambiguous",
-            json.dumps(written(entry)),
+            json.dumps(text),
+            text,
         )
     except RecursionError:  # only a file that repeats names somewhere is walked
-        return RefusedEntry("nested too deeply to check for repeated keys", json.dumps("<entry nested too deeply>"))
+        placeholder = json.dumps("<entry nested too deeply>")
+        return RefusedEntry("nested too deeply to check for repeated keys", placeholder, placeholder)
 
 
 def _first_repeat(value: Any, path: str) -> tuple[str, str] | None:
@@ -272,27 +279,39 @@ def _first_repeat(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
-def written(value: Any, *, for_jsonb: bool = False) -> str:
+def written(value: Any, *, form: str = "file") -> str:
     """JSON text of a parsed value as the file wrote it: repeated names, over-long integers and numbers'
-    texts kept (`1E400` stays `1E400`, never `Infinity`); unpaired surrogates spelled out as escape text.
-    The one rendering of a file's value for people (a reject's value) and for storage. `for_jsonb`: what
-    PostgreSQL's jsonb cannot hold changed only as far as it must, a number beyond its numeric (1e-20000)
-    made a string of its text and U+0000 in a string spelled out as text."""
+    texts kept (`1E400` stays `1E400`, never `Infinity`). An unpaired surrogate is a JSON escape in the
+    `file` form (`"c\\ud800"`, what a reject shows), and escape text in the `stored` form (`"c\\\\ud800"`,
+    a reject's raw entry): parsed back, a stored entry holds printable text, never a lone surrogate, and
+    jsonb holds it. The `jsonb` form is the stored one with what PostgreSQL's jsonb cannot hold changed
+    only as far as it must: a number beyond its numeric (1e-20000) made a string of its text and U+0000
+    in a string spelled out as text."""
     if isinstance(value, Repeated):
         pairs = value.pairs
     elif isinstance(value, dict):
         pairs = value.items()
     elif isinstance(value, list):
-        return "[" + ", ".join(written(v, for_jsonb=for_jsonb) for v in value) + "]"
+        return "[" + ", ".join(written(v, form=form) for v in value) + "]"
     elif isinstance(value, (LongInteger, WrittenFloat)):
         text = value.digits if isinstance(value, LongInteger) else value.text
-        return json.dumps(text) if for_jsonb and not _jsonb_holds(text) else text
+        return json.dumps(text) if form == "jsonb" and not _jsonb_holds(text) else text
     elif isinstance(value, str):
-        spelled = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
-        return json.dumps(spelled.replace("\x00", "\\u0000") if for_jsonb else spelled, ensure_ascii=False)
+        return _written_string(value, form)
     else:
         return json.dumps(value)
-    return "{" + ", ".join(f"{written(k, for_jsonb=for_jsonb)}: {written(v, for_jsonb=for_jsonb)}" for k, v in pairs) + "}"
+    return "{" + ", ".join(f"{written(k, form=form)}: {written(v, form=form)}" for k, v in pairs) + "}"
+
+
+def _written_string(value: str, form: str) -> str:
+    if form == "file":  # each piece between surrogates written as JSON, each surrogate as its escape
+        pieces = _SURROGATE.split(value)
+        if len(pieces) == 1:
+            return json.dumps(value, ensure_ascii=False)
+        escapes = [f"\\u{ord(s):04x}" for s in _SURROGATE.findall(value)] + [""]
+        return '"' + "".join(json.dumps(p, ensure_ascii=False)[1:-1] + e for p, e in zip(pieces, escapes)) + '"'
+    spelled = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    return json.dumps(spelled.replace("\x00", "\\u0000") if form == "jsonb" else spelled, ensure_ascii=False)
 
 
 def _jsonb_holds(number: str) -> bool:

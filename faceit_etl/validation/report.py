@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from faceit_etl.source.repeats import loads_exact, written
+from faceit_etl.source.repeats import written
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, SUBSCRIPTION_KEY, USER_FIELDS
 from faceit_etl.validation.limit import RejectLimit
 
@@ -29,24 +29,20 @@ def entry_number(source_index: int) -> int:
     return int(source_index) + 1
 
 
-def offending_value(raw: str, field: str) -> str:
-    """The value the entry's JSON holds for `field`, as the file wrote it (a string keeps its quotes, so
-    "5" and 5 stay apart; `1E400` stays `1E400`), cut to VALUE_CHARS; the whole entry when the reason is
-    about the entry. Every surface that shows a reject's value (the run's rejects table, the validation
-    report, the API's `Reject.value`) shows this."""
-    try:
-        entry = loads_exact(raw)[0]
-    except (ValueError, RecursionError):
-        return _cut(raw)
+def shown_value(entry: Any, field: str, whole: str) -> str:
+    """The value a parsed entry holds for `field`, as the file wrote it (a string keeps its quotes, so
+    "5" and 5 stay apart; `1E400` stays `1E400`; a lone surrogate stays the escape `\\ud800`), cut to
+    VALUE_CHARS; `whole`, the entry's JSON text, when the reason is about the entry. Judged once, when the
+    reject is made (`ValidationOutcome.rejects`' `value`): every surface shows that."""
     if not isinstance(entry, dict):
-        return _cut(raw)
+        return _cut(whole)
     if field in _SOURCE_KEYS:
         found = _lookup(entry, _SOURCE_KEYS[field])
     elif field in _SUBSCRIPTION_KEYS:
         nested = entry.get(SUBSCRIPTION_KEY)
         found = _lookup(nested if isinstance(nested, dict) else entry, _SUBSCRIPTION_KEYS[field])
     else:
-        return _cut(raw)
+        return _cut(whole)
     return ABSENT if found is _MISSING else _cut(written(found))
 
 
@@ -77,7 +73,7 @@ def reject_rows(rejects: pd.DataFrame) -> list[dict]:
             "entry": entry_number(row.source_index),
             "user_id": str(row.user_id) if pd.notna(row.user_id) else None,
             "field": row.field,
-            "value": offending_value(row.raw, row.field),
+            "value": row.value,
             "reason": row.reason,
         }
         for row in rejects.itertuples(index=False)

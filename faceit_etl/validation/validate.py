@@ -37,14 +37,14 @@ from faceit_etl.validation.fields import (
     USER_PRESENT,
 )
 from faceit_etl.validation.pandera_import import pa
-from faceit_etl.validation.report import entry_number
+from faceit_etl.validation.report import entry_number, shown_value
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 from faceit_etl.validation.shapes import Shapes
 
 ENTRY_FIELD = "(entry)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ID_KEY = re.compile(r"[1-9][0-9]*")
-REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "raw"]
+REJECT_COLUMNS = ["source_index", "user_id", "field", "reason", "value", "raw"]
 REFERRAL_CODE = "referral_code"
 
 
@@ -280,24 +280,24 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
 
 
 def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: list[str] | None) -> pd.DataFrame:
+    """One row per (entry, field, reason): `raw` the entry as stored (`_raw_json`), `value` what the
+    reject shows, the file's value for the field (`shown_value`), judged here on the parsed entry."""
     user_ids = frame["user_id"]
-    rows = [
-        (
-            index,
+    rows = []
+    for index in sorted(reasons):
+        entry = entries[index - offset]
+        raw, whole = _raw_json(entry)
+        user_id = (
             key_user_id(id_keys[index - offset]) if id_keys is not None  # the bot reads this layout by key
             else _known_user_id(user_ids, index) if index in user_ids.index
-            else _own_user_id(entries[index - offset]),
-            field_name,
-            reason,
-            _raw_json(entries[index - offset]),
+            else _own_user_id(entry)
         )
-        for index in sorted(reasons)
-        for field_name, reason in reasons[index]
-    ]
+        for field_name, reason in reasons[index]:
+            rows.append((index, user_id, field_name, reason, shown_value(entry, field_name, whole), raw))
     rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
     # built as Int64 directly: ids inferred next to a None become floats, and lose digits past 2**53
     rejects["user_id"] = pd.array([row[1] for row in rows], dtype="Int64")
-    return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "raw": "str"})
+    return rejects.astype({"source_index": "int64", "field": "str", "reason": "str", "value": "str", "raw": "str"})
 
 
 def _known_user_id(user_ids: pd.Series, index: int) -> int | None:
@@ -310,8 +310,8 @@ def _own_user_id(entry: Any) -> int | None:
     so its reject names the user; None when it has no single valid one."""
     if type(entry) is RefusedEntry:
         try:
-            entry = loads_exact(json.loads(entry.raw))[0]
-        except (TypeError, ValueError, RecursionError):
+            entry = loads_exact(entry.text)[0]
+        except (ValueError, RecursionError):
             return None
     if isinstance(entry, Repeated):
         values = [value for name, value in entry.pairs if name == "user_id"]
@@ -336,13 +336,17 @@ def _unpaired_surrogate(value: Any) -> str | None:
     return None
 
 
-def _raw_json(entry: Any) -> str:
+def _raw_json(entry: Any) -> tuple[str, str]:
+    """The entry's JSON as stored (a lone surrogate spelled out as text) and as the file wrote it (a
+    lone surrogate its JSON escape); a refused entry's raw JSON and its text."""
     if type(entry) is RefusedEntry:
-        return entry.raw
+        return entry.raw, entry.text
     try:
-        return orjson.dumps(entry).decode()
+        text = orjson.dumps(entry).decode()  # orjson writes no lone surrogate: both forms are this one
+        return text, text
     except TypeError:  # big integers, numbers kept with their text, unpaired surrogates, deep nesting
         try:
-            return written(entry)
+            return written(entry, form="stored"), written(entry)
         except RecursionError:  # nested ~1000 levels: still read by orjson, but not writable back
-            return json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
+            placeholder = json.dumps(f"<entry nested too deeply to write back: {describe_value(entry)}>")
+            return placeholder, placeholder
