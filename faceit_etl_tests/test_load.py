@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import MappedFrames, map_frames
@@ -761,14 +762,16 @@ def test_migration_rejects_counts_entries_from_1_as_every_report_does(db, conn):
     assert db.execute("SELECT entry, source_index FROM migration_rejects ORDER BY entry").fetchall() == [(3, 2), (5, 4)]
 
 
-def test_an_existing_migration_rejects_table_of_the_old_layout_gets_the_entry_column(db, conn):
+@pytest.mark.parametrize("lacking", [["entry"], ["value"], ["entry", "value"]])
+def test_an_existing_migration_rejects_table_of_an_old_layout_gets_the_entry_and_value_columns(db, conn, lacking):
     ddl.ensure_bookkeeping_tables(db, SCHEMA)
-    db.execute("ALTER TABLE migration_rejects DROP COLUMN entry")  # as an older faceit-etl made it
+    for column in lacking:  # as an older faceit-etl made it
+        db.execute(sql.SQL("ALTER TABLE migration_rejects DROP COLUMN {}").format(sql.Identifier(column)))
     db.execute("INSERT INTO migration_rejects (run_id, source_index, field, reason) VALUES ('old', 6, 'user_id', 'missing')")
 
     ddl.ensure_bookkeeping_tables(db, SCHEMA)
 
-    assert db.execute("SELECT run_id, entry, source_index FROM migration_rejects").fetchall() == [("old", 7, 6)]
+    assert db.execute("SELECT run_id, entry, source_index, value FROM migration_rejects").fetchall() == [("old", 7, 6, None)]
 
 
 # ---------------------------------------------------------------------------------------------

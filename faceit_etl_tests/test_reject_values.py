@@ -87,9 +87,10 @@ def test_any_number_with_a_point_or_exponent_is_shown_as_written(number):
 
 
 def test_a_runs_rejects_show_each_value_as_written_in_its_table_file_and_result(here, db):
-    """The real run: the value of each reject in the result (read from the run's rejects.jsonl) and in the
-    check's rejects table is the file's text; the entries are stored in migration_rejects (an entry holding
-    U+0000 and 1E400 was turned into `Infinity`, which jsonb refuses, failing the load)."""
+    """The real run: the value of each reject in the result (read from the run's rejects.jsonl), in the
+    check's rejects table and in migration_rejects' `value` is the file's text; the entries are stored in
+    migration_rejects (an entry holding U+0000 and 1E400 was turned into `Infinity`, which jsonb refuses,
+    failing the load)."""
     data = here / "numbers.json"
     data.write_text('{"users": [' + ", ".join(entry for entry, _, _ in CASES) + ', {"user_id": 99}]}', encoding="utf-8")
 
@@ -104,6 +105,8 @@ def test_a_runs_rejects_show_each_value_as_written_in_its_table_file_and_result(
             and event.dagster_event.event_specific_data.check_name == "no_rejected_entries"
         ]
     assert [r.data["value"] for r in evaluation.metadata["rejects"].records] == [value for _, _, value in CASES]
+    shown = db.execute("SELECT value FROM migration_rejects ORDER BY source_index").fetchall()
+    assert shown == [(value,) for _, _, value in CASES]
     stored = db.execute("SELECT raw->>'language', raw->>'extra' FROM migration_rejects WHERE source_index = 11").fetchall()
     assert stored == [("a\\u0000b", "1" + "0" * 400)]
     # jsonb keeps one value of a repeated key, so a refused entry's text is stored as a JSON string; a lone

@@ -79,9 +79,12 @@ CREATE TABLE IF NOT EXISTS {rejects} (
 );
 CREATE INDEX IF NOT EXISTS {rejects_run_index} ON {rejects} (run_id);
 ALTER TABLE {rejects} ADD COLUMN IF NOT EXISTS {entry} integer GENERATED ALWAYS AS (source_index + 1) STORED;
+ALTER TABLE {rejects} ADD COLUMN IF NOT EXISTS {value} text;
 """
 # The entry's number as every report counts it (from 1); source_index stays the 0-based index its readers know.
 REJECT_ENTRY = "entry"
+# The value the reject was for, as every surface shows it: `raw` cannot show a refused entry's text as written.
+REJECT_VALUE = "value"
 
 # Each field's column type, from the field catalog (its varchar length too): the catalog is the one
 # place a column's size is written.
@@ -135,9 +138,8 @@ _TARGET = target_tables_sql()
 
 
 def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
-    """Our own tables (run log, rejects) and the schema, and the rejects' `entry` column on a table an older
-    faceit-etl made. A real run makes them in their own
-    transaction before its load; the load makes them too, so that a dry run does inside its
+    """Our own tables (run log, rejects) and the schema, and the rejects' `entry` and `value` columns on a
+    table an older faceit-etl made. A real run makes them in their own transaction before its load; the load makes them too, so that a dry run does inside its
     transaction what a real run does. Nothing runs when they exist: CREATE INDEX IF NOT EXISTS
     would still lock the rejects table until the load commits.
 
@@ -156,15 +158,16 @@ def ensure_bookkeeping_tables(conn: psycopg.Connection, schema: str) -> None:
                 rejects=table(schema, MIGRATION_REJECTS),
                 rejects_run_index=sql.Identifier(f"ix_{MIGRATION_REJECTS}_run_id"),
                 entry=sql.Identifier(REJECT_ENTRY),
+                value=sql.Identifier(REJECT_VALUE),
             )
         )
 
 
 def _bookkeeping_exist(conn: psycopg.Connection, schema: str) -> bool:
-    """Both tables, and the rejects' `entry` column, which tables of an older faceit-etl lack."""
-    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)) and any(
-        column == REJECT_ENTRY for column, _, _ in column_types(conn, schema, MIGRATION_REJECTS)
-    )
+    """Both tables, and the rejects' `entry` and `value` columns, which tables of an older faceit-etl lack."""
+    return all(table_exists(conn, schema, name) for name in (MIGRATION_LOGS, MIGRATION_REJECTS)) and {
+        REJECT_ENTRY, REJECT_VALUE
+    } <= {column for column, _, _ in column_types(conn, schema, MIGRATION_REJECTS)}
 
 
 def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None:

@@ -52,7 +52,7 @@ from faceit_etl.source.numbers import may_hold_decimal_number
 from faceit_etl.source.repeats import loads_exact, written
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 
-REJECTS_TABLE_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "raw"]
+REJECTS_TABLE_COLUMNS = ["run_id", "source_index", "user_id", "field", "reason", "value", "raw"]
 # Columns whose change counts as a change of the row (ids and bookkeeping times excluded).
 _USER_DATA = USER_COLUMNS[2:]
 _SUBSCRIPTION_DATA = SUBSCRIPTION_COLUMNS[2:]
