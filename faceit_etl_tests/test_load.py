@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import psycopg
@@ -899,16 +900,25 @@ def test_verify_counts_on_crafted_data(db, conn):
     ]
     mapped, rejects = chain(document(entries))
     load(conn, SCHEMA, mapped, rejects, "run-1")
-    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"]) == {"FREE": 5, "PREMIUM": 2, "PRO": 1}
-    # Only the given users' subscriptions are counted: a user the file does not have is not judged.
-    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"][mapped.users["user_id"] != 14]) == {"FREE": 5, "PREMIUM": 2}
+    every, others = np.ones(len(mapped.users), dtype=bool), (mapped.users["user_id"] != 14).to_numpy()
+
+    def tier_counts(users: pd.Series, states_tier: np.ndarray, rejected: pd.Series | None = None) -> dict[str, int]:
+        with verify.file_ids(db, users, states_tier, rejected) as ids:
+            return verify.tier_counts(db, SCHEMA, ids)
+
+    assert tier_counts(mapped.users["user_id"], every) == {"FREE": 5, "PREMIUM": 2, "PRO": 1}
+    # Only the file's users stating a tier are counted: not one the file does not have, nor one whose entry
+    # states no tier, nor one whose entry it rejected.
+    assert tier_counts(mapped.users["user_id"][others], every[others]) == {"FREE": 5, "PREMIUM": 2}
+    assert tier_counts(mapped.users["user_id"], others) == {"FREE": 5, "PREMIUM": 2}
+    assert tier_counts(mapped.users["user_id"][others], every[others], pd.Series([14])) == {"FREE": 5, "PREMIUM": 2}
     assert verify.missing_referrers(db, SCHEMA) == [777, 999]
     assert verify.self_referrals(db, SCHEMA) == [15, 3_000_000_000]
     assert verify.orphan_subscriptions(db, SCHEMA) == 0
     assert verify.row_count(db, SCHEMA, "users") == 8
 
     db.execute("UPDATE user_subscriptions SET tier = NULL WHERE referred_by_user_id = 777")
-    assert verify.tier_counts(db, SCHEMA, mapped.users["user_id"]) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
+    assert tier_counts(mapped.users["user_id"], every) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
     # An orphan needs the foreign key gone, as in a hand-made or damaged target.
     fk = db.execute(
         "SELECT conname FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass AND contype = 'f'"

@@ -19,7 +19,7 @@ import pytest
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import BLOCKING, Verdict, VerificationFailed, judge_before_commit, row_counts_match
+from faceit_etl.postgres.verdicts import BLOCKING, Verdict, VerificationFailed, all_verdicts, judge_before_commit
 from faceit_etl_tests.conftest import make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (the fixture)
 from faceit_etl_tests.test_dry_run import database_state
@@ -281,7 +281,7 @@ def test_a_row_deleted_after_the_load_is_counted_missing_with_what_was_kept(db, 
     judged_file, _ = chain(document(entries[:file_users]))
 
     with psycopg.connect(database_url) as conn:
-        verdict = row_counts_match(conn, SCHEMA, judged_file.users, judged_file.subscriptions)
+        verdict = all_verdicts(conn, SCHEMA, judged_file.users, judged_file.subscriptions)["row_counts_match"]
 
     kept = 30 - file_users
     assert not verdict.passed

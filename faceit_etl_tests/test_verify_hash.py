@@ -17,7 +17,7 @@ from psycopg import sql
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres import ddl, rowhash, verify
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import Verdict, all_verdicts, content_matches
+from faceit_etl.postgres.verdicts import BLOCKING, Verdict, all_verdicts, content_matches, judge_before_commit
 from faceit_etl_tests.test_load import chain, conn  # noqa: F401 (a fixture)
 
 SCHEMA = "public"
@@ -143,6 +143,82 @@ def test_the_verdicts_send_the_files_ids_by_copy_never_as_a_query_parameter(db, 
         "user_subscriptions_expected": 41, "users_kept_absent": 1, "user_subscriptions_kept_absent": 1}
     absent = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)["rows_not_in_file"]
     assert (absent.passed, absent.metadata) == (False, {"users_not_in_file": 1, "examples": [123]})
+
+
+FILE_IDS = "_faceit_etl_verify_ids"  # the temporary table a judging uploads the file's Telegram ids to
+
+
+def uploads_of_file_ids(connection: psycopg.Connection) -> list[str]:
+    """The file's ids' uploads this connection sends from now on (every COPY, the tables' own too, is seen)."""
+    copies = []
+
+    class Traced(psycopg.Cursor):
+        def copy(self, statement, *args, **kwargs):
+            copies.append(statement.as_string(self))
+            return super().copy(statement, *args, **kwargs)
+
+    connection.cursor_factory = Traced
+    return copies
+
+
+def left_over(connection: psycopg.Connection) -> str | None:
+    return connection.execute(f"SELECT to_regclass('pg_temp.{FILE_IDS}')::text").fetchone()[0]
+
+
+@pytest.mark.parametrize("judging", ["in the load", "the checks after"])
+def test_one_judging_uploads_the_files_ids_once(db, conn, tmp_path, judging):
+    """Every verdict of one judging reads one upload of the file's Telegram ids: at 1M users each verdict
+    uploading its own sent the same million ids twice in the load and three times in the checks after.
+    None is left behind in the session."""
+    mapped, rejects = chain(write_data_file(tmp_path / "data.json", 40, seed=5))
+    verdicts = {}
+    if judging == "in the load":
+        judged, copies = conn, uploads_of_file_ids(conn)
+        load(conn, SCHEMA, mapped, rejects, "run-1", before_commit=lambda c, stats: verdicts.update(judge_before_commit(
+            c, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent(), rejects["user_id"])))
+    else:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+        judged, copies = db, uploads_of_file_ids(db)
+        verdicts = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert [c for c in copies if FILE_IDS in c] == [f'COPY "{FILE_IDS}" FROM STDIN (FORMAT binary)']
+    assert [name for name in (*BLOCKING, "rows_not_in_file") if not verdicts[name].passed] == []
+    assert left_over(judged) is None
+
+
+def test_each_judging_in_one_session_judges_its_own_files_ids(db, conn, tmp_path):
+    """A later judging in the same session (a re-run, the checks after a run) uploads its own file's ids:
+    one that read the earlier judging's upload would judge the tables against the other file."""
+    mapped = loaded(conn, tmp_path)
+    users = mapped.users.iloc[:30]
+    subscriptions = mapped.subscriptions[mapped.subscriptions["user_id"].isin(users["id"])]
+    dropped = sorted(map(int, mapped.users["user_id"].iloc[30:]))
+    tiers_of = lambda frame: dict(sorted(frame["tier"].value_counts().items()))  # noqa: E731
+
+    whole = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)
+    fewer = all_verdicts(db, SCHEMA, users, subscriptions)
+    whole_again = all_verdicts(db, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert whole["rows_not_in_file"] == whole_again["rows_not_in_file"] == Verdict(True, {"users_not_in_file": 0, "examples": []})
+    assert fewer["rows_not_in_file"].metadata == {"users_not_in_file": 10, "examples": dropped}
+    assert fewer["row_counts_match"] == Verdict(True, {
+        "users_in_database": 40, "users_expected": 40, "user_subscriptions_in_database": 40,
+        "user_subscriptions_expected": 40, "users_kept_absent": 10, "user_subscriptions_kept_absent": 10})
+    assert whole["row_counts_match"].metadata["users_kept_absent"] == whole_again["row_counts_match"].metadata["users_kept_absent"] == 0
+    assert fewer["tier_counts_match"] == Verdict(True, {
+        "in_database": tiers_of(subscriptions), "expected": tiers_of(subscriptions), "users_compared": 30})
+    assert whole_again["tier_counts_match"].metadata["users_compared"] == 40
+    assert left_over(db) is None
+
+
+def test_a_judging_that_fails_in_the_database_raises_its_own_error(conn, tmp_path):
+    """The file's ids' table goes with the failed transaction: dropping it there would raise "current
+    transaction is aborted" in place of what failed."""
+    mapped = loaded(conn, tmp_path)
+    with pytest.raises(psycopg.errors.UndefinedTable, match='relation "no_such_schema.users" does not exist'):
+        all_verdicts(conn, "no_such_schema", mapped.users, mapped.subscriptions)
+    conn.rollback()
+    assert left_over(conn) is None
 
 
 def test_a_duplicated_row_standing_in_for_a_missing_one_is_found(db, conn, tmp_path):

@@ -13,7 +13,6 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,11 +50,12 @@ def compared_nothing(verdict: Verdict, why: str) -> Verdict:
 
 
 def row_counts_match(
-    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None
+    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, *, ids: verify.FileIds,
+    kept_absent: dict[str, int] | None = None,
 ) -> Verdict:
     """The file's rows plus the rows the load kept of users the file does not have (`kept_absent`
     per table, as the load counted them; without a load, as the tables hold them now)."""
-    kept = verify.rows_of_users_not_in(conn, schema, users["user_id"]) if kept_absent is None else kept_absent
+    kept = verify.rows_of_users_not_in(conn, schema, ids) if kept_absent is None else kept_absent
     counts = {
         USERS: (verify.row_count(conn, schema, USERS), len(users) + kept.get(USERS, 0)),
         SUBSCRIPTIONS: (verify.row_count(conn, schema, SUBSCRIPTIONS), len(subscriptions) + kept.get(SUBSCRIPTIONS, 0)),
@@ -83,27 +83,31 @@ def _count_differs(name: str, actual: int, expected: int, kept: int) -> str:
             f"({expected - kept} from the file, {kept} kept as they were of users not in it or rejected)")
 
 
-def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame) -> Verdict:
-    """Counted over the users whose entry states a tier: one without keeps the tier its row has (the flat
-    layout states none: then nothing is compared, and said so)."""
-    file_users = len(users)
-    if PRESENT in subscriptions.columns:
-        stated = (subscriptions[PRESENT].to_numpy(dtype="int64") & presence_bit(SUBSCRIPTION_FIELDS, "tier")) != 0
-        subscriptions = subscriptions[stated]
-        users = users[_among(users["id"], subscriptions["user_id"])]
-    actual = verify.tier_counts(conn, schema, users["user_id"])
-    counts = subscriptions["tier"].value_counts(dropna=False)
+def tier_counts_match(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, *, ids: verify.FileIds) -> Verdict:
+    """Counted over the users whose entry states a tier (`ids` marks them, see `_states_tier`): one without
+    keeps the tier its row has (the flat layout states none: then nothing is compared, and said so). A
+    user has one subscription: the subscriptions stating a tier are as many as their users."""
+    stated = subscriptions[_states_tier(subscriptions)]
+    actual = verify.tier_counts(conn, schema, ids)
+    counts = stated["tier"].value_counts(dropna=False)
     expected = dict(sorted((str(k) if pd.notna(k) else "NULL", int(v)) for k, v in counts.items()))
     verdict = Verdict(
         actual == expected,
-        {"in_database": actual, "expected": expected, "users_compared": len(users)},
+        {"in_database": actual, "expected": expected, "users_compared": len(stated)},
         None if actual == expected else _tiers_differ(actual, expected),
     )
-    if len(users):
+    if len(stated):
         return verdict
-    return compared_nothing(verdict, "the file has no user" if not file_users else (
+    return compared_nothing(verdict, "the file has no user" if not len(users) else (
         "no entry of the file states a tier (an entry without `subscription`, as in the flat layout, keeps its "
         "row's tier; content_matches judges a new row's default)"))
+
+
+def _states_tier(subscriptions: pd.DataFrame) -> np.ndarray:
+    """Which subscriptions' entries state a tier (a frame without presence bits states every field)."""
+    if PRESENT not in subscriptions.columns:
+        return np.ones(len(subscriptions), dtype=bool)
+    return (subscriptions[PRESENT].to_numpy(dtype="int64") & presence_bit(SUBSCRIPTION_FIELDS, "tier")) != 0
 
 
 def _among(values: pd.Series, allowed: pd.Series) -> np.ndarray:
@@ -170,12 +174,9 @@ def content_matches(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFra
     return compared_nothing(verdict, "the file has no user" + (", and the tables held none to keep" if proof is not None else ""))
 
 
-def rows_not_in_file(
-    conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, rejected_user_ids: pd.Series | None = None
-) -> Verdict:
+def rows_not_in_file(conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, *, ids: verify.FileIds) -> Verdict:
     """Users the table holds and the file does not: kept by a load (only `prune` deletes them). A user
-    whose entry the file has but rejected (`rejected_user_ids`, Telegram ids) is in the file."""
-    ids = users["user_id"] if rejected_user_ids is None else pd.concat([users["user_id"], rejected_user_ids.dropna()])
+    whose entry the file has but rejected (among `ids`) is in the file."""
     absent = verify.users_not_in(conn, schema, ids)
     verdict = Verdict(
         not absent.count,
@@ -203,8 +204,8 @@ def no_self_referrals(conn, schema, users: pd.DataFrame, subscriptions: pd.DataF
     return verdict if found or verify.names_a_referrer(conn, schema) else compared_nothing(verdict, NO_REFERRER)
 
 
-VerdictFunction = Callable[[psycopg.Connection, str, pd.DataFrame, pd.DataFrame], Verdict]
-VERDICTS: dict[str, VerdictFunction] = {
+# Each takes (conn, schema, users, subscriptions); those judging the tables' users against the file also `ids`.
+VERDICTS: dict[str, Callable[..., Verdict]] = {
     f.__name__: f
     for f in (
         row_counts_match,
@@ -222,11 +223,15 @@ def all_verdicts(
     conn, schema, users: pd.DataFrame, subscriptions: pd.DataFrame, kept_absent: dict[str, int] | None = None,
     rejected_user_ids: pd.Series | None = None,
 ) -> dict[str, Verdict]:
-    verdicts = VERDICTS | {
-        "row_counts_match": partial(row_counts_match, kept_absent=kept_absent),
-        "rows_not_in_file": partial(rows_not_in_file, rejected_user_ids=rejected_user_ids),
-    }
-    return {name: verdict(conn, schema, users, subscriptions) for name, verdict in verdicts.items()}
+    """The file's Telegram ids are uploaded once, for every verdict of this judging (`verify.file_ids`)."""
+    states_tier = _among(users["id"], subscriptions["user_id"][_states_tier(subscriptions)])
+    with verify.file_ids(conn, users["user_id"], states_tier, rejected_user_ids) as ids:
+        verdicts = VERDICTS | {
+            "row_counts_match": partial(row_counts_match, ids=ids, kept_absent=kept_absent),
+            "tier_counts_match": partial(tier_counts_match, ids=ids),
+            "rows_not_in_file": partial(rows_not_in_file, ids=ids),
+        }
+        return {name: verdict(conn, schema, users, subscriptions) for name, verdict in verdicts.items()}
 
 
 # A failure of one of these means the tables do not hold what the file says: the load is not committed.

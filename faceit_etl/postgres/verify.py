@@ -13,7 +13,9 @@ counted apart: they are the users a load keeps, not a difference in the file's r
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,24 +32,52 @@ from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
 
 EXAMPLE_KEYS = 5
 CELLS_SHOWN = 20  # differing cells shown with both values, per table
-_IDS = sql.Identifier("_faceit_etl_verify_ids")  # Telegram ids a verdict judges the table's users against
+_IDS = sql.Identifier("_faceit_etl_verify_ids")  # the file's Telegram ids, uploaded once per judging (`file_ids`)
+# What an uploaded id is to the file (its `role`): one value each, so that ANALYZE's statistics estimate every filter.
+_STATES_TIER, _STATES_NO_TIER, _REJECTED = 1, 2, 3
 
 
 def row_count(conn: psycopg.Connection, schema: str, name: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
 
 
-def tier_counts(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
-    """Subscriptions per tier of the users with these Telegram ids (the file's): users the file does
-    not have are not the file's to judge."""
-    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
+@dataclass(frozen=True)
+class FileIds:
+    """The file's Telegram ids as `file_ids` uploaded them: only the verdicts of that judging read them."""
+
+    table: sql.Identifier
+
+
+@contextmanager
+def file_ids(
+    conn: psycopg.Connection, users: pd.Series, states_tier: np.ndarray, rejected: pd.Series | None
+) -> Iterator[FileIds]:
+    """The Telegram ids one judging compares the tables with, uploaded once for all its verdicts: the
+    file's `users` (`states_tier`: which of them state a tier) and the entries it `rejected`. At 1M users
+    each verdict uploading them again sent the same million ids two or three times. Dropped when the
+    judging ends, so a later one on this session (a re-run, the checks after) uploads its own; a failed
+    transaction is rolled back, the table with it."""
+    role = np.where(states_tier, _STATES_TIER, _STATES_NO_TIER)
+    rejected = np.empty(0, dtype="int64") if rejected is None else rejected.dropna().to_numpy(dtype="int64")
+    _upload_bigints(conn, _IDS, user_id=np.concatenate([users.to_numpy(dtype="int64"), rejected]),
+                    role=np.concatenate([role, np.full(len(rejected), _REJECTED)]))
+    try:
+        yield FileIds(_IDS)
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
+
+
+def tier_counts(conn: psycopg.Connection, schema: str, ids: FileIds) -> dict[str, int]:
+    """Subscriptions per tier of the file's users whose entry states a tier: users the file does not
+    have are not the file's to judge, and one without a tier keeps its row's."""
     rows = conn.execute(
         sql.SQL(
             """SELECT s.tier::text, count(*) FROM {subs} s JOIN {users} u ON u.id = s.user_id
-               JOIN {ids} f ON f.user_id = u.user_id GROUP BY 1 ORDER BY 1"""
-        ).format(subs=table(schema, SUBSCRIPTIONS), users=table(schema, USERS), ids=_IDS),
+               JOIN {ids} f ON f.user_id = u.user_id AND f.role = {stated} GROUP BY 1 ORDER BY 1"""
+        ).format(subs=table(schema, SUBSCRIPTIONS), users=table(schema, USERS), ids=ids.table,
+                 stated=sql.Literal(_STATES_TIER)),
     ).fetchall()
-    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return {tier or "NULL": count for tier, count in rows}
 
 
@@ -96,34 +126,31 @@ class AbsentSample:
 EXAMPLES_ABSENT = 20
 
 
-def users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> AbsentSample:
-    """Users of the table whose Telegram id is not among `telegram_ids`."""
-    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
+def users_not_in(conn: psycopg.Connection, schema: str, ids: FileIds) -> AbsentSample:
+    """Users of the table the file has no entry of, accepted or rejected."""
     count, sample = conn.execute(
         sql.SQL(
             """WITH absent AS (SELECT u.user_id FROM {users} u
                    WHERE NOT EXISTS (SELECT FROM {ids} f WHERE f.user_id = u.user_id))
                SELECT (SELECT count(*) FROM absent), ARRAY(SELECT user_id FROM absent ORDER BY 1 LIMIT %s)"""
-        ).format(users=table(schema, USERS), ids=_IDS),
+        ).format(users=table(schema, USERS), ids=ids.table),
         [EXAMPLES_ABSENT],
     ).fetchone()
-    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return AbsentSample(count, list(sample))
 
 
-def rows_of_users_not_in(conn: psycopg.Connection, schema: str, telegram_ids: pd.Series) -> dict[str, int]:
-    """Per table, the rows of users whose Telegram id is not among `telegram_ids`: what a load that
-    keeps absent users leaves beside the file's rows, for checks judged without a load."""
-    _upload_bigints(conn, _IDS, user_id=telegram_ids.to_numpy(dtype="int64"))
+def rows_of_users_not_in(conn: psycopg.Connection, schema: str, ids: FileIds) -> dict[str, int]:
+    """Per table, the rows of users the file does not load (absent, or their entry rejected): what a load
+    that keeps them leaves beside the file's rows, for checks judged without a load."""
     users, subscriptions = conn.execute(
         sql.SQL(
             """WITH absent AS (SELECT u.id FROM {users} u
-                   WHERE NOT EXISTS (SELECT FROM {ids} f WHERE f.user_id = u.user_id))
+                   WHERE NOT EXISTS (SELECT FROM {ids} f WHERE f.user_id = u.user_id AND f.role <> {rejected}))
                SELECT (SELECT count(*) FROM absent),
                       (SELECT count(*) FROM {subs} s WHERE s.user_id IN (SELECT id FROM absent))"""
-        ).format(users=table(schema, USERS), subs=table(schema, SUBSCRIPTIONS), ids=_IDS),
+        ).format(users=table(schema, USERS), subs=table(schema, SUBSCRIPTIONS), ids=ids.table,
+                 rejected=sql.Literal(_REJECTED)),
     ).fetchone()
-    conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
     return {USERS: users, SUBSCRIPTIONS: subscriptions}
 
 
