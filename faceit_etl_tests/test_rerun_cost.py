@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,39 @@ def test_a_runs_later_steps_in_its_process_take_its_values_without_reading_them_
     assert [p for p in read if values in p.parents] == []
     assert table_users(db) == sorted((u["user_id"], u["faceit_nickname"]) for u in sample_users(NESTED_SAMPLE))
     assert io._HANDED_OVER == {}
+
+
+@pytest.mark.db
+def test_the_validation_steps_value_is_the_kept_outcomes_file_not_a_second_pickle(here, db):
+    """The outcome the step keeps for re-runs is already pickled: the run's step value is that file, linked,
+    on the first run (judged) and on a re-run (reused), and it holds the outcome of the file's entries."""
+    first = faceit_etl.migrate(NESTED_SAMPLE)
+    again = faceit_etl.migrate(NESTED_SAMPLE)
+
+    with instance_at(here) as instance:
+        storage = Path(instance.storage_directory())
+    [kept] = (storage / "validated").glob("*.pickle")
+    assert first.success and again.success
+    for result in (first, again):
+        assert (storage / "runs" / result.run_id / "validated_frame").samefile(kept)
+    outcome = pickle.loads(kept.read_bytes())
+    assert outcome.valid["user_id"].tolist() == [u["user_id"] for u in sample_users(NESTED_SAMPLE)]
+    assert f"{outcome.input_identity}.pickle" == kept.name
+
+
+@pytest.mark.db
+def test_where_no_link_can_be_made_the_validation_steps_value_is_pickled(here, db, monkeypatch):
+    """A file system without hard links (or a kept outcome pruned meanwhile): the value is written whole,
+    and a resume could read it."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    result = faceit_etl.migrate(NESTED_SAMPLE)
+
+    with instance_at(here) as instance:
+        storage = Path(instance.storage_directory())
+    [kept] = (storage / "validated").glob("*.pickle")
+    value = storage / "runs" / result.run_id / "validated_frame"
+    assert result.success and not value.samefile(kept)
+    assert value.stat().st_nlink == 1 and value.read_bytes() == kept.read_bytes()

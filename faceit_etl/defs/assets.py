@@ -57,7 +57,6 @@ ABOUT_THE_BOT = {"group_name": GROUP, "owners": OWNERS, "tags": TAGS, "code_vers
 ABSENT_USER_IDS = "absent_user_ids"  # the first of them, sorted; the counts say how many
 VERIFICATION = "verification"  # postgres_tables' metadata key: the verdicts its transaction saw before committing
 SOURCE_FILE_TAG = "faceit_etl/source_file"  # run tag: the bot's file a migration run backed up and loaded
-VALIDATED = "validated"
 DRY_RUN_CHECK = "dry_run."  # a dry run's observation: each check's verdict on the tables it rolled back
 COMPARED = "compared"  # postgres_tables' metadata key: what the load compared, in words
 SAME_AS_RUN = "same_as_run"  # the run whose load left the tables exactly as this input gives them, when one did
@@ -152,7 +151,7 @@ def validated_frame(
     postgres: PostgresResource,
 ) -> dg.Output:
     tag_run_with_target(context, migration_settings, postgres)  # a subset run may start here, and stop on rejects
-    judged_before = Path(context.instance.storage_directory()) / VALIDATED
+    judged_before = Path(context.instance.storage_directory()) / memo.FOLDER
     outcome, reused = memo.validate_once(raw_json, migration_settings.source_timezone, judged_before)
     if not outcome.rejects.empty:
         folder = backup.private_folder(backup.run_folder(migration_settings.backup_dir, context.run.run_id))

@@ -17,10 +17,16 @@ from faceit_etl.source import SourceData
 from faceit_etl.validation.validate import ValidationOutcome, validate_entries
 
 KEEP = 3
+FOLDER = "validated"  # under the Dagster instance's storage directory
+
+
+def kept(folder: Path, identity: str) -> Path:
+    """Where the outcome judged from `identity` is kept: the run's step value is a link to it."""
+    return folder / f"{identity}.pickle"
 
 
 def recall(folder: Path, identity: str) -> ValidationOutcome | None:
-    path = folder / f"{identity}.pickle"
+    path = kept(folder, identity)
     try:
         return pickle.loads(path.read_bytes())
     except FileNotFoundError:
@@ -32,7 +38,7 @@ def recall(folder: Path, identity: str) -> ValidationOutcome | None:
 
 def store(folder: Path, identity: str, outcome: ValidationOutcome) -> None:
     private_folder(folder)
-    with private_writer(folder / f"{identity}.pickle", durable=False) as handle:
+    with private_writer(kept(folder, identity), durable=False) as handle:
         pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
     for old in newest_first(folder.glob("*.pickle"))[KEEP:]:
         old.unlink(missing_ok=True)

@@ -7,10 +7,8 @@ per entry and field. Presence bits and keys without a column are worked out once
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -25,10 +23,6 @@ class Shapes:
     objects]`, built a group at a time and put back in the objects' order."""
 
     def __init__(self, objects: Sequence[dict | None]):
-        with _no_collection():
-            self._group(objects)
-
-    def _group(self, objects: Sequence[dict | None]) -> None:
         self.size = len(objects)
         shapes = [tuple(o) if o is not None else () for o in objects]
         self.groups: dict[tuple[str, ...], list[int]] = {keys: [] for keys in dict.fromkeys(shapes)}
@@ -68,19 +62,6 @@ class Shapes:
         for keys, positions in self.groups.items():
             counts.update({f"{prefix}{key}": len(positions) for key in keys if key not in known})
         return counts
-
-
-@contextmanager
-def _no_collection() -> Iterator[None]:
-    """The cyclic GC paused: the key tuples and rows made here hold only values that already exist,
-    yet their number sets off collections that rescan every live entry (4x the work, for nothing)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _group_columns(keys: tuple[str, ...], group: Sequence[dict | None]) -> dict[str, tuple]:
