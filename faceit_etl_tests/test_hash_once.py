@@ -132,4 +132,4 @@ def test_new_content_is_hashed_once_between_the_sensor_and_the_run_it_requests(t
         before = bytes_read()
         loaded, _ = evaluate(sensor, settings, instance)  # a reset cursor
         assert bytes_read() - before < source.stat().st_size
-        assert isinstance(loaded, dg.SkipReason) and loaded.skip_message.startswith("the tables hold this content")
+        assert isinstance(loaded, dg.SkipReason) and loaded.skip_message.startswith("the file holds the content run ")

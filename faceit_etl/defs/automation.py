@@ -128,7 +128,10 @@ def source_file_changed(
                 f"the tables were rolled back from this content by run {loaded.rolled_back_by} (run {loaded.run_id} "
                 "loaded it): a new content of the file, or a manual run of migrate_job, loads it again"
             )
-        return dg.SkipReason(f"the tables hold this content: run {loaded.run_id} loaded it")
+        return dg.SkipReason(
+            f"the file holds the content run {loaded.run_id} loaded (the same sha256); this sensor looks at the "
+            "file only: a change made in the database since is found by the checks or the schedule's re-run"
+        )
     # A fresh cursor (first look, or a reset) starts a new series of keys, so that it does not
     # repeat the keys of the series before the reset.
     series = seen.get("series") or time.time_ns()
