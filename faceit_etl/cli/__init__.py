@@ -11,11 +11,11 @@ __all__ = ["RedactingFormatter", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from faceit_etl.cli.interrupt import interrupts_held, quiet_after_interrupt
+    from faceit_etl.cli.interrupt import quiet_after_interrupt
 
     with quiet_after_interrupt():
-        with interrupts_held():
-            from faceit_etl.cli.main import main as command
+        from faceit_etl.cli.main import main as command
+
         return command(argv)
 
 

@@ -38,9 +38,11 @@ _terminal: int | None = None  # the original stderr, while fd 2 is the pipe
 @contextlib.contextmanager
 def quiet_after_interrupt() -> Iterator[None]:
     """Run the command with stderr (fd 2, so its children's too) passed through a thread that drops all of
-    it once SIGINT has arrived. On leaving, SIGINT is ignored (the command's outcome is said and logged),
-    and stderr is the original again, or /dev/null after an interrupt, for what interpreter shutdown prints."""
+    it once SIGINT has arrived, and SIGINT held (as interrupts_held) but where its verb works. On leaving,
+    SIGINT is ignored (the command's outcome is said and logged), and stderr is the original again, or
+    /dev/null after an interrupt, for what interpreter shutdown prints."""
     global _terminal
+    signal.signal(signal.SIGINT, _noted)
     discard_closed_standard_streams()
     sys.stderr.flush()
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -68,14 +70,30 @@ def quiet_after_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """SIGINT only noted (INTERRUPTED), not raised, in this block: while the command's modules are imported
-    (a KeyboardInterrupt there would escape every handler), and while a finished verb says its outcome.
-    Only in the main thread, the one that receives signals."""
+    """SIGINT only noted (INTERRUPTED), not raised, in this block (a finished verb saying its outcome), so that a
+    KeyboardInterrupt never escapes the handler that says it. Only in the main thread, the one that receives
+    signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda _signo, _frame: INTERRUPTED.set())
+    previous = signal.signal(signal.SIGINT, _noted)
     try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _noted(_signo: int, _frame: FrameType | None) -> None:
+    INTERRUPTED.set()
+
+
+@contextlib.contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """The verb's work, which SIGINT stops (KeyboardInterrupt), at once if it came while held."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         yield
     finally:
         signal.signal(signal.SIGINT, previous)

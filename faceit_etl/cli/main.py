@@ -30,7 +30,9 @@ from typing import NoReturn
 import yaml
 
 from faceit_etl import errors
-from faceit_etl.cli.interrupt import INTERRUPTED, discard_closed_standard_streams, interrupts_held, release_stderr
+from faceit_etl.cli.interrupt import (
+    INTERRUPTED, discard_closed_standard_streams, interrupts_held, interrupts_raised, release_stderr,
+)
 from faceit_etl.postgres.database import InvalidConnectionString, checked_url, redact, server_error_text, traceback_text
 from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
@@ -824,9 +826,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # argparse's --help or usage, the rollback question's prompt: nothing done yet
         stdout_gone()
         code = EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:  # while it read its arguments: its verb's Ctrl-C is _verb's
-        show(BEFORE_ANY_RUN)
-        code = EXIT_INTERRUPTED
     return EXIT_BROKEN_PIPE if _STDOUT_GONE.is_set() else code
 
 
@@ -856,8 +855,7 @@ def _main(argv: list[str] | None) -> int:
     args.argv = typed
     _log_to_file()
     code = _command(args)
-    with interrupts_held():
-        log_outcome(args.command, code)
+    log_outcome(args.command, code)
     return code
 
 
@@ -885,9 +883,8 @@ def _verb(args: argparse.Namespace) -> int:
                 log.info("faceit-etl %s", command_line(args))
         if url:
             restart_with_database_url(args.argv, url)
-        if INTERRUPTED.is_set():  # Ctrl-C while its modules were imported
-            raise KeyboardInterrupt
-        return COMMANDS[args.command](args)
+        with interrupts_raised():
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:  # before any run: from a run's end on it is only noted (held_once_run)
         say(BEFORE_ANY_RUN, quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
