@@ -1143,8 +1143,10 @@ def rollback(
             raise_on_error=False,
             tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen), **launcher_tags()},
         ))
-        if not executed.success:
-            causes = step_causes(executed)
+        # The step records the restore (its materialization) with its commit: a run Ctrl-C stopped after that has
+        # restored; one stopped before its step began has no step failure to say why, and changed nothing.
+        if not executed.get_asset_materialization_events():
+            causes = step_causes(executed) or [("", "its run was stopped (Ctrl-C?) before its restore began")]
             return MigrationResult(verb="rollback", success=False, run_id=executed.run_id,
                                    refused=any(cls == "RollbackRefused" for cls, _ in causes),
                                    errors=[_safe(message) for _, message in causes])

@@ -860,12 +860,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    """The command's exit status: 130 after Ctrl-C at any moment, also one that came once the verb's work
-    was done (Dagster lets a run end whose last step had finished): what the verb said then holds."""
+    """The command's exit status: 130 after Ctrl-C at any moment, also one its verb said an outcome after (Dagster
+    lets a run end whose last step had finished, or fails it without a step failure): that outcome holds."""
     code = _verb(args)
     if INTERRUPTED.is_set() and code != EXIT_INTERRUPTED:
-        say(f"faceit-etl: interrupted once the {args.command} had ended; what it said above holds", quiet_too=True,
-            level=logging.ERROR)
+        say(f"faceit-etl: interrupted; what the {args.command} said above holds", quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
     return code
 
