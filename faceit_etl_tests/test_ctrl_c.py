@@ -140,3 +140,23 @@ def test_ctrl_c_at_any_moment_of_a_migration_says_so_in_words_exits_130_and_leav
     ), stdout
     loaded = {(user["user_id"], user["faceit_nickname"]) for user in json.loads(source.read_text())["users"]}
     assert loaded <= set(db.execute("SELECT user_id, faceit_nickname FROM users").fetchall())
+
+
+def test_ctrl_c_of_a_rollback_waiting_for_the_schemas_lock_says_nothing_changed_and_exits_130(
+        workdir, database_url, db):
+    from faceit_etl.postgres.lock import advisory_lock_key
+
+    first = write_data_file(workdir / "first.json", 2_000, seed=1)
+    assert Interrupted(workdir, database_url, "-q", "migrate", str(first)).ended()[0] == 0
+    before, logs_before = tables(db), _logs(db)
+    with psycopg.connect(database_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])
+        cli = Interrupted(workdir, database_url, "rollback", "--confirm")
+
+        code, stdout, stderr = cli.ctrl_c_when(_waiting_on(db, "advisory"))
+
+    assert (code, stderr) == (130, ""), stdout + stderr
+    assert stdout.splitlines()[-2:] == ["rollback failed, nothing changed: interrupted",
+                                        "faceit-etl: interrupted; what the rollback said above holds"]
+    assert tables(db) == before
+    assert _logs(db) == logs_before
