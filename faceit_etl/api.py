@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from faceit_etl.cli.interrupt import held_once_run
 from faceit_etl.errors import (
     BOTH_NAMED,
     MigrationError,
@@ -687,10 +688,10 @@ def _migrate_here(source: Path, start: _Start, settings: dict[str, Any]) -> Migr
         "execution": execution_config(max_concurrent_of(overrides)),
         "loggers": start.loggers(),
     }
-    with open_instance() as instance:
+    with open_instance() as instance, held_once_run() as run_ended:
         with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
-            executed = dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance, run_config=run_config,
-                                      tags=start.run_tags(target_label(chosen)))
+            executed = run_ended(dg.execute_job(dg.reconstructable(get_migrate_job), instance=instance,
+                                                run_config=run_config, tags=start.run_tags(target_label(chosen))))
         forget_values(executed.run_id)
         summary = summarize(executed)
         return _run_result("migrate", summary, chosen, instance)
@@ -846,15 +847,16 @@ def _resume_here(run_id: str | None, start: _Start, settings: dict[str, Any]) ->
         if not start.main_guarded and executor_max_concurrent(failed.run_config) > 1:
             return _in_child("resume", os.environ.get("DATABASE_URL", ""), start.watch,
                              {"run_id": failed.run_id, "_start": start.in_child(), **settings})
-        with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
-            executed = resumption.reexecute_failed_run(
-                dg.reconstructable(get_migrate_job), instance, failed,
-                tags=start.run_tags(label), run_config={"loggers": start.loggers()},
-            )
-        forget_values(executed.run_id)
-        summary = summarize(executed)
-        ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
-        result = _run_result("resume", summary, resolved_settings(dict(ran)), instance)
+        with held_once_run() as run_ended:
+            with _RUN_IN_THIS_PROCESS, start.watch(instance, start.tags) if start.watch else contextlib.nullcontext():
+                executed = run_ended(resumption.reexecute_failed_run(
+                    dg.reconstructable(get_migrate_job), instance, failed,
+                    tags=start.run_tags(label), run_config={"loggers": start.loggers()},
+                ))
+            forget_values(executed.run_id)
+            summary = summarize(executed)
+            ran = failed.run_config.get("resources", {}).get("migration_settings", {}).get("config", {})
+            result = _run_result("resume", summary, resolved_settings(dict(ran)), instance)
     result.details["resumed_run"] = failed.run_id
     refusals = (resumption.ResumeRefused.__name__, StepValuesGone.__name__)
     for event in executed.get_step_failure_events():
@@ -1129,8 +1131,8 @@ def rollback(
     op_config = {k: str(v) for k, v in (("backup_path", backup_path), ("migration_id", migration_id)) if v}
     op_config |= {"expect_latest_run": expect_latest_run} if expect_latest_run else {}
     op_config |= {"discard_later_changes": True} if discard_later_changes else {}
-    with open_instance() as instance, _RUN_IN_THIS_PROCESS:
-        executed = load_definitions().resolve_job_def("rollback_job").execute_in_process(
+    with open_instance() as instance, held_once_run() as run_ended, _RUN_IN_THIS_PROCESS:
+        executed = run_ended(load_definitions().resolve_job_def("rollback_job").execute_in_process(
             run_config={
                 "ops": {"restore_tables": {"config": op_config}},
                 "resources": {"migration_settings": {"config": _run_config_settings(overrides)}},
@@ -1139,31 +1141,33 @@ def rollback(
             instance=instance,
             raise_on_error=False,
             tags={STARTED_BY_TAG: started_by, TARGET_TAG: target_label(chosen), **launcher_tags()},
-        )
-    if not executed.success:
-        causes = step_causes(executed)
-        return MigrationResult(verb="rollback", success=False, run_id=executed.run_id,
-                               refused=any(cls == "RollbackRefused" for cls, _ in causes),
-                               errors=[_safe(message) for _, message in causes])
-    metadata = executed.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
-    return MigrationResult(
-        verb="rollback",
-        success=True,
-        run_id=executed.run_id,
-        backup_path=str(metadata["snapshot"].value),
-        details={
-            "rolled_back_run": metadata["rolled_back_run"].value,
-            "restored_to": metadata["restored_to"].value,
-            "restored": {
-                key.removeprefix("restored_").removesuffix("_rows"): {
-                    "rows": entry.value, "sha256": metadata[key.removesuffix("_rows") + "_sha256"].value,
-                }
-                for key, entry in metadata.items() if key.startswith("restored_") and key.endswith("_rows")
+        ))
+        # The step records the restore (its materialization) with its commit: a run Ctrl-C stopped after that has
+        # restored; one stopped before its step began has no step failure to say why, and changed nothing.
+        if not executed.get_asset_materialization_events():
+            causes = step_causes(executed) or [("", "its run was stopped (Ctrl-C?) before its restore began")]
+            return MigrationResult(verb="rollback", success=False, run_id=executed.run_id,
+                                   refused=any(cls == "RollbackRefused" for cls, _ in causes),
+                                   errors=[_safe(message) for _, message in causes])
+        metadata = executed.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+        return MigrationResult(
+            verb="rollback",
+            success=True,
+            run_id=executed.run_id,
+            backup_path=str(metadata["snapshot"].value),
+            details={
+                "rolled_back_run": metadata["rolled_back_run"].value,
+                "restored_to": metadata["restored_to"].value,
+                "restored": {
+                    key.removeprefix("restored_").removesuffix("_rows"): {
+                        "rows": entry.value, "sha256": metadata[key.removesuffix("_rows") + "_sha256"].value,
+                    }
+                    for key, entry in metadata.items() if key.startswith("restored_") and key.endswith("_rows")
+                },
+                "dropped_tables": [name for name in metadata["dropped_tables"].value.split(", ") if name != "none"],
+                "origin_checked": metadata["origin_checked"].value,
             },
-            "dropped_tables": [name for name in metadata["dropped_tables"].value.split(", ") if name != "none"],
-            "origin_checked": metadata["origin_checked"].value,
-        },
-    )
+        )
 
 
 # ---------------------------------------------------------------- backup

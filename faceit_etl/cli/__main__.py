@@ -2,6 +2,6 @@
 
 import sys
 
-from faceit_etl.cli.main import main
+from faceit_etl.cli import main
 
 sys.exit(main())

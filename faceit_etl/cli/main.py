@@ -30,6 +30,9 @@ from typing import NoReturn
 import yaml
 
 from faceit_etl import errors
+from faceit_etl.cli.interrupt import (
+    INTERRUPTED, discard_closed_standard_streams, interrupts_held, interrupts_raised, release_stderr,
+)
 from faceit_etl.postgres.database import InvalidConnectionString, checked_url, redact, server_error_text, traceback_text
 from faceit_etl.validation.limit import EXPECTED as MAX_REJECTS_EXPECTED
 
@@ -40,6 +43,7 @@ REFUSED = logging.WARNING
 OUTCOMES = {EXIT_OK: ("succeeded", logging.INFO), EXIT_USAGE: ("refused", REFUSED),
             EXIT_INTERRUPTED: ("interrupted", logging.ERROR)}
 LOG_FILE = "migration.log"
+BEFORE_ANY_RUN = "faceit-etl: interrupted; the tables were left as they were"  # a KeyboardInterrupt escapes no run
 SETTING_FLAGS = ("batch_size", "max_concurrent", "truncate", "prune", "max_prune_fraction", "force", "max_rejects",
                  "dry_run", "source_timezone", "target_schema")
 log = logging.getLogger("faceit_etl.cli")
@@ -232,6 +236,7 @@ def restart_with_database_url(argv: list[str], url: str) -> NoReturn:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
+    release_stderr()  # the new image forwards its own
     kept = without_database_url(argv)
     marker = {URL_FROM_FLAG: "1"} if kept != argv else {}
     os.execve(sys.executable, [sys.executable, "-m", "faceit_etl.cli", *kept], {**os.environ, "DATABASE_URL": url, **marker})
@@ -415,7 +420,8 @@ def migrate(args: argparse.Namespace) -> int:
     log.info("migrate %s settings %s", source, settings)
     result = api.migrate(source, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL",
                          watch=_watch(args), main_guarded=True, **settings)
-    return _migration_outcome(result, args)
+    with interrupts_held():
+        return _migration_outcome(result, args)
 
 
 def typed_flag(name: str, value) -> str:
@@ -453,6 +459,11 @@ def resume_migration(args: argparse.Namespace) -> int:
     except api.ResumeRefusedError as exc:
         say(f"resume refused, nothing was written: {exc}", quiet_too=True, level=REFUSED)
         return EXIT_USAGE
+    with interrupts_held():
+        return _resume_outcome(result, args)
+
+
+def _resume_outcome(result, args: argparse.Namespace) -> int:
     if result.refused:
         for error in result.errors:
             say(f"resume of run {result.details['resumed_run']} refused, nothing was written: {error}", quiet_too=True,
@@ -666,6 +677,11 @@ def rollback(args: argparse.Namespace) -> int:
         backup_path, migration_id, expect_latest_run = candidate["folder"], None, candidate["latest_run_id"]
     result = api.rollback(backup_path, migration_id, discard_later_changes=args.discard_later_changes,
                           expect_latest_run=expect_latest_run, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
+    with interrupts_held():
+        return _rollback_outcome(result)
+
+
+def _rollback_outcome(result) -> int:
     if result.success:
         say(f"Rolled back to {result.details['restored_to']}", quiet_too=True)
         for name, digest in result.details["restored"].items():
@@ -804,25 +820,13 @@ def refused_setting(error: BaseException) -> Exception | None:
 def main(argv: list[str] | None = None) -> int:
     """The command's exit status; 141 whenever its output met a closed pipe, whatever the command's own
     outcome (which migration.log holds), as a shell reports a writer its reader left."""
-    _discard_closed_standard_streams()
+    discard_closed_standard_streams()
     try:
         code = _main(argv)
     except BrokenPipeError:  # argparse's --help or usage, the rollback question's prompt: nothing done yet
         stdout_gone()
         code = EXIT_BROKEN_PIPE
     return EXIT_BROKEN_PIPE if _STDOUT_GONE.is_set() else code
-
-
-def _discard_closed_standard_streams() -> None:
-    """A command started with its output closed (`>&-`) writes it to /dev/null: Python leaves sys.stdout None
-    (the migration crashed on it), and the next file opened would take descriptor 1, so a printed line
-    would go into a database socket or the backup being written."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
-            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))
 
 
 def exit_level(code: int) -> int:
@@ -856,7 +860,17 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    """The command's exit status; its errors said in a line each, never a bare traceback."""
+    """The command's exit status: 130 after Ctrl-C at any moment, also one its verb said an outcome after (Dagster
+    lets a run end whose last step had finished, or fails it without a step failure): that outcome holds."""
+    code = _verb(args)
+    if INTERRUPTED.is_set() and code != EXIT_INTERRUPTED:
+        say(f"faceit-etl: interrupted; what the {args.command} said above holds", quiet_too=True, level=logging.ERROR)
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _verb(args: argparse.Namespace) -> int:
+    """The verb's exit status; its errors said in a line each, never a bare traceback."""
     from pydantic import ValidationError
 
     url = None
@@ -868,9 +882,10 @@ def _command(args: argparse.Namespace) -> int:
                 log.info("faceit-etl %s", command_line(args))
         if url:
             restart_with_database_url(args.argv, url)
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:  # outside a run's steps: `status` says what the last run did
-        say("faceit-etl: interrupted", quiet_too=True, level=logging.ERROR)
+        with interrupts_raised():
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # before any run: from a run's end on it is only noted (held_once_run)
+        say(BEFORE_ANY_RUN, quiet_too=True, level=logging.ERROR)
         return EXIT_INTERRUPTED
     except (InvalidConnectionString, errors.InvalidDatabaseUrl) as exc:  # a fixed text that quotes nothing: its example form stays readable
         say(f"faceit-etl: {exc}", quiet_too=True, level=REFUSED)

@@ -1,8 +1,11 @@
 """`restore_tables`, the step of `rollback_job` (defs/jobs.py): restore the migration's tables to a run's pre-load snapshot."""
 
+import contextlib
+
 import dagster as dg
 from pydantic import Field, field_validator
 
+from faceit_etl.cli.interrupt import interrupts_held
 from faceit_etl.defs.automation import INPUT_DATA_VERSION, INPUT_EVENT_POINTER
 from faceit_etl.defs.resources import (
     MigrationSettings,
@@ -65,52 +68,57 @@ def restore_tables(
     refuse_loose_environment(given.get("config"), "restore_tables", text_settings=("backup_path", "migration_id", "expect_latest_run"))
     # Tagged before the restore: a refused or failed rollback is listed by `status` too.
     tag_run_with_target(context, migration_settings, postgres)
-    with server_errors_without_rows(), postgres.get_connection() as conn, conn.transaction():
-        # Choose under the lock: a migration finishing meanwhile cannot slip in between.
-        lock_schema(conn, migration_settings.target_schema)
-        folder = find_backup(
-            conn,
-            migration_settings.target_schema,
-            migration_settings.backup_dir,
-            backup_path=config.backup_path,
-            migration_id=config.migration_id,
+    with contextlib.ExitStack() as verified:
+        with server_errors_without_rows(), postgres.get_connection() as conn, conn.transaction():
+            # Choose under the lock: a migration finishing meanwhile cannot slip in between.
+            lock_schema(conn, migration_settings.target_schema)
+            folder = find_backup(
+                conn,
+                migration_settings.target_schema,
+                migration_settings.backup_dir,
+                backup_path=config.backup_path,
+                migration_id=config.migration_id,
+            )
+            result = rollback_to_snapshot(
+                conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes,
+                expect_latest_run=config.expect_latest_run,
+            )
+            # Verified: Ctrl-C from here is only noted, so the commit and the materialization that records it
+            # happen together (a step stopped after the commit said "nothing changed").
+            verified.enter_context(interrupts_held())
+            recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
+            # As the load records them, so the next load's column_schema_change compares with the restored tables.
+            columns = [
+                (f"{name}.{column}", data_type, nullable)
+                for name in SNAPSHOT_TABLES
+                for column, data_type, nullable in column_types(conn, migration_settings.target_schema, name)
+            ]
+        context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
+        if result.origin_unchecked:
+            context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
+        restored_to = f"rolled back to {result.restored_to}"
+        restored = dg.AssetMaterialization(
+            asset_key="postgres_tables",
+            description=restored_to,
+            tags=restored_provenance(restored_to),
+            metadata={
+                "rolled_back_run": result.run_id,
+                "restored_to": result.restored_to,  # the snapshot in words: the run that took it, or a manual backup
+                "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
+                "schema": migration_settings.target_schema,
+                "snapshot": dg.MetadataValue.path(str(folder)),
+                # Per table restored: its rows (a number, plotted) and the full sha256 of its content.
+                **{f"restored_{name}_rows": d.rows for name, d in result.restored.items()},
+                **{f"restored_{name}_sha256": d.sha256 for name, d in result.restored.items()},
+                "dropped_tables": ", ".join(result.dropped) or "none",
+                "origin_checked": not result.origin_unchecked,
+                "recent_migrations": migrations_table(recent),
+                **tables_metadata(
+                    migration_settings.target_schema, columns, {name: d.rows for name, d in result.restored.items()}
+                ),
+            },
         )
-        result = rollback_to_snapshot(
-            conn, migration_settings.target_schema, folder, discard_later_changes=config.discard_later_changes,
-            expect_latest_run=config.expect_latest_run,
-        )
-        recent = runlog.latest(conn, migration_settings.target_schema, RECENT_MIGRATIONS)
-        # As the load records them, so the next load's column_schema_change compares with the restored tables.
-        columns = [
-            (f"{name}.{column}", data_type, nullable)
-            for name in SNAPSHOT_TABLES
-            for column, data_type, nullable in column_types(conn, migration_settings.target_schema, name)
-        ]
-    context.log.info(f"restored {postgres.database_label()} to the snapshot in {folder}")
-    if result.origin_unchecked:
-        context.log.warning(f"{UNCHECKED_ORIGIN}: {folder}")
-    restored_to = f"rolled back to {result.restored_to}"
-    yield dg.AssetMaterialization(
-        asset_key="postgres_tables",
-        description=restored_to,
-        tags=restored_provenance(restored_to),
-        metadata={
-            "rolled_back_run": result.run_id,
-            "restored_to": result.restored_to,  # the snapshot in words: the run that took it, or a manual backup
-            "database": postgres.database_label(),  # the target, as the load records it, for column_schema_change
-            "schema": migration_settings.target_schema,
-            "snapshot": dg.MetadataValue.path(str(folder)),
-            # Per table restored: its rows (a number, plotted) and the full sha256 of its content.
-            **{f"restored_{name}_rows": d.rows for name, d in result.restored.items()},
-            **{f"restored_{name}_sha256": d.sha256 for name, d in result.restored.items()},
-            "dropped_tables": ", ".join(result.dropped) or "none",
-            "origin_checked": not result.origin_unchecked,
-            "recent_migrations": migrations_table(recent),
-            **tables_metadata(
-                migration_settings.target_schema, columns, {name: d.rows for name, d in result.restored.items()}
-            ),
-        },
-    )
+    yield restored
     yield dg.Output(None)
 
 
