@@ -14,7 +14,7 @@ import pytest
 from faceit_etl.backups import MANIFEST, backup_source
 from faceit_etl.launcher import PID_TAG, launcher_tags
 from faceit_etl.mapping import map_frames
-from faceit_etl.postgres import run
+from faceit_etl.postgres import run, verify
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.postgres.run import LoadFailed, LoadOptions, load_run
 from faceit_etl.source import read_source
@@ -141,3 +141,51 @@ def test_a_step_process_whose_launcher_is_gone_rolls_its_load_back_instead_of_co
     done = load_run(_options(database_url, tmp_path / "run-2", run_id="run-2", launcher=launcher_tags()), outcome, mapped)
     assert done.stats.users.inserted == 25
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
+class _Interrupted(BaseException):
+    """An interrupt as Dagster raises one in a step (DagsterExecutionInterruptedError, no Exception): psycopg
+    cancels the statement it stops only for KeyboardInterrupt, so the connection is left busy with it."""
+
+
+@pytest.mark.parametrize("stopped", ["judge_before_commit", "tier_counts"])
+def test_an_interrupt_in_the_middle_of_a_verdicts_statement_ends_the_load_at_once_and_writes_nothing(
+    database_url, db, tmp_path, monkeypatch, stopped
+):
+    """The load's transaction holds its log row (marked success before the verdicts) and a statement still
+    running: marking the row failed from the log's own connection waited on that transaction, so the run
+    hung until a second Ctrl-C, or reported the busy connection's error (a cleanup's statement, as the
+    upload of the file's ids drops its table, failing on it) instead of the interrupt. `stopped`: the
+    verdicts as a whole, or one inside the ids' upload."""
+    outcome, mapped = _outcome()
+
+    def interrupted(conn, *args):
+        conn.pgconn.send_query(b"SELECT pg_sleep(60)")  # the statement the interrupt stops
+        raise _Interrupted
+
+    monkeypatch.setattr(run if stopped == "judge_before_commit" else verify, stopped, interrupted)
+    raised: list[BaseException] = []
+
+    def loading():
+        try:
+            load_run(_options(database_url, tmp_path / "run-1"), outcome, mapped)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=loading)
+    thread.start()
+    thread.join(timeout=30)
+    hung = thread.is_alive()
+    if hung:  # let the hung load go: end its sessions
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '%run-1%'")
+        thread.join(timeout=30)
+
+    assert not hung
+    assert [type(exc) for exc in raised] == [_Interrupted]
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SET lock_timeout = '5s'")  # as the CLI marks an interrupted run's row: not blocked
+        assert other.execute("SELECT status FROM migration_logs").fetchall() == [("running",)]
+        other.execute("UPDATE migration_logs SET status = 'failed'")
+        assert other.execute("SELECT to_regclass('users') IS NULL, to_regclass('user_subscriptions') IS NULL").fetchone() == (
+            True, True
+        )

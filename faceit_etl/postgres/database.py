@@ -275,6 +275,27 @@ def connect(url: str, *, autocommit: bool = False, run_id: str | None = None) ->
     ) from None
 
 
+def abandon(conn: psycopg.Connection) -> None:
+    """Close a connection whose transaction is not to commit, at once, so that its locks go with it before
+    anything waits on them: a statement an interrupt stopped is still running on the server (psycopg
+    cancels it for KeyboardInterrupt only, not for Dagster's interrupt), and a busy connection can roll
+    nothing back."""
+    if conn.closed:
+        return
+    if conn.info.transaction_status == pq.TransactionStatus.ACTIVE:
+        try:
+            conn.cancel_safe(timeout=5)
+        except psycopg.Error:
+            pass  # closing ends the session all the same, once its statement ends
+    conn.close()
+
+
+def may_run_statement(conn: psycopg.Connection) -> bool:
+    """A cleanup may run a statement on `conn`: it is not in the middle of one (an interrupt left it busy)
+    nor in a failed transaction. A statement sent otherwise fails and its error replaces the one unwinding."""
+    return conn.info.transaction_status in (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS)
+
+
 def _first_line(error: Exception | None, url: str) -> str:
     return redact(str(error).strip().splitlines()[0] if error else "", url)
 

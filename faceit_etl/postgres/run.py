@@ -19,7 +19,7 @@ from faceit_etl import backups as backup
 from faceit_etl.launcher import launcher_gone, launcher_gone_before_commit
 from faceit_etl.mapping import MappedFrames
 from faceit_etl.postgres import ddl, runlog
-from faceit_etl.postgres.database import connect, describe, redact, server_error_text
+from faceit_etl.postgres.database import abandon, connect, describe, redact, server_error_text
 from faceit_etl.postgres.load import LoadStats, Progress, load
 from faceit_etl.postgres.snapshot import snapshot_for_load
 from faceit_etl.postgres.verdicts import Verdict, VerificationFailed, judge_before_commit
@@ -103,7 +103,11 @@ def load_run(
                 before_log=hooks.before_log, dry_run=options.dry_run, log=log, input_identity=outcome.input_identity,
                 before_write=hooks.before_write,
             )
-        except Exception as exc:
+        except BaseException as exc:
+            abandon(conn)  # first: its transaction holds the log row marked below, maybe a statement still running
+            interrupt = _interruption(exc)
+            if interrupt is not None:
+                raise interrupt from None
             message = redact(server_error_text(exc), options.url)
             _mark_failed(log, outcome.rejected_count, message)
             if isinstance(exc, ResumeRefused):
@@ -170,6 +174,19 @@ class _Hooks:
         )
         if launcher_gone(self.options.launcher):  # an orphaned step process (its CLI killed): last, just before COMMIT
             raise LauncherGone(launcher_gone_before_commit(self.options.launcher))
+
+
+def _interruption(error: BaseException) -> BaseException | None:
+    """The interrupt (KeyboardInterrupt, Dagster's DagsterExecutionInterruptedError: not an Exception) that
+    `error` is or arose from: a statement it stopped leaves the connection busy, so a cleanup's next
+    statement fails ("another command is already in progress") and that error would be said instead."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if not isinstance(error, Exception):
+            return error
+        seen.add(id(error))
+        error = error.__context__
+    return None
 
 
 def _mark_failed(log: runlog.RunLog | None, rejected_count: int, message: str) -> None:

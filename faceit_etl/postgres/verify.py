@@ -29,6 +29,7 @@ from faceit_etl.postgres import rowhash
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, presence_bit
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS, table
+from faceit_etl.postgres.database import may_run_statement
 
 EXAMPLE_KEYS = 5
 CELLS_SHOWN = 20  # differing cells shown with both values, per table
@@ -64,7 +65,7 @@ def file_ids(
     try:
         yield FileIds(_IDS)
     finally:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+        if may_run_statement(conn):
             conn.execute(sql.SQL("DROP TABLE {}").format(_IDS))
 
 
