@@ -201,7 +201,7 @@ def test_the_clis_error_line_for_an_error_without_a_message_names_its_type_and_p
 
     code = cli.main(["status"])
 
-    where = line_of(cli._command, "return COMMANDS[args.command](args)")
+    where = line_of(cli._verb, "return COMMANDS[args.command](args)")
     assert code == cli.EXIT_FAILED
     out = capsys.readouterr()
     assert f"faceit-etl status failed: AssertionError without a message, raised at faceit_etl/cli/main.py:{where}\n" \
