@@ -37,6 +37,9 @@ DB_MODULES = [
 ]
 _SLOW = [  # over 10 s each here, or a CLI subprocess: what they add is held by the faster ones
     "test_a_dropped_column_is_named_with_its_fix_before_any_write",
+    "test_a_server_error_during_a_rollback_is_said_without_the_row_it_quotes",
+    "test_the_api_refuses_every_kind_of_damage_before_any_write_naming_the_file",
+    "test_the_cli_refuses_a_damaged_snapshot_naming_the_file_and_quotes_no_row",
     "test_a_server_error_names_table_and_column_never_the_rows_values",
     "test_the_cli_says_verification_failed_exits_1_and_the_tables_stay_as_they_were",
     "test_a_dagster_run_whose_verdict_fails_commits_nothing_logs_failed_and_rollback_passes_it_over",
@@ -45,7 +48,8 @@ _SLOW = [  # over 10 s each here, or a CLI subprocess: what they add is held by 
 DB_TESTS = [
     *(f"faceit_etl_tests/test_{name}.py" for name in (
         "content_check", "verified_before_commit", "nothing_compared", "verify_hash", "kept_proven",
-        "failure_words", "appeared_rows", "null_fields", "kept_fields",
+        "failure_words", "appeared_rows", "null_fields", "kept_fields", "load", "load_run", "snapshot_damage",
+        "snapshot_definitions",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
     "faceit_etl_tests/test_sync.py::test_users_the_file_lacks_are_kept_by_default_and_counted",
