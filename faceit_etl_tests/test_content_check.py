@@ -7,8 +7,11 @@ column the comparison stops reading, or a column added to the tables and never c
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime
 
+import pandas as pd
 import psycopg
 import pytest
 from psycopg import sql
@@ -17,7 +20,7 @@ from faceit_etl.generate import write_data_file
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import content_matches
+from faceit_etl.postgres.verdicts import DIFFERING_VALUES, content_matches
 from faceit_etl_tests.test_load import chain
 
 SCHEMA = "public"
@@ -123,3 +126,21 @@ def test_a_change_in_any_column_of_one_row_fails_content_matches_naming_it(db, d
         assert summary["differing_cells"] == {column: 1}
         assert summary["examples"] == {column: [telegram_id]}
         assert verdict.description == f"{table}: 0 rows missing, 1 cells differ (in {column})"
+        file_value = frame.loc[frame["id"].astype(str) == row_id, column].iloc[0] if column in frame else None
+        stored = db.execute(
+            sql.SQL("SELECT {} FROM {} WHERE id = %s").format(sql.Identifier(column), ddl.table(SCHEMA, table)), [new_id]
+        ).fetchone()[0]
+        assert verdict.metadata[DIFFERING_VALUES] == [{
+            "user_id": str(telegram_id), "column": f"{table}.{column}",
+            "in_database": _as_shown(stored), "from_file": _as_shown(file_value),
+        }]
+
+
+def _as_shown(value) -> str | None:
+    """A differing value as a person reads it: a timestamp in ISO 8601 UTC, a number without a
+    fraction it never had, nothing for an empty cell."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, datetime):
+        return pd.Timestamp(value).tz_convert("UTC").isoformat()
+    return str(value.item() if hasattr(value, "item") else value)
