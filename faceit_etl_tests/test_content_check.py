@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from faceit_etl.generate import write_data_file
+from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
 from faceit_etl.postgres import ddl
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import DIFFERING_VALUES, content_matches
-from faceit_etl_tests.test_load import chain
+from faceit_etl_tests.test_load import chain, document
 
 SCHEMA = "public"
 
@@ -144,3 +144,23 @@ def _as_shown(value) -> str | None:
     if isinstance(value, datetime):
         return pd.Timestamp(value).tz_convert("UTC").isoformat()
     return str(value.item() if hasattr(value, "item") else value)
+
+
+def test_text_that_looks_like_numbers_is_compared_as_the_text_it_is(db, database_url):
+    """A failing comparison reads the tables back typed by the file's columns: text of digits only
+    ("007") read as a number would differ from the file's text in every row and hide the one real change."""
+    entries = generate_users(3, seed=5)
+    for n, entry in enumerate(entries):
+        entry["faceit_nickname"] = f"00{n}7"
+        entry["subscription"]["referral_code"] = f"0{n}"
+    mapped, rejects = chain(document(entries))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    changed = entries[1]["user_id"]
+    db.execute(sql.SQL("UPDATE {} SET total_requests = total_requests + 1 WHERE user_id = %s").format(
+        ddl.table(SCHEMA, ddl.USERS)), [changed])
+
+    verdict = content_matches(db, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert verdict.description == f"{ddl.USERS}: 0 rows missing, 1 cells differ (in total_requests)"
+    assert verdict.metadata[ddl.USERS]["examples"] == {"total_requests": [changed]}
