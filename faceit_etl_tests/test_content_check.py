@@ -146,14 +146,20 @@ def _as_shown(value) -> str | None:
     return str(value.item() if hasattr(value, "item") else value)
 
 
-def test_text_that_looks_like_numbers_is_compared_as_the_text_it_is(db, database_url):
-    """A failing comparison reads the tables back typed by the file's columns: text of digits only
-    ("007") read as a number would differ from the file's text in every row and hide the one real change."""
+@pytest.mark.parametrize("texts", [
+    {"faceit_nickname": ["007", "0017", "0027"], "referral_code": ["01", "02", "03"]},
+    {"faceit_nickname": ["NULL", "N/A", "NaN"], "last_checked_match_id": ["", "null", "#N/A"]},
+], ids=["digits", "null-words-and-empty"])
+def test_text_is_compared_as_the_text_it_is(db, database_url, texts):
+    """A failing comparison reads the tables back typed by the file's columns, with only an unquoted
+    empty field as NULL: text of digits ("007") read as a number, or "NULL", "N/A" and "" read as no
+    value, would differ from the file's text in every row and hide the one real change."""
     entries = generate_users(3, seed=5)
-    for n, entry in enumerate(entries):
-        entry["faceit_nickname"] = f"00{n}7"
-        entry["subscription"]["referral_code"] = f"0{n}"
+    for field, values in texts.items():
+        for entry, value in zip(entries, values):
+            (entry["subscription"] if field == "referral_code" else entry)[field] = value
     mapped, rejects = chain(document(entries))
+    assert rejects.empty
     with psycopg.connect(database_url) as conn:
         load(conn, SCHEMA, mapped, rejects, "run-1")
     changed = entries[1]["user_id"]
