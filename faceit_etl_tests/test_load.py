@@ -25,7 +25,7 @@ from psycopg import sql
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
-from faceit_etl.postgres import ddl, runlog, verify
+from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import load
 from faceit_etl.validation.validate import validate_entries
@@ -927,6 +927,14 @@ def test_verify_counts_on_crafted_data(db, conn):
     db.execute("DELETE FROM users WHERE user_id IN (10, 11)")
     assert verify.orphan_subscriptions(db, SCHEMA) == 2
     assert verify.missing_referrers(db, SCHEMA) == [10, 777, 999]
+    # The checks after a run say the same in their figures and words.
+    judged = {name: verdicts.VERDICTS[name](db, SCHEMA, mapped.users, mapped.subscriptions)
+              for name in ("subscriptions_have_users", "referrers_present", "no_self_referrals")}
+    assert {name: (v.passed, v.metadata, v.description) for name, v in judged.items()} == {
+        "subscriptions_have_users": (False, {"orphan_subscriptions": 2}, "2 subscription(s) whose user is not in users"),
+        "referrers_present": (False, {"missing_referrers": 3, "examples": [10, 777, 999]}, None),
+        "no_self_referrals": (False, {"self_referrals": 2, "examples": [15, 3_000_000_000]}, None),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
