@@ -281,7 +281,7 @@ def _user_ids_from_keys(values: pd.Series, errors: dict[int, str], users, keys, 
             continue
         if key_id is not None and not pd.isna(value_id) and value_id != key_id and position not in errors:
             raw = users[position]["user_id"]
-            reject(positions[position], "user_id", f"user_id {describe_value(raw)} differs from its key {key!r}")
+            reject(positions[position], "user_id", f"user_id {describe_value(raw)} differs from its key {describe_value(key)}")
         ids.append(key_id if not pd.isna(value_id) and value_id == key_id else None)
     return pd.Series(pd.array(ids, dtype="Int64"))
 
