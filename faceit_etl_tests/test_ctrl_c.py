@@ -160,3 +160,41 @@ def test_ctrl_c_of_a_rollback_waiting_for_the_schemas_lock_says_nothing_changed_
                                         "faceit-etl: interrupted; what the rollback said above holds"]
     assert tables(db) == before
     assert _logs(db) == logs_before
+
+
+def test_ctrl_c_after_the_load_committed_calls_no_step_failed_and_says_the_tables_hold_it(workdir, database_url, db):
+    """The load step is stopped after its COMMIT, reading the recent migrations for its page: an outside tester saw
+    `load into PostgreSQL FAILED` above `interrupted after run … committed its load; the tables hold it`. Held so:
+    the load's last write waits on a row lock; a lock on migration_logs is asked for meanwhile (queued behind the
+    load), so once the row lock goes the load commits and its next read of migration_logs waits (as would this
+    test's: it reads the table through the lock's holder meanwhile)."""
+    first = write_data_file(workdir / "first.json", 2_000, seed=1)
+    assert Interrupted(workdir, database_url, "-q", "migrate", str(first)).ended()[0] == 0
+    source = write_data_file(workdir / "second.json", 3_000, seed=2)
+    committed = "SELECT metadata->>'run_id' FROM migration_logs WHERE status = 'success' ORDER BY start_time DESC"
+    with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as blocker:
+        cli = Interrupted(workdir, database_url, "migrate", str(source))
+        cli.wait_for(lambda: bool(holder.execute("SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE"
+                                                 ).fetchone()) and _waiting_on(db, "transactionid")())
+        locked = threading.Thread(target=blocker.execute, args=["LOCK TABLE migration_logs IN ACCESS EXCLUSIVE MODE"])
+        locked.start()
+        cli.wait_for(_waiting_on(db, "relation"))
+        holder.rollback()
+        locked.join(60)
+        assert not locked.is_alive(), "the load's transaction did not end"
+        assert len(blocker.execute(committed).fetchall()) == 2  # the load committed
+        cli.wait_for(_waiting_on(db, "relation"))  # the load step, reading migration_logs after its commit
+        cli.ctrl_c()
+        time.sleep(1)
+        blocker.rollback()
+        code, stdout, stderr = cli.ended()
+
+    [run] = db.execute(committed).fetchone()
+    assert (code, stderr) == (130, ""), stdout + stderr
+    assert stdout.splitlines()[-2:] == [
+        "load into PostgreSQL interrupted",
+        f"faceit-etl: interrupted after run {run} committed its load; the tables hold it",
+    ], stdout
+    assert "FAILED" not in stdout, stdout
+    loaded = {(user["user_id"], user["faceit_nickname"]) for user in json.loads(source.read_text())["users"]}
+    assert loaded <= set(db.execute("SELECT user_id, faceit_nickname FROM users").fetchall())
