@@ -198,3 +198,33 @@ def test_ctrl_c_after_the_load_committed_calls_no_step_failed_and_says_the_table
     assert "FAILED" not in stdout, stdout
     loaded = {(user["user_id"], user["faceit_nickname"]) for user in json.loads(source.read_text())["users"]}
     assert loaded <= set(db.execute("SELECT user_id, faceit_nickname FROM users").fetchall())
+
+
+def test_ctrl_c_of_a_backup_leaves_no_folder_and_the_next_backup_is_whole(workdir, database_url, db):
+    """`faceit-etl backup` waits for the schema's lock to fix its snapshot's instant, the file already copied: Ctrl-C
+    there left a `manual-…` folder holding the file's copy and no tables, beside the whole backups. A backup is
+    written under a hidden name and renamed once whole, so it appears whole or not at all."""
+    from faceit_etl.postgres.lock import advisory_lock_key
+
+    first = write_data_file(workdir / "first.json", 2_000, seed=1)
+    assert Interrupted(workdir, database_url, "-q", "migrate", str(first)).ended()[0] == 0
+    backups = workdir / "backups"
+    before = {folder.name for folder in backups.iterdir()}
+    with psycopg.connect(database_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])
+        cli = Interrupted(workdir, database_url, "backup", str(first))
+
+        code, stdout, stderr = cli.ctrl_c_when(_waiting_on(db, "advisory"))
+
+    assert (code, stderr) == (130, ""), stdout + stderr
+    assert stdout.splitlines()[-1] == BEFORE_ANY_RUN
+    assert {folder.name for folder in backups.iterdir()} == before  # neither a manual-… folder nor a partial one
+
+    code, stdout, stderr = Interrupted(workdir, database_url, "backup", str(first)).ended()
+
+    assert code == 0, stdout + stderr
+    [made] = {folder.name for folder in backups.iterdir()} - before
+    assert made.startswith("manual-") and stdout.startswith(f"source {first.resolve()} ")
+    assert f"copied to {backups.resolve() / made}" in stdout.splitlines()[0]
+    manifest = json.loads((backups / made / "manifest.json").read_text())
+    assert (manifest["run_id"], manifest["target"]["tables"]["users"]["rows"]) == (made, 2_000)
