@@ -213,3 +213,34 @@ def test_a_referral_code_held_by_a_user_whose_entry_is_rejected_says_so(db, conn
         '"B0000003" given to user_id 4 is held by user_id 3 (not in the file). Nothing was written. Clear the '
         "code of its holder in the database, or correct the file, then run again"
     )
+
+
+@pytest.mark.parametrize(("key", "entry", "shown"), [
+    ("007", {"user_id": 7}, '"007"'),  # an outside tester saw 7: the entry's user_id, never what was refused
+    ("007", {"user_id": "7"}, '"007"'),
+    ("5.0", {"language": "en"}, '"5.0"'),  # it showed (absent)
+    (" 5", {"user_id": 5}, '" 5"'),
+    ("x\"y", {"user_id": 9}, '"x\\"y"'),
+    ("9" * 100, {"user_id": 9}, '"' + "9" * 78 + "…"),  # cut to 80 characters as every value
+])
+def test_a_key_that_names_no_user_is_the_value_its_reject_shows_on_every_surface(key, entry, shown):
+    from faceit_etl_tests.test_reject_values import shown_values
+
+    outcome = validate_entries(parse_source(keyed({key: entry, "5": {"user_id": 5}}), "keyed.json"))
+
+    assert outcome.rejects[["field", "value"]].values.tolist() == [["user_id", shown]]
+    assert shown_values(outcome) == dict.fromkeys(shown_values(outcome), [shown])
+
+
+def test_the_cli_shows_a_refused_key_as_the_file_wrote_it(tmp_path, database_url):
+    from faceit_etl_tests.test_cli import faceit_etl as cli
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    data = tmp_path / "keyed.json"
+    data.write_text('{"users": {"007": {"user_id": 7, "language": "en"}, "8": {"user_id": 8}}}', encoding="utf-8")
+
+    done = cli(tmp_path, database_url, "validate", str(data))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    [row] = done.stdout.split("## Rejects")[1].strip().splitlines()[2:3]
+    assert row.split(" | ")[:4] == ["| 1", "", "user_id", '"007"']
