@@ -1181,24 +1181,26 @@ def backup(path: str | Path, *, output_dir: str | Path | None = None, database_u
     source = checked_source(path)
     if _elsewhere(database_url):
         return _in_child("backup", database_url, None, {"path": source, "output_dir": output_dir, **settings})
-    from faceit_etl.backups import backup_source, manual_backup_name, update_manifest
+    from faceit_etl.backups import backup_source, manual_backup_name, run_folder, update_manifest, whole_or_none
     from faceit_etl.postgres.database import DatabaseUnavailable
     from faceit_etl.postgres.snapshot import take_snapshot
 
     chosen = resolved_settings(_overrides(settings))
     settle_runs()
-    copied = _raising(lambda: backup_source(source, output_dir or chosen.backup_dir, manual_backup_name()))
-    result = MigrationResult(verb="backup", success=True, backup_path=str(copied.folder),
-                             details={"source": str(copied.original), "sha256": copied.sha256})
-    try:
-        with target_database().get_connection() as conn:
-            target = _raising(lambda: take_snapshot(conn, chosen.target_schema, Path(copied.folder)))
-    except DatabaseUnavailable as exc:
-        result.success = False
-        result.errors.append(f"tables not backed up: {exc}")
-        return result
-    update_manifest(copied.folder, target=target)
-    result.details["tables"] = {name: None if snap is None else snap["rows"] for name, snap in target["tables"].items()}
+    root, name = output_dir or chosen.backup_dir, manual_backup_name()
+    with whole_or_none(root, name) as folder:
+        copied = _raising(lambda: backup_source(source, root, name, folder=folder))
+        result = MigrationResult(verb="backup", success=True, backup_path=str(run_folder(root, name)),
+                                 details={"source": str(copied.original), "sha256": copied.sha256})
+        try:
+            with target_database().get_connection() as conn:
+                target = _raising(lambda: take_snapshot(conn, chosen.target_schema, folder))
+        except DatabaseUnavailable as exc:  # the file's copy is whole, and kept
+            result.success = False
+            result.errors.append(f"tables not backed up: {exc}")
+            return result
+        update_manifest(folder, target=target)
+    result.details["tables"] = {table: None if snap is None else snap["rows"] for table, snap in target["tables"].items()}
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import uuid
@@ -60,6 +61,24 @@ def manual_backup_name() -> str:
     """A folder name of its own for each manual backup: readable time, then a random part, since
     two backups started in the same second (or microsecond) must not share a folder."""
     return f"{MANUAL}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+
+
+# A manual backup being written: `.partial-<name>` beside the others, renamed to <name> once whole. Its dot
+# keeps it out of `ls` and of every look for backups (a folder named by a run or `manual-…`).
+PARTIAL = ".partial-"
+
+
+@contextmanager
+def whole_or_none(root: str | Path, name: str) -> Iterator[Path]:
+    """The folder to write the backup `name` in: it appears under `root` as `name` only whole, renamed there at the
+    end (in the same folder: atomic); anything that stops it first (Ctrl-C included) removes it."""
+    partial = Path(root).resolve() / f"{PARTIAL}{name}"
+    try:
+        yield partial
+        partial.rename(partial.with_name(name))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def is_manual_backup(manifest: dict) -> bool:
@@ -113,15 +132,16 @@ def write_private(path: Path, data: bytes) -> None:
 
 def backup_source(
     source_path: str | Path, backup_dir: str | Path, run_id: str, *, observed_sha256: str | None = None,
-    observed_look: Mapping | None = None,
+    observed_look: Mapping | None = None, folder: Path | None = None,
 ) -> SourceSnapshot:
     """Copy the source into the run's folder with its sha256, or raise BackupError. With
     `observed_sha256` (the content a run looked at before), the copy must be of those very bytes. A kept
     copy of them linked, and the file still as `observed_look` found it (the stat `identity.look_at_file`
-    trusts: size, mtime, change time, inode), the file is not read at all (3 s of a re-run at 1M users)."""
+    trusts: size, mtime, change time, inode), the file is not read at all (3 s of a re-run at 1M users).
+    `folder`: where to write it, when not the run's own folder yet (a manual backup's, see whole_or_none)."""
     source = Path(source_path).resolve()
     descriptor = _open_source(source)
-    folder = run_folder(backup_dir, run_id)
+    folder = folder or run_folder(backup_dir, run_id)
     copy = folder / SOURCE_COPY
     before = _regular_file_stat(source, descriptor)
     linked = observed_sha256 is not None and _link_kept_copy(backup_dir, run_id, observed_sha256, before.st_size, copy)
@@ -182,7 +202,7 @@ def _link_kept_copy(backup_dir: str | Path, run_id: str, sha256: str, size: int,
     root, tried = Path(backup_dir).resolve(), set()  # links of one copy: read it once
     for manifest in newest_first(root.glob(f"*/{MANIFEST}")):
         kept = manifest.parent / SOURCE_COPY
-        if manifest.parent.name == run_id or _manifest_sha256(manifest) != sha256:
+        if manifest.parent.name == run_id or manifest.parent.name.startswith(PARTIAL) or _manifest_sha256(manifest) != sha256:
             continue
         try:
             found = kept.stat()

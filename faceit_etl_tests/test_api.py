@@ -104,13 +104,13 @@ def test_a_failed_run_returns_success_false_with_every_reject_and_writes_nothing
     result = faceit_etl.migrate(with_a_bad_entry(here))
 
     assert result.success is False
-    assert result.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'", '"abc"')]
+    assert result.rejects == [Reject(2, None, "user_id", 'expected a whole number, got "abc"', '"abc"')]
     assert (result.input_entries, result.accepted_entries, result.rejected_entries) == (3, 2, 1)
     assert result.validation_failed and result.migrated_users == 0
     assert [(c.name, c.passed, c.severity) for c in result.failed_checks] == [("no_rejected_entries", False, "ERROR")]
     assert result.errors == [
         "validated_frame_no_rejected_entries: 1 of 3 entries rejected, more than max_rejects 0 allows; nothing was "
-        "written. entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'. " + WHAT_TO_DO + "."
+        'written. entry 2 (no valid user_id): user_id: expected a whole number, got "abc". ' + WHAT_TO_DO + "."
     ]
     assert db.execute("SELECT to_regclass('users')").fetchone() == (None,)
 
@@ -156,7 +156,7 @@ def test_validate_before_starts_no_run_when_an_entry_is_rejected(here, db):
 
     assert (result.success, result.run_id, result.verb) == (False, None, "validate")
     assert result.errors == ["validate_before: 1 of 3 entries rejected; no migration was started",
-                             "entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
+                             'entry 2 (no valid user_id): user_id: expected a whole number, got "abc"']
     with instance_at(here) as instance:
         assert instance.get_runs() == []
     with pytest.raises(SettingsInvalid, match="validate_after cannot be turned off"):
@@ -221,9 +221,9 @@ def test_validate_and_the_async_validator_give_every_reject_with_its_reason(here
 
     for judged in (result, report, judged_async):
         assert (judged.is_valid, judged.input_entries, judged.accepted_entries) == (False, 3, 2)
-        assert judged.rejects == [Reject(2, None, "user_id", "expected a whole number, got 'abc'", '"abc"')]
-        assert judged.errors == ["entry 2 (no valid user_id): user_id: expected a whole number, got 'abc'"]
-        assert "| 2 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in judged.report
+        assert judged.rejects == [Reject(2, None, "user_id", 'expected a whole number, got "abc"', '"abc"')]
+        assert judged.errors == ['entry 2 (no valid user_id): user_id: expected a whole number, got "abc"']
+        assert '| 2 |  | user_id | "abc" | expected a whole number, got "abc" |' in judged.report
     good = faceit_etl.validate(FLAT_SAMPLE)
     assert (good.is_valid, good.errors, good.accepted_entries) == (True, [], 25)
     with instance_at(here) as instance:

@@ -232,8 +232,8 @@ def test_validate_writes_a_private_report_with_every_reject(workdir, database_ur
     text = report.read_text()
     assert "- entries read: 26" in text and "- rejected: 2" in text
     # Entries counted from 1, with the value the file holds, as the run page shows them.
-    assert f"| 3 | {users[2]['user_id']} | tier | \"gold\" | unknown tier 'gold', expected one of free, premium, pro |" in text
-    assert "| 26 |  | user_id | \"abc\" | expected a whole number, got 'abc' |" in text
+    assert f"| 3 | {users[2]['user_id']} | tier | \"gold\" | unknown tier \"gold\", expected one of free, premium, pro |" in text
+    assert '| 26 |  | user_id | "abc" | expected a whole number, got "abc" |' in text
     assert "| FREE |" in text and "## Target database" in text and "- tables: users absent, user_subscriptions absent" in text
     assert oct(report.stat().st_mode & 0o777) == "0o600"
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None  # validate writes nothing

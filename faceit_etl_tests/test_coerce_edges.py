@@ -3,26 +3,51 @@ impossible date is refused — each value keeps its meaning or is refused saying
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faceit_etl.validation.coerce import coerce_integers, coerce_timestamps, describe_value
+from faceit_etl.validation.coerce import (
+    coerce_flags, coerce_integers, coerce_text, coerce_tiers, coerce_timestamps, describe_value,
+)
 
 
 def test_a_reject_quotes_a_short_value_whole_and_cuts_a_long_one_to_60_characters():
-    fits, too_long = "x" * 58, "y" * 59  # their reprs are 60 and 61 characters
+    fits, too_long = "x" * 58, "y" * 59  # quoted, they are 60 and 61 characters
     _, errors = coerce_integers([fits, too_long])
     assert errors == {
-        0: f"expected a whole number, got '{fits}'",
-        1: f"expected a whole number, got '{'y' * 56}...",
+        0: f'expected a whole number, got "{fits}"',
+        1: f'expected a whole number, got "{"y" * 56}...',
     }
 
 
-@given(st.text(max_size=200) | st.integers() | st.floats())
-def test_a_quoted_value_is_its_repr_or_the_start_of_it_never_longer_than_60_characters(value):
-    shown = describe_value(value)
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=200) | st.integers() | st.floats())
+def test_a_quoted_value_is_its_json_text_or_the_start_of_it_never_longer_than_60_characters(value):
+    shown, text = describe_value(value), json.dumps(value, ensure_ascii=False)
     assert len(shown) <= 60
-    assert shown == repr(value) if len(repr(value)) <= 60 else shown == repr(value)[:57] + "..."
+    assert shown == text if len(text) <= 60 else shown == text[:57] + "..."
+
+
+@pytest.mark.parametrize(("coerce", "written", "reason"), [
+    (coerce_flags, '"true"', 'expected true or false, got "true"'),
+    (coerce_flags, '"false"', 'expected true or false, got "false"'),
+    (coerce_flags, '"null"', 'expected true or false, got "null"'),
+    (coerce_flags, "1", "expected true or false, got 1"),
+    (coerce_integers, '"1.5"', 'expected a whole number, got "1.5"'),
+    (coerce_integers, '"true"', 'expected a whole number, got "true"'),
+    (coerce_integers, "true", "expected a whole number, got true"),
+    (coerce_text, "5", "expected text, got 5"),
+    (coerce_text, "false", "expected text, got false"),
+    (coerce_tiers, '"it\'s"', 'unknown tier "it\'s", expected one of free, premium, pro'),
+    (coerce_tiers, '"a\\"b"', 'unknown tier "a\\"b", expected one of free, premium, pro'),
+])
+def test_a_reason_quotes_a_string_as_json_does_so_it_never_reads_as_a_literal_or_number(coerce, written, reason):
+    """`"notifications_enabled": "true"` was refused with `expected true or false, got 'true'`: Python's quotes,
+    which read as the literal the reason asks for. As JSON writes it, a string keeps its double quotes."""
+    _, errors = coerce([json.loads(written)])
+    assert errors == {0: reason}
 
 
 def test_json_literals_and_containers_are_named_in_json_words():
@@ -44,17 +69,17 @@ def test_a_float_is_a_whole_number_only_below_2_to_the_53():
 def test_leading_zeros_do_not_make_a_number_too_big_and_do_not_hide_one():
     values, errors = coerce_integers(["0" * 30 + "7", "0" * 5 + "9223372036854775807", "09223372036854775808"])
     assert values.tolist()[:2] == [7, 2**63 - 1]
-    assert errors == {2: "'09223372036854775808' does not fit a 64-bit integer"}
+    assert errors == {2: '"09223372036854775808" does not fit a 64-bit integer'}
 
 
 def test_an_impossible_date_is_refused_saying_which_part_is_impossible():
     _, errors = coerce_timestamps(["2025-02-30", "2025-13-01", "2025-02-28T24:00:00", "2025-03-30T02:30:00"],
                                   "Europe/Berlin")
     assert errors == {
-        0: "impossible date '2025-02-30': day is out of range for month",
-        1: "impossible date '2025-13-01': month must be in 1..12",
-        2: "impossible date '2025-02-28T24:00:00': hour must be in 0..23",
-        3: "'2025-03-30T02:30:00' is ambiguous or does not exist in Europe/Berlin (DST change)",
+        0: 'impossible date "2025-02-30": day is out of range for month',
+        1: 'impossible date "2025-13-01": month must be in 1..12',
+        2: 'impossible date "2025-02-28T24:00:00": hour must be in 0..23',
+        3: '"2025-03-30T02:30:00" is ambiguous or does not exist in Europe/Berlin (DST change)',
     }
 
 
@@ -63,8 +88,8 @@ def test_both_64_bit_bounds_are_accepted_next_to_a_value_that_is_not_an_integer(
     values, errors = coerce_integers([-(2**63), 2**63 - 1, "x", "123456789012345678901", -(2**63) - 1])
     assert values.tolist()[:2] == [-(2**63), 2**63 - 1]
     assert errors == {
-        2: "expected a whole number, got 'x'",
-        3: "'123456789012345678901' does not fit a 64-bit integer",
+        2: 'expected a whole number, got "x"',
+        3: '"123456789012345678901" does not fit a 64-bit integer',
         4: "-9223372036854775809 does not fit a 64-bit integer",
     }
 

@@ -160,3 +160,71 @@ def test_ctrl_c_of_a_rollback_waiting_for_the_schemas_lock_says_nothing_changed_
                                         "faceit-etl: interrupted; what the rollback said above holds"]
     assert tables(db) == before
     assert _logs(db) == logs_before
+
+
+def test_ctrl_c_after_the_load_committed_calls_no_step_failed_and_says_the_tables_hold_it(workdir, database_url, db):
+    """The load step is stopped after its COMMIT, reading the recent migrations for its page: an outside tester saw
+    `load into PostgreSQL FAILED` above `interrupted after run … committed its load; the tables hold it`. Held so:
+    the load's last write waits on a row lock; a lock on migration_logs is asked for meanwhile (queued behind the
+    load), so once the row lock goes the load commits and its next read of migration_logs waits (as would this
+    test's: it reads the table through the lock's holder meanwhile)."""
+    first = write_data_file(workdir / "first.json", 2_000, seed=1)
+    assert Interrupted(workdir, database_url, "-q", "migrate", str(first)).ended()[0] == 0
+    source = write_data_file(workdir / "second.json", 3_000, seed=2)
+    committed = "SELECT metadata->>'run_id' FROM migration_logs WHERE status = 'success' ORDER BY start_time DESC"
+    with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as blocker:
+        cli = Interrupted(workdir, database_url, "migrate", str(source))
+        cli.wait_for(lambda: bool(holder.execute("SELECT id FROM migration_logs WHERE status = 'running' FOR UPDATE"
+                                                 ).fetchone()) and _waiting_on(db, "transactionid")())
+        locked = threading.Thread(target=blocker.execute, args=["LOCK TABLE migration_logs IN ACCESS EXCLUSIVE MODE"])
+        locked.start()
+        cli.wait_for(_waiting_on(db, "relation"))
+        holder.rollback()
+        locked.join(60)
+        assert not locked.is_alive(), "the load's transaction did not end"
+        assert len(blocker.execute(committed).fetchall()) == 2  # the load committed
+        cli.wait_for(_waiting_on(db, "relation"))  # the load step, reading migration_logs after its commit
+        cli.ctrl_c()
+        time.sleep(1)
+        blocker.rollback()
+        code, stdout, stderr = cli.ended()
+
+    [run] = db.execute(committed).fetchone()
+    assert (code, stderr) == (130, ""), stdout + stderr
+    assert stdout.splitlines()[-2:] == [
+        "load into PostgreSQL interrupted",
+        f"faceit-etl: interrupted after run {run} committed its load; the tables hold it",
+    ], stdout
+    assert "FAILED" not in stdout, stdout
+    loaded = {(user["user_id"], user["faceit_nickname"]) for user in json.loads(source.read_text())["users"]}
+    assert loaded <= set(db.execute("SELECT user_id, faceit_nickname FROM users").fetchall())
+
+
+def test_ctrl_c_of_a_backup_leaves_no_folder_and_the_next_backup_is_whole(workdir, database_url, db):
+    """`faceit-etl backup` waits for the schema's lock to fix its snapshot's instant, the file already copied: Ctrl-C
+    there left a `manual-…` folder holding the file's copy and no tables, beside the whole backups. A backup is
+    written under a hidden name and renamed once whole, so it appears whole or not at all."""
+    from faceit_etl.postgres.lock import advisory_lock_key
+
+    first = write_data_file(workdir / "first.json", 2_000, seed=1)
+    assert Interrupted(workdir, database_url, "-q", "migrate", str(first)).ended()[0] == 0
+    backups = workdir / "backups"
+    before = {folder.name for folder in backups.iterdir()}
+    with psycopg.connect(database_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key("public")])
+        cli = Interrupted(workdir, database_url, "backup", str(first))
+
+        code, stdout, stderr = cli.ctrl_c_when(_waiting_on(db, "advisory"))
+
+    assert (code, stderr) == (130, ""), stdout + stderr
+    assert stdout.splitlines()[-1] == BEFORE_ANY_RUN
+    assert {folder.name for folder in backups.iterdir()} == before  # neither a manual-… folder nor a partial one
+
+    code, stdout, stderr = Interrupted(workdir, database_url, "backup", str(first)).ended()
+
+    assert code == 0, stdout + stderr
+    [made] = {folder.name for folder in backups.iterdir()} - before
+    assert made.startswith("manual-") and stdout.startswith(f"source {first.resolve()} ")
+    assert f"copied to {backups.resolve() / made}" in stdout.splitlines()[0]
+    manifest = json.loads((backups / made / "manifest.json").read_text())
+    assert (manifest["run_id"], manifest["target"]["tables"]["users"]["rows"]) == (made, 2_000)

@@ -70,7 +70,7 @@ def test_any_rejected_entry_under_a_valid_key_names_the_keys_user(key, user_id):
 
 def key_reason(key: str) -> str:
     return (
-        f"key {key!r} names no user: the bot reads this layout by the user id written in plain digits "
+        f"key {json.dumps(key, ensure_ascii=False)} names no user: the bot reads this layout by the user id written in plain digits "
         "(1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"
     )
 
@@ -82,7 +82,7 @@ def test_an_entry_under_a_key_that_is_no_user_id_is_rejected_naming_the_key_not_
     assert outcome.valid["user_id"].tolist() == [5, 6]
     assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
         [2, pd.NA, "user_id", key_reason("x")],
-        [3, 2, "user_id", "user_id 99 differs from its key '2'"],
+        [3, 2, "user_id", 'user_id 99 differs from its key "2"'],
     ]
 
 
@@ -95,7 +95,7 @@ def test_a_key_the_bot_cannot_read_as_an_id_rejects_its_entry_and_is_never_read_
     entry = {"language": "en"} if user_id is MISSING else {"user_id": user_id, "language": "en"}
     outcome = validate_entries(parse_source(keyed({key: entry, "5": {"user_id": 5}, "7": {}}), "keyed.json"))
     assert outcome.valid["user_id"].tolist() == [5, 7]
-    reason = key_reason(key) if len(key) < 50 else key_reason(key).replace(repr(key), repr(key)[:57] + "...")
+    reason = key_reason(key) if len(key) < 50 else key_reason(key).replace(json.dumps(key), json.dumps(key)[:57] + "...")
     assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
         [0, pd.NA, "user_id", reason]
     ]
@@ -135,7 +135,7 @@ def test_every_keyed_entry_is_loaded_as_the_id_its_key_names_or_rejected_naming_
         assert index not in valid.index, (key, says)
         assert reasons["user_id"].tolist() == [int(key) if _names_a_user(key) else pd.NA] * len(reasons)
         if not _names_a_user(key) or says == "another id":
-            assert any(repr(key)[:20] in reason for reason in reasons["reason"]), (key, says, reasons["reason"].tolist())
+            assert any(json.dumps(key, ensure_ascii=False)[:20] in reason for reason in reasons["reason"]), (key, says, reasons["reason"].tolist())
 
 
 @settings(deadline=None, max_examples=examples(200))
@@ -157,7 +157,7 @@ def test_of_a_repeated_key_the_last_entry_is_loaded_as_the_bot_reads_it_whole_or
         loaded = outcome.valid
         assert dict(zip(loaded["user_id"].tolist(), loaded["faceit_nickname"].tolist())) == bot
         assert loaded.index.tolist() == sorted(last[str(user_id)] for user_id in bot)
-        superseded = [(i, f"key {key!r} repeated: the bot reads the last one, entry {last[key] + 1}")
+        superseded = [(i, f"key {json.dumps(key, ensure_ascii=False)} repeated: the bot reads the last one, entry {last[key] + 1}")
                       for i, key in enumerate(keys) if last[key] != i]
         assert [(r["source_index"], r["reason"]) for r in outcome.reject_records()
                 if "repeated" in r["reason"]] == superseded
@@ -180,7 +180,7 @@ def test_prune_keeps_the_user_named_by_the_key_of_a_rejected_entry(db, conn):
     second = {str(e["user_id"]): copy.deepcopy(e) for e in entries[:8]}
     second["9"] = {"user_id": 8, "faceit_nickname": "dup"}
     mapped, rejects = chain(keyed(second))
-    assert rejects[["user_id", "reason"]].values.tolist() == [[9, "user_id 8 differs from its key '9'"]]
+    assert rejects[["user_id", "reason"]].values.tolist() == [[9, 'user_id 8 differs from its key "9"']]
 
     stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=True, max_prune_fraction=0.5)
 
@@ -209,7 +209,38 @@ def test_a_referral_code_held_by_a_user_whose_entry_is_rejected_says_so(db, conn
 
     assert str(refused.value) == (
         "2 referral code(s) of the file are held in public.user_subscriptions by users the file does not load: "
-        "'B0000001' given to user_id 2 is held by user_id 1 (its entry in the file is rejected); "
-        "'B0000003' given to user_id 4 is held by user_id 3 (not in the file). Nothing was written. Clear the "
+        '"B0000001" given to user_id 2 is held by user_id 1 (its entry in the file is rejected); '
+        '"B0000003" given to user_id 4 is held by user_id 3 (not in the file). Nothing was written. Clear the '
         "code of its holder in the database, or correct the file, then run again"
     )
+
+
+@pytest.mark.parametrize(("key", "entry", "shown"), [
+    ("007", {"user_id": 7}, '"007"'),  # an outside tester saw 7: the entry's user_id, never what was refused
+    ("007", {"user_id": "7"}, '"007"'),
+    ("5.0", {"language": "en"}, '"5.0"'),  # it showed (absent)
+    (" 5", {"user_id": 5}, '" 5"'),
+    ("x\"y", {"user_id": 9}, '"x\\"y"'),
+    ("9" * 100, {"user_id": 9}, '"' + "9" * 78 + "…"),  # cut to 80 characters as every value
+])
+def test_a_key_that_names_no_user_is_the_value_its_reject_shows_on_every_surface(key, entry, shown):
+    from faceit_etl_tests.test_reject_values import shown_values
+
+    outcome = validate_entries(parse_source(keyed({key: entry, "5": {"user_id": 5}}), "keyed.json"))
+
+    assert outcome.rejects[["field", "value"]].values.tolist() == [["user_id", shown]]
+    assert shown_values(outcome) == dict.fromkeys(shown_values(outcome), [shown])
+
+
+def test_the_cli_shows_a_refused_key_as_the_file_wrote_it(tmp_path, database_url):
+    from faceit_etl_tests.test_cli import faceit_etl as cli
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    data = tmp_path / "keyed.json"
+    data.write_text('{"users": {"007": {"user_id": 7, "language": "en"}, "8": {"user_id": 8}}}', encoding="utf-8")
+
+    done = cli(tmp_path, database_url, "validate", str(data))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    [row] = done.stdout.split("## Rejects")[1].strip().splitlines()[2:3]
+    assert row.split(" | ")[:4] == ["| 1", "", "user_id", '"007"']

@@ -7,6 +7,7 @@ defaults for absent fields), not against the frames the code under test produced
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -608,7 +609,7 @@ def test_referral_codes_held_by_users_the_file_lacks_stop_the_load_naming_code_c
     ])
     assert str(raised.value) == (
         "2 referral code(s) of the file are held in public.user_subscriptions by users the file does not load: "
-        + "; ".join(f"{code!r} given to user_id {claimant} is held by user_id {holder} (not in the file)"
+        + "; ".join(f"{json.dumps(code)} given to user_id {claimant} is held by user_id {holder} (not in the file)"
                     for code, claimant, holder in named)
         + ". Nothing was written. Clear the code of its holder in the database, or correct the file, then run again"
     )
@@ -634,10 +635,10 @@ def test_many_referral_clashes_name_the_first_twenty_by_code_and_count_the_rest(
         load(conn, SCHEMA, *chain(document(newcomers)), "run-2")
 
     message = str(raised.value)
-    named = re.findall(r"'(CODE\d+)' given to user_id (\d+) is held by user_id (\d+)", message)
+    named = re.findall(r'"(CODE\d+)" given to user_id (\d+) is held by user_id (\d+)', message)
     assert named == [(f"CODE{i:04d}", str(200 + i), str(100 + i)) for i in range(20)]
     assert message.startswith("25 referral code(s) of the file are held")
-    assert "'CODE0019' given to user_id 219 is held by user_id 119 (not in the file); and 5 more. Nothing was written." in message
+    assert '"CODE0019" given to user_id 219 is held by user_id 119 (not in the file); and 5 more. Nothing was written.' in message
     assert snapshot(db) == before
 
 
@@ -680,7 +681,7 @@ def test_any_move_of_referral_codes_loads_or_stops_naming_exactly_the_codes_held
             load(conn, SCHEMA, mapped, rejects, "run")
         message = str(raised.value)
         assert message.startswith(f"{len(clashes)} referral code(s) of the file are held")
-        named = re.findall(r"'(\w+)' given to user_id (\d+) is held by user_id (\d+)", message)
+        named = re.findall(r'"(\w+)" given to user_id (\d+) is held by user_id (\d+)', message)
         assert [(c, int(a), int(b)) for c, a, b in named] == clashes
         assert snapshot(db) == before
     else:

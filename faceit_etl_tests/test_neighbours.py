@@ -120,6 +120,6 @@ def test_a_nanosecond_neighbour_does_not_move_the_range_of_years():
         pd.Timestamp("2300-01-01T00:00:00Z"), pd.Timestamp("0001-01-01T00:00:00Z")
     ]
     assert outcome.rejects[["source_index", "field", "reason"]].values.tolist() == [
-        [1, "created_at", "timestamp '2025-01-01T00:00:00.1234567' has more precision than the column holds "
+        [1, "created_at", 'timestamp "2025-01-01T00:00:00.1234567" has more precision than the column holds '
          "(microseconds): rounding would change the value"],
     ]

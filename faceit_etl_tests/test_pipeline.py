@@ -179,7 +179,7 @@ def test_rejects_fail_the_run_before_anything_is_loaded(database_url, db, tmp_pa
     check = checks_by_name(result)["no_rejected_entries"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "3 of 8 entries rejected" in check.description
-    assert "unknown tier 'gold'" in check.description
+    assert 'unknown tier "gold"' in check.description
     assert db.execute("SELECT to_regclass('users')").fetchone()[0] is None
 
     rejects_file = tmp_path / "backups" / result.run_id / "rejects.jsonl"

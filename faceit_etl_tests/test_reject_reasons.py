@@ -3,6 +3,8 @@ and is one that is accepted; an entry refused before coercion still shows its va
 
 from __future__ import annotations
 
+import json
+
 from faceit_etl.source import SourceData, parse_source
 from faceit_etl.validation import validate_entries
 
@@ -22,7 +24,7 @@ class InBatches(SourceData):
 
 def held(code, index, user_id):
     ordinal = {0: "1st", 1: "2nd", 2: "3rd"}.get(index, f"{index + 1}th")
-    return f"referral_code {code!r} is already held by entry {index + 1} (the {ordinal} in the file, user_id {user_id}), which is accepted"
+    return f"referral_code {json.dumps(code)} is already held by entry {index + 1} (the {ordinal} in the file, user_id {user_id}), which is accepted"
 
 
 ENTRIES = [
@@ -69,6 +71,6 @@ def test_a_keyed_entry_refused_before_coercion_shows_its_key_as_user_id():
     raw = b'{"users": {"5050": {"language": "en", "language": "ru"}, "5051": {"user_id": 5051}}}'
     outcome = validate_entries(parse_source(raw, "bot.json"))
     assert rows(outcome) == [
-        (0, 5050, "(entry)", "key 'language' appears more than once in the entry: which value is meant is ambiguous")
+        (0, 5050, "(entry)", 'key "language" appears more than once in the entry: which value is meant is ambiguous')
     ]
     assert outcome.valid["user_id"].tolist() == [5051]

@@ -132,3 +132,25 @@ def test_the_cli_validate_report_shows_each_value_as_written(workdir, database_u
     assert done.returncode == 2, done.stdout + done.stderr
     rows = done.stdout.split("## Rejects")[1].strip().splitlines()[2 : 2 + len(CASES)]
     assert [row.split(" | ")[2:4] for row in rows] == [[field, value] for _, field, value in CASES]
+
+
+def test_the_cli_quotes_a_string_in_a_reason_as_json_so_it_never_reads_as_the_literal_asked_for(workdir, database_url):
+    """An outside tester's file: `"notifications_enabled": "true"` was refused with `expected true or false, got
+    'true'`, which reads as a contradiction. Each reason quotes a string as the file wrote it, in double quotes."""
+    data = workdir / "data.json"
+    data.write_text(
+        '{"users": [{"user_id": 1, "notifications_enabled": "true"}, {"user_id": 2, "total_requests": "true"},'
+        ' {"user_id": 3, "language": 5}, {"user_id": 4, "subscription": {"tier": "5"}}]}',
+        encoding="utf-8",
+    )
+
+    done = cli(workdir, database_url, "validate", str(data))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    rows = done.stdout.split("## Rejects")[1].strip().splitlines()[2:6]
+    assert [row.split(" | ")[2:] for row in rows] == [
+        ["notifications_enabled", '"true"', 'expected true or false, got "true" |'],
+        ["total_requests", '"true"', 'expected a whole number, got "true" |'],
+        ["language", "5", "expected text, got 5 |"],
+        ["tier", '"5"', 'unknown tier "5", expected one of free, premium, pro |'],
+    ]

@@ -55,7 +55,7 @@ def test_a_repeated_top_level_key_refuses_the_file_naming_key_and_place(
         read_source(path, piece_bytes=piece_bytes)
 
     assert str(caught.value) == (
-        f"{path}: the top-level key {name!r} appears more than once (again at line {line}, column "
+        f"{path}: the top-level key {json.dumps(name)} appears more than once (again at line {line}, column "
         f"{column}): which one is meant is ambiguous, so nothing is read"
     )
 
@@ -74,9 +74,9 @@ def test_an_entry_with_a_repeated_key_is_rejected_and_its_raw_keeps_both_values(
     assert sorted(outcome.valid["user_id"]) == [i for i in range(1, 31) if i not in (5, 18, 26)]
     rejects = outcome.reject_records()
     assert [(r["source_index"], r["field"], r["reason"]) for r in rejects] == [
-        (4, "(entry)", "key 'faceit_nickname' appears more than once in the entry: which value is meant is ambiguous"),
-        (17, "(entry)", "key 'tier' appears more than once in subscription: which value is meant is ambiguous"),
-        (25, "(entry)", "key 'a' appears more than once in note.deep[0]: which value is meant is ambiguous"),
+        (4, "(entry)", 'key "faceit_nickname" appears more than once in the entry: which value is meant is ambiguous'),
+        (17, "(entry)", 'key "tier" appears more than once in subscription: which value is meant is ambiguous'),
+        (25, "(entry)", 'key "a" appears more than once in note.deep[0]: which value is meant is ambiguous'),
     ]
     assert json.loads(rejects[0]["raw"]) == '{"user_id": 5, "faceit_nickname": "first", "faceit_nickname": "second"}'
     assert json.loads(rejects[1]["raw"]) == (
@@ -96,8 +96,8 @@ def test_a_repeated_id_in_the_keyed_layout_loads_the_last_entry_as_the_bot_reads
 
     assert outcome.valid[["user_id", "faceit_nickname"]].values.tolist() == [[8, "other"], [7, "third"]]
     assert [(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
-        (0, 7, "(entry)", "key '7' repeated: the bot reads the last one, entry 4"),
-        (2, 7, "(entry)", "key '7' repeated: the bot reads the last one, entry 4"),
+        (0, 7, "(entry)", 'key "7" repeated: the bot reads the last one, entry 4'),
+        (2, 7, "(entry)", 'key "7" repeated: the bot reads the last one, entry 4'),
     ]
     assert json.loads(outcome.reject_records()[1]["raw"]) == {"faceit_nickname": "second", "note": pad}
     assert json.loads(text)["users"]["7"]["faceit_nickname"] == "third"  # what the bot reads
@@ -177,11 +177,11 @@ def test_repeats_are_found_when_the_standard_parser_reads_the_file(tmp_path):
     assert source.lenient_parse
     assert outcome.valid["user_id"].tolist() == [3]
     assert [(r["source_index"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
-        (0, "(entry)", "key 'language' appears more than once in the entry: which value is meant is ambiguous"),
+        (0, "(entry)", 'key "language" appears more than once in the entry: which value is meant is ambiguous'),
         (1, "user_id", "18446744073709551616 does not fit a 64-bit integer"),
     ]
     path = tmp_path / "again.json"
     path.write_text('{"users": [{"user_id": 18446744073709551616}],\n"users": []}', encoding="utf-8")
-    again = r"the top-level key 'users' appears more than once \(again at line 2, column 1\)"
+    again = r'the top-level key "users" appears more than once \(again at line 2, column 1\)'
     with pytest.raises(SourceError, match=again):
         read_source(path)

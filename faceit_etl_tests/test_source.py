@@ -113,7 +113,7 @@ def test_keyed_user_id_differing_from_its_key_is_rejected():
     outcome = validate_entries(parse_source(raw, "keyed.json"))
     assert outcome.valid["user_id"].tolist() == [111, 444]
     assert outcome.rejects[["source_index", "user_id", "field", "reason"]].values.tolist() == [
-        [1, 222, "user_id", "user_id 333 differs from its key '222'"]  # the bot reads this layout by key
+        [1, 222, "user_id", 'user_id 333 differs from its key "222"']  # the bot reads this layout by key
     ]
     assert json.loads(outcome.rejects.at[0, "raw"]) == {"user_id": 333, "language": "ru"}
 
@@ -123,7 +123,7 @@ def test_keyed_by_a_key_that_is_not_an_id_and_no_user_id():
     outcome = validate_entries(source)
     assert outcome.valid.empty
     assert outcome.rejects[["source_index", "field", "reason"]].values.tolist() == [
-        [0, "user_id", "key 'alice' names no user: the bot reads this layout by the user id written in plain "
+        [0, "user_id", 'key "alice" names no user: the bot reads this layout by the user id written in plain '
                        "digits (1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"]
     ]
 

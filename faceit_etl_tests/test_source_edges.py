@@ -15,7 +15,7 @@ from faceit_etl.source.repeats import loses_pairs, pair_count, top_level_repeat
 
 def refusal(name: str, line: int, column: int) -> str:
     return (
-        f"data.json: the top-level key {name!r} appears more than once (again at line {line}, column "
+        f"data.json: the top-level key {json.dumps(name)} appears more than once (again at line {line}, column "
         f"{column}): which one is meant is ambiguous, so nothing is read"
     )
 

@@ -56,7 +56,7 @@ def test_the_rejects_table_has_a_schema_and_every_reject():
 
     assert [c.name for c in table.schema.columns] == ["entry", "user_id", "field", "value", "reason"]
     assert [r.data["value"] for r in table.records] == ["-7", '"gold"', '"many"']
-    assert table.records[1].data["reason"].startswith("unknown tier 'gold'")
+    assert table.records[1].data["reason"].startswith('unknown tier "gold"')
 
 
 @given(st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from(USER_FIELDS + SUBSCRIPTION_FIELDS))

@@ -89,7 +89,7 @@ def test_a_held_referral_code_names_its_holder_by_its_english_ordinal():
     outcome = validate_entries(SourceData(entries=holders + repeats, layout="test"))
 
     assert outcome.rejects["reason"].tolist() == [
-        f"referral_code '{i:08X}' is already held by entry {i + 1} (the {ordinal} in the file, user_id {1000 + i}), "
+        f'referral_code "{i:08X}" is already held by entry {i + 1} (the {ordinal} in the file, user_id {1000 + i}), '
         "which is accepted"
         for i, ordinal in ordinals.items()
     ]

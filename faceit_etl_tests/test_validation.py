@@ -118,10 +118,10 @@ def test_a_good_entry_is_accepted_with_typed_values():
         ({"user_id": None}, "is missing"),
         ({"user_id": 0}, "must be a positive Telegram id"),
         ({"user_id": -5836464178}, "must be a positive Telegram id"),
-        ({"user_id": "-7"}, "expected a whole number, got '-7'"),
-        ({"user_id": "abc"}, "expected a whole number, got 'abc'"),
-        ({"user_id": "12a"}, "expected a whole number, got '12a'"),
-        ({"user_id": ""}, "expected a whole number, got ''"),
+        ({"user_id": "-7"}, 'expected a whole number, got "-7"'),
+        ({"user_id": "abc"}, 'expected a whole number, got "abc"'),
+        ({"user_id": "12a"}, 'expected a whole number, got "12a"'),
+        ({"user_id": ""}, 'expected a whole number, got ""'),
         ({"user_id": True}, "expected a whole number, got true"),
         ({"user_id": [1]}, "expected a whole number, got a list"),
         ({"user_id": {"id": 1}}, "expected a whole number, got an object"),
@@ -155,30 +155,30 @@ def test_unknown_tier_is_rejected_not_made_free(tier):
     outcome = validate([user(1, subscription={"tier": tier}), user(2, subscription={"tier": "free"})])
     assert outcome.valid.index.tolist() == [1]
     assert outcome.valid["tier"].tolist() == ["FREE"]
-    expected = f"unknown tier {tier!r}, expected one of free, premium, pro"
+    expected = f"unknown tier {json.dumps(tier, ensure_ascii=False)}, expected one of free, premium, pro"
     assert reasons(outcome) == [(0, "tier", expected)]
 
 
 @pytest.mark.parametrize(
     "value, reason",
     [
-        ("2025-02-30", "impossible date '2025-02-30': day is out of range for month"),
-        ("2025-02-30T10:00:00", "impossible date '2025-02-30T10:00:00': day is out of range for month"),
-        ("2025-13-01T00:00:00", "impossible date '2025-13-01T00:00:00': month must be in 1..12"),
-        ("2025-08-16T25:00:00", "impossible date '2025-08-16T25:00:00': hour must be in 0..23"),
-        ("yesterday", "'yesterday'" + NOT_A_FORM),
-        ("16/08/2025 18:52", "'16/08/2025 18:52'" + NOT_A_FORM),
-        ("", "''" + NOT_A_FORM),
-        ("2025-W01-1", "'2025-W01-1'" + NOT_A_FORM),  # an ISO week date: not read
-        ("2025-001", "'2025-001'" + NOT_A_FORM),  # an ISO ordinal date: not read
-        ("20250816T101010", "'20250816T101010'" + NOT_A_FORM),
-        ("2025-01-01T00:00:00+01:00:30", "'2025-01-01T00:00:00+01:00:30'" + NOT_A_FORM),
-        ("2025-08-16Z", "'2025-08-16Z'" + NOT_A_FORM),
-        (" 2025-08-16T18:52:14", "' 2025-08-16T18:52:14'" + NOT_A_FORM),
-        ("2025-08-16T18:52:14\n", "'2025-08-16T18:52:14\\n'" + NOT_A_FORM),
-        ("2025-08-16T18:52:14.123456789", "timestamp '2025-08-16T18:52:14.123456789'" + TOO_PRECISE),
-        ("2025-01-01T00:00:00.9999999", "timestamp '2025-01-01T00:00:00.9999999'" + TOO_PRECISE),
-        ("2025-01-01T00:00:00,1234567Z", "timestamp '2025-01-01T00:00:00,1234567Z'" + TOO_PRECISE),
+        ("2025-02-30", 'impossible date "2025-02-30": day is out of range for month'),
+        ("2025-02-30T10:00:00", 'impossible date "2025-02-30T10:00:00": day is out of range for month'),
+        ("2025-13-01T00:00:00", 'impossible date "2025-13-01T00:00:00": month must be in 1..12'),
+        ("2025-08-16T25:00:00", 'impossible date "2025-08-16T25:00:00": hour must be in 0..23'),
+        ("yesterday", '"yesterday"' + NOT_A_FORM),
+        ("16/08/2025 18:52", '"16/08/2025 18:52"' + NOT_A_FORM),
+        ("", '""' + NOT_A_FORM),
+        ("2025-W01-1", '"2025-W01-1"' + NOT_A_FORM),  # an ISO week date: not read
+        ("2025-001", '"2025-001"' + NOT_A_FORM),  # an ISO ordinal date: not read
+        ("20250816T101010", '"20250816T101010"' + NOT_A_FORM),
+        ("2025-01-01T00:00:00+01:00:30", '"2025-01-01T00:00:00+01:00:30"' + NOT_A_FORM),
+        ("2025-08-16Z", '"2025-08-16Z"' + NOT_A_FORM),
+        (" 2025-08-16T18:52:14", '" 2025-08-16T18:52:14"' + NOT_A_FORM),
+        ("2025-08-16T18:52:14\n", '"2025-08-16T18:52:14\\n"' + NOT_A_FORM),
+        ("2025-08-16T18:52:14.123456789", 'timestamp "2025-08-16T18:52:14.123456789"' + TOO_PRECISE),
+        ("2025-01-01T00:00:00.9999999", 'timestamp "2025-01-01T00:00:00.9999999"' + TOO_PRECISE),
+        ("2025-01-01T00:00:00,1234567Z", 'timestamp "2025-01-01T00:00:00,1234567Z"' + TOO_PRECISE),
         (1755370334.4384851, "epoch seconds 1755370334.4384851" + TOO_PRECISE.replace(" has", " have")),
         (True, "expected a timestamp, got true"),
         ({"date": "2025-08-16"}, "expected a timestamp, got an object"),
@@ -195,7 +195,7 @@ def test_bad_subscription_timestamp_names_its_field():
     field, reason = only_reason(user(1, subscription={"expires_at": "2025-02-30"}))
     assert (field, reason) == (
         "expires_at",
-        "impossible date '2025-02-30': day is out of range for month",
+        'impossible date "2025-02-30": day is out of range for month',
     )
 
 
@@ -259,7 +259,7 @@ def test_nul_characters(entry, field):
 
 @pytest.mark.parametrize(
     "entry, shown",
-    [(5, "5"), ("user", "'user'"), (None, "null"), ([GOOD], "a list"), (False, "false"), (2.5, "2.5")],
+    [(5, "5"), ("user", '"user"'), (None, "null"), ([GOOD], "a list"), (False, "false"), (2.5, "2.5")],
 )
 def test_entries_that_are_not_objects(entry, shown):
     outcome = validate([GOOD, entry])
@@ -271,7 +271,7 @@ def test_entries_that_are_not_objects(entry, shown):
 
 @pytest.mark.parametrize(
     "subscription, shown",
-    [("premium", "'premium'"), ([], "a list"), (3, "3"), (True, "true")],
+    [("premium", '"premium"'), ([], "a list"), (3, "3"), (True, "true")],
 )
 def test_subscription_that_is_not_an_object(subscription, shown):
     field, reason = only_reason(user(1, subscription=subscription))
@@ -295,7 +295,7 @@ def test_referral_code_already_taken():
     outcome = validate(entries)
     assert outcome.valid["user_id"].tolist() == [1, 2, 4, 5]
     assert reasons(outcome) == [
-        (2, "referral_code", "referral_code '4CE848F5' is already held by entry 1 (the 1st in the file, user_id 1), which is accepted")
+        (2, "referral_code", 'referral_code "4CE848F5" is already held by entry 1 (the 1st in the file, user_id 1), which is accepted')
     ]
     assert outcome.rejects.at[0, "user_id"] == 3
 
@@ -303,7 +303,7 @@ def test_referral_code_already_taken():
 @pytest.mark.parametrize(
     "field, value, reason",
     [
-        ("waiting_for_nickname", "yes", "expected true or false, got 'yes'"),
+        ("waiting_for_nickname", "yes", 'expected true or false, got "yes"'),
         ("notifications_enabled", 1, "expected true or false, got 1"),
         ("language", 5, "expected text, got 5"),
         ("faceit_nickname", ["a"], "expected text, got a list"),
@@ -328,11 +328,11 @@ def test_a_record_with_several_problems_carries_all_its_reasons():
     assert sorted(reasons(outcome)) == sorted(
         [
             (1, "language", "expected text, got 5"),
-            (1, "waiting_for_nickname", "expected true or false, got 'yes'"),
+            (1, "waiting_for_nickname", 'expected true or false, got "yes"'),
             (1, "total_requests", "must not be negative"),
-            (1, "created_at", "impossible date '2025-02-30': day is out of range for month"),
+            (1, "created_at", 'impossible date "2025-02-30": day is out of range for month'),
             (1, "faceit_nickname", "longer than 255 characters (the target column's size)"),
-            (1, "tier", "unknown tier 'gold', expected one of free, premium, pro"),
+            (1, "tier", 'unknown tier "gold", expected one of free, premium, pro'),
             (1, "referral_code", "contains a NUL character, which PostgreSQL text cannot hold"),
             (1, "daily_requests", "expected a whole number, got 1.5"),
         ]
@@ -359,7 +359,7 @@ def test_entry_nested_near_the_parser_limit_is_rejected_without_a_crash():
     depth = 1000  # orjson reads it (its limit is 1024); writing it back exceeds Python's recursion
     raw = b'[{"user_id": "x", "deep": ' + b"[" * depth + b"]" * depth + b"}]"
     outcome = validate_entries(parse_source(raw, "deep.json"))
-    assert reasons(outcome) == [(0, "user_id", "expected a whole number, got 'x'")]
+    assert reasons(outcome) == [(0, "user_id", 'expected a whole number, got "x"')]
     assert json.loads(outcome.rejects.at[0, "raw"]).startswith("<entry nested too deeply")
 
 
@@ -483,14 +483,14 @@ def test_subscription_timestamps_are_coerced_too():
 def test_dst_nonexistent_time_is_rejected(value):
     assert only_reason(user(1, created_at=value), "Europe/Berlin") == (
         "created_at",
-        f"{value!r} is ambiguous or does not exist in Europe/Berlin (DST change)",
+        f"{json.dumps(value)} is ambiguous or does not exist in Europe/Berlin (DST change)",
     )
 
 
 def test_dst_ambiguous_time_is_rejected():
     assert only_reason(user(1, created_at="2025-10-26T02:30:00"), "Europe/Berlin") == (
         "created_at",
-        "'2025-10-26T02:30:00' is ambiguous or does not exist in Europe/Berlin (DST change)",
+        '"2025-10-26T02:30:00" is ambiguous or does not exist in Europe/Berlin (DST change)',
     )
 
 
@@ -512,8 +512,8 @@ def test_non_finite_epoch_seconds_are_rejected_not_dropped():
     outcome = validate([user(1, created_at=math.nan), user(2, created_at=math.inf)])
     assert outcome.valid.empty
     assert reasons(outcome) == [
-        (0, "created_at", "epoch seconds nan are out of range" + OUT_OF_YEARS),
-        (1, "created_at", "epoch seconds inf are out of range" + OUT_OF_YEARS),
+        (0, "created_at", "epoch seconds NaN are out of range" + OUT_OF_YEARS),
+        (1, "created_at", "epoch seconds Infinity are out of range" + OUT_OF_YEARS),
     ]
 
 
@@ -548,15 +548,15 @@ def test_numeric_coercions(column, value, expected, subscription):
     "entry, field, shown",
     [
         (user(1, total_requests=5.5), "total_requests", "5.5"),
-        (user(1, total_requests="5.0"), "total_requests", "'5.0'"),
-        (user(1, total_requests="1e3"), "total_requests", "'1e3'"),
+        (user(1, total_requests="5.0"), "total_requests", '"5.0"'),
+        (user(1, total_requests="1e3"), "total_requests", '"1e3"'),
         # int() reads these too; README promises strings of ASCII digits only
-        ({"user_id": " 123 "}, "user_id", "' 123 '"),
-        ({"user_id": "+124"}, "user_id", "'+124'"),
-        ({"user_id": "5004\n"}, "user_id", "'5004\\n'"),
-        (user(1, total_requests="1_000"), "total_requests", "'1_000'"),
-        (user(1, total_requests="-3"), "total_requests", "'-3'"),
-        (user(1, subscription={"referrals_count": "\u0663"}), "referrals_count", "'٣'"),
+        ({"user_id": " 123 "}, "user_id", '" 123 "'),
+        ({"user_id": "+124"}, "user_id", '"+124"'),
+        ({"user_id": "5004\n"}, "user_id", '"5004\\n"'),
+        (user(1, total_requests="1_000"), "total_requests", '"1_000"'),
+        (user(1, total_requests="-3"), "total_requests", '"-3"'),
+        (user(1, subscription={"referrals_count": "\u0663"}), "referrals_count", '"٣"'),
         (user(1, subscription={"daily_requests": 0.1}), "daily_requests", "0.1"),
         (user(1, subscription={"referred_by": 16.5}), "referred_by_user_id", "16.5"),
         ({"user_id": 5836464178.5}, "user_id", "5836464178.5"),
@@ -656,10 +656,10 @@ def test_invariant_holds_on_keyed_layout_with_bad_keys():
     outcome = validate(entries, id_keys=id_keys)
     assert outcome.valid["user_id"].tolist() == [1]
     assert reasons(outcome) == [
-        (1, "user_id", "user_id 3 differs from its key '2'"),
-        (2, "user_id", "key 'x' names no user: the bot reads this layout by the user id written in plain digits "
+        (1, "user_id", 'user_id 3 differs from its key "2"'),
+        (2, "user_id", 'key "x" names no user: the bot reads this layout by the user id written in plain digits '
                        "(1 to 9223372036854775807, no leading zero, sign, space or point), so it never reads this entry"),
-        (3, "(entry)", "entry is not an object: got 'not an object'"),
+        (3, "(entry)", 'entry is not an object: got "not an object"'),
     ]
     assert_invariant(outcome)
 

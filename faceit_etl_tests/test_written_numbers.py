@@ -93,8 +93,8 @@ def test_every_reject_quotes_a_number_as_the_file_writes_it():
 def test_a_keyed_user_id_differing_from_its_key_is_quoted_as_written():
     outcome = validate_entries(parse_source(b'{"users": {"7": {"user_id": 8.0}, "9": {"user_id": "10"}}}', "keyed.json"))
     assert outcome.rejects[["source_index", "user_id", "reason"]].values.tolist() == [
-        [0, 7, "user_id 8.0 differs from its key '7'"],
-        [1, 9, "user_id '10' differs from its key '9'"],
+        [0, 7, 'user_id 8.0 differs from its key "7"'],
+        [1, 9, 'user_id "10" differs from its key "9"'],
     ]
 
 

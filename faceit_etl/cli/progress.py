@@ -13,6 +13,7 @@ import dagster as dg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from faceit_etl.cli.summary import INTERRUPTED
 from faceit_etl.postgres.load import PROGRESS_DONE, PROGRESS_STAGE, PROGRESS_TOTAL
 
 STAGES = {
@@ -94,8 +95,10 @@ class RunWatcher:
             return
         if step in STAGES and kind == "STEP_START":
             self._start(step, STAGES[step])
-        elif step in STAGES and kind in ("STEP_SUCCESS", "STEP_FAILURE"):
-            self._finish(step, STAGES[step], failed=kind == "STEP_FAILURE")
+        elif step in STAGES and kind == "STEP_SUCCESS":
+            self._finish(step, STAGES[step], "done")
+        elif step in STAGES and kind == "STEP_FAILURE":
+            self._finish(step, STAGES[step], "interrupted" if _interrupted(event) else "FAILED")
 
     def _start(self, key: str, label: str, total: int = 1) -> None:
         if self.progress:
@@ -103,14 +106,14 @@ class RunWatcher:
         else:
             self.line(f"{label} ...")
 
-    def _finish(self, key: str, label: str, failed: bool) -> None:
+    def _finish(self, key: str, label: str, outcome: str) -> None:
         if self.progress:
             task = self.tasks.get(key)
             if task is not None:
                 self.progress.update(task, completed=self.progress.tasks[task].total,
-                                     description=label + (" FAILED" if failed else ""))
+                                     description=label + ("" if outcome == "done" else f" {outcome}"))
         else:
-            self.line(f"{label} {'FAILED' if failed else 'done'}")
+            self.line(f"{label} {outcome}")
 
     def _rows(self, key: str, done: int, total: int) -> None:
         if self.progress:
@@ -119,3 +122,9 @@ class RunWatcher:
             self.progress.update(self.tasks[key], completed=done, total=total)
         elif done == total:
             self.line(f"  {key}: {total} rows")
+
+
+def _interrupted(event) -> bool:
+    """Whether Ctrl-C stopped the step: not its failure, and possibly after its load committed, which the
+    command's last line says (the load step can be stopped after its COMMIT, while it reads what it reports)."""
+    return event.step_failure_data.error.cls_name == INTERRUPTED

@@ -641,7 +641,7 @@ def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscri
     ).fetchall()
     if clashes:
         named = [
-            f"{code!r} given to user_id {claimant} is held by user_id {holder} "
+            f"{written(code)} given to user_id {claimant} is held by user_id {holder} "
             + ("(its entry in the file is rejected)" if holder in rejected else "(not in the file)")
             for code, claimant, holder in clashes
         ]

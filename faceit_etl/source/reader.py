@@ -35,6 +35,7 @@ from faceit_etl.source.repeats import (
     refuse_superseded,
     superseded,
     top_level_repeat,
+    written,
 )
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -186,7 +187,7 @@ def _repeated_key_error(path: str | Path, name: str, at: int, text: str) -> Sour
     line = text.count("\n", 0, at) + 1
     column = at - text.rfind("\n", 0, at)
     return SourceError(
-        f"{path}: the top-level key {name!r} appears more than once (again at line {line}, column "
+        f"{path}: the top-level key {written(name)} appears more than once (again at line {line}, column "
         f"{column}): which one is meant is ambiguous, so nothing is read"
     )
 

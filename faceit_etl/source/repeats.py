@@ -238,7 +238,7 @@ def refuse_superseded(entries: list[Any], keys: list[str], later: dict[int, int]
     for index in range(offset, offset + len(entries)):
         if index in later:
             entry = entries[index - offset]
-            reason = f"key {keys[index - offset]!r} repeated: the bot reads the last one, entry {later[index] + 1}"
+            reason = f"key {written(keys[index - offset])} repeated: the bot reads the last one, entry {later[index] + 1}"
             refused[index - offset] = (
                 RefusedEntry(reason, entry.raw, entry.text) if type(entry) is RefusedEntry
                 else RefusedEntry(reason, written(entry, form="stored"), written(entry))
@@ -254,7 +254,7 @@ def _refused(entry: Any) -> Any:
         name, path = found
         text = written(entry)  # escapes as the file wrote them: held in a JSON string, they decode to text
         return RefusedEntry(
-            f"key {name!r} appears more than once in {path or 'the entry'}: which value is meant is ambiguous",
+            f"key {written(name)} appears more than once in {path or 'the entry'}: which value is meant is ambiguous",
             json.dumps(text),
             text,
         )

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pyarrow as pa
 
-from faceit_etl.source.repeats import LongInteger
+from faceit_etl.source.repeats import LongInteger, written
 from faceit_etl.validation.fields import TIERS, Kind
 
 INT64_MAX = 2**63 - 1
@@ -54,14 +54,11 @@ Errors = dict[int, str]
 
 
 def describe_value(value: Any) -> str:
-    """A short rendering of a raw value for a reject reason."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    """A short rendering of a raw value for a reject reason, as JSON writes it: a string keeps its double
+    quotes, so `"true"` (text) and `true`, `"5"` and `5` stay apart in every reason."""
     if isinstance(value, (dict, list)):
         return "an object" if isinstance(value, dict) else "a list"
-    text = repr(value)
+    text = repr(value) if isinstance(value, LongInteger) else written(value)  # its digits' start and count
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -46,6 +46,11 @@ def shown_value(entry: Any, field: str, whole: str) -> str:
     return ABSENT if found is _MISSING else _cut(written(found))
 
 
+def shown_key(key: str) -> str:
+    """A key of the `{"users": {"<id>": {...}}}` layout as the file wrote it (`"007"`, never 7), cut to VALUE_CHARS."""
+    return _cut(written(key))
+
+
 _MISSING = object()
 
 

@@ -40,7 +40,7 @@ from faceit_etl.validation.fields import (
     USER_PRESENT,
 )
 from faceit_etl.validation.pandera_import import pa
-from faceit_etl.validation.report import entry_number, shown_value
+from faceit_etl.validation.report import entry_number, shown_key, shown_value
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, failure_reason, schemas
 from faceit_etl.validation.shapes import Shapes
 
@@ -116,10 +116,10 @@ def _judge(entries: list, offset: int, id_keys: list[str] | None, lenient_parse:
     """One batch, whose first entry is the file's entry number `offset`. `seen` holds the unique
     columns' values of earlier batches (for referral codes, the accepted entry holding each): a
     repeat of one is rejected as in the same batch."""
-    reasons: dict[int, list[tuple[str, str]]] = {}
+    reasons: dict[int, list[tuple[str, str, str | None]]] = {}  # (field, reason, the value shown when not the field's)
 
-    def reject(index: int, field_name: str, reason: str) -> None:
-        reasons.setdefault(index, []).append((field_name, reason))
+    def reject(index: int, field_name: str, reason: str, shown: str | None = None) -> None:
+        reasons.setdefault(index, []).append((field_name, reason, shown))
 
     _refuse_unreadable_entries(entries, offset, lenient_parse, reject)
     positions = [i for i, entry in enumerate(entries, start=offset) if type(entry) is dict and i not in reasons]
@@ -175,7 +175,7 @@ def _subscriptions(subscriptions: list[Any], positions: list[int], reject) -> li
 def _refuse_keys_naming_no_user(id_keys: list[str], offset: int, reject) -> None:
     for i, key in enumerate(id_keys, start=offset):
         if key_user_id(key) is None:
-            reject(i, "user_id", _bad_key_reason(key))
+            reject(i, "user_id", _bad_key_reason(key), shown_key(key))  # the key is what is refused, not a user_id inside
 
 
 def _typed_frame(users: list[dict], user_shapes: Shapes, subscriptions: list[dict | None], subscription_shapes: Shapes,
@@ -209,7 +209,7 @@ def _refuse_rule_breakers(frame: pd.DataFrame, reasons: dict, seen: dict[str, An
     """The typed frame judged by the schemas' rules, the unique columns (against this batch and the
     values `seen` in earlier ones, which it then holds too) and the referral codes held, in that
     order. A field rejected before (as read or coerced) is not rejected again by the first two."""
-    already = {(i, name) for i, items in reasons.items() for name, _ in items}
+    already = {(i, name) for i, items in reasons.items() for name, *_ in items}
     for schema in schemas():
         for index, column, reason in _schema_failures(schema, frame[list(schema.columns)]):
             if (index, column) not in already:
@@ -281,7 +281,7 @@ def _user_ids_from_keys(values: pd.Series, errors: dict[int, str], users, keys, 
             continue
         if key_id is not None and not pd.isna(value_id) and value_id != key_id and position not in errors:
             raw = users[position]["user_id"]
-            reject(positions[position], "user_id", f"user_id {describe_value(raw)} differs from its key {key!r}")
+            reject(positions[position], "user_id", f"user_id {describe_value(raw)} differs from its key {describe_value(key)}")
         ids.append(key_id if not pd.isna(value_id) and value_id == key_id else None)
     return pd.Series(pd.array(ids, dtype="Int64"))
 
@@ -299,7 +299,8 @@ def _schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame):
 
 def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: list[str] | None) -> pd.DataFrame:
     """One row per (entry, field, reason): `raw` the entry as stored (`_raw_json`), `value` what the
-    reject shows, the file's value for the field (`shown_value`), judged here on the parsed entry."""
+    reject shows, the file's value for the field (`shown_value`), judged here on the parsed entry, or what the
+    reject itself names (a keyed layout's key that names no user)."""
     user_ids = frame["user_id"]
     rows = []
     for index in sorted(reasons):
@@ -310,8 +311,9 @@ def _rejects_frame(reasons, entries, offset: int, frame: pd.DataFrame, id_keys: 
             else _known_user_id(user_ids, index) if index in user_ids.index
             else _own_user_id(entry)
         )
-        for field_name, reason in reasons[index]:
-            rows.append((index, user_id, field_name, reason, shown_value(entry, field_name, whole), raw))
+        for field_name, reason, shown in reasons[index]:
+            value = shown if shown is not None else shown_value(entry, field_name, whole)
+            rows.append((index, user_id, field_name, reason, value, raw))
     rejects = pd.DataFrame(rows, columns=REJECT_COLUMNS)
     # built as Int64 directly: ids inferred next to a None become floats, and lose digits past 2**53
     rejects["user_id"] = pd.array([row[1] for row in rows], dtype="Int64")
