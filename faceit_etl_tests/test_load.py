@@ -913,6 +913,17 @@ def test_verify_counts_on_crafted_data(db, conn):
     assert tier_counts(mapped.users["user_id"][others], every[others]) == {"FREE": 5, "PREMIUM": 2}
     assert tier_counts(mapped.users["user_id"], others) == {"FREE": 5, "PREMIUM": 2}
     assert tier_counts(mapped.users["user_id"][others], every[others], pd.Series([14])) == {"FREE": 5, "PREMIUM": 2}
+
+    def not_in_file(file_users: pd.Series) -> verdicts.Verdict:
+        with verify.file_ids(db, file_users, np.ones(len(file_users), dtype=bool), None) as ids:
+            return verdicts.rows_not_in_file(db, SCHEMA, mapped.users, mapped.subscriptions, ids=ids)
+
+    kept = not_in_file(mapped.users["user_id"][others])
+    assert (kept.passed, kept.metadata, kept.description) == (
+        False, {"users_not_in_file": 1, "examples": [14]},
+        "1 user(s) in public.users are not in the file and were kept (migrate with prune to delete them): user_id 14",
+    )
+    assert not_in_file(mapped.users["user_id"]) == verdicts.Verdict(True, {"users_not_in_file": 0, "examples": []})
     assert verify.missing_referrers(db, SCHEMA) == [777, 999]
     assert verify.self_referrals(db, SCHEMA) == [15, 3_000_000_000]
     assert verify.orphan_subscriptions(db, SCHEMA) == 0
