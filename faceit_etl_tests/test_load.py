@@ -885,6 +885,23 @@ def test_verify_accepts_any_created_at_the_file_does_not_have(db, conn, tmp_path
     assert verify.compare_users(db, SCHEMA, mapped.users).differing == {"created_at": [int(mapped.users["user_id"][9])]}
 
 
+@pytest.mark.parametrize("in_file", [20, 2, 1], ids=["two-kept", "twenty-kept", "twenty-one-kept"])
+def test_rows_not_in_file_names_the_first_twenty_users_kept_and_marks_more(db, conn, in_file):
+    entries = generate_users(22, seed=12)
+    mapped, rejects = chain(document(entries))
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    ids = sorted(e["user_id"] for e in entries)
+    file_users = pd.Series(ids[-in_file:])
+    with verify.file_ids(db, file_users, np.ones(in_file, dtype=bool), None) as file:
+        verdict = verdicts.rows_not_in_file(db, SCHEMA, mapped.users, mapped.subscriptions, ids=file)
+    kept = ids[:-in_file]
+    assert verdict.metadata == {"users_not_in_file": len(kept), "examples": kept[:20]}
+    assert verdict.description == (
+        f"{len(kept)} user(s) in public.users are not in the file and were kept (migrate with prune to delete them): "
+        f"user_id {', '.join(map(str, kept[:20]))}" + (", …" if len(kept) > 20 else "")
+    )
+
+
 def test_verify_counts_on_crafted_data(db, conn):
     def user(user_id: int, tier: str, referred_by: int | None = None) -> dict:
         return {"user_id": user_id, "subscription": {"tier": tier, "referred_by": referred_by}}
