@@ -945,6 +945,14 @@ def test_verify_counts_on_crafted_data(db, conn):
     assert verify.self_referrals(db, SCHEMA) == [15, 3_000_000_000]
     assert verify.orphan_subscriptions(db, SCHEMA) == 0
     assert verify.row_count(db, SCHEMA, "users") == 8
+    with db.transaction(force_rollback=True):  # only user 11's referrer left, present: both checks pass, having compared it
+        db.execute("UPDATE user_subscriptions SET referred_by_user_id = NULL WHERE referred_by_user_id <> 10")
+        judged = {name: verdicts.VERDICTS[name](db, SCHEMA, mapped.users, mapped.subscriptions)
+                  for name in ("referrers_present", "no_self_referrals")}
+        assert {name: (v.passed, v.metadata, v.description) for name, v in judged.items()} == {
+            "referrers_present": (True, {"missing_referrers": 0, "examples": []}, None),
+            "no_self_referrals": (True, {"self_referrals": 0, "examples": []}, None),
+        }
 
     db.execute("UPDATE user_subscriptions SET tier = NULL WHERE referred_by_user_id = 777")
     assert tier_counts(mapped.users["user_id"], every) == {"FREE": 5, "PREMIUM": 2, "NULL": 1}
