@@ -296,6 +296,8 @@ def test_a_manual_backup_restored_undoes_the_migrations_after_it(migrate, db, ba
     migrate("run-a", A)
     after_a, digests_a = tables(db), digests(db)
     manual = manual_backup(db, backups, tmp_path)
+    # Its instant is when it took the lock, not when its copy of the file began (here: before run-a).
+    edit_manifest(manual, lambda m: m.update(taken_at="2000-01-01T00:00:00+00:00"))
     migrate("run-b", B)
 
     result = rollback_to_snapshot(db, SCHEMA, manual)
@@ -319,6 +321,9 @@ def test_a_manual_backup_holding_migrations_rolled_back_since_is_refused(migrate
         "would bring them back; nothing was changed. Roll back to a snapshot taken before them, or name a migration "
         "in force (`faceit-etl status` lists them)"
     )
+    with pytest.raises(RollbackRefused) as asked:  # before the question, too
+        refuse_not_in_force(db, SCHEMA, manual)
+    assert str(asked.value) == said
     rollback_to_snapshot(db, SCHEMA, run_folder(first.parent, "run-a"))
     assert refused(db, manual).startswith(
         f"{manual}: the snapshot holds migrations rolled back since it was taken ({ids[0]} (run run-a), {ids[1]} (run run-b)): "
@@ -342,8 +347,10 @@ def test_a_manual_backup_taken_after_a_rollback_holds_no_migration_undone_since(
 def test_with_no_migration_recorded_the_tables_must_hold_exactly_the_snapshots_rows(db, backups, tmp_path):
     with db.transaction():
         ensure_target_tables(db, SCHEMA)
-    db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 1, 'a'), "
-               "(gen_random_uuid(), 2, 'b')")
+    # A column PostgreSQL computes is neither in the snapshot's files nor in what they are compared with.
+    db.execute("ALTER TABLE users ADD COLUMN doubled int GENERATED ALWAYS AS (total_requests * 2) STORED")
+    db.execute("INSERT INTO users (id, user_id, faceit_nickname, total_requests) VALUES (gen_random_uuid(), 1, 'a', 3), "
+               "(gen_random_uuid(), 2, 'b', 4)")
     db.execute("INSERT INTO user_subscriptions (id, user_id, tier) SELECT gen_random_uuid(), id, 'PRO' FROM users")
     manual = manual_backup(db, backups, tmp_path)
     backed_up = tables(db)
@@ -762,6 +769,9 @@ def test_a_question_about_a_snapshot_not_in_force_is_refused_before_it_is_asked(
     with pytest.raises(RollbackRefused) as raised:
         refuse_not_in_force(db, SCHEMA, folder)
     assert str(raised.value).startswith(f"{folder}: migration {log_id(db, 'run-b')} (run run-b) was rolled back already at ")
+    edit_manifest(folder, lambda m: m["target"].pop("run_id"))  # as an older faceit-etl wrote it: the folder's run
+    with pytest.raises(RollbackRefused):
+        refuse_not_in_force(db, SCHEMA, folder)
     refuse_not_in_force(db, "elsewhere", folder)  # no log there: nothing to judge
     bare = run_folder(backups, "run-x")
     start_manifest(bare, "run-x", "run-x")
