@@ -53,6 +53,7 @@ from faceit_etl.restore import (
 from faceit_etl.source import read_source
 from faceit_etl.validation import validate_entries
 from faceit_etl_tests.conftest import write_json
+from faceit_etl_tests.test_snapshot_definitions import shape
 
 SCHEMA = "public"
 TABLES = ("users", "user_subscriptions")
@@ -787,8 +788,11 @@ def test_a_snapshot_records_each_table_its_definition_the_enum_the_database_and_
     folder = tmp_path / "snap"
     folder.mkdir()
     before = db.execute("SELECT clock_timestamp()").fetchone()[0]
+    db.execute("SET TIME ZONE 'Asia/Tokyo'")  # the files are in UTC whatever the session's zone, which is kept
 
     target = take_snapshot(db, SCHEMA, folder)
+
+    assert db.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "Asia/Tokyo"
 
     name, system = db.execute("SELECT current_database(), (pg_control_system()).system_identifier::text").fetchone()
     assert (target["schema"], target["database"]) == (SCHEMA, {"system_identifier": system, "name": name})
@@ -831,13 +835,13 @@ def test_generated_identity_and_default_columns_are_made_again_as_they_were(db, 
     columns = """SELECT attname, format_type(atttypid, atttypmod), attnotnull, attgenerated, attidentity,
                         pg_get_expr(adbin, adrelid) FROM pg_attribute LEFT JOIN pg_attrdef ON adrelid = attrelid
                  AND adnum = attnum WHERE attrelid = 'users'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"""
-    shape, rows = db.execute(columns).fetchall(), tables(db)
+    before = db.execute(columns).fetchall(), shape(db), tables(db)
     snapshot = take_snapshot(db, SCHEMA, tmp_path)
     db.execute("DROP TABLE user_subscriptions, users")
 
     restored = restore_snapshot(db, tmp_path, snapshot)
 
-    assert (db.execute(columns).fetchall(), tables(db)) == (shape, rows)
+    assert (db.execute(columns).fetchall(), shape(db), tables(db)) == before
     assert restored == {name: TableDigest(snapshot["tables"][name]["rows"], snapshot["tables"][name]["sha256"])
                         for name in TABLES}
 
