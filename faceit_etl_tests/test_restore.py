@@ -26,7 +26,7 @@ from faceit_etl.mapping import map_frames
 from faceit_etl.postgres import runlog
 from faceit_etl.postgres.ddl import ensure_bookkeeping_tables, ensure_target_tables, table, table_exists
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.lock import advisory_lock_key
+from faceit_etl.postgres.lock import advisory_lock_key, lock_schema
 from faceit_etl.postgres.snapshot import (
     SnapshotError,
     TableDigest,
@@ -287,6 +287,21 @@ def test_a_restore_the_database_alters_is_undone_whole(migrate, db):
         rollback_to_snapshot(db, SCHEMA, folder)
 
     assert str(raised.value) == "restored public.users does not match the snapshot (6 rows vs 6); nothing was changed"
+    assert everything(db) == before
+
+
+def test_a_rollback_and_a_snapshot_wait_for_the_lock_a_load_holds(migrate, db, database_url, tmp_path):
+    """Under the schema's lock (lock.py), as loads take it: neither may see the tables in the middle of a load."""
+    migrate("run-a", A)
+    folder = migrate("run-b", B)
+    db.execute("SET lock_timeout = '50ms'")  # waiting for the lock fails at once instead
+    before = everything(db)
+    with psycopg.connect(database_url) as load_in_progress:
+        lock_schema(load_in_progress, SCHEMA)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            rollback_to_snapshot(db, SCHEMA, folder)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            take_snapshot(db, SCHEMA, tmp_path)
     assert everything(db) == before
 
 
