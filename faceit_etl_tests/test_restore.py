@@ -323,6 +323,19 @@ def test_a_manual_backup_restored_undoes_the_migrations_after_it(migrate, db, ba
     assert statuses(db) == {"run-a": "success", "run-b": "rolled_back"}
 
 
+def test_an_older_manual_backup_without_its_lock_time_is_placed_by_when_it_began(migrate, db, backups, tmp_path):
+    migrate("run-a", A)
+    after_a = tables(db)
+    manual = manual_backup(db, backups, tmp_path)
+    edit_manifest(manual, lambda m: m["target"].pop("locked_at"))  # as an older faceit-etl wrote it
+    migrate("run-b", B)
+
+    rollback_to_snapshot(db, SCHEMA, manual)
+
+    assert tables(db) == after_a
+    assert statuses(db) == {"run-a": "success", "run-b": "rolled_back"}
+
+
 def test_a_manual_backup_holding_migrations_rolled_back_since_is_refused(migrate, db, backups, tmp_path):
     migrate("run-a", A)
     first = migrate("run-b", B)
@@ -596,11 +609,15 @@ def test_a_snapshot_that_does_not_say_whether_the_enum_existed_keeps_it(migrate,
     assert tables(db) == {"users": None, "user_subscriptions": None, "subscriptiontier": ["FREE", "PREMIUM", "PRO"]}
 
 
-@pytest.mark.parametrize("damage", ["file", "manifest", "none"])
+@pytest.mark.parametrize("damage", ["file", "entry", "manifest", "none"])
 def test_a_snapshot_that_is_not_whole_is_refused_before_anything(migrate, db, damage):
     migrate("run-a", A)
     folder = migrate("run-b", B)
-    if damage == "file":
+    if damage == "entry":
+        edit_manifest(folder, lambda m: m["target"]["tables"].pop("users"))
+        said = (f"{folder / MANIFEST}: no entry for table users (its snapshot file, or that the table was absent then); "
+                f"{NOT_WHOLE}")
+    elif damage == "file":
         copy = folder / "users.copy"
         data = bytearray(copy.read_bytes())
         data[0] = ord("z")
