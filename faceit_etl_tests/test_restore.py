@@ -553,9 +553,10 @@ def test_a_foreign_key_from_another_table_is_refused_even_when_told_to_discard(m
     folder = migrate("run-b", B)
     db.execute("CREATE TABLE user_notes (id serial PRIMARY KEY, user_id uuid REFERENCES users (id), note text); "
                "INSERT INTO user_notes (user_id, note) SELECT id, 'vip' FROM users LIMIT 2")
-    said = ("refusing to roll back: other tables reference the bot's tables (user_notes (user_notes_user_id_fkey)), "
-            "and restoring must empty them first; nothing was changed. Drop those foreign keys (or empty those tables) "
-            "and roll back again")
+    db.execute("CREATE TABLE vip_list (subscription uuid REFERENCES user_subscriptions (id))")
+    said = ("refusing to roll back: other tables reference the bot's tables (user_notes (user_notes_user_id_fkey), "
+            "vip_list (vip_list_subscription_fkey)), and restoring must empty them first; nothing was changed. Drop "
+            "those foreign keys (or empty those tables) and roll back again")
 
     assert refused(db, folder) == said
     assert refused(db, folder, discard_later_changes=True) == said
