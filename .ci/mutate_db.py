@@ -3,9 +3,9 @@
 `make mutate` scores the rest against the `unit` tests; these modules (the post-load checks, the content
 comparison, snapshot and rollback, the load, the memo) are reached only through a database. Here mutmut
 runs with the same `[tool.mutmut]` settings but `DB_MODULES` as what it mutates and `DB_TESTS` as the
-tests it selects: the tests that call the checks and the load directly or materialize small files in
-process (no CLI subprocess, no browser, no server of their own, none over 10 s), the `unit` test of
-the tiers' words and the test of the count check told of kept rows. One embedded
+tests it selects: the tests that call the checks, the load and the rollback (test_restore.py) directly or
+materialize small files in process (no CLI subprocess, no browser, no server of their own, none over 10 s),
+the `unit` test of the tiers' words and the test of the count check told of kept rows. One embedded
 PostgreSQL is started here for the whole run and handed to every mutant's test session through
 `FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a session of its own would start one per mutant.
 
@@ -53,7 +53,7 @@ DB_TESTS = [
     *(f"faceit_etl_tests/test_{name}.py" for name in (
         "content_check", "verified_before_commit", "nothing_compared", "verify_hash", "kept_proven",
         "failure_words", "appeared_rows", "null_fields", "kept_fields", "load", "load_run", "snapshot_damage",
-        "snapshot_definitions",
+        "snapshot_definitions", "restore",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
     "faceit_etl_tests/test_sync.py::test_users_the_file_lacks_are_kept_by_default_and_counted",
