@@ -211,7 +211,7 @@ CASES = {
     "a referral code held by a user the file lacks": Case(
         code_held_outside_the_file, succeeds=False, load_fails_with=(
             "failed, nothing was written: 1 referral code(s) of the file are held in public.user_subscriptions "
-            "by users the file does not load: '"
+            'by users the file does not load: "'
         ),
     ),
     "a referral code held by a user the file lacks, prune": Case(code_held_outside_the_file, {"prune": True}),
