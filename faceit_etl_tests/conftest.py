@@ -116,20 +116,22 @@ def database_url(postgres_server_url):
 
 # A real secret: a random part (found in any encoding) plus characters a URL must encode and a quote.
 BOT_PASSWORD = f"Pw-{secrets.token_hex(8)} /:@%#?'é"
-BOT_ROLE = "faceit_bot"
 
 
 @pytest.fixture(scope="session")
 def password_role(postgres_server_url):
     """Make the session server demand a password (scram-sha-256) from every role but its superuser,
-    and create a login role with `BOT_PASSWORD`."""
+    and create a login role with `BOT_PASSWORD`, named after this process: the sessions that
+    `make mutate MUTATE=db` forks share one server, and a role is the server's, not a database's."""
+    role = f"faceit_bot_{os.getpid()}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
         hba.write_text("local all postgres trust\nlocal all all scram-sha-256\nhost all all all scram-sha-256\n")
         conn.execute("SELECT pg_reload_conf()")
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(BOT_ROLE),
-                                                                       sql.Literal(BOT_PASSWORD)))
-    return BOT_ROLE
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(BOT_PASSWORD)))
+    yield role
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from faceit_etl.backups import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres.snapshot import digest_table
-from faceit_etl_tests.conftest import BOT_PASSWORD, BOT_ROLE, FLAT_SAMPLE, make_resources
+from faceit_etl_tests.conftest import BOT_PASSWORD, FLAT_SAMPLE, make_resources
 from faceit_etl_tests.test_pipeline import run
 from faceit_etl_tests.test_serialised import migration_lock, wait_for_waiters
 
@@ -121,7 +121,7 @@ def every_text_below(folder: Path) -> str:
     return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
 
 
-def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password_database_url, db):
+def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password_role, password_database_url, db):
     """Against a server that refuses the role without its password, so the runs really use it; then with
     the URL broken inside the password (libpq quotes that part of it) and with a wrong password."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -136,12 +136,12 @@ def test_the_password_appears_in_no_output_log_event_or_table(tmp_path, password
         done = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
         outputs.append(done.stdout + done.stderr)
     assert "users: 300 inserted" in outputs[0] and "STEP_SUCCESS" in outputs[0]  # the runs really ran
-    assert db.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'migration_logs'").fetchone()[0] == BOT_ROLE
+    assert db.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'migration_logs'").fetchone()[0] == password_role
 
     broken = password_database_url.replace("@/", "%zz@/")  # an invalid escape right after the password
     wrong = password_database_url.replace(BOT_PASSWORD[3:19], "0" * 16)
     for url, expected, code in ((broken, "is not a valid PostgreSQL connection string", 2),
-                                (wrong, f'password authentication failed for user "{BOT_ROLE}"', 1)):
+                                (wrong, f'password authentication failed for user "{password_role}"', 1)):
         done = subprocess.run([CLI, "migrate", str(source)], cwd=tmp_path, env=env | {"DATABASE_URL": url},
                               capture_output=True, text=True)
         outputs.append(done.stdout + done.stderr)
