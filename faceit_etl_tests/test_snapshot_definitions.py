@@ -85,3 +85,24 @@ def test_restoring_a_snapshot_of_dropped_tables_makes_them_again_exactly(db, tmp
         restore_snapshot(db, folder, snapshot)
 
     assert (shape(db), [digest_table(db, "public", n) for n in ("users", "user_subscriptions")]) == before
+
+
+def test_a_foreign_key_backed_by_a_unique_index_is_made_again_after_that_index(db, tmp_path):
+    """PostgreSQL lets a foreign key reference a unique index that is no constraint, so a table's indexes
+    must be back before any foreign key is added: here one of users' own (a referrer named by handle)."""
+    with db.transaction():
+        ensure_target_tables(db, "public")
+    db.execute("ALTER TABLE users ADD COLUMN handle text, ADD COLUMN referrer_handle text")
+    db.execute("CREATE UNIQUE INDEX users_handle ON users (handle)")
+    db.execute("ALTER TABLE users ADD CONSTRAINT users_referrer FOREIGN KEY (referrer_handle) REFERENCES users (handle)")
+    db.execute("INSERT INTO users (id, user_id, handle) VALUES (gen_random_uuid(), 1, 'ann')")
+    db.execute("INSERT INTO users (id, user_id, handle, referrer_handle) VALUES (gen_random_uuid(), 2, 'bob', 'ann')")
+    before = shape(db), [digest_table(db, "public", n) for n in ("users", "user_subscriptions")]
+    snapshot = take_snapshot(db, "public", tmp_path)
+    db.execute("DROP TABLE user_subscriptions, users; DROP TYPE subscriptiontier")
+
+    with db.transaction():
+        restore_snapshot(db, tmp_path, snapshot)
+
+    assert (shape(db), [digest_table(db, "public", n) for n in ("users", "user_subscriptions")]) == before
+    assert ("users", "users_referrer", "f", "FOREIGN KEY (referrer_handle) REFERENCES users(handle)") in before[0]["constraints"]

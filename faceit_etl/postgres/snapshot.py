@@ -187,9 +187,11 @@ def _definition(conn: psycopg.Connection, schema: str, name: str) -> dict:
            WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f', 'c', 'x') ORDER BY conname""",
         [relation],
     ).fetchall()
+    # The indexes no constraint makes: a foreign key's conindid names the index it references, not its own.
     indexes = conn.execute(
         """SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass
-             AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
+             AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+                                                        AND c.contype IN ('p', 'u', 'x'))
            ORDER BY i.indexrelid::regclass::text""",
         [relation],
     ).fetchall()
