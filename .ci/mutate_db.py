@@ -78,12 +78,22 @@ def same_sql(old: str, new: str) -> bool:
 
 
 def _sql_texts(call: cst.Call) -> list[cst.SimpleString]:
-    """The string literals a call passes as its SQL text: its first argument, or either branch of it."""
+    """The string literals a call passes as its SQL text: its first argument, either branch of it, or
+    the values of a dict it is picked from (`sql.SQL({"a": "…", "d": "…"}[kind])`)."""
     if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in _SQL_CALLS and call.args):
         return []
-    text = call.args[0].value
-    branches = [text.body, text.orelse] if isinstance(text, cst.IfExp) else [text]
-    return [b for b in branches if isinstance(b, cst.SimpleString)]
+    texts, pending = [], [call.args[0].value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.SimpleString):
+            texts.append(node)
+        elif isinstance(node, cst.IfExp):
+            pending += [node.body, node.orelse]
+        elif isinstance(node, cst.Subscript):
+            pending.append(node.value)
+        elif isinstance(node, cst.Dict):
+            pending += [element.value for element in node.elements if isinstance(element, cst.DictElement)]
+    return texts
 
 
 class SqlCaseAwareMutations(file_mutation.MutationVisitor):
