@@ -53,7 +53,7 @@ DB_TESTS = [
     *(f"faceit_etl_tests/test_{name}.py" for name in (
         "content_check", "verified_before_commit", "nothing_compared", "verify_hash", "kept_proven",
         "failure_words", "appeared_rows", "null_fields", "kept_fields", "load", "load_run", "snapshot_damage",
-        "snapshot_definitions", "restore",
+        "snapshot_definitions", "snapshot_taking", "restore",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
     "faceit_etl_tests/test_sync.py::test_users_the_file_lacks_are_kept_by_default_and_counted",

@@ -1,0 +1,113 @@
+"""Taking a snapshot and restoring it, directly: the schema's lock is let go exactly once whatever
+happens, and the restore writes the columns the snapshot's files hold, for every shape of snapshot
+(an older manifest's, one taken when only one table existed, a table with a column added since)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from faceit_etl.postgres.ddl import ensure_target_tables, table_exists
+from faceit_etl.postgres.lock import advisory_lock_key
+from faceit_etl.postgres.snapshot import TableDigest, restore_snapshot, take_snapshot
+from faceit_etl_tests.test_restore import SCHEMA, tables
+
+KEY = advisory_lock_key(SCHEMA)
+
+
+@pytest.fixture
+def filled(db):
+    with db.transaction():
+        ensure_target_tables(db, SCHEMA)
+    db.execute("INSERT INTO users (id, user_id, faceit_nickname) VALUES (gen_random_uuid(), 1, 'a'), "
+               "(gen_random_uuid(), 2, 'b')")
+    db.execute("INSERT INTO user_subscriptions (id, user_id, tier) SELECT gen_random_uuid(), id, 'PRO' FROM users")
+    return db
+
+
+def lock_is_free(database_url: str) -> bool:
+    """Whether another session can take the schema's lock now (and it lets go of it again)."""
+    with psycopg.connect(database_url, autocommit=True) as other:
+        taken = other.execute("SELECT pg_try_advisory_lock(%s)", [KEY]).fetchone()[0]
+        if taken:
+            other.execute("SELECT pg_advisory_unlock(%s)", [KEY])
+        return taken
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "in transactions"])
+def test_a_snapshot_that_fails_holding_the_lock_lets_it_go_and_raises_what_failed(filled, database_url, tmp_path,
+                                                                                  autocommit):
+    """The instant is read under the lock: a failure there must not leave the lock held, or every later
+    load would wait for it forever. It is made to fail by a `clock_timestamp` found before pg_catalog's."""
+    filled.execute("CREATE SCHEMA trap")
+    filled.execute("CREATE FUNCTION trap.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql "
+                   "AS $$BEGIN RAISE EXCEPTION 'the instant cannot be read'; END$$")
+    with psycopg.connect(database_url, autocommit=autocommit) as conn:
+        conn.execute("SET search_path = trap, pg_catalog, public")
+        if not autocommit:
+            conn.commit()
+
+        with pytest.raises(psycopg.errors.RaiseException, match="^the instant cannot be read"):
+            take_snapshot(conn, SCHEMA, tmp_path)
+
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no transaction left open
+        assert lock_is_free(database_url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_taking_a_snapshot_lets_go_of_the_lock_it_took_and_no_more(filled, database_url, tmp_path):
+    """A session's advisory locks stack: one its caller holds must still be held afterwards."""
+    filled.execute("SELECT pg_advisory_lock(%s)", [KEY])
+
+    snapshot = take_snapshot(filled, SCHEMA, tmp_path)
+
+    assert not lock_is_free(database_url)
+    assert filled.execute("SELECT pg_advisory_unlock(%s)", [KEY]).fetchone()[0]  # still held once, by the caller
+    assert lock_is_free(database_url)
+    assert {name: entry["rows"] for name, entry in snapshot["tables"].items()} == {"users": 2, "user_subscriptions": 2}
+
+
+def test_an_older_manifest_without_columns_restores_every_column(filled, tmp_path):
+    """Manifests written before the columns were recorded hold every column in their files."""
+    before = tables(filled)
+    snapshot = take_snapshot(filled, SCHEMA, tmp_path)
+    for entry in snapshot["tables"].values():
+        del entry["columns"]
+    filled.execute("UPDATE users SET faceit_nickname = 'changed'; DELETE FROM user_subscriptions")
+
+    restored = restore_snapshot(filled, tmp_path, snapshot)
+
+    assert tables(filled) == before
+    assert restored == {name: TableDigest(entry["rows"], entry["sha256"]) for name, entry in snapshot["tables"].items()}
+
+
+def test_a_column_added_since_the_snapshot_gets_its_default_and_the_rest_comes_back(filled, tmp_path):
+    """The files hold the snapshot's columns: the restore names them, so a column added since takes its default."""
+    before = tables(filled)
+    snapshot = take_snapshot(filled, SCHEMA, tmp_path)
+    filled.execute("ALTER TABLE users ADD COLUMN note text DEFAULT 'added since'")
+    filled.execute("UPDATE users SET faceit_nickname = 'changed', note = 'edited'")
+
+    restore_snapshot(filled, tmp_path, snapshot)
+
+    assert filled.execute("SELECT user_id, note FROM users ORDER BY user_id").fetchall() == [
+        (1, "added since"), (2, "added since")]
+    filled.execute("ALTER TABLE users DROP COLUMN note")  # what is left must be the snapshot's rows, exactly
+    assert tables(filled) == before
+
+
+def test_a_snapshot_taken_when_only_the_subscriptions_existed_restores_them_and_drops_users(db, tmp_path):
+    """The tables are restored one by one: users absent then must not stop the subscriptions' restore."""
+    with db.transaction():
+        ensure_target_tables(db, SCHEMA)
+    db.execute("DROP TABLE users CASCADE")  # the subscriptions' foreign key goes with it
+    db.execute("INSERT INTO user_subscriptions (id, user_id, tier) VALUES (gen_random_uuid(), gen_random_uuid(), 'PRO')")
+    before = tables(db)
+    snapshot = take_snapshot(db, SCHEMA, tmp_path)
+    db.execute("DELETE FROM user_subscriptions")
+    db.execute("CREATE TABLE users (id uuid PRIMARY KEY, user_id bigint)")
+
+    restore_snapshot(db, tmp_path, snapshot)
+
+    assert snapshot["tables"]["users"] is None and not table_exists(db, SCHEMA, "users")
+    assert tables(db) == before and len(before["user_subscriptions"]) == 1
