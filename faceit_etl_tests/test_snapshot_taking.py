@@ -1,15 +1,19 @@
-"""Taking a snapshot and restoring it, directly: the schema's lock is let go exactly once whatever
-happens, and the restore writes the columns the snapshot's files hold, for every shape of snapshot
-(an older manifest's, one taken when only one table existed, a table with a column added since)."""
+"""Taking a snapshot, checking its files and restoring it, directly: the schema's lock is let go exactly
+once whatever happens; the files are checked whole however large, for every table the snapshot holds; and
+the restore writes the columns the files hold, for every shape of snapshot (an older manifest's, one taken
+when only one table existed, a table with a column added since)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import psycopg
 import pytest
 
 from faceit_etl.postgres.ddl import ensure_target_tables, table_exists
 from faceit_etl.postgres.lock import advisory_lock_key
-from faceit_etl.postgres.snapshot import TableDigest, restore_snapshot, take_snapshot
+from faceit_etl.backups import CHUNK
+from faceit_etl.postgres.snapshot import TableDigest, restore_snapshot, snapshot_damage, take_snapshot
 from faceit_etl_tests.test_restore import SCHEMA, tables
 
 KEY = advisory_lock_key(SCHEMA)
@@ -111,3 +115,30 @@ def test_a_snapshot_taken_when_only_the_subscriptions_existed_restores_them_and_
 
     assert snapshot["tables"]["users"] is None and not table_exists(db, SCHEMA, "users")
     assert tables(db) == before and len(before["user_subscriptions"]) == 1
+
+
+def entry_for(path, data: bytes) -> dict:
+    return {"file": path.name, "rows": data.count(b"\n"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def test_a_snapshot_file_larger_than_a_read_is_counted_whole(tmp_path):
+    """Files are read in chunks of CHUNK bytes: the size and rows of every chunk count, not the last one's."""
+    data = b"".join(b"%d\tuser-%d\n" % (n, n) for n in range(CHUNK // 5))  # over two and a half chunks
+    path = tmp_path / "users.copy"
+    path.write_bytes(data)
+    snapshot = {"tables": {"users": entry_for(path, data), "user_subscriptions": None}}
+    assert len(data) > 2 * CHUNK
+
+    assert snapshot_damage(tmp_path / "manifest.json", tmp_path, snapshot) is None
+    path.write_bytes(data[:-len(b"%d\tuser-%d\n" % (CHUNK // 5 - 1, CHUNK // 5 - 1))])
+    assert snapshot_damage(tmp_path / "manifest.json", tmp_path, snapshot) == (
+        f"{path}: truncated: {path.stat().st_size} bytes of the {len(data)} the manifest records")
+
+
+def test_the_subscriptions_file_is_checked_when_users_were_absent_then(tmp_path):
+    data = b"a\tb\tPRO\n"
+    entry = entry_for(tmp_path / "user_subscriptions.copy", data)
+    snapshot = {"tables": {"users": None, "user_subscriptions": entry}}
+
+    assert snapshot_damage(tmp_path / "manifest.json", tmp_path, snapshot) == (
+        f"{tmp_path / 'user_subscriptions.copy'}: missing (the manifest records 1 rows of user_subscriptions in it)")
