@@ -6,14 +6,22 @@ when only one table existed, a table with a column added since)."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import psycopg
 import pytest
 
 from faceit_etl.postgres.ddl import ensure_target_tables, table_exists
 from faceit_etl.postgres.lock import advisory_lock_key
-from faceit_etl.backups import CHUNK
-from faceit_etl.postgres.snapshot import TableDigest, restore_snapshot, snapshot_damage, take_snapshot
+from faceit_etl.backups import CHUNK, MANIFEST, start_manifest
+from faceit_etl.postgres.snapshot import (
+    UNCHANGED_SINCE,
+    TableDigest,
+    restore_snapshot,
+    snapshot_damage,
+    snapshot_for_load,
+    take_snapshot,
+)
 from faceit_etl_tests.test_restore import SCHEMA, tables
 
 KEY = advisory_lock_key(SCHEMA)
@@ -142,3 +150,15 @@ def test_the_subscriptions_file_is_checked_when_users_were_absent_then(tmp_path)
 
     assert snapshot_damage(tmp_path / "manifest.json", tmp_path, snapshot) == (
         f"{tmp_path / 'user_subscriptions.copy'}: missing (the manifest records 1 rows of user_subscriptions in it)")
+
+
+def test_a_load_that_recognises_its_input_records_the_run_it_found_and_the_schema(tmp_path):
+    """What a resumed run and the rollback read of it: the schema, the earlier run, the tables' fingerprint."""
+    start_manifest(tmp_path, "run-b", "run-b")
+    found = {"users": "2:17", "user_subscriptions": "2:5"}
+
+    target = snapshot_for_load(None, "not used", "bot", tmp_path, "run-b", "run-a", found)
+
+    expected = {"schema": "bot", UNCHANGED_SINCE: "run-a", "fingerprint": found, "run_id": "run-b"}
+    assert target == expected and json.loads((tmp_path / MANIFEST).read_text())["target"] == expected
+    assert list(tmp_path.iterdir()) == [tmp_path / MANIFEST]
