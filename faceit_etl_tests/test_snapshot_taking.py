@@ -119,8 +119,10 @@ def test_a_snapshot_taken_when_only_the_subscriptions_existed_restores_them_and_
     db.execute("DELETE FROM user_subscriptions")
     db.execute("CREATE TABLE users (id uuid PRIMARY KEY, user_id bigint)")
 
-    restore_snapshot(db, tmp_path, snapshot)
+    restored = restore_snapshot(db, tmp_path, snapshot)
 
+    entry = snapshot["tables"]["user_subscriptions"]
+    assert restored == {"user_subscriptions": TableDigest(entry["rows"], entry["sha256"])}  # and verified
     assert snapshot["tables"]["users"] is None and not table_exists(db, SCHEMA, "users")
     assert tables(db) == before and len(before["user_subscriptions"]) == 1
 
