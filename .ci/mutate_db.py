@@ -3,9 +3,9 @@
 `make mutate` scores the rest against the `unit` tests; these modules (the post-load checks, the content
 comparison, snapshot and rollback, the load, the memo) are reached only through a database. Here mutmut
 runs with the same `[tool.mutmut]` settings but `DB_MODULES` as what it mutates and `DB_TESTS` as the
-tests it selects: the tests that call the checks, the load and the rollback (test_restore.py) directly or
-materialize small files in process (no CLI subprocess, no browser, no server of their own, none over 10 s),
-the `unit` test of the tiers' words and the test of the count check told of kept rows. One embedded
+tests it selects: the tests that call the checks, the load (its merge and prune: test_sync.py), the snapshot
+and the rollback (test_restore.py) directly or materialize small files in process (no CLI subprocess, no
+browser, no server of their own, none over 10 s) and the `unit` test of the tiers' words. One embedded
 PostgreSQL is started here for the whole run and handed to every mutant's test session through
 `FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a session of its own would start one per mutant.
 
@@ -48,15 +48,18 @@ _SLOW = [  # over 10 s each here, or a CLI subprocess: what they add is held by 
     "test_the_cli_says_verification_failed_exits_1_and_the_tables_stay_as_they_were",
     "test_a_dagster_run_whose_verdict_fails_commits_nothing_logs_failed_and_rollback_passes_it_over",
     "test_the_cli_says_which_checks_compared_nothing",
+    "test_a_pruning_run_deletes_lists_them_and_rollback_brings_them_back",
+    "test_a_run_refused_by_the_prune_guard_fails_and_leaves_the_tables_identical",
+    "test_the_cli_keeps_prunes_and_refuses_naming_every_count",
+    "test_every_pruned_user_is_listed_in_a_private_file_the_metadata_and_log_name",
 ]
 DB_TESTS = [
     *(f"faceit_etl_tests/test_{name}.py" for name in (
         "content_check", "verified_before_commit", "nothing_compared", "verify_hash", "kept_proven",
         "failure_words", "appeared_rows", "null_fields", "kept_fields", "load", "load_run", "snapshot_damage",
-        "snapshot_definitions", "snapshot_taking", "restore",
+        "snapshot_definitions", "snapshot_taking", "restore", "sync",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
-    "faceit_etl_tests/test_sync.py::test_users_the_file_lacks_are_kept_by_default_and_counted",
     "-k", " and ".join(f"not {name}" for name in _SLOW),
 ]
 # The settings of the tests' own session server (conftest.py): no flush to disk, which no test can see.
