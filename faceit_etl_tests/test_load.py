@@ -28,7 +28,7 @@ from faceit_etl.mapping import MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
-from faceit_etl.postgres.load import load
+from faceit_etl.postgres.load import jsonb_safe, load
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 
@@ -1005,6 +1005,35 @@ def test_runlog_records_a_run_from_running_to_success(db):
         {"run_id": "run-7", "settings": {"truncate": False}, **written_by, "load": {"users": 9}},
     )
     assert db.execute("SELECT count(*) FROM migration_logs").fetchone()[0] == 1
+
+
+def test_a_load_logs_its_rejected_entries_once_each_and_stores_every_reject_as_jsonb_holds_it(db, conn):
+    """`failed_items` counts entries, not reasons (one entry here has two); a reject's number beyond jsonb's
+    numeric is stored as the string of its text, and an entry jsonb takes keeps its text as written. The
+    logged load names no deleted ids (they go to a file of their own)."""
+    bad, tiny = {"user_id": -5, "subscription": {"tier": "GOLD"}}, {"user_id": 7, "total_requests": "TINY"}
+    mapped, rejects = chain(document(generate_users(3, seed=4) + [bad, tiny]).replace(b'"TINY"', b"1e-20000"))
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    log = runlog.start(db, SCHEMA, run_id="run-r", total_items=5, metadata={})
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-r", log=log)
+
+    processed, failed, logged = db.execute(
+        "SELECT processed_items, failed_items, metadata -> 'load' FROM migration_logs").fetchone()
+    assert (processed, failed, len(rejects)) == (3, 2, 3)
+    assert logged == json.loads(json.dumps(stats.as_dict())) and "deleted_user_ids" not in logged
+    assert db.execute("SELECT source_index, reason, raw::text FROM migration_rejects ORDER BY source_index, reason"
+                      ).fetchall() == [
+        (3, "must be a positive Telegram id", '{"user_id": -5, "subscription": {"tier": "GOLD"}}'),
+        (3, 'unknown tier "GOLD", expected one of free, premium, pro', '{"user_id": -5, "subscription": {"tier": "GOLD"}}'),
+        (4, "expected a whole number, got 1e-20000", '{"user_id": 7, "total_requests": "1e-20000"}'),
+    ]
+
+
+def test_jsonb_safe_leaves_text_jsonb_takes_as_written_and_spells_out_what_it_cannot_hold():
+    assert jsonb_safe('{"a":15,"b" : [1,2],"c":"x"}') == '{"a":15,"b" : [1,2],"c":"x"}'
+    assert jsonb_safe('{"a":1e-20000}') == '{"a": "1e-20000"}'
+    assert jsonb_safe('{"a":"x\\u0000y"}') == '{"a": "x\\\\u0000y"}'
 
 
 def test_runlog_survives_a_failed_load(db, conn, generated):
