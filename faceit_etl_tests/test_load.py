@@ -1018,10 +1018,13 @@ def test_a_load_logs_its_rejected_entries_once_each_and_stores_every_reject_as_j
 
     stats = load(conn, SCHEMA, mapped, rejects, "run-r", log=log)
 
-    processed, failed, logged = db.execute(
-        "SELECT processed_items, failed_items, metadata -> 'load' FROM migration_logs").fetchone()
+    processed, failed, metadata, started = db.execute(
+        "SELECT processed_items, failed_items, metadata, start_time FROM migration_logs").fetchone()
     assert (processed, failed, len(rejects)) == (3, 2, 3)
+    logged = metadata["load"]
     assert logged == json.loads(json.dumps(stats.as_dict())) and "deleted_user_ids" not in logged
+    # When the load took the lock: a rollback undoes the runs that took it after its snapshot's.
+    assert started <= datetime.fromisoformat(metadata["locked_at"]) <= datetime.now(timezone.utc)
     assert db.execute("SELECT source_index, reason, raw::text FROM migration_rejects ORDER BY source_index, reason"
                       ).fetchall() == [
         (3, "must be a positive Telegram id", '{"user_id": -5, "subscription": {"tier": "GOLD"}}'),
