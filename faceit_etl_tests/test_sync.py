@@ -251,6 +251,19 @@ def test_the_prune_refusal_says_user_for_an_allowance_of_one(db, conn):
         load(conn, SCHEMA, *chain(document(first[:8])), "run-2", prune=True)
 
 
+def test_users_without_a_subscription_count_in_the_prune_allowance(db, conn):
+    """The allowance is a fraction of the users in the table: 20 here, of whom the bot wrote 10 without a
+    subscription row, so 2 may go (the 10 subscriptions would allow 1)."""
+    users = generate_users(20, seed=32)
+    load(conn, SCHEMA, *chain(document(users[:10])), "run-1")
+    orm_write(db, users[10:], with_subscription=False)
+
+    stats = load(conn, SCHEMA, *chain(document(users[:18])), "run-2", prune=True)
+
+    assert (stats.users.deleted, stats.subscriptions.deleted, stats.absent_users) == (2, 0, 2)
+    assert sorted(r[0] for r in user_rows(db)) == sorted(u["user_id"] for u in users[:18])
+
+
 def test_truncate_counts_every_row_it_removed_as_deleted(db, conn):
     first, second, _ = _first_and_second()
     load(conn, SCHEMA, *chain(document(first)), "run-1")
