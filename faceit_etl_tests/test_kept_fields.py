@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import BLOCKING, all_verdicts
 from faceit_etl_tests.conftest import examples
-from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, conn, document, subscription_rows, user_rows  # noqa: F401
+from faceit_etl_tests.test_load import (  # noqa: F401 (conn: a fixture)
+    ALEMBIC_DDL, SCHEMA, chain, conn, document, row_versions, subscription_rows, user_rows,
+)
 from faceit_etl_tests.test_sync import counts, dump
 
 UTC = timezone.utc
@@ -99,19 +101,20 @@ def test_a_flat_file_keeps_the_bots_paid_subscription_and_a_new_user_gets_the_de
 
 def test_a_first_layout_file_keeps_every_field_it_lacks_and_counts_the_row_unchanged(db, conn):
     """Four fields only, equal to the bot's: total_requests 55, language 'en' and last_active_at
-    stay, and nothing is written; a new user of the same layout gets 0, 'ru' and no activity."""
+    stay, and nothing is written, not even a row lock; a new user of the same layout gets 0, 'ru' and
+    no activity."""
     db.execute(ALEMBIC_DDL)
     bot_row(db, 101)
     first = {key: FLAT_101[key] for key in ("user_id", "faceit_player_id", "last_checked_match_id")}
     first["faceit_nickname"] = "bot-nick"
-    before = dump(db)
+    before, versions = dump(db), row_versions(db)
     mapped, rejects = chain(document([first]))
 
     stats = load(conn, SCHEMA, mapped, rejects, "run-1")
 
     assert counts(stats.users) == {"inserted": 0, "updated": 0, "unchanged": 1, "kept_absent": 0, "deleted": 0}
     assert counts(stats.subscriptions) == {"inserted": 0, "updated": 0, "unchanged": 1, "kept_absent": 0, "deleted": 0}
-    assert dump(db) == before
+    assert (dump(db), row_versions(db)) == (before, versions)
     assert_checks_pass(db, mapped, stats)
 
     newcomer = {"user_id": 303, "faceit_player_id": "p", "faceit_nickname": "n", "last_checked_match_id": None}

@@ -1025,6 +1025,7 @@ def test_a_load_logs_its_rejected_entries_once_each_and_stores_every_reject_as_j
     assert logged == json.loads(json.dumps(stats.as_dict())) and "deleted_user_ids" not in logged
     # When the load took the lock: a rollback undoes the runs that took it after its snapshot's.
     assert started <= datetime.fromisoformat(metadata["locked_at"]) <= datetime.now(timezone.utc)
+    assert "input_identity" not in metadata  # none was given: no later load can take this one for its own
     assert db.execute("SELECT source_index, reason, raw::text FROM migration_rejects ORDER BY source_index, reason"
                       ).fetchall() == [
         (3, "must be a positive Telegram id", '{"user_id": -5, "subscription": {"tier": "GOLD"}}'),
