@@ -1160,6 +1160,22 @@ def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db,
     assert snapshot(db) == before
 
 
+def test_the_upsert_path_counts_its_staging_and_prune_over_no_user_deletes_nothing(db, conn):
+    """Empty tables another table references take the upsert path: its COPY into the stage reports
+    progress as the empty tables' does, and prune there has no user to count or delete."""
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    load(conn, SCHEMA, *chain(document([])), "run-0")
+    db.execute("CREATE TABLE bot_payments (id serial PRIMARY KEY, user_id uuid REFERENCES users (id))")
+    entries, seen = generate_users(25, seed=8), []
+
+    stats = load(conn, SCHEMA, *chain(document(entries)), "run-1", prune=True, batch_size=10,
+                 progress=lambda *step: seen.append(step))
+
+    assert (stats_tuple(stats.users), stats.users.deleted, stats.absent_users) == ((25, 0, 0), 0, 0)
+    assert_content(db, entries)
+    assert seen == [(f"copy {name}", done, 25) for name in ("users", "user_subscriptions") for done in (10, 20, 25)]
+
+
 # ---------------------------------------------------------------------------------------------
 # a re-run of the same input over the tables its earlier load left
 
