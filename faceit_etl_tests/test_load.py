@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from faceit_etl.generate import generate_users, write_data_file
-from faceit_etl.mapping import MappedFrames, map_frames
+from faceit_etl.mapping import PRESENT, MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
@@ -1158,6 +1158,23 @@ def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db,
     with pytest.raises(TargetError, match=r"other tables reference the bot's tables \(bot_payments"):
         load(conn, SCHEMA, *chain(document(entries_of(generated)[:10])), "run-2", truncate=True)
     assert snapshot(db) == before
+
+
+def test_frames_without_presence_bits_write_every_field(db, conn):
+    """Mapped frames stored before they carried `fields_present` (an older run's asset) hold every field:
+    each staged value is the file's, none is kept from the table."""
+    first = generate_users(20, seed=5)
+    second = [entry | {"user_id": old["user_id"]} for entry, old in zip(generate_users(20, seed=6), first)]
+    for entry in first + second:
+        entry["subscription"] |= {"referred_by": None, "referral_code": None}  # no code moves between the two
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    mapped, rejects = chain(document(second))
+    bare = MappedFrames(mapped.users.drop(columns=PRESENT), mapped.subscriptions.drop(columns=PRESENT), {})
+
+    stats = load(conn, SCHEMA, bare, rejects, "run-2")
+
+    assert (stats.users.updated, stats.subscriptions.updated) == (20, 20)
+    assert_content(db, second)
 
 
 def test_the_upsert_path_counts_its_staging_and_prune_over_no_user_deletes_nothing(db, conn):
