@@ -625,6 +625,25 @@ def test_referral_codes_held_by_users_the_file_lacks_stop_the_load_naming_code_c
     assert held == {code_a: newcomer["user_id"], code_b: mover["user_id"]}
 
 
+def test_a_referral_code_held_by_a_user_whose_entry_is_rejected_says_so(db, conn):
+    """A rejected entry's user stays as it was, code included: the claimant is told why its holder is not loaded."""
+    holder = {"user_id": 101, "subscription": {"referral_code": "HELD0001"}}
+    load(conn, SCHEMA, *chain(document([holder])), "run-1")
+    before = snapshot(db)
+    rejected = {"user_id": 101, "subscription": {"tier": "GOLD"}}
+    claimant = {"user_id": 202, "subscription": {"referral_code": "HELD0001"}}
+
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document([rejected, claimant])), "run-2")
+
+    assert str(raised.value) == (
+        "1 referral code(s) of the file are held in public.user_subscriptions by users the file does not load: "
+        '"HELD0001" given to user_id 202 is held by user_id 101 (its entry in the file is rejected). Nothing was '
+        "written. Clear the code of its holder in the database, or correct the file, then run again"
+    )
+    assert snapshot(db) == before
+
+
 def test_many_referral_clashes_name_the_first_twenty_by_code_and_count_the_rest(db, conn):
     holders = [{"user_id": 100 + i, "subscription": {"referral_code": f"CODE{i:04d}"}} for i in range(25)]
     load(conn, SCHEMA, *chain(document(holders)), "run-1")
