@@ -173,11 +173,17 @@ def test_users_the_file_lacks_are_kept_by_default_and_counted(db, conn):
 
 
 def test_prune_deletes_the_users_the_file_lacks_with_their_subscriptions(db, conn):
+    """Judged before the commit as a run judges it: the users deleted are not kept rows that changed."""
     first, second, gone = _first_and_second()
     load(conn, SCHEMA, *chain(document(first)), "run-1")
+    judged = {}
 
     mapped, rejects = chain(document(second))
-    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=True)  # 10 of 100: exactly the default 0.1
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=True,  # 10 of 100: exactly the default 0.1
+                 before_commit=lambda c, s: judged.update(judge_before_commit(
+                     c, SCHEMA, mapped.users, mapped.subscriptions, s.kept_absent())))
+
+    assert judged["content_matches"].passed  # a failed blocking verdict would have raised in the load
 
     assert counts(stats.users) == {"inserted": 0, "updated": 5, "unchanged": 85, "kept_absent": 0, "deleted": 10}
     assert counts(stats.subscriptions) == {"inserted": 0, "updated": 0, "unchanged": 90, "kept_absent": 0, "deleted": 10}
