@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faceit_etl.generate import generate_users
-from faceit_etl.postgres.load import PruneRefused, load, prune_allowance
+from faceit_etl.postgres.load import PruneRefused, _refuse_unmatched_prune, load, prune_allowance
 from faceit_etl.postgres.verdicts import VerificationFailed, all_verdicts, judge_before_commit
 from faceit_etl_tests.conftest import examples, make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401  (fixture)
@@ -477,6 +478,23 @@ def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db,
     # Without prune nothing is deleted, so the same file loads and keeps both users as they were.
     stats = load(conn, SCHEMA, *chain(document(second)), "run-3")
     assert (stats.users.kept_absent, stats.users.deleted) == (2, 0)
+
+
+@pytest.mark.parametrize("count, said", [
+    (1, "1 rejected entry of the file (entry 1) has no valid user_id, so the user meant"),
+    (20, f"20 rejected entries of the file (entries {', '.join(map(str, range(1, 21)))}) have no valid user_id, so the users meant"),
+    (21, f"21 rejected entries of the file (entries {', '.join(map(str, range(1, 21)))}, …) have no valid user_id, so the users meant"),
+])
+def test_the_unmatched_prune_refusal_names_the_first_twenty_entries_and_marks_more(count, said):
+    rejects = pd.DataFrame({"source_index": range(count), "user_id": pd.array([None] * count, dtype="Int64")})
+
+    with pytest.raises(PruneRefused) as refused:
+        _refuse_unmatched_prune(rejects, 5, "bot")
+
+    assert str(refused.value) == (
+        f"refusing to prune: {said} cannot be told from users the file lacks in bot.users; nothing was written. "
+        "Correct the entries, or migrate without prune to keep every user"
+    )
 
 
 @pytest.mark.parametrize("statement", [
