@@ -542,3 +542,30 @@ def test_every_pruned_user_is_listed_in_a_private_file_the_metadata_and_log_name
     logged = db.execute("SELECT metadata->'load' FROM migration_logs ORDER BY start_time DESC").fetchone()[0]
     assert (logged["absent_users"], logged["deleted_user_ids_file"]) == (30, str(listed))
     assert "deleted_user_ids" not in logged
+
+
+@pytest.mark.parametrize("tables_empty", [True, False])
+def test_a_row_of_the_file_the_database_drops_as_it_is_written_fails_the_count_check(db, conn, tables_empty):
+    """A row the database silently drops (a BEFORE INSERT trigger returning NULL) was neither inserted,
+    updated nor left as it was: the counts differ, the row is never counted as kept to make them match.
+    (A user dropped so is refused already: its subscription row has no user.)"""
+    first, second, gone = _first_and_second(n=30, dropped=3, changed=0)
+    dropped = second[-1]["user_id"]
+    load(conn, SCHEMA, *chain(document([] if tables_empty else first[:-1])), "run-1")
+    db.execute(f"CREATE FUNCTION drop_one() RETURNS trigger AS $$ BEGIN IF (SELECT u.user_id FROM {SCHEMA}.users u "
+               f"WHERE u.id = NEW.user_id) = {dropped} THEN RETURN NULL; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+    db.execute("CREATE TRIGGER drop_one BEFORE INSERT ON user_subscriptions FOR EACH ROW EXECUTE FUNCTION drop_one()")
+    kept = 0 if tables_empty else len(gone)
+    mapped, rejects = chain(document(second))
+    in_file = len(mapped.subscriptions)
+
+    before = dump(db)
+    with pytest.raises(VerificationFailed) as failed:
+        load(conn, SCHEMA, mapped, rejects, "run-2",
+             before_commit=lambda c, stats: judge_before_commit(c, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent()))
+
+    counted = failed.value.verdicts["row_counts_match"]
+    assert not counted.passed
+    assert (f"user_subscriptions: {in_file + kept - 1} rows in the database, {in_file + kept} expected ({in_file} from the file"
+            in counted.description), counted.description
+    assert dump(db) == before

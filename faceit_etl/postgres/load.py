@@ -551,12 +551,18 @@ def _stage(conn, schema, name, frame, columns, batch_size, progress) -> sql.Iden
     return stage
 
 
-def _upsert(conn, statement: sql.Composed, total: int) -> TableStats:
+def _upsert(conn, statement: sql.Composed, total: int, stage: sql.Composable, target: sql.Composable) -> TableStats:
+    """Unchanged are the staged rows neither inserted nor updated that the table holds: a row the
+    database dropped as it was written (a trigger returning NULL, a rule) is counted nowhere, so the
+    row counts show it missing rather than kept as it was."""
     counted = sql.SQL(
         "WITH written AS ({}) SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
     ).format(statement)
     inserted, updated = conn.execute(counted).fetchone()
-    return TableStats(inserted, updated, total - inserted - updated)
+    dropped = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {stage} s WHERE NOT EXISTS (SELECT FROM {target} t WHERE t.user_id = s.user_id)"
+    ).format(stage=stage, target=target)).fetchone()[0]
+    return TableStats(inserted, updated, total - inserted - updated - dropped)
 
 
 def _differs(existing: str, staged: str, columns: list[str], staged_as: dict[str, sql.Composable] | None = None) -> sql.Composed:
@@ -615,7 +621,7 @@ def _upsert_users(conn, schema, stage, total) -> TableStats:
         changed=_differs("t", "excluded", _USER_DATA),
         changed_existing=_differs("existing", "s", _USER_DATA, values),
     )
-    return _upsert(conn, statement, total)
+    return _upsert(conn, statement, total, stage, users)
 
 
 def _refuse_codes_held_outside_the_file(conn, schema, stage_users, stage_subscriptions, rejected: set[int]) -> None:
@@ -700,7 +706,7 @@ def _upsert_subscriptions(conn, schema, stage, total) -> TableStats:
         s_columns=sql.SQL(", ").join([sql.SQL("s.id, s.user_id"), *(values[c] for c in _SUBSCRIPTION_DATA)]),
         changed_existing=_differs("existing", "s", _SUBSCRIPTION_DATA, values),
     )
-    return _upsert(conn, statement, total)
+    return _upsert(conn, statement, total, stage, table(schema, SUBSCRIPTIONS))
 
 
 def _write_rejects(conn, schema, rejects: pd.DataFrame, run_id: str) -> int:
