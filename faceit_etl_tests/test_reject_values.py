@@ -61,7 +61,7 @@ def shown_values(outcome) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize(("entry", "field", "value"), CASES, ids=[case[2] for case in CASES])
+@pytest.mark.parametrize(("entry", "field", "value"), [pytest.param(*case, id=case[2]) for case in CASES])
 def test_every_surface_shows_a_rejected_value_as_the_file_wrote_it(entry, field, value):
     outcome = judged([entry])
 
