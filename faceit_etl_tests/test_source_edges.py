@@ -98,3 +98,13 @@ def test_the_pair_count_sees_through_escaped_quotes_and_colons_in_strings(docume
     text = json.dumps(document, indent=indent)
     json.loads(text, object_pairs_hook=count)
     assert pair_count(text.encode()) == pairs
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_the_pair_count_tells_an_odd_run_of_backslashes_before_a_quote_from_an_even_one(run):
+    """A name holding `run` backslashes, a quote and a colon (an odd run before that quote, which it
+    escapes) and a value ending in `run` backslashes (an even run before its closing quote): with a
+    second name, two pairs."""
+    text = json.dumps({"a" + "\\" * run + '":b': "c" + "\\" * run, "d": 1})
+    assert text.count("\\" * (2 * run + 1) + '"') == 1
+    assert pair_count(text.encode()) == 2

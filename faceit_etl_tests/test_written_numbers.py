@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import orjson
 import pandas as pd
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from faceit_etl.postgres.load import load
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.source.numbers import may_hold_decimal_number
+from faceit_etl.source.repeats import loads_exact, written
 from faceit_etl.validation import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 from faceit_etl_tests.test_load import SCHEMA, chain, conn  # noqa: F401  (fixture)
@@ -209,3 +211,26 @@ def test_rejects_keep_each_numbers_text_in_the_database_and_one_jsonb_cannot_hol
         (1, f"epoch seconds 1e-20000{TOO_PRECISE}", '{"user_id": 2, "created_at": "1e-20000"}'),
         (2, "expected a whole number, got 2.50", '{"user_id": 3, "total_requests": 2.50}'),
     ]
+
+
+# jsonb's numeric: at most 131072 digits before the point and 16383 after it.
+JSONB_EDGES = [("1E131071", True), ("1E131072", False), ("1E-16383", True), ("1E-16384", False),
+               ("0." + "7" * 16383, True), ("0." + "7" * 16384, False), ("-" + "9" * 131072, True)]
+
+
+@pytest.mark.parametrize("number, held", JSONB_EDGES, ids=[f"{n[:10]}-{len(n)}-chars" for n, _ in JSONB_EDGES])
+def test_a_number_at_jsonbs_limits_stays_a_number_and_one_past_them_becomes_its_text(number, held):
+    value = loads_exact('{"n": ' + number + "}")[0]["n"]
+    assert written(value, form="jsonb") == (number if held else json.dumps(number))
+    assert written(value, form="stored") == number
+
+
+@pytest.mark.parametrize("number, held", JSONB_EDGES, ids=[f"{n[:10]}-{len(n)}-chars" for n, _ in JSONB_EDGES])
+def test_postgresql_holds_a_number_up_to_the_limits_the_jsonb_form_keeps(db, number, held):
+    """The limits are PostgreSQL's: a number inside them is a jsonb number, one past them fails."""
+    value = loads_exact('{"n": ' + number + "}")[0]["n"]
+    assert db.execute("SELECT jsonb_typeof(%s::jsonb)", [written(value, form="jsonb")]).fetchone()[0] == (
+        "number" if held else "string")
+    if not held:
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            db.execute("SELECT %s::jsonb", [number])
