@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from faceit_etl.source import SourceError, parse_source
+from faceit_etl.source import repeats
 from faceit_etl.source.repeats import loses_pairs, pair_count, top_level_repeat
 
 
@@ -108,3 +109,18 @@ def test_the_pair_count_tells_an_odd_run_of_backslashes_before_a_quote_from_an_e
     text = json.dumps({"a" + "\\" * run + '":b': "c" + "\\" * run, "d": 1})
     assert text.count("\\" * (2 * run + 1) + '"') == 1
     assert pair_count(text.encode()) == 2
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_the_pair_count_is_the_same_however_the_text_is_cut_into_chunks(monkeypatch, chunk):
+    """Files of many megabytes are counted a chunk at a time: quotes, escapes and colons that a cut
+    separates are counted as in one piece."""
+    document = [{"a\\\":b": ["x:y", {"c": "\\\\", 'd"': 1}], "e": {"f": "g:h", "i": None}}] * 5
+    text = json.dumps(document, indent=1).encode()
+    monkeypatch.setattr(repeats, "_CHUNK", chunk)
+    assert pair_count(text) == 5 * 6
+
+
+@pytest.mark.parametrize("text, pairs", [(b'"a:b"', 0), (b'"\\\\:"', 0), (b'[":", {"k": ":"}]', 1)])
+def test_the_pair_count_reads_a_text_from_its_first_byte(text, pairs):
+    assert pair_count(text) == pairs
