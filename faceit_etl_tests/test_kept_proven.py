@@ -150,3 +150,17 @@ def test_a_new_row_without_the_field_must_hold_the_bots_default(db, database_url
         "users: 0 rows missing, 1 cells differ (in language); "
         "user_subscriptions: 0 rows missing, 1 cells differ (in daily_requests)"
     )
+
+
+@pytest.mark.parametrize("kept", [2, 20, 21])
+def test_kept_rows_that_changed_are_named_by_the_first_twenty_and_more_are_marked(db, database_url, kept):
+    loaded_first(db, database_url, range(1000, 1001 + kept))
+    after_trigger(db, "users", "UPDATE", "UPDATE user_subscriptions SET daily_requests = 99 WHERE user_id <> NEW.id")
+    mapped, rejects = chain(document([entry(1000, faceit_nickname="renamed")]))
+
+    with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+
+    named = ", ".join(map(str, range(1001, 1001 + min(kept, 20)))) + (", …" if kept > 20 else "")
+    assert failed.value.verdicts["content_matches"].description == (
+        f"user_subscriptions: {kept} row(s) the load had to keep as they were changed (user_id {named})")
