@@ -26,8 +26,6 @@ from faceit_etl.identity import code_version, input_identity, look_at_file
 from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
 from faceit_etl_tests.conftest import NESTED_SAMPLE, examples
 
-USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA = schemas()
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "faceit_etl"
 BOT_FILE = dg.AssetKey("bot_data_file")
@@ -227,15 +225,25 @@ def test_a_migrate_job_run_records_the_file_version_and_validated_frame_its_inpu
     assert backed_up.tags["dagster/data_version"] == sha256  # the copy: same bytes, raw_json stays synced
     identity = input_identity(sha256, "UTC")
     assert validated.tags["dagster/data_version"] == identity == validated.metadata["input_identity"].value
-    assert validated.metadata["dagster/column_schema"].value == rules_schema(
-        USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS)
+    assert validated.metadata["dagster/column_schema"].value == rules_schema(*schemas(), unique=UNIQUE_COLUMNS)
 
 
 def test_the_column_schema_shows_each_columns_rules_from_the_pandera_schemas():
-    schema = rules_schema(USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA, unique=UNIQUE_COLUMNS)
+    """Built in the test, not at import, so that `make mutate` sees a changed rule of the schemas."""
+    users_schema, subscriptions_schema = schemas()
+    schema = rules_schema(users_schema, subscriptions_schema, unique=UNIQUE_COLUMNS)
     columns = {column.name: column for column in schema.columns}
 
-    assert list(columns) == [*USERS_SCHEMA.columns, *SUBSCRIPTIONS_SCHEMA.columns]
+    assert list(columns) == [*users_schema.columns, *subscriptions_schema.columns]
+    text, instant = "string[pyarrow]", "datetime64[us, UTC]"
+    assert {name: column.type for name, column in columns.items()} == {
+        "user_id": "Int64", "faceit_player_id": text, "faceit_nickname": text, "last_checked_match_id": text,
+        "waiting_for_nickname": "boolean", "language": text, "notifications_enabled": "boolean",
+        "total_requests": "Int64", "created_at": instant, "last_active_at": instant, "tier": text,
+        "expires_at": instant, "auto_renew": "boolean", "payment_method": text, "daily_requests": "Int64",
+        "last_reset_date": instant, "referred_by_user_id": "Int64", "referral_code": text, "referrals_count": "Int64",
+        "has_subscription": "boolean",
+    }
     assert (columns["user_id"].type, columns["user_id"].description) == ("Int64", "users")
     assert columns["user_id"].constraints == dg.TableColumnConstraints(nullable=False, unique=True, other=[
         "greater_than_or_equal_to(min_value=1): must be a positive Telegram id",
@@ -248,5 +256,5 @@ def test_the_column_schema_shows_each_columns_rules_from_the_pandera_schemas():
     assert columns["tier"].constraints == dg.TableColumnConstraints(
         nullable=True, unique=False, other=["isin(allowed_values=('FREE', 'PREMIUM', 'PRO')): unknown tier"])
     assert columns["has_subscription"].constraints == dg.TableColumnConstraints(nullable=False, unique=False, other=[])
-    every_check = [check for s in (USERS_SCHEMA, SUBSCRIPTIONS_SCHEMA) for c in s.columns.values() for check in c.checks]
+    every_check = [check for s in (users_schema, subscriptions_schema) for c in s.columns.values() for check in c.checks]
     assert sum(len(column.constraints.other) for column in schema.columns) == len(every_check) > 0
