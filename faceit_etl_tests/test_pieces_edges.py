@@ -197,3 +197,19 @@ def test_keys_given_again_are_compared_as_text_only_in_the_pieces_holding_them(m
     texts = [b"{" + raw[start:end] + b"}" for start, end in twice.bounds]
     assert twice.later == {2: 39}
     assert [parsed.count(text) for text in texts] == [2] + [1] * (len(texts) - 2) + [2]
+
+
+def test_a_top_level_key_nested_within_the_fast_parsers_depth_beside_the_list_is_ignored_as_in_a_whole_read(tmp_path):
+    """The document around the list is parsed by orjson (to 1024 levels) and walked for a repeated
+    top-level key only when it lost pairs: a key 1000 levels deep, beyond what the standard parser
+    walks, is ignored as a whole read ignores it, and the list is still read in pieces."""
+    depth = 1000
+    entries = [json.dumps({"user_id": i, "faceit_nickname": "p" * 50}) for i in range(1, 11)]
+    path = tmp_path / "data.json"
+    path.write_text('{"users": [' + ", ".join(entries) + '], "analytics": ' + "[" * depth + "]" * depth + "}")
+
+    source = read_source(path, piece_bytes=300)
+
+    assert source.pieces is not None and source.pieces.ignored_top_level_keys == ["analytics"]
+    assert validate_entries(source).valid["user_id"].tolist() == list(range(1, 11))
+    assert parse_source(path.read_bytes(), path).ignored_top_level_keys == ["analytics"]
