@@ -83,6 +83,17 @@ def test_an_impossible_date_is_refused_saying_which_part_is_impossible():
     }
 
 
+def test_a_timestamp_of_a_supported_form_that_names_no_instant_is_refused_quoting_it():
+    """Python reads no year and month alone nor an offset of a day or more; Python reads an offset of
+    60 minutes, pandas does not: each is refused, the reason quoting the file's text."""
+    _, errors = coerce_timestamps(["2025-13", "2025-01-01T10:00+24:00", "2025-01-01T10:00+00:60"], "Europe/Berlin")
+    assert errors == {
+        0: 'unparseable timestamp "2025-13"',
+        1: 'unparseable timestamp "2025-01-01T10:00+24:00"',
+        2: 'timestamp "2025-01-01T10:00+00:60" is out of the supported range',
+    }
+
+
 def test_both_64_bit_bounds_are_accepted_next_to_a_value_that_is_not_an_integer():
     """A column holding any non-integer is judged value by value: the bounds still hold there."""
     values, errors = coerce_integers([-(2**63), 2**63 - 1, "x", "123456789012345678901", -(2**63) - 1])

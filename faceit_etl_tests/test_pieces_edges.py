@@ -3,8 +3,10 @@ nor cut into crumbs (speed), whatever its formatting and wherever strings fake a
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import tracemalloc
 
 import orjson
@@ -12,7 +14,8 @@ import pytest
 
 from faceit_etl.generate import generate_users
 from faceit_etl.source import SourceError, parse_source, read_source
-from faceit_etl.source.pieces import FileBytes
+from faceit_etl.source.pieces import FileBytes, Pieces
+from faceit_etl.validation import validate_entries
 
 PIECE = 600
 
@@ -133,3 +136,80 @@ def test_a_file_changed_while_its_pieces_are_found_is_refused(tmp_path, monkeypa
     monkeypatch.setattr(reader, "find_pieces", rewritten_meanwhile)
     with pytest.raises(SourceError, match="data.json: changed while it was read; run again"):
         read_source(path, name="data.json", piece_bytes=PIECE)
+
+
+def test_an_entry_nested_within_the_fast_parsers_depth_reads_in_pieces_as_any_entry(tmp_path):
+    """A piece whose names do not repeat is parsed once, by orjson (to 1024 levels), and its entries handed
+    over as they are: never parsed again by the standard parser nor walked for repeats, which stop short
+    of 1000 levels (Python's recursion limit) and would refuse or fail on such an entry."""
+    depth = 1000
+    entries = [json.dumps({"user_id": i, "faceit_nickname": "p" * 50}) for i in range(1, 11)]
+    entries[4] = '{"user_id": 5, "x": ' + "[" * depth + "]" * depth + "}"
+    path = tmp_path / "data.json"
+    path.write_text('{"users": [' + ", ".join(entries) + "]}")
+
+    source = read_source(path, piece_bytes=300)
+
+    assert source.pieces is not None and len(source.pieces.bounds) > 2
+    outcome = validate_entries(source)
+    assert outcome.valid["user_id"].tolist() == list(range(1, 11))
+    assert outcome.rejects.empty
+
+
+def test_a_piece_that_no_longer_parses_is_refused_naming_the_file_and_its_bytes():
+    """The pieces were found valid JSON when the file was read: bytes read back that are not are refused,
+    saying where, never handed over as entries."""
+    pieces = Pieces([(0, 12)], [1], [], "bare list")
+    with pytest.raises(ValueError, match=re.escape("data.json: not valid JSON between bytes 0 and 12: ")):
+        list(pieces.entries(io.BytesIO(b'{"a": 1, "b"}'), "data.json"))
+
+
+def test_keys_given_again_are_compared_as_text_only_in_the_pieces_holding_them(monkeypatch):
+    """In the keyed layout the keys are hashed while the pieces are found; only a piece holding a key
+    whose hash repeats is parsed a second time, to compare keys as text, so a file whose keys are all
+    different is parsed once."""
+    from faceit_etl.source import pieces as pieces_module
+
+    parsed: list[bytes] = []
+    real_parser = pieces_module.simdjson.Parser
+
+    class Recording:
+        def __init__(self):
+            self.parser = real_parser()
+
+        def parse(self, text: bytes):
+            parsed.append(bytes(text))
+            return self.parser.parse(text)
+
+    monkeypatch.setattr(pieces_module, "simdjson", type("simdjson", (), {"Parser": Recording}))
+
+    def keyed(keys) -> bytes:
+        return ("{" + '"users": {' + ", ".join(f'"{k}": {{"user_id": {k}, "note": "{"x" * 40}"}}' for k in keys) + "}}").encode()
+
+    once = pieces_module.find_pieces(keyed(range(1, 41)), piece_bytes=PIECE)
+    texts = [b"{" + keyed(range(1, 41))[start:end] + b"}" for start, end in once.bounds]
+    assert len(texts) > 3 and once.later == {}
+    assert [parsed.count(text) for text in texts] == [1] * len(texts)
+
+    parsed.clear()
+    raw = keyed([*range(1, 40), 3])  # the last entry gives key 3 again: the first and the last piece hold it
+    twice = pieces_module.find_pieces(raw, piece_bytes=PIECE)
+    texts = [b"{" + raw[start:end] + b"}" for start, end in twice.bounds]
+    assert twice.later == {2: 39}
+    assert [parsed.count(text) for text in texts] == [2] + [1] * (len(texts) - 2) + [2]
+
+
+def test_a_top_level_key_nested_within_the_fast_parsers_depth_beside_the_list_is_ignored_as_in_a_whole_read(tmp_path):
+    """The document around the list is parsed by orjson (to 1024 levels) and walked for a repeated
+    top-level key only when it lost pairs: a key 1000 levels deep, beyond what the standard parser
+    walks, is ignored as a whole read ignores it, and the list is still read in pieces."""
+    depth = 1000
+    entries = [json.dumps({"user_id": i, "faceit_nickname": "p" * 50}) for i in range(1, 11)]
+    path = tmp_path / "data.json"
+    path.write_text('{"users": [' + ", ".join(entries) + '], "analytics": ' + "[" * depth + "]" * depth + "}")
+
+    source = read_source(path, piece_bytes=300)
+
+    assert source.pieces is not None and source.pieces.ignored_top_level_keys == ["analytics"]
+    assert validate_entries(source).valid["user_id"].tolist() == list(range(1, 11))
+    assert parse_source(path.read_bytes(), path).ignored_top_level_keys == ["analytics"]

@@ -4,12 +4,14 @@ the file is read whole or in pieces."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faceit_etl.source import SourceError, read_source
+from faceit_etl.source import SourceError, parse_source, read_source
+from faceit_etl.source.repeats import RefusedEntry, Repeated, refuse_repeats
 from faceit_etl.validation import validate_entries
 from faceit_etl_tests.conftest import examples
 
@@ -185,3 +187,59 @@ def test_repeats_are_found_when_the_standard_parser_reads_the_file(tmp_path):
     again = r'the top-level key "users" appears more than once \(again at line 2, column 1\)'
     with pytest.raises(SourceError, match=again):
         read_source(path)
+
+
+@READS
+def test_a_keyed_entry_given_again_later_that_also_repeats_a_name_is_refused_for_its_key(tmp_path, piece_bytes):
+    """The bot reads only the last entry under a key, so an earlier one is refused for that key, even
+    when it also repeats a name: its raw and shown value still keep both values, as the file wrote them."""
+    pad = "x" * 300  # long enough to be cut into pieces
+    text = (
+        f'{{"users": {{"7": {{"user_id": 7, "a": 1, "a": 2}}, "8": {{"user_id": 8, "note": "{pad}"}}, '
+        '"7": {"user_id": 7, "a": 3}}}'
+    )
+    source, outcome = read(tmp_path, text, piece_bytes)
+
+    assert outcome.valid["user_id"].tolist() == [8, 7]
+    assert [(r["source_index"], r["user_id"], r["reason"], r["value"], r["raw"]) for r in outcome.reject_records()] == [
+        (0, 7, 'key "7" repeated: the bot reads the last one, entry 3', '{"user_id": 7, "a": 1, "a": 2}',
+         json.dumps('{"user_id": 7, "a": 1, "a": 2}')),
+    ]
+
+
+def test_a_keyed_entry_given_again_later_keeps_a_lone_surrogate_as_escape_text_in_its_raw():
+    """Refused for its key, an entry's raw is stored as any reject's is: a lone surrogate written out as
+    escape text (jsonb holds no surrogate); its shown value is the escape, as the file wrote it."""
+    raw = b'{"users": {"8": {"faceit_nickname": "\\ud800"}, "9": {"user_id": 9}, "8": {"user_id": 8}}}'
+    outcome = validate_entries(parse_source(raw, "keyed.json"))
+
+    assert outcome.valid["user_id"].tolist() == [9, 8]
+    assert [(r["source_index"], r["user_id"], r["reason"], r["value"], r["raw"]) for r in outcome.reject_records()] == [
+        (0, 8, 'key "8" repeated: the bot reads the last one, entry 3', '{"faceit_nickname": "\\ud800"}',
+         '{"faceit_nickname": "\\\\ud800"}'),
+    ]
+
+
+@READS
+def test_a_repeated_name_in_an_entry_that_is_a_list_is_placed_by_its_index(tmp_path, piece_bytes):
+    pad = "x" * 300
+    text = f'{{"users": [{{"user_id": 1, "note": "{pad}"}}, [{{"a": 1, "a": 2}}], {{"user_id": 3}}]}}'
+    source, outcome = read(tmp_path, text, piece_bytes)
+
+    assert outcome.valid["user_id"].tolist() == [1, 3]
+    assert [(r["source_index"], r["user_id"], r["reason"], r["raw"]) for r in outcome.reject_records()] == [
+        (1, None, 'key "a" appears more than once in [0]: which value is meant is ambiguous',
+         json.dumps('[{"a": 1, "a": 2}]')),
+    ]
+
+
+def test_an_entry_too_deep_to_check_for_repeated_names_is_refused_with_a_placeholder_for_its_json():
+    """Only a file that repeats a name somewhere is walked; an entry nested beyond Python's recursion
+    limit cannot be walked or written back, so it is refused, its raw and text saying why."""
+    deep: object = Repeated([("a", 1), ("a", 2)])
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = [deep]
+    placeholder = '"<entry nested too deeply>"'
+    assert refuse_repeats([{"user_id": 1}, deep]) == [
+        {"user_id": 1}, RefusedEntry("nested too deeply to check for repeated keys", placeholder, placeholder)
+    ]

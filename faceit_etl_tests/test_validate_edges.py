@@ -61,6 +61,21 @@ def test_a_reject_names_its_user_only_by_a_valid_telegram_id():
     assert outcome.valid["user_id"].tolist() == [2]
 
 
+def test_an_entry_refused_before_coercion_names_its_user_only_by_a_valid_telegram_id():
+    """An entry holding a lone surrogate is refused whole, its user_id read from the entry itself: 1 is
+    the smallest valid id and is shown, 2 too; 0, no user_id at all, or one that is no whole number show
+    as null."""
+    raw = (
+        b'[{"user_id": 1, "x": "\\ud800"}, {"user_id": 0, "x": "\\ud800"}, {"faceit_nickname": "\\ud800"}, '
+        b'{"user_id": 2, "x": "\\ud800"}, {"user_id": "two", "x": "\\ud800"}, {"user_id": 3}]'
+    )
+    outcome = validate_entries(parse_source(raw, "ids.json"))
+    assert [(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in outcome.reject_records()] == [
+        (i, user_id, "(entry)", SURROGATE_REASON.format("\\ud800")) for i, user_id in enumerate([1, None, None, 2, None])
+    ]
+    assert outcome.valid["user_id"].tolist() == [3]
+
+
 def test_the_rejects_file_counts_entries_from_1_beside_the_0_based_source_index():
     """rejects.jsonl is read by people, as the UI, CLI and report are: its `entry` is their number."""
     raw = b'[{"user_id": 1}, {"user_id": 2}, {"user_id": "x"}, {"user_id": 3}, {"user_id": -4}]'
