@@ -146,19 +146,6 @@ def test_every_column_of_the_tables_has_a_description():
     assert all(column_description(c) for c in columns), [c for c in columns if not column_description(c)]
 
 
-def test_the_ui_types_each_whole_number_column_int64_as_the_validated_frames_hold_it():
-    """The asset's column schema shows each column's type from the schemas that judge it: the id and
-    count columns are the frames' Int64, including both Telegram-id columns."""
-    from faceit_etl.defs.metadata import rules_schema
-    from faceit_etl.validation.schemas import UNIQUE_COLUMNS, schemas
-
-    types = {c.name: c.type for c in rules_schema(*schemas(), unique=UNIQUE_COLUMNS).columns}
-    valid = validate_entries(SourceData(entries=[{"user_id": 1, "referred_by": 2}], layout="test")).valid
-    whole_numbers = {name for name in types if str(valid[name].dtype) == "Int64"}
-    assert {"user_id", "referred_by_user_id", "total_requests"} <= whole_numbers
-    assert {name for name, kind in types.items() if kind == "Int64"} == whole_numbers
-
-
 def test_a_load_records_each_tables_figures(database_url, db, tmp_path):
     source = write_json(tmp_path / "data.json", {"users": [ENTRIES[0], ENTRIES[4]]})
 
