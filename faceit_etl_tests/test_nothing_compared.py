@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+from faceit_etl.generate import generate_users
+from faceit_etl.postgres.load import load
+from faceit_etl.postgres.verdicts import content_matches
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, make_resources, write_json
 from faceit_etl_tests.test_cli import faceit_etl, workdir  # noqa: F401 (a fixture)
+from faceit_etl_tests.test_load import SCHEMA, chain, conn, document  # noqa: F401 (conn: a fixture)
 from faceit_etl_tests.test_pipeline import checks_by_name, run
 
 NO_TIER = ("nothing: no entry of the file states a tier (an entry without `subscription`, as in the flat layout, "
@@ -69,3 +73,21 @@ def test_the_cli_says_which_checks_compared_nothing(workdir, database_url, db):
     assert f"  check postgres_tables.tier_counts_match: passed (compared {NO_TIER})" in lines
     assert f"  check postgres_tables.referrers_present: passed (compared {NO_REFERRER})" in lines
     assert "  check postgres_tables.content_matches: passed" in lines
+
+
+def test_a_file_with_no_user_over_users_kept_compares_what_was_kept_and_alone_compares_nothing(db, conn):
+    """In the load, the rows it keeps are proven unchanged, so the check compared them; judged later
+    without a load's proof, a file with no user gives it nothing to compare."""
+    load(conn, SCHEMA, *chain(document(generate_users(3, seed=5))), "run-1")
+    mapped, rejects = chain(document([]))
+    seen = {}
+
+    def judge(c, stats):
+        seen["in the load"] = content_matches(c, SCHEMA, mapped.users, mapped.subscriptions)
+
+    load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judge)
+    alone = content_matches(conn, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert (seen["in the load"].passed, seen["in the load"].description) == (True, None)
+    assert seen["in the load"].metadata["kept_as_they_were"]["users_compared"] == 3
+    assert (alone.passed, alone.description) == (True, "Compared nothing: the file has no user.")
