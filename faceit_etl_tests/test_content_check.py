@@ -18,7 +18,7 @@ from psycopg import sql
 
 from faceit_etl.generate import generate_users, write_data_file
 from faceit_etl.mapping import SUBSCRIPTION_COLUMNS, USER_COLUMNS
-from faceit_etl.postgres import ddl
+from faceit_etl.postgres import ddl, verify
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import DIFFERING_VALUES, content_matches
 from faceit_etl_tests.test_load import chain, document
@@ -134,6 +134,21 @@ def test_a_change_in_any_column_of_one_row_fails_content_matches_naming_it(db, d
             "user_id": str(telegram_id), "column": f"{table}.{column}",
             "in_database": _as_shown(stored), "from_file": _as_shown(file_value),
         }]
+
+
+def test_subscriptions_are_tied_to_their_users_telegram_ids_whatever_the_users_order(db, database_url, tmp_path):
+    """`compare_subscriptions` looks each subscription's user up in the users frame by row id, not by
+    position: the pipeline keeps the two frames aligned, but the comparison must not rest on it."""
+    mapped, rejects = chain(write_data_file(tmp_path / "data.json", 30, seed=5))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    reversed_users = mapped.users.iloc[::-1].reset_index(drop=True)
+
+    diff = verify.compare_subscriptions(db, SCHEMA, mapped.subscriptions, reversed_users)
+
+    assert diff.equal
+    assert (diff.summary()["rows_compared"], diff.summary()["examples"]) == (len(mapped.subscriptions), {})
+    assert len(mapped.subscriptions) == 30
 
 
 def _as_shown(value) -> str | None:
