@@ -122,7 +122,7 @@ def test_a_change_in_any_column_of_one_row_fails_content_matches_naming_it(db, d
         summary = verdict.metadata[table]
         other = ddl.SUBSCRIPTIONS if table == ddl.USERS else ddl.USERS
         assert verdict.metadata[other]["examples"] == {}
-        assert (summary["missing_rows"], summary["rows_not_in_file"]) == (0, 0)
+        assert (summary["rows_compared"], summary["missing_rows"], summary["rows_not_in_file"]) == (len(frame), 0, 0)
         assert summary["differing_cells"] == {column: 1}
         assert summary["examples"] == {column: [telegram_id]}
         assert verdict.description == f"{table}: 0 rows missing, 1 cells differ (in {column})"
