@@ -151,6 +151,27 @@ def test_subscriptions_are_tied_to_their_users_telegram_ids_whatever_the_users_o
     assert len(mapped.subscriptions) == 30
 
 
+def test_at_most_twenty_differing_cells_are_shown_per_table_across_its_columns(db, database_url, tmp_path):
+    """Fifteen users differ in two columns each: the first column's fifteen cells are shown, then five of
+    the second's, twenty in all, while the counts name all thirty."""
+    mapped, rejects = chain(write_data_file(tmp_path / "data.json", 40, seed=4))
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-1")
+    changed = sorted(int(i) for i in mapped.users["user_id"].iloc[:15])
+    db.execute(
+        sql.SQL("UPDATE {} SET language = 'zz', total_requests = total_requests + 1000 WHERE user_id = ANY(%s)").format(
+            ddl.table(SCHEMA, ddl.USERS)
+        ),
+        [changed],
+    )
+
+    verdict = content_matches(db, SCHEMA, mapped.users, mapped.subscriptions)
+
+    assert verdict.metadata[ddl.USERS]["differing_cells"] == {"language": 15, "total_requests": 15}
+    shown = [(cell["column"], int(cell["user_id"])) for cell in verdict.metadata[DIFFERING_VALUES]]
+    assert shown == [(f"{ddl.USERS}.language", i) for i in changed] + [(f"{ddl.USERS}.total_requests", i) for i in changed[:5]]
+
+
 def _as_shown(value) -> str | None:
     """A differing value as a person reads it: a timestamp in ISO 8601 UTC, a number without a
     fraction it never had, nothing for an empty cell."""
