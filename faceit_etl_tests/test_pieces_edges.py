@@ -25,10 +25,11 @@ def _styles(document) -> dict[str, bytes]:
         "compact": orjson.dumps(document),
         "indent 2": orjson.dumps(document, option=orjson.OPT_INDENT_2),
         "indent 4": json.dumps(document, indent=4, ensure_ascii=False).encode(),
+        "whitespace around commas": json.dumps(document, indent=1, separators=(" \t\r\n, ", ": ")).encode(),
     }
 
 
-@pytest.mark.parametrize("style", ["compact", "indent 2", "indent 4"])
+@pytest.mark.parametrize("style", ["compact", "indent 2", "indent 4", "whitespace around commas"])
 def test_every_piece_but_the_last_holds_the_size_asked_for_plus_less_than_one_entry(tmp_path, style):
     users = generate_users(200, seed=3)
     for user in users[::10]:
