@@ -38,7 +38,7 @@ from faceit_etl.backups import (
 )
 from faceit_etl.errors import BOTH_NAMED
 from faceit_etl.postgres.database import server_error_text
-from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, table, table_exists, type_exists
+from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, rows_out_of_sight, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
@@ -195,6 +195,12 @@ def rollback_to_snapshot(
                 _refuse_another_latest(conn, schema, expect_latest_run)
             _refuse_not_in_force(conn, schema, folder, run_id, _taken_at(manifest, target))
         existing = [name for name in SNAPSHOT_TABLES if table_exists(conn, schema, name)]
+        if hidden := rows_out_of_sight(conn, schema):
+            raise RollbackRefused(
+                f"refusing to roll back: {'; '.join(hidden)}; restoring empties the tables and compares every row, "
+                "and would miss or move those; nothing was changed. Connect as a role with BYPASSRLS (or disable "
+                "row-level security on those tables), or move the inheriting tables' rows out, and roll back again"
+            )
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)
         if not discard_later_changes:

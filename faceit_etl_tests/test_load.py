@@ -8,6 +8,7 @@ defaults for absent fields), not against the frames the code under test produced
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -524,6 +525,43 @@ def test_alembic_tables_refuse_big_ids_on_an_empty_target(db, conn):
     assert "referred_by_user_id" not in str(raised.value)
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 0
+
+
+@pytest.fixture
+def reader_role(db):
+    """A role of its own, granted every table of the schema: row-level security applies to it."""
+    role = f"faceit_reader_{os.getpid()}"
+    db.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    db.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+    yield role
+    db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_rows_out_of_the_loads_sight_are_refused_before_anything_is_written(db, conn, reader_role):
+    """Rows of another table inheriting from the bot's, or hidden by row-level security, would be counted,
+    compared and snapshotted as absent (or as the table's own): the load refuses, naming each."""
+    entries = small_id_entries(5)
+    load(conn, SCHEMA, *chain(document(entries)), "run-0")
+    db.execute("CREATE TABLE users_archive () INHERITS (users)")
+    db.execute("INSERT INTO users_archive SELECT * FROM ONLY users LIMIT 1")
+    db.execute("ALTER TABLE user_subscriptions ENABLE ROW LEVEL SECURITY")
+    db.execute(sql.SQL("GRANT ALL ON users_archive TO {}").format(sql.Identifier(reader_role)))
+    before = snapshot(db)
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(reader_role)))
+    conn.commit()
+
+    with pytest.raises(TargetError) as raised:
+        load(conn, SCHEMA, *chain(document(small_id_entries(8))), "run-1")
+
+    assert str(raised.value) == (
+        "refusing to load: row-level security hides rows of public.user_subscriptions from this role; "
+        "public.users_archive inherit(s) from public.users. faceit-etl counts, verifies and snapshots every row of "
+        "the bot's tables, and would miss those. Nothing was written. Connect as a role with BYPASSRLS (or disable "
+        "row-level security on those tables), or move the inheriting tables' rows out, then run again"
+    )
+    assert snapshot(db) == before
+    assert db.execute("SELECT count(*) FROM ONLY users").fetchone()[0] == 5
 
 
 # ---------------------------------------------------------------------------------------------

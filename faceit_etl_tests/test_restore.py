@@ -562,6 +562,35 @@ def test_a_foreign_key_from_another_table_is_refused_even_when_told_to_discard(m
     assert refused(db, folder, discard_later_changes=True) == said
 
 
+def test_rows_out_of_the_rollbacks_sight_are_refused_even_when_told_to_discard(migrate, db):
+    """A table inheriting from the bot's has its rows read as the table's, and restoring would move them into
+    it; rows row-level security hides would be left out of the comparison and deleted: refused, each named."""
+    migrate("run-a", A)
+    folder = migrate("run-b", B)
+    db.execute("CREATE TABLE users_archive () INHERITS (users); INSERT INTO users_archive SELECT * FROM ONLY users LIMIT 1")
+    inherited = ("refusing to roll back: public.users_archive inherit(s) from public.users; restoring empties the "
+                 "tables and compares every row, and would miss or move those; nothing was changed. Connect as a role "
+                 "with BYPASSRLS (or disable row-level security on those tables), or move the inheriting tables' rows "
+                 "out, and roll back again")
+
+    assert refused(db, folder) == inherited
+    assert refused(db, folder, discard_later_changes=True) == inherited
+
+    db.execute("DROP TABLE users_archive; ALTER TABLE users ENABLE ROW LEVEL SECURITY")
+    role = f"faceit_reader_{os.getpid()}"
+    db.execute(sql.SQL("CREATE ROLE {} ; GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(
+        sql.Identifier(role), sql.Identifier(role)))
+    try:
+        db.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        said = refused(db, folder, discard_later_changes=True)
+    finally:
+        db.execute("RESET ROLE")
+        db.execute(sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(sql.Identifier(role), sql.Identifier(role)))
+    assert said.startswith("refusing to roll back: row-level security hides rows of public.users from this role; ")
+    rollback_to_snapshot(db, SCHEMA, folder)  # as the superuser, nothing is out of sight
+    assert statuses(db) == {"run-a": "success", "run-b": "rolled_back"}
+
+
 def test_what_depends_on_tables_a_rollback_would_drop_is_refused(migrate, db):
     folder = migrate("run-a", A)
     db.execute("CREATE SCHEMA shop")

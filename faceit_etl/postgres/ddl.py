@@ -201,6 +201,27 @@ def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None
         )
 
 
+def rows_out_of_sight(conn: psycopg.Connection, schema: str) -> list[str]:
+    """What puts rows of the bot's tables out of this role's sight or among another table's: row-level
+    security active for the role (its counts, snapshot and verification would miss rows the table holds)
+    and tables inheriting from them (their rows read as the table's, and a restore would move them into it)."""
+    found = []
+    for relation, hidden, heirs in conn.execute(
+        """SELECT c.relname, row_security_active(c.oid),
+                  (SELECT array_agg(format('%%I.%%I', hn.nspname, h.relname) ORDER BY hn.nspname, h.relname)
+                   FROM pg_inherits i JOIN pg_class h ON h.oid = i.inhrelid
+                   JOIN pg_namespace hn ON hn.oid = h.relnamespace WHERE i.inhparent = c.oid)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' ORDER BY 1""",
+        [schema, [USERS, SUBSCRIPTIONS]],
+    ):
+        if hidden:
+            found.append(f"row-level security hides rows of {schema}.{relation} from this role")
+        if heirs:
+            found.append(f"{', '.join(heirs)} inherit(s) from {schema}.{relation}")
+    return found
+
+
 def ensure_target_tables(conn: psycopg.Connection, schema: str) -> frozenset[str]:
     """Create the enum and the bot's tables when absent; returns the names of those it created.
 

@@ -42,6 +42,7 @@ from faceit_etl.postgres.ddl import (
     check_nulls_fit,
     ensure_bookkeeping_tables,
     ensure_target_tables,
+    rows_out_of_sight,
     table,
     table_exists,
 )
@@ -181,6 +182,12 @@ def _plan_under_lock(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, 
     (see `identity.py`) a load of an input whose earlier load left the tables as they are now is
     recognised: it will write nothing without comparing a row. A refused prune raises here."""
     lock_schema(conn, schema)
+    if hidden := rows_out_of_sight(conn, schema):
+        raise TargetError(
+            f"refusing to load: {'; '.join(hidden)}. faceit-etl counts, verifies and snapshots every row of the "
+            "bot's tables, and would miss those. Nothing was written. Connect as a role with BYPASSRLS (or disable "
+            "row-level security on those tables), or move the inheriting tables' rows out, then run again"
+        )
     ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
     # Loads commit in the order they take the lock: rollback orders migrations by this time.
     locked_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
