@@ -105,6 +105,25 @@ def test_reading_a_big_file_in_pieces_never_holds_its_bytes(tmp_path):
     assert peak < size / 4, f"peak {peak} bytes while reading a file of {size} bytes"
 
 
+def test_the_end_of_a_big_keyed_file_is_found_from_its_last_piece_alone(tmp_path):
+    """In the layout keyed by id the list's end is found by parsing from a cut before a key near the end
+    (a comma with `}` before and `"` after it), not from the object's start, which would build every entry."""
+    users = generate_users(3000, seed=4)
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": {str(u["user_id"]): u for u in users}}, option=orjson.OPT_INDENT_2))
+    size = path.stat().st_size
+
+    tracemalloc.start()
+    try:
+        source = read_source(path, piece_bytes=16 << 10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert source.pieces is not None and source.entry_count == 3000 and size > 2 << 20
+    assert peak < size / 4, f"peak {peak} bytes while reading a file of {size} bytes"
+
+
 def test_a_file_cut_short_while_it_is_scanned_reads_short_and_never_kills_the_process(tmp_path):
     """The bot rewrites its file in place; a file mapped into memory and cut short meanwhile would
     kill the process (SIGBUS) at the first page past its new end. Read where asked for, it reads
