@@ -126,6 +126,8 @@ class MigrationResult(CheckedRun):
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reused_validation: bool = False  # the same file, time zone and code were judged by an earlier run
+    ignored_fields: dict[str, int] = field(default_factory=dict)  # keys of entries no column takes -> entries
+    ignored_top_level_keys: str | None = None  # the document's keys beside the users, comma-separated; None: none
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     interrupted: bool = False  # Ctrl-C stopped a step
     refused: bool = False  # the request cannot be honoured as asked (a rollback refused); nothing changed
@@ -717,6 +719,8 @@ def _run_result(verb: str, summary, settings, instance) -> MigrationResult:
         checks=summary.checks,
         errors=[_safe(e) for e in summary.errors],
         reused_validation=summary.reused_validation,
+        ignored_fields=summary.ignored_fields,
+        ignored_top_level_keys=summary.ignored_top_level_keys,
         nothing_to_compare=summary.nothing_to_compare,
         interrupted=summary.interrupted,
     )
@@ -908,6 +912,8 @@ def judge(data, name: str, settings, *, database: bool = False) -> MigrationResu
         input_entries=outcome.input_count,
         accepted_entries=len(outcome.valid),
         rejected_entries=outcome.rejected_count,
+        ignored_fields=dict(outcome.ignored_fields),
+        ignored_top_level_keys=", ".join(data.ignored_top_level_keys) or None,
         rejects=_rejects(records),
         errors=[reject_line(r["source_index"], r["user_id"], r["field"], r["reason"]) for r in records],
         report=validation_report(name, data.layout, outcome, mapped, target),

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from faceit_etl import api as faceit_etl_api
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.snapshot import digest_table
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, write_json
@@ -630,3 +631,22 @@ def test_the_rollback_prompt_names_the_snapshot_and_the_migration_it_undoes(work
     assert f"  undoing migration {log_id} success at 20" in done.stdout
     assert "rollback cancelled; nothing changed" in done.stdout
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
+
+
+def test_migrate_names_the_fields_and_top_level_keys_no_column_takes(workdir, database_url, db, tmp_path):
+    """A tier written beside an entry rather than in its subscription is no column's: the run says so
+    rather than leaving it to the validation report, as it says the document's other keys."""
+    source = write_json(tmp_path / "bot.json", {
+        "users": [{"user_id": 111, "tier": "premium"}, {"user_id": 112, "subscription_tier": "pro"},
+                  {"user_id": 113, "tier": "pro"}],
+        "subscriptions": {"112": {"tier": "pro"}},
+    })
+
+    done = faceit_etl(workdir, database_url, "migrate", str(source))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("  ignored, no column takes them: fields subscription_tier (1 entry), tier (2 entries); "
+            "top-level keys subscriptions") in done.stdout.splitlines()
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+    judged = faceit_etl_api.validate(source)
+    assert (judged.ignored_fields, judged.ignored_top_level_keys) == ({"subscription_tier": 1, "tier": 2}, "subscriptions")

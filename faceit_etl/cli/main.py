@@ -549,6 +549,12 @@ def print_summary(result, args, level: int) -> None:
             f"{result.rejected_entries} rejected",
             quiet_too=True,
         )
+    if result.ignored_fields or result.ignored_top_level_keys:
+        ignored = [f"{name} ({n} {'entry' if n == 1 else 'entries'})" for name, n in result.ignored_fields.items()]
+        say("  ignored, no column takes them: " + "; ".join(
+            ([f"fields {', '.join(ignored)}"] if ignored else [])
+            + ([f"top-level keys {result.ignored_top_level_keys}"] if result.ignored_top_level_keys else [])
+        ), args=args)
     if result.reused_validation:
         say("  validation: the outcome of an earlier run of the same file, time zone and code", args=args)
     if result.nothing_to_compare:

@@ -33,6 +33,8 @@ class RunSummary(CheckedRun):
     dry_run: bool = False
     load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> each of LOAD_COUNTS
     reused_validation: bool = False  # the same file was judged by an earlier run
+    ignored_fields: dict[str, int] = field(default_factory=dict)  # keys of entries no column takes -> entries
+    ignored_top_level_keys: str | None = None  # the document's keys besides the users, or None: none
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -53,11 +55,16 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
         materialization = getattr(event.event_specific_data, "materialization", None) or event.event_specific_data.asset_observation
         metadata = materialization.metadata
         key = materialization.asset_key.to_user_string()
-        if key == "validated_frame":
+        if key == "raw_json":
+            summary.ignored_top_level_keys = None if _value(metadata, "ignored_top_level_keys") in (None, "none") else (
+                _value(metadata, "ignored_top_level_keys"))
+        elif key == "validated_frame":
             summary.input_entries = _value(metadata, "input_entries")
             summary.accepted_entries = _value(metadata, "accepted_entries")
             summary.rejected_entries = _value(metadata, "rejected_entries")
             summary.reused_validation = bool(_value(metadata, "reused_earlier_outcome"))
+            by_name = _value(metadata, "ignored_fields_by_name")
+            summary.ignored_fields = {r.data["field"]: r.data["entries"] for r in by_name.records} if by_name else {}
         elif key == "postgres_tables":
             summary.dry_run = bool(_value(metadata, "dry_run"))
             summary.nothing_to_compare = _value(metadata, "compared") if _value(metadata, "same_as_run") else None
