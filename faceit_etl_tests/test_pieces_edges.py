@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import time
 import tracemalloc
 
 import orjson
@@ -122,6 +123,37 @@ def test_the_end_of_a_big_keyed_file_is_found_from_its_last_piece_alone(tmp_path
 
     assert source.pieces is not None and source.entry_count == 3000 and size > 2 << 20
     assert peak < size / 4, f"peak {peak} bytes while reading a file of {size} bytes"
+
+
+def test_the_keys_beside_a_big_keyed_list_are_named_as_beside_a_list(tmp_path):
+    users = generate_users(40, seed=6)
+    path = tmp_path / "data.json"
+    path.write_bytes(orjson.dumps({"users": {str(u["user_id"]): u for u in users}, "analytics": {}, "version": 2}))
+
+    source = read_source(path, piece_bytes=PIECE)
+
+    assert source.pieces is not None and source.entry_count == 40
+    assert source.ignored_top_level_keys == ["analytics", "version"]
+
+
+def test_a_rewrite_in_place_with_its_mtime_put_back_after_the_pieces_are_found_is_refused(tmp_path):
+    """The same inode, size and mtime over other bytes: only the change time tells, and the pieces, found
+    in the old bytes, must not be read from the new ones."""
+    path = tmp_path / "data.json"
+    raw = orjson.dumps({"users": generate_users(40, seed=7)})
+    path.write_bytes(raw)
+    source = read_source(path, piece_bytes=PIECE)
+    assert source.pieces is not None
+    before = os.stat(path)
+    time.sleep(0.01)  # the change time's clock must move on
+    with path.open("r+b") as handle:  # in place: the same inode
+        handle.write(raw.replace(b"user_id", b"user_ID"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+    with pytest.raises(SourceError, match="changed since it was first read; run again"):
+        list(source.batches())
 
 
 def test_a_file_cut_short_while_it_is_scanned_reads_short_and_never_kills_the_process(tmp_path):
