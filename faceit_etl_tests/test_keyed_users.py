@@ -39,6 +39,8 @@ def rejected_entry(user_id=MISSING) -> dict:
     (keyed({"9": rejected_entry("8")}), 9),
     (keyed({"9": rejected_entry(9)}), 9),
     (keyed({"9": rejected_entry()}), 9),  # the key fills the missing user_id
+    (keyed({"9223372036854775807": rejected_entry()}), 2**63 - 1),  # the largest id, 19 digits
+    (keyed({"9223372036854775808": rejected_entry()}), None),  # one more: no 64-bit id
     (keyed({"9": rejected_entry("x")}), 9),  # an invalid user_id under a valid key
     (keyed({"9": rejected_entry(-1)}), 9),
     (keyed({"9": rejected_entry(None)}), 9),

@@ -4,6 +4,7 @@ naming the exact place, and the fast check for repeats is exact on documents too
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import given
@@ -124,3 +125,14 @@ def test_the_pair_count_is_the_same_however_the_text_is_cut_into_chunks(monkeypa
 @pytest.mark.parametrize("text, pairs", [(b'"a:b"', 0), (b'"\\\\:"', 0), (b'[":", {"k": ":"}]', 1)])
 def test_the_pair_count_reads_a_text_from_its_first_byte(text, pairs):
     assert pair_count(text) == pairs
+
+
+def test_an_integer_of_exactly_pythons_digit_limit_is_read_as_a_number_and_one_digit_more_is_kept_as_its_digits():
+    limit = sys.get_int_max_str_digits()
+    at_limit, over = "9" * limit, "9" * (limit + 1)
+
+    data = parse_source(f'{{"users": [{{"user_id": {at_limit}}}, {{"user_id": -{over}}}]}}'.encode(), "<test>")
+
+    assert data.entries[0]["user_id"] == int(at_limit)
+    kept = data.entries[1]["user_id"]
+    assert isinstance(kept, repeats.LongInteger) and kept.digits == f"-{over}"
