@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faceit_etl.source import SourceError, parse_source
+from faceit_etl.source import SourceError, parse_source, read_source
 from faceit_etl.source import repeats
 from faceit_etl.source.repeats import loses_pairs, pair_count, top_level_repeat
 
@@ -136,3 +136,14 @@ def test_an_integer_of_exactly_pythons_digit_limit_is_read_as_a_number_and_one_d
     assert data.entries[0]["user_id"] == int(at_limit)
     kept = data.entries[1]["user_id"]
     assert isinstance(kept, repeats.LongInteger) and kept.digits == f"-{over}"
+
+
+def test_a_file_that_cannot_be_opened_is_named_with_the_systems_reason(tmp_path):
+    loop = tmp_path / "data.json"
+    loop.symlink_to(tmp_path / "other.json")
+    (tmp_path / "other.json").symlink_to(loop)
+
+    with pytest.raises(SourceError) as raised:
+        read_source(loop, name="bot/data.json")
+
+    assert str(raised.value) == "bot/data.json: cannot be read: Too many levels of symbolic links"
