@@ -147,3 +147,21 @@ def test_a_file_that_cannot_be_opened_is_named_with_the_systems_reason(tmp_path)
         read_source(loop, name="bot/data.json")
 
     assert str(raised.value) == "bot/data.json: cannot be read: Too many levels of symbolic links"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 18])
+def test_colons_and_backslashes_are_counted_over_chunks_of_any_size(monkeypatch, chunk):
+    monkeypatch.setattr(repeats, "_COUNT_CHUNK", chunk)
+    text = json.dumps({"a:b": "c\\d", "users": [{"x": 1, "y": "\\:"}]}, indent=2).encode()
+
+    assert repeats._counts(text) == (text.count(b":"), text.count(b"\\")) == (6, 4)
+
+
+@pytest.mark.parametrize("chunk", [16, 1 << 18])
+def test_an_indented_document_loses_pairs_exactly_when_a_name_repeats(monkeypatch, chunk):
+    monkeypatch.setattr(repeats, "_COUNT_CHUNK", chunk)
+    text = json.dumps({"users": [{"user_id": 1, "nick": "a:b"}, {"user_id": 2, "nick": "c"}]}, indent=2).encode()
+    repeated = text.replace(b'"nick": "c"', b'"user_id": 3')
+
+    assert not loses_pairs(text, json.loads(text))
+    assert loses_pairs(repeated, json.loads(repeated))
