@@ -38,7 +38,7 @@ from faceit_etl.backups import (
 )
 from faceit_etl.errors import BOTH_NAMED
 from faceit_etl.postgres.database import server_error_text
-from faceit_etl.postgres.ddl import MIGRATION_LOGS, TIER_TYPE, rows_out_of_sight, table, table_exists, type_exists
+from faceit_etl.postgres.ddl import BRING_INTO_SIGHT, MIGRATION_LOGS, TIER_TYPE, rows_out_of_sight, table, table_exists, type_exists
 from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.keys import outside_references
 from faceit_etl.postgres.lock import lock_schema
@@ -198,8 +198,7 @@ def rollback_to_snapshot(
         if hidden := rows_out_of_sight(conn, schema):
             raise RollbackRefused(
                 f"refusing to roll back: {'; '.join(hidden)}; restoring empties the tables and compares every row, "
-                "and would miss or move those; nothing was changed. Connect as a role with BYPASSRLS (or disable "
-                "row-level security on those tables), or move the inheriting tables' rows out, and roll back again"
+                f"and would miss or move those; nothing was changed. {BRING_INTO_SIGHT}, and roll back again"
             )
         _refuse_outside_references(conn, schema, existing)
         _refuse_dependents_of_dropped(conn, schema, target, existing)

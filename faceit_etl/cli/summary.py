@@ -34,7 +34,7 @@ class RunSummary(CheckedRun):
     load: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> each of LOAD_COUNTS
     reused_validation: bool = False  # the same file was judged by an earlier run
     ignored_fields: dict[str, int] = field(default_factory=dict)  # keys of entries no column takes -> entries
-    ignored_top_level_keys: str | None = None  # the document's keys besides the users, or None: none
+    ignored_top_level_keys: str | None = None  # the document's keys beside the users, or None: none
     nothing_to_compare: str | None = None  # why the load compared no row, when it did not
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -56,8 +56,8 @@ def summarize(result: dg.ExecuteInProcessResult | dg.ExecutionResult) -> RunSumm
         metadata = materialization.metadata
         key = materialization.asset_key.to_user_string()
         if key == "raw_json":
-            summary.ignored_top_level_keys = None if _value(metadata, "ignored_top_level_keys") in (None, "none") else (
-                _value(metadata, "ignored_top_level_keys"))
+            keys = _value(metadata, "ignored_top_level_keys")
+            summary.ignored_top_level_keys = None if keys in (None, "none") else keys
         elif key == "validated_frame":
             summary.input_entries = _value(metadata, "input_entries")
             summary.accepted_entries = _value(metadata, "accepted_entries")

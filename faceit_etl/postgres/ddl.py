@@ -201,6 +201,11 @@ def refuse_hooks_outside_the_load(conn: psycopg.Connection, schema: str) -> None
         )
 
 
+# What brings the rows that `rows_out_of_sight` names into sight, as the refusals of a load and a rollback say it.
+BRING_INTO_SIGHT = ("Connect as a role with BYPASSRLS (or disable row-level security on those tables), or move the "
+                    "inheriting tables' rows out")
+
+
 def rows_out_of_sight(conn: psycopg.Connection, schema: str) -> list[str]:
     """What puts rows of the bot's tables out of this role's sight or among another table's: row-level
     security active for the role (its counts, snapshot and verification would miss rows the table holds)

@@ -32,6 +32,7 @@ from psycopg import sql
 from faceit_etl.mapping import PRESENT, SUBSCRIPTION_COLUMNS, USER_COLUMNS, MappedFrames
 from faceit_etl.postgres import kept, runlog
 from faceit_etl.postgres.ddl import (
+    BRING_INTO_SIGHT,
     MIGRATION_REJECTS,
     SUBSCRIPTIONS,
     USERS,
@@ -185,8 +186,7 @@ def _plan_under_lock(conn, schema, mapped: MappedFrames, rejects: pd.DataFrame, 
     if hidden := rows_out_of_sight(conn, schema):
         raise TargetError(
             f"refusing to load: {'; '.join(hidden)}. faceit-etl counts, verifies and snapshots every row of the "
-            "bot's tables, and would miss those. Nothing was written. Connect as a role with BYPASSRLS (or disable "
-            "row-level security on those tables), or move the inheriting tables' rows out, then run again"
+            f"bot's tables, and would miss those. Nothing was written. {BRING_INTO_SIGHT}, then run again"
         )
     ensure_bookkeeping_tables(conn, schema)  # a dry run's, made here and rolled back with it
     # Loads commit in the order they take the lock: rollback orders migrations by this time.
