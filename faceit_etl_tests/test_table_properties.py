@@ -164,3 +164,38 @@ def test_a_property_the_rebuild_lost_is_named_and_fails_the_load():
         "load, then set it again"
     )
     refuse_changed_catalog([index, gone], [gone, index], "public")  # the same rows in any order pass
+
+
+REWRITE_REBUILT_INDEX = """
+CREATE FUNCTION set_fillfactor_on_new_indexes() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE created record;
+BEGIN
+    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE object_type = 'index' LOOP
+        EXECUTE format('ALTER INDEX %s SET (fillfactor = 42)', created.object_identity);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER set_fillfactor ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+    EXECUTE FUNCTION set_fillfactor_on_new_indexes();
+"""
+
+
+def test_a_load_whose_rebuilt_index_came_out_different_fails_naming_it_and_writes_nothing(db, database_url):
+    """A DBA's event trigger gives every index created from now on a fillfactor: the index the load
+    rebuilds is then not what it was, and the load says which, in which schema, and leaves the tables empty."""
+    db.execute(ALEMBIC_DDL)
+    db.execute(REWRITE_REBUILT_INDEX)
+    mapped, rejects = chain(document(ENTRIES))
+    try:
+        with psycopg.connect(database_url) as conn, pytest.raises(KeysNotRestored) as refused:
+            load(conn, SCHEMA, mapped, rejects, "run-1")
+    finally:
+        db.execute("DROP EVENT TRIGGER set_fillfactor")
+    said = str(refused.value)
+    assert said.startswith(
+        "the keys and indexes rebuilt after loading the empty tables differ from what they were (index "
+        "ix_users_faceit_nickname of public.users: definition 'CREATE INDEX ix_users_faceit_nickname ON public.users "
+        "USING btree (faceit_nickname)' became \"CREATE INDEX ix_users_faceit_nickname ON public.users USING btree "
+        "(faceit_nickname) WITH (fillfactor='42')\", reloptions None became '{fillfactor=42}'; "
+    )
+    assert said.endswith("nothing was written. They carry a property this tool cannot rebuild: remove it, load, then set it again")
+    assert db.execute("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM user_subscriptions)").fetchone()[0] == 0
