@@ -1204,6 +1204,7 @@ def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db,
     ddl.ensure_bookkeeping_tables(db, SCHEMA)
     load(conn, SCHEMA, *chain(document([])), "run-0")
     db.execute("CREATE TABLE bot_payments (id serial PRIMARY KEY, user_id uuid REFERENCES users (id))")
+    db.execute("CREATE TABLE bot_invoices (id serial PRIMARY KEY, user_id uuid REFERENCES users (id))")
     keys_before = key_definitions(db)
 
     stats = load(conn, SCHEMA, *chain(generated), "run-1")  # empty, but keys cannot be set aside
@@ -1212,8 +1213,12 @@ def test_tables_another_table_references_keep_their_keys_and_refuse_truncate(db,
     assert_content(db, entries_of(generated))
     assert key_definitions(db) == keys_before  # the upsert path: nothing dropped or rebuilt
     before = snapshot(db)
-    with pytest.raises(TargetError, match=r"other tables reference the bot's tables \(bot_payments"):
+    with pytest.raises(TargetError) as refused:
         load(conn, SCHEMA, *chain(document(entries_of(generated)[:10])), "run-2", truncate=True)
+    assert str(refused.value) == (
+        "refusing to truncate: other tables reference the bot's tables (bot_invoices (bot_invoices_user_id_fkey), "
+        "bot_payments (bot_payments_user_id_fkey)); nothing was written"
+    )
     assert snapshot(db) == before
 
 
