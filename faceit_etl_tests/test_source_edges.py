@@ -165,3 +165,13 @@ def test_an_indented_document_loses_pairs_exactly_when_a_name_repeats(monkeypatc
 
     assert not loses_pairs(text, json.loads(text))
     assert loses_pairs(repeated, json.loads(repeated))
+
+
+@pytest.mark.parametrize("escape", [b"\\u003a", b"\\u003A"])
+def test_a_colon_spelled_as_an_escape_in_either_case_loses_no_pair(escape):
+    """Written back, the escape becomes a colon: the counts then differ though no name repeats."""
+    text = b'{"users": [{"user_id": 1, "nick": "a' + escape + b'b"}]}'
+    repeated = text.replace(b'"nick"', b'"user_id"')
+
+    assert not loses_pairs(text, json.loads(text))
+    assert loses_pairs(repeated, json.loads(repeated))
