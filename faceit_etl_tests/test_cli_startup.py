@@ -35,13 +35,17 @@ def environment(workdir, **extra: str) -> dict[str, str]:
     return env | {"MIGRATION_BACKUP_DIR": str(workdir / "backups")} | extra
 
 
+@pytest.mark.parametrize("elsewhere", [None, "postgresql://env:Env-Secret-7@127.0.0.1:1/elsewhere"],
+                         ids=["DATABASE_URL unset", "DATABASE_URL naming another server"])
 @pytest.mark.parametrize("how", ["flag", "config file"])
-def test_a_database_url_is_handed_over_before_dagster_or_pandas_is_loaded(workdir, database_url, db, how):
+def test_a_database_url_is_handed_over_before_dagster_or_pandas_is_loaded(workdir, database_url, db, how, elsewhere):
+    """What is given on the command line (or in its --config file) beats DATABASE_URL."""
     config = workdir / "settings.yaml"
     config.write_text(json.dumps({"database_url": database_url}))
     given = ["--database-url", database_url] if how == "flag" else ["--config", str(config)]
+    env = environment(workdir) | ({"DATABASE_URL": elsewhere} if elsewhere else {})
 
-    done, packages = first_start(workdir, [*given, "status", "--json"], environment(workdir))
+    done, packages = first_start(workdir, [*given, "status", "--json"], env)
 
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)  # the second start's: it reached the database the first was given
