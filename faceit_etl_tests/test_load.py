@@ -1301,6 +1301,26 @@ def test_a_changed_cell_or_another_input_is_compared_row_by_row(db, conn, genera
     assert replaced.recognised_from_run is None and stats_tuple(replaced.users) == (2_000, 0, 0)
 
 
+def test_a_subscription_changed_alone_is_compared_and_repaired(db, conn, generated):
+    """The same input over tables whose users are as it left them but one subscription is not: the
+    fingerprint of every table decides, so the load compares and puts the subscription back."""
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    mapped, rejects = chain(generated)
+    logged_load(conn, db, mapped, rejects, "run-1", "input-A")
+    subscription_id, tier = db.execute("SELECT id, tier::text FROM user_subscriptions ORDER BY id LIMIT 1").fetchone()
+    db.execute(
+        "UPDATE user_subscriptions SET tier = (SELECT e FROM unnest(enum_range(NULL::subscriptiontier)) e "
+        "WHERE e::text <> %s LIMIT 1) WHERE id = %s", [tier, subscription_id],
+    )
+
+    repaired = logged_load(conn, db, mapped, rejects, "run-2", "input-A")
+
+    assert repaired.recognised_from_run is None
+    assert stats_tuple(repaired.users) == (0, 0, 2_000)
+    assert (repaired.subscriptions.inserted, repaired.subscriptions.updated) == (0, 1)
+    assert db.execute("SELECT tier::text FROM user_subscriptions WHERE id = %s", [subscription_id]).fetchone()[0] == tier
+
+
 def test_narrowed_bot_columns_refuse_values_too_long_before_writing_and_say_how_to_fix(db, conn):
     """The bot's Alembic tables with narrower varchars than ours: a value longer than the column as
     the database has it is found before anything is written (not a raw COPY error), named with its
