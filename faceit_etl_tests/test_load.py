@@ -1368,6 +1368,21 @@ def test_narrowed_bot_columns_refuse_values_too_long_before_writing_and_say_how_
     assert_content(db, entries)
 
 
+@pytest.mark.parametrize(("column_type", "lowest"), [("smallint", -(2**15)), ("integer", -(2**31))])
+def test_a_narrowed_integer_column_takes_its_exact_range_and_nothing_beyond(db, column_type, lowest):
+    """Validation lets no negative number through today; the width check holds both ends on its own."""
+    db.execute(ALEMBIC_DDL.replace("total_requests integer", f"total_requests {column_type}"))
+    highest = -lowest - 1
+    fitting = pd.Series([lowest, highest, 0])
+    ids = pd.Series([11, 12, 13])
+
+    ddl.check_column_widths(db, SCHEMA, [ddl.TargetFrame("users", pd.DataFrame({"total_requests": fitting}), ids)])
+    for beyond in (lowest - 1, highest + 1):
+        frame = pd.DataFrame({"total_requests": pd.Series([0, beyond, 0])})
+        with pytest.raises(TargetError, match=rf"1 value\(s\) of users.total_requests exceed its .* \(user_id 12\)"):
+            ddl.check_column_widths(db, SCHEMA, [ddl.TargetFrame("users", frame, ids)])
+
+
 def test_narrowed_bot_integer_columns_refuse_values_beyond_them_on_an_empty_target(db, conn):
     db.execute(ALEMBIC_DDL.replace("total_requests integer", "total_requests smallint"))
     entries = small_id_entries(12)
