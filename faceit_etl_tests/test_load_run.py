@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from faceit_etl.backups import MANIFEST, backup_source
 from faceit_etl.launcher import PID_TAG, launcher_tags
@@ -109,6 +110,26 @@ def test_a_failed_load_run_marks_its_log_row_failed_and_names_no_password(passwo
     assert secret not in str(failed.value)
     status, message = db.execute("SELECT status, error_message FROM migration_logs").fetchone()
     assert status == "failed" and message in str(failed.value) and secret not in message
+
+
+def test_a_server_error_quoting_the_password_is_said_and_logged_without_it(password_database_url, db, tmp_path):
+    """The server quotes names in its errors; a constraint named like the password puts it in one.
+    The load's own redaction, not only the layers above it, keeps it out."""
+    outcome, mapped = _outcome()
+    load_run(_options(password_database_url, tmp_path / "run-1"), outcome, mapped)
+    db.execute("TRUNCATE users, user_subscriptions")
+    db.execute(sql.SQL("ALTER TABLE users ADD CONSTRAINT {} CHECK (total_requests < 0) NOT VALID").format(
+        sql.Identifier(BOT_PASSWORD)))
+    secret = BOT_PASSWORD.split()[0]
+
+    with pytest.raises(LoadFailed) as failed:
+        load_run(_options(password_database_url, tmp_path / "run-2", run_id="run-2"), outcome, mapped)
+
+    said = str(failed.value)
+    assert 'violates check constraint "***' in said and secret not in said
+    message = db.execute("SELECT error_message FROM migration_logs WHERE status = 'failed'").fetchone()[0]
+    assert message in said and secret not in message
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
 
 
 def test_a_dry_run_load_run_writes_no_log_row_and_no_snapshot(database_url, db, tmp_path):
