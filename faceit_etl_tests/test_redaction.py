@@ -94,6 +94,8 @@ def test_the_log_files_tracebacks_are_redacted_too(monkeypatch):
     text = RedactingFormatter("%(message)s").format(record)
     assert "Traceback" in text and "RuntimeError: cannot use postgresql://bot:***@db.example/faceit_bot: ***" in text
     assert "Sesame4711" not in text
+    said = logging.LogRecord("x", logging.INFO, __file__, 1, "connecting as %s\nwith %s", ("bot", "Sesame4711"), None)
+    assert RedactingFormatter("%(levelname)s %(message)s").format(said) == "INFO connecting as bot\nINFO with ***"
 
 
 def test_a_quoted_keyword_password_in_a_string_libpq_refuses_is_redacted_bare_and_whole():
