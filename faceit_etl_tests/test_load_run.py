@@ -132,6 +132,24 @@ def test_a_server_error_quoting_the_password_is_said_and_logged_without_it(passw
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
 
 
+def test_a_user_whose_entry_is_rejected_is_kept_as_rejected_not_as_absent_from_the_file(database_url, db, tmp_path):
+    """The run hands the verdicts the rejected entries' ids: the user stays in the file, its row kept."""
+    outcome, mapped = _outcome()
+    load_run(_options(database_url, tmp_path / "run-1"), outcome, mapped)
+    document = json.loads(FLAT_SAMPLE.read_text())
+    document["users"][3]["total_requests"] = "many"
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(document))
+    outcome = validate_entries(read_source(changed), "UTC")
+    assert outcome.rejects["user_id"].tolist() == [document["users"][3]["user_id"]]
+
+    done = load_run(_options(database_url, tmp_path / "run-2", run_id="run-2"), outcome, map_frames(outcome.valid))
+
+    assert done.verdicts["rows_not_in_file"].metadata == {"users_not_in_file": 0, "examples": []}
+    assert done.verdicts["rows_not_in_file"].passed and done.verdicts["row_counts_match"].passed
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
+
+
 def test_a_dry_run_load_run_writes_no_log_row_and_no_snapshot(database_url, db, tmp_path):
     outcome, mapped = _outcome()
 
