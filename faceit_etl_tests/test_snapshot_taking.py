@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from faceit_etl.postgres.ddl import ensure_target_tables, table_exists
+from faceit_etl.postgres import snapshot
 from faceit_etl.postgres.lock import advisory_lock_key
 from faceit_etl.backups import CHUNK, MANIFEST, start_manifest
 from faceit_etl.postgres.snapshot import (
@@ -164,3 +165,28 @@ def test_a_load_that_recognises_its_input_records_the_run_it_found_and_the_schem
     expected = {"schema": "bot", UNCHANGED_SINCE: "run-a", "fingerprint": found, "run_id": "run-b"}
     assert target == expected and json.loads((tmp_path / MANIFEST).read_text())["target"] == expected
     assert list(tmp_path.iterdir()) == [tmp_path / MANIFEST]
+
+
+def test_both_tables_are_copied_as_they_were_at_one_instant_while_the_bot_writes(filled, database_url, tmp_path,
+                                                                                 monkeypatch):
+    """Another session commits a user and its subscription between the two tables' copies: the snapshot
+    holds neither, so it never restores a subscription whose user it lacks."""
+    copied = []
+
+    def bot_writes_after_the_users_copy(conn, schema, name, sink, columns):
+        digest = digest_table(conn, schema, name, sink, columns)
+        copied.append(name)
+        if name == "users":
+            filled.execute("WITH u AS (INSERT INTO users (id, user_id) VALUES (gen_random_uuid(), 3) RETURNING id) "
+                           "INSERT INTO user_subscriptions (id, user_id, tier) SELECT gen_random_uuid(), id, 'PRO' FROM u")
+        return digest
+
+    digest_table = snapshot.digest_table
+    monkeypatch.setattr(snapshot, "digest_table", bot_writes_after_the_users_copy)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        taken = take_snapshot(conn, SCHEMA, tmp_path)
+
+    assert copied == ["users", "user_subscriptions"]
+    assert {name: table["rows"] for name, table in taken["tables"].items()} == {"users": 2, "user_subscriptions": 2}
+    assert (tmp_path / "user_subscriptions.copy").read_bytes().count(b"\n") == 2
+    assert filled.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 3
