@@ -92,6 +92,35 @@ def test_a_null_the_target_column_cannot_hold_stops_the_load_naming_field_and_us
 
 
 
+@pytest.mark.parametrize("truncate", [False, True], ids=["kept", "truncated"])
+def test_a_field_an_existing_users_entry_lacks_keeps_its_value_unless_truncate_leaves_nothing_to_keep(
+    db, database_url, truncate
+):
+    """An entry lacking a field with no default writes nothing to that column of an existing row, so a
+    NOT NULL column is no obstacle; after truncate every row is new, and the null is refused by name."""
+    loaded_first(db, database_url, [101])
+    db.execute("ALTER TABLE users ALTER COLUMN faceit_nickname SET NOT NULL")
+    nickname, before = db.execute("SELECT faceit_nickname, u::text FROM users u").fetchone()
+    lacking = {k: v for k, v in entry(101).items() if k != "faceit_nickname"}
+    mapped, rejects = chain(document([lacking, entry(102)]))
+
+    with psycopg.connect(database_url) as conn:
+        if truncate:
+            with pytest.raises(TargetError) as refused:
+                load(conn, SCHEMA, mapped, rejects, "run-2", truncate=True)
+        else:
+            load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    if truncate:
+        assert str(refused.value).startswith(
+            "1 value(s) of users.faceit_nickname are null in the file (user_id 101), but the column is NOT NULL. "
+        )
+        assert db.execute("SELECT u::text FROM users u").fetchall() == [(before,)]
+    else:
+        assert db.execute("SELECT user_id, faceit_nickname FROM users ORDER BY 1").fetchall() == [
+            (101, nickname), (102, entry(102)["faceit_nickname"])]
+
+
 @pytest.mark.parametrize("empty", [True, False], ids=["empty tables", "upsert"])
 def test_a_created_at_given_as_null_is_never_the_load_time_the_not_null_column_refuses_it(db, database_url, empty):
     if empty:
