@@ -254,10 +254,10 @@ def _trusted_copy_stat(source: Path, copy: Path, before: os.stat_result, sha256:
     """The source's stat after the copy, when the copy can be trusted; otherwise the copy is removed
     and BackupError raised.
 
-    The copy is trusted only if the file is the same before and after it: same inode, size and
-    mtime, and the same content. A copy whose sha256 is `observed_sha256` holds the very bytes the
-    run looked at (a mix of two versions would hash otherwise), so the file is read once, hashed as
-    it is copied. Without it the file is read and hashed a second time, which catches what the stat
+    The copy is trusted only if the file is the same before and after it: same inode, size, mtime
+    and change time (which, unlike the mtime, no tool can set back), and the same content. A copy
+    whose sha256 is `observed_sha256` holds the very bytes the run looked at (a mix of two versions
+    would hash otherwise), so the file is read once, hashed as it is copied. Without it the file is read and hashed a second time, which catches what the stat
     cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
     the mtime (rsync -t, cp -p).
     """
@@ -279,8 +279,8 @@ def _trusted_copy_stat(source: Path, copy: Path, before: os.stat_result, sha256:
 
 def _unchanged_stat(source: Path, before: os.stat_result, copied_sha256: str | None) -> os.stat_result | None:
     """The file's stat if the path still names the file that was copied, with the same inode, size,
-    mtime and content (read again and hashed unless `copied_sha256` is None: the copy is already
-    known to hold the bytes looked at), else None."""
+    mtime, change time and content (read again and hashed unless `copied_sha256` is None: the copy
+    is already known to hold the bytes looked at), else None."""
 
     def same(now: os.stat_result) -> bool:
         return all(getattr(now, key) == getattr(before, key) for key in _IDENTITY)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from faceit_etl import backups
 from faceit_etl.backups import SOURCE_COPY, BackupError, backup_source
 from faceit_etl.generate import write_data_file
 from faceit_etl.postgres.snapshot import digest_table
@@ -346,7 +347,8 @@ def test_a_100_mb_string_is_refused_or_rejected_with_a_clear_reason():
 
 # --- a source file that changes while it is backed up ---------------------------------------------
 # The bot may write its file while a run copies it. The copy is only used if the file read twice
-# gives the same sha256 and the same inode, size and mtime; otherwise the run stops, nothing loaded.
+# gives the same sha256 and the same inode, size, mtime and change time; otherwise the run stops,
+# nothing loaded.
 
 CHANGED = "the file changed while it was being copied (it was written to meanwhile); nothing was loaded. Run again."
 CHANGED_SINCE_OBSERVED = (
@@ -459,6 +461,35 @@ def test_a_source_rewritten_during_its_backup_is_refused_never_copied_half_and_h
     assert (victim.returncode, output) == (3, f"BackupError: {source}: {CHANGED}\n")
     assert not (tmp_path / "backups" / f"run-{attempt}" / SOURCE_COPY).exists()  # no mix of two versions kept
     assert source.read_bytes() == second  # and the file itself is the bot's, untouched by the backup
+
+
+def test_a_rewrite_right_after_a_faithful_copy_that_puts_the_mtime_back_is_seen_by_its_change_time(
+        tmp_path, monkeypatch):
+    """A copy of the very bytes the run looked at is not read again: only the file's stat says it was
+    not written to meanwhile. A tool that rewrites in place and restores the mtime (rsync -t, cp -p)
+    leaves inode, size and mtime as they were; the change time, which no one can set back, does not."""
+    first, second = two_versions(1 << 16)
+    source = tmp_path / "data.json"
+    source.write_bytes(first)
+    copy_hashing = backups._copy_hashing
+
+    def then_rewritten(*args, **kwargs):
+        copied = copy_hashing(*args, **kwargs)
+        before = source.stat()
+        time.sleep(0.05)  # past the kernel clock's tick, which change times are taken from
+        with source.open("r+b") as writer:
+            writer.write(second)
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = source.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+        return copied
+
+    monkeypatch.setattr(backups, "_copy_hashing", then_rewritten)
+    with pytest.raises(BackupError) as refused:
+        backup_source(source, tmp_path / "backups", "run-1", observed_sha256=hashlib.sha256(first).hexdigest())
+
+    assert str(refused.value) == f"{source}: {CHANGED}"
+    assert not (tmp_path / "backups" / "run-1" / SOURCE_COPY).exists()
 
 
 WRITER = """
