@@ -23,6 +23,7 @@ from faceit_etl.generate import generate_users
 from faceit_etl.defs.resources import MigrationSettings
 from faceit_etl_tests.conftest import write_json
 from faceit_etl_tests.test_cli import CLI, faceit_etl, instance_at, tables_digest, workdir  # noqa: F401 (a fixture)
+from faceit_etl_tests.test_restore import edit_manifest
 from faceit_etl_tests.test_rollback_prompt import rollback_question
 
 ALTER = 'ALTER TABLE "public"."users" ALTER COLUMN "user_id" TYPE bigint;'
@@ -219,6 +220,26 @@ def test_a_resume_is_refused_when_the_tables_changed_since_the_snapshot(workdir,
     assert message == (
         f"the tables changed since run {failed.run_id} took its snapshot (users: {then_now}); resuming it would not "
         "load what a new run loads; start a new run instead"
+    )
+
+
+@pytest.mark.parametrize("origin", [{"name": "elsewhere"}, {"system_identifier": "12345"}])
+def test_a_resume_is_refused_when_the_snapshot_was_taken_of_another_database(workdir, database_url, db, origin):
+    """A database of the same name on another server (a restored dump, a replica promoted) is another
+    database: its system identifier tells them apart, as much as the name does."""
+    failed_on_a_32_bit_column(workdir, database_url, db)
+    db.execute(ALTER)
+    with instance_at(workdir) as instance:
+        failed = migrate_runs(instance)[0]
+    name, system = db.execute("SELECT current_database(), (pg_control_system()).system_identifier::text").fetchone()
+    taken = {"name": name, "system_identifier": system} | origin
+    edit_manifest(workdir / "backups" / failed.run_id, lambda m: m["target"].update(database=taken))
+
+    message = refused(workdir, database_url, db, failed.run_id)
+
+    assert message == (
+        f"run {failed.run_id} loaded into database {taken['name']!r} (system {taken['system_identifier']}), not into "
+        "this one; resuming it would not load what a new run loads; start a new run instead"
     )
 
 
