@@ -959,6 +959,32 @@ def test_rows_not_in_file_names_the_first_twenty_users_kept_and_marks_more(db, c
     )
 
 
+def test_row_counts_judged_without_a_load_count_a_rejected_users_rows_and_each_tables_own_kept_rows(db, conn):
+    """Judged without a load (a check re-run later), the rows kept beside the file's are counted in the
+    tables as they are: those of users the file lacks and of users whose entry it rejected, per table,
+    so a kept user without a subscription row leaves the subscriptions expected one fewer."""
+    entries = generate_users(6, seed=21)
+    mapped, rejects = chain(document(entries))
+    load(conn, SCHEMA, mapped, rejects, "run-1")
+    accepted, _ = chain(document(entries[:2]))
+    rejected = pd.Series([entries[2]["user_id"]])
+
+    def judged() -> verdicts.Verdict:
+        with verify.file_ids(db, accepted.users["user_id"], np.ones(2, dtype=bool), rejected) as ids:
+            return verdicts.row_counts_match(db, SCHEMA, accepted.users, accepted.subscriptions, ids=ids)
+
+    assert judged() == verdicts.Verdict(True, {
+        "users_in_database": 6, "users_expected": 6, "user_subscriptions_in_database": 6,
+        "user_subscriptions_expected": 6, "users_kept_absent": 4, "user_subscriptions_kept_absent": 4,
+    })
+    db.execute("DELETE FROM user_subscriptions WHERE user_id = (SELECT id FROM users WHERE user_id = %s)",
+               [entries[5]["user_id"]])
+    assert judged() == verdicts.Verdict(True, {
+        "users_in_database": 6, "users_expected": 6, "user_subscriptions_in_database": 5,
+        "user_subscriptions_expected": 5, "users_kept_absent": 4, "user_subscriptions_kept_absent": 3,
+    })
+
+
 def test_verify_counts_on_crafted_data(db, conn):
     def user(user_id: int, tier: str, referred_by: int | None = None) -> dict:
         return {"user_id": user_id, "subscription": {"tier": tier, "referred_by": referred_by}}
