@@ -92,33 +92,39 @@ def test_a_null_the_target_column_cannot_hold_stops_the_load_naming_field_and_us
 
 
 
-@pytest.mark.parametrize("truncate", [False, True], ids=["kept", "truncated"])
-def test_a_field_an_existing_users_entry_lacks_keeps_its_value_unless_truncate_leaves_nothing_to_keep(
-    db, database_url, truncate
-):
-    """An entry lacking a field with no default writes nothing to that column of an existing row, so a
-    NOT NULL column is no obstacle; after truncate every row is new, and the null is refused by name."""
+def lacking_a_nickname_under_not_null(db, database_url):
+    """User 101 loaded, the nickname column made NOT NULL, then a file whose entry of 101 lacks the
+    field, beside a new user 102: (101's nickname, 101's row as text, mapped frames, rejects)."""
     loaded_first(db, database_url, [101])
     db.execute("ALTER TABLE users ALTER COLUMN faceit_nickname SET NOT NULL")
     nickname, before = db.execute("SELECT faceit_nickname, u::text FROM users u").fetchone()
     lacking = {k: v for k, v in entry(101).items() if k != "faceit_nickname"}
-    mapped, rejects = chain(document([lacking, entry(102)]))
+    return nickname, before, *chain(document([lacking, entry(102)]))
+
+
+def test_a_field_an_existing_users_entry_lacks_keeps_its_value_under_a_not_null_column(db, database_url):
+    """An entry lacking a field with no default writes nothing to that column of an existing row, so a
+    NOT NULL column is no obstacle."""
+    nickname, _, mapped, rejects = lacking_a_nickname_under_not_null(db, database_url)
 
     with psycopg.connect(database_url) as conn:
-        if truncate:
-            with pytest.raises(TargetError) as refused:
-                load(conn, SCHEMA, mapped, rejects, "run-2", truncate=True)
-        else:
-            load(conn, SCHEMA, mapped, rejects, "run-2")
+        load(conn, SCHEMA, mapped, rejects, "run-2")
 
-    if truncate:
-        assert str(refused.value).startswith(
-            "1 value(s) of users.faceit_nickname are null in the file (user_id 101), but the column is NOT NULL. "
-        )
-        assert db.execute("SELECT u::text FROM users u").fetchall() == [(before,)]
-    else:
-        assert db.execute("SELECT user_id, faceit_nickname FROM users ORDER BY 1").fetchall() == [
-            (101, nickname), (102, entry(102)["faceit_nickname"])]
+    assert db.execute("SELECT user_id, faceit_nickname FROM users ORDER BY 1").fetchall() == [
+        (101, nickname), (102, entry(102)["faceit_nickname"])]
+
+
+def test_after_truncate_a_field_an_entry_lacks_is_refused_by_name_under_a_not_null_column(db, database_url):
+    """After truncate every row is new: there is no value to keep, and the null is refused by name."""
+    _, before, mapped, rejects = lacking_a_nickname_under_not_null(db, database_url)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(TargetError) as refused:
+        load(conn, SCHEMA, mapped, rejects, "run-2", truncate=True)
+
+    assert str(refused.value).startswith(
+        "1 value(s) of users.faceit_nickname are null in the file (user_id 101), but the column is NOT NULL. "
+    )
+    assert db.execute("SELECT u::text FROM users u").fetchall() == [(before,)]
 
 
 @pytest.mark.parametrize("empty", [True, False], ids=["empty tables", "upsert"])
