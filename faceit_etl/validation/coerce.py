@@ -47,6 +47,7 @@ _UNUSUAL = r"[tz,]|[.][0-9]{7}"  # spellings pandas does not read as they are: n
 # so a column of it alone needs one RE2 pass instead of the four that sort out the other forms.
 _BOTS_FORM = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]{1,6})?"
 _FRACTION = re.compile(r"[.,]([0-9]+)")
+_OFFSET_PARTS = re.compile(r"[+-]([0-9]{2}):?([0-9]{2})?$")  # searched from the time on: a date's "-DD" is none
 FRACTION_DIGITS = 6  # the target's timestamptz holds microseconds
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
@@ -317,6 +318,10 @@ def _beyond(instant: pd.Timestamp) -> str:
 
 def _timestamp_failure(text: str, original: str, source_timezone: str) -> str:
     """Say why a string of a supported form (`text`, normalised from `original`) is no instant."""
+    offset = _OFFSET_PARTS.search(text, len("YYYY-MM-DDT"))
+    if offset and (int(offset[1]) > 23 or int(offset[2] or 0) > 59):  # Python reads "+00:60" as +01:00
+        return (f"impossible UTC offset in {describe_value(original)}: its hours must be in 0..23 and its "
+                "minutes in 0..59")
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
