@@ -373,13 +373,20 @@ def two_versions(size: int) -> tuple[bytes, bytes]:
 def readers_of(path: Path) -> list[tuple[int, int]]:
     """(pid, read position) of every other process with `path` open, from /proc."""
     found = []
-    for link in Path("/proc").glob("[0-9]*/fd/*"):
-        try:
-            if os.readlink(link) == str(path) and int(link.parts[2]) != os.getpid():
-                info = (link.parent.parent / "fdinfo" / link.name).read_text()  # "pos:\t<offset>\n..."
-                found.append((int(link.parts[2]), int(info.split()[1])))
-        except (OSError, ValueError, IndexError):
-            continue  # a process or descriptor that went away meanwhile
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit() or int(process.name) == os.getpid():
+            continue
+        try:  # not a glob of "*/fd/*": it fails on a process that ends between listing /proc and its fd/
+            links = list((process / "fd").iterdir())
+        except OSError:
+            continue  # the process ended meanwhile
+        for link in links:
+            try:
+                if os.readlink(link) == str(path):
+                    info = (process / "fdinfo" / link.name).read_text()  # "pos:\t<offset>\n..."
+                    found.append((int(process.name), int(info.split()[1])))
+            except (OSError, ValueError, IndexError):
+                continue  # a process or descriptor that went away meanwhile
     return found
 
 
