@@ -480,6 +480,57 @@ def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db,
     assert (stats.users.kept_absent, stats.users.deleted) == (2, 0)
 
 
+def test_rows_kept_are_split_by_why_per_table_when_kept_users_have_no_subscription_row(db, conn):
+    """The bot's tables may hold users without a subscription row. Kept rows are counted per table and
+    by why they are kept: user 5's entry rejected, users 3 and 4 absent, and none of them has a
+    subscription row; user 2's repeated entry, rejected, is no rejected user (its first entry loads)."""
+    entries = generate_users(5, seed=61)
+    load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    db.execute("DELETE FROM user_subscriptions WHERE user_id IN (SELECT id FROM users WHERE user_id = ANY(%s))",
+               [[e["user_id"] for e in entries[2:]]])
+    repeated = copy.deepcopy(entries[1]) | {"faceit_nickname": "a later entry of the same user"}
+    rejected = copy.deepcopy(entries[4])
+    rejected["subscription"]["tier"] = "gold"
+    mapped, rejects = chain(document([entries[0], entries[1], repeated, rejected]))
+    assert sorted(rejects["user_id"].tolist()) == sorted([entries[1]["user_id"], entries[4]["user_id"]])
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2")
+
+    assert (counts(stats.users), stats.users.kept_rejected) == (
+        {"inserted": 0, "updated": 0, "unchanged": 2, "kept_absent": 2, "deleted": 0}, 1)
+    assert (counts(stats.subscriptions), stats.subscriptions.kept_rejected) == (
+        {"inserted": 0, "updated": 0, "unchanged": 2, "kept_absent": 0, "deleted": 0}, 0)
+    assert (stats.absent_users, stats.absent_user_ids) == (2, sorted(e["user_id"] for e in entries[2:4]))
+
+
+def test_a_first_migration_with_prune_loads_a_file_with_an_entry_without_a_valid_user_id(db, conn):
+    """Into empty tables there is no one to delete, so an entry no user can be matched to is only a reject."""
+    entries = generate_users(4, seed=62)
+    entries[2]["user_id"] = "12x"
+    mapped, rejects = chain(document(entries))
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-1", prune=True, max_prune_fraction=1.0)
+
+    assert (stats.users.inserted, stats.users.deleted, stats.rejects_written) == (3, 0, 1)
+    assert [row[0] for row in user_rows(db)] == sorted(e["user_id"] for i, e in enumerate(entries) if i != 2)
+
+
+def test_prune_deletes_absent_users_whatever_the_subscriptions_foreign_key_says_on_delete(db, conn):
+    """A bot's schema whose key from subscriptions to users does not cascade: the subscriptions go first."""
+    entries = generate_users(6, seed=63)
+    load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    key = db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'user_subscriptions'::regclass "
+                     "AND contype = 'f'").fetchone()[0]
+    db.execute(f'ALTER TABLE user_subscriptions DROP CONSTRAINT "{key}", ADD CONSTRAINT "{key}" '
+               "FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE NO ACTION")
+
+    stats = load(conn, SCHEMA, *chain(document(entries[:4])), "run-2", prune=True, max_prune_fraction=1.0)
+
+    assert (stats.users.deleted, stats.subscriptions.deleted) == (2, 2)
+    assert [row[0] for row in user_rows(db)] == sorted(e["user_id"] for e in entries[:4])
+    assert db.execute("SELECT count(*) FROM user_subscriptions").fetchone()[0] == 4
+
+
 @pytest.mark.parametrize("count, said", [
     (1, "1 rejected entry of the file (entry 1) has no valid user_id, so the user meant"),
     (20, f"20 rejected entries of the file (entries {', '.join(map(str, range(1, 21)))}) have no valid user_id, so the users meant"),
