@@ -601,6 +601,18 @@ def test_failure_before_commit_leaves_a_loaded_target_as_it_was(db, conn, genera
     assert db.execute("SELECT count(*) FROM migration_rejects").fetchone()[0] == 0
 
 
+def test_instants_are_written_as_the_same_instants_in_a_session_of_another_time_zone(db, conn):
+    """The COPY text carries its UTC offset, so a connection whose session is in another zone (a caller's
+    own) stores the same instants, not ones shifted by the session's offset."""
+    conn.execute("SET TimeZone = 'Asia/Tokyo'")
+    conn.commit()
+    entry = {"user_id": 7, "created_at": "2024-05-01T10:00:00", "subscription": {"tier": "free"}}
+
+    load(conn, SCHEMA, *chain(document([entry])), "run-1")
+
+    assert db.execute("SELECT created_at FROM users").fetchone()[0] == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+
+
 def test_too_long_referral_code_fails_the_whole_load(db, conn, generated):
     """Validation rejects such an entry; a frame that slips one through must still write nothing."""
     mapped, rejects = chain(generated)
