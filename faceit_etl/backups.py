@@ -257,9 +257,9 @@ def _trusted_copy_stat(source: Path, copy: Path, before: os.stat_result, sha256:
     The copy is trusted only if the file is the same before and after it: same inode, size, mtime
     and change time (which, unlike the mtime, no tool can set back), and the same content. A copy
     whose sha256 is `observed_sha256` holds the very bytes the run looked at (a mix of two versions
-    would hash otherwise), so the file is read once, hashed as it is copied. Without it the file is read and hashed a second time, which catches what the stat
-    cannot: a rewrite of the same size within the mtime's granularity, or by a tool that restores
-    the mtime (rsync -t, cp -p).
+    would hash otherwise), so the file is read once, hashed as it is copied. Without it the file is
+    read and hashed a second time, which catches what the stat cannot: a rewrite of the same size
+    within the mtime's granularity, or by a tool that restores the mtime (rsync -t, cp -p).
     """
     after = _unchanged_stat(source, before, None if observed_sha256 == sha256 else sha256)
     if after is None:
