@@ -86,9 +86,11 @@ def test_an_impossible_date_is_refused_saying_which_part_is_impossible():
 def test_a_timestamp_of_a_supported_form_that_names_no_instant_is_refused_quoting_it():
     """Python reads no year and month alone nor an offset of a day or more; it reads an offset of 60
     minutes as one hour, which ISO 8601 does not: each is refused, the reason quoting the file's text and
-    naming the offset when it is the offset that is impossible. A date's own "-DD" is no offset."""
+    naming the offset when it is the offset that is impossible: the largest possible offset is not blamed
+    for an impossible date. A date's own "-DD" is no offset."""
     _, errors = coerce_timestamps(["2025-13", "2025-01-01T10:00+24:00", "2025-01-01T10:00+00:60",
-                                   "2025-01-01 10:00:00-0560", "2025-01-32", "2025-01-01T10:00-23:59"], "Europe/Berlin")
+                                   "2025-01-01 10:00:00-0560", "2025-01-32", "2025-01-01T10:00-23:59",
+                                   "2025-02-30T10:00+23:59"], "Europe/Berlin")
     offset = "its hours must be in 0..23 and its minutes in 0..59"
     assert errors == {
         0: 'unparseable timestamp "2025-13"',
@@ -96,6 +98,7 @@ def test_a_timestamp_of_a_supported_form_that_names_no_instant_is_refused_quotin
         2: f'impossible UTC offset in "2025-01-01T10:00+00:60": {offset}',
         3: f'impossible UTC offset in "2025-01-01 10:00:00-0560": {offset}',
         4: 'impossible date "2025-01-32": day is out of range for month',
+        6: 'impossible date "2025-02-30T10:00+23:59": day is out of range for month',
     }
 
 
