@@ -195,12 +195,11 @@ def _repeated_key_error(path: str | Path, name: str, at: int, text: str) -> Sour
 def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
     """The document, whether the lenient standard parser had to read it, and whether any of its
     objects repeats a name (those are then `Repeated`)."""
-    fast_error: orjson.JSONDecodeError | None = None
     if not _has_long_digit_run(raw) and not may_hold_decimal_number(raw):
         try:
             document = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            fast_error = exc
+        except orjson.JSONDecodeError:
+            pass  # the standard parser below says where the text is broken, in lines and columns
         else:
             if not loses_pairs(raw, document):
                 return document, False, False
@@ -223,8 +222,6 @@ def _loads(raw: bytes, path: str | Path) -> tuple[Any, bool, bool]:
         ) from None
     except RecursionError:
         raise SourceError(f"{path}: JSON nested too deeply to be the bot's data") from None
-    except ValueError as exc:  # e.g. an integer string longer than Python's digit limit
-        raise SourceError(f"{path}: not readable as JSON: {exc}") from fast_error
 
 
 # orjson reads integers in [-2**63, 2**64) exactly but silently turns any other integer into a float
