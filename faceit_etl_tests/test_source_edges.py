@@ -3,8 +3,13 @@ naming the exact place, and the fast check for repeats is exact on documents too
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import sys
+import zipfile
 
 import pytest
 from hypothesis import given
@@ -62,6 +67,24 @@ def test_the_check_for_lost_pairs_is_exact_on_documents_too_deep_to_write_back(d
     repeated = _nested(depth, '{"x": 1, "x": 2, "y": [{"p": 1, "q": 2}, {"r": 3}]}')
     assert loses_pairs(plain.encode(), json.loads(plain)) is False
     assert loses_pairs(repeated.encode(), json.loads(repeated)) is True
+
+
+def _zipped(data: bytes) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("data.json", data)
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize(("compress", "kind"), [
+    (gzip.compress, "gzip"), (bz2.compress, "bzip2"), (lzma.compress, "xz"), (_zipped, "zip"),
+    (lambda data: b"\x28\xb5\x2f\xfd" + data, "zstd"),  # its frame's magic number: no zstd in Python 3.11
+])
+def test_a_compressed_file_is_refused_naming_its_compression(compress, kind):
+    """Read as text, a compressed file would only be "not valid UTF-8": the refusal names what it is."""
+    with pytest.raises(SourceError) as caught:
+        parse_source(compress(b'{"users": []}'), "data.json")
+    assert str(caught.value) == f"data.json: {kind}-compressed, not the bot's JSON text; decompress it first"
 
 
 @pytest.mark.parametrize("digits", [25, 5000], ids=["beyond 64 bits", "beyond Python's digit limit"])
