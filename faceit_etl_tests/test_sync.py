@@ -277,7 +277,7 @@ def test_truncate_counts_every_row_it_removed_as_deleted(db, conn):
     stats = load(conn, SCHEMA, *chain(document(second[:50])), "run-2", truncate=True)
     assert counts(stats.users) == {"inserted": 50, "updated": 0, "unchanged": 0, "kept_absent": 0, "deleted": 100}
     assert counts(stats.subscriptions) == {"inserted": 50, "updated": 0, "unchanged": 0, "kept_absent": 0, "deleted": 100}
-    assert stats.absent_user_ids == []
+    assert (stats.absent_user_ids, stats.absent_users) == ([], 0)  # the 50 the file lacks were deleted, not kept
 
 
 def test_prune_frees_the_referral_code_of_a_deleted_user_for_the_file(db, conn):

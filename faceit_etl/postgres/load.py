@@ -294,8 +294,7 @@ def _load_stats(conn, plan: _Plan, users: TableStats, subscriptions: TableStats,
                 rejects_written: int, created: bool) -> LoadStats:
     return LoadStats(
         users, subscriptions, rejects_written, created, plan.truncate, plan.recognised,
-        pruned=plan.prune, absent_user_ids=[] if plan.truncate else absent.sample,
-        absent_users=0 if plan.truncate else absent.users,
+        pruned=plan.prune, absent_user_ids=absent.sample, absent_users=absent.users,
         deleted_user_ids=_deleted_ids(conn) if plan.prune and absent.users else [],
     )
 
