@@ -318,6 +318,16 @@ def test_big_integer_straddling_the_scanners_chunk_boundary_is_seen(digits_befor
     assert validate_entries(source).rejects.at[0, "reason"] == f"{literal} does not fit a 64-bit integer"
 
 
+def test_numbers_far_into_a_large_file_are_seen_by_both_scans():
+    """The scans that send a file to the standard parser go chunk by chunk to its end: an integer
+    beyond 64 bits and a number with a point, each past the first MiB, are still read exactly."""
+    far = b'{"padding": "' + b"x" * (1 << 20) + b'", "users": [{"user_id": 7, "total_requests": '
+    wide = parse_source(far + str(2**64 + 1).encode() + b"}]}", "wide.json")
+    assert wide.entries == [{"user_id": 7, "total_requests": 2**64 + 1}]  # orjson: the float 2**64
+    point = parse_source(far + b"253402300799.999999}]}", "point.json")
+    assert repr(point.entries[0]["total_requests"]) == "253402300799.999999"  # orjson: 253402300800.0
+
+
 def test_long_digits_inside_a_string_only_cost_speed(tmp_path):
     # 19 digits in a row anywhere send the file to the standard parser (a false positive here):
     # the document read is the same.
