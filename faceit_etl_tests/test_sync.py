@@ -110,7 +110,7 @@ def test_rows_the_bots_orm_wrote_are_updated_in_place_keeping_their_ids(db, conn
 
     assert counts(stats.users) == {"inserted": 20, "updated": 40, "unchanged": 0, "kept_absent": 5, "deleted": 0}
     assert counts(stats.subscriptions) == {"inserted": 30, "updated": 30, "unchanged": 0, "kept_absent": 5, "deleted": 0}
-    assert stats.absent_user_ids == sorted(only_the_bots)
+    assert (stats.absent_user_ids, stats.deleted_user_ids) == (sorted(only_the_bots), [])  # kept, none deleted
     ids = row_ids(db)
     for telegram_id, (user_row, subscription_row) in (written | only_the_bots).items():
         assert ids[telegram_id][0] == user_row  # the ORM's id, kept
@@ -268,6 +268,7 @@ def test_users_without_a_subscription_count_in_the_prune_allowance(db, conn):
     stats = load(conn, SCHEMA, *chain(document(users[:18])), "run-2", prune=True)
 
     assert (stats.users.deleted, stats.subscriptions.deleted, stats.absent_users) == (2, 0, 2)
+    assert stats.deleted_user_ids == sorted(u["user_id"] for u in users[18:])  # what the run lists in its file
     assert sorted(r[0] for r in user_rows(db)) == sorted(u["user_id"] for u in users[:18])
 
 
