@@ -29,7 +29,7 @@ from faceit_etl.mapping import PRESENT, MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
-from faceit_etl.postgres.load import jsonb_safe, load
+from faceit_etl.postgres.load import jsonb_safe, load, to_csv_chunks
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 
@@ -1437,3 +1437,13 @@ def test_narrowed_bot_integer_columns_refuse_values_beyond_them_on_an_empty_targ
     assert f"1 value(s) of users.total_requests exceed its 16-bit smallint type (user_id {entries[4]['user_id']})" in message
     assert 'ALTER TABLE "public"."users" ALTER COLUMN "total_requests" TYPE bigint;' in message
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 10])
+def test_the_copy_text_holds_every_row_once_in_chunks_of_the_batch_size(batch_size):
+    """A null is written unquoted and empty text quoted, so COPY tells them apart; any batch size, down
+    to one row per chunk, gives the same rows in order."""
+    frame = pd.DataFrame({"user_id": [1, 2, 3, 4, 5], "nickname": ["a", None, "", "d", "e"]})
+    chunks = list(to_csv_chunks(frame, batch_size))
+    assert [rows for rows, _ in chunks] == [min(batch_size, 5 - start) for start in range(0, 5, batch_size)]
+    assert b"".join(data for _, data in chunks) == b'1,"a"\n2,\n3,""\n4,"d"\n5,"e"\n'

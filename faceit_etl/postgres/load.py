@@ -510,7 +510,7 @@ def to_csv_chunks(frame: pd.DataFrame, batch_size: int):
     """The frame as PostgreSQL CSV, `batch_size` rows per chunk: NULL unquoted, empty text quoted."""
     arrow = _utc_text_timestamps(pa.Table.from_pandas(frame, preserve_index=False))
     options = pacsv.WriteOptions(include_header=False)
-    for offset in range(0, arrow.num_rows, max(batch_size, 1)):
+    for offset in range(0, arrow.num_rows, batch_size):
         buffer = io.BytesIO()
         chunk = arrow.slice(offset, batch_size)
         pacsv.write_csv(chunk, buffer, options)
