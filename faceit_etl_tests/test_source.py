@@ -304,17 +304,18 @@ def test_integer_beyond_64_bits_in_a_file_is_rejected_with_its_exact_digits(
     assert (raw["subscription"] if in_subscription else raw)[field] == number
 
 
-@pytest.mark.parametrize("digits_before_boundary", [1, 10, 19, 20])
-def test_big_integer_straddling_the_scanners_chunk_boundary_is_seen(digits_before_boundary):
-    # the digit scan works in 64 KiB chunks: a number cut by a chunk's end must still be found
-    literal = str(2**64)
+@pytest.mark.parametrize("literal", [str(2**64), str(-2**63 - 1)], ids=["20 digits", "19 digits and a sign"])
+@pytest.mark.parametrize("digits_before_boundary", [1, 2, 10, 19, 20])
+def test_big_integer_straddling_the_scanners_chunk_boundary_is_seen(digits_before_boundary, literal):
+    """The digit scan works in 64 KiB chunks: a number cut by a chunk's end must still be found, also one
+    of exactly 19 digits whose first digit is a chunk's last byte (19 digits are the least orjson misreads)."""
     head = b'{"padding": "'
     middle = b'", "users": [{"user_id": 7}, {"user_id": '
     padding = (1 << 16) - digits_before_boundary - len(head) - len(middle)
     raw = head + b"x" * padding + middle + literal.encode() + b"}]}"
     assert raw.index(literal.encode()) == (1 << 16) - digits_before_boundary
     source = parse_source(raw, "boundary.json")
-    assert source.entries == [{"user_id": 7}, {"user_id": 2**64}]
+    assert source.entries == [{"user_id": 7}, {"user_id": int(literal)}]
     assert validate_entries(source).rejects.at[0, "reason"] == f"{literal} does not fit a 64-bit integer"
 
 

@@ -83,6 +83,17 @@ def test_the_rejects_file_counts_entries_from_1_beside_the_0_based_source_index(
     assert [(r["entry"], r["source_index"]) for r in records] == [(3, 2), (5, 4)]
 
 
+def test_a_rejected_entrys_raw_json_in_the_reports_keeps_a_nul_character_as_one():
+    """Only the database's copy spells U+0000 out as text (jsonb cannot hold it): the raw entry that
+    reports and the backup's rejects file keep is the entry itself, also when a number's text forces
+    the slower writer."""
+    source = parse_source(b'[{"user_id": "x", "nickname": "a\\u0000b", "total_requests": 1.5}]', "data.json")
+    records = validate_entries(source).reject_records()
+    assert [r["field"] for r in records] == ["user_id", "total_requests"]
+    for record in records:
+        assert json.loads(record["raw"]) == {"user_id": "x", "nickname": "a\x00b", "total_requests": 1.5}
+
+
 def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json():
     """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full;
     beyond what that can write, a placeholder says why, so the reject is still stored."""
