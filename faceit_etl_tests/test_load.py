@@ -1312,8 +1312,10 @@ def test_the_same_input_over_the_tables_it_left_is_recognised_and_nothing_is_com
     first = logged_load(conn, db, mapped, rejects, "run-1", "input-A")
     assert first.recognised_from_run is None
     before, versions = snapshot(db), row_versions(db)
+    handed = []  # what the snapshot hook gets: the run recognised and the tables' fingerprint, which a resume checks
 
-    again = logged_load(conn, db, mapped, rejects, "run-2", "input-A")
+    again = logged_load(conn, db, mapped, rejects, "run-2", "input-A",
+                        before_write=lambda _conn, recognised, found: handed.append((recognised, found)))
 
     assert again.recognised_from_run == "run-1"
     assert stats_tuple(again.users) == stats_tuple(again.subscriptions) == (0, 0, 2_000)
@@ -1321,6 +1323,7 @@ def test_the_same_input_over_the_tables_it_left_is_recognised_and_nothing_is_com
     assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '_faceit_etl_stage%'").fetchone()[0] == 0
     recorded = dict(db.execute("SELECT metadata->>'run_id', metadata->'fingerprint' FROM migration_logs").fetchall())
     assert recorded["run-1"] == recorded["run-2"] and set(recorded["run-1"]) == {"users", "user_subscriptions"}
+    assert handed == [("run-1", recorded["run-1"])]
 
 
 def test_a_changed_cell_or_another_input_is_compared_row_by_row(db, conn, generated):
