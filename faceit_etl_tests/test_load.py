@@ -1404,6 +1404,11 @@ def test_narrowed_bot_columns_refuse_values_too_long_before_writing_and_say_how_
         'ALTER TABLE "public"."users" ALTER COLUMN "faceit_nickname" TYPE varchar(11);',
         'ALTER TABLE "public"."user_subscriptions" ALTER COLUMN "payment_method" TYPE varchar(5);',
     ]
+    assert "Widen the columns, then resume this run (faceit-etl migrate --resume" in message
+    assert snapshot(db) == before
+    with pytest.raises(TargetError) as dry:  # a dry run is never resumed, so it offers no resume
+        load(conn, SCHEMA, mapped, rejects, "run-1", dry_run=True)
+    assert "Widen the columns, then run again (this dry run cannot be resumed):\n  ALTER TABLE" in str(dry.value)
     assert snapshot(db) == before
 
     # The advice works: after those statements the same frames load, every value whole.
