@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import re
 from decimal import Decimal
 
 import orjson
@@ -159,7 +160,7 @@ def _holds_float(value) -> bool:
 @settings(deadline=None, max_examples=examples(300))
 @given(json_values, st.sampled_from([0, 2, None]), st.integers(0, 600_000))
 def test_a_text_holding_a_number_with_a_point_or_exponent_is_always_seen(value, indent, padding):
-    """Never missed, wherever it stands (across the scan's 64 KiB chunks too): a miss would let
+    """Never missed, wherever it stands (across the scan's 256 KiB chunks too): a miss would let
     orjson round the number. A false alarm (a number-like string) only costs speed."""
     text = json.dumps([" " * padding, value], indent=indent, ensure_ascii=False).encode()
     if _holds_float(value):
@@ -178,6 +179,32 @@ def test_a_number_across_the_scans_chunk_boundary_is_seen(number):
         text = head + number + b"]"
         assert text.index(b".", len(head)) == at
         assert may_hold_decimal_number(text), at
+
+
+def _may_end_as_a_value(text: bytes) -> bool:
+    """The scan's rule, read byte by byte: a point or exponent after a digit whose number, looked at over
+    the next 40 bytes, ends in whitespace, `,`, `]` or `}`, or is not seen to end (longer, or at the file's end)."""
+    for mark in re.finditer(rb"(?<=[0-9])[.eE]", text):
+        rest = re.match(rb"[0-9+\-.eE]*", text[mark.end() : mark.end() + 40]).group()
+        if len(rest) == 40 or mark.end() + len(rest) == len(text) or text[mark.end() + len(rest)] in b" \t\r\n,]}":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("at", [100, (1 << 18) - 1, 1 << 18, (1 << 18) + 1, (1 << 18) + 2])
+def test_the_scan_warns_exactly_where_a_number_may_end_as_a_value_next_to_its_chunks_edges(at):
+    """No false alarm beyond the documented kind, wherever the point falls against the 256 KiB chunks:
+    only a digit before a point or exponent counts (not `:`, `d` or `D`), and a run of 38 to 41 number
+    bytes after it is looked at to its end. A false alarm sends a file to the slow parser."""
+    middle = at == 100  # what counts as a mark is tried there; the edges try the runs
+    for before in (b"1", b":", b"/") if middle else (b"1",):
+        for mark in (b".", b"e", b"E", b"d", b"D") if middle else (b".", b"e"):
+            for run in (0, 1, 9, 10, 11, 38, 39, 40, 41):
+                for end in (b" ", b"x", b'"', b""):
+                    number = before + mark + b"5" * run + end + (b"a" * 50 if end else b"")
+                    expected = _may_end_as_a_value(number)  # the filler before it holds no digit
+                    text = b"a" * (at - 1) + number
+                    assert may_hold_decimal_number(text) == expected, (at, before, mark, run, end, expected)
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
