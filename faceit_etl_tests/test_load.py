@@ -12,6 +12,7 @@ import os
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from faceit_etl.source import parse_source, read_source
 from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
 from faceit_etl.postgres.load import jsonb_safe, load, to_csv_chunks
+from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.validation.validate import validate_entries
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, examples
 
@@ -1295,6 +1297,35 @@ def test_the_upsert_path_counts_its_staging_and_prune_over_no_user_deletes_nothi
     assert (stats_tuple(stats.users), stats.users.deleted, stats.absent_users) == ((25, 0, 0), 0, 0)
     assert_content(db, entries)
     assert seen == [(f"copy {name}", done, 25) for name in ("users", "user_subscriptions") for done in (10, 20, 25)]
+
+
+def test_a_load_decides_under_its_schemas_lock_and_waits_only_for_its_own(database_url, db, conn, generated):
+    """Loads, rollbacks and backups of one schema take turns by its lock, and a load decides what to
+    write only once it holds it: a rollback that deletes a user while the load waits is seen, so the
+    re-run of the same file puts the user back instead of taking the tables as its last run left them.
+    Another schema's lock held meanwhile does not stop a load."""
+    ddl.ensure_bookkeeping_tables(db, SCHEMA)
+    mapped, rejects = chain(generated)
+    with ThreadPoolExecutor(1) as pool, psycopg.connect(database_url) as elsewhere:  # closed first: no hang
+        lock_schema(elsewhere, "another_schema")
+        first = pool.submit(logged_load, conn, db, mapped, rejects, "run-1", "input-A")
+        assert stats_tuple(first.result(timeout=60).users) == (2_000, 0, 0)
+    victim = int(mapped.users["user_id"].iloc[0])
+    log = runlog.start(db, SCHEMA, run_id="run-2", total_items=len(mapped.users), metadata={})
+    with psycopg.connect(database_url) as rollback, ThreadPoolExecutor(1) as pool:
+        lock_schema(rollback, SCHEMA)
+        rollback.execute("DELETE FROM users WHERE user_id = %s", [victim])  # its subscription goes with it
+        loading = pool.submit(load, conn, SCHEMA, mapped, rejects, "run-2", log=log, input_identity="input-A")
+        waiting = "SELECT wait_event FROM pg_stat_activity WHERE pid = %s"
+        while db.execute(waiting, [conn.info.backend_pid]).fetchone()[0] != "advisory":
+            assert not loading.done(), "the load went ahead while its schema's lock was held"
+            time.sleep(0.01)
+        rollback.commit()
+        again = loading.result(timeout=120)
+
+    assert again.recognised_from_run is None
+    assert stats_tuple(again.users) == (1, 0, 1_999) and stats_tuple(again.subscriptions)[0] == 1
+    assert db.execute("SELECT count(*) FROM users WHERE user_id = %s", [victim]).fetchone()[0] == 1
 
 
 # ---------------------------------------------------------------------------------------------
