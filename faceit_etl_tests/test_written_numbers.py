@@ -181,6 +181,14 @@ def test_a_number_across_the_scans_chunk_boundary_is_seen(number):
         assert may_hold_decimal_number(text), at
 
 
+def test_a_number_after_a_chunk_whose_marks_are_no_numbers_is_seen():
+    """A chunk whose points all belong to number-like text in strings settles nothing: the chunks after
+    it are still scanned."""
+    text = b'["v1.5x", "' + b"a" * (1 << 18) + b'", 2.5]'
+    assert may_hold_decimal_number(text) is True
+    assert may_hold_decimal_number(text.replace(b"2.5", b"25")) is False
+
+
 def _may_end_as_a_value(text: bytes) -> bool:
     """The scan's rule, read byte by byte: a point or exponent after a digit whose number, looked at over
     the next 40 bytes, ends in whitespace, `,`, `]` or `}`, or is not seen to end (longer, or at the file's end)."""
