@@ -95,13 +95,21 @@ def test_a_rejected_entrys_raw_json_in_the_reports_keeps_a_nul_character_as_one(
 
 
 def test_a_rejected_entry_too_deep_for_the_fast_writer_keeps_its_whole_raw_json():
-    """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full;
-    beyond what that can write, a placeholder says why, so the reject is still stored."""
+    """Nested beyond orjson's 254 levels the raw entry is written by the standard library, in full."""
     depth = 300
-    raw = b'[{"user_id": 0, "x": ' + b"[" * depth + b"]" * depth + b'}, {"user_id": 0, "x": ' + b"[" * 990 + b"]" * 990 + b"}]"
+    raw = b'[{"user_id": 0, "x": ' + b"[" * depth + b"]" * depth + b"}]"
     records = validate_entries(parse_source(raw, "deep.json")).reject_records()
     assert json.loads(records[0]["raw"]) == {"user_id": 0, "x": json.loads("[" * depth + "]" * depth)}
-    assert records[1]["raw"] == '"<entry nested too deeply to write back: an object>"'
+
+
+def test_a_rejected_entry_too_deep_to_write_back_is_stored_as_a_placeholder_saying_what_it_was():
+    """Beyond what the standard library can write, a placeholder says why and what the entry was, so
+    the reject is still stored."""
+    raw = b'[{"user_id": 0, "x": ' + b"[" * 990 + b"]" * 990 + b"}, [" + b"[" * 990 + b"]" * 990 + b"]]"
+    records = validate_entries(parse_source(raw, "deep.json")).reject_records()
+    assert [record["raw"] for record in records] == [
+        '"<entry nested too deeply to write back: an object>"', '"<entry nested too deeply to write back: a list>"'
+    ]
 
 
 def test_a_held_referral_code_names_its_holder_by_its_english_ordinal():
