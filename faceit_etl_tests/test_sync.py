@@ -459,6 +459,22 @@ def test_a_user_whose_entry_is_rejected_is_in_the_file_kept_as_it_was_never_abse
     assert verdicts["rows_not_in_file"].passed, verdicts["rows_not_in_file"].description
 
 
+def test_a_rejected_users_row_is_kept_over_tables_without_subscriptions_and_never_under_truncate(db, conn):
+    """A rejected entry's user is counted kept whenever the table holds users, with subscription rows or
+    without; truncate deletes every row, so it counts none kept."""
+    first, second = _with_rejected_last(10)
+    load(conn, SCHEMA, *chain(document(first)), "run-1")
+    db.execute("DELETE FROM user_subscriptions")
+    mapped, rejects = chain(document(second))
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2")
+    assert (stats.users.kept_rejected, stats.subscriptions.kept_rejected) == (1, 0)
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-3", truncate=True)
+    assert (stats.users.kept_rejected, stats.subscriptions.kept_rejected) == (0, 0)
+    assert stats.users.deleted == 10 and [r for r in user_rows(db) if r[0] == second[-1]["user_id"]] == []
+
+
 def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db, conn):
     first, _ = _with_rejected_last(10)
     load(conn, SCHEMA, *chain(document(first)), "run-1")
