@@ -181,13 +181,14 @@ def test_a_number_across_the_scans_chunk_boundary_is_seen(number):
         assert may_hold_decimal_number(text), at
 
 
-def test_each_written_form_holds_inside_lists_and_the_objects_in_them():
-    """The form asked for reaches every value of a list: a reject shows the file's escapes (`file`), its
-    raw entry spells a lone surrogate out (`stored`), and jsonb gets what it can hold (`jsonb`)."""
-    entry = parse_source(rb'[{"a": ["c\ud800", "n\u0000l", 1e-20000, {"b": ["d\udc00"]}]}]', "x.json").entries[0]
-    assert written(entry) == r'{"a": ["c\ud800", "n\u0000l", 1e-20000, {"b": ["d\udc00"]}]}'
-    assert written(entry, form="stored") == r'{"a": ["c\\ud800", "n\u0000l", 1e-20000, {"b": ["d\\udc00"]}]}'
-    assert written(entry, form="jsonb") == r'{"a": ["c\\ud800", "n\\u0000l", "1e-20000", {"b": ["d\\udc00"]}]}'
+def test_each_written_form_holds_in_names_and_inside_lists_and_the_objects_in_them():
+    """The form asked for reaches every name and every value of a list: a reject shows the file's
+    escapes (`file`), its raw entry spells a lone surrogate out (`stored`), and jsonb gets what it can
+    hold (`jsonb`: no U+0000, in a name either)."""
+    entry = parse_source(rb'[{"k\ud800": ["c\ud800", "n\u0000l", 1e-20000, {"b\u0000": ["d\udc00"]}]}]', "x.json").entries[0]
+    assert written(entry) == r'{"k\ud800": ["c\ud800", "n\u0000l", 1e-20000, {"b\u0000": ["d\udc00"]}]}'
+    assert written(entry, form="stored") == r'{"k\\ud800": ["c\\ud800", "n\u0000l", 1e-20000, {"b\u0000": ["d\\udc00"]}]}'
+    assert written(entry, form="jsonb") == r'{"k\\ud800": ["c\\ud800", "n\\u0000l", "1e-20000", {"b\\u0000": ["d\\udc00"]}]}'
 
 
 def test_a_number_after_a_chunk_whose_marks_are_no_numbers_is_seen():
