@@ -475,9 +475,13 @@ def test_a_rejected_users_row_is_kept_over_tables_without_subscriptions_and_neve
     assert stats.users.deleted == 10 and [r for r in user_rows(db) if r[0] == second[-1]["user_id"]] == []
 
 
-def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db, conn):
+@pytest.mark.parametrize("subscription_rows", [True, False])
+def test_prune_refuses_a_file_with_a_rejected_entry_whose_user_id_is_invalid(db, conn, subscription_rows):
+    """Whenever the table holds users, whether or not they have subscription rows."""
     first, _ = _with_rejected_last(10)
     load(conn, SCHEMA, *chain(document(first)), "run-1")
+    if not subscription_rows:
+        db.execute("DELETE FROM user_subscriptions")
     before = dump(db)
     second = copy.deepcopy(first)
     second[3]["user_id"] = "12x"
