@@ -1397,6 +1397,26 @@ def test_a_subscription_changed_alone_is_compared_and_repaired(db, conn, generat
     assert db.execute("SELECT tier::text FROM user_subscriptions WHERE id = %s", [subscription_id]).fetchone()[0] == tier
 
 
+@pytest.mark.parametrize("prune", [False, True])
+def test_users_without_their_subscriptions_table_are_counted_as_found_and_pass_the_verdicts(db, conn, prune):
+    """The subscriptions table dropped (by hand, or a half-made schema): the load makes it again and
+    counts the users it found: the one the file lacks kept, or deleted under prune; its verdicts pass."""
+    entries = small_id_entries(10)
+    load(conn, SCHEMA, *chain(document(entries)), "run-1")
+    db.execute("DROP TABLE user_subscriptions")
+    mapped, rejects = chain(document(entries[:9]))
+
+    stats = load(conn, SCHEMA, mapped, rejects, "run-2", prune=prune, max_prune_fraction=0.1, before_commit=lambda
+                 judging, stats: verdicts.judge_before_commit(
+                     judging, SCHEMA, mapped.users, mapped.subscriptions, stats.kept_absent(), rejects["user_id"]))
+
+    assert (stats_tuple(stats.users), stats.users.kept_absent, stats.users.deleted) == ((0, 0, 9), 0 if prune else 1,
+                                                                                         1 if prune else 0)
+    assert (stats_tuple(stats.subscriptions), stats.subscriptions.kept_absent) == ((9, 0, 0), 0)
+    assert subscription_rows(db) == expected_subscriptions(entries[:9])
+    assert len(user_rows(db)) == (9 if prune else 10)
+
+
 def test_narrowed_bot_columns_refuse_values_too_long_before_writing_and_say_how_to_fix(db, conn):
     """The bot's Alembic tables with narrower varchars than ours: a value longer than the column as
     the database has it is found before anything is written (not a raw COPY error), named with its

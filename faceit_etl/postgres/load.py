@@ -330,14 +330,14 @@ class Absent:
 
 
 def _row_counts(conn, schema) -> tuple[int, int]:
-    """(users, subscriptions) in the tables; none when they do not exist yet."""
-    if not (table_exists(conn, schema, USERS) and table_exists(conn, schema, SUBSCRIPTIONS)):
-        return 0, 0
-    return conn.execute(
-        sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
-            table(schema, USERS), table(schema, SUBSCRIPTIONS)
-        )
-    ).fetchone()
+    """(users, subscriptions) in the tables; none in a table that does not exist yet, each table on its
+    own (users left without their subscriptions table are still there, and counted)."""
+    users, subscriptions = (
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
+        if table_exists(conn, schema, name) else 0
+        for name in (USERS, SUBSCRIPTIONS)
+    )
+    return users, subscriptions
 
 
 def _existing_user_ids(conn, schema, telegram_ids: list[int]) -> set[int]:
@@ -389,14 +389,15 @@ def _absent(conn, schema, file_ids: list[int]) -> Absent:
         ).format(absent=_ABSENT, users=table(schema, USERS)),
         [file_ids],
     )
-    users, subscriptions, sample = conn.execute(
-        sql.SQL(
-            """SELECT (SELECT count(*) FROM {absent}),
-                      (SELECT count(*) FROM {subscriptions} s JOIN {absent} a ON a.id = s.user_id),
-                      ARRAY(SELECT user_id FROM {absent} ORDER BY user_id LIMIT %s)"""
-        ).format(absent=_ABSENT, subscriptions=table(schema, SUBSCRIPTIONS)),
+    users, sample = conn.execute(
+        sql.SQL("SELECT (SELECT count(*) FROM {absent}), ARRAY(SELECT user_id FROM {absent} ORDER BY user_id LIMIT %s)")
+        .format(absent=_ABSENT),
         [_SAMPLE],
     ).fetchone()
+    subscriptions = conn.execute(
+        sql.SQL("SELECT count(*) FROM {subscriptions} s JOIN {absent} a ON a.id = s.user_id")
+        .format(absent=_ABSENT, subscriptions=table(schema, SUBSCRIPTIONS)),
+    ).fetchone()[0] if table_exists(conn, schema, SUBSCRIPTIONS) else 0  # made by this load when absent
     return Absent(users, subscriptions, list(sample), users_in_table)
 
 
