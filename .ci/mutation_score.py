@@ -2,7 +2,9 @@
 
 Killed (a test failed) and timeout (the mutant looped) count as caught; missed are those that survived
 (or crashed the test run: "suspicious") and "no tests" (no selected test reaches the mutated function); "not checked" (the run was stopped before it)
-is left out of the score and shown. The mutants not caught are listed by name, for `mutmut show <name>`.
+is left out of the score and shown. The mutants not caught are listed by name, for `mutmut show <name>`, and so
+are the timeouts: a survivor slowed past the time limit by a loaded machine would count as caught, so each is
+there to be looked at.
 
 A mutant that cannot change behaviour (an equivalent mutant) is listed with its reason in
 `.ci/equivalent_mutants.txt`; when it survives it is counted apart and left out of the score. A listed
@@ -38,6 +40,7 @@ def main() -> int:
     equivalent = equivalent_mutants()
     by_module: dict[str, Counter] = defaultdict(Counter)
     missed: dict[str, list[str]] = defaultdict(list)
+    timed_out: dict[str, list[str]] = defaultdict(list)
     still_equivalent = set()
     for line in listed.splitlines():
         match = _LINE.match(line)
@@ -51,6 +54,8 @@ def main() -> int:
         by_module[module][status] += 1
         if status not in CAUGHT | {"not checked", "equivalent"}:
             missed[module].append(f"{name} ({status})")
+        if status == "timeout":
+            timed_out[module].append(name)
     if not by_module:
         print("no mutation results: run `mutmut run` first")
         return 1
@@ -63,6 +68,10 @@ def main() -> int:
     print(_row("all", totals))
     for module, names in sorted(missed.items()):
         print(f"\n{module}: not caught")
+        for name in names:
+            print(f"  {name}")
+    for module, names in sorted(timed_out.items()):
+        print(f"\n{module}: stopped at the time limit (counted caught)")
         for name in names:
             print(f"  {name}")
     # Only of the modules this run made mutants of: `make mutate MUTATE=db` leaves the others out.
