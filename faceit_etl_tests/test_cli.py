@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 
 from faceit_etl import api as faceit_etl_api
+from faceit_etl.cli.main import confirmed
 from faceit_etl.generate import generate_users
 from faceit_etl.postgres.snapshot import digest_table
 from faceit_etl_tests.conftest import FLAT_SAMPLE, NESTED_SAMPLE, write_json
@@ -631,6 +632,17 @@ def test_the_rollback_prompt_names_the_snapshot_and_the_migration_it_undoes(work
     assert f"  undoing migration {log_id} success at 20" in done.stdout
     assert "rollback cancelled; nothing changed" in done.stdout
     assert db.execute("SELECT status FROM migration_logs").fetchall() == [("success",)]
+
+
+@pytest.mark.parametrize("answer", ["y", "Y", "yes", " YES \n", "Yes"])
+def test_only_a_yes_confirms_a_rollback(answer):
+    assert confirmed(answer)
+
+
+@pytest.mark.parametrize("answer", ["", "\n", "n", "no", "N", "maybe", "ye", "yess", "y y", "jes", "да"])
+def test_enter_or_any_answer_but_yes_cancels_a_rollback(answer):
+    """The question's default is no ([y/N]): Enter must never restore a snapshot."""
+    assert not confirmed(answer)
 
 
 def test_migrate_names_the_fields_and_top_level_keys_no_column_takes(workdir, database_url, db, tmp_path):

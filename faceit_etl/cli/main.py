@@ -676,7 +676,7 @@ def rollback(args: argparse.Namespace) -> int:
             f"  to the snapshot {candidate['snapshot']} (taken {candidate['taken_at']}{taken_by}),\n"
             f"  undoing {which}? [y/N] "
         )
-        if input(question).strip().lower() not in ("y", "yes"):
+        if not confirmed(input(question)):
             say("rollback cancelled; nothing changed", quiet_too=True, level=REFUSED)
             return EXIT_USAGE
         # After a yes, exactly the snapshot named, and only while the tables are as when asked.
@@ -685,6 +685,11 @@ def rollback(args: argparse.Namespace) -> int:
                           expect_latest_run=expect_latest_run, started_by="cli", log_level="DEBUG" if args.verbose else "CRITICAL", **settings)
     with interrupts_held():
         return _rollback_outcome(result)
+
+
+def confirmed(answer: str) -> bool:
+    """Only a yes restores: the question's default is no, so Enter, a typo or anything else cancels."""
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _rollback_outcome(result) -> int:
