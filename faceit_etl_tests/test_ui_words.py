@@ -9,11 +9,12 @@ import json
 import logging
 
 import dagster as dg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from faceit_etl import mapping
-from faceit_etl.defs.checks import flat
+from faceit_etl.defs.checks import EXAMPLES, _reject_summary, flat
 from faceit_etl.defs.metadata import as_people_see_it, preview, rejects_table
 from faceit_etl.postgres.verdicts import _tiers_differ
 from faceit_etl.source import SourceData
@@ -49,6 +50,21 @@ def test_rejects_are_numbered_from_1_and_show_the_value_they_were_rejected_for()
     assert (by_entry[2]["field"], by_entry[2]["value"], by_entry[2]["user_id"]) == ("user_id", "-7", None)
     assert (by_entry[3]["field"], by_entry[3]["value"], by_entry[3]["user_id"]) == ("tier", '"gold"', "12")
     assert (by_entry[4]["field"], by_entry[4]["value"]) == ("total_requests", '"many"')
+
+
+@pytest.mark.parametrize("rejected", [1, EXAMPLES, EXAMPLES + 1, EXAMPLES + 9])
+def test_the_reject_list_shows_twenty_and_says_how_many_more_only_when_there_are_more(tmp_path, rejected):
+    outcome = judged([{"user_id": -n} for n in range(1, rejected + 1)] + [{"user_id": 5}])
+    all_rejects = tmp_path / "rejects.jsonl"
+
+    lines = _reject_summary(outcome, None, outcome.input_count, all_rejects).splitlines()
+
+    assert [line for line in lines if line.startswith("- ")] == [
+        f"- {report.reject_line(n - 1, None, 'user_id', 'must be a positive Telegram id')}"
+        for n in range(1, min(rejected, EXAMPLES) + 1)
+    ]
+    more = [line for line in lines if line.startswith("…")]
+    assert more == ([f"… and {rejected - EXAMPLES} more: see {all_rejects}"] if rejected > EXAMPLES else [])
 
 
 def test_the_rejects_table_has_a_schema_and_every_reject():
