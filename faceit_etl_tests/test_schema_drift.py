@@ -80,20 +80,25 @@ def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_dr
 
 def test_the_drift_check_compares_only_with_the_last_load_of_the_same_target(environment, db):
     """postgres_tables is one asset for every target: a load into schema `other`, whose tables have a column
-    the bot's Alembic added, is no earlier state of `public`'s tables, and the reverse."""
+    the bot's Alembic added, is no earlier state of `public`'s tables, and the reverse; of a target's loads,
+    the newest is the one compared with."""
     with dg.instance_for_test() as instance:
         first_run = migrate_run(instance)[0]
         environment.setenv("MIGRATION_TARGET_SCHEMA", "other")
         elsewhere_run, checks = migrate_run(instance)
         elsewhere = checks["column_schema_change"]
         db.execute("ALTER TABLE other.users ADD COLUMN premium_until timestamptz")
-        drifted = migrate(instance)["column_schema_change"]
+        drifted_run, checks = migrate_run(instance)
+        drifted = checks["column_schema_change"]
+        settled = migrate(instance)["column_schema_change"]
         environment.setenv("MIGRATION_TARGET_SCHEMA", "public")
         back = migrate(instance)["column_schema_change"]
 
     assert elsewhere.passed and elsewhere.description == FIRST_LOAD
     assert not drifted.passed and "Added columns: users.premium_until" in drifted.description
     assert drifted.metadata["compared_with_run"].value == elsewhere_run
+    assert settled.passed, settled.description  # compared with the newest load of `other`, not its first
+    assert settled.metadata["compared_with_run"].value == drifted_run
     assert back.passed, back.description  # compared with the first load of public, not with `other`'s
     assert back.metadata["compared_with_run"].value == first_run
     assert back.metadata["target"].value.endswith(f"/{db.info.dbname}/public")
