@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.postgres.load import load
 from faceit_etl.postgres.verdicts import VerificationFailed, judge_before_commit
+from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, Field, Kind
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 from faceit_etl_tests.test_verified_before_commit import HEAD, target_state
 
@@ -164,3 +166,58 @@ def test_kept_rows_that_changed_are_named_by_the_first_twenty_and_more_are_marke
     named = ", ".join(map(str, range(1001, 1001 + min(kept, 20)))) + (", …" if kept > 20 else "")
     assert failed.value.verdicts["content_matches"].description == (
         f"user_subscriptions: {kept} row(s) the load had to keep as they were changed (user_id {named})")
+
+
+LACKABLE = [(USERS, f) for f in USER_FIELDS if f.name != "user_id"] + [(SUBSCRIPTIONS, f) for f in SUBSCRIPTION_FIELDS]
+ANOTHER_VALUE = {  # what a trigger writes instead of a cell's value, by the field's kind
+    Kind.TEXT: "'xx'", Kind.FLAG: "NOT coalesce(NEW.{c}, false)", Kind.COUNT: "coalesce(NEW.{c}, 0) + 1",
+    Kind.TELEGRAM_ID: "coalesce(NEW.{c}, 0) + 1", Kind.TIMESTAMP: "coalesce(NEW.{c}, now()) + interval '1 day'",
+    Kind.TIER: "'PRO'",
+}
+
+
+def lacking(table: str, field: Field, version: int) -> tuple[dict, str, object]:
+    """User 101's entry without the field, another field of the same table changed (so its row is
+    updated); and that other field with its new value."""
+    full = entry(101)
+    if table == USERS:
+        other = "faceit_nickname" if field.name != "faceit_nickname" else "language"
+        return {k: v for k, v in full.items() if k != field.source_key} | {other: f"v{version}"}, other, f"v{version}"
+    other = "daily_requests" if field.name != "daily_requests" else "referrals_count"
+    subscription = {k: v for k, v in full["subscription"].items() if k != field.source_key}
+    return full | {"subscription": subscription | {other: 10 + version}}, other, 10 + version
+
+
+def cell_of_101(db, table: str, column: str):
+    if table == USERS:
+        return db.execute(f"SELECT {column} FROM users WHERE user_id = 101").fetchone()[0]
+    return db.execute(f"SELECT s.{column} FROM user_subscriptions s JOIN users u ON u.id = s.user_id "
+                      "WHERE u.user_id = 101").fetchone()[0]
+
+
+@pytest.mark.parametrize(("table", "field"), LACKABLE, ids=[f"{t}.{f.name}" for t, f in LACKABLE])
+def test_every_field_an_entry_lacks_keeps_its_cell_and_a_change_to_that_cell_fails_the_load(
+    db, database_url, table, field
+):
+    """Each column on its own: the record of what the load keeps must hash every cell an entry may lack,
+    of the users and of the subscriptions, and read each table's own presence bits."""
+    loaded_first(db, database_url, [101, 102])
+    kept = cell_of_101(db, table, field.name)
+    file, other, value = lacking(table, field, 1)
+    mapped, rejects = chain(document([file, entry(102)]))
+
+    with psycopg.connect(database_url) as conn:
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+
+    assert (cell_of_101(db, table, field.name), cell_of_101(db, table, other)) == (kept, value)
+    after_trigger(db, table, "UPDATE", f"NEW.{field.name} := {ANOTHER_VALUE[field.kind].format(c=field.name)}", "BEFORE")
+    file, _, _ = lacking(table, field, 2)
+    mapped, rejects = chain(document([file, entry(102)]))
+    before = target_state(db)
+
+    with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
+        load(conn, SCHEMA, mapped, rejects, "run-3", before_commit=judged(mapped, rejects))
+
+    assert target_state(db) == before
+    assert failed.value.verdicts["content_matches"].description == (
+        f"{table}: 1 row(s) the load had to keep as they were changed (user_id 101)")
