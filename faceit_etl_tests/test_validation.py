@@ -133,6 +133,14 @@ def test_bad_user_id(entry, reason):
     assert only_reason(entry) == ("user_id", reason)
 
 
+@pytest.mark.parametrize(("entries", "places"), [([user(1), user(-2), user(3)], [0, 2]), ([], [])])
+def test_the_valid_entries_are_indexed_by_their_0_based_place_in_the_file(entries, places):
+    """What a reader of the validated frame (`validate_entries`, the `validated_frame` asset's value) finds
+    under its index: the entry's place, as the rejects' `source_index` counts it, an integer also when
+    there are none."""
+    pd.testing.assert_index_equal(validate(entries).valid.index, pd.Index(places, name="source_index", dtype="int64"))
+
+
 def test_user_id_seen_before_first_entry_wins():
     entries = [
         user(5836464178, faceit_nickname="first"),
