@@ -1,7 +1,8 @@
 """`make mutate MUTATE=db`: mutmut over the modules whose guards are `db` tests, against a few fast ones.
 
 `make mutate` scores the rest against the `unit` tests; these modules (the post-load checks, the content
-comparison, snapshot and rollback, the load, the memo) are reached only through a database. Here mutmut
+comparison and its row hashes, the proof of what a load keeps, the re-run fingerprint, snapshot and
+rollback, the load, the memo) are reached only through a database. Here mutmut
 runs with the same `[tool.mutmut]` settings but `DB_MODULES` as what it mutates and `DB_TESTS` as the
 tests it selects: the tests that call the checks, the load (its merge and prune: test_sync.py), the snapshot
 and the rollback (test_restore.py) directly or materialize small files in process (no CLI subprocess, no
@@ -38,6 +39,9 @@ DB_MODULES = [
     "faceit_etl/restore.py",
     "faceit_etl/postgres/load.py",
     "faceit_etl/validation/memo.py",
+    "faceit_etl/postgres/kept.py",
+    "faceit_etl/postgres/fingerprint.py",
+    "faceit_etl/postgres/rowhash.py",
 ]
 _SLOW = [  # over 10 s each here, or a CLI subprocess: what they add is held by the faster ones
     "test_a_dropped_column_is_named_with_its_fix_before_any_write",
