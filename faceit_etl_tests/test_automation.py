@@ -17,6 +17,7 @@ from faceit_etl.definitions import defs, get_migrate_job, load_definitions
 from faceit_etl.defs import automation
 from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError
 from faceit_etl_tests.conftest import NESTED_SAMPLE, write_json
+from faceit_etl_tests.test_settings import NOT_TIME_ZONES
 
 
 def evaluate(sensor, settings, instance, cursor=None):
@@ -290,7 +291,7 @@ def test_a_switch_that_is_no_boolean_is_refused_when_the_location_loads(monkeypa
 @pytest.mark.parametrize(("variable", "value", "why"), [
     ("MIGRATION_SCHEDULE_CRON", "61 * * * *", "minute 61 is out of 0-59"),
     ("MIGRATION_SCHEDULE_CRON", "daily", f"1 field(s); a cron schedule has 5: {SHAPE}"),
-    ("MIGRATION_SCHEDULE_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+    *(("MIGRATION_SCHEDULE_TIMEZONE", zone, "not a known time zone") for zone in NOT_TIME_ZONES if "\x00" not in zone),
 ])
 def test_a_schedule_setting_dagster_cannot_use_is_refused_naming_the_variable(monkeypatch, variable, value, why):
     """Dagster's own refusal ("invalid cron schedule … for schedule 'migrate_schedule'") names neither the
@@ -308,7 +309,7 @@ def test_a_schedule_setting_dagster_cannot_use_is_refused_naming_the_variable(mo
 # What Dagster 1.13's schedules take, and what they refuse with the reason we give: a table of both.
 GOOD_CRONS = [
     "0 3 * * *", "*/15 * * * *", "0 0 1 jan *", "0 3 * * MON-FRI", "0 3 * * 7", "0 3 * * 0-7", "5/15 * * * *",
-    "*/90 * * * *", "5-1 * * * *", "0 0 L * *", "0 0 * * 5#3", "0 0 * * L5", "0 0 ? * *", "0 0 29 2 *",
+    "*/90 * * * *", "5-1 * * * *", "0 0 L * *", "0 0 * * 5#3", "0 0 * * 1#1", "0 0 * * 1#5", "0 0 * * L5", "0 0 ? * *", "0 0 29 2 *",
     "0 0 31 2,3 *", "@daily", "@DAILY", "@hourly", "@midnight", "@weekly", "@monthly", "@yearly", "@annually",
     "0  3 * * *",
 ]
@@ -327,6 +328,7 @@ BAD_CRONS = [
     ("0 0 * * 7-8", "day-of-week 8 is out of 0-7"),
     ("0 0 * * 8#1", "day-of-week 8 is out of 0-7"),
     ("0 0 * * 1#6", "day-of-week '1#6': the week's number 6 is out of 1-5"),
+    ("0 0 * * 5#0", "day-of-week '5#0': the week's number 0 is out of 1-5"),
     ("*/0 * * * *", "minute step 0 repeats nothing: a step is at least 1"),
     ("0 0 * */0 *", "month step 0 repeats nothing: a step is at least 1"),
     ("*/x * * * *", "minute step 'x' is no number"),
@@ -338,6 +340,8 @@ BAD_CRONS = [
     ("0 0 31 feb *", "day-of-month 31 of month feb never comes: February has at most 29 days"),
     ("* * * *", f"4 field(s); a cron schedule has 5: {SHAPE}"),
     ("0 0 3 * * *", f"6 field(s) (Dagster takes no seconds or year field); a cron schedule has 5: {SHAPE}"),
+    ("0 0 0 3 * * 2030", f"7 field(s) (Dagster takes no seconds or year field); a cron schedule has 5: {SHAPE}"),
+    ("0 0 0 3 * * 2030 x", f"8 field(s); a cron schedule has 5: {SHAPE}"),
     ("@reboot", f"@reboot is no schedule name Dagster knows: {', '.join(NAMED_SCHEDULES)}"),
     ("@daily ", "@daily takes nothing around it"),
 ]

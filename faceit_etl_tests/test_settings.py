@@ -86,13 +86,19 @@ def test_run_config_overrides_the_environment_and_keeps_the_database_url(monkeyp
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 25
 
 
+# Each way ZoneInfo refuses a name: not found, a path or a NUL or a file of no zone (ValueError), a folder
+# of zones or a name too long for a file (OSError).
+NOT_TIME_ZONES = ["Mars/Olympus", "utc", "/UTC", "../etc/passwd", "Europe/../UTC", "UTC\x00", "zone.tab", "Europe",
+                  "a" * 300]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("target_schema", "public; DROP TABLE users", "invalid schema name"),
         ("target_schema", "information_schema", "schema name 'information_schema' is reserved by PostgreSQL"),
         ("target_schema", "pg_toast", "schema name 'pg_toast' is reserved by PostgreSQL"),
-        ("source_timezone", "Mars/Olympus", "not a known time zone"),
+        *(("source_timezone", zone, "not a known time zone") for zone in NOT_TIME_ZONES),
     ],
 )
 def test_unusable_settings_are_refused_naming_the_setting(field, value, message):

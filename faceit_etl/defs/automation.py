@@ -23,13 +23,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
 from faceit_etl.cron import cron_fault
 from faceit_etl.defs.checks import schema_target
-from faceit_etl.defs.resources import MigrationSettings, PostgresResource, SettingsError, refuse_a_secret, strict_bool
+from faceit_etl.defs.resources import (
+    MigrationSettings,
+    PostgresResource,
+    SettingsError,
+    known_time_zone,
+    refuse_a_secret,
+    strict_bool,
+)
 from faceit_etl.identity import look_at_file
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -80,11 +86,7 @@ def _why_not_a_cron(text: str) -> str | None:
 
 
 def _why_not_a_time_zone(name: str) -> str | None:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return "not a known time zone"
-    return None
+    return None if known_time_zone(name) else "not a known time zone"
 
 
 migrate_schedule = dg.ScheduleDefinition(

@@ -253,6 +253,17 @@ def postgres_from_environment() -> PostgresResource:
     return PostgresResource()
 
 
+def known_time_zone(name: str) -> bool:
+    """Whether `name` is a time zone of the IANA database. ZoneInfo refuses other names in three ways:
+    ZoneInfoNotFoundError, ValueError (a path, a NUL, a file that holds no zone) and OSError (a folder of
+    zones such as `Europe`, a name too long for a file)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 class MigrationSettings(dg.ConfigurableResource):
     """Validated once, when built (for a run: in its own process, at its start); an error never
     quotes the values given."""
@@ -336,11 +347,8 @@ class MigrationSettings(dg.ConfigurableResource):
     @field_validator("source_timezone")
     @classmethod
     def _a_time_zone(cls, value: str | None) -> str | None:
-        try:
-            if value is not None:
-                ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SettingsError("not a known time zone") from None
+        if value is not None and not known_time_zone(value):
+            raise SettingsError("not a known time zone")
         return value
 
     @field_validator(*TEXT_SETTINGS, mode="before")
