@@ -2,6 +2,8 @@
 settings resource, progress as observations with metadata (not log text), the backup folder as an
 input (not looked up on disk), the load's verdicts as its own check results (not read back)."""
 
+import time
+
 import dagster as dg
 
 from faceit_etl.cli.progress import RunWatcher
@@ -54,6 +56,22 @@ def _copying(context: dg.AssetExecutionContext) -> None:
         context.log_event(dg.AssetObservation(
             asset_key=context.asset_key, metadata={PROGRESS_STAGE: "copy users", PROGRESS_DONE: done, PROGRESS_TOTAL: 70},
         ))
+
+
+def test_each_event_is_shown_once_however_often_the_watcher_reads_the_run():
+    """The watcher reads on from where it left off: a read that started over would print every line again."""
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([_copying], instance=instance, tags=TAGS).success
+        reads, read = [], instance.get_records_for_run
+        instance.get_records_for_run = lambda *args, **kwargs: (reads.append(1), read(*args, **kwargs))[1]
+        lines: list[str] = []
+        with RunWatcher(instance, TAGS, console=None, line=lines.append, on_run=lambda run_id: None):
+            deadline = time.monotonic() + 60
+            while len(reads) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    assert len(reads) >= 4  # three polls, and the read when it stops
+    assert lines == ["  copy users: 70 rows"]
 
 
 def test_the_watcher_reads_progress_from_event_metadata_without_any_log_text():
