@@ -21,7 +21,7 @@ from faceit_etl.api import TARGET_TAG
 from faceit_etl.errors import ResumeRefusedError
 from faceit_etl.launcher import PID_TAG, launcher_tags, process_start
 from faceit_etl.postgres.database import run_session_name
-from faceit_etl.resumption import START_A_NEW_RUN
+from faceit_etl.resumption import START_A_NEW_RUN, ResumeRefused, _latest_failed
 from faceit_etl_tests.conftest import FLAT_SAMPLE
 from faceit_etl_tests.test_api import here, with_a_bad_entry  # noqa: F401 (here: a fixture)
 from faceit_etl_tests.test_cli import CLI, faceit_etl as faceit_etl_cli, instance_at, tables_digest, workdir  # noqa: F401
@@ -141,3 +141,33 @@ def test_a_killed_clis_orphaned_load_is_named_by_the_default_resume_as_still_loa
     while process_start(step) is not None:  # the orphan ends, its load rolled back, before the database goes
         assert time.monotonic() < deadline, "the orphaned step process never ended"
         time.sleep(0.1)
+
+
+TARGET = "db.example/faceit_bot/public"
+LATEST = f"the latest migration of {TARGET}, run latest-run,"
+# The default pick by the latest migration's state, with an older failed run behind it: the run picked,
+# or the refusal's words (a run queued needs its code location to be made, and is not finished either).
+BY_LATEST_STATE = {
+    **{status: f"{LATEST} is still running (its step process loads): " for status in (
+        dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.MANAGED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUSPENDED, dg.DagsterRunStatus.CANCELING)},
+    dg.DagsterRunStatus.CANCELED: f"{LATEST} was canceled, not failed: there is nothing to resume; {START_A_NEW_RUN}",
+    dg.DagsterRunStatus.FAILURE: "latest-run",
+    dg.DagsterRunStatus.SUCCESS: "older-failure",  # which the pick then refuses as superseded
+}
+
+
+@pytest.mark.parametrize(("status", "outcome"), BY_LATEST_STATE.items(), ids=[s.value for s in BY_LATEST_STATE])
+def test_the_default_pick_follows_the_latest_migrations_state_never_an_older_failure_behind_it(status, outcome):
+    runs = [dg.DagsterRun(job_name="migrate_job", run_id="latest-run", status=status),
+            dg.DagsterRun(job_name="migrate_job", run_id="older-failure", status=dg.DagsterRunStatus.FAILURE)]
+
+    def pick():
+        return _latest_failed(runs, TARGET, lambda run: "its step process loads", lambda run_id: False).run_id
+
+    if outcome in ("latest-run", "older-failure"):
+        assert pick() == outcome
+    else:
+        with pytest.raises(ResumeRefused) as refused:
+            pick()
+        assert str(refused.value).startswith(outcome)
