@@ -208,7 +208,8 @@ def test_the_clis_error_line_for_an_error_without_a_message_names_its_type_and_p
         in out.out + out.err
 
 
-def test_an_error_without_a_message_or_traceback_still_says_its_type():
-    assert described(AssertionError()) == \
+@pytest.mark.parametrize("message", ["", "  ", "\n\t"])
+def test_an_error_without_a_message_or_traceback_still_says_its_type(message):
+    assert described(AssertionError(message)) == \
         "AssertionError without a message, raised at an unknown place (the error carries no traceback)"
     assert described(KeyError("users")) == "KeyError: 'users'"

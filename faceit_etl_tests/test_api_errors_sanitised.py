@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import tempfile
+import traceback
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from psycopg import sql
 
 import faceit_etl
 from faceit_etl import api
-from faceit_etl.errors import MigrationError
+from faceit_etl.errors import MigrationError, sanitise
 from faceit_etl_tests.conftest import BOT_PASSWORD, FLAT_SAMPLE
 from faceit_etl_tests.test_cli import workdir  # noqa: F401 (a fixture)
 
@@ -134,3 +135,16 @@ def test_the_process_an_api_call_runs_its_verb_in_answers_a_server_error_sanitis
         kind, error = pickle.loads((Path(folder) / "answer").read_bytes())
 
     assert (kind, type(error), str(error)) == ("error", MigrationError, said)
+
+
+@pytest.mark.parametrize("link", ["__cause__", "__context__"])
+def test_a_password_is_removed_from_every_error_of_the_chain_raised_from_or_while_handling(link):
+    url = "postgresql://bot:Zebra7secret@db.example/faceit_bot"
+    outer = ValueError("the load failed")
+    setattr(outer, link, RuntimeError(f"could not reach {url}"))
+
+    sanitise(outer, url)
+
+    printed = "".join(traceback.format_exception(outer))
+    assert "Zebra7secret" not in printed
+    assert "could not reach postgresql://bot:" in printed and "the load failed" in printed  # the chain is kept
