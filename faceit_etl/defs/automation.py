@@ -184,8 +184,8 @@ class Load:
 
 
 def last_load(instance: dg.DagsterInstance, target: tuple[str, str]) -> Load | None:
-    """The last load into `target` (database without the password, schema) that committed (a dry run
-    writes nothing), with the sha256 of the file it loaded, followed through the inputs Dagster recorded
+    """The last load into `target` (database without the password, schema) that committed (a dry run is
+    an observation of postgres_tables, never a materialization), with the sha256 of the file it loaded, followed through the inputs Dagster recorded
     for each step: postgres_tables ← validated_frame ← raw_json ← source_backup, whose data version is
     that sha256 (a re-execution's inputs point to the steps of the run it re-executes). A rollback since
     is named, not taken for a load: its tables are what the operator chose, not a content to replace."""
@@ -196,9 +196,6 @@ def last_load(instance: dg.DagsterInstance, target: tuple[str, str]) -> Load | N
             continue
         if "rolled_back_run" in metadata:
             rolled_back_by = rolled_back_by or record.run_id
-            continue
-        dry_run = metadata.get("dry_run")
-        if dry_run is not None and dry_run.value:
             continue
         tags = record.asset_materialization.tags or {}
         for upstream in ("validated_frame", "raw_json"):
