@@ -1276,11 +1276,16 @@ def test_frames_without_presence_bits_write_every_field(db, conn):
     load(conn, SCHEMA, *chain(document(first)), "run-1")
     mapped, rejects = chain(document(second))
     bare = MappedFrames(mapped.users.drop(columns=PRESENT), mapped.subscriptions.drop(columns=PRESENT), {})
+    judged = {}
 
-    stats = load(conn, SCHEMA, bare, rejects, "run-2")
+    stats = load(conn, SCHEMA, bare, rejects, "run-2", before_commit=lambda c, s: judged.update(
+        verdicts.judge_before_commit(c, SCHEMA, bare.users, bare.subscriptions, s.kept_absent(), rejects["user_id"])))
 
     assert (stats.users.updated, stats.subscriptions.updated) == (20, 20)
     assert_content(db, second)
+    # Judged as frames that state every field: each tier is the file's, counted over every user.
+    assert all(verdict.passed for verdict in judged.values()), judged
+    assert sum(judged["tier_counts_match"].metadata["in_database"].values()) == 20
 
 
 def test_the_upsert_path_counts_its_staging_and_prune_over_no_user_deletes_nothing(db, conn):
