@@ -30,6 +30,7 @@ from faceit_etl.mapping import PRESENT, MappedFrames, map_frames
 from faceit_etl.source import parse_source, read_source
 from faceit_etl.postgres import ddl, runlog, verdicts, verify
 from faceit_etl.postgres.ddl import TargetError
+from faceit_etl.postgres.fingerprint import fingerprint
 from faceit_etl.postgres.load import jsonb_safe, load, to_csv_chunks
 from faceit_etl.postgres.lock import lock_schema
 from faceit_etl.validation.validate import validate_entries
@@ -1511,3 +1512,16 @@ def test_the_copy_text_holds_every_row_once_in_chunks_of_the_batch_size(batch_si
     chunks = list(to_csv_chunks(frame, batch_size))
     assert [rows for rows, _ in chunks] == [min(batch_size, 5 - start) for start in range(0, 5, batch_size)]
     assert b"".join(data for _, data in chunks) == b'1,"a"\n2,\n3,""\n4,"d"\n5,"e"\n'
+
+
+def test_the_fingerprint_reads_rows_in_utc_and_iso_and_puts_the_sessions_settings_back(db, conn):
+    """A rollback in another session, with other settings, must compute the same value for the same rows."""
+    load(conn, SCHEMA, *chain(document(generate_users(5, seed=1))), "run-1")
+    db.execute("SET TimeZone = 'Asia/Kathmandu'")
+    db.execute("SET DateStyle = 'German, DMY'")
+
+    in_another_session = fingerprint(db, SCHEMA)
+
+    assert db.execute("SELECT current_setting('TimeZone'), current_setting('DateStyle')").fetchone() == (
+        "Asia/Kathmandu", "German, DMY")
+    assert in_another_session == fingerprint(conn, SCHEMA)
