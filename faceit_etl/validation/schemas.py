@@ -70,12 +70,10 @@ def schemas() -> tuple[pa.DataFrameSchema, pa.DataFrameSchema]:
     users = pa.DataFrameSchema(
         {f.name: _column(f) for f in USER_FIELDS},
         name="users",
-        description="One row per accepted user entry, indexed by its position in the file.",
     )
     subscriptions = pa.DataFrameSchema(
         {f.name: _column(f) for f in SUBSCRIPTION_FIELDS} | {"has_subscription": pa.Column("boolean")},
         name="subscriptions",
-        description="The subscription of each accepted user entry; missing values get the bot's defaults.",
     )
     return users, subscriptions
 
