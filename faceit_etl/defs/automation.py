@@ -185,10 +185,11 @@ class Load:
 
 def last_load(instance: dg.DagsterInstance, target: tuple[str, str]) -> Load | None:
     """The last load into `target` (database without the password, schema) that committed (a dry run is
-    an observation of postgres_tables, never a materialization), with the sha256 of the file it loaded, followed through the inputs Dagster recorded
-    for each step: postgres_tables ← validated_frame ← raw_json ← source_backup, whose data version is
-    that sha256 (a re-execution's inputs point to the steps of the run it re-executes). A rollback since
-    is named, not taken for a load: its tables are what the operator chose, not a content to replace."""
+    an observation of postgres_tables, never a materialization), with the sha256 of the file it loaded,
+    followed through the inputs Dagster recorded for each step: postgres_tables ← validated_frame ←
+    raw_json ← source_backup, whose data version is that sha256 (a re-execution's inputs point to the
+    steps of the run it re-executes). A rollback since is named, not taken for a load: its tables are
+    what the operator chose, not a content to replace."""
     rolled_back_by = None
     for record in instance.fetch_materializations(dg.AssetKey("postgres_tables"), limit=LOADS_LOOKED_AT).records:
         metadata = record.asset_materialization.metadata
