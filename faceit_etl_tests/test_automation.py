@@ -246,6 +246,30 @@ def test_a_rollback_is_not_undone_by_the_sensor_while_the_file_is_unchanged(tmp_
     assert isinstance(after_restart, dg.SkipReason) and after_restart.skip_message == said
 
 
+def test_a_dry_run_of_new_content_is_no_load_and_the_sensor_still_requests_it(tmp_path, monkeypatch, database_url, db):
+    """A loaded; the file now holds B and someone dry-runs it: nothing was written, so the sensor
+    still requests B, and that run loads it."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    sensor = sensor_on(tmp_path, monkeypatch, "A")
+    source = tmp_path / "data.json"
+    with dg.instance_for_test() as instance:
+        request, cursor = evaluate(sensor, MigrationSettings(), instance)
+        assert run_request(instance, request)
+        write_json(source, {"users": [{"user_id": 7, "faceit_nickname": "B"}]})
+        with dg.execute_job(
+            dg.reconstructable(get_migrate_job), instance=instance,
+            run_config={"resources": {"migration_settings": {"config": {"dry_run": True}}}},
+        ) as dry_run:
+            assert dry_run.success
+        assert nicknames(database_url) == [(7, "A")]
+
+        after_dry_run, cursor = evaluate(sensor, MigrationSettings(), instance, cursor)
+        assert isinstance(after_dry_run, dg.RunRequest), after_dry_run
+        assert after_dry_run.tags["faceit_etl/source_sha256"] != request.tags["faceit_etl/source_sha256"]
+        assert run_request(instance, after_dry_run)
+    assert nicknames(database_url) == [(7, "B")]
+
+
 def test_the_sensor_skips_a_missing_file(tmp_path):
     sensor = defs.get_sensor_def("source_file_changed")
     with dg.instance_for_test() as instance:
