@@ -11,6 +11,9 @@ PostgreSQL is started here for the whole run and handed to every mutant's test s
 `FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a session of its own would start one per mutant.
 
 Usage: `python .ci/mutate_db.py [mutmut run arguments]`, e.g. `--max-children 1 'faceit_etl.postgres.verdicts*'`.
+`MUTATE_TESTS` (pytest arguments, space-separated) replaces the selection, e.g. by a module's direct tests
+when every test of the selection reaches it: a survivor then costs those alone, and what is caught is a
+lower bound of what the whole selection catches.
 This process must not import faceit_etl: mutmut makes its mutated copy importable first.
 """
 
@@ -150,7 +153,7 @@ def main(run_arguments: list[str]) -> int:
         os.environ["FACEIT_ETL_TEST_SERVER_URL"] = server.get_uri()
         settings = configuration.config()
         settings.only_mutate = DB_MODULES
-        settings.pytest_add_cli_args_test_selection = DB_TESTS
+        settings.pytest_add_cli_args_test_selection = os.environ.get("MUTATE_TESTS", "").split() or DB_TESTS
         file_mutation.MutationVisitor = SqlCaseAwareMutations
         for path in DB_MODULES:
             print(f"{path}: {sql_case_mutants_left_out(path)} mutants that only change the case of SQL text left out")
