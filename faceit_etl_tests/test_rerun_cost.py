@@ -6,6 +6,7 @@ import os
 import pickle
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 import faceit_etl
@@ -27,7 +28,11 @@ def test_a_runs_later_steps_in_its_process_take_its_values_without_reading_them_
 
     with instance_at(here) as instance:
         values = Path(instance.storage_directory()) / "runs" / result.run_id
+        started = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+        run_worker = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_START)
     assert result.success
+    assert len(started) == 7  # every step, each in the run's own process: the spy above sees its reads
+    assert {entry.dagster_event.pid for entry in started} == {run_worker[0].dagster_event.pid}
     assert sorted(p.name for p in values.iterdir()) == [
         "mapped_subscriptions", "mapped_users", "raw_json", "source_backup", "validated_frame"
     ]
