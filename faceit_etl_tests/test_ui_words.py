@@ -184,8 +184,10 @@ def test_recent_migrations_list_each_load_newest_first_with_what_it_changed(data
     first = run(resources)
     write_json(source, {"users": [ENTRIES[0], ENTRIES[4], {"user_id": 15}]})
     second = run(resources)
+    write_json(source, {"users": [ENTRIES[0], ENTRIES[4]]})
+    third = run(make_resources(database_url, source, tmp_path, prune=True, max_prune_fraction=1.0))
 
-    listed = metadata_of(second, "postgres_tables")["recent_migrations"]
+    listed = metadata_of(third, "postgres_tables")["recent_migrations"]
     assert [c.name for c in listed.schema.columns] == ["migration_id", "finished", "status", "rows_changed", "run_id"]
     logged = db.execute(
         "SELECT id::text, metadata->>'run_id', to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
@@ -193,8 +195,9 @@ def test_recent_migrations_list_each_load_newest_first_with_what_it_changed(data
     ).fetchall()
     assert [(r.data["migration_id"], r.data["run_id"], r.data["finished"][:19], r.data["status"], r.data["rows_changed"])
             for r in listed.records] == [
-        (logged[0][0], second.run_id, logged[0][2], "success", 2),  # one user and its subscription inserted
-        (logged[1][0], first.run_id, logged[1][2], "success", 4),
+        (logged[0][0], third.run_id, logged[0][2], "success", 2),  # that user and its subscription pruned
+        (logged[1][0], second.run_id, logged[1][2], "success", 2),  # one user and its subscription inserted
+        (logged[2][0], first.run_id, logged[2][2], "success", 4),
     ]
 
 
