@@ -24,9 +24,13 @@ from faceit_etl.defs.resources import (
     MigrationSettings,
     PostgresResource,
     describe_invalid,
+    LARGEST_INT,
+    SettingsError,
     max_concurrent_from_environment,
     postgres_from_environment,
+    strict_max_concurrent,
 )
+from faceit_etl.cli.main import fraction, positive_int
 from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, examples, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +150,46 @@ def test_an_environment_value_that_means_nothing_is_refused_never_read_as_a_defa
     with pytest.raises(ValidationError) as refused:
         MigrationSettings()
     assert describe_invalid(refused.value) == message
+
+
+BOUNDED = [  # (field, its variable, the CLI's type of its flag, its two edges, a value just past each)
+    ("batch_size", "MIGRATION_BATCH_SIZE", positive_int, ("1", str(LARGEST_INT)), ("0", str(LARGEST_INT + 1))),
+    ("max_prune_fraction", "MIGRATION_MAX_PRUNE_FRACTION", fraction, ("0", "1"), ("-0.001", "1.001")),
+]
+
+
+@pytest.mark.parametrize(("field", "variable", "flag_type", "edges", "past"), BOUNDED, ids=[b[0] for b in BOUNDED])
+def test_each_edge_of_a_numeric_setting_is_taken_from_every_source_and_a_step_past_it_is_refused(
+    monkeypatch, field, variable, flag_type, edges, past
+):
+    """The bounds are inclusive wherever a value comes from: `--max-prune-fraction 0` (prune nothing
+    beyond what the guard allows: none) is a setting, not a usage error."""
+    for edge in edges:
+        number = json.loads(edge)
+        monkeypatch.setenv(variable, edge)
+        assert getattr(MigrationSettings(), field) == number
+        monkeypatch.delenv(variable)
+        assert getattr(MigrationSettings(**{field: number}), field) == number
+        assert getattr(MigrationSettings(**{field: flag_type(edge)}), field) == number
+    for value in past:
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ValidationError):
+            MigrationSettings()
+        monkeypatch.delenv(variable)
+        with pytest.raises(ValidationError):
+            MigrationSettings(**{field: json.loads(value)})
+
+
+def test_each_edge_of_max_concurrent_is_taken_and_a_step_past_it_is_refused(monkeypatch):
+    for edge in ("1", str(LARGEST_INT)):
+        monkeypatch.setenv("MIGRATION_MAX_CONCURRENT", edge)
+        assert max_concurrent_from_environment() == strict_max_concurrent(edge) == positive_int(edge) == int(edge)
+    for value in ("0", str(LARGEST_INT + 1)):
+        monkeypatch.setenv("MIGRATION_MAX_CONCURRENT", value)
+        with pytest.raises(SettingsError, match="MIGRATION_MAX_CONCURRENT"):
+            max_concurrent_from_environment()
+        with pytest.raises(ValueError, match="from 1 to"):
+            strict_max_concurrent(value)
 
 
 # ------------------------------------------------- one precedence rule through every entry point
