@@ -26,8 +26,9 @@ _BATCH = 1 << 18  # rows of text hashed at once: bounds the four shifted copies 
 
 
 def combine(cells: list[np.ndarray]) -> np.ndarray:
-    """The record hash from its cells' hashes (uint64, 0 for NULL), in column order."""
-    result = np.zeros(len(cells[0]) if cells else 0, dtype=np.uint64)
+    """The record hash from its cells' hashes (uint64, 0 for NULL), in column order: at least one
+    column, as each table has."""
+    result = np.zeros(len(cells[0]), dtype=np.uint64)
     for cell in cells:
         result *= np.uint64(31)
         result += cell
