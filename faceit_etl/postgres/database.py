@@ -51,7 +51,6 @@ class InvalidConnectionString(ValueError):
     may be the password; an option value it refuses is named (with any password removed)."""
 
     def __init__(self, source: str = URL_VARIABLE, refused_option: str = "") -> None:
-        self.source = source
         if refused_option:
             super().__init__(f"the database URL ({source}) has an option libpq refuses: {refused_option}")
         else:
