@@ -1,11 +1,13 @@
 """`redact` and `describe`: a password never survives, whatever its characters and however the connection
-string is written, even when libpq refuses the string and quotes part of it back."""
+string is written, even when libpq refuses the string and quotes part of it back; and the traceback a log
+keeps is Python's own, but for what a server error says."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import sys
+import traceback
 from urllib.parse import quote
 
 import psycopg
@@ -14,9 +16,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from faceit_etl.cli import RedactingFormatter
-from faceit_etl.postgres.database import INVALID_URL, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact
+from faceit_etl.postgres.database import (
+    INVALID_URL, AuthenticationFailed, DatabaseUnavailable, InvalidConnectionString, checked_url, connect, describe, redact,
+    refused_option, traceback_text,
+)
 from faceit_etl.defs.resources import postgres_from_environment
-from faceit_etl_tests.conftest import PostgresAt
+from faceit_etl_tests.conftest import BOT_PASSWORD, PostgresAt
 
 # Any characters but `*`, which the mask itself is made of; at least 4 so a hit is not a coincidence.
 passwords = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="*\0"), min_size=4)
@@ -75,6 +80,42 @@ def test_words_after_an_unquoted_keyword_password_are_redacted_too():
     assert redact("hunter2 Zebra7 port=5432 db.example", url) == "*** port=5432 db.example"
 
 
+@pytest.mark.parametrize(("url", "words"), [
+    ("postgresql://bot:Secret-77@127.0.0.1:9/db?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ("postgresql://bot:notaport@127.0.0.1/db?port=notaport", 'invalid integer value "***" for connection option "port"'),
+    ("host=127.0.0.1 password=Secret-77 target_session_attrs=Secret-77", 'invalid target_session_attrs value: "***"'),
+    ("postgresql://bot:Secret-77@127.0.0.1:9/db", None),
+])
+def test_an_option_libpq_refuses_is_said_in_its_words_and_a_value_that_is_the_password_is_masked(url, words):
+    assert refused_option(url) == words
+    if words:  # refused at once, not tried again as a server that did not answer
+        with pytest.raises(InvalidConnectionString) as refused:
+            connect(url)
+        assert str(refused.value) == f"the database URL (DATABASE_URL) has an option libpq refuses: {words}"
+
+
+def test_libpqs_words_on_a_refused_connection_are_said_without_a_password_they_happen_to_hold(monkeypatch):
+    """libpq names the address it tried (`hostaddr`), which `describe` leaves out: a password that is the
+    same text is masked there too."""
+    monkeypatch.setattr("faceit_etl.postgres.database.time.sleep", lambda seconds: None)
+    with pytest.raises(DatabaseUnavailable) as refused:
+        connect("host=localhost hostaddr=127.0.0.1 port=9 dbname=faceit_bot user=bot password=127.0.0.1")
+    message = str(refused.value)
+    assert message.startswith("cannot connect to PostgreSQL at localhost:9/faceit_bot after 3 attempts: connection")
+    assert "Connection refused" in message and "127.0.0.1" not in message
+
+
+def test_a_password_that_is_also_the_user_name_is_not_said_when_authentication_fails(password_role, password_database_url):
+    """libpq names the user it refused: when the password is the same word (postgres:postgres), saying
+    the user says the password."""
+    url = password_database_url.replace(quote(BOT_PASSWORD, safe=""), password_role)
+    with pytest.raises(AuthenticationFailed) as refused:
+        connect(url)
+    message = str(refused.value)
+    assert message.startswith(f"authentication failed at {describe(url)} (wrong user or password): ")
+    assert message.endswith('password authentication failed for user "***"') and password_role not in message
+
+
 def test_a_url_from_the_environment_is_refused_when_a_step_asks_for_the_target(monkeypatch):
     """The Dagster entry points (UI, `dagster job execute`, schedule) resolve the URL in the resource."""
     monkeypatch.setenv("DATABASE_URL", "bob:Secret123@127.0.0.1/db")
@@ -96,6 +137,67 @@ def test_the_log_files_tracebacks_are_redacted_too(monkeypatch):
     assert "Sesame4711" not in text
     said = logging.LogRecord("x", logging.INFO, __file__, 1, "connecting as %s\nwith %s", ("bot", "Sesame4711"), None)
     assert RedactingFormatter("%(levelname)s %(message)s").format(said) == "INFO connecting as bot\nINFO with ***"
+
+
+class Quiet(Exception):
+    """An exception of this module, without words."""
+
+
+def raised(make) -> BaseException:
+    try:
+        make()
+    except BaseException as error:  # noqa: BLE001 (each kind of chain is the point)
+        return error
+    raise AssertionError("nothing raised")
+
+
+def _plain():
+    raise ValueError("bad value")
+
+
+def _caused():
+    try:
+        _plain()
+    except ValueError as error:
+        raise KeyError("missing") from error
+
+
+def _during():
+    try:
+        _plain()
+    except ValueError:
+        raise Quiet()  # noqa: B904 (raised while handling, on purpose)
+
+
+def _from_none():
+    try:
+        _plain()
+    except ValueError:
+        raise RuntimeError("hidden cause") from None
+
+
+def _cause_and_context():
+    try:
+        _caused()
+    except KeyError as cause:
+        try:
+            raise OSError("first")
+        except OSError:
+            raise Quiet("with both") from cause
+
+
+def _cycle():
+    first, second = raised(_plain), raised(_during)
+    first.__context__, second.__context__ = second, first
+    raise first
+
+
+@pytest.mark.parametrize("make", [_plain, _caused, _during, _from_none, _cause_and_context, _cycle])
+def test_a_logged_traceback_without_a_server_error_is_the_one_python_prints(make):
+    """The log's traceback (`traceback_text`) changes only what a server error says: every other chain,
+    raised from, while handling, with its context suppressed, or looping, reads as Python prints it."""
+    error = raised(make)
+    assert traceback_text(error) == "".join(traceback.format_exception(error))
 
 
 def test_a_quoted_keyword_password_in_a_string_libpq_refuses_is_redacted_bare_and_whole():
