@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,12 +47,16 @@ def test_a_configured_database_url_libpq_refuses_is_refused_without_being_quoted
 @pytest.mark.db  # starts the embedded server
 def test_without_a_url_the_embedded_server_under_the_project_home_is_started_left_running_and_reused(monkeypatch):
     """No URL configured: a server of its own under FACEIT_ETL_HOME (created with its parents), still
-    running after the call, so a later run and the checks find the same data. Its folder is not under
-    pytest's tmp_path, which another pytest session may close to the server's own system user."""
+    running after the command that started it ends, so a later run and the checks find the same data. Its
+    folder is not under pytest's tmp_path, which another pytest session may close to the server's own user."""
     folder = Path(tempfile.mkdtemp(prefix="faceit-etl-home-"))
     pgdata = folder / "new" / "home" / "pgdata"
     monkeypatch.setenv("FACEIT_ETL_HOME", str(pgdata.parent))
-    url = resolve_database_url("")
+    started = subprocess.run(  # a command of its own, which ends before the next uses the server
+        [sys.executable, "-c", "from faceit_etl.postgres.database import resolve_database_url; print(resolve_database_url(''))"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    url = started.stdout.strip()
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE kept_between_runs (id int)")
