@@ -2,13 +2,15 @@
 
 `make mutate` scores the rest against the `unit` tests; these modules (the post-load checks, the content
 comparison and its row hashes, the proof of what a load keeps, the re-run fingerprint, snapshot and
-rollback, the load, the memo) are reached only through a database. Here mutmut
-runs with the same `[tool.mutmut]` settings but `DB_MODULES` as what it mutates and `DB_TESTS` as the
-tests it selects: the tests that call the checks, the load (its merge and prune: test_sync.py), the snapshot
-and the rollback (test_restore.py) directly or materialize small files in process (no CLI subprocess, no
-browser, no server of their own, none over 10 s) and the `unit` test of the tiers' words. One embedded
-PostgreSQL is started here for the whole run and handed to every mutant's test session through
-`FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a session of its own would start one per mutant.
+rollback, the load, the memo, and the connections: their session settings, what a server error may say)
+are reached only through a database. Here mutmut runs with the same `[tool.mutmut]` settings but
+`DB_MODULES` as what it mutates and `DB_TESTS` as the tests it selects: the tests that call the checks, the
+load (its merge and prune: test_sync.py), the snapshot and the rollback (test_restore.py), the connections
+(test_redaction.py, test_database_edges.py, test_search_path.py, test_sessions.py) directly or materialize
+small files in process (no CLI subprocess, no browser, none over 10 s; one starts the embedded server a run
+without a URL uses) and the `unit` test of the tiers' words. One embedded PostgreSQL is started here for the
+whole run and handed to every mutant's test session through `FACEIT_ETL_TEST_SERVER_URL` (conftest.py): a
+session of its own would start one per mutant.
 
 Usage: `python .ci/mutate_db.py [mutmut run arguments]`, e.g. `--max-children 1 'faceit_etl.postgres.verdicts*'`.
 `MUTATE_TESTS` (pytest arguments, space-separated) replaces the selection, e.g. by a module's direct tests
@@ -45,6 +47,7 @@ DB_MODULES = [
     "faceit_etl/postgres/kept.py",
     "faceit_etl/postgres/fingerprint.py",
     "faceit_etl/postgres/rowhash.py",
+    "faceit_etl/postgres/database.py",
 ]
 _SLOW = [  # over 10 s each here, or a CLI subprocess: what they add is held by the faster ones
     "test_a_dropped_column_is_named_with_its_fix_before_any_write",
@@ -64,7 +67,8 @@ DB_TESTS = [
     *(f"faceit_etl_tests/test_{name}.py" for name in (
         "content_check", "verified_before_commit", "nothing_compared", "verify_hash", "kept_proven",
         "failure_words", "appeared_rows", "null_fields", "kept_fields", "load", "load_run", "snapshot_damage",
-        "snapshot_definitions", "snapshot_taking", "restore", "sync",
+        "snapshot_definitions", "snapshot_taking", "restore", "sync", "redaction", "database_edges", "search_path",
+        "sessions",
     )),
     "faceit_etl_tests/test_ui_words.py::test_tiers_that_differ_are_said_in_words",
     "-k", " and ".join(f"not {name}" for name in _SLOW),
