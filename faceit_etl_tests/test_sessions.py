@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -13,14 +14,15 @@ from faceit_etl.postgres.database import abandon, connect, may_run_statement, ru
 
 
 def test_the_sessions_of_each_run_are_found_by_its_name_from_any_database_of_the_server(database_url, postgres_server_url):
-    with connect(database_url, run_id="run-a") as first, connect(database_url, run_id="run-a") as second, \
-            connect(database_url, run_id="run-b") as other, connect(database_url) as unnamed, \
+    run_a, run_b = str(uuid.uuid4()), str(uuid.uuid4())  # run ids as Dagster makes them: no other test's
+    with connect(database_url, run_id=run_a) as first, connect(database_url, run_id=run_a) as second, \
+            connect(database_url, run_id=run_b) as other, connect(database_url) as unnamed, \
             psycopg.connect(database_url, application_name="faceit-etl runner") as lookalike:
         with psycopg.connect(postgres_server_url) as elsewhere:
             found = run_sessions(elsewhere)
-        ours = {name: pids for name, pids in found.items() if name in (run_session_name("run-a"), run_session_name("run-b"))}
-        assert ours == {run_session_name("run-a"): sorted([first.info.backend_pid, second.info.backend_pid]),
-                        run_session_name("run-b"): [other.info.backend_pid]}
+        ours = {name: pids for name, pids in found.items() if name in (run_session_name(run_a), run_session_name(run_b))}
+        assert ours == {run_session_name(run_a): sorted([first.info.backend_pid, second.info.backend_pid]),
+                        run_session_name(run_b): [other.info.backend_pid]}
         named_elsewhere = {pid for pids in found.values() for pid in pids}
         assert unnamed.info.backend_pid not in named_elsewhere and lookalike.info.backend_pid not in named_elsewhere
 
