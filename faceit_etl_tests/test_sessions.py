@@ -45,26 +45,26 @@ def test_abandoning_a_busy_connection_stops_its_statement_and_frees_its_locks_at
     conn = connect(database_url)
     conn.execute("LOCK TABLE public.guarded IN ACCESS EXCLUSIVE MODE")
     pid = conn.info.backend_pid
-    busy = threading.Thread(target=lambda: _ignore_errors(lambda: conn.execute("SELECT pg_sleep(60)")))
+
+    def sleep_a_minute() -> None:
+        try:
+            conn.execute("SELECT pg_sleep(60)")
+        except psycopg.Error:
+            pass  # the statement is cancelled or its connection closed: what the test brings about
+
+    busy = threading.Thread(target=sleep_a_minute)
     busy.start()
     deadline = time.monotonic() + 30
     while db.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() != ("PgSleep",):
         assert time.monotonic() < deadline, "the statement never started"
         time.sleep(0.05)
     assert not may_run_statement(conn)  # in the middle of a statement
-    started = time.monotonic()
     abandon(conn)
     busy.join(timeout=30)
-    assert conn.closed and not busy.is_alive() and time.monotonic() - started < 30  # not the 60 s of the sleep
+    assert conn.closed and not busy.is_alive()  # within 30 s, not the 60 s of the sleep
     assert db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]).fetchone() == (0,)
     db.execute("SET lock_timeout = '5s'")
     with db.transaction():
         db.execute("LOCK TABLE public.guarded IN ACCESS EXCLUSIVE MODE")  # its lock went with it
     abandon(conn)  # abandoning it again does nothing
 
-
-def _ignore_errors(call) -> None:
-    try:
-        call()
-    except psycopg.Error:
-        pass  # the statement is cancelled or its connection closed: what the test brings about
