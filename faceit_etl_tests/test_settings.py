@@ -14,23 +14,22 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-
-from faceit_etl.definitions import defs, get_migrate_job, load_definitions
-from faceit_etl.defs.checks import CHECKS
 from pydantic import ValidationError
 
+from faceit_etl.cli.main import fraction, positive_int
+from faceit_etl.definitions import defs, get_migrate_job, load_definitions
+from faceit_etl.defs.checks import CHECKS
 from faceit_etl.defs.resources import ENVIRONMENT as VARIABLES
 from faceit_etl.defs.resources import (
+    LARGEST_INT,
     MigrationSettings,
     PostgresResource,
-    describe_invalid,
-    LARGEST_INT,
     SettingsError,
+    describe_invalid,
     max_concurrent_from_environment,
     postgres_from_environment,
     strict_max_concurrent,
 )
-from faceit_etl.cli.main import fraction, positive_int
 from faceit_etl_tests.conftest import ASSETS, NESTED_SAMPLE, examples, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
