@@ -244,7 +244,11 @@ def test_the_column_schema_shows_each_columns_rules_from_the_pandera_schemas():
         "last_reset_date": instant, "referred_by_user_id": "Int64", "referral_code": text, "referrals_count": "Int64",
         "has_subscription": "boolean",
     }
-    assert (columns["user_id"].type, columns["user_id"].description) == ("Int64", "users")
+    subscription_columns = ["tier", "expires_at", "auto_renew", "payment_method", "daily_requests", "last_reset_date",
+                            "referred_by_user_id", "referral_code", "referrals_count", "has_subscription"]
+    assert {name: column.description for name, column in columns.items()} == {  # the table each column goes to
+        name: "subscriptions" if name in subscription_columns else "users" for name in columns
+    }
     assert columns["user_id"].constraints == dg.TableColumnConstraints(nullable=False, unique=True, other=[
         "greater_than_or_equal_to(min_value=1): must be a positive Telegram id",
         "user_id seen before: the first entry wins, as in the bot",
