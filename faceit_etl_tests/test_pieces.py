@@ -195,6 +195,23 @@ def test_validation_in_batches_equals_validation_of_the_whole_file(tmp_path):
     assert (batched.input_count, batched.ignored_fields) == (whole_file.input_count, whole_file.ignored_fields)
 
 
+@pytest.mark.parametrize("layout", [[], {}], ids=["users list", "users keyed by id"])
+def test_a_big_file_without_users_is_judged_as_a_whole_parse_judges_it(tmp_path, layout):
+    """Its size may lie beside the list: validation still gets one batch, empty, and finds nothing."""
+    path = tmp_path / "data.json"
+    path.write_bytes(dumped({"users": layout, "analytics": {"notes": ["a note"] * 500}}, "indent 2"))
+    source = read_source(path, piece_bytes=SMALL)
+    assert source.pieces is not None and source.entry_count == 0
+
+    batched = validate_entries(source, batch_size=50)
+    whole_file = validate_entries(whole_source(path))
+
+    pd.testing.assert_frame_equal(batched.valid, whole_file.valid)
+    pd.testing.assert_frame_equal(batched.rejects, whole_file.rejects)
+    assert (len(batched.valid), len(batched.rejects), batched.input_count) == (0, 0, 0)
+    assert (batched.ignored_fields, batched.rejected_count) == ({}, 0)
+
+
 @pytest.mark.parametrize("kept_copy", [False, True], ids=["the bot's file", "a kept backup copy"])
 def test_a_file_changed_after_it_was_read_is_not_misread(tmp_path, kept_copy):
     path = tmp_path / "data.json"
