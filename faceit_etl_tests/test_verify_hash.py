@@ -9,6 +9,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -90,6 +91,15 @@ def test_the_numpy_lookup3_is_postgres_hashtextextended(db, words):
     expected = db.execute("SELECT array_agg(hashtextextended(w, 0) ORDER BY n) FROM unnest(%s::text[]) WITH ORDINALITY AS t(w, n)",
                           [words]).fetchone()[0]
     assert rowhash.to_int64(rowhash.hash_text(pd.array(words, dtype="str").__arrow_array__())).tolist() == expected
+
+
+def test_texts_beyond_one_batch_hash_as_postgres_hashes_each(db):
+    """hash_text takes `_BATCH` texts at a time out of one buffer: each batch, the last one short, hashes
+    its own texts from its own bytes."""
+    words = [f"{n}:{'ü' * (n % 7)}{'x' * (n % 23)}" for n in range(2 * rowhash._BATCH + 5)]
+    expected = db.execute("SELECT array_agg(hashtextextended(w, 0) ORDER BY n) FROM unnest(%s::text[]) WITH ORDINALITY AS t(w, n)",
+                          [words]).fetchone()[0]
+    assert rowhash.to_int64(rowhash.hash_text(pa.array(words, type=pa.large_string()))).tolist() == expected
 
 
 def loaded(conn, tmp_path, n=40, layout="nested"):
