@@ -31,6 +31,8 @@ CASES = {
     "migrate ok": (["migrate", "{file}"], None, 0, "faceit-etl migrate {file}"),
     "migrate rejects": (["migrate", "{rejects}"], None, 2, "faceit-etl migrate {rejects}"),
     "migrate unreachable": (["migrate", "{file}"], "wrong password", 1, "faceit-etl migrate {file}"),
+    "migrate rejects allowed, unreachable": (["migrate", "--max-rejects", "1", "{rejects}"], "wrong password", 1,
+                                             "faceit-etl migrate {rejects}"),  # its settings on a line of their own
     "resume refused": (["migrate", "--resume"], None, 2, "faceit-etl migrate --resume"),
     "validate ok": (["validate", "{file}"], None, 0, "faceit-etl validate {file}"),
     "validate rejects": (["validate", "{rejects}"], None, 2, "faceit-etl validate {rejects}"),
@@ -84,5 +86,6 @@ def test_every_command_logs_its_line_once_and_one_outcome_at_the_level_of_its_ex
     assert (outcome[1], int(OUTCOME.match(outcome[2])[1])) == (LEVELS[code], code), text
     assert outcome is lines[-1], text
     assert max(ORDER.index(line[1]) for line in lines) == ORDER.index(LEVELS[code]), text
+    assert all(line[1] == "WARNING" for line in lines if line[2].endswith("FAILED (WARN)")), text  # as the check is
     for secret in (BOT_PASSWORD, quote(BOT_PASSWORD, safe=""), BOT_PASSWORD.split()[0], WRONG_PASSWORD):
         assert secret not in text + done.stdout + done.stderr
