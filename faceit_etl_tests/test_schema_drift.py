@@ -33,7 +33,7 @@ def migrate_run(instance) -> tuple[str, dict[str, dg.AssetCheckEvaluation]]:
         return result.run_id, {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_name(environment, db):
+def test_a_column_the_bots_alembic_adds_drops_or_retypes_between_loads_is_flagged_by_name(environment, db):
     with dg.instance_for_test() as instance:
         first = migrate(instance)["column_schema_change"]
         assert first.passed and first.description == FIRST_LOAD
@@ -54,6 +54,11 @@ def test_a_column_the_bots_alembic_adds_or_retypes_between_loads_is_flagged_by_n
 
         settled = migrate(instance)["column_schema_change"]
         assert settled.passed
+
+        db.execute("ALTER TABLE users DROP COLUMN premium_until")  # and a revision after it drops one
+        dropped = migrate(instance)["column_schema_change"]
+        assert (dropped.passed, dropped.description) == (
+            False, "Column schema changed between previous and latest materialization.\n\nRemoved columns: users.premium_until")
 
 
 def test_a_rollback_records_the_tables_column_schema_so_the_next_load_sees_no_drift(environment, db):
