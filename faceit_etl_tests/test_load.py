@@ -1190,7 +1190,7 @@ def test_truncate_with_an_empty_file_is_refused_and_keeps_the_content(db, conn, 
     assert snapshot(db) == before
 
 
-def test_only_rows_whose_session_is_gone_are_marked_abandoned(db, database_url):
+def test_only_rows_whose_session_is_gone_are_marked_abandoned_even_when_its_pid_was_reused(db, database_url):
     ddl.ensure_bookkeeping_tables(db, SCHEMA)
     with psycopg.connect(database_url, autocommit=True) as alive:
         runlog.start(alive, SCHEMA, run_id="alive", total_items=1, metadata={})
@@ -1199,6 +1199,10 @@ def test_only_rows_whose_session_is_gone_are_marked_abandoned(db, database_url):
             pid = dying.info.backend_pid
         while db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]:
             time.sleep(0.01)  # the server ends a closed session's backend asynchronously
+        # The server may give the dead session's pid to a new one: here, the live run's.
+        db.execute("UPDATE migration_logs SET metadata = jsonb_set(metadata, '{session_pid}', to_jsonb(%s::int)) "
+                   "WHERE metadata->>'run_id' = 'dying'", [alive.info.backend_pid])
+        assert {m["run_id"]: m["session_alive"] for m in runlog.latest(db, SCHEMA)} == {"alive": True, "dying": False}
         assert runlog.fail_abandoned(db, SCHEMA) == ["dying"]
         assert runlog.fail_abandoned(db, SCHEMA) == []
         statuses = dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall())
