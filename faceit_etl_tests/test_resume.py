@@ -8,9 +8,11 @@ fails and prints the ALTER TABLE; the operator runs it and resumes; only the loa
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -298,6 +300,27 @@ def test_step_values_are_kept_for_the_latest_failed_run_of_each_target_until_sup
         third_other = job_run(instance, other)
         # Superseded by its successful resume: nothing of it is kept beyond the newest run.
         assert kept() == {third_other.run_id}
+
+
+def test_step_values_of_a_run_still_going_are_kept_however_many_runs_start_after_it(database_url, db, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr(io, "KEEP_RUNS", 1)  # the runs execute in this process
+    settings = make_settings(write_json(tmp_path / "a.json", {"users": small_and_big()[0][:5]}), tmp_path)
+    with dg.instance_for_test() as instance:
+        runs = Path(instance.storage_directory()) / "runs"
+        older = {}
+        for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS):  # one still going, one that ended
+            run = instance.add_run(dg.DagsterRun(job_name="migrate_job", run_id=str(uuid.uuid4()), status=status))
+            (runs / run.run_id).mkdir(parents=True)
+            (runs / run.run_id / "mapped_users").write_text("a value its next step reads")
+            os.utime(runs / run.run_id, (1, 1))  # older than any run below
+            older[status] = run.run_id
+
+        first, second = job_run(instance, settings), job_run(instance, settings)
+
+        assert first.success and second.success
+        assert {p.name for p in runs.iterdir()} == {older[dg.DagsterRunStatus.STARTED], second.run_id}
+        assert (runs / older[dg.DagsterRunStatus.STARTED] / "mapped_users").read_text() == "a value its next step reads"
 
 
 def test_re_executing_the_load_of_a_successful_run_is_no_resume(database_url, db, tmp_path, monkeypatch):
