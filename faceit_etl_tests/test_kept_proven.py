@@ -15,7 +15,7 @@ import pytest
 
 from faceit_etl.postgres.ddl import SUBSCRIPTIONS, USERS
 from faceit_etl.postgres.load import load
-from faceit_etl.postgres.verdicts import VerificationFailed, judge_before_commit
+from faceit_etl.postgres.verdicts import BLOCKING, VerificationFailed, judge_before_commit
 from faceit_etl.validation.fields import SUBSCRIPTION_FIELDS, USER_FIELDS, Field, Kind
 from faceit_etl_tests.test_load import ALEMBIC_DDL, SCHEMA, chain, document
 from faceit_etl_tests.test_verified_before_commit import HEAD, target_state
@@ -62,6 +62,8 @@ class Case:
     changed_table: str
     changed: int  # the Telegram id named
     hashed: int = 1  # users whose kept part is hashed: absent, rejected, or lacking a field (ids are compared apart)
+    before: str | None = None  # what the tables are made to hold first
+    also_failed: tuple[str, ...] = ()  # the other blocking verdicts the change fails
 
 
 ABSENT_NICKNAME = "UPDATE users SET faceit_nickname = 'touched' WHERE user_id = 103"
@@ -74,6 +76,12 @@ CASES = {
         "UPDATE user_subscriptions SET daily_requests = 99 WHERE user_id = (SELECT id FROM users WHERE user_id = 103)",
         "AFTER", "user_subscriptions", 103),
     # 103's entry is rejected (an unknown tier): its row is kept, counted kept_rejected.
+    "a subscription a kept user gains": Case(
+        [entry(101), entry(102), entry(104)], "users", "INSERT",
+        "INSERT INTO user_subscriptions (id, user_id, tier) SELECT gen_random_uuid(), id, 'PRO' FROM users WHERE user_id = 103",
+        "AFTER", "user_subscriptions", 103,
+        before="DELETE FROM user_subscriptions WHERE user_id = (SELECT id FROM users WHERE user_id = 103)",
+        also_failed=("row_counts_match",)),
     "a rejected entry's user": Case(
         [entry(101), entry(102), entry(103, subscription={"tier": "gold"}), entry(104)], "users", "INSERT",
         ABSENT_NICKNAME, "AFTER", "users", 103),
@@ -91,6 +99,8 @@ CASES = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_what_the_load_keeps_is_proven_unchanged_before_its_commit(db, database_url, case):
     loaded_first(db, database_url, [101, 102, 103])
+    if case.before:
+        db.execute(case.before)
     after_trigger(db, case.table, case.event, case.body, case.timing)
     mapped, rejects = chain(document(case.file))
     before = target_state(db)
@@ -108,7 +118,9 @@ def test_what_the_load_keeps_is_proven_unchanged_before_its_commit(db, database_
         "users_compared": case.hashed, f"{case.changed_table}_changed": 1, f"{other}_changed": 0,
         "examples": {case.changed_table: [case.changed]},
     }
-    assert str(failed.value).startswith(f"{HEAD}content_matches: {verdict.description}")
+    assert {name for name in BLOCKING if not failed.value.verdicts[name].passed} == {"content_matches", *case.also_failed}
+    assert str(failed.value).startswith(HEAD)
+    assert f"content_matches: {verdict.description}" in str(failed.value)
 
 
 def test_a_load_that_keeps_rows_proves_them_and_passes(db, database_url):
