@@ -22,7 +22,8 @@ SMALL = 600  # bytes per piece: several entries per cut at most
 
 
 def entries_in_batches(source, size: int = 7) -> list:
-    return [entry for _, batch, _ in source.batches(size) for entry in batch]
+    """The entries of every batch, each batch checked to start at its first entry's number in the file."""
+    return keyed_in_batches(source, size)[0]
 
 
 def whole(path) -> list:
@@ -126,11 +127,12 @@ def keyed_text(pairs: list[tuple[str, object]], style: str) -> bytes:
     return ('{"users": {' + separator.join(items) + '}, "analytics": {"x": [{"a": 1}]}}').encode()
 
 
-def keyed_in_batches(source, size: int = 3) -> tuple[list, list]:
+def keyed_in_batches(source, size: int = 3) -> tuple[list, list | None]:
     entries, keys = [], []
-    for _, batch, batch_keys in source.batches(size):
+    for offset, batch, batch_keys in source.batches(size):
+        assert offset == len(entries)
         entries.extend(batch)
-        keys.extend(batch_keys)
+        keys = None if batch_keys is None else keys + batch_keys
     return entries, keys
 
 
