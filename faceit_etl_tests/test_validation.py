@@ -183,6 +183,8 @@ def test_unknown_tier_is_rejected_not_made_free(tier):
         ("2025-01-01T00:00:00+01:00:30", '"2025-01-01T00:00:00+01:00:30"' + NOT_A_FORM),
         ("2025-08-16Z", '"2025-08-16Z"' + NOT_A_FORM),
         (" 2025-08-16T18:52:14", '" 2025-08-16T18:52:14"' + NOT_A_FORM),
+        # Too precise too, but of no supported form: that is what is wrong with it.
+        ("2025-08-16 18:52:14.1234567 UTC", '"2025-08-16 18:52:14.1234567 UTC"' + NOT_A_FORM),
         ("2025-08-16T18:52:14\n", '"2025-08-16T18:52:14\\n"' + NOT_A_FORM),
         ("2025-08-16T18:52:14.123456789", 'timestamp "2025-08-16T18:52:14.123456789"' + TOO_PRECISE),
         ("2025-01-01T00:00:00.9999999", 'timestamp "2025-01-01T00:00:00.9999999"' + TOO_PRECISE),

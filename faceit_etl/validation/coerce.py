@@ -250,21 +250,22 @@ def coerce_timestamps(values: list[Any], source_timezone: str) -> tuple[pd.Serie
 
 def _forms(texts: pd.Series, values: list[Any], errors: Errors) -> tuple[pd.Series, pd.Series]:
     """Which texts are of a supported form, and which of those carry an offset; an unusual spelling
-    is normalised in `texts`, and a text that is refused gets its error."""
+    is normalised in `texts`, and a text that is refused gets its error. `texts` is a `str` column,
+    whose matches say False for a missing text."""
     has_text = texts.notna()
-    if texts.str.fullmatch(_BOTS_FORM).fillna(False).eq(has_text).all():
+    if texts.str.fullmatch(_BOTS_FORM).eq(has_text).all():
         return has_text, pd.Series(False, index=texts.index)
-    formed = has_text & texts.str.fullmatch(_FORM).fillna(False)
+    formed = texts.str.fullmatch(_FORM)
     for position in (has_text & ~formed).to_numpy().nonzero()[0].tolist():
         errors[position] = _unsupported_form(values[position])
-    for position in (formed & texts.str.contains(_UNUSUAL, regex=True).fillna(False)).to_numpy().nonzero()[0].tolist():
+    for position in (formed & texts.str.contains(_UNUSUAL)).to_numpy().nonzero()[0].tolist():
         text, reason = _normalised(values[position])
         if reason:
             errors[position] = reason
             formed.iat[position] = False
         else:
             texts.iat[position] = text
-    aware = formed & texts.str.contains(_HAS_OFFSET, regex=True).fillna(False) & ~texts.str.fullmatch(_DATE_ONLY).fillna(False)
+    aware = formed & texts.str.contains(_HAS_OFFSET) & ~texts.str.fullmatch(_DATE_ONLY)
     return formed, aware
 
 
