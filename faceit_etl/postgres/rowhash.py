@@ -67,7 +67,7 @@ def hash_text(texts: pa.Array) -> np.ndarray:
         texts = texts.combine_chunks()
     _, offsets, data = texts.buffers()
     offsets = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    data = np.frombuffer(data, dtype=np.uint8)  # present, if of 0 bytes: Arrow refuses a string array without one
     out = np.empty(len(texts), dtype=np.uint64)
     for first in range(0, len(texts), _BATCH):
         bounds = offsets[first : first + _BATCH + 1]
