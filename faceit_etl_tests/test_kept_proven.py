@@ -64,6 +64,7 @@ class Case:
     hashed: int = 1  # users whose kept part is hashed: absent, rejected, or lacking a field (ids are compared apart)
     before: str | None = None  # what the tables are made to hold first
     also_failed: tuple[str, ...] = ()  # the other blocking verdicts the change fails
+    prune: bool = False  # users the file lacks are deleted: only rejected entries' users are kept
 
 
 ABSENT_NICKNAME = "UPDATE users SET faceit_nickname = 'touched' WHERE user_id = 103"
@@ -85,6 +86,9 @@ CASES = {
     "a rejected entry's user": Case(
         [entry(101), entry(102), entry(103, subscription={"tier": "gold"}), entry(104)], "users", "INSERT",
         ABSENT_NICKNAME, "AFTER", "users", 103),
+    "a rejected entry's user, while pruning": Case(
+        [entry(101), entry(103, subscription={"tier": "gold"}), entry(104)], "users", "INSERT",
+        ABSENT_NICKNAME, "AFTER", "users", 103, prune=True),
     # 101's entry lacks language: its row keeps 'en', which the content check cannot judge alone.
     "a cell the entry lacks": Case(
         [{k: v for k, v in entry(101, faceit_nickname="renamed").items() if k != "language"}, entry(102), entry(103)],
@@ -106,7 +110,8 @@ def test_what_the_load_keeps_is_proven_unchanged_before_its_commit(db, database_
     before = target_state(db)
 
     with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
-        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects), prune=case.prune,
+             max_prune_fraction=1.0)
 
     assert target_state(db) == before
     verdict = failed.value.verdicts["content_matches"]
@@ -157,7 +162,8 @@ def test_a_new_row_without_the_field_must_hold_the_bots_default(db, database_url
     before = target_state(db)
 
     with psycopg.connect(database_url) as conn, pytest.raises(VerificationFailed) as failed:
-        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects))
+        load(conn, SCHEMA, mapped, rejects, "run-2", before_commit=judged(mapped, rejects), prune=case.prune,
+             max_prune_fraction=1.0)
 
     assert target_state(db) == before
     assert failed.value.verdicts["content_matches"].description == (
