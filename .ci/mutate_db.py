@@ -92,8 +92,8 @@ def same_sql(old: str, new: str) -> bool:
 
 
 def _sql_texts(call: cst.Call) -> list[cst.SimpleString]:
-    """The string literals a call passes as its SQL text: its first argument, either branch of it, or
-    the values of a dict it is picked from (`sql.SQL({"a": "…", "d": "…"}[kind])`)."""
+    """The string literals a call passes as its SQL text: its first argument, each literal of it written
+    in parts, either branch of it, or the values of a dict it is picked from (`sql.SQL({"a": "…", "d": "…"}[kind])`)."""
     if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in _SQL_CALLS and call.args):
         return []
     texts, pending = [], [call.args[0].value]
@@ -101,6 +101,8 @@ def _sql_texts(call: cst.Call) -> list[cst.SimpleString]:
         node = pending.pop()
         if isinstance(node, cst.SimpleString):
             texts.append(node)
+        elif isinstance(node, cst.ConcatenatedString):  # "..." "...": each literal is mutated alone
+            pending += [node.left, node.right]
         elif isinstance(node, cst.IfExp):
             pending += [node.body, node.orelse]
         elif isinstance(node, cst.Subscript):
