@@ -766,16 +766,19 @@ def test_a_folder_without_a_manifest_or_a_database_without_a_log_chooses_nothing
     assert latest_committed(db, "elsewhere") is None
 
 
+NOTHING_CHANGED = {"created_tables": False, **{
+    table: {"inserted": 0, "updated": 0, "unchanged": 2, "kept_absent": 3, "kept_rejected": 1, "deleted": 0}
+    for table in ("users", "subscriptions")}}
+
+
 @pytest.mark.parametrize(
     ("load", "changed"),
     [
         (None, True),  # an older faceit-etl's row: taken to have changed something
-        ({"created_tables": False, "users": {"inserted": 0, "updated": 0, "deleted": 0},
-          "subscriptions": {"inserted": 0, "updated": 0, "deleted": 0}}, False),
-        ({"created_tables": True, "users": {"inserted": 0, "updated": 0, "deleted": 0},
-          "subscriptions": {"inserted": 0, "updated": 0, "deleted": 0}}, True),
-        *(({"created_tables": False, "users": {"inserted": 0, "updated": 0, "deleted": 0},
-            "subscriptions": {"inserted": 0, "updated": 0, "deleted": 0}} | {name: {count: 1}}, True)
+        (NOTHING_CHANGED, False),  # rows kept or unchanged only
+        (NOTHING_CHANGED | {"created_tables": True}, True),
+        # One count of one table, every other count as above (a prune that only deleted, say).
+        *((NOTHING_CHANGED | {name: NOTHING_CHANGED[name] | {count: 1}}, True)
           for name in ("users", "subscriptions") for count in ("inserted", "updated", "deleted")),
     ],
 )

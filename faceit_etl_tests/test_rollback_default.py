@@ -55,3 +55,20 @@ def test_the_default_rollback_passes_over_a_later_migration_that_changed_nothing
         changing.run_id: "rolled_back",
         keeping.run_id: "rolled_back",
     }
+
+
+def test_the_default_rollback_undoes_a_later_migration_that_only_deleted_users(here, db):
+    """A prune that deleted the users its file lacks and wrote nothing else changed the tables."""
+    users = [{"user_id": i, "faceit_nickname": f"u{i}"} for i in (1, 2, 3, 4)]
+    loaded = faceit_etl.migrate(write_json(here / "a.json", {"users": users}))
+    assert loaded.success
+    after_first = tables_digest(db)
+    pruning = faceit_etl.migrate(write_json(here / "b.json", {"users": users[:3]}), prune=True, max_prune_fraction=0.5)
+    assert pruning.tables["users"] == counts(unchanged=3, deleted=1)
+
+    assert rolled_back_run("api", here) == pruning.run_id
+
+    assert table_users(db) == [(1, "u1"), (2, "u2"), (3, "u3"), (4, "u4")]
+    assert tables_digest(db) == after_first
+    assert dict(db.execute("SELECT metadata->>'run_id', status FROM migration_logs").fetchall()) == {
+        loaded.run_id: "success", pruning.run_id: "rolled_back"}
