@@ -1209,6 +1209,18 @@ def test_only_rows_whose_session_is_gone_are_marked_abandoned_even_when_its_pid_
         assert statuses == {"alive": "running", "dying": "failed"}
 
 
+def test_a_run_whose_session_belongs_to_another_role_is_taken_as_alive(db, password_database_url):
+    """To a role that is no superuser the server hides another role's session start: that run may still
+    be loading, so the next run leaves its row running, as `status` says it is."""
+    with psycopg.connect(password_database_url, autocommit=True) as tool:
+        ddl.ensure_bookkeeping_tables(tool, SCHEMA)
+        runlog.start(db, SCHEMA, run_id="superuser's", total_items=1, metadata={})  # db: the server's superuser
+
+        assert {m["run_id"]: m["session_alive"] for m in runlog.latest(tool, SCHEMA)} == {"superuser's": True}
+        assert runlog.fail_abandoned(tool, SCHEMA) == []
+    assert db.execute("SELECT status FROM migration_logs").fetchall() == [("running",)]
+
+
 # ---------------------------------------------------------------------------------------------
 # an empty target: keys set aside, rows copied straight in, keys rebuilt
 

@@ -74,7 +74,8 @@ def ended(log: RunLog, conn: psycopg.Connection) -> None:
 def fail_abandoned(conn: psycopg.Connection, schema: str, run_id: str | None = None) -> list[str]:
     """Rows left `running` by a run that died (killed, machine lost) become `failed` (only `run_id`'s,
     when given); returns their run ids. A run is alive while the server still has the session that
-    wrote its row: `start` records that session (pid and start time, so a reused pid is not mistaken for it)."""
+    wrote its row: `start` records that session (pid and start time, so a reused pid is not mistaken for it).
+    Another role's session shows no start time to a role without pg_read_all_stats: taken as alive, as `latest` does."""
     logs = table(schema, MIGRATION_LOGS)
     abandoned = conn.execute(
         sql.SQL(
@@ -84,7 +85,7 @@ def fail_abandoned(conn: psycopg.Connection, schema: str, run_id: str | None = N
                  AND NOT EXISTS (
                    SELECT 1 FROM pg_stat_activity a
                    WHERE a.pid = (l.metadata->>'session_pid')::int
-                     AND a.backend_start::text = l.metadata->>'session_start')
+                     AND (a.backend_start IS NULL OR a.backend_start::text = l.metadata->>'session_start'))
                RETURNING l.metadata->>'run_id'"""
         ).format(logs),
         {"run_id": run_id},
